@@ -1,0 +1,8 @@
+#include <napi.h>
+
+#include "args.h"
+#include "pool.h"
+
+namespace keel {
+void InitOps(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+}  // namespace keel

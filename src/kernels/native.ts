@@ -1,0 +1,28 @@
+/** Loads the C++ addon (built by node-gyp during `npm ci`) and exposes it as Kernels. */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type { Kernels } from './types.ts';
+
+export interface NativeAddon extends Kernels<Float32Array> {
+  /** Sets (when given) and returns the number of kernel threads. */
+  threads(n?: number): number;
+  /** Name of the matmul micro-kernel selected at run time ("avx2-fma" or "portable"). */
+  matmulKernel(): string;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+let addon: NativeAddon | undefined;
+
+export function nativeKernels(): NativeAddon {
+  if (!addon) {
+    const require = createRequire(import.meta.url);
+    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    try {
+      addon = load(root);
+    } catch (err) {
+      throw new Error(`Keel's native addon is not built (${(err as Error).message.split('\n')[0]}). Run \`npm ci\` or \`npm run build:native\`.`);
+    }
+  }
+  return addon;
+}

@@ -1,0 +1,19 @@
+/** Plain TypeScript twins of the native kernels: slow, obvious, float64-capable. */
+import type { Floats, Kernels } from '../types.ts';
+import { matmulBackward, matmulForward } from './matmul.ts';
+import * as ops from './ops.ts';
+import { attentionBackward, attentionForward } from './attention.ts';
+import { adamw, scale, sumSquares } from './optim.ts';
+
+export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> {
+  return {
+    matmulForward, matmulBackward,
+    layernormForward: ops.layernormForward, layernormBackward: ops.layernormBackward,
+    attentionForward, attentionBackward,
+    geluForward: ops.geluForward, geluBackward: ops.geluBackward,
+    residualForward: ops.residualForward, accumulate: ops.accumulate,
+    encoderForward: ops.encoderForward, encoderBackward: ops.encoderBackward,
+    crossEntropy: ops.crossEntropy,
+    adamw, sumSquares, scale,
+  } as Kernels<F>;
+}
