@@ -1,8 +1,674 @@
+// Row-wise and elementwise kernels of GPT-2 training: LayerNorm, GELU, residual add,
+// gradient accumulation, token+position encoder and fused softmax/cross-entropy.
+// Contracts: src/kernels/types.ts.
+//
+// Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
+// flat element count (elementwise kernels), BT = B*T rows.
+//
+// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2); simd.h explains
+// the run-time choice. Work is split over rows (or elements, or channels for the encoder
+// backward, whose rows scatter into shared embedding rows) with keel::parallel_for.
 #include <napi.h>
 
+#include <cmath>
+#include <vector>
+
 #include "args.h"
+#include "kernel_util.h"
 #include "pool.h"
+#include "simd.h"
 
 namespace keel {
-void InitOps(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+namespace {
+
+constexpr float kLnEps = 1e-5f;
+constexpr float kGeluK = 0.7978845608028654f;  // √(2/π)
+constexpr float kGeluA = 0.044715f;
+// GELU uses 0.5·(1 + tanh(u)) = σ(2u) = 1/(1 + e^(−2u)), which needs only exp and keeps full
+// relative accuracy for negative x, where 1 + tanh(u) would cancel. e^(−2u) is capped at e^80
+// so that σ and e·σ² stay normal floats instead of becoming inf·0.
+constexpr float kGeluExpCap = 80.0f;
+
+// ---- LayerNorm ---------------------------------------------------------------------------
+// out[N,C] = (inp − mean)·rstd·weight + bias; mean[N], rstd[N] saved. Biased variance,
+// computed in two passes over the (L1-resident) row for accuracy.
+
+void ln_fwd_port(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                 int64_t r0, int64_t r1, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    float* o = out + r * C;
+    float s = 0.0f;
+    for (int64_t i = 0; i < C; ++i) s += x[i];
+    const float m = s / (float)C;
+    float v = 0.0f;
+    for (int64_t i = 0; i < C; ++i) v += (x[i] - m) * (x[i] - m);
+    const float rs = 1.0f / std::sqrt(v / (float)C + kLnEps);
+    for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * rs * w[i] + b[i];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+// dinp[N,C] += ∂L/∂inp; dweight[C] and dbias[C] receive this range's partial sums (the
+// caller reduces the per-thread partials, so rows never race on them).
+void ln_bwd_port(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                 const float* mean, const float* rstd, int64_t r0, int64_t r1, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    const float* g = dout + r * C;
+    float* dx = dinp + r * C;
+    const float m = mean[r], rs = rstd[r];
+    float sum_dn = 0.0f, sum_dn_n = 0.0f;
+    for (int64_t i = 0; i < C; ++i) {
+      const float n = (x[i] - m) * rs;
+      const float dn = w[i] * g[i];
+      sum_dn += dn;
+      sum_dn_n += dn * n;
+      db[i] += g[i];
+      dw[i] += n * g[i];
+    }
+    const float a = sum_dn / (float)C, c = sum_dn_n / (float)C;
+    for (int64_t i = 0; i < C; ++i) {
+      const float n = (x[i] - m) * rs;
+      dx[i] += (w[i] * g[i] - a - n * c) * rs;
+    }
+  }
+}
+
+// ---- GELU ----------------------------------------------------------------------------------
+
+void gelu_fwd_port(float* out, const float* inp, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float x = inp[i];
+    const float u = kGeluK * (x + kGeluA * x * x * x);
+    float t = -2.0f * u;
+    if (t > kGeluExpCap) t = kGeluExpCap;
+    out[i] = x / (1.0f + exp_scalar(t));
+  }
+}
+
+// gelu'(x) = s + x·s(1−s)·2k(1 + 3a·x²) with s = σ(2u), and s(1−s) = e·s², e = e^(−2u).
+void gelu_bwd_port(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float x = inp[i];
+    const float x2 = x * x;
+    const float u = kGeluK * (x + kGeluA * x2 * x);
+    float t = -2.0f * u;
+    if (t > kGeluExpCap) t = kGeluExpCap;
+    const float e = exp_scalar(t);
+    const float s = 1.0f / (1.0f + e);
+    const float ds = (e * s) * s;
+    const float grad = s + x * ds * (2.0f * kGeluK) * (1.0f + 3.0f * kGeluA * x2);
+    dinp[i] += grad * dout[i];
+  }
+}
+
+// ---- residual / accumulate ------------------------------------------------------------------
+
+void add_port(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) out[i] = a[i] + b[i];
+}
+
+// ---- encoder -------------------------------------------------------------------------------
+// out[B,T,C] = wte[tokens[b,t]] + wpe[t], rows [r0, r1) of BT.
+void enc_fwd_port(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0, int64_t r1,
+                  int64_t T, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* e = wte + (int64_t)tok[r] * C;
+    const float* p = wpe + (r % T) * C;
+    float* o = out + r * C;
+    for (int64_t i = 0; i < C; ++i) o[i] = e[i] + p[i];
+  }
+}
+
+// Channels [c0, c1) of every row: rows sharing a token scatter into the same dwte row, so the
+// split is over channels, which keeps threads disjoint and the summation order fixed.
+void enc_bwd_port(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t BT, int64_t T,
+                  int64_t C, int64_t c0, int64_t c1) {
+  for (int64_t r = 0; r < BT; ++r) {
+    const float* g = dout + r * C;
+    float* dte = dwte + (int64_t)tok[r] * C;
+    float* dpe = dwpe + (r % T) * C;
+    for (int64_t i = c0; i < c1; ++i) {
+      dte[i] += g[i];
+      dpe[i] += g[i];
+    }
+  }
+}
+
+// ---- cross-entropy ---------------------------------------------------------------------------
+// Row r of logits[BT,V]: loss = log Σ e^(x−max) − (x[target] − max). dlogits (may alias
+// logits) = (softmax − onehot)·scale: e^(x−max) is stored first, then rescaled by scale/Σ.
+void xent_port(float* losses, float* dl, const float* logits, const int32_t* targets, int64_t r0, int64_t r1,
+               int64_t V, float scale) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = logits + r * V;
+    const int32_t tgt = targets[r];
+    const float xt = x[tgt];
+    float mx = x[0];
+    for (int64_t i = 1; i < V; ++i) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0.0f;
+    if (dl) {
+      float* d = dl + r * V;
+      for (int64_t i = 0; i < V; ++i) {
+        const float e = exp_scalar(x[i] - mx);  // x and d may alias: read before write
+        d[i] = e;
+        sum += e;
+      }
+      const float f = scale / sum;
+      for (int64_t i = 0; i < V; ++i) d[i] *= f;
+      d[tgt] -= scale;
+    } else {
+      for (int64_t i = 0; i < V; ++i) sum += exp_scalar(x[i] - mx);
+    }
+    losses[r] = (float)(std::log((double)sum) - (double)(xt - mx));
+  }
+}
+
+#if KEEL_X86
+KEEL_AVX2 void ln_fwd_avx2(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                           const float* b, int64_t r0, int64_t r1, int64_t C) {
+  const int64_t C8 = C & ~int64_t(7);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    float* o = out + r * C;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= C; i += 16) {
+      s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+      s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+    }
+    for (; i < C8; i += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < C; ++i) s += x[i];
+    const float m = s / (float)C;
+    const __m256 vm = _mm256_set1_ps(m);
+    s0 = _mm256_setzero_ps();
+    s1 = _mm256_setzero_ps();
+    for (i = 0; i + 16 <= C; i += 16) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
+      s0 = _mm256_fmadd_ps(d0, d0, s0);
+      s1 = _mm256_fmadd_ps(d1, d1, s1);
+    }
+    for (; i < C8; i += 8) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+      s0 = _mm256_fmadd_ps(d0, d0, s0);
+    }
+    float v = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < C; ++i) v += (x[i] - m) * (x[i] - m);
+    const float rs = 1.0f / std::sqrt(v / (float)C + kLnEps);
+    const __m256 vr = _mm256_set1_ps(rs);
+    for (i = 0; i < C8; i += 8) {
+      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
+      _mm256_storeu_ps(o + i, _mm256_fmadd_ps(n, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
+    }
+    for (; i < C; ++i) o[i] = (x[i] - m) * rs * w[i] + b[i];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+KEEL_AVX2 void ln_bwd_avx2(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                           const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
+                           int64_t C) {
+  const int64_t C8 = C & ~int64_t(7);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    const float* g = dout + r * C;
+    float* dx = dinp + r * C;
+    const float m = mean[r], rs = rstd[r];
+    const __m256 vm = _mm256_set1_ps(m), vr = _mm256_set1_ps(rs);
+    __m256 a0 = _mm256_setzero_ps(), c0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i < C8; i += 8) {
+      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
+      const __m256 gi = _mm256_loadu_ps(g + i);
+      const __m256 dn = _mm256_mul_ps(_mm256_loadu_ps(w + i), gi);
+      a0 = _mm256_add_ps(a0, dn);
+      c0 = _mm256_fmadd_ps(dn, n, c0);
+      _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), gi));
+      _mm256_storeu_ps(dw + i, _mm256_fmadd_ps(n, gi, _mm256_loadu_ps(dw + i)));
+    }
+    float sum_dn = hsum256(a0), sum_dn_n = hsum256(c0);
+    for (; i < C; ++i) {
+      const float n = (x[i] - m) * rs;
+      const float dn = w[i] * g[i];
+      sum_dn += dn;
+      sum_dn_n += dn * n;
+      db[i] += g[i];
+      dw[i] += n * g[i];
+    }
+    const float a = sum_dn / (float)C, c = sum_dn_n / (float)C;
+    const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(c);
+    for (i = 0; i < C8; i += 8) {
+      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
+      __m256 t = _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(g + i));
+      t = _mm256_sub_ps(_mm256_sub_ps(t, va), _mm256_mul_ps(n, vc));
+      _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(t, vr, _mm256_loadu_ps(dx + i)));
+    }
+    for (; i < C; ++i) {
+      const float n = (x[i] - m) * rs;
+      dx[i] += (w[i] * g[i] - a - n * c) * rs;
+    }
+  }
+}
+
+// e^(−2u) for u = k(x + a·x³), capped; shared by the GELU forward and backward.
+KEEL_AVX2 static inline __m256 gelu_exp(__m256 x, __m256 x2) {
+  const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluA), x2), x, x);
+  const __m256 t = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * kGeluK));
+  return exp256(_mm256_min_ps(t, _mm256_set1_ps(kGeluExpCap)));
+}
+
+KEEL_AVX2 void gelu_fwd_avx2(float* out, const float* inp, int64_t i0, int64_t i1) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 x = _mm256_loadu_ps(inp + i);
+    const __m256 e = gelu_exp(x, _mm256_mul_ps(x, x));
+    _mm256_storeu_ps(out + i, _mm256_div_ps(x, _mm256_add_ps(one, e)));
+  }
+  if (i < i1) gelu_fwd_port(out, inp, i, i1);
+}
+
+KEEL_AVX2 void gelu_bwd_avx2(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 k2 = _mm256_set1_ps(2.0f * kGeluK), a3 = _mm256_set1_ps(3.0f * kGeluA);
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 x = _mm256_loadu_ps(inp + i);
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    const __m256 e = gelu_exp(x, x2);
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 ds = _mm256_mul_ps(_mm256_mul_ps(e, s), s);
+    const __m256 poly = _mm256_mul_ps(k2, _mm256_fmadd_ps(a3, x2, one));
+    const __m256 grad = _mm256_fmadd_ps(_mm256_mul_ps(x, ds), poly, s);
+    _mm256_storeu_ps(dinp + i, _mm256_fmadd_ps(grad, _mm256_loadu_ps(dout + i), _mm256_loadu_ps(dinp + i)));
+  }
+  if (i < i1) gelu_bwd_port(dinp, inp, dout, i, i1);
+}
+
+KEEL_AVX2 void add_avx2(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    const __m256 x0 = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    const __m256 x1 = _mm256_add_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    _mm256_storeu_ps(out + i, x0);
+    _mm256_storeu_ps(out + i + 8, x1);
+  }
+  for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  for (; i < i1; ++i) out[i] = a[i] + b[i];
+}
+
+KEEL_AVX2 void enc_fwd_avx2(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0,
+                            int64_t r1, int64_t T, int64_t C) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* e = wte + (int64_t)tok[r] * C;
+    const float* p = wpe + (r % T) * C;
+    float* o = out + r * C;
+    int64_t i = 0;
+    for (; i + 8 <= C; i += 8) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(e + i), _mm256_loadu_ps(p + i)));
+    for (; i < C; ++i) o[i] = e[i] + p[i];
+  }
+}
+
+KEEL_AVX2 void enc_bwd_avx2(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t BT,
+                            int64_t T, int64_t C, int64_t c0, int64_t c1) {
+  for (int64_t r = 0; r < BT; ++r) {
+    const float* g = dout + r * C;
+    float* dte = dwte + (int64_t)tok[r] * C;
+    float* dpe = dwpe + (r % T) * C;
+    int64_t i = c0;
+    for (; i + 8 <= c1; i += 8) {
+      const __m256 gi = _mm256_loadu_ps(g + i);
+      _mm256_storeu_ps(dte + i, _mm256_add_ps(_mm256_loadu_ps(dte + i), gi));
+      _mm256_storeu_ps(dpe + i, _mm256_add_ps(_mm256_loadu_ps(dpe + i), gi));
+    }
+    for (; i < c1; ++i) {
+      dte[i] += g[i];
+      dpe[i] += g[i];
+    }
+  }
+}
+
+KEEL_AVX2 void xent_avx2(float* losses, float* dl, const float* logits, const int32_t* targets, int64_t r0,
+                         int64_t r1, int64_t V, float scale) {
+  const int64_t V8 = V & ~int64_t(7);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = logits + r * V;
+    const int32_t tgt = targets[r];
+    const float xt = x[tgt];
+    float mx = x[0];
+    if (V8 > 0) {
+      __m256 m0 = _mm256_loadu_ps(x);
+      for (int64_t i = 8; i < V8; i += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+      mx = hmax256(m0);
+    }
+    for (int64_t i = V8; i < V; ++i) mx = x[i] > mx ? x[i] : mx;
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    float sum;
+    int64_t i = 0;
+    if (dl) {
+      float* d = dl + r * V;
+      for (; i + 16 <= V; i += 16) {  // x and d may alias: each block is read before written
+        const __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        const __m256 e1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmx));
+        _mm256_storeu_ps(d + i, e0);
+        _mm256_storeu_ps(d + i + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+      }
+      for (; i < V8; i += 8) {
+        const __m256 e0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        _mm256_storeu_ps(d + i, e0);
+        s0 = _mm256_add_ps(s0, e0);
+      }
+      sum = hsum256(_mm256_add_ps(s0, s1));
+      for (; i < V; ++i) {
+        const float e = exp_scalar(x[i] - mx);
+        d[i] = e;
+        sum += e;
+      }
+      const float f = scale / sum;
+      const __m256 vf = _mm256_set1_ps(f);
+      for (i = 0; i < V8; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(d + i), vf));
+      for (; i < V; ++i) d[i] *= f;
+      d[tgt] -= scale;
+    } else {
+      for (; i + 16 <= V; i += 16) {
+        s0 = _mm256_add_ps(s0, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+        s1 = _mm256_add_ps(s1, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmx)));
+      }
+      for (; i < V8; i += 8) s0 = _mm256_add_ps(s0, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+      sum = hsum256(_mm256_add_ps(s0, s1));
+      for (; i < V; ++i) sum += exp_scalar(x[i] - mx);
+    }
+    losses[r] = (float)(std::log((double)sum) - (double)(xt - mx));
+  }
+}
+#endif  // KEEL_X86
+
+// ---- JS bindings --------------------------------------------------------------------------
+
+Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 8, "layernormForward")) return env.Undefined();
+  int64_t N, C;
+  if (!size_arg(info, 6, &N) || !size_arg(info, 7, &C, 1)) return env.Undefined();
+  float* out = f32(info, 0, N * C);
+  if (!out) return env.Undefined();
+  float* mean = f32(info, 1, N);
+  if (!mean) return env.Undefined();
+  float* rstd = f32(info, 2, N);
+  if (!rstd) return env.Undefined();
+  const float* inp = f32(info, 3, N * C);
+  if (!inp) return env.Undefined();
+  const float* w = f32(info, 4, C);
+  if (!w) return env.Undefined();
+  const float* b = f32(info, 5, C);
+  if (!b) return env.Undefined();
+  const bool simd = simd_active();
+  parallel_for(N, [&](int64_t r0, int64_t r1, int) {
+#if KEEL_X86
+    if (simd) return ln_fwd_avx2(out, mean, rstd, inp, w, b, r0, r1, C);
+#endif
+    (void)simd;
+    ln_fwd_port(out, mean, rstd, inp, w, b, r0, r1, C);
+  }, row_grain(C));
+  return env.Undefined();
+}
+
+Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 10, "layernormBackward")) return env.Undefined();
+  int64_t N, C;
+  if (!size_arg(info, 8, &N) || !size_arg(info, 9, &C, 1)) return env.Undefined();
+  float* dinp = f32(info, 0, N * C);
+  if (!dinp) return env.Undefined();
+  float* dweight = f32(info, 1, C);
+  if (!dweight) return env.Undefined();
+  float* dbias = f32(info, 2, C);
+  if (!dbias) return env.Undefined();
+  const float* dout = f32(info, 3, N * C);
+  if (!dout) return env.Undefined();
+  const float* inp = f32(info, 4, N * C);
+  if (!inp) return env.Undefined();
+  const float* w = f32(info, 5, C);
+  if (!w) return env.Undefined();
+  const float* mean = f32(info, 6, N);
+  if (!mean) return env.Undefined();
+  const float* rstd = f32(info, 7, N);
+  if (!rstd) return env.Undefined();
+  const bool simd = simd_active();
+  // Per-thread partial dweight/dbias (2·C each), reduced below in thread order so the
+  // result does not depend on scheduling.
+  const int nt = pool_threads();
+  std::vector<float> part((size_t)nt * 2 * (size_t)C, 0.0f);
+  std::vector<char> used((size_t)nt, 0);
+  parallel_for(N, [&](int64_t r0, int64_t r1, int th) {
+    float* pw = part.data() + (size_t)th * 2 * C;
+    float* pb = pw + C;
+    used[(size_t)th] = 1;
+#if KEEL_X86
+    if (simd) return ln_bwd_avx2(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
+#endif
+    (void)simd;
+    ln_bwd_port(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
+  }, row_grain(C));
+  for (int th = 0; th < nt; ++th) {
+    if (!used[(size_t)th]) continue;
+    const float* pw = part.data() + (size_t)th * 2 * C;
+    const float* pb = pw + C;
+    for (int64_t i = 0; i < C; ++i) {
+      dweight[i] += pw[i];
+      dbias[i] += pb[i];
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value GeluForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 3, "geluForward")) return env.Undefined();
+  int64_t N;
+  if (!size_arg(info, 2, &N)) return env.Undefined();
+  float* out = f32(info, 0, N);
+  if (!out) return env.Undefined();
+  const float* inp = f32(info, 1, N);
+  if (!inp) return env.Undefined();
+  const bool simd = simd_active();
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
+#if KEEL_X86
+    if (simd) return gelu_fwd_avx2(out, inp, i0, i1);
+#endif
+    (void)simd;
+    gelu_fwd_port(out, inp, i0, i1);
+  }, 16384);
+  return env.Undefined();
+}
+
+Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 4, "geluBackward")) return env.Undefined();
+  int64_t N;
+  if (!size_arg(info, 3, &N)) return env.Undefined();
+  float* dinp = f32(info, 0, N);
+  if (!dinp) return env.Undefined();
+  const float* inp = f32(info, 1, N);
+  if (!inp) return env.Undefined();
+  const float* dout = f32(info, 2, N);
+  if (!dout) return env.Undefined();
+  const bool simd = simd_active();
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
+#if KEEL_X86
+    if (simd) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
+#endif
+    (void)simd;
+    gelu_bwd_port(dinp, inp, dout, i0, i1);
+  }, 16384);
+  return env.Undefined();
+}
+
+// out = a + b; the same loop serves accumulate (out = dst = a).
+void add_parallel(float* out, const float* a, const float* b, int64_t N) {
+  const bool simd = simd_active();
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
+#if KEEL_X86
+    if (simd) return add_avx2(out, a, b, i0, i1);
+#endif
+    (void)simd;
+    add_port(out, a, b, i0, i1);
+  }, 32768);
+}
+
+Napi::Value ResidualForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 4, "residualForward")) return env.Undefined();
+  int64_t N;
+  if (!size_arg(info, 3, &N)) return env.Undefined();
+  float* out = f32(info, 0, N);
+  if (!out) return env.Undefined();
+  const float* a = f32(info, 1, N);
+  if (!a) return env.Undefined();
+  const float* b = f32(info, 2, N);
+  if (!b) return env.Undefined();
+  add_parallel(out, a, b, N);
+  return env.Undefined();
+}
+
+Napi::Value Accumulate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 3, "accumulate")) return env.Undefined();
+  int64_t N;
+  if (!size_arg(info, 2, &N)) return env.Undefined();
+  float* dst = f32(info, 0, N);
+  if (!dst) return env.Undefined();
+  const float* src = f32(info, 1, N);
+  if (!src) return env.Undefined();
+  add_parallel(dst, dst, src, N);
+  return env.Undefined();
+}
+
+// Checks every token/target against [0, limit) up front: the kernels index with them.
+bool check_indices(const Napi::CallbackInfo& info, const int32_t* idx, int64_t n, int64_t limit, const char* what) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (idx[i] < 0 || idx[i] >= limit) {
+      return range_error(info, std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                                   " is outside [0, " + std::to_string(limit) + ")");
+    }
+  }
+  return true;
+}
+
+Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 7, "encoderForward")) return env.Undefined();
+  int64_t B, T, C;
+  if (!size_arg(info, 4, &B) || !size_arg(info, 5, &T, 1) || !size_arg(info, 6, &C, 1)) return env.Undefined();
+  bool failed = false;
+  float* out = f32(info, 0, B * T * C);
+  if (!out) return env.Undefined();
+  const int32_t* tok = i32(info, 1, B * T, &failed);
+  if (failed) return env.Undefined();
+  const float* wte = f32(info, 2, C);
+  if (!wte) return env.Undefined();
+  const float* wpe = f32(info, 3, T * C);
+  if (!wpe) return env.Undefined();
+  if (!check_indices(info, tok, B * T, typed_len(info, 2) / C, "tokens")) return env.Undefined();
+  const bool simd = simd_active();
+  parallel_for(B * T, [&](int64_t r0, int64_t r1, int) {
+#if KEEL_X86
+    if (simd) return enc_fwd_avx2(out, tok, wte, wpe, r0, r1, T, C);
+#endif
+    (void)simd;
+    enc_fwd_port(out, tok, wte, wpe, r0, r1, T, C);
+  }, row_grain(C, 16384));
+  return env.Undefined();
+}
+
+Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 7, "encoderBackward")) return env.Undefined();
+  int64_t B, T, C;
+  if (!size_arg(info, 4, &B) || !size_arg(info, 5, &T, 1) || !size_arg(info, 6, &C, 1)) return env.Undefined();
+  bool failed = false;
+  float* dwte = f32(info, 0, C);
+  if (!dwte) return env.Undefined();
+  float* dwpe = f32(info, 1, T * C);
+  if (!dwpe) return env.Undefined();
+  const float* dout = f32(info, 2, B * T * C);
+  if (!dout) return env.Undefined();
+  const int32_t* tok = i32(info, 3, B * T, &failed);
+  if (failed) return env.Undefined();
+  if (!check_indices(info, tok, B * T, typed_len(info, 0) / C, "tokens")) return env.Undefined();
+  const bool simd = simd_active();
+  const int64_t BT = B * T;
+  // Channel blocks of 16 floats (one cache line) so threads never share a line.
+  const int64_t nblk = (C + 15) / 16;
+  parallel_for(nblk, [&](int64_t k0, int64_t k1, int) {
+    const int64_t c0 = k0 * 16, c1 = k1 * 16 < C ? k1 * 16 : C;
+#if KEEL_X86
+    if (simd) return enc_bwd_avx2(dwte, dwpe, dout, tok, BT, T, C, c0, c1);
+#endif
+    (void)simd;
+    enc_bwd_port(dwte, dwpe, dout, tok, BT, T, C, c0, c1);
+  }, BT * 16 >= 16384 ? 1 : nblk);
+  return env.Undefined();
+}
+
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 7, "crossEntropy")) return env.Undefined();
+  int64_t BT, V;
+  double scale;
+  if (!size_arg(info, 4, &BT) || !size_arg(info, 5, &V, 1) || !num(info, 6, &scale)) return env.Undefined();
+  bool failed = false;
+  float* losses = f32(info, 0, BT);
+  if (!losses) return env.Undefined();
+  float* dl = f32(info, 1, BT * V, true, &failed);
+  if (failed) return env.Undefined();
+  const float* logits = f32(info, 2, BT * V);
+  if (!logits) return env.Undefined();
+  const int32_t* targets = i32(info, 3, BT, &failed);
+  if (failed) return env.Undefined();
+  if (!check_indices(info, targets, BT, V, "targets")) return env.Undefined();
+  const bool simd = simd_active();
+  const float fscale = (float)scale;
+  parallel_for(BT, [&](int64_t r0, int64_t r1, int) {
+#if KEEL_X86
+    if (simd) return xent_avx2(losses, dl, logits, targets, r0, r1, V, fscale);
+#endif
+    (void)simd;
+    xent_port(losses, dl, logits, targets, r0, r1, V, fscale);
+  }, row_grain(V, 4096));
+  double total = 0.0;
+  for (int64_t r = 0; r < BT; ++r) total += (double)losses[r];
+  return Napi::Number::New(env, total);
+}
+
+// opsSetSimd(on?: boolean): boolean — selects the AVX2 or portable bodies of every kernel in
+// ops.cc, attention.cc and optim.cc; returns the state in effect (false without AVX2/FMA).
+Napi::Value OpsSetSimd(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsBoolean()) simd_set(info[0].As<Napi::Boolean>().Value());
+  return Napi::Boolean::New(info.Env(), simd_active());
+}
+
+}  // namespace
+
+void InitOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("layernormForward", Napi::Function::New(env, LayernormForward));
+  exports.Set("layernormBackward", Napi::Function::New(env, LayernormBackward));
+  exports.Set("geluForward", Napi::Function::New(env, GeluForward));
+  exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
+  exports.Set("residualForward", Napi::Function::New(env, ResidualForward));
+  exports.Set("accumulate", Napi::Function::New(env, Accumulate));
+  exports.Set("encoderForward", Napi::Function::New(env, EncoderForward));
+  exports.Set("encoderBackward", Napi::Function::New(env, EncoderBackward));
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
+  exports.Set("opsSetSimd", Napi::Function::New(env, OpsSetSimd));
+}
+
 }  // namespace keel

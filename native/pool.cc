@@ -36,8 +36,7 @@ struct Pool {
     *e = n * (i + 1) / chunks;
   }
 
-  void worker_loop(int index) {
-    uint64_t seen = 0;
+  void worker_loop(int index, uint64_t seen) {
     for (;;) {
       // Spin first: the next kernel usually follows within microseconds.
       uint64_t g = generation.load(std::memory_order_acquire);
@@ -67,7 +66,9 @@ struct Pool {
     shutdown();
     nthreads = threads < 1 ? 1 : threads;
     stop = false;
-    for (int i = 1; i < nthreads; ++i) workers.emplace_back([this, i] { worker_loop(i); });
+    // New workers must not mistake the last finished job for a new one.
+    uint64_t now = generation.load(std::memory_order_acquire);
+    for (int i = 1; i < nthreads; ++i) workers.emplace_back([this, i, now] { worker_loop(i, now); });
   }
 
   void shutdown() {
@@ -80,6 +81,7 @@ struct Pool {
     cv.notify_all();
     for (auto& t : workers) t.join();
     workers.clear();
+    stop = false;
   }
 
   void run(int64_t total, const RangeFn& f, int64_t grain) {

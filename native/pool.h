@@ -12,8 +12,8 @@ namespace keel {
 
 using RangeFn = std::function<void(int64_t begin, int64_t end, int thread)>;
 
-// Number of threads kernels use (the caller included). Set by KEEL_THREADS, default
-// min(hardware threads, 2)... see pool.cc.
+// Number of threads kernels use (the caller included): KEEL_THREADS if set, else
+// min(hardware threads, 2).
 int pool_threads();
 void pool_set_threads(int n);
 

@@ -9,6 +9,11 @@ export interface NativeAddon extends Kernels<Float32Array> {
   threads(n?: number): number;
   /** Name of the matmul micro-kernel selected at run time ("avx2-fma" or "portable"). */
   matmulKernel(): string;
+  /**
+   * Chooses the matmul micro-kernel ("auto" picks the best this CPU supports) and returns the
+   * name now in effect; throws for "avx2-fma" on a CPU without AVX2/FMA.
+   */
+  matmulSetKernel(name: 'auto' | 'avx2-fma' | 'portable'): string;
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -1,0 +1,143 @@
+// SIMD support shared by ops.cc, attention.cc and optim.cc.
+//
+// Every kernel has two bodies: a portable C++ one (plain loops the compiler may
+// auto-vectorise for the baseline ISA) and an AVX2/FMA one written with intrinsics.
+// The AVX2 bodies are compiled with __attribute__((target)) so the addon itself still
+// targets baseline x86-64; which body runs is decided per call by simd_active():
+//   - false when the CPU lacks AVX2 or FMA (checked once with __builtin_cpu_supports),
+//   - false when the environment sets KEEL_SIMD=0 at load time,
+//   - otherwise whatever the JS export opsSetSimd(on) last chose (tests flip it to run
+//     both bodies against the reference).
+//
+// Also here: a vectorised exp (Cephes-style range reduction + a minimax polynomial fitted
+// for this file) and its scalar twin, so GELU and softmax never call expf/tanhf per element.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define KEEL_X86 1
+#include <immintrin.h>
+// Functions that use AVX2/FMA intrinsics. Helpers called from them must carry it too, or
+// GCC refuses to inline them ("target specific option mismatch").
+#define KEEL_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define KEEL_X86 0
+#endif
+
+namespace keel {
+
+inline bool simd_supported() {
+#if KEEL_X86
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// The switch itself. Written only from the JS thread between kernel calls, read at the
+// start of each kernel, so a plain bool suffices.
+inline bool& simd_flag() {
+  static bool on = [] {
+    const char* env = std::getenv("KEEL_SIMD");
+    return simd_supported() && !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+inline bool simd_active() { return simd_flag(); }
+// Returns the state actually in effect (requests for SIMD on a CPU without it are ignored).
+inline bool simd_set(bool on) { return simd_flag() = on && simd_supported(); }
+
+// ---- exp -------------------------------------------------------------------------------
+// e^x = 2^n · e^r with n = round(x·log2 e) and r = x − n·ln2 (|r| ≤ ln2/2, ln2 split in a
+// high part exact in float and a low correction). e^r ≈ 1 + r + r²·P(r) with P of degree 4,
+// coefficients fitted (iteratively reweighted least squares, minimax on relative error) on
+// |r| ≤ ln2/2: max relative error 6.5e-8 evaluated in float. Inputs are clamped to the range
+// where 2^n is a normal float; below it the result is flushed to 0 (no denormals).
+namespace expc {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;           // 355/512, exact in 9 bits
+constexpr float kLn2Lo = -2.12194440e-4f;        // ln2 − kLn2Hi
+constexpr float kMax = 88.3762626647949f;        // e^kMax ≈ FLT_MAX
+constexpr float kMin = -87.3365447505531f;       // e^kMin ≈ FLT_MIN (smallest normal)
+constexpr float kP0 = 0.4999999403953552f;
+constexpr float kP1 = 0.1666652113199234f;
+constexpr float kP2 = 0.04166838899254799f;
+constexpr float kP3 = 0.008368708193302155f;
+constexpr float kP4 = 0.0013814592966809869f;
+constexpr float kRound = 12582912.0f;            // 1.5·2^23: adding it rounds to an integer
+}  // namespace expc
+
+inline float exp_scalar(float x) {
+  using namespace expc;
+  if (!(x >= kMin)) return x != x ? x : 0.0f;  // NaN stays NaN; tiny/−inf → 0
+  if (x > kMax) x = kMax;
+  float n = (x * kLog2e + kRound) - kRound;    // round to nearest without <cmath>
+  float r = x - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  float p = kP4;
+  p = p * r + kP3;
+  p = p * r + kP2;
+  p = p * r + kP1;
+  p = p * r + kP0;
+  float y = p * (r * r) + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;     // 2^n as a float bit pattern
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+#if KEEL_X86
+KEEL_AVX2 static inline __m256 exp256(__m256 x) {
+  using namespace expc;
+  const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(kMin), _CMP_LT_OQ);
+  x = _mm256_min_ps(x, _mm256_set1_ps(kMax));
+  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP4);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP0));
+  __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  return _mm256_andnot_ps(tiny, y);  // x < kMin (incl. −inf) → 0; NaN compares false → kept
+}
+
+KEEL_AVX2 static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+KEEL_AVX2 static inline float hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+KEEL_AVX2 static inline double hsum256d(__m256d v) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+  return _mm_cvtsd_f64(s);
+}
+
+// Lane mask for the first `rem` (0..8) lanes, for maskload/maskstore tails.
+KEEL_AVX2 static inline __m256i tail_mask(int64_t rem) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), idx);
+}
+#endif
+
+}  // namespace keel

@@ -1,0 +1,108 @@
+import { Command } from 'commander';
+import { nativeKernels } from '../kernels/native.ts';
+import { resolveConfig, type GPTConfig } from '../model/config.ts';
+import { GPT } from '../model/gpt.ts';
+import { adamwInit, adamwStep, ADAMW_DEFAULTS, decayGroups } from '../optim/adamw.ts';
+import { Rng } from '../util/rng.ts';
+import { int } from './args.ts';
+
+/**
+ * Training FLOPs per token: 6 per parameter-multiply of every matmul (forward 2, backward 4),
+ * plus causal attention (QKᵀ and AV over on average T/2 keys: 2·2·(T/2)·C forward, ×3 with backward).
+ * The embedding lookups are not multiplies; the tied head is a V×C matmul.
+ */
+export function flopsPerToken(cfg: GPTConfig): number {
+  const { nLayer: L, nEmbd: C, blockSize: T, vocabSize: V } = cfg;
+  const matmulParams = L * 12 * C * C + V * C;
+  const attention = L * 2 * 2 * (T / 2) * C;
+  return 6 * matmulParams + 3 * attention;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: number) {
+  const k = nativeKernels();
+  const model = new GPT(cfg, k, { maxBatch: batch });
+  model.init(1);
+  const opt = adamwInit(model.numParams);
+  const groups = decayGroups(model.layout);
+  const rng = new Rng(7);
+  const n = batch * cfg.blockSize;
+  const tokens = new Int32Array(n);
+  const targets = new Int32Array(n);
+  const times: number[] = [];
+  for (let s = 0; s < warmup + steps; s++) {
+    for (let i = 0; i < n; i++) {
+      tokens[i] = rng.int(cfg.vocabSize);
+      targets[i] = rng.int(cfg.vocabSize);
+    }
+    const t0 = performance.now();
+    model.zeroGrad();
+    model.forward(tokens, targets, batch);
+    model.backward(1);
+    adamwStep(k, model.params, model.grads, opt, groups, { lr: 1e-3, ...ADAMW_DEFAULTS });
+    if (s >= warmup) times.push(performance.now() - t0);
+  }
+  const stepMs = median(times);
+  const tokensPerS = (n / stepMs) * 1000;
+  return { tokensPerS, stepMs, params: model.numParams, modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9 };
+}
+
+/** GFLOP/s of the matmul kernel alone on the model's largest forward and backward shape. */
+export function matmulGflops(cfg: GPTConfig, batch: number): number {
+  const k = nativeKernels();
+  const BT = batch * cfg.blockSize;
+  const C = cfg.nEmbd;
+  const OC = 4 * C;
+  const inp = new Float32Array(BT * C).fill(0.5);
+  const w = new Float32Array(OC * C).fill(0.01);
+  const out = new Float32Array(BT * OC);
+  const dinp = new Float32Array(BT * C);
+  const dw = new Float32Array(OC * C);
+  const times: number[] = [];
+  for (let r = 0; r < 12; r++) {
+    const t0 = performance.now();
+    k.matmulForward(out, inp, w, null, BT, C, OC);
+    k.matmulBackward(dinp, dw, null, out, inp, w, BT, C, OC);
+    if (r >= 2) times.push(performance.now() - t0);
+  }
+  return (6 * BT * C * OC) / (median(times) / 1000) / 1e9;
+}
+
+export function benchCommand(): Command {
+  return new Command('bench')
+    .description('median tokens/s of full training steps (forward + backward + AdamW) on random tokens')
+    .option('--config <name|file>', 'model config', 'tiny')
+    .option('--batch <n>', 'sequences per step', int(1), 8)
+    .option('--steps <n>', 'timed steps', int(1), 30)
+    .option('--warmup <n>', 'untimed warm-up steps', int(0), 5)
+    .option('--json', 'print {"tokens_per_s", "step_ms", "config", "batch", "params", ...}')
+    .action((o) => {
+      const cfg = resolveConfig(o.config);
+      const r = runBench(cfg, o.batch, o.steps, o.warmup);
+      const mm = matmulGflops(cfg, o.batch);
+      const k = nativeKernels();
+      const out = {
+        engine: 'keel',
+        tokens_per_s: r.tokensPerS,
+        step_ms: r.stepMs,
+        config: o.config,
+        batch: o.batch,
+        params: r.params,
+        model_gflops: r.modelGflops,
+        matmul_gflops: mm,
+        matmul_kernel: k.matmulKernel(),
+        threads: k.threads(),
+      };
+      if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
+      else {
+        process.stdout.write(
+          `keel ${o.config} B=${o.batch} T=${cfg.blockSize}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
+            `${r.modelGflops.toFixed(1)} model GFLOP/s; matmul kernel ${mm.toFixed(1)} GFLOP/s (${out.matmul_kernel}, ${out.threads} threads)\n`,
+        );
+      }
+    });
+}

@@ -1,0 +1,42 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command } from 'commander';
+import { UserError } from '../errors.ts';
+import { loadCorpus } from '../data/corpus.ts';
+import { nativeKernels } from '../kernels/native.ts';
+import { loadModel } from '../model/checkpoint.ts';
+import { GPT } from '../model/gpt.ts';
+import { resolveCheckpointDir } from '../train/checkpoints.ts';
+import { evaluate } from '../train/evaluate.ts';
+import { int } from './args.ts';
+
+/** A checkpoint dir / run dir (newest checkpoint) / model.safetensors file → the weights file. */
+function modelFile(spec: string): string {
+  if (fs.existsSync(spec) && fs.statSync(spec).isFile()) return spec;
+  const dir = resolveCheckpointDir(spec);
+  const file = path.join(dir, 'model.safetensors');
+  if (!fs.existsSync(file)) throw new UserError(`checkpoint ${dir} is incomplete: model.safetensors is missing`);
+  return file;
+}
+
+export function evalCommand(): Command {
+  return new Command('eval')
+    .description('mean next-token cross-entropy (nats) of a checkpoint over consecutive windows of a text file')
+    .requiredOption('--checkpoint <dir|file>', 'checkpoint dir, run dir (newest checkpoint) or model.safetensors')
+    .option('--data <file|dir>', 'UTF-8 text (default: the built-in corpus)')
+    .option('--tokens <n>', 'score the first N byte-tokens: ⌊(N−1)/T⌋ windows of T = block size', int(2), 65536)
+    .option('--batch <n>', 'windows per forward pass', int(1), 16)
+    .option('--json', 'print {"loss", "tokens"}')
+    .action((o) => {
+      const { config, params } = loadModel(modelFile(o.checkpoint));
+      const corpus = loadCorpus(o.data);
+      if (corpus.bytes.length < config.blockSize + 1) {
+        throw new UserError(`${corpus.name} has ${corpus.bytes.length} bytes; evaluation needs at least block size + 1 = ${config.blockSize + 1}`);
+      }
+      const model = new GPT(config, nativeKernels(), { maxBatch: o.batch });
+      model.params.set(params);
+      const r = evaluate(model, corpus.bytes, o.tokens);
+      if (o.json) process.stdout.write(JSON.stringify({ loss: r.loss, tokens: r.tokens }) + '\n');
+      else process.stdout.write(`loss ${r.loss.toFixed(6)} nats/token over ${r.tokens} tokens of ${corpus.name}\n`);
+    });
+}

@@ -1,0 +1,36 @@
+/** `keel <command>`: thin wrappers that parse flags, validate, and call library code. */
+import { Command, CommanderError } from 'commander';
+import { UserError } from '../errors.ts';
+import { TrainingDiverged } from '../train/trainer.ts';
+import { trainCommand } from './train.ts';
+import { evalCommand } from './eval.ts';
+import { benchCommand } from './bench.ts';
+import { reportCommand } from './report.ts';
+
+const program = new Command('keel')
+  .description('Keel: stable, efficient GPT training on the CPU')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+program.addCommand(trainCommand());
+program.addCommand(evalCommand());
+program.addCommand(benchCommand());
+program.addCommand(reportCommand());
+for (const cmd of program.commands) cmd.exitOverride();
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Help and version exit 0; usage mistakes exit 2 (commander already printed the message).
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  if (err instanceof UserError) {
+    process.stderr.write(`keel: ${err.message}\n`);
+    process.exit(2);
+  }
+  if (err instanceof TrainingDiverged) {
+    process.stderr.write(`keel: ${err.message}\n`);
+    process.exit(1);
+  }
+  throw err;
+}

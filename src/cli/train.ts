@@ -1,0 +1,101 @@
+import { Command, Option } from 'commander';
+import { UserError } from '../errors.ts';
+import { resolveConfig } from '../model/config.ts';
+import { loadCheckpoint } from '../train/checkpoints.ts';
+import { parseSchedule, SCHEDULES } from '../train/schedule.ts';
+import { train, type TrainOptions } from '../train/trainer.ts';
+import { float, int } from './args.ts';
+
+function defaultOut(): string {
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `runs/${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+export function trainCommand(): Command {
+  return new Command('train')
+    .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
+    .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
+    .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .option('--steps <n>', 'optimizer steps', int(1), 2500)
+    .option('--batch <n>', 'sequences per micro-batch', int(1), 16)
+    .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), 1)
+    .option('--lr <x>', 'peak learning rate', float(0, true), 2e-3)
+    .option('--min-lr <x>', 'final learning rate of the decay (default lr/10)', float(0))
+    .option('--warmup <n>', 'linear warm-up steps', int(0), 100)
+    .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up').choices(SCHEDULES).default('cosine'))
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay (matrices only)', float(0), 0.1)
+    .option('--beta1 <x>', 'AdamW β1', float(0), 0.9)
+    .option('--beta2 <x>', 'AdamW β2', float(0), 0.95)
+    .option('--eps <x>', 'AdamW ε', float(0), 1e-8)
+    .option('--clip <x>', 'clip the global gradient norm (0 = off)', float(0), 1)
+    .option('--eval-every <n>', 'evaluate on the validation split every n steps (0 = only at the end)', int(0), 250)
+    .option('--eval-tokens <n>', 'validation tokens per evaluation', int(2), 65536)
+    .option('--checkpoint-every <n>', 'write a checkpoint every n steps (0 = only at the end)', int(0), 500)
+    .option('--keep <n>', 'checkpoints to keep', int(1), 3)
+    .option('--out <dir>', 'run directory (default runs/<date-time>)')
+    .option('--seed <n>', 'seed for init and data order', int(0), 1337)
+    .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
+    .option('--json', 'print a JSON summary as the last line of stdout')
+    .action(async (o, cmd: Command) => {
+      const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
+      let base: Record<string, unknown> = {};
+      if (o.resume) {
+        base = loadCheckpoint(o.resume).state.options;
+        if (given('config')) throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
+      }
+      const pick = <T>(key: string, fallback: T): T =>
+        (o.resume && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
+      const configName = pick<string>('configName', o.config);
+      const config = o.resume ? loadCheckpoint(o.resume).state.config : resolveConfig(o.config);
+      const lr = pick<number>('lr', o.lr);
+      const opts: TrainOptions = {
+        configName,
+        config,
+        data: pick<string | undefined>('data', o.data),
+        steps: pick('steps', o.steps),
+        batch: pick('batch', o.batch),
+        accum: pick('accum', o.accum),
+        lr,
+        minLr: pick('minLr', o.minLr ?? lr / 10),
+        warmup: pick('warmup', o.warmup),
+        schedule: parseSchedule(pick('schedule', o.schedule)),
+        weightDecay: pick('weightDecay', o.weightDecay),
+        beta1: pick('beta1', o.beta1),
+        beta2: pick('beta2', o.beta2),
+        eps: pick('eps', o.eps),
+        clip: pick('clip', o.clip),
+        evalEvery: pick('evalEvery', o.evalEvery),
+        evalTokens: pick('evalTokens', o.evalTokens),
+        checkpointEvery: pick('checkpointEvery', o.checkpointEvery),
+        keep: pick('keep', o.keep),
+        out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
+        seed: pick('seed', o.seed),
+      };
+      if (opts.beta1 >= 1 || opts.beta2 >= 1) throw new UserError('--beta1 and --beta2 must be < 1');
+      if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
+      if (o.resume && o.out) throw new UserError('--out cannot be combined with --resume: a resumed run continues in its own directory');
+
+      let stop = false;
+      const onSigint = () => {
+        if (stop) process.exit(130); // second Ctrl-C: leave now
+        stop = true;
+        process.stderr.write('\nkeel: interrupt received, finishing the step and writing a checkpoint (Ctrl-C again to abort)\n');
+      };
+      process.on('SIGINT', onSigint);
+      const summary = await train(opts, { shouldStop: () => stop }, o.resume);
+      process.off('SIGINT', onSigint);
+      const human =
+        `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +
+        `train loss ${summary.train_loss.toFixed(4)}, val loss ${summary.val_loss?.toFixed(4) ?? 'n/a'}, ` +
+        `${Math.round(summary.tokens_per_s)} tok/s, ${summary.seconds.toFixed(1)} s\n` +
+        `run: ${summary.run_dir} (report.html, metrics.jsonl, checkpoints/)` +
+        (summary.interrupted ? `\nresume with: keel train --resume ${summary.run_dir}` : '');
+      process.stderr.write(human + '\n');
+      if (o.json) {
+        const { interrupted: _i, params: _p, ...rest } = summary;
+        process.stdout.write(JSON.stringify(rest) + '\n');
+      }
+      if (summary.interrupted) process.exit(130);
+    });
+}

@@ -1,0 +1,96 @@
+/**
+ * metrics.jsonl: one JSON object per line, appended as training runs. Each record is one
+ * write() of a whole line, so a crash loses at most the line being written, and readers treat
+ * a line that does not parse as "not written yet" rather than corruption.
+ *
+ * Non-finite numbers (NaN, ±Infinity) are written as `null`, which is what JSON.stringify
+ * does: JSON has no spelling for them, and a string such as "NaN" would turn a numeric column
+ * into a mixed one for every downstream tool. So a diverged loss reads back as null.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.ts';
+import { writeAll } from './atomic.ts';
+
+export type MetricsRecord = Record<string, unknown>;
+
+export class MetricsLog {
+  private fd: number | null;
+
+  /** Opens `file` for appending (creating it and its directory); a resumed run adds to it. */
+  constructor(readonly file: string) {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      this.fd = fs.openSync(file, 'a');
+    } catch (e) {
+      throw new UserError(`cannot open ${file} for appending: ${(e as Error).message}`);
+    }
+    endPartialLine(this.fd, file);
+  }
+
+  /** Appends one record as one line. */
+  write(record: MetricsRecord): void {
+    if (this.fd === null) throw new Error(`${this.file}: write after close`);
+    writeAll(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
+  }
+
+  /** Flushes to disk and closes; later calls do nothing. */
+  close(): void {
+    if (this.fd === null) return;
+    try {
+      fs.fsyncSync(this.fd);
+    } finally {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+}
+
+/**
+ * A run killed mid-write leaves a last line without '\n'; appending straight after it would
+ * glue the next record onto the fragment and lose both, so end the fragment first.
+ */
+function endPartialLine(fd: number, file: string): void {
+  const size = fs.fstatSync(fd).size;
+  if (size === 0) return;
+  const last = Buffer.alloc(1);
+  const rfd = fs.openSync(file, 'r'); // the append descriptor cannot read
+  try {
+    fs.readSync(rfd, last, 0, 1, size - 1);
+  } finally {
+    fs.closeSync(rfd);
+  }
+  if (last[0] !== 0x0a) writeAll(fd, Buffer.from('\n'));
+}
+
+/**
+ * Reads every record of a metrics file. Lines that are blank, not valid JSON or not an object
+ * are skipped: a crash can leave a truncated last line, and after a resume that fragment sits
+ * in the middle of the file.
+ */
+export function readMetrics(file: string): MetricsRecord[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file (is this a run directory?)' : (e as Error).message;
+    throw new UserError(`cannot read ${file}: ${why}`);
+  }
+  const out: MetricsRecord[] = [];
+  for (const line of text.split('\n')) {
+    const record = parseLine(line);
+    if (record) out.push(record);
+  }
+  return out;
+}
+
+function parseLine(line: string): MetricsRecord | null {
+  if (line.trim() === '') return null;
+  try {
+    const v: unknown = JSON.parse(line);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as MetricsRecord) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * GPT-2 forward and backward, written out explicitly over the kernel contract (no autograd).
+ * Pre-LayerNorm blocks, causal multi-head attention, 4C GELU MLP, final LayerNorm, output
+ * head tied to the token embedding; loss = mean next-token cross-entropy (nats).
+ *
+ * Glossary: B batch, T time (= blockSize), C channels, NH heads, V vocab, L layers.
+ * Activations are allocated once for a maximum batch size; a call with a smaller B uses the
+ * leading part of each buffer (every activation is laid out batch-major).
+ */
+import type { Floats, Kernels } from '../kernels/types.ts';
+import type { GPTConfig } from './config.ts';
+import { paramLayout, type ParamLayout, views } from './params.ts';
+import { Rng } from '../util/rng.ts';
+
+type FloatCtor<F> = { new (n: number): F };
+
+interface LayerParams<F> {
+  ln1w: F; ln1b: F; qkvw: F; qkvb: F; attprojw: F; attprojb: F;
+  ln2w: F; ln2b: F; fcw: F; fcb: F; fcprojw: F; fcprojb: F;
+}
+
+interface LayerActs<F> {
+  inp: F; // (B,T,C) the residual stream entering the block
+  ln1: F; ln1Mean: F; ln1Rstd: F; // (B,T,C), (B,T), (B,T)
+  qkv: F; // (B,T,3C)
+  att: F; // (B,NH,T,T)
+  atty: F; // (B,T,C)
+  attproj: F; // (B,T,C)
+  res2: F; // (B,T,C)
+  ln2: F; ln2Mean: F; ln2Rstd: F;
+  fch: F; // (B,T,4C)
+  fchGelu: F; // (B,T,4C)
+  fcproj: F; // (B,T,C)
+}
+
+export class GPT<F extends Floats = Float32Array> {
+  readonly config: GPTConfig;
+  readonly layout: ParamLayout;
+  /** All parameters, one flat buffer. */
+  readonly params: F;
+  /** All gradients, same layout. */
+  readonly grads: F;
+  readonly maxBatch: number;
+  private readonly k: Kernels<F>;
+  private readonly p: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
+  private readonly g: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
+  private readonly acts: {
+    encoded: F; layers: LayerActs<F>[]; resid: F; lnf: F; lnfMean: F; lnfRstd: F; logits: F; losses: F;
+  };
+  private readonly scratch: { dres: F; dC: F; dC2: F; d3C: F; d4C: F; d4C2: F };
+  private lastBatch: { tokens: Int32Array; targets: Int32Array; B: number } | null = null;
+
+  constructor(config: GPTConfig, kernels: Kernels<F>, opts: { maxBatch: number; ctor?: FloatCtor<F> }) {
+    this.config = config;
+    this.k = kernels;
+    this.maxBatch = opts.maxBatch;
+    const Ctor = opts.ctor ?? (Float32Array as unknown as FloatCtor<F>);
+    this.layout = paramLayout(config);
+    this.params = new Ctor(this.layout.total);
+    this.grads = new Ctor(this.layout.total);
+    this.p = this.bind(views(this.layout, this.params));
+    this.g = this.bind(views(this.layout, this.grads));
+
+    const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = config;
+    const B = opts.maxBatch;
+    const BT = B * T;
+    const a = (n: number) => new Ctor(n);
+    const layers: LayerActs<F>[] = [];
+    const encoded = a(BT * C);
+    let inp = encoded;
+    for (let l = 0; l < L; l++) {
+      const acts: LayerActs<F> = {
+        inp,
+        ln1: a(BT * C), ln1Mean: a(BT), ln1Rstd: a(BT),
+        qkv: a(BT * 3 * C), att: a(B * NH * T * T), atty: a(BT * C), attproj: a(BT * C),
+        res2: a(BT * C),
+        ln2: a(BT * C), ln2Mean: a(BT), ln2Rstd: a(BT),
+        fch: a(BT * 4 * C), fchGelu: a(BT * 4 * C), fcproj: a(BT * C),
+      };
+      layers.push(acts);
+      inp = a(BT * C); // the block's output = next block's input
+    }
+    this.acts = {
+      encoded, layers, resid: inp, lnf: a(BT * C), lnfMean: a(BT), lnfRstd: a(BT), logits: a(BT * V), losses: a(BT),
+    };
+    this.scratch = { dres: a(BT * C), dC: a(BT * C), dC2: a(BT * C), d3C: a(BT * 3 * C), d4C: a(BT * 4 * C), d4C2: a(BT * 4 * C) };
+  }
+
+  /** Number of parameters (the tied head counted once). */
+  get numParams(): number {
+    return this.layout.total;
+  }
+
+  /** Output of each block, in order (the input of the next one). */
+  private blockOut(l: number): F {
+    return l + 1 < this.config.nLayer ? this.acts.layers[l + 1].inp : this.acts.resid;
+  }
+
+  private bind(v: Map<string, F>) {
+    const get = (n: string) => v.get(n)!;
+    const layers: LayerParams<F>[] = [];
+    for (let i = 0; i < this.config.nLayer; i++) {
+      const p = `transformer.h.${i}.`;
+      layers.push({
+        ln1w: get(p + 'ln_1.weight'), ln1b: get(p + 'ln_1.bias'),
+        qkvw: get(p + 'attn.c_attn.weight'), qkvb: get(p + 'attn.c_attn.bias'),
+        attprojw: get(p + 'attn.c_proj.weight'), attprojb: get(p + 'attn.c_proj.bias'),
+        ln2w: get(p + 'ln_2.weight'), ln2b: get(p + 'ln_2.bias'),
+        fcw: get(p + 'mlp.c_fc.weight'), fcb: get(p + 'mlp.c_fc.bias'),
+        fcprojw: get(p + 'mlp.c_proj.weight'), fcprojb: get(p + 'mlp.c_proj.bias'),
+      });
+    }
+    return {
+      wte: get('transformer.wte.weight'), wpe: get('transformer.wpe.weight'),
+      lnfw: get('transformer.ln_f.weight'), lnfb: get('transformer.ln_f.bias'), layers,
+    };
+  }
+
+  /**
+   * GPT-2 initialisation (techniques.md §4): weights N(0, 0.02²), residual output projections
+   * N(0, (0.02/√(2L))²), biases 0, LayerNorm gains 1. Deterministic in `seed`.
+   */
+  init(seed: number): void {
+    const rng = new Rng(seed);
+    const residStd = 0.02 / Math.sqrt(2 * this.config.nLayer);
+    for (const t of this.layout.tensors) {
+      const view = this.params.subarray(t.offset, t.offset + t.size);
+      if (t.kind === 'gain') view.fill(1);
+      else if (t.kind === 'bias') view.fill(0);
+      else {
+        const std = t.name.endsWith('c_proj.weight') ? residStd : 0.02;
+        for (let i = 0; i < t.size; i++) view[i] = rng.normal() * std;
+      }
+    }
+  }
+
+  /**
+   * Forward pass over B sequences of T = blockSize tokens. Returns the mean loss when targets
+   * are given (per-position losses stay in `losses()`), NaN otherwise.
+   */
+  forward(tokens: Int32Array, targets: Int32Array | null, B: number): number {
+    const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = this.config;
+    if (B > this.maxBatch) throw new Error(`batch ${B} exceeds the model's maxBatch ${this.maxBatch}`);
+    if (tokens.length < B * T) throw new Error(`expected ${B * T} tokens, got ${tokens.length}`);
+    const k = this.k;
+    const BT = B * T;
+    const { p, acts } = this;
+    k.encoderForward(acts.encoded, tokens, p.wte, p.wpe, B, T, C);
+    for (let l = 0; l < L; l++) {
+      const w = p.layers[l];
+      const a = acts.layers[l];
+      k.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.inp, w.ln1w, w.ln1b, BT, C);
+      k.matmulForward(a.qkv, a.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+      k.attentionForward(a.atty, a.att, a.qkv, B, T, C, NH);
+      k.matmulForward(a.attproj, a.atty, w.attprojw, w.attprojb, BT, C, C);
+      k.residualForward(a.res2, a.inp, a.attproj, BT * C);
+      k.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.ln2w, w.ln2b, BT, C);
+      k.matmulForward(a.fch, a.ln2, w.fcw, w.fcb, BT, C, 4 * C);
+      k.geluForward(a.fchGelu, a.fch, BT * 4 * C);
+      k.matmulForward(a.fcproj, a.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
+      k.residualForward(this.blockOut(l), a.res2, a.fcproj, BT * C);
+    }
+    k.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, acts.resid, p.lnfw, p.lnfb, BT, C);
+    k.matmulForward(acts.logits, acts.lnf, p.wte, null, BT, C, V);
+    this.lastBatch = targets ? { tokens, targets, B } : null;
+    if (!targets) return NaN;
+    return k.crossEntropy(acts.losses, null, acts.logits, targets, BT, V, 0) / BT;
+  }
+
+  /** Logits (B,T,V) of the last forward pass (overwritten by backward). */
+  logits(B: number): F {
+    return this.acts.logits.subarray(0, B * this.config.blockSize * this.config.vocabSize) as F;
+  }
+
+  /**
+   * Backward pass of the last forward (which must have had targets). ACCUMULATES into grads
+   * the gradient of lossScale × mean loss (lossScale = 1/accum for gradient accumulation).
+   */
+  backward(lossScale = 1): void {
+    if (!this.lastBatch) throw new Error('backward() needs a forward() with targets first');
+    const { tokens, targets, B } = this.lastBatch;
+    const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = this.config;
+    const k = this.k;
+    const BT = B * T;
+    const { p, g, acts } = this;
+    const s = this.scratch;
+    const zero = (x: F, n: number) => x.fill(0, 0, n);
+
+    // Loss → logits (in place) → final LayerNorm.
+    k.crossEntropy(acts.losses, acts.logits, acts.logits, targets, BT, V, lossScale / BT);
+    zero(s.dC, BT * C);
+    k.matmulBackward(s.dC, g.wte, null, acts.logits, acts.lnf, p.wte, BT, C, V);
+    zero(s.dres, BT * C);
+    k.layernormBackward(s.dres, g.lnfw, g.lnfb, s.dC, acts.resid, p.lnfw, acts.lnfMean, acts.lnfRstd, BT, C);
+
+    // dres holds dLoss/d(residual stream) and flows down through every block.
+    for (let l = L - 1; l >= 0; l--) {
+      const w = p.layers[l];
+      const dw = g.layers[l];
+      const a = acts.layers[l];
+      // MLP: out = res2 + fcproj(gelu(fc(ln2(res2)))).
+      zero(s.d4C, BT * 4 * C);
+      k.matmulBackward(s.d4C, dw.fcprojw, dw.fcprojb, s.dres, a.fchGelu, w.fcprojw, BT, 4 * C, C);
+      zero(s.d4C2, BT * 4 * C);
+      k.geluBackward(s.d4C2, a.fch, s.d4C, BT * 4 * C);
+      zero(s.dC, BT * C);
+      k.matmulBackward(s.dC, dw.fcw, dw.fcb, s.d4C2, a.ln2, w.fcw, BT, C, 4 * C);
+      k.layernormBackward(s.dres, dw.ln2w, dw.ln2b, s.dC, a.res2, w.ln2w, a.ln2Mean, a.ln2Rstd, BT, C);
+      // Attention: res2 = inp + attproj(attention(qkv(ln1(inp)))).
+      zero(s.dC2, BT * C);
+      k.matmulBackward(s.dC2, dw.attprojw, dw.attprojb, s.dres, a.atty, w.attprojw, BT, C, C);
+      zero(s.d3C, BT * 3 * C);
+      k.attentionBackward(s.d3C, s.dC2, a.qkv, a.att, B, T, C, NH);
+      zero(s.dC, BT * C);
+      k.matmulBackward(s.dC, dw.qkvw, dw.qkvb, s.d3C, a.ln1, w.qkvw, BT, C, 3 * C);
+      k.layernormBackward(s.dres, dw.ln1w, dw.ln1b, s.dC, a.inp, w.ln1w, a.ln1Mean, a.ln1Rstd, BT, C);
+    }
+    k.encoderBackward(g.wte, g.wpe, s.dres, tokens, B, T, C);
+    this.lastBatch = null;
+  }
+
+  zeroGrad(): void {
+    this.grads.fill(0);
+  }
+}
+
+export function createModel(config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number): GPT<Float32Array> {
+  return new GPT(config, kernels, { maxBatch });
+}

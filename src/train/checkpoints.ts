@@ -1,0 +1,124 @@
+/**
+ * The checkpoint store of a run directory: `checkpoints/step-<N>/` holding model.safetensors,
+ * optimizer.safetensors (exp_avg / exp_avg_sq per parameter) and trainer.json. Each checkpoint
+ * is built under a temporary name and renamed into place, so one that exists is complete.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.ts';
+import { writeDirAtomic } from '../io/atomic.ts';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
+import type { GPTConfig } from '../model/config.ts';
+import { paramLayout } from '../model/params.ts';
+
+export const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors', 'trainer.json'] as const;
+
+/** What trainer.json holds besides the tensors: enough to continue bit-identically. */
+export interface TrainerState {
+  version: 1;
+  step: number;
+  tokens: number;
+  /** Index of the next training batch (the data cursor). */
+  cursor: number;
+  seed: number;
+  /** Optimizer step count (bias correction). */
+  optimizerT: number;
+  elapsedMs: number;
+  config: GPTConfig;
+  options: Record<string, unknown>;
+}
+
+export interface Checkpoint {
+  dir: string;
+  state: TrainerState;
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+export function checkpointDir(runDir: string, step: number): string {
+  return path.join(runDir, 'checkpoints', `step-${step}`);
+}
+
+export function saveCheckpoint(runDir: string, ckpt: Omit<Checkpoint, 'dir'>): string {
+  const dir = checkpointDir(runDir, ckpt.state.step);
+  const layout = paramLayout(ckpt.state.config);
+  const meta = { format: 'pt', config: configToMetadata(ckpt.state.config), step: String(ckpt.state.step) };
+  writeDirAtomic(dir, (tmp) => {
+    writeSafetensors(path.join(tmp, 'model.safetensors'), namedTensors(layout, ckpt.params), meta);
+    writeSafetensors(
+      path.join(tmp, 'optimizer.safetensors'),
+      [...namedTensors(layout, ckpt.m, '.exp_avg'), ...namedTensors(layout, ckpt.v, '.exp_avg_sq')],
+      { ...meta, optimizer: 'adamw', t: String(ckpt.state.optimizerT) },
+    );
+    fs.writeFileSync(path.join(tmp, 'trainer.json'), JSON.stringify(ckpt.state, null, 2) + '\n');
+  });
+  return dir;
+}
+
+/** Steps of the complete checkpoints in a run directory, ascending. */
+export function listCheckpoints(runDir: string): number[] {
+  const root = path.join(runDir, 'checkpoints');
+  if (!fs.existsSync(root)) return [];
+  return fs
+    .readdirSync(root)
+    .map((n) => /^step-(\d+)$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+/** Deletes all but the newest `keep` checkpoints. */
+export function pruneCheckpoints(runDir: string, keep: number): void {
+  const steps = listCheckpoints(runDir);
+  for (const step of steps.slice(0, Math.max(0, steps.length - keep))) {
+    fs.rmSync(checkpointDir(runDir, step), { recursive: true, force: true });
+  }
+}
+
+/** A checkpoint directory, or a run directory (its newest checkpoint). */
+export function resolveCheckpointDir(dir: string): string {
+  if (!fs.existsSync(dir)) throw new UserError(`checkpoint ${dir} does not exist`);
+  if (fs.existsSync(path.join(dir, 'trainer.json')) || fs.existsSync(path.join(dir, 'model.safetensors'))) return dir;
+  const steps = listCheckpoints(dir);
+  if (steps.length === 0) throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints`);
+  return checkpointDir(dir, steps[steps.length - 1]);
+}
+
+/** The run directory a checkpoint belongs to (…/RUN/checkpoints/step-N → …/RUN). */
+export function runDirOf(ckptDir: string): string {
+  return path.dirname(path.dirname(path.resolve(ckptDir)));
+}
+
+export function loadCheckpoint(dirSpec: string): Checkpoint {
+  const dir = resolveCheckpointDir(dirSpec);
+  for (const f of CHECKPOINT_FILES) {
+    if (!fs.existsSync(path.join(dir, f))) throw new UserError(`checkpoint ${dir} is incomplete: ${f} is missing`);
+  }
+  let state: TrainerState;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, 'trainer.json'), 'utf8'));
+  } catch {
+    throw new UserError(`checkpoint ${dir}: trainer.json is not valid JSON (truncated?)`);
+  }
+  if (state?.version !== 1 || typeof state.step !== 'number' || typeof state.cursor !== 'number') {
+    throw new UserError(`checkpoint ${dir}: trainer.json is not a Keel trainer state (version 1)`);
+  }
+  const modelPath = path.join(dir, 'model.safetensors');
+  const model = readSafetensors(modelPath);
+  const config = configFromMetadata(model.metadata.config, modelPath);
+  if (JSON.stringify(config) !== JSON.stringify(state.config)) {
+    throw new UserError(`checkpoint ${dir}: model.safetensors and trainer.json describe different models`);
+  }
+  const layout = paramLayout(config);
+  const params = new Float32Array(layout.total);
+  copyTensors(model, modelPath, layout, params);
+  const optPath = path.join(dir, 'optimizer.safetensors');
+  const opt = readSafetensors(optPath);
+  const m = new Float32Array(layout.total);
+  const v = new Float32Array(layout.total);
+  copyTensors(opt, optPath, layout, m, '.exp_avg');
+  copyTensors(opt, optPath, layout, v, '.exp_avg_sq');
+  return { dir, state, params, m, v };
+}
