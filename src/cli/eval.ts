@@ -29,6 +29,9 @@ export function evalCommand(): Command {
     .option('--json', 'print {"loss", "tokens"}')
     .action((o) => {
       const { config, params } = loadModel(modelFile(o.checkpoint));
+      if (o.tokens < config.blockSize + 1) {
+        throw new UserError(`--tokens ${o.tokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
+      }
       const corpus = loadCorpus(o.data);
       if (corpus.bytes.length < config.blockSize + 1) {
         throw new UserError(`${corpus.name} has ${corpus.bytes.length} bytes; evaluation needs at least block size + 1 = ${config.blockSize + 1}`);

@@ -74,6 +74,9 @@ export function trainCommand(): Command {
       };
       if (opts.beta1 >= 1 || opts.beta2 >= 1) throw new UserError('--beta1 and --beta2 must be < 1');
       if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
+      if (opts.evalTokens < config.blockSize + 1) {
+        throw new UserError(`--eval-tokens ${opts.evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
+      }
       if (o.resume && o.out) throw new UserError('--out cannot be combined with --resume: a resumed run continues in its own directory');
 
       let stop = false;

@@ -73,12 +73,13 @@ export interface TrainHooks {
 export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string): Promise<TrainSummary> {
   const ckpt = resume ? loadCheckpoint(resume) : undefined;
   const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
-  if (!ckpt) prepareRunDir(runDir);
   const cfg = opts.config;
   const T = cfg.blockSize;
 
   const corpus = loadCorpus(opts.data);
   checkCorpusSize(corpus, T);
+  // Only after the data is known good: a rejected corpus leaves no (empty) run directory behind.
+  if (!ckpt) prepareRunDir(runDir);
   const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
   const kernels = nativeKernels();
   const model = new GPT(cfg, kernels, { maxBatch: opts.batch });
