@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
@@ -52,7 +53,7 @@ export function trainCommand(): Command {
       const opts: TrainOptions = {
         configName,
         config,
-        data: pick<string | undefined>('data', o.data),
+        data: pick<string | undefined>('data', o.data === undefined ? undefined : path.resolve(o.data)),
         steps: pick('steps', o.steps),
         batch: pick('batch', o.batch),
         accum: pick('accum', o.accum),

@@ -1,0 +1,153 @@
+// Shared fixtures for the trainer and CLI tests: a temp root removed at exit, a micro model
+// config, a generated English-like corpus, a TrainOptions builder and a CLI runner.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { GPTConfig } from '../src/model/config.ts';
+import type { TrainOptions } from '../src/train/trainer.ts';
+import { Rng } from '../src/util/rng.ts';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const KEEL = path.join(REPO, 'bin', 'keel.js');
+
+/** 1 layer, 2 heads, C 16, T 16, bytes: ~8k parameters, a step is well under a millisecond. */
+export const MICRO: GPTConfig = { nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 16, vocabSize: 256 };
+
+/** A fresh temporary root for one test file, deleted when the process exits. */
+export function tempRoot(tag: string): { root: string; fresh: (name: string) => string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), `keel-${tag}-`));
+  process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
+  let n = 0;
+  return { root, fresh: (name: string) => path.join(root, `${name}-${n++}`) };
+}
+
+export function writeJson(file: string, value: unknown): string {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(value) + '\n');
+  return file;
+}
+
+const WORDS = (
+  'the a one every some model data train step loss learns slowly quickly over under small large ' +
+  'network gradient token window river stone light house garden morning evening reads writes ' +
+  'and but so then while because of in on with from into'
+).split(' ');
+
+/** Deterministic English-like text of about `bytes` bytes: sentences of random words. */
+export function englishText(bytes: number, seed = 1): string {
+  const rng = new Rng(seed);
+  const out: string[] = [];
+  let size = 0;
+  while (size < bytes) {
+    const n = 4 + rng.int(9);
+    const words = Array.from({ length: n }, () => WORDS[rng.int(WORDS.length)]);
+    const s = words[0][0].toUpperCase() + words.join(' ').slice(1) + (rng.int(5) === 0 ? '.\n' : '. ');
+    out.push(s);
+    size += s.length;
+  }
+  return out.join('');
+}
+
+/** A corpus file (English-like text by default) in `dir`. */
+export function writeCorpus(dir: string, text = englishText(30_000), name = 'corpus.txt'): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/** TrainOptions for a quick micro run; override what the test is about. */
+export function trainOptions(out: string, data: string, over: Partial<TrainOptions> = {}): TrainOptions {
+  return {
+    configName: 'micro',
+    config: MICRO,
+    data,
+    steps: 8,
+    batch: 4,
+    accum: 1,
+    lr: 3e-3,
+    minLr: 3e-4,
+    warmup: 2,
+    schedule: 'cosine',
+    weightDecay: 0.1,
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    clip: 1,
+    evalEvery: 0,
+    evalTokens: 257,
+    checkpointEvery: 0,
+    keep: 3,
+    out,
+    seed: 1337,
+    ...over,
+  };
+}
+
+export interface CliResult {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/keel.js ...args` to completion. */
+export function keel(args: string[], opts: { cwd?: string } = {}): CliResult {
+  const r = spawnSync(process.execPath, [KEEL, ...args], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000 });
+  if (r.error) throw r.error;
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Starts `node bin/keel.js ...args` in the background (for Ctrl-C tests). */
+export function keelAsync(args: string[]): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [KEEL, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const done = new Promise<CliResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+/** The records of a metrics.jsonl (blank and unparsable lines skipped). */
+export function metrics(runDir: string): Record<string, unknown>[] {
+  const file = path.join(runDir, 'metrics.jsonl');
+  if (!fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
+/** Training lines ({step, loss, ...}) of a metrics.jsonl. */
+export function trainLines(runDir: string): Record<string, number>[] {
+  return metrics(runDir).filter((r) => typeof r.loss === 'number' || (r.loss === null && 'grad_norm' in r)) as Record<
+    string,
+    number
+  >[];
+}
+
+/** Every path below `dir` (relative, '/'-separated), files and directories. */
+export function walk(dir: string, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(path.join(dir, prefix), { withFileTypes: true })) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    out.push(rel);
+    if (e.isDirectory()) out.push(...walk(dir, rel));
+  }
+  return out;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
