@@ -116,66 +116,158 @@ void attn_bwd_port(float* dqkv, const float* dout, const float* qkv, const float
 // ---- AVX2 --------------------------------------------------------------------------------
 
 #if KEEL_X86
-// c[r][j] = Σ_{k<K} a[r·a_rs + k·a_ks] · b[k·ldb + j] for r < R, j < 8·NV (overwrites c).
-// Strides let the same kernel read A row-major (a_ks = 1) or transposed (a_rs = 1).
+// c[r][j] = Σ_{k<K} a[r·a_rs + k·a_ks] · b[k·ldb + j] for r < R ≤ 4, j < 8·NV (overwrites c).
+// Strides let the same kernel read A row-major (a_ks = 1) or transposed (a_rs = 1). The
+// accumulators are named scalars rather than an array: GCC 12 keeps an __m256 array on the
+// stack and stores it every iteration, which halves the speed.
 template <int R, int NV>
 KEEL_AVX2 static inline void tile(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_ks,
                                   const float* b, int64_t ldb, int64_t K) {
-  __m256 acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  static_assert(R >= 1 && R <= 4 && (NV == 1 || NV == 2), "tile shape");
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (int64_t k = 0; k < K; ++k) {
-    __m256 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
+    const float* bk = b + k * ldb;
     const float* ak = a + k * a_ks;
-    for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(ak + r * a_rs);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    const __m256 b0 = _mm256_loadu_ps(bk);
+    const __m256 b1 = NV > 1 ? _mm256_loadu_ps(bk + 8) : b0;
+    __m256 av = _mm256_broadcast_ss(ak);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    if constexpr (NV > 1) c01 = _mm256_fmadd_ps(av, b1, c01);
+    if constexpr (R > 1) {
+      av = _mm256_broadcast_ss(ak + a_rs);
+      c10 = _mm256_fmadd_ps(av, b0, c10);
+      if constexpr (NV > 1) c11 = _mm256_fmadd_ps(av, b1, c11);
+    }
+    if constexpr (R > 2) {
+      av = _mm256_broadcast_ss(ak + 2 * a_rs);
+      c20 = _mm256_fmadd_ps(av, b0, c20);
+      if constexpr (NV > 1) c21 = _mm256_fmadd_ps(av, b1, c21);
+    }
+    if constexpr (R > 3) {
+      av = _mm256_broadcast_ss(ak + 3 * a_rs);
+      c30 = _mm256_fmadd_ps(av, b0, c30);
+      if constexpr (NV > 1) c31 = _mm256_fmadd_ps(av, b1, c31);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+  _mm256_storeu_ps(c, c00);
+  if constexpr (NV > 1) _mm256_storeu_ps(c + 8, c01);
+  if constexpr (R > 1) {
+    _mm256_storeu_ps(c + ldc, c10);
+    if constexpr (NV > 1) _mm256_storeu_ps(c + ldc + 8, c11);
+  }
+  if constexpr (R > 2) {
+    _mm256_storeu_ps(c + 2 * ldc, c20);
+    if constexpr (NV > 1) _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  }
+  if constexpr (R > 3) {
+    _mm256_storeu_ps(c + 3 * ldc, c30);
+    if constexpr (NV > 1) _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  }
 }
 
-template <int R>
-KEEL_AVX2 static inline void gemm_rows_r(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_ks,
-                                         const float* b, int64_t ldb, int64_t K, int64_t ncols) {
-  int64_t j = 0;
-  for (; j + 16 <= ncols; j += 16) tile<R, 2>(c + j, ldc, a, a_rs, a_ks, b + j, ldb, K);
-  if (j < ncols) tile<R, 1>(c + j, ldc, a, a_rs, a_ks, b + j, ldb, K);
-}
-
-// nr (1..4) rows × ncols (a multiple of 8) of C = A·B, with A addressed through strides.
-KEEL_AVX2 void gemm_rows(int64_t nr, float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_ks,
-                         const float* b, int64_t ldb, int64_t K, int64_t ncols) {
+// One tile of nr (1..4) rows × w (8 or 16) columns.
+KEEL_AVX2 void tile_any(int64_t nr, int64_t w, float* c, int64_t ldc, const float* a, int64_t a_rs,
+                        int64_t a_ks, const float* b, int64_t ldb, int64_t K) {
+  if (w == 16) {
+    switch (nr) {
+      case 4: return tile<4, 2>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+      case 3: return tile<3, 2>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+      case 2: return tile<2, 2>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+      default: return tile<1, 2>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+    }
+  }
   switch (nr) {
-    case 4: return gemm_rows_r<4>(c, ldc, a, a_rs, a_ks, b, ldb, K, ncols);
-    case 3: return gemm_rows_r<3>(c, ldc, a, a_rs, a_ks, b, ldb, K, ncols);
-    case 2: return gemm_rows_r<2>(c, ldc, a, a_rs, a_ks, b, ldb, K, ncols);
-    default: return gemm_rows_r<1>(c, ldc, a, a_rs, a_ks, b, ldb, K, ncols);
+    case 4: return tile<4, 1>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+    case 3: return tile<3, 1>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+    case 2: return tile<2, 1>(c, ldc, a, a_rs, a_ks, b, ldb, K);
+    default: return tile<1, 1>(c, ldc, a, a_rs, a_ks, b, ldb, K);
   }
 }
 
-constexpr int64_t kR = 4;  // rows per block of the micro-kernel
+constexpr int64_t kR = 4;    // rows per micro-kernel tile
+constexpr int64_t kSB = 16;  // rows per superblock: tiles of a superblock share each B strip in L1
 
-// src rows [T, hs] with row stride `ld` → dst [T, hsp] zero-padded.
-void pack_rows(float* dst, const float* src, int64_t ld, int64_t T, int64_t hs, int64_t hsp) {
+// The three GEMM shapes of attention, each over one superblock of nrows rows (4-row tiles),
+// looping over 16-column strips of B outside the tiles so a strip is loaded into L1 once.
+//
+// Rows are queries t0 + r. C[r][c] = Σ_{k<K} A[r][k]·B[k][c] for the strips that reach
+// the diagonal of r's tile (S = Q·Kᵀ, dP = dO·Vᵀ).
+KEEL_AVX2 void gemm_lower(int64_t t0, int64_t nrows, float* c, int64_t ldc, const float* a, int64_t lda,
+                          const float* b, int64_t ldb, int64_t K) {
+  const int64_t ncol = round_up(t0 + nrows, 16);
+  for (int64_t j = 0; j < ncol; j += 16) {
+    for (int64_t r0 = 0; r0 < nrows; r0 += kR) {
+      const int64_t nr = nrows - r0 < kR ? nrows - r0 : kR;
+      if (j > t0 + r0 + nr - 1) continue;  // strip entirely above the diagonal
+      tile_any(nr, 16, c + r0 * ldc + j, ldc, a + r0 * lda, lda, 1, b + j, ldb, K);
+    }
+  }
+}
+
+// Rows are queries t0 + r. C[r][0..ncols) = Σ_k A[r][k]·B[k][·] with k up to the end of r's
+// tile (out = P·V, dQ = dS·K); A must be zero between the diagonal and the tile end.
+KEEL_AVX2 void gemm_causal_k(int64_t t0, int64_t nrows, float* c, int64_t ldc, const float* a, int64_t lda,
+                             const float* b, int64_t ldb, int64_t ncols) {
+  for (int64_t j = 0; j < ncols; j += 16) {
+    const int64_t w = ncols - j < 16 ? ncols - j : 16;
+    for (int64_t r0 = 0; r0 < nrows; r0 += kR) {
+      const int64_t nr = nrows - r0 < kR ? nrows - r0 : kR;
+      tile_any(nr, w, c + r0 * ldc + j, ldc, a + r0 * lda, lda, 1, b + j, ldb, t0 + r0 + nr);
+    }
+  }
+}
+
+// Rows are keys j0 + r. C[r][·] = Σ_{t ≥ j0+r0} A[t][j0+r]·B[t][·] (dK = dSᵀ·Q, dV = Pᵀ·dO),
+// with A's columns j0..j0+15 packed as panel[(t − j0)·16 + r] so the transposed reads are
+// contiguous instead of one cache line per 1 KiB-strided row.
+KEEL_AVX2 void gemm_keys(int64_t j0, int64_t nrows, int64_t T, float* c, int64_t ldc, const float* panel,
+                         const float* b, int64_t ldb, int64_t ncols) {
+  for (int64_t j = 0; j < ncols; j += 16) {
+    const int64_t w = ncols - j < 16 ? ncols - j : 16;
+    for (int64_t r0 = 0; r0 < nrows; r0 += kR) {
+      const int64_t nr = nrows - r0 < kR ? nrows - r0 : kR;
+      tile_any(nr, w, c + r0 * ldc + j, ldc, panel + r0 * 16 + r0, 1, 16, b + (j0 + r0) * ldb + j, ldb,
+               T - j0 - r0);
+    }
+  }
+}
+
+// panel[(t − j0)·16 + i] = src[t·ld + j0 + i] for t in [j0, T), i < 16 (zeros past column T).
+void pack_panel(float* panel, const float* src, int64_t ld, int64_t j0, int64_t T) {
+  const int64_t w = T - j0 < 16 ? T - j0 : 16;
+  for (int64_t t = j0; t < T; ++t) {
+    float* p = panel + (t - j0) * 16;
+    std::memcpy(p, src + t * ld + j0, (size_t)w * sizeof(float));
+    for (int64_t i = w; i < 16; ++i) p[i] = 0.0f;
+  }
+}
+
+// src rows [T, hs] with row stride `ld` → dst [T, hsp] with row stride ldd, zero-padded.
+void pack_rows(float* dst, int64_t ldd, const float* src, int64_t ld, int64_t T, int64_t hs, int64_t hsp) {
   for (int64_t t = 0; t < T; ++t) {
-    std::memcpy(dst + t * hsp, src + t * ld, (size_t)hs * sizeof(float));
-    for (int64_t i = hs; i < hsp; ++i) dst[t * hsp + i] = 0.0f;
+    std::memcpy(dst + t * ldd, src + t * ld, (size_t)hs * sizeof(float));
+    for (int64_t i = hs; i < hsp; ++i) dst[t * ldd + i] = 0.0f;
   }
 }
 
-// src rows [T, hs] with row stride `ld` → dst [hs, Tp] (transposed), columns ≥ T zero.
-void pack_transposed(float* dst, const float* src, int64_t ld, int64_t T, int64_t hs, int64_t Tp) {
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < hs; ++i) dst[i * Tp + t] = src[t * ld + i];
-  for (int64_t i = 0; i < hs; ++i)
-    for (int64_t t = T; t < Tp; ++t) dst[i * Tp + t] = 0.0f;
+// src rows [T, hs] with row stride `ld` → dst [hs, Tp] (transposed, row stride ldd), columns
+// T..Tp zero. Blocks of 8 source rows: each dst row gets 8 contiguous floats per pass rather
+// than one float per strided row (which 4K-aliases; ~15% of the forward when done naively).
+void pack_transposed(float* dst, int64_t ldd, const float* src, int64_t ld, int64_t T, int64_t hs, int64_t Tp) {
+  int64_t t0 = 0;
+  for (; t0 + 8 <= T; t0 += 8)
+    for (int64_t i = 0; i < hs; ++i)
+      for (int64_t j = 0; j < 8; ++j) dst[i * ldd + t0 + j] = src[(t0 + j) * ld + i];
+  for (int64_t i = 0; i < hs; ++i) {
+    for (int64_t t = t0; t < T; ++t) dst[i * ldd + t] = src[t * ld + i];
+    for (int64_t t = T; t < Tp; ++t) dst[i * ldd + t] = 0.0f;
+  }
 }
 
-// Softmax of one scratch row s[0..n) (raw q·k): s ← e^(scale·(s − max)) / Σ, and s[n..end) ← 0.
-KEEL_AVX2 void softmax_row(float* s, int64_t n, int64_t end, float scale) {
+// Softmax of one scratch row s[0..n) of raw q·k: p = e^(scale·(s − max)) / Σ, written to s
+// (zeros on to `end`, where the P·V tile stops reading) and to the att row arow[0..T)
+// (zeros past the diagonal).
+KEEL_AVX2 void softmax_row(float* s, int64_t n, int64_t end, float scale, float* arow, int64_t T) {
   const int64_t n8 = n & ~int64_t(7), rem = n - n8;
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   const __m256i tm = tail_mask(rem);
@@ -200,39 +292,20 @@ KEEL_AVX2 void softmax_row(float* s, int64_t n, int64_t end, float scale) {
     sum = _mm256_add_ps(sum, e);
   }
   const __m256 inv = _mm256_set1_ps(1.0f / hsum256(sum));
-  const int64_t nb = n8 + (rem ? 8 : 0);
-  for (int64_t i = 0; i < nb; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), inv));
-  for (int64_t i = nb; i < end; ++i) s[i] = 0.0f;
-}
-
-KEEL_AVX2 void attn_fwd_avx2(float* out, float* att, const float* qkv, const Dims& d, int64_t bh) {
-  const int64_t T = d.T, C = d.C, C3 = 3 * d.C, hs = d.hs;
-  const int64_t b = bh / d.NH, h = bh % d.NH;
-  const int64_t Tp = round_up(T, 16), hsp = round_up(hs, 8);
-  float* kt = scratch((size_t)(hs * Tp + T * hsp + kR * Tp + kR * hsp));  // Kᵀ | V | S | O
-  float* vp = kt + hs * Tp;
-  float* S = vp + T * hsp;
-  float* O = S + kR * Tp;
-  const float* base = qkv + b * T * C3 + h * hs;
-  pack_transposed(kt, base + C, C3, T, hs, Tp);
-  pack_rows(vp, base + 2 * C, C3, T, hs, hsp);
-  for (int64_t t0 = 0; t0 < T; t0 += kR) {
-    const int64_t nr = T - t0 < kR ? T - t0 : kR;
-    const int64_t kend = t0 + nr;               // keys 0..kend-1 reach this block
-    const int64_t ncol = round_up(kend, 16);   // ≤ Tp
-    gemm_rows(nr, S, Tp, base + t0 * C3, C3, 1, kt, Tp, hs, ncol);
-    for (int64_t r = 0; r < nr; ++r) {
-      const int64_t t = t0 + r;
-      float* s = S + r * Tp;
-      softmax_row(s, t + 1, ncol, d.scale);
-      float* arow = att + (bh * T + t) * T;
-      std::memcpy(arow, s, (size_t)(t + 1) * sizeof(float));
-      std::memset(arow + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
-    }
-    gemm_rows(nr, O, hsp, S, Tp, 1, vp, hsp, kend, hsp);
-    for (int64_t r = 0; r < nr; ++r)
-      std::memcpy(out + (b * T + t0 + r) * C + h * hs, O + r * hsp, (size_t)hs * sizeof(float));
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(s + i), inv);
+    _mm256_storeu_ps(s + i, p);
+    _mm256_storeu_ps(arow + i, p);
   }
+  int64_t nb = n8;
+  if (rem) {
+    const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(s + n8), inv);
+    _mm256_storeu_ps(s + n8, p);
+    _mm256_maskstore_ps(arow + n8, tm, p);  // the att row may end inside this block
+    nb += 8;
+  }
+  for (int64_t i = nb; i < end; ++i) s[i] = 0.0f;
+  std::memset(arow + n, 0, (size_t)(T - n) * sizeof(float));
 }
 
 // dst[0..hs) += src[0..hs)
@@ -242,40 +315,86 @@ KEEL_AVX2 static inline void add_row(float* dst, const float* src, int64_t hs) {
   for (; i < hs; ++i) dst[i] += src[i];
 }
 
+// Prefetches rows [r0, r0 + n) × hs floats of a dqkv section (row stride ld): those lines
+// come from L3/DRAM and would otherwise stall add_row after the GEMMs that produce them.
+KEEL_AVX2 static inline void prefetch_rows(const float* p, int64_t ld, int64_t n, int64_t hs) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < hs; i += 16) _mm_prefetch((const char*)(p + r * ld + i), _MM_HINT_T0);
+}
+
+// Scratch geometry for one (b, h) pair. Row strides get one extra cache line so that
+// strided walks down a column (B strips, 1 KiB apart when T = 256) spread over all L1 sets.
+struct Geom {
+  int64_t Tp, ldT, hsp, ldh;
+  explicit Geom(const Dims& d)
+      : Tp(round_up(d.T, 16)), ldT(round_up(d.T, 16) + 16), hsp(round_up(d.hs, 8)), ldh(round_up(d.hs, 8) + 16) {}
+};
+
+// End (exclusive) of the 4-row tile holding row r of a superblock of nrows rows at t0.
+inline int64_t tile_end(int64_t t0, int64_t r, int64_t nrows) {
+  const int64_t e = (r / kR + 1) * kR;
+  return t0 + (e < nrows ? e : nrows);
+}
+
+KEEL_AVX2 void attn_fwd_avx2(float* out, float* att, const float* qkv, const Dims& d, int64_t bh) {
+  const int64_t T = d.T, C = d.C, C3 = 3 * d.C, hs = d.hs;
+  const int64_t b = bh / d.NH, h = bh % d.NH;
+  const Geom g(d);
+  // Kᵀ [hs, ldT] | V [T, ldh] | S [16, ldT] | O [16, ldh]
+  float* kt = scratch((size_t)(hs * g.ldT + T * g.ldh + kSB * g.ldT + kSB * g.ldh));
+  float* vp = kt + hs * g.ldT;
+  float* S = vp + T * g.ldh;
+  float* O = S + kSB * g.ldT;
+  const float* base = qkv + b * T * C3 + h * hs;
+  pack_transposed(kt, g.ldT, base + C, C3, T, hs, g.Tp);
+  pack_rows(vp, g.ldh, base + 2 * C, C3, T, hs, g.hsp);
+  for (int64_t t0 = 0; t0 < T; t0 += kSB) {
+    const int64_t nsb = T - t0 < kSB ? T - t0 : kSB;
+    gemm_lower(t0, nsb, S, g.ldT, base + t0 * C3, C3, kt, g.ldT, hs);
+    for (int64_t r = 0; r < nsb; ++r) {
+      const int64_t t = t0 + r;
+      softmax_row(S + r * g.ldT, t + 1, tile_end(t0, r, nsb), d.scale, att + (bh * T + t) * T, T);
+    }
+    gemm_causal_k(t0, nsb, O, g.ldh, S, g.ldT, vp, g.ldh, g.hsp);
+    for (int64_t r = 0; r < nsb; ++r)
+      std::memcpy(out + (b * T + t0 + r) * C + h * hs, O + r * g.ldh, (size_t)hs * sizeof(float));
+  }
+}
+
 KEEL_AVX2 void attn_bwd_avx2(float* dqkv, const float* dout, const float* qkv, const float* att, const Dims& d,
                              int64_t bh) {
   const int64_t T = d.T, C = d.C, C3 = 3 * d.C, hs = d.hs;
   const int64_t b = bh / d.NH, h = bh % d.NH;
-  const int64_t Tp = round_up(T, 16), hsp = round_up(hs, 8);
-  // Vᵀ [hs,Tp] | Q, K, dO [T,hsp] | dS [T,Tp] | tile output [4,hsp]
-  float* vt = scratch((size_t)(hs * Tp + 3 * T * hsp + T * Tp + kR * hsp));
-  float* qp = vt + hs * Tp;
-  float* kp = qp + T * hsp;
-  float* dop = kp + T * hsp;
-  float* dS = dop + T * hsp;
-  float* O = dS + T * Tp;
+  const Geom g(d);
+  // Vᵀ [hs, ldT] | Q, K, dO [T, ldh] | dS [T, ldT] | tile output [16, ldh] | panel [T, 16]
+  float* vt = scratch((size_t)(hs * g.ldT + 3 * T * g.ldh + T * g.ldT + kSB * g.ldh + T * 16));
+  float* qp = vt + hs * g.ldT;
+  float* kp = qp + T * g.ldh;
+  float* dop = kp + T * g.ldh;
+  float* dS = dop + T * g.ldh;
+  float* O = dS + T * g.ldT;
+  float* panel = O + kSB * g.ldh;
   const float* base = qkv + b * T * C3 + h * hs;
   const float* dbase = dout + b * T * C + h * hs;
   const float* P = att + bh * T * T;
   float* dq_base = dqkv + b * T * C3 + h * hs;
-  pack_transposed(vt, base + 2 * C, C3, T, hs, Tp);
-  pack_rows(qp, base, C3, T, hs, hsp);
-  pack_rows(kp, base + C, C3, T, hs, hsp);
-  pack_rows(dop, dbase, C, T, hs, hsp);
+  pack_transposed(vt, g.ldT, base + 2 * C, C3, T, hs, g.Tp);
+  pack_rows(qp, g.ldh, base, C3, T, hs, g.hsp);
+  pack_rows(kp, g.ldh, base + C, C3, T, hs, g.hsp);
+  pack_rows(dop, g.ldh, dbase, C, T, hs, g.hsp);
   const __m256 vscale = _mm256_set1_ps(d.scale);
 
-  // Row blocks: dP (into dS), then dS in place, then dQ for these rows.
-  for (int64_t t0 = 0; t0 < T; t0 += kR) {
-    const int64_t nr = T - t0 < kR ? T - t0 : kR;
-    const int64_t kend = t0 + nr;
-    const int64_t ncol = round_up(kend, 16);
-    gemm_rows(nr, dS + t0 * Tp, Tp, dbase + t0 * C, C, 1, vt, Tp, hs, ncol);
-    for (int64_t r = 0; r < nr; ++r) {
+  // Query superblocks: dP (into dS), then dS in place, then dQ for these rows.
+  for (int64_t t0 = 0; t0 < T; t0 += kSB) {
+    const int64_t nsb = T - t0 < kSB ? T - t0 : kSB;
+    prefetch_rows(dq_base + t0 * C3, C3, nsb, hs);
+    gemm_lower(t0, nsb, dS + t0 * g.ldT, g.ldT, dbase + t0 * C, C, vt, g.ldT, hs);
+    for (int64_t r = 0; r < nsb; ++r) {
       const int64_t t = t0 + r, n = t + 1;
       const int64_t n8 = n & ~int64_t(7), rem = n - n8;
       const __m256i tm = tail_mask(rem);
       const float* p = P + t * T;
-      float* ds = dS + t * Tp;
+      float* ds = dS + t * g.ldT;
       __m256 acc = _mm256_setzero_ps();
       for (int64_t i = 0; i < n8; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), _mm256_loadu_ps(ds + i), acc);
       __m256 ptail = _mm256_setzero_ps();
@@ -285,29 +404,34 @@ KEEL_AVX2 void attn_bwd_avx2(float* dqkv, const float* dout, const float* qkv, c
       }
       const __m256 dot = _mm256_set1_ps(hsum256(acc));
       for (int64_t i = 0; i < n8; i += 8) {
-        const __m256 g = _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_sub_ps(_mm256_loadu_ps(ds + i), dot));
-        _mm256_storeu_ps(ds + i, _mm256_mul_ps(g, vscale));
+        const __m256 gr = _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_sub_ps(_mm256_loadu_ps(ds + i), dot));
+        _mm256_storeu_ps(ds + i, _mm256_mul_ps(gr, vscale));
       }
       int64_t zero_from = n8;
       if (rem) {  // lanes past the diagonal have p = 0, so they come out 0
-        const __m256 g = _mm256_mul_ps(ptail, _mm256_sub_ps(_mm256_loadu_ps(ds + n8), dot));
-        _mm256_storeu_ps(ds + n8, _mm256_mul_ps(g, vscale));
+        const __m256 gr = _mm256_mul_ps(ptail, _mm256_sub_ps(_mm256_loadu_ps(ds + n8), dot));
+        _mm256_storeu_ps(ds + n8, _mm256_mul_ps(gr, vscale));
         zero_from = n8 + 8;
       }
-      for (int64_t i = zero_from; i < ncol; ++i) ds[i] = 0.0f;
+      // dQ and dK read this row up to its tile's end: the part above the diagonal must be 0.
+      const int64_t te = tile_end(t0, r, nsb);
+      for (int64_t i = zero_from; i < te; ++i) ds[i] = 0.0f;
     }
-    gemm_rows(nr, O, hsp, dS + t0 * Tp, Tp, 1, kp, hsp, kend, hsp);  // dQ rows
-    for (int64_t r = 0; r < nr; ++r) add_row(dq_base + (t0 + r) * C3, O + r * hsp, hs);
+    gemm_causal_k(t0, nsb, O, g.ldh, dS + t0 * g.ldT, g.ldT, kp, g.ldh, g.hsp);  // dQ rows
+    for (int64_t r = 0; r < nsb; ++r) add_row(dq_base + (t0 + r) * C3, O + r * g.ldh, hs);
   }
 
-  // Key blocks: dK = dSᵀ·Q and dV = Pᵀ·dO, over the queries at or after each key.
-  for (int64_t j0 = 0; j0 < T; j0 += kR) {
-    const int64_t nr = T - j0 < kR ? T - j0 : kR;
-    const int64_t K = T - j0;
-    gemm_rows(nr, O, hsp, dS + j0 * Tp + j0, 1, Tp, qp + j0 * hsp, hsp, K, hsp);
-    for (int64_t r = 0; r < nr; ++r) add_row(dq_base + (j0 + r) * C3 + C, O + r * hsp, hs);
-    gemm_rows(nr, O, hsp, P + j0 * T + j0, 1, T, dop + j0 * hsp, hsp, K, hsp);
-    for (int64_t r = 0; r < nr; ++r) add_row(dq_base + (j0 + r) * C3 + 2 * C, O + r * hsp, hs);
+  // Key superblocks: dK = dSᵀ·Q and dV = Pᵀ·dO over the queries at or after each key.
+  for (int64_t j0 = 0; j0 < T; j0 += kSB) {
+    const int64_t nsb = T - j0 < kSB ? T - j0 : kSB;
+    prefetch_rows(dq_base + j0 * C3 + C, C3, nsb, hs);
+    prefetch_rows(dq_base + j0 * C3 + 2 * C, C3, nsb, hs);
+    pack_panel(panel, dS, g.ldT, j0, T);
+    gemm_keys(j0, nsb, T, O, g.ldh, panel, qp, g.ldh, g.hsp);
+    for (int64_t r = 0; r < nsb; ++r) add_row(dq_base + (j0 + r) * C3 + C, O + r * g.ldh, hs);
+    pack_panel(panel, P, T, j0, T);
+    gemm_keys(j0, nsb, T, O, g.ldh, panel, dop, g.ldh, g.hsp);
+    for (int64_t r = 0; r < nsb; ++r) add_row(dq_base + (j0 + r) * C3 + 2 * C, O + r * g.ldh, hs);
   }
 }
 #endif  // KEEL_X86
@@ -322,6 +446,13 @@ bool read_dims(const Napi::CallbackInfo& info, size_t first, Dims* d) {
   d->hs = d->C / d->NH;
   d->scale = d->hs > 0 ? (float)(1.0 / std::sqrt((double)d->hs)) : 0.0f;
   return true;
+}
+
+// Pairs per thread chunk: a pair costs ~T²·hs multiply-adds; below ~64k of them a worker
+// wake-up is not worth it and the call stays on the calling thread.
+int64_t pair_grain(const Dims& d) {
+  const int64_t work = d.T * d.T * d.hs + 1;
+  return work >= 65536 ? 1 : 65536 / work + 1;
 }
 
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
@@ -348,7 +479,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
       (void)simd;
       attn_fwd_port(out, att, qkv, d, bh);
     }
-  }, 1);
+  }, pair_grain(d));
   return env.Undefined();
 }
 
@@ -378,7 +509,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
       (void)simd;
       attn_bwd_port(dqkv, dout, qkv, att, d, bh);
     }
-  }, 1);
+  }, pair_grain(d));
   return env.Undefined();
 }
 

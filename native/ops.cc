@@ -122,17 +122,24 @@ void enc_fwd_port(float* out, const int32_t* tok, const float* wte, const float*
   }
 }
 
-// Channels [c0, c1) of every row: rows sharing a token scatter into the same dwte row, so the
-// split is over channels, which keeps threads disjoint and the summation order fixed.
-void enc_bwd_port(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t BT, int64_t T,
-                  int64_t C, int64_t c0, int64_t c1) {
+// dwte: channels [c0, c1) of every row. Rows sharing a token scatter into the same dwte
+// row, so threads split channels (disjoint, fixed summation order) rather than rows.
+void enc_bwd_wte_port(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C, int64_t c0,
+                      int64_t c1) {
   for (int64_t r = 0; r < BT; ++r) {
     const float* g = dout + r * C;
     float* dte = dwte + (int64_t)tok[r] * C;
-    float* dpe = dwpe + (r % T) * C;
-    for (int64_t i = c0; i < c1; ++i) {
-      dte[i] += g[i];
-      dpe[i] += g[i];
+    for (int64_t i = c0; i < c1; ++i) dte[i] += g[i];
+  }
+}
+
+// dwpe: positions [t0, t1), each summed over the batch (threads split positions).
+void enc_bwd_wpe_port(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) {
+    float* dpe = dwpe + t * C;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* g = dout + (b * T + t) * C;
+      for (int64_t i = 0; i < C; ++i) dpe[i] += g[i];
     }
   }
 }
@@ -259,7 +266,7 @@ KEEL_AVX2 void ln_bwd_avx2(float* dinp, float* dw, float* db, const float* dout,
 KEEL_AVX2 static inline __m256 gelu_exp(__m256 x, __m256 x2) {
   const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluA), x2), x, x);
   const __m256 t = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * kGeluK));
-  return exp256(_mm256_min_ps(t, _mm256_set1_ps(kGeluExpCap)));
+  return exp256<false>(_mm256_min_ps(t, _mm256_set1_ps(kGeluExpCap)));  // +1 follows: no flush needed
 }
 
 KEEL_AVX2 void gelu_fwd_avx2(float* out, const float* inp, int64_t i0, int64_t i1) {
@@ -314,23 +321,21 @@ KEEL_AVX2 void enc_fwd_avx2(float* out, const int32_t* tok, const float* wte, co
   }
 }
 
-KEEL_AVX2 void enc_bwd_avx2(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t BT,
-                            int64_t T, int64_t C, int64_t c0, int64_t c1) {
-  for (int64_t r = 0; r < BT; ++r) {
-    const float* g = dout + r * C;
-    float* dte = dwte + (int64_t)tok[r] * C;
-    float* dpe = dwpe + (r % T) * C;
-    int64_t i = c0;
-    for (; i + 8 <= c1; i += 8) {
-      const __m256 gi = _mm256_loadu_ps(g + i);
-      _mm256_storeu_ps(dte + i, _mm256_add_ps(_mm256_loadu_ps(dte + i), gi));
-      _mm256_storeu_ps(dpe + i, _mm256_add_ps(_mm256_loadu_ps(dpe + i), gi));
-    }
-    for (; i < c1; ++i) {
-      dte[i] += g[i];
-      dpe[i] += g[i];
-    }
-  }
+KEEL_AVX2 static inline void add_into(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_loadu_ps(src + i)));
+  for (; i < n; ++i) dst[i] += src[i];
+}
+
+KEEL_AVX2 void enc_bwd_wte_avx2(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C,
+                                int64_t c0, int64_t c1) {
+  for (int64_t r = 0; r < BT; ++r) add_into(dwte + (int64_t)tok[r] * C + c0, dout + r * C + c0, c1 - c0);
+}
+
+KEEL_AVX2 void enc_bwd_wpe_avx2(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0,
+                                int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < B; ++b) add_into(dwpe + t * C, dout + (b * T + t) * C, C);
 }
 
 KEEL_AVX2 void xent_avx2(float* losses, float* dl, const float* logits, const int32_t* targets, int64_t r0,
@@ -606,16 +611,28 @@ Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
   if (!check_indices(info, tok, B * T, typed_len(info, 0) / C, "tokens")) return env.Undefined();
   const bool simd = simd_active();
   const int64_t BT = B * T;
-  // Channel blocks of 16 floats (one cache line) so threads never share a line.
-  const int64_t nblk = (C + 15) / 16;
+  // dwte by channel blocks that end on dwte's 64-byte lines (its base need not be aligned),
+  // so the two threads never write the same cache line.
+  const int64_t mis = (int64_t)(((uintptr_t)dwte / sizeof(float)) % 16);
+  const int64_t nblk = (C + mis + 15) / 16;
+  const int64_t grain = BT * C >= 32768 ? 1 : nblk;
   parallel_for(nblk, [&](int64_t k0, int64_t k1, int) {
-    const int64_t c0 = k0 * 16, c1 = k1 * 16 < C ? k1 * 16 : C;
+    const int64_t c0 = k0 * 16 - mis < 0 ? 0 : k0 * 16 - mis;
+    const int64_t c1 = k1 * 16 - mis < C ? k1 * 16 - mis : C;
 #if KEEL_X86
-    if (simd) return enc_bwd_avx2(dwte, dwpe, dout, tok, BT, T, C, c0, c1);
+    if (simd) return enc_bwd_wte_avx2(dwte, dout, tok, BT, C, c0, c1);
 #endif
     (void)simd;
-    enc_bwd_port(dwte, dwpe, dout, tok, BT, T, C, c0, c1);
-  }, BT * 16 >= 16384 ? 1 : nblk);
+    enc_bwd_wte_port(dwte, dout, tok, BT, C, c0, c1);
+  }, grain);
+  // dwpe by positions.
+  parallel_for(T, [&](int64_t t0, int64_t t1, int) {
+#if KEEL_X86
+    if (simd) return enc_bwd_wpe_avx2(dwpe, dout, B, T, C, t0, t1);
+#endif
+    (void)simd;
+    enc_bwd_wpe_port(dwpe, dout, B, T, C, t0, t1);
+  }, row_grain(B * C, 32768));
   return env.Undefined();
 }
 
@@ -623,7 +640,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!need_args(info, 7, "crossEntropy")) return env.Undefined();
   int64_t BT, V;
-  double scale;
+  double scale = 0.0;
   if (!size_arg(info, 4, &BT) || !size_arg(info, 5, &V, 1) || !num(info, 6, &scale)) return env.Undefined();
   bool failed = false;
   float* losses = f32(info, 0, BT);

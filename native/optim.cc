@@ -106,8 +106,8 @@ KEEL_AVX2 void scale_avx2(float* x, float s, int64_t i0, int64_t i1) {
 Napi::Value Adamw(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!need_args(info, 11, "adamw")) return env.Undefined();
-  int64_t N, t;
-  double lr, beta1, beta2, eps, wd;
+  int64_t N = 0, t = 1;
+  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, wd = 0;
   if (!size_arg(info, 4, &N) || !num(info, 5, &lr) || !num(info, 6, &beta1) || !num(info, 7, &beta2) ||
       !num(info, 8, &eps) || !num(info, 9, &wd) || !size_arg(info, 10, &t, 1))
     return env.Undefined();
@@ -165,7 +165,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!need_args(info, 3, "scale")) return env.Undefined();
   int64_t N;
-  double s;
+  double s = 1.0;
   if (!size_arg(info, 1, &N) || !num(info, 2, &s)) return env.Undefined();
   float* x = f32(info, 0, N);
   if (!x) return env.Undefined();

@@ -96,13 +96,9 @@ const avx2 = nk.matmulSetKernel('auto') === 'avx2-fma';
 const KERNELS = avx2 ? (['avx2-fma', 'portable'] as const) : (['portable'] as const);
 const threadsBefore = nk.threads();
 
-// The 1-thread runs come last and the thread count is not restored afterwards: pool.cc's
-// start() gives new workers `seen = 0` while `generation` is already past 0, so growing the
-// pool after any parallel job makes the new worker run the previous job's dead callback
-// (bad_function_call / SIGSEGV). Each test file runs in its own process, so nothing leaks.
-// Once pool.cc is fixed: restore with nk.threads(threadsBefore) in an after() hook.
 after(() => {
   nk.matmulSetKernel('auto');
+  nk.threads(threadsBefore);
 });
 
 describe('matmul: native vs reference', () => {
@@ -128,6 +124,15 @@ describe('matmul: native vs reference', () => {
       });
     }
   }
+
+  test('the pool can shrink and grow between jobs (regression: new workers replayed the last job)', () => {
+    nk.threads(1);
+    checkForward(64, 32, 48, true, 'after shrink');
+    nk.threads(2);
+    checkForward(256, 64, 96, true, 'after grow');
+    checkBackward(256, 64, 96, true, 'after grow');
+    nk.threads(threadsBefore);
+  });
 
   test('zero sizes', () => {
     // C = 0: out = bias; dbias still receives Σ dout.

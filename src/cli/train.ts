@@ -18,7 +18,7 @@ export function trainCommand(): Command {
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
-    .option('--steps <n>', 'optimizer steps', int(1), 1600)
+    .option('--steps <n>', 'optimizer steps', int(1), 1400)
     .option('--batch <n>', 'sequences per micro-batch', int(1), 16)
     .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), 1)
     .option('--lr <x>', 'peak learning rate', float(0, true), 2e-3)

@@ -1,66 +1,80 @@
-/** TypeScript twin of native/attention.cc: causal multi-head attention, plain loops. */
+/**
+ * Reference (TypeScript twin) of native/attention.cc: causal multi-head self-attention in
+ * plain float64-accumulating loops. Contract: ../types.ts.
+ *
+ * Glossary: B batch, T time (sequence), C channels, NH heads, hs = C/NH head size.
+ * qkv[B,T,3C] = q | k | v with head h at columns h·hs; att[B,NH,T,T]; out[B,T,C].
+ */
 import type { Floats } from '../types.ts';
 
-export function attentionForward(out: Floats, att: Floats, qkv: Floats, B: number, T: number, C: number, NH: number): void {
-  const hs = C / NH;
-  const scale = 1 / Math.sqrt(hs);
-  const row = new Float64Array(T);
+/** out = softmax(q·kᵀ/√hs, causal)·v per head; att receives the probabilities (zeros above the diagonal). */
+export function attentionForward<F extends Floats>(
+  out: F, att: F, qkv: F, B: number, T: number, C: number, NH: number,
+): void {
+  const hs = C / NH, C3 = 3 * C, scale = 1 / Math.sqrt(hs);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * 3 * C + h * hs;
-        let max = -Infinity;
-        for (let s = 0; s <= t; s++) {
-          const k = (b * T + s) * 3 * C + C + h * hs;
+        const q = (b * T + t) * C3 + h * hs;
+        const row = ((b * NH + h) * T + t) * T;
+        const s = new Float64Array(t + 1);
+        let mx = -Infinity;
+        for (let t2 = 0; t2 <= t; t2++) {
+          const k = (b * T + t2) * C3 + C + h * hs;
           let dot = 0;
           for (let i = 0; i < hs; i++) dot += qkv[q + i] * qkv[k + i];
-          row[s] = dot * scale;
-          max = Math.max(max, row[s]);
+          s[t2] = dot * scale;
+          mx = Math.max(mx, s[t2]);
         }
         let sum = 0;
-        for (let s = 0; s <= t; s++) sum += (row[s] = Math.exp(row[s] - max));
-        const a = ((b * NH + h) * T + t) * T;
-        for (let s = 0; s < T; s++) att[a + s] = s <= t ? row[s] / sum : 0;
-        const o = (b * T + t) * C + h * hs;
-        for (let i = 0; i < hs; i++) {
-          let acc = 0;
-          for (let s = 0; s <= t; s++) acc += att[a + s] * qkv[(b * T + s) * 3 * C + 2 * C + h * hs + i];
-          out[o + i] = acc;
+        for (let t2 = 0; t2 <= t; t2++) {
+          s[t2] = Math.exp(s[t2] - mx);
+          sum += s[t2];
         }
+        for (let t2 = 0; t2 < T; t2++) att[row + t2] = t2 <= t ? s[t2] / sum : 0;
+        const acc = new Float64Array(hs);
+        for (let t2 = 0; t2 <= t; t2++) {
+          const p = s[t2] / sum, v = (b * T + t2) * C3 + 2 * C + h * hs;
+          for (let i = 0; i < hs; i++) acc[i] += p * qkv[v + i];
+        }
+        const o = (b * T + t) * C + h * hs;
+        for (let i = 0; i < hs; i++) out[o + i] = acc[i];
       }
     }
   }
 }
 
-export function attentionBackward(dqkv: Floats, dout: Floats, qkv: Floats, att: Floats, B: number, T: number, C: number, NH: number): void {
-  const hs = C / NH;
-  const scale = 1 / Math.sqrt(hs);
-  const datt = new Float64Array(T);
+/** Accumulates dqkv[B,T,3C] from dout[B,T,C] using the forward's qkv and att. */
+export function attentionBackward<F extends Floats>(
+  dqkv: F, dout: F, qkv: F, att: F, B: number, T: number, C: number, NH: number,
+): void {
+  const hs = C / NH, C3 = 3 * C, scale = 1 / Math.sqrt(hs);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       for (let t = 0; t < T; t++) {
-        const a = ((b * NH + h) * T + t) * T;
-        const o = (b * T + t) * C + h * hs;
-        const q = (b * T + t) * 3 * C + h * hs;
-        // out = Σ_s att[s]·v[s]: datt[s] = dout·v[s], dv[s] += att[s]·dout.
-        for (let s = 0; s <= t; s++) {
-          const v = (b * T + s) * 3 * C + 2 * C + h * hs;
-          let dot = 0;
+        const row = ((b * NH + h) * T + t) * T;
+        const go = (b * T + t) * C + h * hs;
+        const q = (b * T + t) * C3 + h * hs;
+        // dP[t2] = dout_t · v_t2; dv_t2 += P[t,t2]·dout_t
+        const dp = new Float64Array(t + 1);
+        let dot = 0;
+        for (let t2 = 0; t2 <= t; t2++) {
+          const v = (b * T + t2) * C3 + 2 * C + h * hs;
+          let s = 0;
           for (let i = 0; i < hs; i++) {
-            dot += dout[o + i] * qkv[v + i];
-            dqkv[v + i] += att[a + s] * dout[o + i];
+            s += dout[go + i] * qkv[v + i];
+            dqkv[v + i] += att[row + t2] * dout[go + i];
           }
-          datt[s] = dot;
+          dp[t2] = s;
+          dot += att[row + t2] * s;
         }
-        // Softmax backward: dpre[s] = att[s]·(datt[s] − Σ_r att[r]·datt[r]).
-        let inner = 0;
-        for (let s = 0; s <= t; s++) inner += att[a + s] * datt[s];
-        for (let s = 0; s <= t; s++) {
-          const dpre = att[a + s] * (datt[s] - inner) * scale;
-          const k = (b * T + s) * 3 * C + C + h * hs;
+        // Softmax backward: dS = P ⊙ (dP − Σ P·dP), then through the 1/√hs scaling.
+        for (let t2 = 0; t2 <= t; t2++) {
+          const ds = att[row + t2] * (dp[t2] - dot) * scale;
+          const k = (b * T + t2) * C3 + C + h * hs;
           for (let i = 0; i < hs; i++) {
-            dqkv[q + i] += dpre * qkv[k + i];
-            dqkv[k + i] += dpre * qkv[q + i];
+            dqkv[q + i] += ds * qkv[k + i];
+            dqkv[k + i] += ds * qkv[q + i];
           }
         }
       }

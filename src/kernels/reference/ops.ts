@@ -1,118 +1,142 @@
-/** TypeScript twins of native/ops.cc: plain loops, float64 arithmetic. */
+/**
+ * Reference (TypeScript twin) of native/ops.cc: LayerNorm, GELU, residual, accumulate,
+ * encoder and fused softmax/cross-entropy. Plain loops accumulating in float64, generic over
+ * Float32Array | Float64Array; with Float64Array buffers they are exact to float64 rounding
+ * (the gradient checks run the whole model this way). Contracts: ../types.ts.
+ *
+ * Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
+ * flat element count, BT = B*T rows.
+ */
 import type { Floats } from '../types.ts';
 
 const LN_EPS = 1e-5;
 const GELU_K = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
 
-export function layernormForward(out: Floats, mean: Floats, rstd: Floats, inp: Floats, weight: Floats, bias: Floats, N: number, C: number): void {
-  for (let n = 0; n < N; n++) {
-    const x = n * C;
-    let m = 0;
-    for (let i = 0; i < C; i++) m += inp[x + i];
-    m /= C;
-    let v = 0;
-    for (let i = 0; i < C; i++) v += (inp[x + i] - m) ** 2;
-    v /= C; // biased variance, as PyTorch
-    const s = 1 / Math.sqrt(v + LN_EPS);
-    for (let i = 0; i < C; i++) out[x + i] = (inp[x + i] - m) * s * weight[i] + bias[i];
-    mean[n] = m;
-    rstd[n] = s;
-  }
-}
-
-export function layernormBackward(
-  dinp: Floats, dweight: Floats, dbias: Floats, dout: Floats, inp: Floats, weight: Floats, mean: Floats, rstd: Floats, N: number, C: number,
+/** out[N,C] = (inp − mean)·rstd·weight + bias; saves mean[N], rstd[N] (biased variance). */
+export function layernormForward<F extends Floats>(
+  out: F, mean: F, rstd: F, inp: F, weight: F, bias: F, N: number, C: number,
 ): void {
-  for (let n = 0; n < N; n++) {
-    const x = n * C;
-    // dnorm = dout·w; dx = rstd·(dnorm − mean(dnorm) − norm·mean(dnorm·norm))
-    let meanD = 0;
-    let meanDN = 0;
+  for (let r = 0; r < N; r++) {
+    const o = r * C;
+    let s = 0;
+    for (let i = 0; i < C; i++) s += inp[o + i];
+    const m = s / C;
+    let v = 0;
     for (let i = 0; i < C; i++) {
-      const norm = (inp[x + i] - mean[n]) * rstd[n];
-      const d = dout[x + i] * weight[i];
-      meanD += d;
-      meanDN += d * norm;
+      const d = inp[o + i] - m;
+      v += d * d;
     }
-    meanD /= C;
-    meanDN /= C;
+    const rs = 1 / Math.sqrt(v / C + LN_EPS);
+    for (let i = 0; i < C; i++) out[o + i] = (inp[o + i] - m) * rs * weight[i] + bias[i];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+/** Accumulates dinp[N,C], dweight[C], dbias[C]. */
+export function layernormBackward<F extends Floats>(
+  dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number,
+): void {
+  for (let r = 0; r < N; r++) {
+    const o = r * C;
+    const m = mean[r], rs = rstd[r];
+    // dL/dnorm = weight·dout; the mean terms come from norm's dependence on mean and rstd.
+    let sumDn = 0, sumDnN = 0;
     for (let i = 0; i < C; i++) {
-      const norm = (inp[x + i] - mean[n]) * rstd[n];
-      const d = dout[x + i] * weight[i];
-      dbias[i] += dout[x + i];
-      dweight[i] += norm * dout[x + i];
-      dinp[x + i] += rstd[n] * (d - meanD - norm * meanDN);
+      const n = (inp[o + i] - m) * rs;
+      const dn = weight[i] * dout[o + i];
+      sumDn += dn;
+      sumDnN += dn * n;
+    }
+    const a = sumDn / C, c = sumDnN / C;
+    for (let i = 0; i < C; i++) {
+      const n = (inp[o + i] - m) * rs;
+      const g = dout[o + i];
+      dbias[i] += g;
+      dweight[i] += n * g;
+      dinp[o + i] += (weight[i] * g - a - n * c) * rs;
     }
   }
 }
 
-export function geluForward(out: Floats, inp: Floats, N: number): void {
+/** out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+export function geluForward<F extends Floats>(out: F, inp: F, N: number): void {
   for (let i = 0; i < N; i++) {
     const x = inp[i];
-    out[i] = 0.5 * x * (1 + Math.tanh(GELU_K * (x + 0.044715 * x * x * x)));
+    out[i] = 0.5 * x * (1 + Math.tanh(GELU_K * (x + GELU_A * x * x * x)));
   }
 }
 
-export function geluBackward(dinp: Floats, inp: Floats, dout: Floats, N: number): void {
+/** dinp += gelu'(inp)·dout. */
+export function geluBackward<F extends Floats>(dinp: F, inp: F, dout: F, N: number): void {
   for (let i = 0; i < N; i++) {
     const x = inp[i];
-    const u = GELU_K * (x + 0.044715 * x * x * x);
-    const t = Math.tanh(u);
-    const du = GELU_K * (1 + 3 * 0.044715 * x * x);
-    dinp[i] += (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du) * dout[i];
+    const u = GELU_K * (x + GELU_A * x * x * x);
+    const th = Math.tanh(u);
+    const sech2 = 1 - th * th;
+    const grad = 0.5 * (1 + th) + 0.5 * x * sech2 * GELU_K * (1 + 3 * GELU_A * x * x);
+    dinp[i] += grad * dout[i];
   }
 }
 
-export function residualForward(out: Floats, a: Floats, b: Floats, N: number): void {
+/** out = a + b (out may alias a or b). */
+export function residualForward<F extends Floats>(out: F, a: F, b: F, N: number): void {
   for (let i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
-export function accumulate(dst: Floats, src: Floats, N: number): void {
+/** dst += src. */
+export function accumulate<F extends Floats>(dst: F, src: F, N: number): void {
   for (let i = 0; i < N; i++) dst[i] += src[i];
 }
 
-export function encoderForward(out: Floats, tokens: Int32Array, wte: Floats, wpe: Floats, B: number, T: number, C: number): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      const e = tokens[b * T + t] * C;
-      for (let i = 0; i < C; i++) out[o + i] = wte[e + i] + wpe[t * C + i];
+/** out[B,T,C] = wte[tokens[b,t]] + wpe[t]. */
+export function encoderForward<F extends Floats>(
+  out: F, tokens: Int32Array, wte: F, wpe: F, B: number, T: number, C: number,
+): void {
+  for (let r = 0; r < B * T; r++) {
+    const e = tokens[r] * C, p = (r % T) * C, o = r * C;
+    for (let i = 0; i < C; i++) out[o + i] = wte[e + i] + wpe[p + i];
+  }
+}
+
+/** dwte[tokens[b,t]] += dout[b,t];  dwpe[t] += dout[b,t]. */
+export function encoderBackward<F extends Floats>(
+  dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number,
+): void {
+  for (let r = 0; r < B * T; r++) {
+    const e = tokens[r] * C, p = (r % T) * C, o = r * C;
+    for (let i = 0; i < C; i++) {
+      dwte[e + i] += dout[o + i];
+      dwpe[p + i] += dout[o + i];
     }
   }
 }
 
-export function encoderBackward(dwte: Floats, dwpe: Floats, dout: Floats, tokens: Int32Array, B: number, T: number, C: number): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      const e = tokens[b * T + t] * C;
-      for (let i = 0; i < C; i++) {
-        dwte[e + i] += dout[o + i];
-        dwpe[t * C + i] += dout[o + i];
-      }
-    }
-  }
-}
-
-export function crossEntropy(
-  losses: Floats, dlogits: Floats | null, logits: Floats, targets: Int32Array, BT: number, V: number, scale: number,
+/**
+ * losses[i] = −log softmax(logits[i])[targets[i]]; dlogits (may alias logits, may be null)
+ * = (softmax − onehot)·scale. Returns Σ losses in float64.
+ */
+export function crossEntropy<F extends Floats>(
+  losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number,
 ): number {
+  const e = new Float64Array(V);
   let total = 0;
   for (let r = 0; r < BT; r++) {
     const o = r * V;
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) max = Math.max(max, logits[o + i]);
+    const tgt = targets[r];
+    let mx = -Infinity;
+    for (let i = 0; i < V; i++) mx = Math.max(mx, logits[o + i]);
     let sum = 0;
-    for (let i = 0; i < V; i++) sum += Math.exp(logits[o + i] - max);
-    const y = targets[r];
-    const loss = Math.log(sum) + max - logits[o + y];
+    for (let i = 0; i < V; i++) {
+      e[i] = Math.exp(logits[o + i] - mx);
+      sum += e[i];
+    }
+    const loss = Math.log(sum) - (logits[o + tgt] - mx);
     losses[r] = loss;
-    total += loss;
+    total += losses[r];  // the stored value, as the native kernel sums it
     if (dlogits) {
-      for (let i = 0; i < V; i++) {
-        const p = Math.exp(logits[o + i] - max) / sum;
-        dlogits[o + i] = (p - (i === y ? 1 : 0)) * scale;
-      }
+      for (let i = 0; i < V; i++) dlogits[o + i] = (e[i] / sum - (i === tgt ? 1 : 0)) * scale;
     }
   }
   return total;
