@@ -6,10 +6,13 @@
 //
 // Work is split over the B·NH (batch, head) pairs: pairs touch disjoint columns of out and
 // dqkv, so threads never race. The portable body is the textbook per-row loop. The AVX2 body
-// treats one pair as four small GEMMs over the lower triangle, computed with a register-
-// blocked micro-kernel (R=4 rows × 16 columns of accumulators, one broadcast of A and two
-// vector loads of B per k); operands are first packed into per-thread scratch, zero-padded
-// so every vector load stays inside it:
+// treats one pair as small GEMMs over the lower triangle, computed with a register-blocked
+// micro-kernel (4 rows × 16 columns of accumulators, one broadcast of A and two vector loads
+// of B per k), 16-row superblocks looping over B's 16-column strips outside the tiles (a strip
+// stays in L1 for all four tiles), and causality cut at tile granularity. Operands are first
+// packed into per-thread scratch (allocated once per pool thread, then reused), zero-padded
+// so every vector load stays inside it, with row strides padded by a cache line so strided
+// walks spread over the L1 sets:
 //   forward:  S = Q·Kᵀ (row blocks, only the column tiles that reach the diagonal),
 //             P = softmax(scale·S) (vectorised exp), out = P·V (k only up to the diagonal)
 //   backward: dP = dO·Vᵀ,  dS = P ⊙ (dP − rowsum(P⊙dP))·scale,

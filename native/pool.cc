@@ -104,7 +104,11 @@ struct Pool {
     int64_t b, e;
     chunk_bounds(n, chunks, 0, &b, &e);
     f(b, e, 0);
-    while (pending.load(std::memory_order_acquire) != 0) KEEL_PAUSE();
+    // Spin briefly, then yield: a worker pre-empted by another process must get the core back.
+    for (int spin = 0; pending.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < 20000) KEEL_PAUSE();
+      else std::this_thread::yield();
+    }
   }
 
   ~Pool() { shutdown(); }

@@ -9,14 +9,13 @@
 // Glossary: B batch, T time, C channels, NH heads (hs = C/NH), V vocabulary, BT = B·T.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nativeKernels, type NativeAddon } from '../src/kernels/native.ts';
+import { nativeKernels } from '../src/kernels/native.ts';
 import * as ops from '../src/kernels/reference/ops.ts';
 import { attentionBackward, attentionForward } from '../src/kernels/reference/attention.ts';
 import { adamw, scale, sumSquares } from '../src/kernels/reference/optim.ts';
 import { Rng } from '../src/util/rng.ts';
 
-type Addon = NativeAddon & { opsSetSimd(on?: boolean): boolean };
-const nk = nativeKernels() as Addon;
+const nk = nativeKernels();
 const simdBefore = nk.opsSetSimd();
 const threadsBefore = nk.threads();
 after(() => {

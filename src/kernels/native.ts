@@ -13,6 +13,8 @@ export interface NativeAddon extends Kernels<Float32Array> {
    * Chooses the matmul micro-kernel ("auto" picks the best this CPU supports) and returns the
    * name now in effect; throws for "avx2-fma" on a CPU without AVX2/FMA.
    */
+  /** Switches ops/attention/optim kernels between AVX2 and portable bodies; returns what is in effect. */
+  opsSetSimd(on?: boolean): boolean;
   matmulSetKernel(name: 'auto' | 'avx2-fma' | 'portable'): string;
 }
 
