@@ -35,6 +35,7 @@
 
 #include "args.h"
 #include "pool.h"
+#include "simd.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define KEEL_MM_X86 1
@@ -349,17 +350,7 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
 const Kernel kAvx2 = {"avx2-fma", ukr_avx2<false>, ukr_avx2<true>, pack_a_avx2, pack_b_avx2};
 #endif
 
-bool avx2_supported() {
-#if KEEL_MM_X86
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+bool avx2_supported() { return simd_supported(); }  // the CPU check of native/simd.h
 
 const Kernel* best_kernel() {
 #if KEEL_MM_X86
