@@ -40,15 +40,14 @@ export function trainCommand(): Command {
     .option('--json', 'print a JSON summary as the last line of stdout')
     .action(async (o, cmd: Command) => {
       const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
-      let base: Record<string, unknown> = {};
-      if (o.resume) {
-        base = loadCheckpoint(o.resume).state.options;
-        if (given('config')) throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
-      }
+      // Read once: its saved options are the defaults here, and train() continues from it.
+      const ckpt = o.resume ? loadCheckpoint(o.resume) : undefined;
+      const base: Record<string, unknown> = ckpt?.state.options ?? {};
+      if (ckpt && given('config')) throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
       const pick = <T>(key: string, fallback: T): T =>
         (o.resume && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
       const configName = pick<string>('configName', o.config);
-      const config = o.resume ? loadCheckpoint(o.resume).state.config : resolveConfig(o.config);
+      const config = ckpt ? ckpt.state.config : resolveConfig(o.config);
       const lr = pick<number>('lr', o.lr);
       const opts: TrainOptions = {
         configName,
@@ -87,7 +86,7 @@ export function trainCommand(): Command {
         process.stderr.write('\nkeel: interrupt received, finishing the step and writing a checkpoint (Ctrl-C again to abort)\n');
       };
       process.on('SIGINT', onSigint);
-      const summary = await train(opts, { shouldStop: () => stop }, o.resume);
+      const summary = await train(opts, { shouldStop: () => stop }, ckpt);
       process.off('SIGINT', onSigint);
       const human =
         `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +

@@ -17,7 +17,9 @@ import { createProgress } from '../cli/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
 import { evaluate } from './evaluate.ts';
-import { listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type TrainerState } from './checkpoints.ts';
+import {
+  listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
+} from './checkpoints.ts';
 
 export interface TrainOptions {
   /** Preset name or JSON path the model config came from (for the record). */
@@ -69,9 +71,9 @@ export interface TrainHooks {
   report?: boolean;
 }
 
-/** Starts a new run in opts.out, or continues one when `resume` names a checkpoint or run dir. */
-export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string): Promise<TrainSummary> {
-  const ckpt = resume ? loadCheckpoint(resume) : undefined;
+/** Starts a new run in opts.out, or continues one from `resume` (a loaded checkpoint, or a checkpoint or run dir). */
+export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string | Checkpoint): Promise<TrainSummary> {
+  const ckpt = typeof resume === 'string' ? loadCheckpoint(resume) : resume;
   const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
   const cfg = opts.config;
   const T = cfg.blockSize;
@@ -125,7 +127,6 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   let trainLoss = NaN;
   let valLoss: number | null = null;
   let trainMs = 0;
-  let trainTokensTimed = 0;
   let interrupted = false;
   const startStep = step;
   try {
@@ -149,7 +150,6 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       step += 1;
       tokens += tokensPerStep;
       trainMs += ms;
-      trainTokensTimed += tokensPerStep;
       elapsedMs += ms;
       trainLoss = loss;
       const tokPerS = (tokensPerStep / ms) * 1000;
@@ -164,10 +164,6 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
         progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
       }
       progress?.update(step, { loss: loss.toFixed(4), 'tok/s': Math.round(tokPerS) });
-      if (hooks.shouldStop?.()) {
-        interrupted = true;
-        break;
-      }
       if ((opts.checkpointEvery > 0 && step % opts.checkpointEvery === 0) || last) save();
       // Let signal handlers (Ctrl-C) run between steps.
       await new Promise((resolve) => setImmediate(resolve));
@@ -188,7 +184,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     tokens,
     train_loss: trainLoss,
     val_loss: valLoss,
-    tokens_per_s: trainMs > 0 ? (trainTokensTimed / trainMs) * 1000 : 0,
+    tokens_per_s: trainMs > 0 ? (((step - startStep) * tokensPerStep) / trainMs) * 1000 : 0,
     seconds: elapsedMs / 1000,
     params: model.numParams,
     interrupted,
