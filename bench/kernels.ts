@@ -12,6 +12,7 @@
  * Other processes share the two cores, so repeat runs differ by 10–20 %.
  */
 import { nativeKernels } from '../src/kernels/native.ts';
+import { adamw } from '../src/optim/adamw.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -128,9 +129,10 @@ for (const m of MODELS) {
   bench(m, 'attentionBackward', `B=${B} T=${T} NH=${NH} hs=${hs}`,
     () => nk.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH), 2 * fwdFlops, 'GFLOP/s');
 
-  const p = rand(N, 0.1), gr = rand(N, 0.01), mm = new Float32Array(N), vv = new Float32Array(N);
-  let step = 0;
-  bench(m, 'adamw', `N=${N}`, () => nk.adamw(p, gr, mm, vv, N, 1e-3, 0.9, 0.95, 1e-8, 0.1, ++step), 7 * N * F, 'GB/s');
+  const p = rand(N, 0.1), gr = rand(N, 0.01);
+  const adamwOpt = adamw({ lr: 1e-3 }, { kernels: nk });
+  const st = adamwOpt.init(p);
+  bench(m, 'adamw', `N=${N}`, () => adamwOpt.step(p, gr, st, { gradsFinite: true }), 7 * N * F, 'GB/s');
   bench(m, 'sumSquares', `N=${N}`, () => nk.sumSquares(gr, N), N * F, 'GB/s');
   bench(m, 'scale', `N=${N}`, () => nk.scale(gr, N, 1), 2 * N * F, 'GB/s');
 }

@@ -4,7 +4,7 @@ import { nativeKernels } from '../src/kernels/native.ts';
 import type { Kernels } from '../src/kernels/types.ts';
 import { resolveConfig } from '../src/model/config.ts';
 import { GPT } from '../src/model/gpt.ts';
-import { adamwInit, adamwStep, ADAMW_DEFAULTS, decayGroups } from '../src/optim/adamw.ts';
+import { adamw } from '../src/optim/adamw.ts';
 
 const cfg = resolveConfig(process.argv[2] ?? 'tiny');
 const B = Number(process.argv[3] ?? 8);
@@ -23,8 +23,8 @@ for (const [name, fn] of Object.entries(native)) {
 const k = timed as unknown as Kernels;
 const model = new GPT(cfg, k, { maxBatch: B });
 model.init(1);
-const opt = adamwInit(model.numParams);
-const groups = decayGroups(model.layout);
+const optimizer = adamw({ lr: 1e-3 }, { kernels: k });
+const opt = optimizer.init(model.params, model.layout.tensors);
 const n = B * cfg.blockSize;
 const tokens = new Int32Array(n).map((_, i) => (i * 7919) % cfg.vocabSize);
 const targets = new Int32Array(n).map((_, i) => (i * 104729) % cfg.vocabSize);
@@ -36,7 +36,7 @@ for (let s = 0; s < steps + 2; s++) {
   model.zeroGrad();
   model.forward(tokens, targets, B);
   model.backward(1);
-  adamwStep(k, model.params, model.grads, opt, groups, { lr: 1e-3, ...ADAMW_DEFAULTS });
+  optimizer.step(model.params, model.grads, opt);
   wall += performance.now() - t0;
 }
 const rows = [...totals].sort((a, b) => b[1] - a[1]);

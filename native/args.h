@@ -51,6 +51,35 @@ inline int32_t* i32(const Napi::CallbackInfo& info, size_t i, int64_t need, bool
   return a.Data();
 }
 
+// Coefficient bundles (AdamCoefs, ...) arrive as plain JS objects. obj_arg reads info[i] as
+// one; num_prop/bool_prop read a named property and fail with a TypeError naming
+// `what.key` when it is missing or of the wrong type (a typo in the caller must not
+// silently become NaN or false).
+inline bool obj_arg(const Napi::CallbackInfo& info, size_t i, Napi::Object* out, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsObject()) return arg_error(info, "argument " + std::to_string(i) + " (" + what + ") must be an object");
+  *out = v.As<Napi::Object>();
+  return true;
+}
+
+inline bool num_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char* key, double* out,
+                     const char* what) {
+  Napi::Value v = o.Get(key);
+  if (info.Env().IsExceptionPending()) return false;  // a throwing getter
+  if (!v.IsNumber()) return arg_error(info, std::string(what) + "." + key + " must be a number");
+  *out = v.As<Napi::Number>().DoubleValue();
+  return true;
+}
+
+inline bool bool_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char* key, bool* out,
+                      const char* what) {
+  Napi::Value v = o.Get(key);
+  if (info.Env().IsExceptionPending()) return false;
+  if (!v.IsBoolean()) return arg_error(info, std::string(what) + "." + key + " must be a boolean");
+  *out = v.As<Napi::Boolean>().Value();
+  return true;
+}
+
 inline int64_t int_arg(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::Number>().Int64Value();
 }

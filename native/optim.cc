@@ -1,12 +1,19 @@
-// Optimizer-side kernels over the flat parameter buffer: AdamW, Σx² (for gradient-norm
-// clipping) and in-place scaling. Contracts: src/kernels/types.ts.
+// Optimizer-side kernels over the flat parameter buffer: the Adam family (`adam`), the
+// sign/SGD momentum family (`momentum`), Adafactor on one tensor, the STREAM triad used as
+// the bandwidth yardstick, Σx² (gradient-norm clipping) and in-place scaling.
+// Contracts: src/kernels/types.ts.
 //
-// Glossary: N flat element count (0.8M–11M for Keel's models), t the 1-based AdamW step.
+// Glossary: N flat element count (0.8M–11M for Keel's models); m, v first and second
+// moments; θ parameters; g gradients; η the effective step size of a block.
 //
-// All three are memory-bound streams: split over N into one contiguous chunk per thread,
-// vectorised with AVX2/FMA (or the portable loops; see simd.h).
+// adam, momentum, triad, sumSquares and scale are memory-bound streams: split over N into
+// one contiguous chunk per thread, vectorised with AVX2/FMA (or the portable loops; see
+// simd.h). Per-call scalars are computed in double and rounded to float once; the state is
+// float. Reductions (RMS, means) accumulate in double with one partial per thread added in
+// thread order, so results depend on the thread count but never on scheduling.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -20,27 +27,29 @@ namespace {
 
 constexpr int64_t kGrain = 65536;  // elements; smaller calls stay on the calling thread
 
-// Per-call constants of one AdamW step, in float (the state is float).
-struct AdamConst {
-  float b1, b2, omb1, omb2;  // β1, β2, 1−β1, 1−β2
-  float step;                // lr / (1 − β1ᵗ)
-  float inv_sqrt_bc2;        // 1 / √(1 − β2ᵗ)
-  float eps;
-  float decay;               // 1 − lr·λ (decoupled weight decay, applied first)
-};
+// Reads an enum-like integer property in [lo, hi] (epsMode, phi) or a size (rmsBlock).
+bool int_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char* key, int64_t lo, int64_t hi,
+              int64_t* out, const char* what) {
+  double d = 0;
+  if (!num_prop(info, o, key, &d, what)) return false;
+  if (!(d >= (double)lo && d <= (double)hi) || d != std::floor(d))
+    return range_error(info, std::string(what) + "." + key + " must be an integer in [" + std::to_string(lo) + ", " +
+                                 std::to_string(hi) + "], got " + std::to_string(d));
+  *out = (int64_t)d;
+  return true;
+}
 
-// PyTorch's order of operations: θ·(1−lr·λ); m, v updated; denom = √v/√bc2 + ε;
-// θ −= (lr/bc1)·m/denom.
-void adamw_port(float* p, const float* g, float* m, float* v, const AdamConst& k, int64_t i0, int64_t i1) {
-  for (int64_t i = i0; i < i1; ++i) {
-    const float gi = g[i];
-    const float mi = k.b1 * m[i] + k.omb1 * gi;
-    const float vi = k.b2 * v[i] + k.omb2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps;
-    p[i] = p[i] * k.decay - k.step * (mi / denom);
-  }
+// ---- triad, sumSquares, scale --------------------------------------------------------------
+
+// The triad and momentum AVX2 bodies target AVX2 without FMA: GCC contracts a·b + c into
+// an FMA even across intrinsics (and in an inlined portable tail), and these two must round
+// exactly like their portable bodies (the exact triad; the sign decision of momentum's d).
+#define KEEL_AVX2_NOFMA __attribute__((target("avx2")))
+
+// a = b + s·c with a separate multiply and add in both bodies (no FMA): the result is
+// round(b + round(s·c)) either way, so the yardstick is exactly reproducible.
+void triad_port(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) a[i] = b[i] + s * c[i];
 }
 
 double sumsq_port(const float* x, int64_t i0, int64_t i1) {
@@ -54,23 +63,15 @@ void scale_port(float* x, float s, int64_t i0, int64_t i1) {
 }
 
 #if KEEL_X86
-KEEL_AVX2 void adamw_avx2(float* p, const float* g, float* m, float* v, const AdamConst& k, int64_t i0, int64_t i1) {
-  const __m256 b1 = _mm256_set1_ps(k.b1), b2 = _mm256_set1_ps(k.b2);
-  const __m256 omb1 = _mm256_set1_ps(k.omb1), omb2 = _mm256_set1_ps(k.omb2);
-  const __m256 step = _mm256_set1_ps(k.step), ibc2 = _mm256_set1_ps(k.inv_sqrt_bc2);
-  const __m256 eps = _mm256_set1_ps(k.eps), decay = _mm256_set1_ps(k.decay);
+KEEL_AVX2_NOFMA void triad_avx2(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
+  const __m256 vs = _mm256_set1_ps(s);
   int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 gi = _mm256_loadu_ps(g + i);
-    const __m256 mi = _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i), _mm256_mul_ps(omb1, gi));
-    const __m256 vi = _mm256_fmadd_ps(b2, _mm256_loadu_ps(v + i), _mm256_mul_ps(_mm256_mul_ps(omb2, gi), gi));
-    _mm256_storeu_ps(m + i, mi);
-    _mm256_storeu_ps(v + i, vi);
-    const __m256 denom = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), ibc2, eps);
-    const __m256 upd = _mm256_mul_ps(step, _mm256_div_ps(mi, denom));
-    _mm256_storeu_ps(p + i, _mm256_fmsub_ps(_mm256_loadu_ps(p + i), decay, upd));
+  for (; i + 16 <= i1; i += 16) {
+    _mm256_storeu_ps(a + i, _mm256_add_ps(_mm256_loadu_ps(b + i), _mm256_mul_ps(vs, _mm256_loadu_ps(c + i))));
+    _mm256_storeu_ps(a + i + 8,
+                     _mm256_add_ps(_mm256_loadu_ps(b + i + 8), _mm256_mul_ps(vs, _mm256_loadu_ps(c + i + 8))));
   }
-  if (i < i1) adamw_port(p, g, m, v, k, i, i1);
+  if (i < i1) triad_port(a, b, c, s, i, i1);
 }
 
 KEEL_AVX2 double sumsq_avx2(const float* x, int64_t i0, int64_t i1) {
@@ -103,14 +104,139 @@ KEEL_AVX2 void scale_avx2(float* x, float s, int64_t i0, int64_t i1) {
 }
 #endif  // KEEL_X86
 
-Napi::Value Adamw(const Napi::CallbackInfo& info) {
+// ---- adam ----------------------------------------------------------------------------------
+
+enum EpsMode { kOutside = 0, kInside = 1, kZero = 2, kAtan2 = 3 };
+
+struct AdamK {
+  float b1, g1, b2, g2;
+  float step;         // lr·mScale: m̂ folded into the step (outside, inside, zero)
+  float rvs, rvs2;    // rootVScale and its square (inside adds ε² to v̂ = rvs²·v)
+  float eps, eps2;
+  float lr, mscale;   // atan2 is not scale-invariant: it needs m̂ itself
+  float decay;
+};
+
+// Outside mode keeps PyTorch's order of float ops: denom = √v·rootVScale + ε, then
+// θ = θ·decay − (lr·mScale)·(m/denom).
+template <int kMode>
+void adam_port(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gi = g[i];
+    const float mi = k.b1 * m[i] + k.g1 * gi;
+    const float vi = k.b2 * v[i] + k.g2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    if constexpr (kMode == kAtan2) {
+      // atan2(±0, 0) = ±0: the both-zero case needs no guard.
+      p[i] = p[i] * k.decay - k.lr * std::atan2(k.mscale * mi, std::sqrt(vi) * k.rvs);
+    } else {
+      float q;
+      if constexpr (kMode == kOutside) {
+        q = mi / (std::sqrt(vi) * k.rvs + k.eps);
+      } else if constexpr (kMode == kInside) {
+        q = mi / std::sqrt(k.rvs2 * vi + k.eps2);
+      } else {
+        const float d = std::sqrt(vi) * k.rvs;
+        q = d == 0.0f ? 0.0f : mi / d;  // v̂ = 0 (then m = 0 too): no step, never 0/0
+      }
+      p[i] = p[i] * k.decay - k.step * q;
+    }
+  }
+}
+
+#if KEEL_X86
+// atan2(y, x) for x ≥ 0 (x = √v̂), 8 lanes: at most 2.2e-7 relative error in float (measured
+// over y, x spanning 12 decades; std::atan2f rounded to float: 1.2e-7). Only the right half-plane is needed, so with q =
+// min(|y|, x)/max(|y|, x) ∈ [0, 1]: atan2 = ±atan(q), or ±(π/2 − atan(q)) when |y| > x.
+// Above tan(π/8), atan(q) = π/4 + atan((q − 1)/(q + 1)), leaving |q| ≤ tan(π/8), where
+// atan(q) ≈ q + q·z·P(z), z = q², with P a cubic fitted for this file (iteratively reweighted
+// least squares on relative error, i.e. near-minimax: 2.1e-8 in exact arithmetic).
+// atan2(±0, 0) = ±0 and NaN inputs give NaN, like std::atan2 in the portable body.
+namespace atanc {
+constexpr float kTanPi8 = 0.414213562373095f;
+constexpr float kPi4 = 0.785398163397448f, kPi2 = 1.57079632679490f;
+constexpr float kP0 = -0.3333295f, kP1 = 0.19977722f, kP2 = -0.13877783f, kP3 = 0.08054014f;
+}  // namespace atanc
+
+KEEL_AVX2 static inline __m256 atan2_right256(__m256 y, __m256 x) {
+  using namespace atanc;
+  const __m256 signbit = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 ay = _mm256_andnot_ps(signbit, y);
+  const __m256 den = _mm256_max_ps(ay, x);
+  __m256 q = _mm256_div_ps(_mm256_min_ps(ay, x), den);
+  const __m256 big = _mm256_cmp_ps(q, _mm256_set1_ps(kTanPi8), _CMP_GT_OQ);
+  q = _mm256_blendv_ps(q, _mm256_div_ps(_mm256_sub_ps(q, one), _mm256_add_ps(q, one)), big);
+  const __m256 z = _mm256_mul_ps(q, q);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kP3), z, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(kP0));
+  __m256 a = _mm256_fmadd_ps(_mm256_mul_ps(q, z), p, q);
+  a = _mm256_add_ps(a, _mm256_and_ps(big, _mm256_set1_ps(kPi4)));
+  a = _mm256_blendv_ps(a, _mm256_sub_ps(_mm256_set1_ps(kPi2), a), _mm256_cmp_ps(ay, x, _CMP_GT_OQ));
+  a = _mm256_andnot_ps(_mm256_cmp_ps(den, zero, _CMP_EQ_OQ), a);  // y = x = 0: 0/0 above, 0 here
+  a = _mm256_or_ps(a, _mm256_and_ps(y, signbit));
+  return _mm256_blendv_ps(a, _mm256_add_ps(x, y), _mm256_cmp_ps(x, y, _CMP_UNORD_Q));
+}
+
+template <int kMode>
+KEEL_AVX2 void adam_avx2(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
+  const __m256 b1 = _mm256_set1_ps(k.b1), b2 = _mm256_set1_ps(k.b2);
+  const __m256 g1 = _mm256_set1_ps(k.g1), g2 = _mm256_set1_ps(k.g2);
+  const __m256 step = _mm256_set1_ps(k.step), rvs = _mm256_set1_ps(k.rvs), rvs2 = _mm256_set1_ps(k.rvs2);
+  const __m256 eps = _mm256_set1_ps(k.eps), eps2 = _mm256_set1_ps(k.eps2), decay = _mm256_set1_ps(k.decay);
+  const __m256 lr = _mm256_set1_ps(k.lr), mscale = _mm256_set1_ps(k.mscale);
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 mi = _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i), _mm256_mul_ps(g1, gi));
+    const __m256 vi = _mm256_fmadd_ps(b2, _mm256_loadu_ps(v + i), _mm256_mul_ps(_mm256_mul_ps(g2, gi), gi));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    __m256 upd;
+    if constexpr (kMode == kOutside) {
+      upd = _mm256_mul_ps(step, _mm256_div_ps(mi, _mm256_fmadd_ps(_mm256_sqrt_ps(vi), rvs, eps)));
+    } else if constexpr (kMode == kInside) {
+      upd = _mm256_mul_ps(step, _mm256_div_ps(mi, _mm256_sqrt_ps(_mm256_fmadd_ps(rvs2, vi, eps2))));
+    } else if constexpr (kMode == kZero) {
+      const __m256 d = _mm256_mul_ps(_mm256_sqrt_ps(vi), rvs);
+      const __m256 q = _mm256_div_ps(mi, d);
+      // Lanes with d == 0 (0/0 = NaN) become 0; a NaN d (NaN state) compares false and stays NaN.
+      upd = _mm256_mul_ps(step, _mm256_andnot_ps(_mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ), q));
+    } else {
+      upd = _mm256_mul_ps(lr, atan2_right256(_mm256_mul_ps(mscale, mi), _mm256_mul_ps(_mm256_sqrt_ps(vi), rvs)));
+    }
+    _mm256_storeu_ps(p + i, _mm256_fmsub_ps(_mm256_loadu_ps(p + i), decay, upd));
+  }
+  if (i < i1) adam_port<kMode>(p, g, m, v, k, i, i1);
+}
+#endif
+
+using AdamFn = void (*)(float*, const float*, float*, float*, const AdamK&, int64_t, int64_t);
+
+template <int kMode>
+AdamFn adam_pick(bool simd) {
+#if KEEL_X86
+  if (simd) return adam_avx2<kMode>;
+#endif
+  (void)simd;
+  return adam_port<kMode>;
+}
+
+AdamFn adam_body(bool simd, int mode) {
+  switch (mode) {
+    case kOutside: return adam_pick<kOutside>(simd);
+    case kInside: return adam_pick<kInside>(simd);
+    case kZero: return adam_pick<kZero>(simd);
+    default: return adam_pick<kAtan2>(simd);
+  }
+}
+
+Napi::Value Adam(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!need_args(info, 11, "adamw")) return env.Undefined();
-  int64_t N = 0, t = 1;
-  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, wd = 0;
-  if (!size_arg(info, 4, &N) || !num(info, 5, &lr) || !num(info, 6, &beta1) || !num(info, 7, &beta2) ||
-      !num(info, 8, &eps) || !num(info, 9, &wd) || !size_arg(info, 10, &t, 1))
-    return env.Undefined();
+  if (!need_args(info, 6, "adam")) return env.Undefined();
+  int64_t N = 0, mode = 0;
+  if (!size_arg(info, 4, &N)) return env.Undefined();
   float* p = f32(info, 0, N);
   if (!p) return env.Undefined();
   const float* g = f32(info, 1, N);
@@ -119,18 +245,406 @@ Napi::Value Adamw(const Napi::CallbackInfo& info) {
   if (!m) return env.Undefined();
   float* v = f32(info, 3, N);
   if (!v) return env.Undefined();
-  // Bias corrections in double: 1 − β2ᵗ for β2 near 1 loses digits in float.
-  const double bc1 = 1.0 - std::pow(beta1, (double)t);
-  const double bc2 = 1.0 - std::pow(beta2, (double)t);
-  const AdamConst k{(float)beta1, (float)beta2, (float)(1.0 - beta1), (float)(1.0 - beta2),
-                    (float)(lr / bc1), (float)(1.0 / std::sqrt(bc2)), (float)eps, (float)(1.0 - lr * wd)};
+  Napi::Object c;
+  double beta1, g1, beta2, g2, mScale, rootVScale, lr, eps, decay;
+  const char* w = "AdamCoefs";
+  if (!obj_arg(info, 5, &c, w) || !num_prop(info, c, "beta1", &beta1, w) || !num_prop(info, c, "g1", &g1, w) ||
+      !num_prop(info, c, "beta2", &beta2, w) || !num_prop(info, c, "g2", &g2, w) ||
+      !num_prop(info, c, "mScale", &mScale, w) || !num_prop(info, c, "rootVScale", &rootVScale, w) ||
+      !num_prop(info, c, "lr", &lr, w) || !num_prop(info, c, "eps", &eps, w) ||
+      !num_prop(info, c, "decay", &decay, w) || !int_prop(info, c, "epsMode", 0, 3, &mode, w))
+    return env.Undefined();
+  const AdamK k{(float)beta1, (float)g1, (float)beta2, (float)g2,
+                (float)(lr * mScale), (float)rootVScale, (float)(rootVScale * rootVScale),
+                (float)eps, (float)(eps * eps), (float)lr, (float)mScale, (float)decay};
+  const AdamFn body = adam_body(simd_active(), (int)mode);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(p, g, m, v, k, i0, i1); }, kGrain);
+  return env.Undefined();
+}
+
+// ---- momentum ------------------------------------------------------------------------------
+
+enum Phi { kSign = 0, kSoftsign = 1, kIdentity = 2 };
+
+struct MomK {
+  float dirM, dirG, keepM, addG, wd, eps2;
+};
+
+template <int kPhi>
+inline float phi_scalar(float d, float eps2) {
+  if constexpr (kPhi == kSign) {
+    return d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : d);  // sign(±0) = ±0, NaN stays NaN
+  } else if constexpr (kPhi == kSoftsign) {
+    const float s = d * d + eps2;
+    return s == 0.0f ? 0.0f : d / std::sqrt(s);  // ε = 0 and d = 0: 0, not 0/0
+  } else {
+    (void)eps2;
+    return d;
+  }
+}
+
+// Both bodies use the same float ops in the same order, without FMA (see KEEL_AVX2_NOFMA),
+// so they agree bit for bit: a contracted d could differ in its last bit and flip sign(d).
+template <int kPhi, bool kStep>
+void mom_port(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gi = g[i], mi = m[i];
+    const float d = k.dirM * mi + k.dirG * gi;
+    m[i] = k.keepM * mi + k.addG * gi;
+    if constexpr (kStep) {
+      const float th = p[i];
+      p[i] = th - eta * (phi_scalar<kPhi>(d, k.eps2) + k.wd * th);
+    }
+  }
+}
+
+#if KEEL_X86
+template <int kPhi, bool kStep>
+KEEL_AVX2_NOFMA void mom_avx2(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
+  const __m256 dirM = _mm256_set1_ps(k.dirM), dirG = _mm256_set1_ps(k.dirG);
+  const __m256 keepM = _mm256_set1_ps(k.keepM), addG = _mm256_set1_ps(k.addG);
+  const __m256 wd = _mm256_set1_ps(k.wd), eps2 = _mm256_set1_ps(k.eps2), veta = _mm256_set1_ps(eta);
+  const __m256 one = _mm256_set1_ps(1.0f), signbit = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i), mi = _mm256_loadu_ps(m + i);
+    const __m256 d = _mm256_add_ps(_mm256_mul_ps(dirM, mi), _mm256_mul_ps(dirG, gi));
+    _mm256_storeu_ps(m + i, _mm256_add_ps(_mm256_mul_ps(keepM, mi), _mm256_mul_ps(addG, gi)));
+    if constexpr (kStep) {
+      __m256 ph;
+      if constexpr (kPhi == kSign) {
+        // ±1 with d's sign where d is non-zero and ordered; d itself (±0, NaN) elsewhere.
+        const __m256 s = _mm256_or_ps(_mm256_and_ps(d, signbit), one);
+        ph = _mm256_blendv_ps(d, s, _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
+      } else if constexpr (kPhi == kSoftsign) {
+        const __m256 s = _mm256_add_ps(_mm256_mul_ps(d, d), eps2);
+        ph = _mm256_andnot_ps(_mm256_cmp_ps(s, zero, _CMP_EQ_OQ), _mm256_div_ps(d, _mm256_sqrt_ps(s)));
+      } else {
+        ph = d;
+      }
+      const __m256 th = _mm256_loadu_ps(p + i);
+      _mm256_storeu_ps(p + i, _mm256_sub_ps(th, _mm256_mul_ps(veta, _mm256_add_ps(ph, _mm256_mul_ps(wd, th)))));
+    }
+  }
+  if (i < i1) mom_port<kPhi, kStep>(p, g, m, k, eta, i, i1);
+}
+#endif
+
+using MomFn = void (*)(float*, const float*, float*, const MomK&, float, int64_t, int64_t);
+
+template <int kPhi, bool kStep>
+MomFn mom_pick(bool simd) {
+#if KEEL_X86
+  if (simd) return mom_avx2<kPhi, kStep>;
+#endif
+  (void)simd;
+  return mom_port<kPhi, kStep>;
+}
+
+MomFn mom_body(bool simd, int phi, bool step) {
+  switch (phi) {
+    case kSign: return step ? mom_pick<kSign, true>(simd) : mom_pick<kSign, false>(simd);
+    case kSoftsign: return step ? mom_pick<kSoftsign, true>(simd) : mom_pick<kSoftsign, false>(simd);
+    default: return step ? mom_pick<kIdentity, true>(simd) : mom_pick<kIdentity, false>(simd);
+  }
+}
+
+bool all_zero(const float* g, int64_t i0, int64_t i1) {
+  for (int64_t i = i0; i < i1; ++i)
+    if (g[i] != 0.0f) return false;  // NaN counts as non-zero
+  return true;
+}
+
+double sumsq_range(bool simd, const float* x, int64_t i0, int64_t i1) {
+#if KEEL_X86
+  if (simd) return sumsq_avx2(x, i0, i1);
+#endif
+  (void)simd;
+  return sumsq_port(x, i0, i1);
+}
+
+Napi::Value Momentum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 5, "momentum")) return env.Undefined();
+  int64_t N = 0, phi = 0, B = 0;
+  if (!size_arg(info, 3, &N)) return env.Undefined();
+  float* p = f32(info, 0, N);
+  if (!p) return env.Undefined();
+  const float* g = f32(info, 1, N);
+  if (!g) return env.Undefined();
+  float* m = f32(info, 2, N);
+  if (!m) return env.Undefined();
+  Napi::Object c;
+  double dirM, dirG, keepM, addG, lr, wd, eps, rmsFloor;
+  bool skip = false;
+  const char* w = "MomentumCoefs";
+  if (!obj_arg(info, 4, &c, w) || !num_prop(info, c, "dirM", &dirM, w) || !num_prop(info, c, "dirG", &dirG, w) ||
+      !num_prop(info, c, "keepM", &keepM, w) || !num_prop(info, c, "addG", &addG, w) ||
+      !num_prop(info, c, "lr", &lr, w) || !num_prop(info, c, "weightDecay", &wd, w) ||
+      !int_prop(info, c, "phi", 0, 2, &phi, w) || !num_prop(info, c, "eps", &eps, w) ||
+      !int_prop(info, c, "rmsBlock", 0, 2147483647, &B, w) || !num_prop(info, c, "rmsFloor", &rmsFloor, w) ||
+      !bool_prop(info, c, "skipZeroRows", &skip, w))
+    return env.Undefined();
+  if (B > 0 && N % B != 0) {
+    range_error(info, "momentum: N = " + std::to_string(N) + " is not a multiple of rmsBlock = " + std::to_string(B));
+    return env.Undefined();
+  }
+  if (skip && B == 0) {
+    range_error(info, "momentum: skipZeroRows needs rmsBlock > 0");
+    return env.Undefined();
+  }
+  const MomK k{(float)dirM, (float)dirG, (float)keepM, (float)addG, (float)wd, (float)(eps * eps)};
   const bool simd = simd_active();
+  const bool step = lr != 0.0;
+  const MomFn body = mom_body(simd, (int)phi, step);
+  // η of a block from Σθ² over it, before the update.
+  auto block_eta = [&](double ss) { return (float)(lr * std::max(std::sqrt(ss / (double)B), rmsFloor)); };
+
+  if (B == 0) {
+    const float eta = (float)lr;
+    parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(p, g, m, k, eta, i0, i1); }, kGrain);
+  } else if (B < kGrain) {
+    // Many small blocks (embedding rows): each block whole on one thread, in cache for both
+    // passes (RMS, then update).
+    parallel_for(N / B, [&](int64_t b0, int64_t b1, int) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t i0 = b * B, i1 = i0 + B;
+        if (skip && all_zero(g, i0, i1)) continue;
+        const float eta = step ? block_eta(sumsq_range(simd, p, i0, i1)) : 0.0f;
+        body(p, g, m, k, eta, i0, i1);
+      }
+    }, row_grain(B, kGrain));
+  } else {
+    // Few big blocks (a whole tensor): each block split over the threads, two passes.
+    std::vector<double> part((size_t)pool_threads());
+    std::vector<char> nonzero((size_t)pool_threads());
+    for (int64_t i0 = 0; i0 < N; i0 += B) {
+      const float* gb = g + i0;
+      float* pb = p + i0;
+      if (skip) {
+        std::fill(nonzero.begin(), nonzero.end(), 0);
+        parallel_for(B, [&](int64_t j0, int64_t j1, int th) { nonzero[(size_t)th] = !all_zero(gb, j0, j1); }, kGrain);
+        if (std::none_of(nonzero.begin(), nonzero.end(), [](char z) { return z != 0; })) continue;
+      }
+      float eta = 0.0f;
+      if (step) {
+        std::fill(part.begin(), part.end(), 0.0);
+        parallel_for(B, [&](int64_t j0, int64_t j1, int th) { part[(size_t)th] = sumsq_range(simd, pb, j0, j1); }, kGrain);
+        double ss = 0.0;
+        for (double s : part) ss += s;
+        eta = block_eta(ss);
+      }
+      parallel_for(B, [&](int64_t j0, int64_t j1, int) { body(pb, gb, m + i0, k, eta, j0, j1); }, kGrain);
+    }
+  }
+  return env.Undefined();
+}
+
+// ---- adafactor -----------------------------------------------------------------------------
+// One tensor [batch, rows, cols]. Three passes over g: (A) the second-moment statistics and
+// Σθ², (B) Σu² for the RMS clip, (C) the update with u recomputed (no N-sized scratch).
+// Factored, 1/√v̂_ij = 1/√(vr_i/mean(vr)) · 1/√vc_j, so u costs two multiplies per element;
+// both factors (and the clip) are formed in double per row/column and rounded once.
+// Reductions run in double. The element loops are plain C++ in both SIMD modes (only Σθ²
+// uses the AVX2 sum): Adafactor is an alternative optimizer, not Keel's hot path, so
+// correctness came first; row sums use four partials so the add latency does not bind.
+
+struct AfK {
+  double beta2, eps1, clip, lr, eps2, wd;
+  float beta1, omb1;
+  bool scaleParam;
+};
+
+// (C) for elements [i0, i1) of one row: u = g·rf·cf[j] (cf null: unfactored, cf = 1 and
+// rf per element from vr), optional momentum, decoupled decay.
+void af_update(float* p, const float* g, float* mom, float u_scale, float alpha, float keep, const AfK& k,
+               int64_t n, const float* rf_elem, float rf_row, const float* cf) {
+  for (int64_t j = 0; j < n; ++j) {
+    float u = g[j] * (rf_elem ? rf_elem[j] : rf_row) * (cf ? cf[j] : 1.0f) * u_scale;
+    if (mom) {
+      u = k.beta1 * mom[j] + k.omb1 * u;
+      mom[j] = u;
+    }
+    p[j] = p[j] * keep - alpha * u;
+  }
+}
+
+Napi::Value Adafactor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 9, "adafactor")) return env.Undefined();
+  int64_t batch = 0, rows = 0, cols = 0;
+  if (!size_arg(info, 5, &batch) || !size_arg(info, 6, &rows) || !size_arg(info, 7, &cols)) return env.Undefined();
+  if ((double)batch * (double)rows * (double)cols >= 2147483648.0) {
+    range_error(info, "adafactor: batch·rows·cols must be below 2^31");
+    return env.Undefined();
+  }
+  const int64_t N = batch * rows * cols, R = batch * rows;
+  const bool factored = !(info[3].IsNull() || info[3].IsUndefined());
+  float* p = f32(info, 0, N);
+  if (!p) return env.Undefined();
+  const float* g = f32(info, 1, N);
+  if (!g) return env.Undefined();
+  float* vr = f32(info, 2, factored ? R : N);
+  if (!vr) return env.Undefined();
+  float* vc = nullptr;
+  if (factored && !(vc = f32(info, 3, batch * cols))) return env.Undefined();
+  bool bad = false;
+  float* mom = f32(info, 4, N, true, &bad);
+  if (bad) return env.Undefined();
+  Napi::Object c;
+  AfK k{};
+  double beta1 = 0;
+  const char* w = "AdafactorCoefs";
+  if (!obj_arg(info, 8, &c, w) || !num_prop(info, c, "beta2", &k.beta2, w) || !num_prop(info, c, "eps1", &k.eps1, w) ||
+      !num_prop(info, c, "clipThreshold", &k.clip, w) || !num_prop(info, c, "beta1", &beta1, w) ||
+      !num_prop(info, c, "lr", &k.lr, w) || !bool_prop(info, c, "scaleParameter", &k.scaleParam, w) ||
+      !num_prop(info, c, "eps2", &k.eps2, w) || !num_prop(info, c, "weightDecay", &k.wd, w))
+    return env.Undefined();
+  k.beta1 = (float)beta1;
+  k.omb1 = (float)(1.0 - beta1);
+  if (N == 0) return env.Undefined();
+
+  const bool simd = simd_active();
+  const int nth = pool_threads();
+  std::vector<double> ss_th((size_t)nth, 0.0), ss_u((size_t)nth, 0.0);
+  std::vector<float> rf, cf;  // factored: per-row and per-column factors of 1/√v̂
+
+  if (factored) {
+    // (A) row sums per row; column sums as per-thread partials of batch·cols.
+    std::vector<std::vector<double>> colacc((size_t)nth);
+    parallel_for(R, [&](int64_t r0, int64_t r1, int th) {
+      std::vector<double>& ca = colacc[(size_t)th];
+      ca.assign((size_t)(batch * cols), 0.0);
+      double sth = 0.0;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* gr = g + r * cols;
+        double* car = ca.data() + (r / rows) * cols;
+        // Four partial row sums: one chain would be bound by the add latency.
+        double rs[4] = {0.0, 0.0, 0.0, 0.0};
+        int64_t j = 0;
+        for (; j + 4 <= cols; j += 4) {
+          for (int l = 0; l < 4; ++l) {
+            const double x = (double)gr[j + l] * (double)gr[j + l] + k.eps1;
+            rs[l] += x;
+            car[j + l] += x;
+          }
+        }
+        for (; j < cols; ++j) {
+          const double x = (double)gr[j] * (double)gr[j] + k.eps1;
+          rs[0] += x;
+          car[j] += x;
+        }
+        const double rsum = (rs[0] + rs[1]) + (rs[2] + rs[3]);
+        vr[r] = (float)(k.beta2 * (double)vr[r] + (1.0 - k.beta2) * (rsum / (double)cols));
+        sth += sumsq_range(simd, p + r * cols, 0, cols);
+      }
+      ss_th[(size_t)th] = sth;
+    }, row_grain(cols, kGrain));
+    rf.resize((size_t)R);
+    cf.resize((size_t)(batch * cols));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t j = b * cols; j < (b + 1) * cols; ++j) {
+        double s = 0.0;
+        for (const auto& ca : colacc)
+          if (!ca.empty()) s += ca[(size_t)j];
+        vc[j] = (float)(k.beta2 * (double)vc[j] + (1.0 - k.beta2) * (s / (double)rows));
+        cf[(size_t)j] = (float)(1.0 / std::sqrt((double)vc[j]));
+      }
+      double mean = 0.0;
+      for (int64_t r = b * rows; r < (b + 1) * rows; ++r) mean += (double)vr[r];
+      mean /= (double)rows;
+      for (int64_t r = b * rows; r < (b + 1) * rows; ++r) rf[(size_t)r] = (float)std::sqrt(mean / (double)vr[r]);
+    }
+    // (B)
+    parallel_for(R, [&](int64_t r0, int64_t r1, int th) {
+      double su[4] = {0.0, 0.0, 0.0, 0.0};
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* gr = g + r * cols;
+        const float* cfr = cf.data() + (r / rows) * cols;
+        const float f = rf[(size_t)r];
+        int64_t j = 0;
+        for (; j + 4 <= cols; j += 4) {
+          for (int l = 0; l < 4; ++l) {
+            const float u = gr[j + l] * f * cfr[j + l];
+            su[l] += (double)u * (double)u;
+          }
+        }
+        for (; j < cols; ++j) {
+          const float u = gr[j] * f * cfr[j];
+          su[0] += (double)u * (double)u;
+        }
+      }
+      ss_u[(size_t)th] = (su[0] + su[1]) + (su[2] + su[3]);
+    }, row_grain(cols, kGrain));
+  } else {
+    // (A) and (B) in one pass: v̂ = vr is known element by element.
+    parallel_for(N, [&](int64_t i0, int64_t i1, int th) {
+      double sth = 0.0, su = 0.0;
+      for (int64_t i = i0; i < i1; ++i) {
+        const double gi = (double)g[i];
+        vr[i] = (float)(k.beta2 * (double)vr[i] + (1.0 - k.beta2) * (gi * gi + k.eps1));
+        const float u = g[i] * (float)(1.0 / std::sqrt((double)vr[i]));
+        su += (double)u * (double)u;
+        sth += (double)p[i] * (double)p[i];
+      }
+      ss_th[(size_t)th] = sth;
+      ss_u[(size_t)th] = su;
+    }, kGrain);
+  }
+
+  double sth = 0.0, su = 0.0;
+  for (int t = 0; t < nth; ++t) {
+    sth += ss_th[(size_t)t];
+    su += ss_u[(size_t)t];
+  }
+  const double rms_u = std::sqrt(su / (double)N), rms_p = std::sqrt(sth / (double)N);
+  const double alpha = k.scaleParam ? k.lr * std::max(k.eps2, rms_p) : k.lr;
+  const float u_scale = (float)(1.0 / std::max(1.0, rms_u / k.clip));
+  const float falpha = (float)alpha, keep = (float)(1.0 - alpha * k.wd);
+
+  // (C)
+  if (factored) {
+    parallel_for(R, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r)
+        af_update(p + r * cols, g + r * cols, mom ? mom + r * cols : nullptr, u_scale, falpha, keep, k, cols, nullptr,
+                  rf[(size_t)r], cf.data() + (r / rows) * cols);
+    }, row_grain(cols, kGrain));
+  } else {
+    // Unfactored: 1/√vr per element, in a small stack buffer so af_update stays one loop.
+    parallel_for(N, [&](int64_t i0, int64_t i1, int) {
+      float inv[256];
+      for (int64_t s = i0; s < i1; s += 256) {
+        const int64_t n = std::min<int64_t>(256, i1 - s);
+        for (int64_t j = 0; j < n; ++j) inv[j] = (float)(1.0 / std::sqrt((double)vr[s + j]));
+        af_update(p + s, g + s, mom ? mom + s : nullptr, u_scale, falpha, keep, k, n, inv, 0.0f, nullptr);
+      }
+    }, kGrain);
+  }
+  return env.Undefined();
+}
+
+// ---- triad, sumSquares, scale: bindings ----------------------------------------------------
+
+Napi::Value Triad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 5, "triad")) return env.Undefined();
+  int64_t N;
+  double s = 0.0;
+  if (!size_arg(info, 3, &N) || !num(info, 4, &s)) return env.Undefined();
+  float* a = f32(info, 0, N);
+  if (!a) return env.Undefined();
+  const float* b = f32(info, 1, N);
+  if (!b) return env.Undefined();
+  const float* c = f32(info, 2, N);
+  if (!c) return env.Undefined();
+  const bool simd = simd_active();
+  const float fs = (float)s;
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
 #if KEEL_X86
-    if (simd) return adamw_avx2(p, g, m, v, k, i0, i1);
+    if (simd) return triad_avx2(a, b, c, fs, i0, i1);
 #endif
     (void)simd;
-    adamw_port(p, g, m, v, k, i0, i1);
+    triad_port(a, b, c, fs, i0, i1);
   }, kGrain);
   return env.Undefined();
 }
@@ -143,19 +657,8 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   const float* x = f32(info, 0, N);
   if (!x) return env.Undefined();
   const bool simd = simd_active();
-  // One partial per thread, added in thread order: the result depends on the thread count
-  // but never on scheduling.
   std::vector<double> part((size_t)pool_threads(), 0.0);
-  parallel_for(N, [&](int64_t i0, int64_t i1, int th) {
-#if KEEL_X86
-    if (simd) {
-      part[(size_t)th] = sumsq_avx2(x, i0, i1);
-      return;
-    }
-#endif
-    (void)simd;
-    part[(size_t)th] = sumsq_port(x, i0, i1);
-  }, kGrain);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int th) { part[(size_t)th] = sumsq_range(simd, x, i0, i1); }, kGrain);
   double s = 0.0;
   for (double v : part) s += v;
   return Napi::Number::New(env, s);
@@ -184,7 +687,10 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitOptim(Napi::Env env, Napi::Object exports) {
-  exports.Set("adamw", Napi::Function::New(env, Adamw));
+  exports.Set("adam", Napi::Function::New(env, Adam));
+  exports.Set("momentum", Napi::Function::New(env, Momentum));
+  exports.Set("adafactor", Napi::Function::New(env, Adafactor));
+  exports.Set("triad", Napi::Function::New(env, Triad));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("scale", Napi::Function::New(env, Scale));
 }

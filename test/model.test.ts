@@ -7,7 +7,7 @@ import { referenceKernels } from '../src/kernels/reference/index.ts';
 import { nativeKernels } from '../src/kernels/native.ts';
 import type { GPTConfig } from '../src/model/config.ts';
 import { GPT } from '../src/model/gpt.ts';
-import { adamwInit, adamwStep, ADAMW_DEFAULTS, decayGroups, type AdamWState } from '../src/optim/adamw.ts';
+import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
 
 function batch(cfg: GPTConfig, B: number, seed: number) {
@@ -65,15 +65,15 @@ test('native model matches the reference model: loss, every gradient, 3 AdamW st
   const ref = new GPT(cfg, referenceKernels<Float32Array>(), { maxBatch: B });
   perturb(nat, 11, 0.05);
   ref.params.set(nat.params);
-  const groups = decayGroups(nat.layout);
-  const states: [AdamWState, AdamWState] = [adamwInit(nat.numParams), adamwInit(ref.numParams)];
+  const opts = [adamw({ lr: 1e-2 }), adamw<Float32Array>({ lr: 1e-2 }, { kernels: referenceKernels<Float32Array>() })];
+  const states = [opts[0].init(nat.params, nat.layout.tensors), opts[1].init(ref.params, ref.layout.tensors)];
   for (let step = 0; step < 3; step++) {
     const { tokens, targets } = batch(cfg, B, 100 + step);
     const losses = [nat, ref].map((m, i) => {
       m.zeroGrad();
       const loss = m.forward(tokens, targets, B);
       m.backward(1);
-      if (step < 2) adamwStep(i === 0 ? nativeKernels() : referenceKernels(), m.params, m.grads, states[i], groups, { lr: 1e-2, ...ADAMW_DEFAULTS });
+      if (step < 2) opts[i].step(m.params, m.grads, states[i]);
       return loss;
     });
     assert.ok(Math.abs(losses[0] - losses[1]) < 1e-5 * losses[1], `step ${step}: loss ${losses[0]} vs ${losses[1]}`);

@@ -73,6 +73,12 @@ async function checkResumeIsBitIdentical(over: Partial<TrainOptions>) {
 describe('resume', () => {
   test('4 steps + resume to 8 is bit-identical to 8 straight steps', () => checkResumeIsBitIdentical({}));
   test('... also with gradient accumulation (--accum 2)', () => checkResumeIsBitIdentical({ accum: 2, batch: 2 }));
+  test('... with Tiger folding --accum 2 into its momentum', () =>
+    checkResumeIsBitIdentical({ accum: 2, batch: 2, optimizer: 'tiger', lr: 1e-2, optimizerOptions: {} }));
+  test('... with factored Adafactor (relative step) and with Lion + AdamW embeddings', async () => {
+    await checkResumeIsBitIdentical({ optimizer: 'adafactor', optimizerOptions: { beta1: 0.9 } });
+    await checkResumeIsBitIdentical({ optimizer: 'lion', lr: 1e-3, optimizerOptions: { embeddingOptimizer: 'adamw' } });
+  });
 
   test('resuming from an explicit older checkpoint dir continues from that step', async () => {
     const opts = trainOptions(fresh('older'), corpus, { steps: 6, checkpointEvery: 2 });
@@ -199,7 +205,14 @@ test('--json: the last stdout line is the summary', () => {
   ]);
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
-  assert.deepEqual(Object.keys(s).sort(), ['run_dir', 'seconds', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss']);
+  assert.deepEqual(Object.keys(s).sort(), [
+    'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params',
+    'run_dir', 'seconds', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss',
+  ]);
+  // AdamW keeps two float32 moments per parameter.
+  assert.equal(s.optimizer, 'adamw');
+  assert.equal(s.optimizer_state_bytes, 8 * s.params);
+  assert.equal(s.optimizer_state_bytes_per_param, 8);
   assert.equal(s.run_dir, path.resolve(out));
   assert.equal(s.steps, 5);
   assert.equal(s.tokens, 5 * 2 * 4 * MICRO.blockSize);
@@ -207,4 +220,35 @@ test('--json: the last stdout line is the summary', () => {
   assert.equal(s.train_loss, lines.at(-1)!.loss);
   assert.equal(s.val_loss, metrics(out).filter((x) => 'val_loss' in x).at(-1)!.val_loss);
   assert.ok(s.tokens_per_s > 0 && s.seconds > 0);
+});
+
+test('--optimizer and --opt: Tiger with its options; bad options are one-line errors', () => {
+  const out = fresh('tiger');
+  const r = keel([
+    'train', '--config', microJson, '--data', corpus, '--steps', '3', '--batch', '2', '--accum', '2',
+    '--eval-tokens', '257', '--out', out, '--optimizer', 'tiger', '--opt', 'beta=0.9', '--opt', 'lazyEmbedding=true', '--json',
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  assert.equal(s.optimizer, 'tiger');
+  assert.equal(s.optimizer_state_bytes, 4 * s.params);
+  const cfg = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+  assert.deepEqual(cfg.train.optimizerOptions, { beta: 0.9, lazyEmbedding: true });
+  assert.equal(loadCheckpoint(out).optimizer.metadata.optimizer, 'tiger');
+  for (const [args, re] of [
+    [['--optimizer', 'lion', '--eps', '1e-8'], /lion has no option "eps"/],
+    [['--optimizer', 'adamw', '--opt', 'epsMode=nowhere'], /epsMode must be one of/],
+    [['--optimizer', 'adafactor', '--opt', 'relativeStep=true', '--lr', '1e-3'], /drop --lr/],
+    [['--optimizer', 'nadam'], /nadam/],
+  ] as [string[], RegExp][]) {
+    const bad = fresh('bad');
+    const e = keel(['train', '--config', microJson, '--data', corpus, '--steps', '2', '--out', bad, ...args]);
+    assert.equal(e.status, 2, e.stderr);
+    assert.match(e.stderr, re);
+    assert.ok(!fs.existsSync(bad), 'nothing written');
+  }
+  // Resuming with another optimizer is refused.
+  const e = keel(['train', '--resume', out, '--steps', '4', '--optimizer', 'adamw']);
+  assert.equal(e.status, 2);
+  assert.match(e.stderr, /checkpoint holds tiger state/);
 });

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { nativeKernels } from '../kernels/native.ts';
 import { resolveConfig, type GPTConfig } from '../model/config.ts';
 import { GPT } from '../model/gpt.ts';
-import { adamwInit, adamwStep, ADAMW_DEFAULTS, decayGroups } from '../optim/adamw.ts';
+import { adamw } from '../optim/adamw.ts';
 import { Rng } from '../util/rng.ts';
 import { int } from './args.ts';
 
@@ -27,8 +27,8 @@ export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: n
   const k = nativeKernels();
   const model = new GPT(cfg, k, { maxBatch: batch });
   model.init(1);
-  const opt = adamwInit(model.numParams);
-  const groups = decayGroups(model.layout);
+  const optimizer = adamw({ lr: 1e-3 });
+  const opt = optimizer.init(model.params, model.layout.tensors);
   const rng = new Rng(7);
   const n = batch * cfg.blockSize;
   const tokens = new Int32Array(n);
@@ -43,7 +43,7 @@ export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: n
     model.zeroGrad();
     model.forward(tokens, targets, batch);
     model.backward(1);
-    adamwStep(k, model.params, model.grads, opt, groups, { lr: 1e-3, ...ADAMW_DEFAULTS });
+    optimizer.step(model.params, model.grads, opt);
     if (s >= warmup) times.push(performance.now() - t0);
   }
   const stepMs = median(times);

@@ -6,6 +6,8 @@ import { trainCommand } from './train.ts';
 import { evalCommand } from './eval.ts';
 import { benchCommand } from './bench.ts';
 import { reportCommand } from './report.ts';
+import { optimCommand } from './optim.ts';
+import { experimentCommand } from './experiment.ts';
 
 const program = new Command('keel')
   .description('Keel: stable, efficient GPT training on the CPU')
@@ -15,7 +17,13 @@ program.addCommand(trainCommand());
 program.addCommand(evalCommand());
 program.addCommand(benchCommand());
 program.addCommand(reportCommand());
-for (const cmd of program.commands) cmd.exitOverride();
+program.addCommand(optimCommand());
+program.addCommand(experimentCommand());
+const exitOverride = (c: Command): void => {
+  c.exitOverride();
+  c.commands.forEach(exitOverride);
+};
+program.commands.forEach(exitOverride);
 
 try {
   await program.parseAsync(process.argv);

@@ -5,7 +5,9 @@ import { resolveConfig } from '../model/config.ts';
 import { loadCheckpoint } from '../train/checkpoints.ts';
 import { parseSchedule, SCHEDULES } from '../train/schedule.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
+import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { float, int } from './args.ts';
+import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 
 function defaultOut(): string {
   const d = new Date();
@@ -14,21 +16,21 @@ function defaultOut(): string {
 }
 
 export function trainCommand(): Command {
-  return new Command('train')
+  const cmd = new Command('train')
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
     .option('--steps <n>', 'optimizer steps', int(1), 1400)
     .option('--batch <n>', 'sequences per micro-batch', int(1), 16)
     .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), 1)
-    .option('--lr <x>', 'peak learning rate', float(0, true), 2e-3)
+    .option('--lr <x>', 'peak learning rate (default: the optimizer\'s recommended one, AdamW 2e-3)', float(0, true))
     .option('--min-lr <x>', 'final learning rate of the decay (default lr/10)', float(0))
     .option('--warmup <n>', 'linear warm-up steps', int(0), 100)
     .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up').choices(SCHEDULES).default('cosine'))
-    .option('--weight-decay <x>', 'AdamW decoupled weight decay (matrices only)', float(0), 0.1)
-    .option('--beta1 <x>', 'AdamW β1', float(0), 0.9)
-    .option('--beta2 <x>', 'AdamW β2', float(0), 0.95)
-    .option('--eps <x>', 'AdamW ε', float(0), 1e-8)
+    .option('--weight-decay <x>', 'same as --opt weightDecay=x (AdamW default 0.1, matrices only)', float(0))
+    .option('--beta1 <x>', 'same as --opt beta1=x', float(0))
+    .option('--beta2 <x>', 'same as --opt beta2=x', float(0))
+    .option('--eps <x>', 'same as --opt eps=x', float(0))
     .option('--clip <x>', 'clip the global gradient norm (0 = off)', float(0), 1)
     .option('--eval-every <n>', 'evaluate on the validation split every n steps (0 = only at the end)', int(0), 250)
     .option('--eval-tokens <n>', 'validation tokens per evaluation', int(2), 65536)
@@ -37,7 +39,8 @@ export function trainCommand(): Command {
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--seed <n>', 'seed for init and data order', int(0), 1337)
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
-    .option('--json', 'print a JSON summary as the last line of stdout')
+    .option('--json', 'print a JSON summary as the last line of stdout');
+  return addOptimizerFlags(cmd, 'adamw')
     .action(async (o, cmd: Command) => {
       const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
       // Read once: its saved options are the defaults here, and train() continues from it.
@@ -48,7 +51,24 @@ export function trainCommand(): Command {
         (o.resume && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
       const configName = pick<string>('configName', o.config);
       const config = ckpt ? ckpt.state.config : resolveConfig(o.config);
-      const lr = pick<number>('lr', o.lr);
+      const optimizer = pick<string>('optimizer', o.optimizer);
+      if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {
+        throw new UserError(`--optimizer cannot change when resuming: the checkpoint holds ${base.optimizer ?? 'adamw'} state`);
+      }
+      const recommended = optimizerEntry(optimizer).train;
+      const shorthands: Record<string, unknown> = { weightDecay: o.weightDecay, beta1: o.beta1, beta2: o.beta2, eps: o.eps };
+      const optimizerOptions: Record<string, unknown> = {
+        ...(ckpt ? (base.optimizerOptions as Record<string, unknown>) : recommended.options),
+        ...Object.fromEntries(Object.entries(shorthands).filter(([, v]) => v !== undefined)),
+        ...parseOptFlags(optimizer, o.opt),
+      };
+      // Validate now (one clear line), and catch Adafactor's own-step-size trap against --lr.
+      const probe = createOptimizer(optimizer, optimizerOptions);
+      const ownLr = probe.options.relativeStep === true;
+      if (ownLr && given('lr')) {
+        throw new UserError('adafactor with relativeStep=true sets its own step size; drop --lr, or add --opt relativeStep=false to use --lr');
+      }
+      const lr = pick<number>('lr', o.lr ?? recommended.lr);
       const opts: TrainOptions = {
         configName,
         config,
@@ -60,10 +80,8 @@ export function trainCommand(): Command {
         minLr: pick('minLr', o.minLr ?? lr / 10),
         warmup: pick('warmup', o.warmup),
         schedule: parseSchedule(pick('schedule', o.schedule)),
-        weightDecay: pick('weightDecay', o.weightDecay),
-        beta1: pick('beta1', o.beta1),
-        beta2: pick('beta2', o.beta2),
-        eps: pick('eps', o.eps),
+        optimizer,
+        optimizerOptions,
         clip: pick('clip', o.clip),
         evalEvery: pick('evalEvery', o.evalEvery),
         evalTokens: pick('evalTokens', o.evalTokens),
@@ -72,7 +90,6 @@ export function trainCommand(): Command {
         out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
         seed: pick('seed', o.seed),
       };
-      if (opts.beta1 >= 1 || opts.beta2 >= 1) throw new UserError('--beta1 and --beta2 must be < 1');
       if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
       if (opts.evalTokens < config.blockSize + 1) {
         throw new UserError(`--eval-tokens ${opts.evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
@@ -96,7 +113,7 @@ export function trainCommand(): Command {
         (summary.interrupted ? `\nresume with: keel train --resume ${summary.run_dir}` : '');
       process.stderr.write(human + '\n');
       if (o.json) {
-        const { interrupted: _i, params: _p, ...rest } = summary;
+        const { interrupted: _i, ...rest } = summary;
         process.stdout.write(JSON.stringify(rest) + '\n');
       }
       if (summary.interrupted) process.exit(130);

@@ -13,6 +13,47 @@
  */
 export type Floats = Float32Array | Float64Array;
 
+/** Coefficients of `adam`; see there. epsMode: 0 outside, 1 inside, 2 zero, 3 atan2. */
+export interface AdamCoefs {
+  beta1: number;
+  g1: number;
+  beta2: number;
+  g2: number;
+  mScale: number;
+  rootVScale: number;
+  lr: number;
+  eps: number;
+  decay: number;
+  epsMode: 0 | 1 | 2 | 3;
+}
+
+/** Coefficients of `momentum`; see there. phi: 0 sign, 1 softsign, 2 identity. */
+export interface MomentumCoefs {
+  dirM: number;
+  dirG: number;
+  keepM: number;
+  addG: number;
+  lr: number;
+  weightDecay: number;
+  phi: 0 | 1 | 2;
+  eps: number;
+  rmsBlock: number;
+  rmsFloor: number;
+  skipZeroRows: boolean;
+}
+
+/** Coefficients of `adafactor`; see there. */
+export interface AdafactorCoefs {
+  beta2: number;
+  eps1: number;
+  clipThreshold: number;
+  beta1: number;
+  lr: number;
+  scaleParameter: boolean;
+  eps2: number;
+  weightDecay: number;
+}
+
 export interface Kernels<F extends Floats = Float32Array> {
   /** out[BT,OC] = inp[BT,C] · weight[OC,C]ᵀ + bias[OC] (bias may be null). Overwrites out. */
   matmulForward(out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number): void;
@@ -68,15 +109,49 @@ export interface Kernels<F extends Floats = Float32Array> {
   crossEntropy(losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number): number;
 
   /**
-   * One AdamW step (PyTorch semantics) over N elements:
-   *   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ)
-   *   θ = θ − lr·(m̂/(√v̂ + ε) + weightDecay·θ)   (decoupled decay: θ·(1 − lr·λ) first)
-   * t is the 1-based step number.
+   * One Adam-family step over N elements (AdamW, AdaX; techniques.md §1, §5, §6.3), in place:
+   *   m = beta1·m + g1·g;   v = beta2·v + g2·g²;   m̂ = mScale·m;   √v̂ = rootVScale·√v
+   *   θ = decay·θ − lr·r,  with r by epsMode:
+   *     0 outside  r = m̂/(√v̂ + ε)          (PyTorch; op order: √v·rootVScale + ε)
+   *     1 inside   r = m̂/√(v̂ + ε²)
+   *     2 zero     r = m̂/√v̂, and r = 0 where v̂ = 0 (never NaN)
+   *     3 atan2    r = atan2(m̂, √v̂)          (Adam-atan2, a = b = 1; r = 0 where both are 0)
+   * AdamW passes g1 = 1−β1, g2 = 1−β2, mScale = 1/(1−β1ᵗ), rootVScale = 1/√(1−β2ᵗ),
+   * decay = 1 − lr·λ. Scalars are rounded to float32 once per call.
    */
-  adamw(
-    params: F, grads: F, m: F, v: F, N: number,
-    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, t: number,
-  ): void;
+  adam(params: F, grads: F, m: F, v: F, N: number, c: AdamCoefs): void;
+
+  /**
+   * One momentum step of the sign/SGD family (Lion, Tiger, Signum/SignSGD, SoftSign, SGD), in place:
+   *   d = dirM·m + dirG·g          (direction, from the OLD m)
+   *   m = keepM·m + addG·g
+   *   if lr ≠ 0:  θ = θ − η·(φ(d) + weightDecay·θ)
+   * φ by phi: 0 sign (sign(0) = 0), 1 softsign d/√(d² + ε²), 2 identity.
+   * η = lr when rmsBlock = 0; otherwise the buffer is split into consecutive blocks of rmsBlock
+   * elements and η = lr·max(RMS(θ_block), rmsFloor), RMS taken before the update (Tiger's per-tensor
+   * rmsBlock = N, and per-embedding-row rmsBlock = C, learning rates).
+   * When skipZeroRows is set (requires rmsBlock > 0), a block whose gradient is all zero is left
+   * completely untouched, m included (lazy embedding updates, §6.6).
+   * Lion: d = β1·m + (1−β1)·g, m = β2·m + (1−β2)·g. Tiger: dir = keep coefficients (d = new m).
+   */
+  momentum(params: F, grads: F, m: F, N: number, c: MomentumCoefs): void;
+
+  /**
+   * One Adafactor step (techniques.md §6.2) of ONE tensor viewed as [batch, rows, cols], in place.
+   * Factored (vc non-null; vr has batch·rows, vc batch·cols elements):
+   *   vr = beta2·vr + (1−beta2)·rowmean(g² + eps1);  vc = beta2·vc + (1−beta2)·colmean(g² + eps1)
+   *   v̂_ij = vr_i·vc_j / mean(vr)   (means per batch item)
+   * Unfactored (vc null; vr has N = batch·rows·cols elements): vr = beta2·vr + (1−beta2)·(g² + eps1), v̂ = vr.
+   * Then u = g/√v̂;  u /= max(1, RMS(u)/clipThreshold)  (RMS over the whole tensor);
+   *   if mom non-null: mom = beta1·mom + (1−beta1)·u; u = mom;
+   *   α = lr·max(eps2, RMS(θ)) if scaleParameter else lr;
+   *   θ = θ·(1 − α·weightDecay) − α·u.
+   */
+  adafactor(params: F, grads: F, vr: F, vc: F | null, mom: F | null, batch: number, rows: number, cols: number, c: AdafactorCoefs): void;
+
+  /** STREAM triad a = b + s·c over N elements (the memory-bandwidth yardstick of the optimizer bench). */
+  triad(a: F, b: F, c: F, N: number, s: number): void;
+
   /** Σ g² over N elements, accumulated in float64. */
   sumSquares(x: F, N: number): number;
   /** x *= s over N elements (gradient clipping). */

@@ -149,6 +149,34 @@ ${configDetails(input.config)}
 `;
 }
 
+/** The payload the browser script draws from: panels name keys of `data` (a series each). */
+export type ChartPayload = Payload;
+
+/**
+ * For other pages built from the same pieces (e.g. an experiment report): the two inlined
+ * <style> elements every Keel report uses (uPlot's stylesheet and report.css).
+ */
+export function reportStyles(): string {
+  return `<style>${inlineSafe(uplotAssets().css, 'style')}</style>
+<style>${inlineSafe(readAsset('report.css'), 'style')}</style>`;
+}
+
+/**
+ * The chart machinery as inlined <script> elements: the payload, uPlot and client.js, which
+ * draws one chart per panel into the page's `<main id="panels">`. Place it at the end of <body>.
+ */
+export function chartScripts(payload: ChartPayload): string {
+  const assets = uplotAssets();
+  return `<script type="application/json" id="keel-data">${jsonForScript(payload)}</script>
+<script>${inlineSafe(assets.js, 'script')}</script>
+<script>${inlineSafe(readAsset('client.js'), 'script')}</script>`;
+}
+
+/** A series as the charts embed it: min/max-downsampled to `maxPoints`, six significant digits. */
+export function chartSeries(xy: XY, maxPoints = DEFAULT_MAX_POINTS): XY {
+  return compact(downsampleMinMax(xy, maxPoints));
+}
+
 /** Panels with their series resolved against the data: missing keys and empty panels dropped. */
 export function buildPayload(metrics: RunMetrics, panels: readonly PanelSpec[], maxPoints: number): Payload {
   const data: Record<string, XY> = {};

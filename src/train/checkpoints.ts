@@ -1,13 +1,13 @@
 /**
  * The checkpoint store of a run directory: `checkpoints/step-<N>/` holding model.safetensors,
- * optimizer.safetensors (exp_avg / exp_avg_sq per parameter) and trainer.json. Each checkpoint
+ * optimizer.safetensors (the optimizer's state per parameter, e.g. `<name>.exp_avg`) and trainer.json. Each checkpoint
  * is built under a temporary name and renamed into place, so one that exists is complete.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeDirAtomic } from '../io/atomic.ts';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import { readSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
 import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
@@ -22,36 +22,45 @@ export interface TrainerState {
   /** Index of the next training batch (the data cursor). */
   cursor: number;
   seed: number;
-  /** Optimizer step count (bias correction). */
+  /** Optimizer step count (bias correction); also in optimizer.safetensors' metadata. */
   optimizerT: number;
+  /** Optimizer name (absent in checkpoints from before there was a choice: adamw). */
+  optimizer?: string;
   elapsedMs: number;
   config: GPTConfig;
   options: Record<string, unknown>;
+}
+
+/** The optimizer's state as stored: named tensors plus metadata (see src/optim/state.ts). */
+export interface StoredOptimizerState {
+  tensors: TensorToWrite[];
+  metadata: Record<string, string>;
 }
 
 export interface Checkpoint {
   dir: string;
   state: TrainerState;
   params: Float32Array;
-  m: Float32Array;
-  v: Float32Array;
+  optimizer: { tensors: Map<string, Float32Array>; metadata: Record<string, string>; path: string };
+}
+
+export interface CheckpointToSave {
+  state: TrainerState;
+  params: Float32Array;
+  optimizer: StoredOptimizerState;
 }
 
 export function checkpointDir(runDir: string, step: number): string {
   return path.join(runDir, 'checkpoints', `step-${step}`);
 }
 
-export function saveCheckpoint(runDir: string, ckpt: Omit<Checkpoint, 'dir'>): string {
+export function saveCheckpoint(runDir: string, ckpt: CheckpointToSave): string {
   const dir = checkpointDir(runDir, ckpt.state.step);
   const layout = paramLayout(ckpt.state.config);
   const meta = { format: 'pt', config: configToMetadata(ckpt.state.config), step: String(ckpt.state.step) };
   writeDirAtomic(dir, (tmp) => {
     writeSafetensors(path.join(tmp, 'model.safetensors'), namedTensors(layout, ckpt.params), meta);
-    writeSafetensors(
-      path.join(tmp, 'optimizer.safetensors'),
-      [...namedTensors(layout, ckpt.m, '.exp_avg'), ...namedTensors(layout, ckpt.v, '.exp_avg_sq')],
-      { ...meta, optimizer: 'adamw', t: String(ckpt.state.optimizerT) },
-    );
+    writeSafetensors(path.join(tmp, 'optimizer.safetensors'), ckpt.optimizer.tensors, { ...meta, ...ckpt.optimizer.metadata });
     fs.writeFileSync(path.join(tmp, 'trainer.json'), JSON.stringify(ckpt.state, null, 2) + '\n');
   });
   return dir;
@@ -116,9 +125,5 @@ export function loadCheckpoint(dirSpec: string): Checkpoint {
   copyTensors(model, modelPath, layout, params);
   const optPath = path.join(dir, 'optimizer.safetensors');
   const opt = readSafetensors(optPath);
-  const m = new Float32Array(layout.total);
-  const v = new Float32Array(layout.total);
-  copyTensors(opt, optPath, layout, m, '.exp_avg');
-  copyTensors(opt, optPath, layout, v, '.exp_avg_sq');
-  return { dir, state, params, m, v };
+  return { dir, state, params, optimizer: { tensors: opt.tensors, metadata: { t: String(state.optimizerT), ...opt.metadata }, path: optPath } };
 }

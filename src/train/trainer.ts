@@ -1,5 +1,5 @@
 /**
- * The training loop: data → forward/backward (with gradient accumulation) → clip → AdamW,
+ * The training loop: data → forward/backward (with gradient accumulation) → clip → optimizer,
  * with evaluation, metrics, atomic checkpoints, bit-identical resume and a clean Ctrl-C.
  */
 import fs from 'node:fs';
@@ -12,7 +12,10 @@ import { writeFileAtomic } from '../io/atomic.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { GPT } from '../model/gpt.ts';
-import { adamwInit, adamwStep, decayGroups, type AdamWState } from '../optim/adamw.ts';
+import { createOptimizer } from '../optim/registry.ts';
+import { loadStateTensors, stateBytes, stateMetadata, stateTensors } from '../optim/state.ts';
+import type { OptState } from '../optim/types.ts';
+import { embeddingDrift } from '../monitor/embedding.ts';
 import { createProgress } from '../cli/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
@@ -36,10 +39,9 @@ export interface TrainOptions {
   minLr: number;
   warmup: number;
   schedule: ScheduleKind;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
+  /** Optimizer name (src/optim/registry.ts) and its options except lr (the schedule's). */
+  optimizer: string;
+  optimizerOptions: Record<string, unknown>;
   /** Clip the global gradient norm to this (0 = off). */
   clip: number;
   evalEvery: number;
@@ -59,6 +61,10 @@ export interface TrainSummary {
   tokens_per_s: number;
   seconds: number;
   params: number;
+  optimizer: string;
+  /** Bytes of optimizer state, and per parameter (AdamW: 8). */
+  optimizer_state_bytes: number;
+  optimizer_state_bytes_per_param: number;
   interrupted: boolean;
 }
 
@@ -85,22 +91,25 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
   const kernels = nativeKernels();
   const model = new GPT(cfg, kernels, { maxBatch: opts.batch });
-  const groups = decayGroups(model.layout);
   const batcher = new Batcher({ tokens: trainTokens, B: opts.batch, T, seed: opts.seed });
-  let opt: AdamWState;
+  // Tiger folds accumulation into its momentum: it steps on every micro-batch.
+  const folds = opts.optimizer === 'tiger';
+  const optimizer = createOptimizer(opts.optimizer, folds ? { ...opts.optimizerOptions, accumSteps: opts.accum } : opts.optimizerOptions);
+  // Adafactor's relative step size is its own schedule: it gets no lr.
+  const ownLr = optimizer.options.relativeStep === true;
+  const opt: OptState = optimizer.init(model.params, model.layout.tensors);
   let step = 0;
   let tokens = 0;
   let elapsedMs = 0;
   if (ckpt) {
     model.params.set(ckpt.params);
-    opt = { t: ckpt.state.optimizerT, m: ckpt.m, v: ckpt.v };
+    loadStateTensors(optimizer, opt, ckpt.optimizer.tensors, ckpt.optimizer.metadata, ckpt.optimizer.path);
     step = ckpt.state.step;
     tokens = ckpt.state.tokens;
     elapsedMs = ckpt.state.elapsedMs;
     batcher.cursor = ckpt.state.cursor;
   } else {
     model.init(opts.seed);
-    opt = adamwInit(model.numParams);
     const { config: _c, ...rest } = opts;
     writeFileAtomic(
       path.join(runDir, 'config.json'),
@@ -116,10 +125,11 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
 
   const save = () => {
     const state: TrainerState = {
-      version: 1, step, tokens, cursor: batcher.cursor, seed: opts.seed, optimizerT: opt.t, elapsedMs, config: cfg,
-      options: { ...opts, config: undefined },
+      version: 1, step, tokens, cursor: batcher.cursor, seed: opts.seed, optimizerT: opt.t, optimizer: optimizer.name,
+      elapsedMs, config: cfg, options: { ...opts, config: undefined },
     };
-    const dir = saveCheckpoint(runDir, { state, params: model.params, m: opt.m, v: opt.v });
+    const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
+    const dir = saveCheckpoint(runDir, { state, params: model.params, optimizer: optimizerState });
     pruneCheckpoints(runDir, opts.keep);
     log.write({ event: 'checkpoint', step, dir: path.relative(runDir, dir) });
   };
@@ -133,19 +143,29 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     while (step < opts.steps) {
       const t0 = performance.now();
       const lr = learningRate(schedule, step + 1);
-      model.zeroGrad();
       let loss = 0;
+      let sq = 0; // Σ over optimizer calls of ‖g‖² (one call, or one per micro-batch when folded)
+      const skipped = new Set<string>();
+      const optimize = () => {
+        const norm2 = kernels.sumSquares(model.grads, model.grads.length);
+        sq += norm2;
+        const finite = Number.isFinite(norm2);
+        const norm = Math.sqrt(norm2);
+        if (finite && opts.clip > 0 && norm > opts.clip) kernels.scale(model.grads, model.grads.length, opts.clip / norm);
+        const r = optimizer.step(model.params, model.grads, opt, { lr: ownLr ? undefined : lr, gradsFinite: finite });
+        for (const n of r.skipped) skipped.add(n);
+      };
+      if (!folds) model.zeroGrad();
       for (let micro = 0; micro < opts.accum; micro++) {
         const batch = batcher.next();
+        if (folds) model.zeroGrad();
         loss += model.forward(batch.inputs, batch.targets, opts.batch);
-        model.backward(1 / opts.accum);
+        model.backward(folds ? 1 : 1 / opts.accum);
+        if (folds) optimize();
       }
+      if (!folds) optimize();
       loss /= opts.accum;
-      const gradNorm = Math.sqrt(kernels.sumSquares(model.grads, model.grads.length));
-      if (opts.clip > 0 && gradNorm > opts.clip) kernels.scale(model.grads, model.grads.length, opts.clip / gradNorm);
-      adamwStep(kernels, model.params, model.grads, opt, groups, {
-        lr, beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: opts.weightDecay,
-      });
+      const gradNorm = Math.sqrt(folds ? sq / opts.accum : sq);
       const ms = performance.now() - t0;
       step += 1;
       tokens += tokensPerStep;
@@ -153,14 +173,18 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       elapsedMs += ms;
       trainLoss = loss;
       const tokPerS = (tokensPerStep / ms) * 1000;
-      log.write({ step, loss, lr, grad_norm: gradNorm, tokens, tokens_per_s: tokPerS, ms });
+      log.write({ step, loss, lr: ownLr ? null : lr, grad_norm: gradNorm, tokens, tokens_per_s: tokPerS, ms });
+      if (skipped.size > 0) {
+        log.write({ event: 'nonfinite_grad', step, tensors: [...skipped] });
+        progress?.log(`step ${step}: non-finite gradient in ${skipped.size} tensor(s); their update was skipped`);
+      }
       if (!Number.isFinite(loss)) {
         throw new TrainingDiverged(`training diverged: loss is ${loss} at step ${step}; lower --lr or raise --warmup`);
       }
       const last = step === opts.steps;
       if ((opts.evalEvery > 0 && step % opts.evalEvery === 0) || last) {
         valLoss = evaluate(model, valTokens, opts.evalTokens).loss;
-        log.write({ step, val_loss: valLoss });
+        log.write({ step, val_loss: valLoss, ...embeddingDrift(model.params, model.layout.byName.get('transformer.wte.weight')!) });
         progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
       }
       progress?.update(step, { loss: loss.toFixed(4), 'tok/s': Math.round(tokPerS) });
@@ -187,6 +211,9 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     tokens_per_s: trainMs > 0 ? (((step - startStep) * tokensPerStep) / trainMs) * 1000 : 0,
     seconds: elapsedMs / 1000,
     params: model.numParams,
+    optimizer: optimizer.name,
+    optimizer_state_bytes: stateBytes(opt),
+    optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
     interrupted,
   };
 }

@@ -3,7 +3,7 @@ import type { Floats, Kernels } from '../types.ts';
 import { matmulBackward, matmulForward } from './matmul.ts';
 import * as ops from './ops.ts';
 import { attentionBackward, attentionForward } from './attention.ts';
-import { adamw, scale, sumSquares } from './optim.ts';
+import { adafactor, adam, momentum, scale, sumSquares, triad } from './optim.ts';
 
 export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> {
   return {
@@ -14,6 +14,6 @@ export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> 
     residualForward: ops.residualForward, accumulate: ops.accumulate,
     encoderForward: ops.encoderForward, encoderBackward: ops.encoderBackward,
     crossEntropy: ops.crossEntropy,
-    adamw, sumSquares, scale,
+    adam, momentum, adafactor, triad, sumSquares, scale,
   } as Kernels<F>;
 }

@@ -1,0 +1,514 @@
+/**
+ * `keel experiment optimizers` as a library: every optimizer on the same model and data, each at
+ * its best learning rate from a short sweep, compared on validation loss, optimizer-state memory
+ * and throughput.
+ *
+ * For each optimizer: sweep runs of `sweepSteps` steps at lr = recommended lr × each factor,
+ * scored by their final validation loss (a diverged run scores +∞ and is recorded, not fatal),
+ * then one final run of `steps` steps at the best lr. Every run is a normal run directory:
+ *
+ *   out/<optimizer>/lr-<lr>/   sweep runs (checkpoints pruned unless keepSweepCheckpoints)
+ *   out/<optimizer>/final/     the final run
+ *   out/results.json           settings and per-optimizer results, rewritten after every run
+ *   out/report.html            table, validation-loss curves, memory and throughput
+ *
+ * A finished run leaves `summary.json` in its directory; running again with the same `out` and
+ * settings reuses those and redoes only what is missing (an interrupted run is started over).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.ts';
+import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { CONFIGS, type GPTConfig } from '../model/config.ts';
+import { paramLayout } from '../model/params.ts';
+import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
+import { stateBytes } from '../optim/state.ts';
+import { train, TrainingDiverged, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
+import { writeExperimentReport } from './report.ts';
+
+export interface OptimizerExperimentOptions {
+  /** Experiment directory; reused (completed runs skipped) when it holds this experiment already. */
+  out: string;
+  /** Default: every optimizer of the registry. */
+  optimizers?: string[];
+  /** Steps of each final run (default 600). */
+  steps?: number;
+  /** Steps of each sweep run (default 150). */
+  sweepSteps?: number;
+  /** Sweep grid: the optimizer's recommended lr times each factor (default [1/3, 1, 3]). */
+  lrFactors?: number[];
+  /** Sequences per step (default 16). */
+  batch?: number;
+  /** Model (default the `tiny` preset) and the name it is recorded under. */
+  config?: GPTConfig;
+  configName?: string;
+  /** Corpus file or directory; undefined = the built-in corpus. */
+  data?: string;
+  /** Validation tokens per evaluation (default 65536). */
+  evalTokens?: number;
+  /** Evaluate final runs every this many steps, for the curves (default steps/10; sweeps only at the end). */
+  evalEvery?: number;
+  seed?: number;
+  /** Keep the sweep runs' checkpoints (default: pruned after the run; final runs keep theirs). */
+  keepSweepCheckpoints?: boolean;
+  /** The trainer's progress bar for each run (default false). */
+  progress?: boolean;
+  /** One line per run (default: stderr). */
+  log?: (line: string) => void;
+  /** Polled between steps (Ctrl-C): the current run stops, the experiment returns with interrupted. */
+  shouldStop?: () => boolean;
+}
+
+/** What results.json records about how the runs were made; a reused `out` must match it. */
+export interface ExperimentSettings {
+  configName: string;
+  config: GPTConfig;
+  data: string | null;
+  steps: number;
+  sweepSteps: number;
+  batch: number;
+  evalTokens: number;
+  evalEvery: number;
+  seed: number;
+  schedule: 'cosine';
+  clip: number;
+}
+
+/** summary.json of one run directory. */
+export interface RunRecord {
+  optimizer: string;
+  kind: 'sweep' | 'final';
+  lr: number;
+  steps: number;
+  status: 'ok' | 'diverged';
+  /** null when diverged (it scores as +∞). */
+  val_loss: number | null;
+  train_loss: number | null;
+  tokens_per_s: number | null;
+  /** Seconds in training steps (evaluation and checkpoints excluded). */
+  seconds: number | null;
+  /** Wall-clock seconds of the whole run. */
+  wall_seconds: number;
+  params: number;
+  state_bytes: number;
+  state_bytes_per_param: number;
+  error?: string;
+}
+
+export interface SweepPoint {
+  lr: number;
+  factor: number;
+  /** null = diverged (+∞). */
+  val_loss: number | null;
+  diverged: boolean;
+  run_dir: string;
+}
+
+export interface OptimizerResult {
+  optimizer: string;
+  recommended_lr: number;
+  /** Options besides lr, as the runs used them. */
+  options: Record<string, unknown>;
+  sweep: SweepPoint[];
+  /** null until the sweep is complete, or when every sweep run diverged. */
+  best_lr: number | null;
+  /** The best lr is the smallest or largest of the grid: the optimum may lie outside it. */
+  best_at_edge: boolean;
+  status: 'ok' | 'diverged' | 'all_sweep_runs_diverged' | 'incomplete';
+  /** Final run at best_lr (null until it ran, or when it diverged). */
+  val_loss: number | null;
+  train_loss: number | null;
+  /** Optimizer state of the final run (from the trainer's actual buffers). */
+  state_bytes: number | null;
+  state_bytes_per_param: number | null;
+  /** This optimizer's state bytes / AdamW's; null without both. */
+  state_ratio_vs_adamw: number | null;
+  /** Final val loss / AdamW's; null without both. */
+  val_loss_ratio_vs_adamw: number | null;
+  tokens_per_s: number | null;
+  seconds: number | null;
+  run_dir: string | null;
+}
+
+/** The paper's claim for Adafactor: state ≤ 5% of AdamW's at ≤ 3% higher validation loss. */
+export interface AdafactorTarget {
+  state_limit: number;
+  val_loss_limit: number;
+  /** adafactor / adamw; null when either final run is missing. */
+  state_ratio: number | null;
+  val_loss_ratio: number | null;
+  adafactor_val_loss: number | null;
+  adamw_val_loss: number | null;
+  state_ok: boolean | null;
+  val_loss_ok: boolean | null;
+  met: boolean | null;
+}
+
+export interface ExperimentResults {
+  version: 1;
+  experiment: 'optimizers';
+  settings: ExperimentSettings;
+  lr_factors: number[];
+  params: number;
+  complete: boolean;
+  interrupted: boolean;
+  optimizers: OptimizerResult[];
+  adafactor_target: AdafactorTarget;
+  updated: string;
+}
+
+export const DEFAULT_LR_FACTORS = [1 / 3, 1, 3];
+export const STATE_TARGET = 0.05;
+export const VAL_LOSS_TARGET = 0.03;
+const RESULTS = 'results.json';
+const SUMMARY = 'summary.json';
+
+/** The sweep's learning rates: 3 significant digits, so the value and its directory name agree. */
+export function sweepLrs(recommended: number, factors: number[]): { lr: number; factor: number }[] {
+  const out: { lr: number; factor: number }[] = [];
+  for (const factor of factors) {
+    const lr = Number((recommended * factor).toPrecision(3));
+    if (!out.some((p) => p.lr === lr)) out.push({ lr, factor });
+  }
+  return out.sort((a, b) => a.lr - b.lr);
+}
+
+export function lrDirName(lr: number): string {
+  return `lr-${String(lr)}`;
+}
+
+interface Resolved {
+  out: string;
+  optimizers: string[];
+  lrFactors: number[];
+  settings: ExperimentSettings;
+  keepSweepCheckpoints: boolean;
+  progress: boolean;
+  log: (line: string) => void;
+  shouldStop?: () => boolean;
+}
+
+const positiveInt = (name: string, v: number) => {
+  if (!Number.isSafeInteger(v) || v < 1) throw new UserError(`${name} must be a positive integer, got ${v}`);
+  return v;
+};
+
+/** Checks everything the runs need before anything is written; throws UserError naming the problem. */
+export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
+  const optimizers = [...new Set(o.optimizers ?? OPTIMIZER_NAMES)];
+  if (optimizers.length === 0) throw new UserError(`--optimizers is empty: name one or more of ${OPTIMIZER_NAMES.join(', ')}`);
+  for (const name of optimizers) optimizerEntry(name); // unknown name → UserError listing the known ones
+  const lrFactors = [...(o.lrFactors ?? DEFAULT_LR_FACTORS)];
+  if (lrFactors.length === 0) throw new UserError('--lr-factors is empty: give one or more positive numbers, e.g. 0.333,1,3');
+  for (const f of lrFactors) {
+    if (!Number.isFinite(f) || f <= 0) throw new UserError(`--lr-factors must be positive numbers, got ${f}`);
+  }
+  const config = o.config ?? { ...CONFIGS.tiny };
+  const steps = positiveInt('--steps', o.steps ?? 600);
+  const sweepSteps = positiveInt('--sweep-steps', o.sweepSteps ?? 150);
+  const batch = positiveInt('--batch', o.batch ?? 16);
+  const evalTokens = positiveInt('--eval-tokens', o.evalTokens ?? 65536);
+  if (evalTokens < config.blockSize + 1) {
+    throw new UserError(`--eval-tokens ${evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
+  }
+  const evalEvery = positiveInt('evalEvery', o.evalEvery ?? Math.max(1, Math.round(steps / 10)));
+  const seed = o.seed ?? 1337;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new UserError(`--seed must be a non-negative integer, got ${seed}`);
+  const data = o.data === undefined ? undefined : path.resolve(o.data);
+  checkCorpusSize(loadCorpus(data), config.blockSize); // bad data fails here, before out is touched
+  for (const name of optimizers) runOptions(name, optimizerEntry(name).train.lr); // options valid
+  return {
+    out: path.resolve(o.out),
+    optimizers,
+    lrFactors,
+    settings: {
+      configName: o.configName ?? (o.config ? 'custom' : 'tiny'),
+      config,
+      data: data ?? null,
+      steps,
+      sweepSteps,
+      batch,
+      evalTokens,
+      evalEvery,
+      seed,
+      schedule: 'cosine',
+      clip: 1,
+    },
+    keepSweepCheckpoints: o.keepSweepCheckpoints ?? false,
+    progress: o.progress ?? false,
+    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
+    shouldStop: o.shouldStop,
+  };
+}
+
+/** A fresh or compatible experiment directory; anything else is refused before it is touched. */
+function checkOut(r: Resolved): void {
+  const file = path.join(r.out, RESULTS);
+  if (!fs.existsSync(r.out)) return;
+  if (!fs.statSync(r.out).isDirectory()) throw new UserError(`--out ${r.out} exists and is not a directory`);
+  if (!fs.existsSync(file)) {
+    if (fs.readdirSync(r.out).length > 0) {
+      throw new UserError(`--out ${r.out} is not empty and holds no ${RESULTS}: pick a new directory or an earlier experiment's`);
+    }
+    return;
+  }
+  let saved: Partial<ExperimentResults>;
+  try {
+    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    throw new UserError(`${file} is not valid JSON: fix or remove it, or pick another --out`);
+  }
+  if (saved.experiment !== 'optimizers' || !saved.settings) throw new UserError(`${file} is not an optimizer experiment's results`);
+  const differs = (Object.keys(r.settings) as (keyof ExperimentSettings)[]).filter(
+    (k) => JSON.stringify(saved.settings![k]) !== JSON.stringify(r.settings[k]),
+  );
+  if (differs.length > 0) {
+    const show = (v: unknown) => JSON.stringify(v);
+    const k = differs[0];
+    throw new UserError(
+      `--out ${r.out} holds an experiment with other settings (${k}: ${show(saved.settings[k])} there, ${show(r.settings[k])} now): ` +
+        'repeat its settings to continue it, or pick another --out',
+    );
+  }
+}
+
+/** Exact optimizer-state bytes for a model, without training (for runs that diverged before reporting it). */
+export function plannedStateBytes(name: string, options: Record<string, unknown>, config: GPTConfig): { bytes: number; params: number } {
+  const layout = paramLayout(config);
+  const opt = createOptimizer(name, options);
+  return { bytes: stateBytes(opt.init(new Float32Array(layout.total), layout.tensors)), params: layout.total };
+}
+
+/**
+ * The options a run is created with: the registry's recommended ones. An optimizer that refuses
+ * to be built without an lr (Adafactor with relativeStep=false) also gets the run's peak lr; the
+ * trainer still passes the schedule's lr at every step, which takes precedence.
+ */
+export function runOptions(name: string, lr: number): Record<string, unknown> {
+  const options = { ...optimizerEntry(name).train.options };
+  try {
+    createOptimizer(name, options);
+    return options;
+  } catch (err) {
+    if (!(err instanceof UserError) || 'lr' in options) throw err;
+    createOptimizer(name, { ...options, lr }); // throws its own message when lr is not the problem
+    return { ...options, lr };
+  }
+}
+
+function readRecord(dir: string): RunRecord | undefined {
+  try {
+    const rec = JSON.parse(fs.readFileSync(path.join(dir, SUMMARY), 'utf8')) as RunRecord;
+    return rec.status === 'ok' || rec.status === 'diverged' ? rec : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<ExperimentResults> {
+  const r = resolveExperimentOptions(opts);
+  checkOut(r);
+  fs.mkdirSync(r.out, { recursive: true });
+  const s = r.settings;
+  const params = paramLayout(s.config).total;
+
+  const plans = r.optimizers.map((name) => {
+    const entry = optimizerEntry(name);
+    return { name, recommendedLr: entry.train.lr, options: { ...entry.train.options }, grid: sweepLrs(entry.train.lr, r.lrFactors) };
+  });
+  const records = new Map<string, RunRecord>(); // run dir → record
+  const total = plans.reduce((a, p) => a + p.grid.length + 1, 0);
+  let done = 0;
+  let interrupted = false;
+  // Runs finished by an earlier invocation count in results.json from the start.
+  for (const plan of plans) {
+    const runs = [...plan.grid.map((g) => ({ dir: lrDirName(g.lr), lr: g.lr, steps: s.sweepSteps })), { dir: 'final', lr: NaN, steps: s.steps }];
+    for (const run of runs) {
+      const dir = path.join(r.out, plan.name, run.dir);
+      const rec = readRecord(dir);
+      if (rec && rec.steps === run.steps && (Number.isNaN(run.lr) || rec.lr === run.lr)) records.set(dir, rec);
+    }
+  }
+
+  const save = () => {
+    const results = assembleResults(r, plans, records, params, interrupted);
+    writeFileAtomic(path.join(r.out, RESULTS), JSON.stringify(results, null, 2) + '\n');
+    return results;
+  };
+  save();
+
+  /** One run: reused when its summary.json is there, otherwise (re)started from scratch. */
+  const run = async (name: string, kind: 'sweep' | 'final', lr: number): Promise<RunRecord | undefined> => {
+    const dir = path.join(r.out, name, kind === 'final' ? 'final' : lrDirName(lr));
+    const steps = kind === 'final' ? s.steps : s.sweepSteps;
+    const tag = `[${String(++done).padStart(String(total).length)}/${total}] ${name} ${kind} lr ${lr} (${steps} steps)`;
+    const old = readRecord(dir);
+    if (old && old.lr === lr && old.steps === steps) {
+      records.set(dir, old);
+      r.log(`${tag}: ${describe(old)} (done earlier)`);
+      return old;
+    }
+    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true }); // an unfinished run: start it over
+    const options = runOptions(name, lr);
+    const trainOpts: TrainOptions = {
+      configName: s.configName,
+      config: s.config,
+      data: s.data ?? undefined,
+      steps,
+      batch: s.batch,
+      accum: 1,
+      lr,
+      minLr: lr / 10,
+      warmup: Math.min(100, Math.floor(steps / 10)),
+      schedule: s.schedule,
+      optimizer: name,
+      optimizerOptions: options,
+      clip: s.clip,
+      evalEvery: kind === 'final' ? s.evalEvery : 0,
+      evalTokens: s.evalTokens,
+      checkpointEvery: 0,
+      keep: 1,
+      out: dir,
+      seed: s.seed,
+    };
+    const t0 = performance.now();
+    let record: RunRecord;
+    try {
+      const sum: TrainSummary = await train(trainOpts, { progress: r.progress, shouldStop: r.shouldStop });
+      if (sum.interrupted) {
+        interrupted = true;
+        r.log(`${tag}: interrupted at step ${sum.steps}`);
+        return undefined;
+      }
+      const finite = sum.val_loss !== null && Number.isFinite(sum.val_loss);
+      record = {
+        optimizer: name, kind, lr, steps, status: finite ? 'ok' : 'diverged',
+        val_loss: finite ? sum.val_loss : null,
+        train_loss: Number.isFinite(sum.train_loss) ? sum.train_loss : null,
+        tokens_per_s: sum.tokens_per_s, seconds: sum.seconds, wall_seconds: (performance.now() - t0) / 1000,
+        params: sum.params, state_bytes: sum.optimizer_state_bytes, state_bytes_per_param: sum.optimizer_state_bytes_per_param,
+        ...(finite ? {} : { error: `validation loss is ${sum.val_loss}` }),
+      };
+    } catch (err) {
+      if (!(err instanceof TrainingDiverged)) throw err;
+      const planned = plannedStateBytes(name, options, s.config);
+      record = {
+        optimizer: name, kind, lr, steps, status: 'diverged', val_loss: null, train_loss: null, tokens_per_s: null, seconds: null,
+        wall_seconds: (performance.now() - t0) / 1000, params: planned.params, state_bytes: planned.bytes,
+        state_bytes_per_param: planned.bytes / planned.params, error: err.message,
+      };
+    }
+    if (kind === 'sweep' && !r.keepSweepCheckpoints) fs.rmSync(path.join(dir, 'checkpoints'), { recursive: true, force: true });
+    writeFileAtomic(path.join(dir, SUMMARY), JSON.stringify(record, null, 2) + '\n');
+    records.set(dir, record);
+    r.log(`${tag}: ${describe(record)}`);
+    save();
+    return record;
+  };
+
+  outer: for (const plan of plans) {
+    let best: { lr: number; loss: number } | undefined;
+    for (const { lr } of plan.grid) {
+      const rec = await run(plan.name, 'sweep', lr);
+      if (!rec) break outer;
+      const loss = rec.val_loss ?? Infinity;
+      if (loss < (best?.loss ?? Infinity)) best = { lr, loss };
+    }
+    if (!best) {
+      done++;
+      r.log(`${plan.name}: every sweep run diverged; no final run`);
+      continue;
+    }
+    if (!(await run(plan.name, 'final', best.lr))) break;
+  }
+  const results = save();
+  writeExperimentReport(r.out, results);
+  return results;
+}
+
+function describe(rec: RunRecord): string {
+  if (rec.status === 'diverged') return `diverged (${rec.error ?? 'non-finite loss'})`;
+  return `val loss ${rec.val_loss!.toFixed(4)}, ${Math.round(rec.tokens_per_s ?? 0)} tok/s, ${rec.wall_seconds.toFixed(1)} s`;
+}
+
+/** results.json from the runs so far (pure apart from the paths). */
+function assembleResults(
+  r: Resolved,
+  plans: { name: string; recommendedLr: number; options: Record<string, unknown>; grid: { lr: number; factor: number }[] }[],
+  records: Map<string, RunRecord>,
+  params: number,
+  interrupted: boolean,
+): ExperimentResults {
+  const rel = (dir: string) => path.relative(r.out, dir);
+  const optimizers: OptimizerResult[] = plans.map((plan) => {
+    const sweep: SweepPoint[] = [];
+    for (const { lr, factor } of plan.grid) {
+      const dir = path.join(r.out, plan.name, lrDirName(lr));
+      const rec = records.get(dir);
+      if (rec) sweep.push({ lr, factor, val_loss: rec.val_loss, diverged: rec.status === 'diverged', run_dir: rel(dir) });
+    }
+    const sweepDone = sweep.length === plan.grid.length;
+    let best: SweepPoint | undefined;
+    for (const p of sweep) if (p.val_loss !== null && (best === undefined || p.val_loss < best.val_loss!)) best = p;
+    const finalDir = path.join(r.out, plan.name, 'final');
+    const finRec = records.get(finalDir);
+    const fin = finRec && sweepDone && best && finRec.lr === best.lr ? finRec : undefined; // not a stale one
+    const status: OptimizerResult['status'] = fin
+      ? fin.status
+      : sweepDone && !best
+        ? 'all_sweep_runs_diverged'
+        : 'incomplete';
+    return {
+      optimizer: plan.name,
+      recommended_lr: plan.recommendedLr,
+      options: plan.options,
+      sweep,
+      best_lr: sweepDone && best ? best.lr : null,
+      best_at_edge: sweepDone && !!best && plan.grid.length > 1 && (best.lr === plan.grid[0].lr || best.lr === plan.grid[plan.grid.length - 1].lr),
+      status,
+      val_loss: fin?.val_loss ?? null,
+      train_loss: fin?.train_loss ?? null,
+      state_bytes: fin?.state_bytes ?? null,
+      state_bytes_per_param: fin?.state_bytes_per_param ?? null,
+      state_ratio_vs_adamw: null,
+      val_loss_ratio_vs_adamw: null,
+      tokens_per_s: fin?.tokens_per_s ?? null,
+      seconds: fin?.seconds ?? null,
+      run_dir: fin ? rel(finalDir) : null,
+    };
+  });
+  const adamw = optimizers.find((o) => o.optimizer === 'adamw');
+  for (const o of optimizers) {
+    if (adamw?.state_bytes && o.state_bytes !== null) o.state_ratio_vs_adamw = o.state_bytes / adamw.state_bytes;
+    if (adamw?.val_loss && o.val_loss !== null) o.val_loss_ratio_vs_adamw = o.val_loss / adamw.val_loss;
+  }
+  const af = optimizers.find((o) => o.optimizer === 'adafactor');
+  const stateRatio = af?.state_ratio_vs_adamw ?? null;
+  const valRatio = af?.val_loss_ratio_vs_adamw ?? null;
+  const stateOk = stateRatio === null ? null : stateRatio <= STATE_TARGET;
+  const valOk = valRatio === null ? null : valRatio <= 1 + VAL_LOSS_TARGET;
+  const complete = optimizers.every((o) => o.status !== 'incomplete');
+  return {
+    version: 1,
+    experiment: 'optimizers',
+    settings: r.settings,
+    lr_factors: r.lrFactors,
+    params,
+    complete,
+    interrupted,
+    optimizers,
+    adafactor_target: {
+      state_limit: STATE_TARGET,
+      val_loss_limit: VAL_LOSS_TARGET,
+      state_ratio: stateRatio,
+      val_loss_ratio: valRatio,
+      adafactor_val_loss: af?.val_loss ?? null,
+      adamw_val_loss: adamw?.val_loss ?? null,
+      state_ok: stateOk,
+      val_loss_ok: valOk,
+      met: stateOk === null || valOk === null ? null : stateOk && valOk,
+    },
+    updated: new Date().toISOString(),
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Remedies for the Lion/Tiger embedding anomaly (techniques.md §6.6), shared by both:
+ *   lazyEmbedding      update only embedding rows whose gradient is not all zero (m included);
+ *   embeddingOptimizer 'adamw': the Lion authors' hybrid, AdamW for the embeddings.
+ * (Tying input and output embeddings, the third remedy, is built into Keel's GPT: every row of
+ * wte gets a dense gradient through the softmax.)
+ */
+import type { Floats, Kernels } from '../kernels/types.ts';
+import type { Schema } from './options.ts';
+import type { SlotSpec, TensorSpec } from './types.ts';
+import { slotOffsets, view } from './base.ts';
+
+export interface EmbeddingRemedies {
+  lazyEmbedding?: boolean;
+  embeddingOptimizer?: 'same' | 'adamw';
+  /** With embeddingOptimizer adamw: the embeddings' lr = this × the step's lr. */
+  embeddingLrScale?: number;
+}
+
+export const embeddingSchema: Schema = {
+  lazyEmbedding: { type: 'boolean', default: false, doc: 'update only embedding rows with a non-zero gradient (§6.6 remedy 1)' },
+  embeddingOptimizer: { type: 'enum', values: ['same', 'adamw'], default: 'same', doc: 'adamw: AdamW for the embeddings (§6.6 remedy 3)' },
+  embeddingLrScale: { type: 'number', default: 3, min: 0, doc: 'embeddings lr ÷ lr when embeddingOptimizer=adamw' },
+};
+
+/** AdamW's settings for the embeddings in the hybrid: LLM defaults, no decay. */
+const HYBRID = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
+
+/** The second-moment slot of the hybrid: embeddings only. */
+export function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
+  return { name: 'exp_avg_sq', shapes: tensors.map((t) => (t.kind === 'embedding' ? t.shape : null)) };
+}
+
+/** Row runs (in elements, relative to the tensor) whose gradient rows are not all zero. */
+export function nonZeroRowRuns<F extends Floats>(grads: F, t: TensorSpec): { offset: number; size: number }[] {
+  const C = t.shape[t.shape.length - 1] ?? t.size;
+  const out: { offset: number; size: number }[] = [];
+  for (let r = 0; r * C < t.size; r++) {
+    let nz = false;
+    for (let j = t.offset + r * C, e = j + C; j < e && !nz; j++) nz = grads[j] !== 0;
+    if (!nz) continue;
+    const last = out[out.length - 1];
+    if (last && last.offset + last.size === r * C) last.size += C;
+    else out.push({ offset: r * C, size: C });
+  }
+  return out;
+}
+
+/**
+ * One AdamW (hybrid) step of embedding tensor `i`, with gradient accumulation folded into m and
+ * v as in §6.9 (k micro-steps per update; exact for k = 1). `update` is false on micro-steps.
+ */
+export function hybridAdamStep<F extends Floats>(
+  k: Kernels<F>, params: F, grads: F, m: F, v: F, vSlot: SlotSpec, tensors: readonly TensorSpec[], i: number,
+  lr: number, t: number, accum: number,
+): void {
+  const tn = tensors[i];
+  const vOff = slotOffsets(vSlot)[i];
+  const first = (t - 1) % accum === 0;
+  const update = t % accum === 0;
+  const tu = Math.ceil(t / accum); // updates so far, counting this one
+  k.adam(
+    view(params, tn.offset, tn.size), view(grads, tn.offset, tn.size), view(m, tn.offset, tn.size), view(v, vOff, tn.size), tn.size,
+    {
+      beta1: first ? HYBRID.beta1 : 1, g1: (1 - HYBRID.beta1) / accum,
+      beta2: first ? HYBRID.beta2 : 1, g2: (1 - HYBRID.beta2) / accum,
+      mScale: 1 / (1 - Math.pow(HYBRID.beta1, tu)), rootVScale: 1 / Math.sqrt(1 - Math.pow(HYBRID.beta2, tu)),
+      lr: update ? lr : 0, eps: HYBRID.eps, decay: 1, epsMode: 0,
+    },
+  );
+}

@@ -1,0 +1,71 @@
+/**
+ * Lion (techniques.md §6.4): one momentum buffer, sign updates, no ε.
+ *   u = sign(β1·m + (1−β1)·g);  θ = θ − η·(u + λθ);  m = β2·m + (1−β2)·g   (m updated after θ)
+ * Use a learning rate 3–10× smaller and a weight decay 3–10× larger than AdamW's.
+ */
+import type { Floats } from '../kernels/types.ts';
+import { decays, defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, runs, stepLr, view } from './base.ts';
+import { embeddingSchema, hybridAdamStep, hybridSlot, nonZeroRowRuns, type EmbeddingRemedies } from './embedding.ts';
+import { resolveOptions, type Schema } from './options.ts';
+import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
+
+export interface LionOptions extends EmbeddingRemedies {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  weightDecay?: number;
+  /** Decay embeddings too (default true, as in the paper's code). */
+  decayEmbeddings?: boolean;
+}
+
+export const lionSchema: Schema = {
+  lr: { type: 'number', min: 0, doc: 'learning rate (3–10× below AdamW’s)' },
+  beta1: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'interpolation β1 of the update direction' },
+  beta2: { type: 'number', default: 0.99, min: 0, max: 1, doc: 'momentum decay β2' },
+  weightDecay: { type: 'number', default: 0, min: 0, doc: 'decoupled weight decay λ (3–10× above AdamW’s)' },
+  decayEmbeddings: { type: 'boolean', default: true, doc: 'also decay the embeddings' },
+  ...embeddingSchema,
+};
+
+export function lion<F extends Floats = Float32Array>(options: LionOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  const o = resolveOptions<Required<LionOptions>>('lion', lionSchema, options as Record<string, unknown>);
+  const k = kernelsOr(ctx.kernels);
+  const hybrid = o.embeddingOptimizer === 'adamw';
+  const slots = (tensors: readonly TensorSpec[]) => [fullSlot('exp_avg', tensors), ...(hybrid ? [hybridSlot(tensors)] : [])];
+  return {
+    name: 'lion',
+    options: o,
+    microSteps: 1,
+    slots,
+    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
+    step(params, grads, state, so = {}) {
+      const lr = stepLr('lion', so.lr ?? o.lr);
+      state.t += 1;
+      const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
+      const m = state.slots.exp_avg;
+      const coefs = (decay: boolean) => ({
+        dirM: o.beta1, dirG: 1 - o.beta1, keepM: o.beta2, addG: 1 - o.beta2, lr, weightDecay: decay ? o.weightDecay : 0,
+        phi: 0 as const, eps: 0, rmsBlock: 0, rmsFloor: 0, skipZeroRows: false,
+      });
+      // Embeddings get their own calls when a remedy applies to them.
+      const special = (t: TensorSpec) => t.kind === 'embedding' && (hybrid || o.lazyEmbedding);
+      const own = new Set(skip);
+      state.tensors.forEach((t, i) => special(t) && own.add(i));
+      for (const r of runs(state.tensors, own, (t) => decays(t, o.decayEmbeddings))) {
+        k.momentum(view(params, r.offset, r.size), view(grads, r.offset, r.size), view(m, r.offset, r.size), r.size, coefs(r.key));
+      }
+      state.tensors.forEach((t, i) => {
+        if (skip.has(i) || !special(t)) return;
+        if (hybrid) {
+          hybridAdamStep(k, params, grads, m, state.slots.exp_avg_sq, slots(state.tensors)[1], state.tensors, i, lr * o.embeddingLrScale, state.t, 1);
+          return;
+        }
+        for (const rr of nonZeroRowRuns(grads, t)) {
+          const at = t.offset + rr.offset;
+          k.momentum(view(params, at, rr.size), view(grads, at, rr.size), view(m, at, rr.size), rr.size, coefs(decays(t, o.decayEmbeddings)));
+        }
+      });
+      return { skipped: names(state.tensors, skip), applied: true };
+    },
+  };
+}

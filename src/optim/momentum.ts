@@ -1,0 +1,114 @@
+/**
+ * The elementwise momentum optimizers without per-tensor policy: Signum/SignSGD, SoftSign and
+ * SGD. Each is one call of the `momentum` kernel per run of tensors; only the coefficients differ.
+ */
+import type { Floats, MomentumCoefs } from '../kernels/types.ts';
+import { decays, defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, runs, stepLr, view } from './base.ts';
+import { resolveOptions, type Schema } from './options.ts';
+import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
+
+interface Common {
+  lr?: number;
+  weightDecay?: number;
+  decayEmbeddings?: boolean;
+}
+
+const common: Schema = {
+  lr: { type: 'number', min: 0, doc: 'learning rate' },
+  weightDecay: { type: 'number', default: 0, min: 0, doc: 'decoupled weight decay λ (matrices)' },
+  decayEmbeddings: { type: 'boolean', default: false, doc: 'also decay the embeddings' },
+};
+
+/** Momentum coefficients for one step, given resolved options and the run's decay flag. */
+type Coefs<O> = (o: O, lr: number, decay: boolean) => MomentumCoefs;
+
+function elementwise<O extends Common, F extends Floats>(
+  name: string, schema: Schema, slot: string, coefs: Coefs<Required<O>>, options: O, ctx: FactoryContext<F>,
+): Optimizer<F> {
+  const o = resolveOptions<Required<O>>(name, schema, options as Record<string, unknown>);
+  const k = kernelsOr(ctx.kernels);
+  // Without momentum (SignSGD, plain SGD) there is no state: the kernel's m is the gradient
+  // buffer itself, which m = 0·m + 1·g rewrites with its own values.
+  const stateless = (o as Record<string, unknown>)[slot === 'momentum_buffer' ? 'momentum' : 'beta'] === 0;
+  const slots = (tensors: readonly TensorSpec[]) => (stateless ? [] : [fullSlot(slot, tensors)]);
+  return {
+    name,
+    options: o,
+    microSteps: 1,
+    slots,
+    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
+    step(params, grads, state, so = {}) {
+      const lr = stepLr(name, so.lr ?? o.lr);
+      state.t += 1;
+      const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
+      const m = stateless ? grads : state.slots[slot];
+      for (const r of runs(state.tensors, skip, (t) => decays(t, o.decayEmbeddings === true))) {
+        k.momentum(view(params, r.offset, r.size), view(grads, r.offset, r.size), view(m, r.offset, r.size), r.size, coefs(o, lr, r.key));
+      }
+      return { skipped: names(state.tensors, skip), applied: true };
+    },
+  };
+}
+
+const plain = { rmsBlock: 0, rmsFloor: 0, skipZeroRows: false, eps: 0 };
+
+export interface SignumOptions extends Common {
+  /** Momentum β; 0 gives SignSGD, θ −= η·sign(g). */
+  beta?: number;
+}
+
+export const signumSchema: Schema = {
+  ...common,
+  beta: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum β (0 = SignSGD)' },
+};
+export const signsgdSchema: Schema = { ...signumSchema, beta: { ...signumSchema.beta, default: 0 } as Schema[string] };
+
+const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) => ({
+  ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 0,
+});
+
+/** Signum (techniques.md §6.1.2): m = β·m + (1−β)·g;  θ = θ − η·(sign(m) + λθ). */
+export function signum<F extends Floats = Float32Array>(options: SignumOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  return elementwise('signum', signumSchema, 'exp_avg', signCoefs, options, ctx);
+}
+
+/** SignSGD: Signum with β = 0, θ = θ − η·(sign(g) + λθ). */
+export function signsgd<F extends Floats = Float32Array>(options: SignumOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  return elementwise('signsgd', signsgdSchema, 'exp_avg', signCoefs, options, ctx);
+}
+
+export interface SoftSignOptions extends Common {
+  beta?: number;
+  /** The ε of softsign(m, ε) = m/√(m² + ε²): Adam's ε in the §6.1.3 model. */
+  eps?: number;
+}
+
+export const softsignSchema: Schema = {
+  ...common,
+  beta: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum β' },
+  eps: { type: 'number', default: 1e-8, min: 0, doc: 'ε of m/√(m² + ε²)' },
+};
+
+/** SoftSign (techniques.md §6.1.3): m = β·m + (1−β)·g;  θ = θ − η·(m/√(m² + ε²) + λθ). */
+export function softsign<F extends Floats = Float32Array>(options: SoftSignOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  return elementwise('softsign', softsignSchema, 'exp_avg', (o: Required<SoftSignOptions>, lr, decay) => ({
+    ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 1, eps: o.eps,
+  }), options, ctx);
+}
+
+export interface SGDOptions extends Common {
+  /** PyTorch convention: buf = μ·buf + g (no dampening). 0 = plain SGD. */
+  momentum?: number;
+}
+
+export const sgdSchema: Schema = {
+  ...common,
+  momentum: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum μ (buf = μ·buf + g)' },
+};
+
+/** SGD with momentum: buf = μ·buf + g;  θ = θ − η·(buf + λθ) (decoupled decay, unlike PyTorch's L2). */
+export function sgd<F extends Floats = Float32Array>(options: SGDOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  return elementwise('sgd', sgdSchema, 'momentum_buffer', (o: Required<SGDOptions>, lr, decay) => ({
+    ...plain, dirM: o.momentum, dirG: 1, keepM: o.momentum, addG: 1, lr, weightDecay: decay ? o.weightDecay : 0, phi: 2,
+  }), options, ctx);
+}

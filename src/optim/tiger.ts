@@ -1,0 +1,87 @@
+/**
+ * Tiger (techniques.md §6.5): Lion with β1 = β2 = β, per-tensor learning rates, gradient
+ * accumulation folded into the momentum (§6.9) and a non-finite-gradient guard.
+ *   micro-step t, k = accumSteps:  m = b1·m + (1−β)/k·g,  b1 = β on the first micro-step of a cycle, else 1
+ *   on the last micro-step:        θ = θ − η·(sign(m) + λθ)
+ *   η by kind: matrices lr·RMS(θ), embeddings lr·RMS(row) per row, biases and gains lr·biasLrScale with λ = 0.
+ * The zero-init trap (RMS(θ) = 0 ⇒ η = 0, the tensor never moves) is closed by RMS floor rmsFloor.
+ * Guard: a tensor with a NaN/Inf gradient keeps m, and θ shrinks toward its init centre:
+ * θ = c + shrink·(θ − c), c = 1 for gains, 0 otherwise (also on accumulation micro-steps).
+ */
+import type { Floats, MomentumCoefs } from '../kernels/types.ts';
+import { defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, stepLr, view } from './base.ts';
+import { embeddingSchema, hybridAdamStep, hybridSlot, nonZeroRowRuns, type EmbeddingRemedies } from './embedding.ts';
+import { resolveOptions, type Schema } from './options.ts';
+import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
+
+export interface TigerOptions extends EmbeddingRemedies {
+  /** The global relative learning rate α (Su: peak 1e-3 to 2e-3). */
+  lr?: number;
+  beta?: number;
+  weightDecay?: number;
+  /** Micro-steps per update; the trainer sets it from --accum. */
+  accumSteps?: number;
+  rmsFloor?: number;
+  biasLrScale?: number;
+  shrink?: number;
+}
+
+export const tigerSchema: Schema = {
+  lr: { type: 'number', min: 0, doc: 'relative learning rate α (η = α·RMS(θ))' },
+  beta: { type: 'number', default: 0.965, min: 0, max: 1, doc: 'momentum β (the mean of Lion’s pair)' },
+  weightDecay: { type: 'number', default: 0.01, min: 0, doc: 'weight decay λ (matrices and embeddings), scaled by η' },
+  accumSteps: { type: 'number', default: 1, min: 1, integer: true, doc: 'micro-steps per update, folded into m' },
+  rmsFloor: { type: 'number', default: 1e-3, min: 0, doc: 'floor of RMS(θ) in η (zero-init tensors still move)' },
+  biasLrScale: { type: 'number', default: 0.5, min: 0, doc: 'η of biases and gains = this × α, no decay' },
+  shrink: { type: 'number', default: 0.99, min: 0, max: 1, doc: 'non-finite guard: θ = c + shrink·(θ − c)' },
+  ...embeddingSchema,
+};
+
+export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
+  const o = resolveOptions<Required<TigerOptions>>('tiger', tigerSchema, options as Record<string, unknown>);
+  const k = kernelsOr(ctx.kernels);
+  const hybrid = o.embeddingOptimizer === 'adamw';
+  const slots = (tensors: readonly TensorSpec[]) => [fullSlot('exp_avg', tensors), ...(hybrid ? [hybridSlot(tensors)] : [])];
+  const K = o.accumSteps;
+  return {
+    name: 'tiger',
+    options: o,
+    microSteps: K,
+    slots,
+    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
+    step(params, grads, state, so = {}) {
+      const alpha = stepLr('tiger', so.lr ?? o.lr);
+      state.t += 1;
+      const t = state.t;
+      const b1 = (t - 1) % K === 0 ? o.beta : 1;
+      const update = t % K === 0;
+      const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
+      const m = state.slots.exp_avg;
+      const coefs = (lr: number, weightDecay: number, rmsBlock: number): MomentumCoefs => ({
+        dirM: b1, dirG: (1 - o.beta) / K, keepM: b1, addG: (1 - o.beta) / K, lr: update ? lr : 0, weightDecay,
+        phi: 0, eps: 0, rmsBlock, rmsFloor: o.rmsFloor, skipZeroRows: false,
+      });
+      state.tensors.forEach((tn, i) => {
+        if (tn.size === 0) return;
+        if (skip.has(i)) return shrinkToward(params, tn, o.shrink);
+        const call = (off: number, size: number, c: MomentumCoefs) =>
+          k.momentum(view(params, off, size), view(grads, off, size), view(m, off, size), size, c);
+        if (tn.kind === 'bias' || tn.kind === 'gain') return call(tn.offset, tn.size, coefs(alpha * o.biasLrScale, 0, 0));
+        if (tn.kind !== 'embedding') return call(tn.offset, tn.size, coefs(alpha, o.weightDecay, tn.size));
+        if (hybrid) {
+          return hybridAdamStep(k, params, grads, m, state.slots.exp_avg_sq, slots(state.tensors)[1], state.tensors, i, alpha * o.embeddingLrScale, t, K);
+        }
+        const row = tn.shape[tn.shape.length - 1] ?? tn.size;
+        const rowRuns = o.lazyEmbedding ? nonZeroRowRuns(grads, tn) : [{ offset: 0, size: tn.size }];
+        for (const r of rowRuns) call(tn.offset + r.offset, r.size, coefs(alpha, o.weightDecay, row));
+      });
+      return { skipped: names(state.tensors, skip), applied: update };
+    },
+  };
+}
+
+/** θ = c + s·(θ − c), c = 1 for gains (LayerNorm scales start at 1), else 0. */
+function shrinkToward<F extends Floats>(params: F, t: TensorSpec, s: number): void {
+  const c = t.kind === 'gain' ? 1 : 0;
+  for (let j = t.offset, e = t.offset + t.size; j < e; j++) params[j] = c + s * (params[j] - c);
+}
