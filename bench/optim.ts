@@ -95,12 +95,12 @@ bench('adam zero', N, 28, () => nk.adam(p, g, m, v, N, adamC(2)));
 bench('adam atan2', N, 28, () => nk.adam(p, g, m, v, N, adamC(3)));
 
 const lion: MomentumCoefs = {
-  dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr: 1e-5, weightDecay: 0.1, phi: 0, eps: 0, rmsBlock: 0, rmsFloor: 0,
+  dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr: 1e-5, weightDecay: 0.1, phi: 0, eps: 0, block: 0, rmsScale: false, rmsFloor: 0,
   skipZeroRows: false,
 };
 bench('momentum (Lion, sign)', N, 20, () => nk.momentum(p, g, m, N, lion));
 bench('momentum (Tiger, RMS θ)', N, 20, () =>
-  nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, rmsBlock: N, rmsFloor: 1e-3 }));
+  nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, block: N, rmsScale: true, rmsFloor: 1e-3 }));
 
 const R = 2048, C = 2048, NA = R * C;
 const ap = rand(NA, 0.02), ag = rand(NA, 0.01), vr = new Float32Array(R), vc = new Float32Array(C);

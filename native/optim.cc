@@ -27,7 +27,7 @@ namespace {
 
 constexpr int64_t kGrain = 65536;  // elements; smaller calls stay on the calling thread
 
-// Reads an enum-like integer property in [lo, hi] (epsMode, phi) or a size (rmsBlock).
+// Reads an enum-like integer property in [lo, hi] (epsMode, phi) or a size (block).
 bool int_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char* key, int64_t lo, int64_t hi,
               int64_t* out, const char* what) {
   double d = 0;
@@ -376,21 +376,22 @@ Napi::Value Momentum(const Napi::CallbackInfo& info) {
   if (!m) return env.Undefined();
   Napi::Object c;
   double dirM, dirG, keepM, addG, lr, wd, eps, rmsFloor;
-  bool skip = false;
+  bool skip = false, rms = false;
   const char* w = "MomentumCoefs";
   if (!obj_arg(info, 4, &c, w) || !num_prop(info, c, "dirM", &dirM, w) || !num_prop(info, c, "dirG", &dirG, w) ||
       !num_prop(info, c, "keepM", &keepM, w) || !num_prop(info, c, "addG", &addG, w) ||
       !num_prop(info, c, "lr", &lr, w) || !num_prop(info, c, "weightDecay", &wd, w) ||
       !int_prop(info, c, "phi", 0, 2, &phi, w) || !num_prop(info, c, "eps", &eps, w) ||
-      !int_prop(info, c, "rmsBlock", 0, 2147483647, &B, w) || !num_prop(info, c, "rmsFloor", &rmsFloor, w) ||
+      !int_prop(info, c, "block", 0, 2147483647, &B, w) || !num_prop(info, c, "rmsFloor", &rmsFloor, w) ||
+      !bool_prop(info, c, "rmsScale", &rms, w) ||
       !bool_prop(info, c, "skipZeroRows", &skip, w))
     return env.Undefined();
   if (B > 0 && N % B != 0) {
-    range_error(info, "momentum: N = " + std::to_string(N) + " is not a multiple of rmsBlock = " + std::to_string(B));
+    range_error(info, "momentum: N = " + std::to_string(N) + " is not a multiple of block = " + std::to_string(B));
     return env.Undefined();
   }
-  if (skip && B == 0) {
-    range_error(info, "momentum: skipZeroRows needs rmsBlock > 0");
+  if ((skip || rms) && B == 0) {
+    range_error(info, std::string("momentum: ") + (skip ? "skipZeroRows" : "rmsScale") + " needs block > 0");
     return env.Undefined();
   }
   const MomK k{(float)dirM, (float)dirG, (float)keepM, (float)addG, (float)wd, (float)(eps * eps)};
@@ -399,6 +400,7 @@ Napi::Value Momentum(const Napi::CallbackInfo& info) {
   const MomFn body = mom_body(simd, (int)phi, step);
   // η of a block from Σθ² over it, before the update.
   auto block_eta = [&](double ss) { return (float)(lr * std::max(std::sqrt(ss / (double)B), rmsFloor)); };
+  const bool scaled = step && rms;  // only then is Σθ² of a block needed
 
   if (B == 0) {
     const float eta = (float)lr;
@@ -410,7 +412,7 @@ Napi::Value Momentum(const Napi::CallbackInfo& info) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t i0 = b * B, i1 = i0 + B;
         if (skip && all_zero(g, i0, i1)) continue;
-        const float eta = step ? block_eta(sumsq_range(simd, p, i0, i1)) : 0.0f;
+        const float eta = scaled ? block_eta(sumsq_range(simd, p, i0, i1)) : (float)lr;
         body(p, g, m, k, eta, i0, i1);
       }
     }, row_grain(B, kGrain));
@@ -426,8 +428,8 @@ Napi::Value Momentum(const Napi::CallbackInfo& info) {
         parallel_for(B, [&](int64_t j0, int64_t j1, int th) { nonzero[(size_t)th] = !all_zero(gb, j0, j1); }, kGrain);
         if (std::none_of(nonzero.begin(), nonzero.end(), [](char z) { return z != 0; })) continue;
       }
-      float eta = 0.0f;
-      if (step) {
+      float eta = (float)lr;
+      if (scaled) {
         std::fill(part.begin(), part.end(), 0.0);
         parallel_for(B, [&](int64_t j0, int64_t j1, int th) { part[(size_t)th] = sumsq_range(simd, pb, j0, j1); }, kGrain);
         double ss = 0.0;

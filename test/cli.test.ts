@@ -120,6 +120,11 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
   badTrain('fractional --batch', ['--config', microJson, '--batch', '2.5'], /--batch.*2\.5/);
   badTrain('unknown flag', ['--config', microJson, '--frobnicate'], /unknown option '--frobnicate'/);
   badTrain('unknown --schedule', ['--config', microJson, '--schedule', 'zigzag'], /zigzag/);
+  badTrain('--schedule piecewise without points', ['--config', microJson, '--schedule', 'piecewise'], /needs --lr-points/);
+  badTrain('bad --lr-points', ['--config', microJson, '--schedule', 'piecewise', '--lr-points', '0:1,5'], /"5" is not STEP:MULTIPLIER/);
+  badTrain('--lr-points without piecewise', ['--config', microJson, '--lr-points', '0:1'], /only with --schedule piecewise/);
+  badTrain('unknown --optimizer', ['--config', microJson, '--optimizer', 'nadam'], /nadam/);
+  badTrain('--opt without =', ['--config', microJson, '--opt', 'beta2'], /expected KEY=VALUE/);
   badTrain('--min-lr above --lr', ['--config', microJson, '--lr', '1e-3', '--min-lr', '1e-2'], /--min-lr .* is above --lr/);
   badTrain('--eval-tokens below one window', ['--config', microJson, '--eval-tokens', '10'], /--eval-tokens 10 is too few/);
 

@@ -227,7 +227,7 @@ test('adam atan2 mode: r within 5e-7 relative of Math.atan2 over 12 decades, ±0
 
 // ---- momentum -------------------------------------------------------------------------------
 
-type MomCase = { name: string; c: Omit<MomentumCoefs, 'rmsBlock' | 'skipZeroRows' | 'rmsFloor'> };
+type MomCase = { name: string; c: Omit<MomentumCoefs, 'block' | 'rmsScale' | 'skipZeroRows' | 'rmsFloor'> };
 const MOM_CASES: MomCase[] = [
   { name: 'lion', c: { dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr: 3e-2, weightDecay: 0.1, phi: 0, eps: 0 } },
   { name: 'tiger', c: { dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, lr: 3e-2, weightDecay: 0.01, phi: 0, eps: 0 } },
@@ -249,8 +249,8 @@ function signAmbiguous(c: MomentumCoefs, g: Float32Array, m: Float32Array): Set<
   return s;
 }
 
-test('momentum matches the reference: every phi, rmsBlock 0 / row / N, rmsFloor, skipZeroRows, lr = 0', () => {
-  // [N, rmsBlocks]: 140 800 = 1100 rows of 128 and 140 002 = 2 blocks of 70 001 split over threads.
+test('momentum matches the reference: every phi, block 0 / row / N, rmsFloor, skipZeroRows, lr = 0', () => {
+  // [N, blocks]: 140 800 = 1100 rows of 128 and 140 002 = 2 blocks of 70 001 split over threads.
   const sizes: [number, number[]][] = [
     [1, [0, 1]], [7, [0, 7, 1]], [1000, [0, 1000, 8]], [100_003, [0, 100_003]],
     [140_800, [0, 128, 140_800]], [140_002, [70_001]],
@@ -266,16 +266,17 @@ test('momentum matches the reference: every phi, rmsBlock 0 / row / N, rmsFloor,
       if (B > 0 && nb > 2) for (let b = 1; b < nb; b += 3) for (let i = b * B; i < (b + 1) * B; i++) g[i] = i % 2 ? 0 : -0;
       for (let i = 5; i < N; i += 11) g[i] = m0[i] = 0;  // d = 0: sign(0) = 0, softsign 0
       for (const mc of MOM_CASES) {
-        for (const skipZeroRows of B > 0 ? [false, true] : [false]) {
+        // Blocks serve skipZeroRows (lazy rows) and rmsScale (Tiger's RMS-scaled η), alone or together.
+        for (const [skipZeroRows, rmsScale] of B > 0 ? [[false, true], [true, true], [true, false]] : [[false, false]]) {
           for (const lr of [mc.c.lr, 0]) {
-            const c: MomentumCoefs = { ...mc.c, lr, rmsBlock: B, rmsFloor: 1e-3, skipZeroRows };
+            const c: MomentumCoefs = { ...mc.c, lr, block: B, rmsScale, rmsFloor: 1e-3, skipZeroRows };
             const pW = p0.slice(), mW = m0.slice();
             ref.momentum(pW, g, mW, N, c);
             const skip = signAmbiguous(c, g, m0);
             ambiguous += skip.size;
             compared += N;
             eachMode((mode) => {
-              const what = `N=${N} rmsBlock=${B} ${mc.name} skip=${skipZeroRows} lr=${lr} ${mode}`;
+              const what = `N=${N} block=${B} ${mc.name} skip=${skipZeroRows} rms=${rmsScale} lr=${lr} ${mode}`;
               const p = p0.slice(), m = m0.slice();
               nk.momentum(p, g, m, N, c);
               noNaN(p, what);
@@ -294,7 +295,7 @@ test('momentum matches the reference: every phi, rmsBlock 0 / row / N, rmsFloor,
 test('momentum by hand: sign(0) = 0, Tiger per-block RMS, rmsFloor, skipZeroRows leaves m too', () => {
   const lr = 0.01;
   const base: MomentumCoefs = {
-    dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr, weightDecay: 0, phi: 0, eps: 0, rmsBlock: 0, rmsFloor: 0,
+    dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr, weightDecay: 0, phi: 0, eps: 0, block: 0, rmsScale: false, rmsFloor: 0,
     skipZeroRows: false,
   };
   eachMode((mode) => {
@@ -306,8 +307,8 @@ test('momentum by hand: sign(0) = 0, Tiger per-block RMS, rmsFloor, skipZeroRows
     assert.deepEqual(Array.from(p), [1, Math.fround(2 - eta), Math.fround(3 + eta), Math.fround(-4 - eta), Math.fround(5 + eta)], `${mode} sign`);
     assert.equal(m[0], 0, `${mode} m stays 0`);
 
-    // Tiger with rmsBlock 2: block 0 has RMS √((9 + 16)/2), block 1 is all zero (RMS 0 → floor).
-    const tiger: MomentumCoefs = { ...base, dirM: 0.9, dirG: 0.1, keepM: 0.9, addG: 0.1, weightDecay: 0.01, rmsBlock: 2, rmsFloor: 1e-3 };
+    // Tiger with block 2: block 0 has RMS √((9 + 16)/2), block 1 is all zero (RMS 0 → floor).
+    const tiger: MomentumCoefs = { ...base, dirM: 0.9, dirG: 0.1, keepM: 0.9, addG: 0.1, weightDecay: 0.01, block: 2, rmsScale: true, rmsFloor: 1e-3 };
     const pt = Float32Array.of(3, 4, 0, 0), gt = Float32Array.of(1, -1, 2, -3), mt = new Float32Array(4);
     nk.momentum(pt, gt, mt, 4, tiger);
     const eta0 = lr * Math.sqrt(12.5), eta1 = lr * 1e-3;
@@ -315,7 +316,7 @@ test('momentum by hand: sign(0) = 0, Tiger per-block RMS, rmsFloor, skipZeroRows
     for (let i = 0; i < 4; i++) assert.ok(Math.abs(pt[i] - want[i]) <= 1e-6 * Math.abs(want[i]), `${mode} tiger θ[${i}] ${pt[i]} vs ${want[i]}`);
 
     // skipZeroRows: row 1 (zero gradient, non-zero momentum) is untouched, m included.
-    const lazy: MomentumCoefs = { ...base, rmsBlock: 3, rmsFloor: 1, skipZeroRows: true };
+    const lazy: MomentumCoefs = { ...base, block: 3, rmsFloor: 1, skipZeroRows: true };
     const pl = Float32Array.of(1, 1, 1, 2, 2, 2), gl = Float32Array.of(1, 0, -1, 0, 0, -0), ml = Float32Array.of(1, 1, 1, 1, 1, 1);
     nk.momentum(pl, gl, ml, 6, lazy);
     assert.deepEqual(Array.from(pl.subarray(3)), [2, 2, 2], `${mode} skipped row θ`);
@@ -346,7 +347,7 @@ test('momentum: the AVX2 and portable bodies agree bit for bit (same float ops, 
   const N = 100_003, p0 = randn(N), g = randn(N), m0 = randn(N);
   for (const mc of MOM_CASES) {
     for (const B of [0, 100_003]) {
-      const c: MomentumCoefs = { ...mc.c, rmsBlock: B, rmsFloor: 1e-3, skipZeroRows: false };
+      const c: MomentumCoefs = { ...mc.c, block: B, rmsScale: B > 0, rmsFloor: 1e-3, skipZeroRows: false };
       const out = simdModes.map((simd) => {
         nk.opsSetSimd(simd);
         const p = p0.slice(), m = m0.slice();
@@ -354,9 +355,9 @@ test('momentum: the AVX2 and portable bodies agree bit for bit (same float ops, 
         return { p, m };
       });
       nk.opsSetSimd(simdBefore);
-      assert.deepEqual(out[0].m, out[1].m, `${mc.name} rmsBlock=${B} m`);
+      assert.deepEqual(out[0].m, out[1].m, `${mc.name} block=${B} m`);
       if (B === 0) assert.deepEqual(out[0].p, out[1].p, `${mc.name} θ`);
-      else nearStep(out[0].p, out[1].p, p0, 1e-6, `${mc.name} rmsBlock=${B} θ`);  // Σθ² differs in order
+      else nearStep(out[0].p, out[1].p, p0, 1e-6, `${mc.name} block=${B} θ`);  // Σθ² differs in order
     }
   }
 });
@@ -460,7 +461,7 @@ test('triad is exact: a = fround(b + fround(s·c)) in every mode', () => {
 test('optimizer kernels reject bad arguments with a JS error', () => {
   const f = (n: number) => new Float32Array(n);
   const ac = adamwCoefs(1, 1e-3, 0.9, 0.95, 1e-8, 0, 0);
-  const mc: MomentumCoefs = { ...MOM_CASES[0].c, rmsBlock: 0, rmsFloor: 0, skipZeroRows: false };
+  const mc: MomentumCoefs = { ...MOM_CASES[0].c, block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false };
   const fc: AdafactorCoefs = { beta2: 0, eps1: 1e-30, clipThreshold: 1, beta1: 0, lr: 1e-2, scaleParameter: true, eps2: 1e-3, weightDecay: 0 };
   const { lr: _lr, ...noLr } = ac;
   assert.throws(() => nk.adam(f(4), f(4), f(4), f(3), 4, ac), /needs 4/);
@@ -469,10 +470,11 @@ test('optimizer kernels reject bad arguments with a JS error', () => {
   assert.throws(() => nk.adam(f(4), f(4), f(4), f(4), 4, { ...ac, epsMode: 4 } as unknown as AdamCoefs), /epsMode must be an integer in \[0, 3\]/);
   assert.throws(() => nk.adam(f(4), f(4), f(4), f(4), 4, null as unknown as AdamCoefs), /must be an object/);
   assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, phi: 3 } as unknown as MomentumCoefs), /phi must be an integer/);
-  assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, rmsBlock: 3 }), /not a multiple of rmsBlock/);
-  assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, skipZeroRows: true }), /skipZeroRows needs rmsBlock > 0/);
+  assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, block: 3 }), /not a multiple of block/);
+  assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, skipZeroRows: true }), /skipZeroRows needs block > 0/);
+  assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, rmsScale: true }), /rmsScale needs block > 0/);
   assert.throws(() => nk.momentum(f(4), f(4), f(4), 4, { ...mc, skipZeroRows: 1 } as unknown as MomentumCoefs), /skipZeroRows must be a boolean/);
-  assert.throws(() => ref.momentum(f(4), f(4), f(4), 4, { ...mc, rmsBlock: 3 }), /rmsBlock/);
+  assert.throws(() => ref.momentum(f(4), f(4), f(4), 4, { ...mc, block: 3 }), /block/);
   assert.throws(() => nk.adafactor(f(6), f(6), f(1), f(3), null, 1, 2, 3, fc), /needs 2/);
   assert.throws(() => nk.adafactor(f(6), f(6), f(2), f(2), null, 1, 2, 3, fc), /needs 3/);
   assert.throws(() => nk.adafactor(f(6), f(6), f(2), null, null, 1, 2, 3, fc), /needs 6/);

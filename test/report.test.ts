@@ -99,7 +99,7 @@ test('report: missing keys and empty panels are skipped; extra panels are added'
   const p = payloadOf(html);
   assert.deepEqual(p.panels.map((x) => x.title), ['Loss', 'Noise scale']);
   assert.deepEqual(p.data.noise_scale.y, [100, 200, 300]);
-  assert.equal(defaultPanels.length, 4, 'defaults untouched by extra panels');
+  assert.equal(defaultPanels.length, 5, 'defaults untouched by extra panels');
 });
 
 test('report: long runs are downsampled but keep their spikes', () => {
@@ -187,4 +187,15 @@ test('configFacts finds keys at any depth and spelling', () => {
     { label: 'data', value: 'x.txt' },
   ]);
   assert.deepEqual(configFacts(undefined), []);
+});
+
+test('configFacts states the optimizer, its options and its state memory (as the trainer writes config.json)', () => {
+  const facts = configFacts({
+    params: 1000, train: { optimizer: 'tiger', optimizerOptions: { beta: 0.9, lazyEmbedding: true } },
+    optimizer_state_bytes: 4 * 2 ** 20, optimizer_state_bytes_per_param: 4,
+  });
+  const get = (label: string) => facts.find((f) => f.label === label)?.value;
+  assert.equal(get('optimizer'), 'tiger');
+  assert.equal(get('optimizer options'), 'beta=0.9 lazyEmbedding=true');
+  assert.equal(get('optimizer state'), '4 MiB (4 B/param)');
 });

@@ -227,8 +227,11 @@ test('--optimizer and --opt: Tiger with its options; bad options are one-line er
   const r = keel([
     'train', '--config', microJson, '--data', corpus, '--steps', '3', '--batch', '2', '--accum', '2',
     '--eval-tokens', '257', '--out', out, '--optimizer', 'tiger', '--opt', 'beta=0.9', '--opt', 'lazyEmbedding=true', '--json',
+    '--lr', '0.02', '--schedule', 'piecewise', '--lr-points', '2:1',
   ]);
   assert.equal(r.status, 0, r.stderr);
+  // Piecewise from an implied (0, 0): half the lr at step 1, all of it from step 2 on.
+  assert.deepEqual(trainLines(out).map((l) => l.lr), [0.01, 0.02, 0.02]);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(s.optimizer, 'tiger');
   assert.equal(s.optimizer_state_bytes, 4 * s.params);

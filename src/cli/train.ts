@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
 import { loadCheckpoint } from '../train/checkpoints.ts';
-import { parseSchedule, SCHEDULES } from '../train/schedule.ts';
+import { parsePoints, parseSchedule, SCHEDULES } from '../train/schedule.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { float, int } from './args.ts';
@@ -26,7 +26,8 @@ export function trainCommand(): Command {
     .option('--lr <x>', 'peak learning rate (default: the optimizer\'s recommended one, AdamW 2e-3)', float(0, true))
     .option('--min-lr <x>', 'final learning rate of the decay (default lr/10)', float(0))
     .option('--warmup <n>', 'linear warm-up steps', int(0), 100)
-    .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up').choices(SCHEDULES).default('cosine'))
+    .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up; piecewise: see --lr-points').choices(SCHEDULES).default('cosine'))
+    .option('--lr-points <s:m,…>', 'piecewise schedule: lr × m at step s, linear in between, e.g. 0:0,100:1,1400:0.1 (a first step > 0 starts from 0)')
     .option('--weight-decay <x>', 'same as --opt weightDecay=x (AdamW default 0.1, matrices only)', float(0))
     .option('--beta1 <x>', 'same as --opt beta1=x', float(0))
     .option('--beta2 <x>', 'same as --opt beta2=x', float(0))
@@ -80,6 +81,7 @@ export function trainCommand(): Command {
         minLr: pick('minLr', o.minLr ?? lr / 10),
         warmup: pick('warmup', o.warmup),
         schedule: parseSchedule(pick('schedule', o.schedule)),
+        lrPoints: pick('lrPoints', o.lrPoints === undefined ? undefined : parsePoints(o.lrPoints)),
         optimizer,
         optimizerOptions,
         clip: pick('clip', o.clip),
@@ -90,6 +92,8 @@ export function trainCommand(): Command {
         out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
         seed: pick('seed', o.seed),
       };
+      if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
+      if (opts.schedule !== 'piecewise' && opts.lrPoints) throw new UserError('--lr-points applies only with --schedule piecewise');
       if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
       if (opts.evalTokens < config.blockSize + 1) {
         throw new UserError(`--eval-tokens ${opts.evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);

@@ -37,7 +37,8 @@ export interface MomentumCoefs {
   weightDecay: number;
   phi: 0 | 1 | 2;
   eps: number;
-  rmsBlock: number;
+  block: number;
+  rmsScale: boolean;
   rmsFloor: number;
   skipZeroRows: boolean;
 }
@@ -127,10 +128,10 @@ export interface Kernels<F extends Floats = Float32Array> {
    *   m = keepM·m + addG·g
    *   if lr ≠ 0:  θ = θ − η·(φ(d) + weightDecay·θ)
    * φ by phi: 0 sign (sign(0) = 0), 1 softsign d/√(d² + ε²), 2 identity.
-   * η = lr when rmsBlock = 0; otherwise the buffer is split into consecutive blocks of rmsBlock
-   * elements and η = lr·max(RMS(θ_block), rmsFloor), RMS taken before the update (Tiger's per-tensor
-   * rmsBlock = N, and per-embedding-row rmsBlock = C, learning rates).
-   * When skipZeroRows is set (requires rmsBlock > 0), a block whose gradient is all zero is left
+   * block > 0 splits the buffer into consecutive blocks of that many elements (it must divide N).
+   * η = lr, or with rmsScale (requires block > 0) η = lr·max(RMS(θ_block), rmsFloor) per block, RMS
+   * taken before the update (Tiger's per-tensor block = N and per-embedding-row block = C rates).
+   * When skipZeroRows is set (requires block > 0), a block whose gradient is all zero is left
    * completely untouched, m included (lazy embedding updates, §6.6).
    * Lion: d = β1·m + (1−β1)·g, m = β2·m + (1−β2)·g. Tiger: dir = keep coefficients (d = new m).
    */

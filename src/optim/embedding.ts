@@ -31,19 +31,9 @@ export function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
   return { name: 'exp_avg_sq', shapes: tensors.map((t) => (t.kind === 'embedding' ? t.shape : null)) };
 }
 
-/** Row runs (in elements, relative to the tensor) whose gradient rows are not all zero. */
-export function nonZeroRowRuns<F extends Floats>(grads: F, t: TensorSpec): { offset: number; size: number }[] {
-  const C = t.shape[t.shape.length - 1] ?? t.size;
-  const out: { offset: number; size: number }[] = [];
-  for (let r = 0; r * C < t.size; r++) {
-    let nz = false;
-    for (let j = t.offset + r * C, e = j + C; j < e && !nz; j++) nz = grads[j] !== 0;
-    if (!nz) continue;
-    const last = out[out.length - 1];
-    if (last && last.offset + last.size === r * C) last.size += C;
-    else out.push({ offset: r * C, size: C });
-  }
-  return out;
+/** Elements per embedding row (the last axis): the kernel's block for per-row policies. */
+export function rowLength(t: TensorSpec): number {
+  return t.shape[t.shape.length - 1] ?? t.size;
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import type { Floats } from '../kernels/types.ts';
 import { decays, defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, runs, stepLr, view } from './base.ts';
-import { embeddingSchema, hybridAdamStep, hybridSlot, nonZeroRowRuns, type EmbeddingRemedies } from './embedding.ts';
+import { embeddingSchema, hybridAdamStep, hybridSlot, rowLength, type EmbeddingRemedies } from './embedding.ts';
 import { resolveOptions, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
@@ -43,9 +43,9 @@ export function lion<F extends Floats = Float32Array>(options: LionOptions = {},
       state.t += 1;
       const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
       const m = state.slots.exp_avg;
-      const coefs = (decay: boolean) => ({
+      const coefs = (decay: boolean, lazyRow = 0) => ({
         dirM: o.beta1, dirG: 1 - o.beta1, keepM: o.beta2, addG: 1 - o.beta2, lr, weightDecay: decay ? o.weightDecay : 0,
-        phi: 0 as const, eps: 0, rmsBlock: 0, rmsFloor: 0, skipZeroRows: false,
+        phi: 0 as const, eps: 0, block: lazyRow, rmsScale: false, rmsFloor: 0, skipZeroRows: lazyRow > 0,
       });
       // Embeddings get their own calls when a remedy applies to them.
       const special = (t: TensorSpec) => t.kind === 'embedding' && (hybrid || o.lazyEmbedding);
@@ -60,10 +60,8 @@ export function lion<F extends Floats = Float32Array>(options: LionOptions = {},
           hybridAdamStep(k, params, grads, m, state.slots.exp_avg_sq, slots(state.tensors)[1], state.tensors, i, lr * o.embeddingLrScale, state.t, 1);
           return;
         }
-        for (const rr of nonZeroRowRuns(grads, t)) {
-          const at = t.offset + rr.offset;
-          k.momentum(view(params, at, rr.size), view(grads, at, rr.size), view(m, at, rr.size), rr.size, coefs(decays(t, o.decayEmbeddings)));
-        }
+        const c = coefs(decays(t, o.decayEmbeddings), rowLength(t));
+        k.momentum(view(params, t.offset, t.size), view(grads, t.offset, t.size), view(m, t.offset, t.size), t.size, c);
       });
       return { skipped: names(state.tensors, skip), applied: true };
     },

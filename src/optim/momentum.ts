@@ -50,7 +50,7 @@ function elementwise<O extends Common, F extends Floats>(
   };
 }
 
-const plain = { rmsBlock: 0, rmsFloor: 0, skipZeroRows: false, eps: 0 };
+const plain = { block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false, eps: 0 };
 
 export interface SignumOptions extends Common {
   /** Momentum β; 0 gives SignSGD, θ −= η·sign(g). */

@@ -10,7 +10,7 @@
  */
 import type { Floats, MomentumCoefs } from '../kernels/types.ts';
 import { defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, stepLr, view } from './base.ts';
-import { embeddingSchema, hybridAdamStep, hybridSlot, nonZeroRowRuns, type EmbeddingRemedies } from './embedding.ts';
+import { embeddingSchema, hybridAdamStep, hybridSlot, rowLength, type EmbeddingRemedies } from './embedding.ts';
 import { resolveOptions, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
@@ -57,9 +57,10 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
       const update = t % K === 0;
       const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
       const m = state.slots.exp_avg;
-      const coefs = (lr: number, weightDecay: number, rmsBlock: number): MomentumCoefs => ({
+      // block > 0: η = lr·max(RMS(θ_block), rmsFloor) per block; lazy rows skip zero-gradient rows.
+      const coefs = (lr: number, weightDecay: number, block: number, lazy = false): MomentumCoefs => ({
         dirM: b1, dirG: (1 - o.beta) / K, keepM: b1, addG: (1 - o.beta) / K, lr: update ? lr : 0, weightDecay,
-        phi: 0, eps: 0, rmsBlock, rmsFloor: o.rmsFloor, skipZeroRows: false,
+        phi: 0, eps: 0, block, rmsScale: block > 0, rmsFloor: o.rmsFloor, skipZeroRows: lazy,
       });
       state.tensors.forEach((tn, i) => {
         if (tn.size === 0) return;
@@ -71,9 +72,7 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
         if (hybrid) {
           return hybridAdamStep(k, params, grads, m, state.slots.exp_avg_sq, slots(state.tensors)[1], state.tensors, i, alpha * o.embeddingLrScale, t, K);
         }
-        const row = tn.shape[tn.shape.length - 1] ?? tn.size;
-        const rowRuns = o.lazyEmbedding ? nonZeroRowRuns(grads, tn) : [{ offset: 0, size: tn.size }];
-        for (const r of rowRuns) call(tn.offset + r.offset, r.size, coefs(alpha, o.weightDecay, row));
+        call(tn.offset, tn.size, coefs(alpha, o.weightDecay, rowLength(tn), o.lazyEmbedding));
       });
       return { skipped: names(state.tensors, skip), applied: update };
     },

@@ -56,6 +56,17 @@ export const defaultPanels: readonly PanelSpec[] = [
   { title: 'Learning rate', yLabel: 'lr', series: [{ key: 'lr', label: 'lr' }] },
   { title: 'Gradient norm', yLabel: 'global L2 norm', logY: true, series: [{ key: 'grad_norm', label: 'grad norm' }] },
   { title: 'Throughput', yLabel: 'tokens / s', series: [{ key: 'tokens_per_s', label: 'tokens/s' }] },
+  {
+    // The Lion/Tiger embedding anomaly (techniques.md §6.6): rows drifting toward ±1/λ.
+    title: 'Embedding rows (wte)',
+    yLabel: 'RMS / max |θ|',
+    logY: true,
+    series: [
+      { key: 'embed_row_rms_median', label: 'row RMS (median)', spanGaps: true },
+      { key: 'embed_row_rms_max', label: 'row RMS (max)', spanGaps: true },
+      { key: 'embed_max_abs', label: 'max |θ|', spanGaps: true },
+    ],
+  },
 ];
 
 export interface ReportOptions {

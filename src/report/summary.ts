@@ -84,6 +84,16 @@ export function configFacts(config: Record<string, unknown> | undefined): Fact[]
   add('lr', showValue(find(entries, ['lr', 'learningrate', 'maxlr', 'peaklr'])));
   add('schedule', showValue(find(entries, ['schedule', 'lrschedule'])));
   add('optimizer', showValue(find(entries, ['optimizer', 'optim'])));
+  const opts = find(entries, ['optimizeroptions']);
+  if (opts && typeof opts === 'object' && Object.keys(opts).length > 0) {
+    add('optimizer options', Object.entries(opts).map(([k, v]) => `${k}=${v}`).join(' '));
+  }
+  const stateBytes = find(entries, ['optimizerstatebytes']);
+  const perParam = find(entries, ['optimizerstatebytesperparam']);
+  if (typeof stateBytes === 'number') {
+    const per = typeof perParam === 'number' ? ` (${formatNumber(perParam)} B/param)` : '';
+    add('optimizer state', `${formatNumber(stateBytes / 2 ** 20)} MiB${per}`);
+  }
   add('data', showValue(find(entries, ['data', 'dataset', 'corpus', 'datapath'])));
   add('seed', showValue(find(entries, ['seed'])));
   return facts;

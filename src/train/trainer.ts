@@ -39,6 +39,8 @@ export interface TrainOptions {
   minLr: number;
   warmup: number;
   schedule: ScheduleKind;
+  /** With schedule 'piecewise': (step, multiplier of lr) points. */
+  lrPoints?: [number, number][];
   /** Optimizer name (src/optim/registry.ts) and its options except lr (the schedule's). */
   optimizer: string;
   optimizerOptions: Record<string, unknown>;
@@ -113,7 +115,10 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     const { config: _c, ...rest } = opts;
     writeFileAtomic(
       path.join(runDir, 'config.json'),
-      JSON.stringify({ model: cfg, params: model.numParams, data: corpus.name, train: rest }, null, 2) + '\n',
+      JSON.stringify({
+        model: cfg, params: model.numParams, data: corpus.name, train: rest,
+        optimizer_state_bytes: stateBytes(opt), optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
+      }, null, 2) + '\n',
     );
   }
 
@@ -121,7 +126,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   if (ckpt) log.write({ event: 'resume', step, from: ckpt.dir });
   const tokensPerStep = opts.batch * opts.accum * T;
   const progress = hooks.progress === false ? null : createProgress({ total: opts.steps, label: 'train' });
-  const schedule = { kind: opts.schedule, lr: opts.lr, minLr: opts.minLr, warmup: opts.warmup, steps: opts.steps };
+  const schedule = { kind: opts.schedule, lr: opts.lr, minLr: opts.minLr, warmup: opts.warmup, steps: opts.steps, points: opts.lrPoints };
 
   const save = () => {
     const state: TrainerState = {

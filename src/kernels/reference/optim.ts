@@ -38,11 +38,12 @@ function phiOf(phi: number, d: number, eps: number): number {
 
 /** One momentum step of the sign/SGD family (Lion, Tiger, Signum, SoftSign, SGD). */
 export function momentum<F extends Floats>(params: F, grads: F, m: F, N: number, c: MomentumCoefs): void {
-  const B = c.rmsBlock;
+  const B = c.block;
   if (!Number.isInteger(B) || B < 0 || (B > 0 && N % B !== 0)) {
-    throw new RangeError(`momentum: rmsBlock ${B} must be 0 or divide N = ${N}`);
+    throw new RangeError(`momentum: block ${B} must be 0 or divide N = ${N}`);
   }
-  if (c.skipZeroRows && B === 0) throw new RangeError('momentum: skipZeroRows needs rmsBlock > 0');
+  if (c.skipZeroRows && B === 0) throw new RangeError('momentum: skipZeroRows needs block > 0');
+  if (c.rmsScale && B === 0) throw new RangeError('momentum: rmsScale needs block > 0');
   const block = B === 0 ? N : B;
   for (let b0 = 0; b0 < N; b0 += block) {
     const b1 = b0 + block;
@@ -52,7 +53,7 @@ export function momentum<F extends Floats>(params: F, grads: F, m: F, N: number,
       if (zero) continue;
     }
     let eta = c.lr;
-    if (B > 0) {
+    if (c.rmsScale) {
       let ss = 0;
       for (let i = b0; i < b1; i++) ss += params[i] * params[i];
       eta = c.lr * Math.max(Math.sqrt(ss / B), c.rmsFloor);
