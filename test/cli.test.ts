@@ -336,4 +336,16 @@ test('keel bench --json prints the documented keys with positive numbers', () =>
   assert.equal(b.params, paramLayout(MICRO).total);
   // tokens/s and ms/step describe the same steps: B·T tokens per step.
   assert.ok(Math.abs(b.tokens_per_s * b.step_ms - 2 * MICRO.blockSize * 1000) < 1e-6 * b.tokens_per_s * b.step_ms);
+  assert.equal(b.optimizer, 'adamw');
+  assert.equal(b.optimizer_state_bytes, 8 * b.params);
+  assert.ok(b.optimizer_ms > 0 && b.optimizer_ms < b.step_ms);
+});
+
+test('keel bench --optimizer adafactor --opt beta1=0.9 times that optimizer', () => {
+  const r = keel(['bench', '--config', microJson, '--steps', '2', '--warmup', '1', '--batch', '2', '--optimizer', 'adafactor', '--opt', 'beta1=0.9', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const b = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  assert.equal(b.optimizer, 'adafactor');
+  // Momentum (4 B/param) plus the factored second moment: just above 4 B/param.
+  assert.ok(b.optimizer_state_bytes > 4 * b.params && b.optimizer_state_bytes < 5 * b.params, String(b.optimizer_state_bytes));
 });

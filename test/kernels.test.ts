@@ -7,39 +7,14 @@
 // same for a whole process); on a CPU without AVX2/FMA only the portable mode runs.
 //
 // Glossary: B batch, T time, C channels, NH heads (hs = C/NH), V vocabulary, BT = B·T.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nativeKernels } from '../src/kernels/native.ts';
+import { eachMode, nk } from './native_modes.ts';
 import * as ops from '../src/kernels/reference/ops.ts';
 import { attentionBackward, attentionForward } from '../src/kernels/reference/attention.ts';
 import { scale, sumSquares } from '../src/kernels/reference/optim.ts';
 import { Rng } from '../src/util/rng.ts';
 
-const nk = nativeKernels();
-const simdBefore = nk.opsSetSimd();
-const threadsBefore = nk.threads();
-after(() => {
-  nk.opsSetSimd(simdBefore);
-  nk.threads(threadsBefore);
-});
-const simdModes = nk.opsSetSimd(true) ? [true, false] : [false];
-nk.opsSetSimd(simdBefore);
-
-/** Runs fn in every native mode (SIMD × threads), restoring the addon's settings after. */
-function eachMode(fn: (mode: string) => void): void {
-  try {
-    for (const simd of simdModes) {
-      for (const threads of [1, 2]) {
-        nk.opsSetSimd(simd);
-        nk.threads(threads);
-        fn(`${simd ? 'avx2' : 'portable'}/${threads}t`);
-      }
-    }
-  } finally {
-    nk.opsSetSimd(simdBefore);
-    nk.threads(threadsBefore);
-  }
-}
 
 const rng = new Rng(20240611);
 const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rng.normal() * s);

@@ -7,38 +7,13 @@
 // float32, exactly as the native kernels do, so both see the same rounded state.
 // Parameter updates are compared on the step Δθ (relative to the largest step) plus the
 // rounding of θ itself, so an error in the update cannot hide behind θ's magnitude.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nativeKernels } from '../src/kernels/native.ts';
+import { eachMode, nk, simdModes } from './native_modes.ts';
 import * as ref from '../src/kernels/reference/optim.ts';
 import type { AdafactorCoefs, AdamCoefs, MomentumCoefs } from '../src/kernels/types.ts';
 import { Rng } from '../src/util/rng.ts';
 
-const nk = nativeKernels();
-const simdBefore = nk.opsSetSimd();
-const threadsBefore = nk.threads();
-after(() => {
-  nk.opsSetSimd(simdBefore);
-  nk.threads(threadsBefore);
-});
-const simdModes = nk.opsSetSimd(true) ? [true, false] : [false];
-nk.opsSetSimd(simdBefore);
-
-/** Runs fn in every native mode (SIMD × threads), restoring the addon's settings after. */
-function eachMode(fn: (mode: string) => void): void {
-  try {
-    for (const simd of simdModes) {
-      for (const threads of [1, 2]) {
-        nk.opsSetSimd(simd);
-        nk.threads(threads);
-        fn(`${simd ? 'avx2' : 'portable'}/${threads}t`);
-      }
-    }
-  } finally {
-    nk.opsSetSimd(simdBefore);
-    nk.threads(threadsBefore);
-  }
-}
 
 const rng = new Rng(777);
 const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rng.normal() * s);
@@ -348,13 +323,13 @@ test('momentum: the AVX2 and portable bodies agree bit for bit (same float ops, 
   for (const mc of MOM_CASES) {
     for (const B of [0, 100_003]) {
       const c: MomentumCoefs = { ...mc.c, block: B, rmsScale: B > 0, rmsFloor: 1e-3, skipZeroRows: false };
-      const out = simdModes.map((simd) => {
-        nk.opsSetSimd(simd);
+      const out: { p: Float32Array; m: Float32Array }[] = [];
+      eachMode((mode) => {
+        if (!mode.endsWith('/2t')) return;
         const p = p0.slice(), m = m0.slice();
         nk.momentum(p, g, m, N, c);
-        return { p, m };
+        out.push({ p, m });
       });
-      nk.opsSetSimd(simdBefore);
       assert.deepEqual(out[0].m, out[1].m, `${mc.name} block=${B} m`);
       if (B === 0) assert.deepEqual(out[0].p, out[1].p, `${mc.name} θ`);
       else nearStep(out[0].p, out[1].p, p0, 1e-6, `${mc.name} block=${B} θ`);  // Σθ² differs in order

@@ -2,9 +2,11 @@ import { Command } from 'commander';
 import { nativeKernels } from '../kernels/native.ts';
 import { resolveConfig, type GPTConfig } from '../model/config.ts';
 import { GPT } from '../model/gpt.ts';
-import { adamw } from '../optim/adamw.ts';
+import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
+import { stateBytes } from '../optim/state.ts';
 import { Rng } from '../util/rng.ts';
 import { int } from './args.ts';
+import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 
 /**
  * Training FLOPs per token: 6 per parameter-multiply of every matmul (forward 2, backward 4),
@@ -23,12 +25,15 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: number) {
+export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: number, optimizerName = 'adamw', optimizerOptions: Record<string, unknown> = {}) {
   const k = nativeKernels();
   const model = new GPT(cfg, k, { maxBatch: batch });
   model.init(1);
-  const optimizer = adamw({ lr: 1e-3 });
+  const rec = optimizerEntry(optimizerName).train;
+  const optimizer = createOptimizer(optimizerName, { ...rec.options, ...optimizerOptions });
   const opt = optimizer.init(model.params, model.layout.tensors);
+  const stepOpts = optimizer.options.relativeStep === true ? {} : { lr: rec.lr };
+  const optTimes: number[] = [];
   const rng = new Rng(7);
   const n = batch * cfg.blockSize;
   const tokens = new Int32Array(n);
@@ -43,12 +48,17 @@ export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: n
     model.zeroGrad();
     model.forward(tokens, targets, batch);
     model.backward(1);
-    optimizer.step(model.params, model.grads, opt);
+    const t1 = performance.now();
+    optimizer.step(model.params, model.grads, opt, stepOpts);
+    if (s >= warmup) optTimes.push(performance.now() - t1);
     if (s >= warmup) times.push(performance.now() - t0);
   }
   const stepMs = median(times);
   const tokensPerS = (n / stepMs) * 1000;
-  return { tokensPerS, stepMs, params: model.numParams, modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9 };
+  return {
+    tokensPerS, stepMs, params: model.numParams, modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9,
+    optimizer: optimizer.name, optimizerMs: median(optTimes), optimizerStateBytes: stateBytes(opt),
+  };
 }
 
 /** GFLOP/s of the matmul kernel alone on the model's largest forward and backward shape. */
@@ -73,16 +83,17 @@ export function matmulGflops(cfg: GPTConfig, batch: number): number {
 }
 
 export function benchCommand(): Command {
-  return new Command('bench')
-    .description('median tokens/s of full training steps (forward + backward + AdamW) on random tokens')
+  const cmd = new Command('bench')
+    .description('median tokens/s of full training steps (forward + backward + optimizer) on random tokens')
     .option('--config <name|file>', 'model config', 'tiny')
     .option('--batch <n>', 'sequences per step', int(1), 8)
     .option('--steps <n>', 'timed steps', int(1), 30)
     .option('--warmup <n>', 'untimed warm-up steps', int(0), 5)
-    .option('--json', 'print {"tokens_per_s", "step_ms", "config", "batch", "params", ...}')
+    .option('--json', 'print {"tokens_per_s", "step_ms", "optimizer_ms", "config", "batch", "params", ...}');
+  return addOptimizerFlags(cmd, 'adamw')
     .action((o) => {
       const cfg = resolveConfig(o.config);
-      const r = runBench(cfg, o.batch, o.steps, o.warmup);
+      const r = runBench(cfg, o.batch, o.steps, o.warmup, o.optimizer, parseOptFlags(o.optimizer, o.opt));
       const mm = matmulGflops(cfg, o.batch);
       const k = nativeKernels();
       const out = {
@@ -92,6 +103,9 @@ export function benchCommand(): Command {
         config: o.config,
         batch: o.batch,
         params: r.params,
+        optimizer: r.optimizer,
+        optimizer_ms: r.optimizerMs,
+        optimizer_state_bytes: r.optimizerStateBytes,
         model_gflops: r.modelGflops,
         matmul_gflops: mm,
         matmul_kernel: k.matmulKernel(),
@@ -101,7 +115,7 @@ export function benchCommand(): Command {
       else {
         process.stdout.write(
           `keel ${o.config} B=${o.batch} T=${cfg.blockSize}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
-            `${r.modelGflops.toFixed(1)} model GFLOP/s; matmul kernel ${mm.toFixed(1)} GFLOP/s (${out.matmul_kernel}, ${out.threads} threads)\n`,
+            `${r.optimizer} step ${r.optimizerMs.toFixed(2)} ms; ${r.modelGflops.toFixed(1)} model GFLOP/s; matmul kernel ${mm.toFixed(1)} GFLOP/s (${out.matmul_kernel}, ${out.threads} threads)\n`,
         );
       }
     });

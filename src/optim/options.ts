@@ -71,8 +71,13 @@ export function parseOptionText(name: string, schema: Schema, text: string): [st
 /** One line per option, for --help and the README. */
 export function describeSchema(schema: Schema): string[] {
   return Object.entries(schema).map(([key, s]) => {
-    const def = s.default === undefined ? '' : ` (default ${s.default})`;
+    const def = s.default === undefined ? '' : ` (default ${showDefault(s.default)})`;
     const values = s.type === 'enum' ? ` [${s.values.join('|')}]` : '';
     return `${key}${values}${def}: ${s.doc}`;
   });
+}
+
+/** 1e-6 rather than 0.000001. */
+function showDefault(v: number | boolean | string): string {
+  return typeof v === 'number' && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : String(v);
 }
