@@ -1,5 +1,5 @@
 // Row-wise and elementwise kernels of GPT-2 training: LayerNorm, GELU, residual add,
-// gradient accumulation, token+position encoder and fused softmax/cross-entropy.
+// gradient accumulation, token+position encoder and fused softmax/cross-entropy (+ z-loss).
 // Contracts: src/kernels/types.ts.
 //
 // Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
@@ -145,10 +145,18 @@ void enc_bwd_wpe_port(float* dwpe, const float* dout, int64_t B, int64_t T, int6
 }
 
 // ---- cross-entropy ---------------------------------------------------------------------------
-// Row r of logits[BT,V]: loss = log Σ e^(x−max) − (x[target] − max). dlogits (may alias
-// logits) = (softmax − onehot)·scale: e^(x−max) is stored first, then rescaled by scale/Σ.
-void xent_port(float* losses, float* dl, const float* logits, const int32_t* targets, int64_t r0, int64_t r1,
-               int64_t V, float scale) {
+// Row r of logits[BT,V]: loss = log Σ e^(x−max) − (x[target] − max); lse (may be null) =
+// log Z = log Σ e^(x−max) + max. dlogits (may alias logits) = (softmax·(1 + 2·zc·lse) −
+// onehot)·scale, the gradient of scale·(loss + zc·lse²) (z-loss): e^(x−max) is stored first,
+// then rescaled by xent_factor. zc = 0 keeps the plain factor scale/Σ bit for bit.
+inline float xent_factor(float scale, float sum, float mx, double zc) {
+  if (zc == 0.0) return scale / sum;
+  const double lse = std::log((double)sum) + (double)mx;
+  return (float)((double)scale * (1.0 + 2.0 * zc * lse) / (double)sum);
+}
+
+void xent_port(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets, int64_t r0,
+               int64_t r1, int64_t V, float scale, double zc) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = logits + r * V;
     const int32_t tgt = targets[r];
@@ -163,13 +171,15 @@ void xent_port(float* losses, float* dl, const float* logits, const int32_t* tar
         d[i] = e;
         sum += e;
       }
-      const float f = scale / sum;
+      const float f = xent_factor(scale, sum, mx, zc);
       for (int64_t i = 0; i < V; ++i) d[i] *= f;
       d[tgt] -= scale;
     } else {
       for (int64_t i = 0; i < V; ++i) sum += exp_scalar(x[i] - mx);
     }
-    losses[r] = (float)(std::log((double)sum) - (double)(xt - mx));
+    const double lsum = std::log((double)sum);
+    losses[r] = (float)(lsum - (double)(xt - mx));
+    if (lse) lse[r] = (float)(lsum + (double)mx);
   }
 }
 
@@ -338,8 +348,8 @@ KEEL_AVX2 void enc_bwd_wpe_avx2(float* dwpe, const float* dout, int64_t B, int64
     for (int64_t b = 0; b < B; ++b) add_into(dwpe + t * C, dout + (b * T + t) * C, C);
 }
 
-KEEL_AVX2 void xent_avx2(float* losses, float* dl, const float* logits, const int32_t* targets, int64_t r0,
-                         int64_t r1, int64_t V, float scale) {
+KEEL_AVX2 void xent_avx2(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets,
+                         int64_t r0, int64_t r1, int64_t V, float scale, double zc) {
   const int64_t V8 = V & ~int64_t(7);
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = logits + r * V;
@@ -377,7 +387,7 @@ KEEL_AVX2 void xent_avx2(float* losses, float* dl, const float* logits, const in
         d[i] = e;
         sum += e;
       }
-      const float f = scale / sum;
+      const float f = xent_factor(scale, sum, mx, zc);
       const __m256 vf = _mm256_set1_ps(f);
       for (i = 0; i < V8; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(d + i), vf));
       for (; i < V; ++i) d[i] *= f;
@@ -391,7 +401,9 @@ KEEL_AVX2 void xent_avx2(float* losses, float* dl, const float* logits, const in
       sum = hsum256(_mm256_add_ps(s0, s1));
       for (; i < V; ++i) sum += exp_scalar(x[i] - mx);
     }
-    losses[r] = (float)(std::log((double)sum) - (double)(xt - mx));
+    const double lsum = std::log((double)sum);
+    losses[r] = (float)(lsum - (double)(xt - mx));
+    if (lse) lse[r] = (float)(lsum + (double)mx);
   }
 }
 #endif  // KEEL_X86
@@ -652,14 +664,19 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   const int32_t* targets = i32(info, 3, BT, &failed);
   if (failed) return env.Undefined();
   if (!check_indices(info, targets, BT, V, "targets")) return env.Undefined();
+  // Optional trailing arguments: zCoef (number, default 0), lse (Float32Array[BT] or null).
+  double zc = 0.0;
+  if (info.Length() > 7 && !info[7].IsUndefined() && !num(info, 7, &zc)) return env.Undefined();
+  float* lse = info.Length() > 8 ? f32(info, 8, BT, true, &failed) : nullptr;
+  if (failed) return env.Undefined();
   const bool simd = simd_active();
   const float fscale = (float)scale;
   parallel_for(BT, [&](int64_t r0, int64_t r1, int) {
 #if KEEL_X86
-    if (simd) return xent_avx2(losses, dl, logits, targets, r0, r1, V, fscale);
+    if (simd) return xent_avx2(losses, lse, dl, logits, targets, r0, r1, V, fscale, zc);
 #endif
     (void)simd;
-    xent_port(losses, dl, logits, targets, r0, r1, V, fscale);
+    xent_port(losses, lse, dl, logits, targets, r0, r1, V, fscale, zc);
   }, row_grain(V, 4096));
   double total = 0.0;
   for (int64_t r = 0; r < BT; ++r) total += (double)losses[r];

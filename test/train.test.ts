@@ -206,8 +206,8 @@ test('--json: the last stdout line is the summary', () => {
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.deepEqual(Object.keys(s).sort(), [
-    'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params',
-    'run_dir', 'seconds', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss',
+    'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params', 'rollbacks',
+    'run_dir', 'seconds', 'skipped_steps', 'spikes', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss',
   ]);
   // AdamW keeps two float32 moments per parameter.
   assert.equal(s.optimizer, 'adamw');

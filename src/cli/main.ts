@@ -8,6 +8,7 @@ import { benchCommand } from './bench.ts';
 import { reportCommand } from './report.ts';
 import { optimCommand } from './optim.ts';
 import { experimentCommand } from './experiment.ts';
+import { analyzeCommand } from './analyze.ts';
 
 const program = new Command('keel')
   .description('Keel: stable, efficient GPT training on the CPU')
@@ -19,6 +20,7 @@ program.addCommand(benchCommand());
 program.addCommand(reportCommand());
 program.addCommand(optimCommand());
 program.addCommand(experimentCommand());
+program.addCommand(analyzeCommand());
 const exitOverride = (c: Command): void => {
   c.exitOverride();
   c.commands.forEach(exitOverride);

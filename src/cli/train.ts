@@ -8,6 +8,12 @@ import { train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { float, int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
+import { GRAD_PRECISIONS } from '../guard/precision.ts';
+import { ON_SPIKE } from '../guard/recovery.ts';
+import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
+import { Guards } from '../train/guards.ts';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 function defaultOut(): string {
   const d = new Date();
@@ -40,7 +46,25 @@ export function trainCommand(): Command {
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--seed <n>', 'seed for init and data order', int(0), 1337)
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
-    .option('--json', 'print a JSON summary as the last line of stdout');
+    .option('--json', 'print a JSON summary as the last line of stdout')
+    // Stability (techniques.md §1).
+    .option('--spike-window <n>', `spike detector: rolling window of steps (default ${SPIKE_DEFAULTS.window})`, int(2))
+    .option('--spike-threshold <z>', `spike detector: z-score threshold (default ${SPIKE_DEFAULTS.threshold})`, float(0, true))
+    .option('--spike-jump <x>', `spike detector: relative jump over the EMA, 0 = off (default ${SPIKE_DEFAULTS.jump})`, float(0))
+    .addOption(new Option('--on-spike <action>', 'none: log spikes; skip: do not apply the step; rollback: PaLM rollback + skip data').choices(ON_SPIKE).default('none'))
+    .option('--max-skips <n>', 'consecutive skipped steps before a spike counts as confirmed (then: rollback)', int(1))
+    .option('--rollback-steps <n>', 'roll back to a state at least this many steps before the spike (default clamp(steps/14, 5, 100))', int(1))
+    .option('--skip-batches <n>', 'batches skipped after a rollback (default clamp(steps/7, 10, 500))', int(0))
+    .option('--max-rollbacks <n>', 'rollback budget of the run', int(0))
+    .option('--fault <spec>', 'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N', collect)
+    .option('--embed-grad-shrink <alpha>', 'GLM-130B: token-embedding gradient × alpha (1 = off)', float(0, true))
+    .option('--embed-grad-shrink-ramp <n>', 'ramp the shrink linearly back to 1 over n steps', int(0))
+    .option('--zloss <coef>', 'z-loss coef·(log Z)² on the output logits (Wortsman et al.: 1e-4)', float(0))
+    .option('--qk-norm', 'LayerNorm on queries and keys before attention (new runs only)')
+    .addOption(new Option('--grad-precision <p>', 'emulate bf16/fp16 gradients (rounded before the optimizer)').choices(GRAD_PRECISIONS))
+    .option('--loss-scale <x>', 'fp16 emulation: loss scale (gradients × x before rounding, ÷ x after)', float(0, true))
+    .option('--diag-every <n>', 'per-tensor Adam-instability diagnostics every n steps (0 = off; 50 is cheap: ~0.6% of step time)', int(0))
+    .option('--opt-schedule <key=from:to>', 'move a numeric optimizer option linearly over the run, repeatable (e.g. beta2=0.95:0.99)', collect);
   return addOptimizerFlags(cmd, 'adamw')
     .action(async (o, cmd: Command) => {
       const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
@@ -51,7 +75,8 @@ export function trainCommand(): Command {
       const pick = <T>(key: string, fallback: T): T =>
         (o.resume && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
       const configName = pick<string>('configName', o.config);
-      const config = ckpt ? ckpt.state.config : resolveConfig(o.config);
+      if (ckpt && o.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
+      const config = ckpt ? ckpt.state.config : { ...resolveConfig(o.config), ...(o.qkNorm ? { qkNorm: true } : {}) };
       const optimizer = pick<string>('optimizer', o.optimizer);
       if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {
         throw new UserError(`--optimizer cannot change when resuming: the checkpoint holds ${base.optimizer ?? 'adamw'} state`);
@@ -91,7 +116,30 @@ export function trainCommand(): Command {
         keep: pick('keep', o.keep),
         out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
         seed: pick('seed', o.seed),
+        spikeWindow: pick('spikeWindow', o.spikeWindow),
+        spikeThreshold: pick('spikeThreshold', o.spikeThreshold),
+        spikeJump: pick('spikeJump', o.spikeJump),
+        onSpike: pick('onSpike', o.onSpike),
+        maxSkips: pick('maxSkips', o.maxSkips),
+        rollbackSteps: pick('rollbackSteps', o.rollbackSteps),
+        skipBatches: pick('skipBatches', o.skipBatches),
+        maxRollbacks: pick('maxRollbacks', o.maxRollbacks),
+        faults: pick('faults', o.fault),
+        embedGradShrink: pick('embedGradShrink', o.embedGradShrink),
+        embedGradShrinkRamp: pick('embedGradShrinkRamp', o.embedGradShrinkRamp),
+        zLoss: pick('zLoss', o.zloss),
+        gradPrecision: pick('gradPrecision', o.gradPrecision),
+        lossScale: pick('lossScale', o.lossScale),
+        optSchedules: pick('optSchedules', o.optSchedule),
+        diagEvery: pick('diagEvery', o.diagEvery),
       };
+      // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
+      const guards = new Guards(opts, opts.steps);
+      for (const sch of guards.schedules) {
+        createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.from });
+        createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.to });
+      }
+      if (opts.lossScale !== undefined && opts.gradPrecision !== 'fp16') throw new UserError('--loss-scale applies only with --grad-precision fp16');
       if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
       if (opts.schedule !== 'piecewise' && opts.lrPoints) throw new UserError('--lr-points applies only with --schedule piecewise');
       if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);

@@ -102,12 +102,21 @@ export interface Kernels<F extends Floats = Float32Array> {
   encoderBackward(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number): void;
 
   /**
-   * Fused softmax + cross-entropy over BT rows of V logits. losses[i] = −log softmax(logits[i])[targets[i]].
-   * If dlogits is non-null, also writes dlogits[i] = (softmax(logits[i]) − onehot(targets[i]))·scale;
+   * Fused softmax + cross-entropy over BT rows of V logits, with an optional z-loss (Wortsman
+   * et al. 2023, techniques.md §1 item 7). With lse_i = log Z_i = log Σ_j exp(logits[i,j]):
+   *   losses[i] = lse_i − logits[i, targets[i]]  (= −log softmax(logits[i])[targets[i]]; never
+   *   includes the z term). If lse is non-null, lse[i] = log Z_i (so the caller forms the z term
+   *   Σ lse_i² itself, in float64). If dlogits is non-null, writes the gradient of
+   *   scale·Σ_i (losses[i] + zCoef·lse_i²):
+   *     dlogits[i] = (softmax(logits[i])·(1 + 2·zCoef·lse_i) − onehot(targets[i]))·scale;
+   * with zCoef = 0 (the default) this is bit-identical to the plain cross-entropy gradient.
    * dlogits may alias logits (the probabilities are never stored separately). Returns Σ losses
    * (in float64).
    */
-  crossEntropy(losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number): number;
+  crossEntropy(
+    losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number,
+    zCoef?: number, lse?: F | null,
+  ): number;
 
   /**
    * One Adam-family step over N elements (AdamW, AdaX; techniques.md §1, §5, §6.3), in place:

@@ -1,17 +1,23 @@
 /**
  * Model weights <-> safetensors with nanoGPT's names and nn.Linear layouts. The config is
  * stored in `__metadata__.config` with nanoGPT's GPTConfig field names, so a PyTorch user
- * can rebuild the model with `GPTConfig(**json.loads(meta["config"]))`.
+ * can rebuild the model with `GPTConfig(**json.loads(meta["config"]))` (a QK-layernorm model adds
+ * `qk_norm: true`, which needs a GPTConfig/attention with that extension).
  */
 import { UserError } from '../errors.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import { validateConfig, type GPTConfig } from './config.ts';
 import { paramLayout, type ParamLayout } from './params.ts';
 
+/**
+ * `qk_norm: true` is written only for a QK-layernorm model (Keel's extension of nanoGPT's
+ * GPTConfig; a missing key reads back as false), so other checkpoints' metadata is unchanged.
+ */
 export function configToMetadata(cfg: GPTConfig): string {
   return JSON.stringify({
     n_layer: cfg.nLayer, n_head: cfg.nHead, n_embd: cfg.nEmbd,
     block_size: cfg.blockSize, vocab_size: cfg.vocabSize, bias: true,
+    ...(cfg.qkNorm ? { qk_norm: true } : {}),
   });
 }
 
@@ -24,7 +30,10 @@ export function configFromMetadata(text: string | undefined, source: string): GP
     throw new UserError(`${source}: the config in its metadata is not valid JSON`);
   }
   return validateConfig(
-    { nLayer: raw.n_layer, nHead: raw.n_head, nEmbd: raw.n_embd, blockSize: raw.block_size, vocabSize: raw.vocab_size },
+    {
+      nLayer: raw.n_layer, nHead: raw.n_head, nEmbd: raw.n_embd, blockSize: raw.block_size, vocabSize: raw.vocab_size,
+      ...(raw.qk_norm !== undefined ? { qkNorm: raw.qk_norm } : {}),
+    },
     `${source} (metadata config)`,
   );
 }

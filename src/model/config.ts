@@ -13,6 +13,13 @@ export interface GPTConfig {
   blockSize: number;
   /** Vocabulary size V; 256 for Keel's byte-level tokens. */
   vocabSize: number;
+  /**
+   * QK-layernorm (Wortsman et al. 2023, techniques.md §1 item 7): LayerNorm on each head's
+   * queries and keys (over hs = nEmbd/nHead) before the attention dot product, with a learned
+   * gain and bias per layer. Optional, default false; a clean config carries the key only when
+   * it is true (so configs, and their JSON, without it are unchanged).
+   */
+  qkNorm?: boolean;
 }
 
 export const CONFIGS: Record<string, GPTConfig> = {
@@ -20,17 +27,19 @@ export const CONFIGS: Record<string, GPTConfig> = {
   small: { nLayer: 6, nHead: 6, nEmbd: 384, blockSize: 256, vocabSize: 256 },
 };
 
-const KEYS: (keyof GPTConfig)[] = ['nLayer', 'nHead', 'nEmbd', 'blockSize', 'vocabSize'];
+type SizeKey = 'nLayer' | 'nHead' | 'nEmbd' | 'blockSize' | 'vocabSize';
+const KEYS: SizeKey[] = ['nLayer', 'nHead', 'nEmbd', 'blockSize', 'vocabSize'];
+const OPTIONAL_KEYS = ['qkNorm'];
 
 /** Checks a config object and returns a clean copy; throws UserError naming the problem. */
 export function validateConfig(raw: unknown, source = 'config'): GPTConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new UserError(`${source}: expected a JSON object with keys ${KEYS.join(', ')}`);
+    throw new UserError(`${source}: expected a JSON object with keys ${KEYS.join(', ')} (optional: ${OPTIONAL_KEYS.join(', ')})`);
   }
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (!(KEYS as string[]).includes(key)) {
-      throw new UserError(`${source}: unknown key "${key}" (allowed: ${KEYS.join(', ')})`);
+    if (!(KEYS as string[]).includes(key) && !OPTIONAL_KEYS.includes(key)) {
+      throw new UserError(`${source}: unknown key "${key}" (allowed: ${[...KEYS, ...OPTIONAL_KEYS].join(', ')})`);
     }
   }
   const out = {} as GPTConfig;
@@ -41,6 +50,12 @@ export function validateConfig(raw: unknown, source = 'config'): GPTConfig {
       throw new UserError(`${source}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
     }
     out[key] = v;
+  }
+  if (obj.qkNorm !== undefined) {
+    if (typeof obj.qkNorm !== 'boolean') {
+      throw new UserError(`${source}: "qkNorm" must be true or false, got ${JSON.stringify(obj.qkNorm)}`);
+    }
+    if (obj.qkNorm) out.qkNorm = true;
   }
   if (out.nEmbd % out.nHead !== 0) {
     throw new UserError(`${source}: nEmbd (${out.nEmbd}) must be divisible by nHead (${out.nHead})`);

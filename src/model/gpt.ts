@@ -3,6 +3,20 @@
  * Pre-LayerNorm blocks, causal multi-head attention, 4C GELU MLP, final LayerNorm, output
  * head tied to the token embedding; loss = mean next-token cross-entropy (nats).
  *
+ * Two stability options of Wortsman et al. 2023 (techniques.md §1 item 7):
+ * - z-loss (`zLoss` coefficient, default 0): the training objective becomes
+ *   mean CE + zLoss·mean (log Z)², Z the softmax normaliser of each position's logits.
+ *   `forward` still returns the mean CE (what Keel logs as `loss`); `lastZLoss` holds the mean
+ *   (log Z)² of the last forward; `backward` differentiates the whole objective (fused into the
+ *   cross-entropy kernel: dlogits gains 2·zLoss·log Z·softmax).
+ * - QK-layernorm (`config.qkNorm`): after c_attn, the queries and keys of every head are
+ *   LayerNorm-ed over hs (gain and bias [hs] per layer, shared by the heads; see params.ts).
+ *   The q (and k) block of a qkv row is NH contiguous rows of hs but rows sit 3C apart, so q and
+ *   k are copied into contiguous [BT·NH, hs] buffers (kept: the pre-norm values the backward
+ *   needs), normalised by the ordinary LayerNorm kernels, and written back into qkv, which the
+ *   attention kernels then use unchanged. The copies are O(BT·C) per layer (the matmuls are
+ *   O(BT·C²)), need no new kernel or strided variant, and run only when qkNorm is on.
+ *
  * Glossary: B batch, T time (= blockSize), C channels, NH heads, V vocab, L layers.
  * Activations are allocated once for a maximum batch size; a call with a smaller B uses the
  * leading part of each buffer (every activation is laid out batch-major).
@@ -17,12 +31,47 @@ type FloatCtor<F> = { new (n: number): F };
 interface LayerParams<F> {
   ln1w: F; ln1b: F; qkvw: F; qkvb: F; attprojw: F; attprojb: F;
   ln2w: F; ln2b: F; fcw: F; fcb: F; fcprojw: F; fcprojb: F;
+  /** QK-layernorm gains and biases [hs] (only with config.qkNorm). */
+  qnw?: F; qnb?: F; knw?: F; knb?: F;
+}
+
+/** QK-layernorm activations of one layer: pre-norm q and k (BT·NH, hs) and their statistics (BT·NH). */
+interface QKActs<F> {
+  qPre: F; qMean: F; qRstd: F;
+  kPre: F; kMean: F; kRstd: F;
+}
+
+export interface GPTOptions<F> {
+  /** Largest batch a forward may use (activations are allocated for it). */
+  maxBatch: number;
+  /** Float32Array (default) or Float64Array (gradient checks on the reference kernels). */
+  ctor?: FloatCtor<F>;
+  /** z-loss coefficient (≥ 0, default 0 = off); Wortsman et al. use 1e-4. */
+  zLoss?: number;
+}
+
+// Row copies by TypedArray.set (a memcpy per row: ~3× faster than an element loop here).
+
+/** rows × C floats: dst[r·C + i] = src[r·stride + off + i]. */
+function gather<F extends Floats>(dst: F, src: F, rows: number, C: number, stride: number, off: number): void {
+  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * stride + off, r * stride + off + C), r * C);
+}
+
+/** The inverse of gather: dst[r·stride + off + i] = src[r·C + i]. */
+function scatter<F extends Floats>(dst: F, src: F, rows: number, C: number, stride: number, off: number): void {
+  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * C, r * C + C), r * stride + off);
+}
+
+function checkZLoss(z: number): number {
+  if (!(Number.isFinite(z) && z >= 0)) throw new RangeError(`zLoss must be a finite number >= 0, got ${z}`);
+  return z;
 }
 
 interface LayerActs<F> {
   inp: F; // (B,T,C) the residual stream entering the block
   ln1: F; ln1Mean: F; ln1Rstd: F; // (B,T,C), (B,T), (B,T)
-  qkv: F; // (B,T,3C)
+  qkv: F; // (B,T,3C); with qkNorm q and k are stored normalised
+  qk: QKActs<F> | null; // QK-layernorm (B·T·NH, hs) pre-norm values and statistics, or null
   att: F; // (B,NH,T,T)
   atty: F; // (B,T,C)
   attproj: F; // (B,T,C)
@@ -45,15 +94,23 @@ export class GPT<F extends Floats = Float32Array> {
   private readonly p: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
   private readonly g: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
   private readonly acts: {
-    encoded: F; layers: LayerActs<F>[]; resid: F; lnf: F; lnfMean: F; lnfRstd: F; logits: F; losses: F;
+    encoded: F; layers: LayerActs<F>[]; resid: F; lnf: F; lnfMean: F; lnfRstd: F; logits: F; losses: F; lse: F;
   };
   private readonly scratch: { dres: F; dC: F; dC2: F; d3C: F; d4C: F; d4C2: F };
   private lastBatch: { tokens: Int32Array; targets: Int32Array; B: number } | null = null;
+  private zCoef = 0;
+  /**
+   * Mean over positions of (log Z)² in the last forward with targets (NaN before one, or
+   * after a forward without targets). The objective backward differentiates is
+   * `loss + zLoss·lastZLoss`.
+   */
+  lastZLoss = NaN;
 
-  constructor(config: GPTConfig, kernels: Kernels<F>, opts: { maxBatch: number; ctor?: FloatCtor<F> }) {
+  constructor(config: GPTConfig, kernels: Kernels<F>, opts: GPTOptions<F>) {
     this.config = config;
     this.k = kernels;
     this.maxBatch = opts.maxBatch;
+    this.zCoef = checkZLoss(opts.zLoss ?? 0);
     const Ctor = opts.ctor ?? (Float32Array as unknown as FloatCtor<F>);
     this.layout = paramLayout(config);
     this.params = new Ctor(this.layout.total);
@@ -63,6 +120,7 @@ export class GPT<F extends Floats = Float32Array> {
 
     const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = config;
     const B = opts.maxBatch;
+    const qkNorm = config.qkNorm === true;
     const BT = B * T;
     const a = (n: number) => new Ctor(n);
     const layers: LayerActs<F>[] = [];
@@ -76,14 +134,26 @@ export class GPT<F extends Floats = Float32Array> {
         res2: a(BT * C),
         ln2: a(BT * C), ln2Mean: a(BT), ln2Rstd: a(BT),
         fch: a(BT * 4 * C), fchGelu: a(BT * 4 * C), fcproj: a(BT * C),
+        qk: qkNorm
+          ? { qPre: a(BT * C), qMean: a(BT * NH), qRstd: a(BT * NH), kPre: a(BT * C), kMean: a(BT * NH), kRstd: a(BT * NH) }
+          : null,
       };
       layers.push(acts);
       inp = a(BT * C); // the block's output = next block's input
     }
     this.acts = {
-      encoded, layers, resid: inp, lnf: a(BT * C), lnfMean: a(BT), lnfRstd: a(BT), logits: a(BT * V), losses: a(BT),
+      encoded, layers, resid: inp, lnf: a(BT * C), lnfMean: a(BT), lnfRstd: a(BT), logits: a(BT * V), losses: a(BT), lse: a(BT),
     };
     this.scratch = { dres: a(BT * C), dC: a(BT * C), dC2: a(BT * C), d3C: a(BT * 3 * C), d4C: a(BT * 4 * C), d4C2: a(BT * 4 * C) };
+  }
+
+  /** z-loss coefficient (≥ 0; 0 = off). Takes effect at the next backward. */
+  get zLoss(): number {
+    return this.zCoef;
+  }
+
+  set zLoss(z: number) {
+    this.zCoef = checkZLoss(z);
   }
 
   /** Number of parameters (the tied head counted once). */
@@ -108,6 +178,8 @@ export class GPT<F extends Floats = Float32Array> {
         ln2w: get(p + 'ln_2.weight'), ln2b: get(p + 'ln_2.bias'),
         fcw: get(p + 'mlp.c_fc.weight'), fcb: get(p + 'mlp.c_fc.bias'),
         fcprojw: get(p + 'mlp.c_proj.weight'), fcprojb: get(p + 'mlp.c_proj.bias'),
+        qnw: v.get(p + 'attn.q_norm.weight'), qnb: v.get(p + 'attn.q_norm.bias'),
+        knw: v.get(p + 'attn.k_norm.weight'), knb: v.get(p + 'attn.k_norm.bias'),
       });
     }
     return {
@@ -118,7 +190,9 @@ export class GPT<F extends Floats = Float32Array> {
 
   /**
    * GPT-2 initialisation (techniques.md §4): weights N(0, 0.02²), residual output projections
-   * N(0, (0.02/√(2L))²), biases 0, LayerNorm gains 1. Deterministic in `seed`.
+   * N(0, (0.02/√(2L))²), biases 0, LayerNorm gains 1 (QK-layernorm's included). Deterministic
+   * in `seed` (the QK-layernorm tensors draw no random numbers, so the other tensors get the
+   * same values with and without qkNorm).
    */
   init(seed: number): void {
     const rng = new Rng(seed);
@@ -135,8 +209,8 @@ export class GPT<F extends Floats = Float32Array> {
   }
 
   /**
-   * Forward pass over B sequences of T = blockSize tokens. Returns the mean loss when targets
-   * are given (per-position losses stay in `losses()`), NaN otherwise.
+   * Forward pass over B sequences of T = blockSize tokens. Returns the mean cross-entropy when
+   * targets are given (without the z term, which goes to `lastZLoss`), NaN otherwise.
    */
   forward(tokens: Int32Array, targets: Int32Array | null, B: number): number {
     const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = this.config;
@@ -151,6 +225,7 @@ export class GPT<F extends Floats = Float32Array> {
       const a = acts.layers[l];
       k.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.inp, w.ln1w, w.ln1b, BT, C);
       k.matmulForward(a.qkv, a.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+      if (a.qk) this.qkNormForward(a.qk, a.qkv, w, BT);
       k.attentionForward(a.atty, a.att, a.qkv, B, T, C, NH);
       k.matmulForward(a.attproj, a.atty, w.attprojw, w.attprojb, BT, C, C);
       k.residualForward(a.res2, a.inp, a.attproj, BT * C);
@@ -163,8 +238,46 @@ export class GPT<F extends Floats = Float32Array> {
     k.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, acts.resid, p.lnfw, p.lnfb, BT, C);
     k.matmulForward(acts.logits, acts.lnf, p.wte, null, BT, C, V);
     this.lastBatch = targets ? { tokens, targets, B } : null;
+    this.lastZLoss = NaN;
     if (!targets) return NaN;
-    return k.crossEntropy(acts.losses, null, acts.logits, targets, BT, V, 0) / BT;
+    const ce = k.crossEntropy(acts.losses, null, acts.logits, targets, BT, V, 0, 0, acts.lse) / BT;
+    let zsq = 0;
+    for (let i = 0; i < BT; i++) zsq += acts.lse[i] * acts.lse[i];
+    this.lastZLoss = zsq / BT;
+    return ce;
+  }
+
+  /** QK-layernorm forward: normalises q (columns [0, C)) and k ([C, 2C)) of qkv in place. */
+  private qkNormForward(qk: QKActs<F>, qkv: F, w: LayerParams<F>, BT: number): void {
+    const { nHead: NH, nEmbd: C } = this.config;
+    const hs = C / NH;
+    const tmp = this.scratch.dC; // free during the forward
+    gather(qk.qPre, qkv, BT, C, 3 * C, 0);
+    this.k.layernormForward(tmp, qk.qMean, qk.qRstd, qk.qPre, w.qnw!, w.qnb!, BT * NH, hs);
+    scatter(qkv, tmp, BT, C, 3 * C, 0);
+    gather(qk.kPre, qkv, BT, C, 3 * C, C);
+    this.k.layernormForward(tmp, qk.kMean, qk.kRstd, qk.kPre, w.knw!, w.knb!, BT * NH, hs);
+    scatter(qkv, tmp, BT, C, 3 * C, C);
+  }
+
+  /**
+   * QK-layernorm backward: replaces the q and k columns of dqkv (gradients w.r.t. the
+   * normalised q, k) by the gradients w.r.t. the pre-norm q, k; accumulates the norms' gains
+   * and biases into dw. Uses scratch dC and dC2.
+   */
+  private qkNormBackward(qk: QKActs<F>, dqkv: F, w: LayerParams<F>, dw: LayerParams<F>, BT: number): void {
+    const { nHead: NH, nEmbd: C } = this.config;
+    const hs = C / NH;
+    const { dC: dn, dC2: dpre } = this.scratch;
+    for (const [off, pre, mean, rstd, gw, dgw, dgb] of [
+      [0, qk.qPre, qk.qMean, qk.qRstd, w.qnw!, dw.qnw!, dw.qnb!],
+      [C, qk.kPre, qk.kMean, qk.kRstd, w.knw!, dw.knw!, dw.knb!],
+    ] as const) {
+      gather(dn, dqkv, BT, C, 3 * C, off);
+      dpre.fill(0, 0, BT * C);
+      this.k.layernormBackward(dpre, dgw, dgb, dn, pre, gw, mean, rstd, BT * NH, hs);
+      scatter(dqkv, dpre, BT, C, 3 * C, off);
+    }
   }
 
   /** Logits (B,T,V) of the last forward pass (overwritten by backward). */
@@ -174,7 +287,8 @@ export class GPT<F extends Floats = Float32Array> {
 
   /**
    * Backward pass of the last forward (which must have had targets). ACCUMULATES into grads
-   * the gradient of lossScale × mean loss (lossScale = 1/accum for gradient accumulation).
+   * the gradient of lossScale × (mean loss + zLoss·mean (log Z)²) (lossScale = 1/accum for
+   * gradient accumulation).
    */
   backward(lossScale = 1): void {
     if (!this.lastBatch) throw new Error('backward() needs a forward() with targets first');
@@ -187,7 +301,7 @@ export class GPT<F extends Floats = Float32Array> {
     const zero = (x: F, n: number) => x.fill(0, 0, n);
 
     // Loss → logits (in place) → final LayerNorm.
-    k.crossEntropy(acts.losses, acts.logits, acts.logits, targets, BT, V, lossScale / BT);
+    k.crossEntropy(acts.losses, acts.logits, acts.logits, targets, BT, V, lossScale / BT, this.zCoef);
     zero(s.dC, BT * C);
     k.matmulBackward(s.dC, g.wte, null, acts.logits, acts.lnf, p.wte, BT, C, V);
     zero(s.dres, BT * C);
@@ -211,6 +325,7 @@ export class GPT<F extends Floats = Float32Array> {
       k.matmulBackward(s.dC2, dw.attprojw, dw.attprojb, s.dres, a.atty, w.attprojw, BT, C, C);
       zero(s.d3C, BT * 3 * C);
       k.attentionBackward(s.d3C, s.dC2, a.qkv, a.att, B, T, C, NH);
+      if (a.qk) this.qkNormBackward(a.qk, s.d3C, w, dw, BT);
       zero(s.dC, BT * C);
       k.matmulBackward(s.dC, dw.qkvw, dw.qkvb, s.d3C, a.ln1, w.qkvw, BT, C, 3 * C);
       k.layernormBackward(s.dres, dw.ln1w, dw.ln1b, s.dC, a.inp, w.ln1w, a.ln1Mean, a.ln1Rstd, BT, C);
@@ -224,6 +339,8 @@ export class GPT<F extends Floats = Float32Array> {
   }
 }
 
-export function createModel(config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number): GPT<Float32Array> {
-  return new GPT(config, kernels, { maxBatch });
+export function createModel(
+  config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number, zLoss = 0,
+): GPT<Float32Array> {
+  return new GPT(config, kernels, { maxBatch, zLoss });
 }

@@ -2,6 +2,13 @@
  * The parameter layout: every tensor of the model as a view into ONE flat buffer (llm.c
  * style), named as nanoGPT's state dict so checkpoints load into PyTorch directly.
  * Optimizers, clipping and averaging run over the flat buffer; the model uses the views.
+ *
+ * With `qkNorm` each layer also has `attn.q_norm.{weight,bias}` and `attn.k_norm.{weight,bias}`,
+ * right after `attn.c_attn.bias`: the LayerNorms of the queries and keys, each of shape [hs]
+ * (hs = C/NH) and SHARED by all heads of the layer (the norm runs per head over hs, as in
+ * Wortsman et al. 2023; one gain/bias per layer keeps the heads interchangeable and matches a
+ * PyTorch `nn.LayerNorm(hs)` applied to q.view(B, T, NH, hs)). Without it the layout is
+ * exactly nanoGPT's.
  */
 import type { GPTConfig } from './config.ts';
 
@@ -39,6 +46,13 @@ export function paramLayout(cfg: GPTConfig): ParamLayout {
     add(p + 'ln_1.bias', [C], 'bias');
     add(p + 'attn.c_attn.weight', [3 * C, C], 'weight');
     add(p + 'attn.c_attn.bias', [3 * C], 'bias');
+    if (cfg.qkNorm) {
+      const hs = C / cfg.nHead;
+      add(p + 'attn.q_norm.weight', [hs], 'gain');
+      add(p + 'attn.q_norm.bias', [hs], 'bias');
+      add(p + 'attn.k_norm.weight', [hs], 'gain');
+      add(p + 'attn.k_norm.bias', [hs], 'bias');
+    }
     add(p + 'attn.c_proj.weight', [C, C], 'weight');
     add(p + 'attn.c_proj.bias', [C], 'bias');
     add(p + 'ln_2.weight', [C], 'gain');

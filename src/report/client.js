@@ -235,4 +235,366 @@
   payload.panels.forEach(function (p) { addPanel(p, root); });
   if (typeof ResizeObserver === 'function') new ResizeObserver(resizeAll).observe(root);
   else window.addEventListener('resize', resizeAll);
+  if (payload.heatmaps && document.getElementById('heatmap-cards')) heatmaps(payload.heatmaps, document.getElementById('heatmap-cards'));
+
+  /*
+   * Per-tensor diagnostics (src/report/heatmap.ts): one canvas per statistic, x = diagnosed
+   * step, y = tensor. Colours: viridis (sequential, linear or log10) and RdBu (diverging around
+   * 0), both perceptually ordered; grey = no value. Markers: dashed verticals at spikes and
+   * interventions. Hover: every statistic of the cell and its histogram of r.
+   */
+  function heatmaps(hm, host) {
+    var VIRIDIS = ['#440154', '#482878', '#3e4989', '#31688e', '#26828e', '#1f9e89', '#35b779', '#6ece58', '#b5de2b', '#fde725'];
+    var RDBU = ['#2166ac', '#4393c3', '#92c5de', '#d1e5f0', '#f7f7f7', '#fddbc7', '#f4a582', '#d6604d', '#b2182b'];
+    var NONE = '#e5e7eb';
+    var hiddenMarkers = {};
+    var cards = [];
+    var statByKey = {};
+    hm.stats.forEach(function (s) { statByKey[s.key] = s; });
+
+    function rgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.slice(i, i + 2), 16); }); }
+    function ramp(hexes) {
+      var stops = hexes.map(rgb);
+      var lut = [];
+      for (var k = 0; k < 256; k++) {
+        var t = (k / 255) * (stops.length - 1), i = Math.min(Math.floor(t), stops.length - 2), f = t - i;
+        var c = [0, 1, 2].map(function (j) { return Math.round(stops[i][j] + f * (stops[i + 1][j] - stops[i][j])); });
+        lut.push('rgb(' + c.join(',') + ')');
+      }
+      return function (t) { return lut[Math.max(0, Math.min(255, Math.round(t * 255)))]; };
+    }
+    var SEQ = ramp(VIRIDIS), DIV = ramp(RDBU);
+
+    /* Maps a value to [0, 1] for the statistic's colour scale; domain from the data unless fixed. */
+    function scaleOf(stat) {
+      var lo = Infinity, hi = -Infinity, amax = 0;
+      hm.values[stat.key].forEach(function (row) {
+        row.forEach(function (v) {
+          if (v == null || !isFinite(v)) return;
+          if (stat.scale === 'log' && v <= 0) return;
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+          if (Math.abs(v) > amax) amax = Math.abs(v);
+        });
+      });
+      if (stat.scale === 'diverging') {
+        var m = stat.max != null ? stat.max : amax || 1;
+        return { lo: -m, hi: m, color: DIV, t: function (v) { return (v + m) / (2 * m); } };
+      }
+      if (stat.min != null) lo = stat.min;
+      if (stat.max != null) hi = stat.max;
+      if (!isFinite(lo)) { lo = stat.scale === 'log' ? 1e-8 : 0; hi = stat.scale === 'log' ? 1 : 1; }
+      if (stat.scale === 'log') {
+        var a = Math.log10(lo), b = Math.log10(hi);
+        if (b - a < 1e-9) { a -= 0.5; b += 0.5; }
+        return { lo: Math.pow(10, a), hi: Math.pow(10, b), log: true, color: SEQ, t: function (v) { return v <= 0 ? 0 : (Math.log10(v) - a) / (b - a); } };
+      }
+      if (hi - lo < 1e-12) { hi = lo + 1; }
+      return { lo: lo, hi: hi, color: SEQ, t: function (v) { return (v - lo) / (hi - lo); } };
+    }
+
+    /* Column edges in step units: midpoints between diagnosed steps, half a gap beyond the ends. */
+    var steps = hm.steps;
+    var edges = [];
+    (function () {
+      var n = steps.length;
+      var gap0 = n > 1 ? steps[1] - steps[0] : 1, gapN = n > 1 ? steps[n - 1] - steps[n - 2] : 1;
+      edges.push(steps[0] - gap0 / 2);
+      for (var i = 1; i < n; i++) edges.push((steps[i - 1] + steps[i]) / 2);
+      edges.push(steps[n - 1] + gapN / 2);
+    })();
+
+    function visibleMarkers() { return hm.markers.filter(function (m) { return !hiddenMarkers[m.event]; }); }
+
+    function niceTicks(lo, hi, count) {
+      var span = hi - lo, raw = span / Math.max(count, 1);
+      var mag = Math.pow(10, Math.floor(Math.log10(raw))), step = mag;
+      [1, 2, 5, 10].some(function (f) { step = f * mag; return step >= raw; });
+      var out = [];
+      for (var v = Math.ceil(lo / step) * step; v <= hi; v += step) out.push(Math.round(v));
+      return out;
+    }
+
+    function geometry(card) {
+      var W = Math.max(card.wrap.clientWidth, 320);
+      var rows = hm.tensors.length;
+      var rh = Math.max(3, Math.min(14, Math.floor(600 / rows)));
+      var ctx = card.canvas.getContext('2d');
+      ctx.font = '11px system-ui, sans-serif';
+      var labelW = 0;
+      if (rh >= 9) hm.labels.forEach(function (l) { labelW = Math.max(labelW, ctx.measureText(l).width); });
+      var groupW = 0;
+      hm.groups.forEach(function (g) { groupW = Math.max(groupW, ctx.measureText(g.label).width); });
+      var gutter = Math.min(Math.ceil(groupW + (labelW ? labelW + 14 : 0) + 12), Math.floor(W * 0.45));
+      var top = 10, plotH = rows * rh;
+      return { W: W, H: top + plotH + 26, rows: rows, rh: rh, gutter: gutter, top: top, plotH: plotH, left: gutter, right: W - 10, labels: rh >= 9 };
+    }
+
+    function xOf(g, step) { return g.left + ((step - edges[0]) / (edges[edges.length - 1] - edges[0])) * (g.right - g.left); }
+
+    function draw(card) {
+      var g = geometry(card);
+      card.g = g;
+      var dpr = window.devicePixelRatio || 1;
+      var cv = card.canvas;
+      cv.width = Math.round(g.W * dpr);
+      cv.height = Math.round(g.H * dpr);
+      cv.style.width = g.W + 'px';
+      cv.style.height = g.H + 'px';
+      var ctx = cv.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, g.W, g.H);
+      var stat = statByKey[card.key], sc = scaleOf(stat);
+      card.scale = sc;
+      var vals = hm.values[card.key];
+      for (var c = 0; c < steps.length; c++) {
+        // Whole-pixel cell edges: no anti-aliased seams between columns.
+        var x0 = Math.round(xOf(g, edges[c])), x1 = Math.max(Math.round(xOf(g, edges[c + 1])), x0 + 1);
+        for (var r = 0; r < g.rows; r++) {
+          var v = vals[r][c];
+          ctx.fillStyle = v == null || !isFinite(v) ? NONE : sc.color(sc.t(v));
+          ctx.fillRect(x0, g.top + r * g.rh, x1 - x0, g.rh);
+        }
+      }
+      // Layer separators and labels.
+      ctx.font = '11px system-ui, sans-serif';
+      ctx.textBaseline = 'middle';
+      hm.groups.forEach(function (grp) {
+        var y = g.top + grp.start * g.rh;
+        if (grp.start > 0) {
+          ctx.fillStyle = '#ffffff';
+          ctx.fillRect(g.left, y - 0.5, g.right - g.left, 1);
+          ctx.fillStyle = '#9ca3af';
+          ctx.fillRect(4, y - 0.5, g.gutter - 8, 1);
+        }
+        ctx.fillStyle = '#1f2937';
+        ctx.textAlign = 'left';
+        ctx.font = '600 11px system-ui, sans-serif';
+        ctx.fillText(grp.label, 4, g.labels ? y + g.rh / 2 : y + (grp.count * g.rh) / 2);
+      });
+      if (g.labels) {
+        ctx.font = '11px system-ui, sans-serif';
+        ctx.fillStyle = '#4b5563';
+        ctx.textAlign = 'right';
+        hm.labels.forEach(function (l, r) { ctx.fillText(l, g.gutter - 6, g.top + r * g.rh + g.rh / 2); });
+      }
+      // Step axis.
+      ctx.fillStyle = '#4b5563';
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'top';
+      niceTicks(edges[0], edges[edges.length - 1], Math.floor((g.right - g.left) / 90)).forEach(function (s) {
+        var x = xOf(g, s);
+        ctx.fillRect(Math.round(x), g.top + g.plotH, 1, 4);
+        ctx.fillText(fmt(s), x, g.top + g.plotH + 6);
+      });
+      // Markers: dashed verticals with a flag on top.
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(g.left, 0, g.right - g.left, g.top + g.plotH);
+      ctx.clip();
+      ctx.setLineDash([4, 3]);
+      ctx.lineWidth = 1.5;
+      visibleMarkers().forEach(function (m) {
+        var x = Math.round(xOf(g, m.step)) + 0.5;
+        ctx.strokeStyle = m.color;
+        ctx.beginPath();
+        ctx.moveTo(x, g.top);
+        ctx.lineTo(x, g.top + g.plotH);
+        ctx.stroke();
+        ctx.fillStyle = m.color;
+        ctx.beginPath();
+        ctx.moveTo(x - 5, 0);
+        ctx.lineTo(x + 5, 0);
+        ctx.lineTo(x, g.top);
+        ctx.fill();
+      });
+      ctx.restore();
+      drawColorbar(card, stat, sc);
+    }
+
+    function drawColorbar(card, stat, sc) {
+      var cv = card.bar, dpr = window.devicePixelRatio || 1, W = 260, H = 30, x0 = 8, x1 = W - 8;
+      cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
+      var ctx = cv.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, W, H);
+      for (var x = x0; x < x1; x++) {
+        ctx.fillStyle = sc.color((x - x0) / (x1 - x0));
+        ctx.fillRect(x, 2, 1.5, 10);
+      }
+      ctx.font = '11px system-ui, sans-serif';
+      ctx.fillStyle = '#4b5563';
+      ctx.textBaseline = 'top';
+      ctx.textAlign = 'left';
+      ctx.fillText(fmt(sc.lo), x0, 15);
+      ctx.textAlign = 'right';
+      ctx.fillText(fmt(sc.hi) + (sc.log ? ' (log)' : ''), x1, 15);
+      if (stat.ref != null) {
+        var t = sc.t(stat.ref);
+        if (t > 0.08 && t < 0.92) {
+          var rx = x0 + t * (x1 - x0);
+          ctx.fillStyle = '#111827';
+          ctx.fillRect(Math.round(rx), 0, 1, 14);
+          ctx.textAlign = 'center';
+          ctx.fillText(stat.refLabel || fmt(stat.ref), rx, 15);
+        }
+      }
+    }
+
+    /* The cell under the mouse, or null. */
+    function cellAt(card, px, py) {
+      var g = card.g;
+      if (!g || px < g.left || px > g.right || py < g.top || py >= g.top + g.plotH) return null;
+      var step = edges[0] + ((px - g.left) / (g.right - g.left)) * (edges[edges.length - 1] - edges[0]);
+      var c = 0;
+      while (c < steps.length - 1 && edges[c + 1] <= step) c++;
+      return { row: Math.floor((py - g.top) / g.rh), col: c };
+    }
+
+    function histCanvas(h) {
+      var W = 200, H = 48, dpr = window.devicePixelRatio || 1;
+      var cv = document.createElement('canvas');
+      cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
+      var ctx = cv.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      var max = Math.max.apply(null, h.concat([1e-9])), bw = W / h.length;
+      ctx.fillStyle = 'rgba(255,255,255,.15)';
+      ctx.fillRect(0, 0, W, H - 10);
+      ctx.fillStyle = '#93c5fd';
+      h.forEach(function (f, i) { var bh = (f / max) * (H - 12); ctx.fillRect(i * bw + 0.5, H - 10 - bh, Math.max(bw - 1, 1), bh); });
+      ctx.fillStyle = '#f9fafb';
+      ctx.font = '9px system-ui, sans-serif';
+      ctx.textBaseline = 'bottom';
+      [-2, -1, 0, 1, 2].forEach(function (v) {
+        var x = ((v + 2) / 4) * (W - bw) + bw / 2;
+        ctx.textAlign = v === -2 ? 'left' : v === 2 ? 'right' : 'center';
+        ctx.fillText(String(v), x, H);
+      });
+      return cv;
+    }
+
+    function showTip(card, e) {
+      var rect = card.canvas.getBoundingClientRect();
+      var px = e.clientX - rect.left, py = e.clientY - rect.top;
+      var cell = cellAt(card, px, py);
+      if (!cell) { card.tip.style.display = 'none'; return; }
+      var tip = card.tip;
+      tip.textContent = '';
+      var head = document.createElement('div');
+      head.className = 'hm-tip-head';
+      head.textContent = hm.tensors[cell.row] + ' · step ' + steps[cell.col];
+      tip.appendChild(head);
+      visibleMarkers().forEach(function (m) {
+        if (Math.abs(xOf(card.g, m.step) - px) <= 4) {
+          var d = document.createElement('div');
+          d.textContent = 'step ' + m.step + ': ' + m.event;
+          d.style.color = m.color;
+          tip.appendChild(d);
+        }
+      });
+      var table = document.createElement('table');
+      hm.stats.forEach(function (s) {
+        var v = hm.values[s.key][cell.row][cell.col];
+        var tr = document.createElement('tr');
+        if (s.key === card.key) tr.className = 'current';
+        var th = document.createElement('th'), td = document.createElement('td');
+        th.textContent = s.label;
+        td.textContent = fmt(v);
+        tr.append(th, td);
+        table.appendChild(tr);
+      });
+      tip.appendChild(table);
+      var h = hm.hist && hm.hist[cell.row][cell.col];
+      if (h) {
+        var cap = document.createElement('div');
+        cap.textContent = 'histogram of r (update / lr)';
+        tip.append(cap, histCanvas(h));
+      }
+      tip.style.display = 'block';
+      var wrapW = card.wrap.clientWidth;
+      var left = px + 14;
+      if (left + tip.offsetWidth > wrapW) left = Math.max(0, px - 14 - tip.offsetWidth);
+      tip.style.left = left + 'px';
+      tip.style.top = Math.max(0, Math.min(py + 10, card.g.H - tip.offsetHeight)) + 'px';
+    }
+
+    function addCard(key) {
+      var card = { key: key };
+      var box = document.createElement('div');
+      box.className = 'panel heatmap';
+      var head = document.createElement('div');
+      head.className = 'panel-head';
+      var sel = document.createElement('select');
+      hm.stats.forEach(function (s) {
+        var o = document.createElement('option');
+        o.value = s.key;
+        o.textContent = s.label;
+        sel.appendChild(o);
+      });
+      sel.value = key;
+      var doc = document.createElement('span');
+      doc.className = 'hm-doc';
+      card.bar = document.createElement('canvas');
+      card.bar.className = 'hm-bar';
+      head.append(sel, doc, card.bar);
+      card.wrap = document.createElement('div');
+      card.wrap.className = 'hm-wrap';
+      card.canvas = document.createElement('canvas');
+      card.tip = document.createElement('div');
+      card.tip.className = 'hm-tip';
+      card.wrap.append(card.canvas, card.tip);
+      box.append(head, card.wrap);
+      host.appendChild(box);
+      function setDoc() { doc.textContent = statByKey[card.key].doc; }
+      setDoc();
+      sel.addEventListener('change', function () { card.key = sel.value; setDoc(); draw(card); });
+      card.canvas.addEventListener('mousemove', function (e) { showTip(card, e); });
+      card.canvas.addEventListener('mouseleave', function () { card.tip.style.display = 'none'; });
+      cards.push(card);
+      draw(card);
+    }
+
+    function markerLegend() {
+      var kinds = [];
+      hm.markers.forEach(function (m) {
+        var k = kinds.filter(function (x) { return x.event === m.event; })[0];
+        if (!k) kinds.push(k = { event: m.event, color: m.color, n: 0 });
+        k.n++;
+      });
+      if (kinds.length === 0) return;
+      var box = document.createElement('div');
+      box.className = 'event-legend';
+      kinds.forEach(function (k) {
+        if (k.n > 25 && k.event !== 'spike') hiddenMarkers[k.event] = true;
+        var label = document.createElement('label');
+        var cb = document.createElement('input');
+        cb.type = 'checkbox';
+        cb.checked = !hiddenMarkers[k.event];
+        cb.addEventListener('change', function () {
+          hiddenMarkers[k.event] = !cb.checked;
+          cards.forEach(draw);
+        });
+        var sw = document.createElement('span');
+        sw.className = 'swatch';
+        sw.style.background = k.color;
+        label.append(cb, sw, k.event + ' (' + k.n + ')');
+        box.appendChild(label);
+      });
+      host.appendChild(box);
+    }
+
+    markerLegend();
+    (hm.initial.length ? hm.initial : hm.stats.slice(0, 4).map(function (s) { return s.key; })).forEach(addCard);
+    var queued = false;
+    function redrawAll() {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(function () {
+        queued = false;
+        cards.forEach(function (c) { if (!c.g || Math.max(c.wrap.clientWidth, 320) !== c.g.W) draw(c); });
+      });
+    }
+    if (typeof ResizeObserver === 'function') new ResizeObserver(redrawAll).observe(host);
+    else window.addEventListener('resize', redrawAll);
+  }
 })();

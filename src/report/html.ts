@@ -6,6 +6,10 @@
  * Panels are data, not code: a panel names the metric keys it plots, and keys the run never
  * logged are skipped, so new diagnostics only add entries to `defaultPanels` (or pass
  * `extraPanels`) without touching the renderer.
+ *
+ * Per-tensor diagnostics (`diag` lines, src/monitor/diagnostics.ts) add a section of heatmaps
+ * (heatmap.ts builds their data, client.js draws them on canvases): tensors × diagnosed steps,
+ * spikes and interventions marked.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +18,7 @@ import { UserError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { DEFAULT_MAX_POINTS, downsampleMinMax, type XY } from './downsample.ts';
 import { loadRunMetrics, seriesOf, type MetricEvent, type RunMetrics } from './metrics.ts';
+import { buildHeatmaps, type HeatmapPayload } from './heatmap.ts';
 import { configFacts, summaryFacts, type Fact } from './summary.ts';
 
 export interface SeriesSpec {
@@ -83,6 +88,8 @@ interface Payload {
   panels: PanelSpec[];
   data: Record<string, XY>;
   events: (MetricEvent & { color: string })[];
+  /** Per-tensor diagnostics as heatmaps; absent when the run logged none. */
+  heatmaps?: HeatmapPayload;
 }
 
 const EVENT_COLORS: Record<string, string> = {
@@ -148,6 +155,7 @@ ${factList(facts, 'facts')}
 ${factTable(summary)}
 </section>
 <main id="panels"></main>
+${payload.heatmaps ? heatmapSection(payload.heatmaps) : ''}
 <noscript><p class="note">The charts need JavaScript; the numbers above do not.</p></noscript>
 <p class="note">Drag across a chart to zoom, double-click to reset. Hover for values.</p>
 ${eventTable(payload.events)}
@@ -203,7 +211,22 @@ export function buildPayload(metrics: RunMetrics, panels: readonly PanelSpec[], 
     });
     if (series.length > 0) kept.push({ ...panel, series });
   }
-  return { panels: kept, data, events: colourEvents(metrics.events) };
+  const events = colourEvents(metrics.events);
+  const heatmaps = buildHeatmaps(metrics.diag, events);
+  return heatmaps ? { panels: kept, data, events, heatmaps } : { panels: kept, data, events };
+}
+
+/** The container client.js fills with one heatmap card per statistic. */
+function heatmapSection(h: HeatmapPayload): string {
+  const every = h.steps.length > 1 ? h.steps[1] - h.steps[0] : null;
+  const dropped = h.droppedColumns > 0
+    ? ` ${h.droppedColumns} of ${h.droppedColumns + h.steps.length} diagnosed steps are not drawn (long run: every few are kept, and the two before each marker).`
+    : '';
+  return `<section class="heatmaps" id="heatmaps">
+<h2>Per-tensor diagnostics</h2>
+<p class="note">Rows: the ${h.tensors.length} parameter tensors in layout order, grouped by layer; columns: the ${h.steps.length} diagnosed steps${every ? ` (every ${every})` : ''}; colour: the statistic (log scale where the colour bar says so; grey: not logged). Dashed lines mark spikes and interventions. Hover a cell for all its statistics and its update histogram; switch a map's statistic with its menu.${dropped}</p>
+<div id="heatmap-cards"></div>
+</section>`;
 }
 
 /** Six significant digits are plenty for a chart and roughly halve the embedded JSON. */

@@ -5,6 +5,11 @@
  * is forgiving: a torn line (crash mid-write) is skipped, a step logged twice keeps the later
  * value of each field (a resume replays steps after its checkpoint), and non-finite values
  * become null, which the charts draw as gaps.
+ *
+ * A line with a `diag` object (src/monitor/diagnostics.ts: `{step, diag: {<tensor>: {<stat>:
+ * number | null, hist: number[]}}, diag_…}`) is collected separately into `diag`, one entry per
+ * step (a later line for the same step replaces it); its top-level numeric fields are merged
+ * into the step's row like any other line's.
  */
 import fs from 'node:fs';
 import { UserError } from '../errors.ts';
@@ -23,9 +28,23 @@ export interface MetricEvent {
   fields: Record<string, unknown>;
 }
 
+/** One tensor's statistics at a diagnosed step: numbers (null = non-finite or undefined) and the r histogram. */
+export interface TensorStats {
+  stats: Record<string, number | null>;
+  hist?: number[];
+}
+
+/** One diagnosed step: per-tensor statistics, tensors in the order the line listed them (layout order). */
+export interface DiagStep {
+  step: number;
+  tensors: Map<string, TensorStats>;
+}
+
 export interface RunMetrics {
   /** Sorted by step, one per distinct step. */
   rows: MetricRow[];
+  /** Per-tensor diagnostics, sorted by step, one per distinct step (empty when none were logged). */
+  diag: DiagStep[];
   /** In file order. */
   events: MetricEvent[];
   /** Lines that were not valid JSON objects (a torn last line is the usual one). */
@@ -61,9 +80,30 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The per-tensor part of a diag line; malformed entries are dropped, not fatal. */
+function parseDiag(step: number, diag: Record<string, unknown>): DiagStep {
+  const tensors = new Map<string, TensorStats>();
+  for (const [name, entry] of Object.entries(diag)) {
+    if (!isObject(entry)) continue;
+    const stats: Record<string, number | null> = {};
+    let hist: number[] | undefined;
+    for (const [key, v] of Object.entries(entry)) {
+      if (key === 'hist') {
+        if (Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isFinite(x))) hist = v as number[];
+        continue;
+      }
+      const value = metricValue(v);
+      if (value !== undefined) stats[key] = value;
+    }
+    tensors.set(name, hist ? { stats, hist } : { stats });
+  }
+  return { step, tensors };
+}
+
 /** Parses the text of a metrics.jsonl file. Never throws on bad lines; counts them instead. */
 export function parseMetrics(text: string): RunMetrics {
   const byStep = new Map<number, Record<string, number | null>>();
+  const diagByStep = new Map<number, DiagStep>();
   const events: MetricEvent[] = [];
   let skippedLines = 0;
   for (const raw of text.split('\n')) {
@@ -84,9 +124,10 @@ export function parseMetrics(text: string): RunMetrics {
       skippedLines++;
       continue;
     }
+    if (isObject(obj.diag)) diagByStep.set(step, parseDiag(step, obj.diag));
     const row = byStep.get(step) ?? {};
     for (const [key, v] of Object.entries(obj)) {
-      if (key === 'step') continue;
+      if (key === 'step' || key === 'diag') continue;
       const value = metricValue(v);
       if (value !== undefined) row[key] = value; // later lines overwrite field by field
     }
@@ -95,7 +136,8 @@ export function parseMetrics(text: string): RunMetrics {
   const rows = [...byStep.entries()]
     .sort((a, b) => a[0] - b[0])
     .map(([step, values]) => ({ step, values }));
-  return { rows, events, skippedLines };
+  const diag = [...diagByStep.values()].sort((a, b) => a.step - b.step);
+  return { rows, diag, events, skippedLines };
 }
 
 /** Reads and parses DIR/metrics.jsonl; a missing or empty log is the user's to fix. */

@@ -11,6 +11,7 @@ import { readSafetensors, writeSafetensors, type TensorToWrite } from '../io/saf
 import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
+import type { GuardState } from './guards.ts';
 
 export const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors', 'trainer.json'] as const;
 
@@ -26,6 +27,8 @@ export interface TrainerState {
   optimizerT: number;
   /** Optimizer name (absent in checkpoints from before there was a choice: adamw). */
   optimizer?: string;
+  /** Spike detectors, recovery counters, faults fired (src/train/guards.ts). */
+  guard?: GuardState;
   elapsedMs: number;
   config: GPTConfig;
   options: Record<string, unknown>;

@@ -16,15 +16,19 @@ import { createOptimizer } from '../optim/registry.ts';
 import { loadStateTensors, stateBytes, stateMetadata, stateTensors } from '../optim/state.ts';
 import type { OptState } from '../optim/types.ts';
 import { embeddingDrift } from '../monitor/embedding.ts';
+import { SnapshotRing } from '../guard/snapshots.ts';
+import { Rng } from '../util/rng.ts';
+import { Guards, type StabilityOptions } from './guards.ts';
+import { Diagnostics } from '../monitor/diagnostics.ts';
 import { createProgress } from '../cli/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
 import { evaluate } from './evaluate.ts';
 import {
-  listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
+  checkpointDir, listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
 } from './checkpoints.ts';
 
-export interface TrainOptions {
+export interface TrainOptions extends StabilityOptions {
   /** Preset name or JSON path the model config came from (for the record). */
   configName: string;
   config: GPTConfig;
@@ -63,6 +67,10 @@ export interface TrainSummary {
   tokens_per_s: number;
   seconds: number;
   params: number;
+  /** Spikes detected, steps skipped and rollbacks done (issue 4's recovery). */
+  spikes: number;
+  skipped_steps: number;
+  rollbacks: number;
   optimizer: string;
   /** Bytes of optimizer state, and per parameter (AdamW: 8). */
   optimizer_state_bytes: number;
@@ -92,14 +100,19 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   if (!ckpt) prepareRunDir(runDir);
   const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
   const kernels = nativeKernels();
-  const model = new GPT(cfg, kernels, { maxBatch: opts.batch });
+  const model = new GPT(cfg, kernels, { maxBatch: opts.batch, zLoss: opts.zLoss ?? 0 });
   const batcher = new Batcher({ tokens: trainTokens, B: opts.batch, T, seed: opts.seed });
-  // Tiger folds accumulation into its momentum: it steps on every micro-batch.
-  const folds = opts.optimizer === 'tiger';
-  const optimizer = createOptimizer(opts.optimizer, folds ? { ...opts.optimizerOptions, accumSteps: opts.accum } : opts.optimizerOptions);
+  const guards = new Guards(opts, opts.steps);
+  // Tiger folds accumulation into its momentum (one optimizer call per micro-batch). Skipping or
+  // rolling back a step needs the whole step's gradient first, so recovery turns folding off
+  // (the result is the same: Tiger's momentum update is linear in the gradient).
+  const folds = opts.optimizer === 'tiger' && opts.accum > 1 && !guards.needsSnapshots;
+  const baseOptions = folds ? { ...opts.optimizerOptions, accumSteps: opts.accum } : opts.optimizerOptions;
+  let optimizer = createOptimizer(opts.optimizer, baseOptions);
   // Adafactor's relative step size is its own schedule: it gets no lr.
   const ownLr = optimizer.options.relativeStep === true;
   const opt: OptState = optimizer.init(model.params, model.layout.tensors);
+  const wte = model.layout.byName.get('transformer.wte.weight')!;
   let step = 0;
   let tokens = 0;
   let elapsedMs = 0;
@@ -110,6 +123,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     tokens = ckpt.state.tokens;
     elapsedMs = ckpt.state.elapsedMs;
     batcher.cursor = ckpt.state.cursor;
+    guards.restore(ckpt.state.guard);
   } else {
     model.init(opts.seed);
     const { config: _c, ...rest } = opts;
@@ -121,6 +135,13 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       }, null, 2) + '\n',
     );
   }
+  const ring = guards.needsSnapshots
+    ? new SnapshotRing(Math.max(1, Math.floor(guards.recovery.o.rollbackSteps / 2)), guards.recovery.o.rollbackSteps, model.numParams,
+      Object.fromEntries(Object.entries(opt.slots).map(([k, v]) => [k, v.length])))
+    : null;
+  const diag = opts.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: opts.diagEvery }) : null;
+  // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
+  const faultRng = new Rng(opts.seed ^ 0x5eed);
 
   const log = new MetricsLog(path.join(runDir, 'metrics.jsonl'));
   if (ckpt) log.write({ event: 'resume', step, from: ckpt.dir });
@@ -131,7 +152,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   const save = () => {
     const state: TrainerState = {
       version: 1, step, tokens, cursor: batcher.cursor, seed: opts.seed, optimizerT: opt.t, optimizer: optimizer.name,
-      elapsedMs, config: cfg, options: { ...opts, config: undefined },
+      elapsedMs, config: cfg, options: { ...opts, config: undefined }, guard: guards.state(),
     };
     const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
     const dir = saveCheckpoint(runDir, { state, params: model.params, optimizer: optimizerState });
@@ -139,57 +160,163 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     log.write({ event: 'checkpoint', step, dir: path.relative(runDir, dir) });
   };
 
+  /**
+   * PaLM rollback at spike step `n`: the newest state at least R steps older (in memory, else a
+   * checkpoint on disk; failing both, the oldest one before the spike), then skip S batches.
+   */
+  const rollback = (n: number): boolean => {
+    const { rollbackSteps: R, skipBatches: S } = guards.recovery.o;
+    const snap = ring?.atOrBefore(n - R) ?? ring?.oldestBefore(n);
+    let from: 'memory' | 'checkpoint';
+    if (snap) {
+      model.params.set(snap.params);
+      for (const [k, buf] of Object.entries(opt.slots)) buf.set(snap.slots[k]);
+      opt.t = snap.optT;
+      ({ step, tokens } = snap);
+      batcher.cursor = snap.cursor;
+      guards.restoreDetectors(snap.extra as Record<string, unknown>);
+      from = 'memory';
+    } else {
+      const steps = listCheckpoints(runDir).filter((s) => s < n);
+      const pickStep = steps.filter((s) => s <= n - R).at(-1) ?? steps[0];
+      if (pickStep === undefined) return false;
+      const c = loadCheckpoint(checkpointDir(runDir, pickStep));
+      model.params.set(c.params);
+      loadStateTensors(optimizer, opt, c.optimizer.tensors, c.optimizer.metadata, c.optimizer.path);
+      ({ step, tokens } = c.state);
+      batcher.cursor = c.state.cursor;
+      if (c.state.guard) guards.restoreDetectors(c.state.guard.detectors);
+      from = 'checkpoint';
+    }
+    const cursorFrom = batcher.cursor;
+    batcher.cursor += S * opts.accum;
+    ring?.dropAfter(step);
+    // Checkpoints newer than the restored step belong to the abandoned trajectory.
+    const dropped = listCheckpoints(runDir).filter((s) => s > step);
+    for (const s of dropped) fs.rmSync(checkpointDir(runDir, s), { recursive: true, force: true });
+    log.write({
+      event: 'rollback', step: n, to: step, from, skip_batches: S, cursor_from: cursorFrom, cursor_to: batcher.cursor,
+      rollbacks: guards.recovery.state.rollbacks, dropped_checkpoints: dropped,
+    });
+    progress?.log(`step ${n}: spike; rolled back to step ${step} (${from}) and skipped ${S} batches`);
+    return true;
+  };
+
   let trainLoss = NaN;
   let valLoss: number | null = null;
   let trainMs = 0;
+  let trainedSteps = 0;
   let interrupted = false;
+  let rollbacks = 0;
   const startStep = step;
   try {
     while (step < opts.steps) {
       const t0 = performance.now();
-      const lr = learningRate(schedule, step + 1);
+      const n = step + 1;
+      if (ring?.due(step)) {
+        ring.take({ step, tokens, cursor: batcher.cursor, optT: opt.t, extra: guards.detectorState() }, model.params, opt.slots);
+      }
+      let gradFault: { scale: number } | null = null;
+      for (const f of guards.faults.startingAt(n)) {
+        log.write({ event: 'fault', ...f });
+        if (f.kind === 'bad-batch') guards.badBatchesLeft += f.n;
+        if (f.kind === 'nan-grad') gradFault = { scale: NaN };
+        if (f.kind === 'grad-scale') gradFault = { scale: f.x };
+      }
+      const lr = learningRate(schedule, n) * guards.faults.lrScale(n);
+      if (guards.schedules.length > 0) optimizer = createOptimizer(opts.optimizer, { ...baseOptions, ...guards.scheduledOptions(n) });
+
       let loss = 0;
+      let zsq = 0; // Σ over micro-batches of the mean (log Z)²
       let sq = 0; // Σ over optimizer calls of ‖g‖² (one call, or one per micro-batch when folded)
+      let zeroFrac: number | null = null;
+      let diagRecord: Record<string, unknown> | null = null;
       const skipped = new Set<string>();
-      const optimize = () => {
+      /** Embedding shrink, emulated precision, fault: the gradient as the optimizer will see it. */
+      const finishGradient = () => {
+        const a = guards.embedScale(n);
+        if (a !== 1) kernels.scale(model.grads.subarray(wte.offset, wte.offset + wte.size), wte.size, a);
+        if (gradFault) kernels.scale(model.grads, model.grads.length, gradFault.scale);
+        const z = guards.roundGradients(model.grads);
+        if (z !== null) zeroFrac = z;
         const norm2 = kernels.sumSquares(model.grads, model.grads.length);
         sq += norm2;
+        return norm2;
+      };
+      const optimize = (norm2: number, lastMicro = true) => {
         const finite = Number.isFinite(norm2);
         const norm = Math.sqrt(norm2);
         if (finite && opts.clip > 0 && norm > opts.clip) kernels.scale(model.grads, model.grads.length, opts.clip / norm);
+        // Diagnostics watch the update-applying call (and the one of the step before).
+        const watch = diag !== null && lastMicro && (diag.wants(n) || diag.wants(n + 1));
+        if (watch) diag.before(n, model.params, model.grads, optimizer, opt);
         const r = optimizer.step(model.params, model.grads, opt, { lr: ownLr ? undefined : lr, gradsFinite: finite });
-        for (const n of r.skipped) skipped.add(n);
+        for (const name of r.skipped) skipped.add(name);
+        const rec = watch ? diag.after(n, model.params, optimizer, opt, lr) : null;
+        if (rec) diagRecord = { ...rec };
       };
       if (!folds) model.zeroGrad();
       for (let micro = 0; micro < opts.accum; micro++) {
         const batch = batcher.next();
+        if (guards.badBatchesLeft > 0) {
+          guards.badBatchesLeft -= 1;
+          for (let i = 0; i < batch.inputs.length; i++) {
+            batch.inputs[i] = faultRng.int(cfg.vocabSize);
+            batch.targets[i] = faultRng.int(cfg.vocabSize);
+          }
+        }
         if (folds) model.zeroGrad();
         loss += model.forward(batch.inputs, batch.targets, opts.batch);
+        zsq += model.lastZLoss;
         model.backward(folds ? 1 : 1 / opts.accum);
-        if (folds) optimize();
+        if (folds) optimize(finishGradient(), micro === opts.accum - 1);
       }
-      if (!folds) optimize();
       loss /= opts.accum;
-      const gradNorm = Math.sqrt(folds ? sq / opts.accum : sq);
+      const norm2 = folds ? sq : finishGradient();
+      const gradNorm = Math.sqrt(folds ? sq / opts.accum : norm2);
+      const spikes = guards.observe(n, loss, gradNorm);
+      for (const sp of spikes) log.write({ ...sp });
+      const trouble = spikes.length > 0 || !Number.isFinite(norm2) || !Number.isFinite(loss);
+      const canRollback = (ring?.oldestBefore(n) ?? null) !== null || listCheckpoints(runDir).some((s) => s < n);
+      const action = folds ? 'apply' : guards.recovery.decide(trouble, canRollback);
+      if (action === 'apply' && !folds) optimize(norm2);
+
       const ms = performance.now() - t0;
-      step += 1;
-      tokens += tokensPerStep;
       trainMs += ms;
       elapsedMs += ms;
-      trainLoss = loss;
+      trainedSteps += 1;
       const tokPerS = (tokensPerStep / ms) * 1000;
-      log.write({ step, loss, lr: ownLr ? null : lr, grad_norm: gradNorm, tokens, tokens_per_s: tokPerS, ms });
+      log.write({
+        step: n, loss, lr: ownLr ? null : lr, grad_norm: gradNorm, tokens: tokens + tokensPerStep, tokens_per_s: tokPerS, ms,
+        ...(zeroFrac !== null ? { grad_zero_frac: zeroFrac } : {}),
+        ...(model.zLoss > 0 ? { z_loss: zsq / opts.accum } : {}),
+        ...(action !== 'apply' ? { action } : {}),
+      });
+      if (diagRecord) log.write(diagRecord);
+      if (action === 'rollback' && rollback(n)) {
+        rollbacks += 1;
+        diag?.reset();
+        continue;
+      }
+      step = n;
+      tokens += tokensPerStep;
+      trainLoss = loss;
+      if (action !== 'apply') {
+        guards.skips += 1;
+        log.write({ event: 'skip_step', step, consecutive: guards.recovery.state.consecutiveSkips });
+        progress?.log(`step ${step}: spike; step skipped`);
+      }
       if (skipped.size > 0) {
         log.write({ event: 'nonfinite_grad', step, tensors: [...skipped] });
         progress?.log(`step ${step}: non-finite gradient in ${skipped.size} tensor(s); their update was skipped`);
       }
-      if (!Number.isFinite(loss)) {
-        throw new TrainingDiverged(`training diverged: loss is ${loss} at step ${step}; lower --lr or raise --warmup`);
+      if (!Number.isFinite(loss) && action === 'apply') {
+        throw new TrainingDiverged(`training diverged: loss is ${loss} at step ${step}; lower --lr, raise --warmup, or use --on-spike skip|rollback`);
       }
       const last = step === opts.steps;
       if ((opts.evalEvery > 0 && step % opts.evalEvery === 0) || last) {
         valLoss = evaluate(model, valTokens, opts.evalTokens).loss;
-        log.write({ step, val_loss: valLoss, ...embeddingDrift(model.params, model.layout.byName.get('transformer.wte.weight')!) });
+        log.write({ step, val_loss: valLoss, ...embeddingDrift(model.params, wte) });
         progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
       }
       progress?.update(step, { loss: loss.toFixed(4), 'tok/s': Math.round(tokPerS) });
@@ -213,9 +340,12 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     tokens,
     train_loss: trainLoss,
     val_loss: valLoss,
-    tokens_per_s: trainMs > 0 ? (((step - startStep) * tokensPerStep) / trainMs) * 1000 : 0,
+    tokens_per_s: trainMs > 0 ? ((trainedSteps * tokensPerStep) / trainMs) * 1000 : 0,
     seconds: elapsedMs / 1000,
     params: model.numParams,
+    spikes: guards.spikes,
+    skipped_steps: guards.skips,
+    rollbacks,
     optimizer: optimizer.name,
     optimizer_state_bytes: stateBytes(opt),
     optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,

@@ -114,11 +114,13 @@ export function encoderBackward<F extends Floats>(
 }
 
 /**
- * losses[i] = −log softmax(logits[i])[targets[i]]; dlogits (may alias logits, may be null)
- * = (softmax − onehot)·scale. Returns Σ losses in float64.
+ * losses[i] = −log softmax(logits[i])[targets[i]]; lse (may be null) = log Z per row;
+ * dlogits (may alias logits, may be null) = (softmax·(1 + 2·zCoef·lse) − onehot)·scale, the
+ * gradient of scale·Σ (loss + zCoef·lse²). Returns Σ losses in float64.
  */
 export function crossEntropy<F extends Floats>(
   losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number,
+  zCoef = 0, lse: F | null = null,
 ): number {
   const e = new Float64Array(V);
   let total = 0;
@@ -132,11 +134,14 @@ export function crossEntropy<F extends Floats>(
       e[i] = Math.exp(logits[o + i] - mx);
       sum += e[i];
     }
+    const logZ = Math.log(sum) + mx;
     const loss = Math.log(sum) - (logits[o + tgt] - mx);
     losses[r] = loss;
     total += losses[r];  // the stored value, as the native kernel sums it
+    if (lse) lse[r] = logZ;
     if (dlogits) {
-      for (let i = 0; i < V; i++) dlogits[o + i] = (e[i] / sum - (i === tgt ? 1 : 0)) * scale;
+      const zf = 1 + 2 * zCoef * logZ;  // exactly 1 when zCoef = 0
+      for (let i = 0; i < V; i++) dlogits[o + i] = ((e[i] / sum) * zf - (i === tgt ? 1 : 0)) * scale;
     }
   }
   return total;
