@@ -8,7 +8,8 @@
         "native/matmul.cc",
         "native/ops.cc",
         "native/attention.cc",
-        "native/optim.cc"
+        "native/optim.cc",
+        "native/reduce.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -115,9 +115,13 @@ bench('adafactor 2048×2048', NA, 12, () => {
 const triad2 = bench('triad (again)', N, 12, () => nk.triad(a, b, c, N, 0.5));
 const triadBest = Math.max(triad1.gbps, triad2.gbps);
 const ratio = adam.gbps / triadBest;
+// STREAM counts 12 B per triad element, but writing `a` first reads its cache line (write-allocate):
+// 16 B actually move. adam's 28 B include its own write-allocate-free updates (p, m, v are read first).
+const ratioWA = adam.gbps / (triadBest * 16 / 12);
 
 if (json) {
-  console.log(JSON.stringify({ n: N, threads, simd, reps, rows, triad_gbps: triadBest, adam_gbps: adam.gbps, adam_over_triad: ratio }));
+  console.log(JSON.stringify({ n: N, threads, simd, reps, rows, triad_gbps: triadBest, adam_gbps: adam.gbps, adam_over_triad: ratio, adam_over_triad_write_allocate: ratioWA }));
 } else {
   console.log(`adam / triad = ${adam.gbps.toFixed(2)} / ${triadBest.toFixed(2)} GB/s = ${(ratio * 100).toFixed(1)} % (goal ≥ 80 %)`);
+  console.log(`counting the triad's write-allocate (16 B/element): ${(ratioWA * 100).toFixed(1)} %`);
 }

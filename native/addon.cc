@@ -9,6 +9,7 @@ void InitMatmul(Napi::Env env, Napi::Object exports);
 void InitOps(Napi::Env env, Napi::Object exports);
 void InitAttention(Napi::Env env, Napi::Object exports);
 void InitOptim(Napi::Env env, Napi::Object exports);
+void InitReduce(Napi::Env env, Napi::Object exports);
 }  // namespace keel
 
 static Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -22,6 +23,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keel::InitOps(env, exports);
   keel::InitAttention(env, exports);
   keel::InitOptim(env, exports);
+  keel::InitReduce(env, exports);
   return exports;
 }
 

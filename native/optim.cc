@@ -651,6 +651,25 @@ Napi::Value Triad(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// EMA of the weights: dst += w·(src − dst). Memory-bound; the plain loop (which the compiler
+// vectorises with SSE) already streams at the bandwidth limit, so it has no AVX2 body.
+Napi::Value Lerp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 4, "lerp")) return env.Undefined();
+  int64_t N;
+  double w = 0.0;
+  if (!size_arg(info, 2, &N) || !num(info, 3, &w)) return env.Undefined();
+  float* dst = f32(info, 0, N);
+  if (!dst) return env.Undefined();
+  const float* src = f32(info, 1, N);
+  if (!src) return env.Undefined();
+  const float fw = (float)w;
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) dst[i] += fw * (src[i] - dst[i]);
+  }, kGrain);
+  return env.Undefined();
+}
+
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!need_args(info, 2, "sumSquares")) return env.Undefined();
@@ -693,6 +712,7 @@ void InitOptim(Napi::Env env, Napi::Object exports) {
   exports.Set("momentum", Napi::Function::New(env, Momentum));
   exports.Set("adafactor", Napi::Function::New(env, Adafactor));
   exports.Set("triad", Napi::Function::New(env, Triad));
+  exports.Set("lerp", Napi::Function::New(env, Lerp));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("scale", Napi::Function::New(env, Scale));
 }

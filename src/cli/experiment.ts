@@ -1,16 +1,45 @@
-/** `keel experiment optimizers`: every optimizer at its best swept lr, compared in one report. */
+/**
+ * `keel experiment optimizers`: every optimizer at its best swept lr, compared in one report.
+ * `keel experiment spikes`: provoke loss spikes with an lr sweep, rerun with each mitigation.
+ * `keel experiment lawa`: raw weights vs LAWA vs EMA at a high and a low lr.
+ */
 import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
 import { DEFAULT_LR_FACTORS, runOptimizerExperiment } from '../experiments/optimizers.ts';
+import { DEFAULT_EPS, DEFAULT_LRS, runSpikeExperiment, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS } from '../experiments/spikes.ts';
+import { findings } from '../experiments/spikes_report.ts';
+import { runLawaExperiment } from '../experiments/lawa.ts';
+import { findings as lawaFindings } from '../experiments/lawa_report.ts';
 import { resolveConfig } from '../model/config.ts';
 import { OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { int } from './args.ts';
 
-function defaultOut(): string {
+function defaultOut(name = 'optimizers'): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, '0');
-  return `runs/experiment-optimizers-${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+  return `runs/experiment-${name}-${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+/** "1e-3,0.01" → numbers; anything else names the flag and the bad item. */
+function numberList(flag: string, v: string, ok: (n: number) => boolean, what: string): number[] {
+  return list(flag, v).map((s) => {
+    const n = Number(s);
+    if (!Number.isFinite(n) || !ok(n)) throw new UserError(`${flag} must be ${what}, got "${s}"`);
+    return n;
+  });
+}
+
+/** Ctrl-C once: stop after the current step; twice: exit now. Returns the poll and the remover. */
+function interruptible(): { shouldStop: () => boolean; done: () => void } {
+  let stop = false;
+  const onSigint = () => {
+    if (stop) process.exit(130);
+    stop = true;
+    process.stderr.write('\nkeel: interrupt received, stopping the current run (Ctrl-C again to abort)\n');
+  };
+  process.on('SIGINT', onSigint);
+  return { shouldStop: () => stop, done: () => process.off('SIGINT', onSigint) };
 }
 
 /** "a,b,c" → ['a', 'b', 'c'] (blanks around commas ignored). */
@@ -53,13 +82,7 @@ export function experimentCommand(): Command {
       const lrFactors = cmd.getOptionValueSource('lrFactors') === 'default' ? DEFAULT_LR_FACTORS : factors(o.lrFactors);
       const config = resolveConfig(o.config);
       const out = o.out ?? defaultOut();
-      let stop = false;
-      const onSigint = () => {
-        if (stop) process.exit(130);
-        stop = true;
-        process.stderr.write('\nkeel: interrupt received, stopping the current run (Ctrl-C again to abort)\n');
-      };
-      process.on('SIGINT', onSigint);
+      const sig = interruptible();
       const results = await runOptimizerExperiment({
         out,
         optimizers: names,
@@ -74,9 +97,9 @@ export function experimentCommand(): Command {
         seed: o.seed,
         keepSweepCheckpoints: !!o.keepSweepCheckpoints,
         progress: true,
-        shouldStop: () => stop,
+        shouldStop: sig.shouldStop,
       });
-      process.off('SIGINT', onSigint);
+      sig.done();
       const dir = path.resolve(out);
       const lines = results.optimizers.map(
         (r) =>
@@ -91,5 +114,96 @@ export function experimentCommand(): Command {
       if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
       if (results.interrupted) process.exit(130);
     });
-  return experiment.addCommand(optimizers);
+  return experiment.addCommand(optimizers).addCommand(spikesCommand()).addCommand(lawaCommand());
+}
+
+function spikesCommand(): Command {
+  const c = SPIKE_CONFIG;
+  return new Command('spikes')
+    .description(
+      'provoke loss spikes on a small model with an lr sweep over several orders of magnitude (constant lr, no warm-up, small and large ε), ' +
+        'rerun the sweep with each mitigation, and measure spikes per run, final loss, LR sensitivity (Wortsman et al.) and the lead time ' +
+        'of the Adam diagnostics before each spike; writes OUT/results.json and OUT/report.html',
+    )
+    .option('--out <dir>', 'experiment directory; an unfinished one with the same settings is continued (default runs/experiment-spikes-<date-time>)')
+    .option('--variants <a,b,c>', `comma-separated (default all: ${SPIKE_VARIANTS.join(',')})`)
+    .option('--lrs <x,y,z>', 'the lr grid (3 significant digits)', DEFAULT_LRS.join(','))
+    .option('--eps-values <x,y>', 'AdamW ε: every variant runs at the first, the baseline also at the others', DEFAULT_EPS.join(','))
+    .option('--steps <n>', 'steps per run', int(1), 300)
+    .option('--batch <n>', 'sequences per step', int(1), 8)
+    .option('--warmup <n>', 'linear warm-up steps (0 = none, which provokes spikes)', int(0), 0)
+    .option('--config <name|file>', `model: tiny, small, or a JSON file (default ${SPIKE_CONFIG_NAME}: ${c.nLayer} layers, ${c.nHead} heads, C ${c.nEmbd}, T ${c.blockSize})`)
+    .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .option('--eval-tokens <n>', 'validation tokens of the final evaluation', int(1), 65536)
+    .option('--spike-window <n>', 'spike detector window (online for skip/rollback, offline for counting)', int(2), 32)
+    .option('--diag-every <n>', 'Adam diagnostics every n steps (lead times are measured in these)', int(1), 5)
+    .option('--seed <n>', 'seed for init and data order', int(0), 1337)
+    .option('--json', 'print results.json as the last line of stdout')
+    .action(async (o) => {
+      const variants = o.variants === undefined ? undefined : list('--variants', o.variants);
+      const lrs = numberList('--lrs', o.lrs, (n) => n > 0, 'positive numbers');
+      const epsValues = numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0');
+      const config = o.config === undefined ? undefined : resolveConfig(o.config);
+      const out = o.out ?? defaultOut('spikes');
+      const sig = interruptible();
+      const results = await runSpikeExperiment({
+        out,
+        variants,
+        lrs,
+        epsValues,
+        steps: o.steps,
+        batch: o.batch,
+        warmup: o.warmup,
+        config,
+        configName: o.config,
+        data: o.data === undefined ? undefined : path.resolve(o.data),
+        evalTokens: o.evalTokens,
+        spikeWindow: o.spikeWindow,
+        diagEvery: o.diagEvery,
+        seed: o.seed,
+        progress: true,
+        shouldStop: sig.shouldStop,
+      });
+      sig.done();
+      const dir = path.resolve(out);
+      const lines = results.variants.map(
+        (v) =>
+          `  ${v.label.padEnd(20)} LR sensitivity ${v.lr_sensitivity?.toFixed(3) ?? '—'}  best ${v.best_loss?.toFixed(4) ?? '—'}` +
+          `  spikes ${v.spikes}  diverged ${v.diverged}/${v.runs}  precursor ${v.lead.with_any_precursor}/${v.lead.testable}`,
+      );
+      process.stderr.write(
+        `${results.complete ? 'done' : 'stopped'}: ${dir}/report.html, results.json\n${lines.join('\n')}\n` +
+          findings(results).map((f) => `- ${f}`).join('\n') + '\n' +
+          (results.interrupted ? `continue with: keel experiment spikes --out ${out} (and the same settings)\n` : ''),
+      );
+      if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
+      if (results.interrupted) process.exit(130);
+    });
+}
+
+function lawaCommand(): Command {
+  return new Command('lawa')
+    .description('the tiny model at a high and a low lr: validation loss of the raw weights, LAWA and EMA over training; writes OUT/results.json and OUT/report.html')
+    .option('--out <dir>', 'experiment directory (default runs/experiment-lawa-<date-time>)')
+    .option('--lrs <a,b>', 'learning rates (default 6e-3,1e-3: high and low)', (v) => numberList('--lrs', v, (n) => n > 0, 'positive numbers'))
+    .option('--steps <n>', 'steps per run (default 800)', int(1))
+    .option('--batch <n>', 'sequences per step (default 16)', int(1))
+    .option('--k <n>', 'LAWA: snapshots averaged (default 6)', int(1))
+    .option('--every <n>', 'LAWA: steps between snapshots (default 25)', int(1))
+    .option('--ema <beta>', 'EMA β (default 0.99)', (v) => numberList('--ema', v, (n) => n > 0 && n < 1, 'in (0, 1)')[0])
+    .option('--eval-every <n>', 'steps between evaluations (default 25)', int(1))
+    .option('--eval-tokens <n>', 'validation tokens per evaluation (default 32768)', int(2))
+    .option('--config <name|file>', 'model (default tiny)', 'tiny')
+    .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .option('--seed <n>', 'seed (default 1337)', int(0))
+    .option('--json', 'print results.json as the last line of stdout')
+    .action(async (o) => {
+      const r = await runLawaExperiment({
+        out: o.out ?? defaultOut('lawa'), config: resolveConfig(o.config), configName: o.config,
+        data: o.data === undefined ? undefined : path.resolve(o.data),
+        lrs: o.lrs, steps: o.steps, batch: o.batch, k: o.k, every: o.every, ema: o.ema, evalEvery: o.evalEvery, evalTokens: o.evalTokens, seed: o.seed,
+      });
+      for (const f of lawaFindings(r)) process.stderr.write(f + '\n');
+      if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+    });
 }

@@ -9,6 +9,8 @@ import { reportCommand } from './report.ts';
 import { optimCommand } from './optim.ts';
 import { experimentCommand } from './experiment.ts';
 import { analyzeCommand } from './analyze.ts';
+import { averageCommand } from './average.ts';
+import { planCommand } from './plan.ts';
 
 const program = new Command('keel')
   .description('Keel: stable, efficient GPT training on the CPU')
@@ -21,6 +23,8 @@ program.addCommand(reportCommand());
 program.addCommand(optimCommand());
 program.addCommand(experimentCommand());
 program.addCommand(analyzeCommand());
+program.addCommand(averageCommand());
+program.addCommand(planCommand());
 const exitOverride = (c: Command): void => {
   c.exitOverride();
   c.commands.forEach(exitOverride);

@@ -12,8 +12,19 @@ import { GRAD_PRECISIONS } from '../guard/precision.ts';
 import { ON_SPIKE } from '../guard/recovery.ts';
 import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { Guards } from '../train/guards.ts';
+import { parseBatchSpec } from '../schedule/batch.ts';
+import { SCALING_RULES } from '../schedule/rules.ts';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** `--lawa k[:every]`. */
+function parseLawa(text: string): { lawaK: number; lawaEvery: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(text.trim());
+  const k = m ? Number(m[1]) : 0;
+  const every = m?.[2] !== undefined ? Number(m[2]) : 50;
+  if (!m || k < 1 || every < 1) throw new UserError(`--lawa ${text}: expected k[:every] with positive integers, e.g. --lawa 5:50`);
+  return { lawaK: k, lawaEvery: every };
+}
 
 function defaultOut(): string {
   const d = new Date();
@@ -63,6 +74,13 @@ export function trainCommand(): Command {
     .option('--qk-norm', 'LayerNorm on queries and keys before attention (new runs only)')
     .addOption(new Option('--grad-precision <p>', 'emulate bf16/fp16 gradients (rounded before the optimizer)').choices(GRAD_PRECISIONS))
     .option('--loss-scale <x>', 'fp16 emulation: loss scale (gradients × x before rounding, ÷ x after)', float(0, true))
+    .option('--batch-ramp <spec>', 'batch-size ramp to batch × accum: palm | glm | mtnlg | gpt3 | linear:FROM:TO:STEPS | steps:B1@S1,… | adaptive[:MIN:MAX] (sequences)')
+    .addOption(new Option('--lr-rule <rule>', 'rescale the lr when the batch changes (the lr is tuned for the final batch)').choices(SCALING_RULES).default('none'))
+    .option('--b-noise <sequences>', 'gradient noise scale B_noise for the sgd/signsgd/softsign rules (see keel plan)', float(0, true))
+    .option('--no-noise-scale', 'do not measure the gradient noise scale (it needs --accum ≥ 2)')
+    .option('--lawa <k[:every]>', 'LAWA: also evaluate and save the average of the k latest snapshots taken every `every` steps (default 50)')
+    .option('--ema <beta>', 'also evaluate and save an EMA of the weights with this β (e.g. 0.999)', float(0, true))
+    .option('--ema-warmup', 'EMA β warm-up: β_t = min(β, (1 + t)/(10 + t))')
     .option('--diag-every <n>', 'per-tensor Adam-instability diagnostics every n steps (0 = off; 50 is cheap: ~0.6% of step time)', int(0))
     .option('--opt-schedule <key=from:to>', 'move a numeric optimizer option linearly over the run, repeatable (e.g. beta2=0.95:0.99)', collect);
   return addOptimizerFlags(cmd, 'adamw')
@@ -132,6 +150,13 @@ export function trainCommand(): Command {
         lossScale: pick('lossScale', o.lossScale),
         optSchedules: pick('optSchedules', o.optSchedule),
         diagEvery: pick('diagEvery', o.diagEvery),
+        batchRamp: pick('batchRamp', o.batchRamp),
+        lrRule: pick('lrRule', o.lrRule),
+        bNoise: pick('bNoise', o.bNoise),
+        noiseScale: pick('noiseScale', o.noiseScale),
+        ...(o.lawa !== undefined ? parseLawa(o.lawa) : { lawaK: pick('lawaK', undefined), lawaEvery: pick('lawaEvery', undefined) }),
+        ema: pick('ema', o.ema),
+        emaWarmup: pick('emaWarmup', o.emaWarmup),
       };
       // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
       const guards = new Guards(opts, opts.steps);
@@ -139,6 +164,11 @@ export function trainCommand(): Command {
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.from });
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.to });
       }
+      if (opts.batchRamp) parseBatchSpec(opts.batchRamp);
+      if (['sgd', 'signsgd', 'softsign'].includes(opts.lrRule ?? 'none') && opts.bNoise === undefined) {
+        throw new UserError(`--lr-rule ${opts.lrRule} needs --b-noise (the gradient noise scale in sequences; \`keel plan --from RUN\` reads it from a run with --accum ≥ 2)`);
+      }
+      if (opts.ema !== undefined && opts.ema >= 1) throw new UserError(`--ema ${opts.ema}: β must be in (0, 1), e.g. 0.999`);
       if (opts.lossScale !== undefined && opts.gradPrecision !== 'fp16') throw new UserError('--loss-scale applies only with --grad-precision fp16');
       if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
       if (opts.schedule !== 'piecewise' && opts.lrPoints) throw new UserError('--lr-points applies only with --schedule piecewise');

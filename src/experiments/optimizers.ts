@@ -19,13 +19,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
 import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
 import { train, TrainingDiverged, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
 import { writeExperimentReport } from './report.ts';
+import { checkExperimentDir, checkSeed, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
+
+export { lrDirName } from './common.ts';
 
 export interface OptimizerExperimentOptions {
   /** Experiment directory; reused (completed runs skipped) when it holds this experiment already. */
@@ -161,8 +163,6 @@ export interface ExperimentResults {
 export const DEFAULT_LR_FACTORS = [1 / 3, 1, 3];
 export const STATE_TARGET = 0.05;
 export const VAL_LOSS_TARGET = 0.03;
-const RESULTS = 'results.json';
-const SUMMARY = 'summary.json';
 
 /** The sweep's learning rates: 3 significant digits, so the value and its directory name agree. */
 export function sweepLrs(recommended: number, factors: number[]): { lr: number; factor: number }[] {
@@ -172,10 +172,6 @@ export function sweepLrs(recommended: number, factors: number[]): { lr: number; 
     if (!out.some((p) => p.lr === lr)) out.push({ lr, factor });
   }
   return out.sort((a, b) => a.lr - b.lr);
-}
-
-export function lrDirName(lr: number): string {
-  return `lr-${String(lr)}`;
 }
 
 interface Resolved {
@@ -188,11 +184,6 @@ interface Resolved {
   log: (line: string) => void;
   shouldStop?: () => boolean;
 }
-
-const positiveInt = (name: string, v: number) => {
-  if (!Number.isSafeInteger(v) || v < 1) throw new UserError(`${name} must be a positive integer, got ${v}`);
-  return v;
-};
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
 export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
@@ -213,8 +204,7 @@ export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolve
     throw new UserError(`--eval-tokens ${evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
   }
   const evalEvery = positiveInt('evalEvery', o.evalEvery ?? Math.max(1, Math.round(steps / 10)));
-  const seed = o.seed ?? 1337;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new UserError(`--seed must be a non-negative integer, got ${seed}`);
+  const seed = checkSeed(o.seed ?? 1337);
   const data = o.data === undefined ? undefined : path.resolve(o.data);
   checkCorpusSize(loadCorpus(data), config.blockSize); // bad data fails here, before out is touched
   for (const name of optimizers) runOptions(name, optimizerEntry(name).train.lr); // options valid
@@ -244,33 +234,7 @@ export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolve
 
 /** A fresh or compatible experiment directory; anything else is refused before it is touched. */
 function checkOut(r: Resolved): void {
-  const file = path.join(r.out, RESULTS);
-  if (!fs.existsSync(r.out)) return;
-  if (!fs.statSync(r.out).isDirectory()) throw new UserError(`--out ${r.out} exists and is not a directory`);
-  if (!fs.existsSync(file)) {
-    if (fs.readdirSync(r.out).length > 0) {
-      throw new UserError(`--out ${r.out} is not empty and holds no ${RESULTS}: pick a new directory or an earlier experiment's`);
-    }
-    return;
-  }
-  let saved: Partial<ExperimentResults>;
-  try {
-    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch {
-    throw new UserError(`${file} is not valid JSON: fix or remove it, or pick another --out`);
-  }
-  if (saved.experiment !== 'optimizers' || !saved.settings) throw new UserError(`${file} is not an optimizer experiment's results`);
-  const differs = (Object.keys(r.settings) as (keyof ExperimentSettings)[]).filter(
-    (k) => JSON.stringify(saved.settings![k]) !== JSON.stringify(r.settings[k]),
-  );
-  if (differs.length > 0) {
-    const show = (v: unknown) => JSON.stringify(v);
-    const k = differs[0];
-    throw new UserError(
-      `--out ${r.out} holds an experiment with other settings (${k}: ${show(saved.settings[k])} there, ${show(r.settings[k])} now): ` +
-        'repeat its settings to continue it, or pick another --out',
-    );
-  }
+  checkExperimentDir(r.out, 'optimizers', 'an optimizer experiment', r.settings);
 }
 
 /** Exact optimizer-state bytes for a model, without training (for runs that diverged before reporting it). */
@@ -298,12 +262,7 @@ export function runOptions(name: string, lr: number): Record<string, unknown> {
 }
 
 function readRecord(dir: string): RunRecord | undefined {
-  try {
-    const rec = JSON.parse(fs.readFileSync(path.join(dir, SUMMARY), 'utf8')) as RunRecord;
-    return rec.status === 'ok' || rec.status === 'diverged' ? rec : undefined;
-  } catch {
-    return undefined;
-  }
+  return readSummary<RunRecord>(dir, (rec) => rec.status === 'ok' || rec.status === 'diverged');
 }
 
 export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<ExperimentResults> {
@@ -333,7 +292,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
 
   const save = () => {
     const results = assembleResults(r, plans, records, params, interrupted);
-    writeFileAtomic(path.join(r.out, RESULTS), JSON.stringify(results, null, 2) + '\n');
+    writeResults(r.out, results);
     return results;
   };
   save();
@@ -400,7 +359,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
       };
     }
     if (kind === 'sweep' && !r.keepSweepCheckpoints) fs.rmSync(path.join(dir, 'checkpoints'), { recursive: true, force: true });
-    writeFileAtomic(path.join(dir, SUMMARY), JSON.stringify(record, null, 2) + '\n');
+    writeSummary(dir, record);
     records.set(dir, record);
     r.log(`${tag}: ${describe(record)}`);
     save();

@@ -12,8 +12,7 @@ import { formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
 import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers.ts';
-
-const PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#db2777', '#65a30d', '#ca8a04', '#475569', '#dc2626'];
+import { PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
 export function writeExperimentReport(outDir: string, results: ExperimentResults): string {

@@ -9,8 +9,9 @@
  * `SafetensorsError` with a named code and a message that names the tensor: a bad file is a
  * mistake the user can fix (wrong path, truncated download), not a crash.
  *
- * Keel computes in float32 and writes F32 only; it reads F32, F16, BF16 and F64. Typed-array
- * views assume a little-endian host (every platform Node ships for).
+ * Keel computes in float32 and writes F32 by default; it reads F32, F16, BF16 and F64 and writes
+ * all four (F16/BF16 rounded to nearest, ties to even, once from float32 or float64 values; see
+ * `encodeFloats`). Typed-array views assume a little-endian host (every platform Node ships for).
  */
 import fs from 'node:fs';
 import { UserError } from '../errors.ts';
@@ -413,10 +414,20 @@ export function readSafetensors(file: string): SafetensorsFile {
 }
 
 export interface SafetensorsReader {
+  file: string;
+  /** N: the JSON header's length; the data region starts at byte 8 + N. */
+  headerSize: number;
   infos: TensorInfo[];
   metadata: Record<string, string>;
   /** Reads one tensor from disk, converted to float32. */
   read(name: string): Float32Array;
+  /**
+   * Fills `out` with the raw little-endian bytes of tensor `name` from byte `start` of the
+   * tensor on (a positioned read, no allocation): streaming consumers read big tensors in chunks.
+   */
+  readInto(name: string, out: Uint8Array, start?: number): void;
+  /** readInto on libuv's thread pool: reads overlap with computation on the main thread. */
+  readIntoAsync(name: string, out: Uint8Array, start?: number): Promise<void>;
   close(): void;
 }
 
@@ -435,15 +446,38 @@ export function openSafetensors(file: string): SafetensorsReader {
 function makeReader(file: string, fd: number, header: SafetensorsHeader): SafetensorsReader {
   const byName = new Map(header.tensors.map((t) => [t.name, t]));
   const dataStart = 8 + header.headerSize;
+  /** The file position of byte `start` of tensor t, after checking that `out` fits in it. */
+  const rangeStart = (t: TensorInfo, out: Uint8Array, start: number): number => {
+    if (!(Number.isSafeInteger(start) && start >= 0 && start + out.byteLength <= t.end - t.begin)) {
+      throw new RangeError(`${file}: bytes [${start}, ${start + out.byteLength}) are outside tensor ${t.name} (${t.end - t.begin} bytes)`);
+    }
+    return dataStart + t.begin + start;
+  };
   let open = true;
+  const find = (name: string): TensorInfo => {
+    if (!open) throw new Error(`${file}: read after close`);
+    const t = byName.get(name);
+    if (!t) fail('TensorNotFound', `${file}: no tensor named ${JSON.stringify(name)}`);
+    return t;
+  };
   return {
+    file,
+    headerSize: header.headerSize,
     infos: header.tensors,
     metadata: header.metadata,
     read(name: string): Float32Array {
-      if (!open) throw new Error(`${file}: read after close`);
-      const t = byName.get(name);
-      if (!t) fail('TensorNotFound', `${file}: no tensor named ${JSON.stringify(name)}`);
+      const t = find(name);
       return toFloat32(readAt(file, fd, dataStart + t.begin, t.end - t.begin), t.dtype);
+    },
+    readInto(name: string, out: Uint8Array, start = 0): void {
+      fillAt(file, fd, rangeStart(find(name), out, start), out);
+    },
+    readIntoAsync(name: string, out: Uint8Array, start = 0): Promise<void> {
+      try {
+        return fillAtAsync(file, fd, rangeStart(find(name), out, start), out);
+      } catch (e) {
+        return Promise.reject(e);
+      }
     },
     close(): void {
       if (open) fs.closeSync(fd);
@@ -465,7 +499,12 @@ function readHeaderFromFd(file: string, fd: number, size: number): SafetensorsHe
 
 /** Reads exactly `length` bytes at `position` into a fresh (hence aligned) buffer. */
 function readAt(file: string, fd: number, position: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
+  return fillAt(file, fd, position, new Uint8Array(length));
+}
+
+/** Fills `out` from `position` on (readSync may return less than asked: loop). */
+function fillAt(file: string, fd: number, position: number, out: Uint8Array): Uint8Array {
+  const length = out.byteLength;
   let done = 0;
   while (done < length) {
     const got = fileCall(file, () => fs.readSync(fd, out, done, length - done, position + done));
@@ -473,6 +512,30 @@ function readAt(file: string, fd: number, position: number, length: number): Uin
     done += got;
   }
   return out;
+}
+
+/** fillAt on the thread pool; the same errors, as a rejected promise. */
+async function fillAtAsync(file: string, fd: number, position: number, out: Uint8Array): Promise<void> {
+  const length = out.byteLength;
+  let done = 0;
+  while (done < length) {
+    const got = await new Promise<number>((resolve, reject) =>
+      fs.read(fd, out, done, length - done, position + done, (err, n) => {
+        if (!err) resolve(n);
+        else {
+          try {
+            fileCall(file, () => {
+              throw err;
+            });
+          } catch (e) {
+            reject(e);
+          }
+        }
+      }),
+    );
+    if (got === 0) fail('FileError', `${file}: the file ended early (it changed or was truncated while being read)`);
+    done += got;
+  }
 }
 
 /** Prefixes format errors with the file name. */
@@ -506,33 +569,199 @@ function fileCall<T>(file: string, f: () => T): T {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rounding to the 16-bit formats (round to nearest, ties to even)
+
+const F32_SCRATCH = new Float32Array(1);
+const U32_SCRATCH = new Uint32Array(F32_SCRATCH.buffer);
+
+/** float32 bit pattern → bfloat16 bit pattern: round to nearest even on the top 16 bits. */
+export function floatBitsToBf16Bits(u: number): number {
+  u >>>= 0;
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff; // NaN stays NaN (quiet)
+  // Overflow carries into the exponent and lands exactly on ±inf; subnormals round alike.
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** float32 bit pattern → IEEE binary16 bit pattern, round to nearest even (overflow → ±inf). */
+export function floatBitsToHalfBits(u: number): number {
+  u >>>= 0;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  const mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0); // inf; NaN stays NaN
+  const e = exp - 127 + 15; // the half's biased exponent
+  if (e >= 0x1f) return sign | 0x7c00; // ≥ 2¹⁶: beyond 65504 + half an ulp
+  if (e <= 0) {
+    // A half subnormal (frac × 2⁻²⁴) or zero. Below 2⁻²⁵ everything rounds to ±0.
+    if (e < -10) return sign;
+    const m = mant | 0x800000; // value = m × 2^(exp − 150) = (m >> (14 − e)) × 2⁻²⁴
+    const shift = 14 - e; // 14 … 24
+    let h = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1) === 1)) h++; // may become 0x400: the smallest normal
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++; // a carry may reach 0x7c00: inf
+  return sign | h;
+}
+
+/**
+ * Rounds float64 values to float32 bit patterns with round-to-odd: truncate toward zero, and
+ * set the last bit when the result is inexact. Rounding that (24 bits) to nearest-even in a
+ * format of ≤ 22 bits (bf16: 8, f16: 11) equals rounding the float64 once: no double rounding.
+ */
+function roundToOddBits(src: Float64Array, f32: Float32Array, u32: Uint32Array, n: number): void {
+  f32.set(n === src.length ? src : src.subarray(0, n)); // nearest-even; fixed up where inexact
+  for (let i = 0; i < n; i++) {
+    const x = src[i];
+    const f = f32[i];
+    if (f !== x && x === x) {
+      let u = u32[i];
+      if (Math.abs(f) > Math.abs(x)) u--; // rounded away from zero (also ±inf): step back
+      u32[i] = u | 1;
+    }
+  }
+}
+
+/** A float64 → bfloat16 bit pattern, rounded once (nearest even). */
+export function floatToBf16Bits(x: number): number {
+  return floatBitsToBf16Bits(oddBits(x));
+}
+
+/** A float64 → binary16 bit pattern, rounded once (nearest even). */
+export function floatToHalfBits(x: number): number {
+  return floatBitsToHalfBits(oddBits(x));
+}
+
+function oddBits(x: number): number {
+  F32_SCRATCH[0] = x;
+  const f = F32_SCRATCH[0];
+  let u = U32_SCRATCH[0];
+  if (f !== x && x === x) {
+    if (Math.abs(f) > Math.abs(x)) u--;
+    u = (u | 1) >>> 0;
+  }
+  return u;
+}
+
+/**
+ * Encodes the first `n` values (default: all) as little-endian `dtype` bytes into `out` (fresh
+ * when not given; it must be aligned to the dtype's size), each rounded once to nearest even:
+ * F64 and, from float32 input, F32 are exact. `scratch` (≥ n floats) avoids an allocation when
+ * rounding float64 values to F16/BF16.
+ */
+export function encodeFloats(
+  src: Float32Array | Float64Array,
+  dtype: DType,
+  out?: Uint8Array,
+  n = src.length,
+  scratch?: Float32Array,
+): Uint8Array {
+  const size = DTYPE_SIZE[dtype];
+  const bytes = out ?? new Uint8Array(n * size);
+  if (bytes.byteLength < n * size) throw new RangeError(`encodeFloats: ${n} ${dtype} values need ${n * size} bytes, got ${bytes.byteLength}`);
+  if (bytes.byteOffset % size !== 0) throw new RangeError(`encodeFloats: the output must be aligned to ${size} bytes`);
+  const part = n === src.length ? src : src.subarray(0, n);
+  if (dtype === 'F32') {
+    new Float32Array(bytes.buffer, bytes.byteOffset, n).set(part);
+    return bytes;
+  }
+  if (dtype === 'F64') {
+    new Float64Array(bytes.buffer, bytes.byteOffset, n).set(part);
+    return bytes;
+  }
+  const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  let u32: Uint32Array;
+  if (part instanceof Float32Array) {
+    u32 = new Uint32Array(part.buffer, part.byteOffset, n);
+  } else {
+    const f32 = scratch && scratch.length >= n ? scratch : new Float32Array(n);
+    u32 = new Uint32Array(f32.buffer, f32.byteOffset, n);
+    roundToOddBits(part, f32, u32, n);
+  }
+  if (dtype === 'BF16') {
+    for (let i = 0; i < n; i++) {
+      const u = u32[i];
+      h[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+    }
+  } else {
+    for (let i = 0; i < n; i++) h[i] = floatBitsToHalfBits(u32[i]);
+  }
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Writing
 
 export interface TensorToWrite {
   name: string;
   shape: readonly number[];
   data: Float32Array;
+  /** Stored dtype (default F32); F16/BF16 round to nearest even, F64 widens exactly. */
+  dtype?: DType;
+}
+
+/** What a header describes about a tensor to be written; offsets are assigned in order. */
+export interface TensorHeaderEntry {
+  name: string;
+  dtype: DType;
+  shape: readonly number[];
+}
+
+export interface EncodedHeader {
+  /** The length prefix and the space-padded JSON: the file's first 8 + headerSize bytes. */
+  bytes: Buffer;
+  headerSize: number;
+  /** The tensors with their offsets, in the given (= file) order. */
+  tensors: TensorInfo[];
+  /** Size of the data region that must follow. */
+  dataSize: number;
+}
+
+/**
+ * The header for tensors stored contiguously in the given order: with it written first, a
+ * writer can stream the data (offsets follow from dtypes and shapes alone).
+ */
+export function encodeHeader(entries: readonly TensorHeaderEntry[], metadata?: Record<string, string>): EncodedHeader {
+  const parts: string[] = [];
+  if (metadata !== undefined) parts.push(`"__metadata__":${encodeMetadata(metadata)}`);
+  const seen = new Set<string>();
+  const tensors: TensorInfo[] = [];
+  let offset = 0;
+  for (const t of entries) {
+    const numel = checkEntryToWrite(t, seen);
+    const end = offset + numel * DTYPE_SIZE[t.dtype];
+    parts.push(`${JSON.stringify(t.name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(',')}],"data_offsets":[${offset},${end}]}`);
+    tensors.push({ name: t.name, dtype: t.dtype, shape: [...t.shape], begin: offset, end });
+    offset = end;
+  }
+  const json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  // Pad with spaces so that the data region starts 8-byte aligned (as the reference writer does).
+  const n = Math.ceil(json.byteLength / 8) * 8;
+  const bytes = Buffer.alloc(8 + n, 0x20);
+  bytes.writeBigUInt64LE(BigInt(n), 0);
+  bytes.set(json, 8);
+  return { bytes, headerSize: n, tensors, dataSize: offset };
 }
 
 /** Header bytes (length prefix + padded JSON) and the data chunks, in file order. */
 function encodeParts(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Uint8Array[] {
-  const entries: string[] = [];
-  if (metadata !== undefined) entries.push(`"__metadata__":${encodeMetadata(metadata)}`);
-  const seen = new Set<string>();
-  let offset = 0;
-  for (const t of tensors) {
-    checkTensorToWrite(t, seen);
-    const end = offset + t.data.byteLength;
-    entries.push(`${JSON.stringify(t.name)}:{"dtype":"F32","shape":[${t.shape.join(',')}],"data_offsets":[${offset},${end}]}`);
-    offset = end;
-  }
-  const json = Buffer.from(`{${entries.join(',')}}`, 'utf8');
-  // Pad with spaces so that the data region starts 8-byte aligned (as the reference writer does).
-  const n = Math.ceil(json.byteLength / 8) * 8;
-  const head = Buffer.alloc(8 + n, 0x20);
-  head.writeBigUInt64LE(BigInt(n), 0);
-  head.set(json, 8);
-  return [head, ...tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
+  const dtypeOf = (t: TensorToWrite): DType => t.dtype ?? 'F32';
+  tensors.forEach((t) => {
+    if (!Object.hasOwn(DTYPE_SIZE, dtypeOf(t))) throw new Error(`tensor ${t.name}: cannot write dtype ${t.dtype}`);
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    if (numel !== t.data.length) {
+      throw new Error(`tensor ${t.name}: shape [${t.shape}] has ${numel} elements but the data has ${t.data.length}`);
+    }
+  });
+  const header = encodeHeader(tensors.map((t) => ({ name: t.name, dtype: dtypeOf(t), shape: t.shape })), metadata);
+  const data = tensors.map((t) =>
+    dtypeOf(t) === 'F32' ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : encodeFloats(t.data, dtypeOf(t)),
+  );
+  return [header.bytes, ...data];
 }
 
 function encodeMetadata(metadata: Record<string, string>): string {
@@ -543,17 +772,18 @@ function encodeMetadata(metadata: Record<string, string>): string {
   return `{${parts.join(',')}}`;
 }
 
-function checkTensorToWrite(t: TensorToWrite, seen: Set<string>): void {
+/** Checks one entry to write; returns its element count. */
+function checkEntryToWrite(t: TensorHeaderEntry, seen: Set<string>): number {
   if (t.name === '__metadata__') throw new Error('a tensor cannot be named __metadata__');
   if (seen.has(t.name)) throw new Error(`tensor ${t.name} is given twice`);
   seen.add(t.name);
+  if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) throw new Error(`tensor ${t.name}: cannot write dtype ${t.dtype}`);
   if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new Error(`tensor ${t.name}: shape [${t.shape}] must hold non-negative integers`);
   }
   const numel = t.shape.reduce((a, b) => a * b, 1);
-  if (numel !== t.data.length) {
-    throw new Error(`tensor ${t.name}: shape [${t.shape}] has ${numel} elements but the data has ${t.data.length}`);
-  }
+  if (!Number.isSafeInteger(numel * DTYPE_SIZE[t.dtype])) throw new Error(`tensor ${t.name}: shape [${t.shape}] is too large`);
+  return numel;
 }
 
 /** The file's bytes, for in-memory use and tests. Tensors are stored in the given order. */
@@ -561,7 +791,7 @@ export function encodeSafetensors(tensors: readonly TensorToWrite[], metadata?: 
   return Buffer.concat(encodeParts(tensors, metadata));
 }
 
-/** Writes F32 tensors atomically: the file holds the old content or all of the new one. */
+/** Writes tensors atomically: the file holds the old content or all of the new one. */
 export function writeSafetensors(file: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): void {
   writeFileAtomic(file, encodeParts(tensors, metadata));
 }

@@ -161,9 +161,18 @@ export interface Kernels<F extends Floats = Float32Array> {
 
   /** STREAM triad a = b + s·c over N elements (the memory-bandwidth yardstick of the optimizer bench). */
   triad(a: F, b: F, c: F, N: number, s: number): void;
+  /** dst += w·(src − dst) over N elements (the weight EMA: w = 1 − β). */
+  lerp(dst: F, src: F, N: number, w: number): void;
 
   /** Σ g² over N elements, accumulated in float64. */
   sumSquares(x: F, N: number): number;
   /** x *= s over N elements (gradient clipping). */
   scale(x: F, N: number, s: number): void;
+
+  /**
+   * Σ (cur − prev)² over N elements (difference and square in float64), then prev ← cur: one
+   * fused pass. The gradient-noise-scale estimator (src/monitor/noise_scale.ts) keeps `prev` as
+   * the accumulated gradient before a micro-batch, so the sum is that micro-batch's share.
+   */
+  sqDiffCopy(prev: F, cur: F, N: number): number;
 }

@@ -29,6 +29,10 @@ export interface TrainerState {
   optimizer?: string;
   /** Spike detectors, recovery counters, faults fired (src/train/guards.ts). */
   guard?: GuardState;
+  /** Noise-scale EMAs (src/monitor/noise_scale.ts). */
+  noise?: unknown;
+  /** Batch ramp state: sequences consumed, the adaptive ramp's batch, the last step's batch. */
+  batch?: { samplesSeen: number; current?: number; last: number | null };
   elapsedMs: number;
   config: GPTConfig;
   options: Record<string, unknown>;
@@ -51,6 +55,8 @@ export interface CheckpointToSave {
   state: TrainerState;
   params: Float32Array;
   optimizer: StoredOptimizerState;
+  /** Further files of the checkpoint (LAWA and EMA weights and state), written in the same atomic step. */
+  extra?: { file: string; tensors: TensorToWrite[]; metadata: Record<string, string> }[];
 }
 
 export function checkpointDir(runDir: string, step: number): string {
@@ -64,6 +70,7 @@ export function saveCheckpoint(runDir: string, ckpt: CheckpointToSave): string {
   writeDirAtomic(dir, (tmp) => {
     writeSafetensors(path.join(tmp, 'model.safetensors'), namedTensors(layout, ckpt.params), meta);
     writeSafetensors(path.join(tmp, 'optimizer.safetensors'), ckpt.optimizer.tensors, { ...meta, ...ckpt.optimizer.metadata });
+    for (const e of ckpt.extra ?? []) writeSafetensors(path.join(tmp, e.file), e.tensors, e.metadata);
     fs.writeFileSync(path.join(tmp, 'trainer.json'), JSON.stringify(ckpt.state, null, 2) + '\n');
   });
   return dir;

@@ -20,6 +20,14 @@ import { SnapshotRing } from '../guard/snapshots.ts';
 import { Rng } from '../util/rng.ts';
 import { Guards, type StabilityOptions } from './guards.ts';
 import { Diagnostics } from '../monitor/diagnostics.ts';
+import { Lawa } from '../average/lawa.ts';
+import { NoiseScale, noiseLogFields, noiseRequirement, type NoiseRecord } from '../monitor/noise_scale.ts';
+import { batchAt, parseBatchSpec } from '../schedule/batch.ts';
+import { lrScale, type ScalingRule } from '../schedule/rules.ts';
+import { Ema } from '../average/ema.ts';
+import { configToMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
+import type { ParamLayout } from '../model/params.ts';
+import { readSafetensors } from '../io/safetensors.ts';
 import { createProgress } from '../cli/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { learningRate, type ScheduleKind } from './schedule.ts';
@@ -48,6 +56,14 @@ export interface TrainOptions extends StabilityOptions {
   /** Optimizer name (src/optim/registry.ts) and its options except lr (the schedule's). */
   optimizer: string;
   optimizerOptions: Record<string, unknown>;
+  /** Batch-size ramp (src/schedule/batch.ts spec; undefined = constant batch × accum). */
+  batchRamp?: string;
+  /** LR rescaling when the batch changes (default none), relative to the final batch. */
+  lrRule?: ScalingRule;
+  /** B_noise in sequences for the sgd/signsgd/softsign rules. */
+  bNoise?: number;
+  /** Gradient noise scale from the micro-batches (default on; needs ≥ 2 micro-batches per step). */
+  noiseScale?: boolean;
   /** Clip the global gradient norm to this (0 = off). */
   clip: number;
   evalEvery: number;
@@ -67,6 +83,9 @@ export interface TrainSummary {
   tokens_per_s: number;
   seconds: number;
   params: number;
+  /** The last measured simple noise scale (sequences, tokens); null when not measured. */
+  b_simple: number | null;
+  b_simple_tokens: number | null;
   /** Spikes detected, steps skipped and rollbacks done (issue 4's recovery). */
   spikes: number;
   skipped_steps: number;
@@ -106,7 +125,8 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   // Tiger folds accumulation into its momentum (one optimizer call per micro-batch). Skipping or
   // rolling back a step needs the whole step's gradient first, so recovery turns folding off
   // (the result is the same: Tiger's momentum update is linear in the gradient).
-  const folds = opts.optimizer === 'tiger' && opts.accum > 1 && !guards.needsSnapshots;
+  const ramp = opts.batchRamp ? parseBatchSpec(opts.batchRamp) : null;
+  const folds = opts.optimizer === 'tiger' && opts.accum > 1 && !guards.needsSnapshots && !ramp;
   const baseOptions = folds ? { ...opts.optimizerOptions, accumSteps: opts.accum } : opts.optimizerOptions;
   let optimizer = createOptimizer(opts.optimizer, baseOptions);
   // Adafactor's relative step size is its own schedule: it gets no lr.
@@ -139,25 +159,67 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     ? new SnapshotRing(Math.max(1, Math.floor(guards.recovery.o.rollbackSteps / 2)), guards.recovery.o.rollbackSteps, model.numParams,
       Object.fromEntries(Object.entries(opt.slots).map(([k, v]) => [k, v.length])))
     : null;
+  // Weight averages: side products, evaluated next to the raw weights and saved beside them.
+  const lawa = opts.lawaK ? new Lawa(model.numParams, opts.lawaK, opts.lawaEvery ?? 50) : null;
+  const ema = opts.ema ? new Ema(kernels, model.numParams, opts.ema, opts.emaWarmup ?? false) : null;
+  if (ckpt) restoreAverages(ckpt.dir, model.layout, lawa, ema);
+  const scratch = lawa || ema ? new Float32Array(model.numParams) : null;
+  // Batch ramp and noise scale: the batch of each step is a pure function of (step, what is
+  // checkpointed), so a resumed run takes the same batches.
+  const finalBatch = opts.batch * opts.accum;
+  let samplesSeen = ckpt?.state.batch?.samplesSeen ?? step * finalBatch;
+  let rampCurrent = ckpt?.state.batch?.current;
+  let lastBatch = ckpt?.state.batch?.last ?? null;
+  const noise = opts.noiseScale === false ? null
+    : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
+    : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
+  let lastNoise: NoiseRecord | null = null;
+  const noiseNote = noise && !ramp ? noiseRequirement(opts.accum) : null;
   const diag = opts.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: opts.diagEvery }) : null;
   // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
   const faultRng = new Rng(opts.seed ^ 0x5eed);
 
   const log = new MetricsLog(path.join(runDir, 'metrics.jsonl'));
   if (ckpt) log.write({ event: 'resume', step, from: ckpt.dir });
-  const tokensPerStep = opts.batch * opts.accum * T;
+
   const progress = hooks.progress === false ? null : createProgress({ total: opts.steps, label: 'train' });
+  if (noiseNote) progress?.log(noiseNote);
   const schedule = { kind: opts.schedule, lr: opts.lr, minLr: opts.minLr, warmup: opts.warmup, steps: opts.steps, points: opts.lrPoints };
 
   const save = () => {
     const state: TrainerState = {
       version: 1, step, tokens, cursor: batcher.cursor, seed: opts.seed, optimizerT: opt.t, optimizer: optimizer.name,
       elapsedMs, config: cfg, options: { ...opts, config: undefined }, guard: guards.state(),
+      noise: noise?.toJSON(), batch: { samplesSeen, current: rampCurrent, last: lastBatch },
     };
     const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
-    const dir = saveCheckpoint(runDir, { state, params: model.params, optimizer: optimizerState });
+    const dir = saveCheckpoint(runDir, { state, params: model.params, optimizer: optimizerState, extra: averageFiles() });
     pruneCheckpoints(runDir, opts.keep);
     log.write({ event: 'checkpoint', step, dir: path.relative(runDir, dir) });
+  };
+
+  /** lawa.safetensors / ema.safetensors (loadable weights, same names as the model) and LAWA's ring. */
+  const averageFiles = () => {
+    const meta = { format: 'pt', config: configToMetadata(cfg), step: String(step) };
+    const files: NonNullable<Parameters<typeof saveCheckpoint>[1]['extra']> = [];
+    if (lawa && scratch && lawa.average(scratch)) {
+      files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, scratch.slice()), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
+      const st = lawa.stateTensors();
+      files.push({ file: 'lawa_state.safetensors', tensors: st.tensors, metadata: st.metadata });
+    }
+    if (ema && ema.t > 0) {
+      files.push({ file: 'ema.safetensors', tensors: namedTensors(model.layout, ema.weights), metadata: { ...meta, ema_beta: String(ema.beta), ema_t: String(ema.t) } });
+    }
+    return files;
+  };
+
+  /** Validation loss of other weights (an average): swapped into the model, then swapped back. */
+  const evaluateWith = (weights: Float32Array): number => {
+    scratch!.set(model.params);
+    model.params.set(weights);
+    const l = evaluate(model, valTokens, opts.evalTokens).loss;
+    model.params.set(scratch!);
+    return l;
   };
 
   /**
@@ -189,7 +251,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       from = 'checkpoint';
     }
     const cursorFrom = batcher.cursor;
-    batcher.cursor += S * opts.accum;
+    batcher.cursor += S * (lastBatch ?? finalBatch) / opts.batch;
     ring?.dropAfter(step);
     // Checkpoints newer than the restored step belong to the abandoned trajectory.
     const dropped = listCheckpoints(runDir).filter((s) => s > step);
@@ -205,7 +267,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   let trainLoss = NaN;
   let valLoss: number | null = null;
   let trainMs = 0;
-  let trainedSteps = 0;
+  let trainedTokens = 0;
   let interrupted = false;
   let rollbacks = 0;
   const startStep = step;
@@ -223,7 +285,19 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
         if (f.kind === 'nan-grad') gradFault = { scale: NaN };
         if (f.kind === 'grad-scale') gradFault = { scale: f.x };
       }
-      const lr = learningRate(schedule, n) * guards.faults.lrScale(n);
+      // This step's batch (a ramp) and the learning rate rescaled for it by the chosen rule.
+      const B = ramp
+        ? batchAt(ramp, step, { totalSteps: opts.steps, finalBatch, microBatch: opts.batch, samplesSeen, bSimple: noise?.current()?.b_simple ?? null, current: rampCurrent })
+        : finalBatch;
+      if (ramp?.kind === 'adaptive') rampCurrent = B;
+      const accum = B / opts.batch;
+      const tokensPerStep = B * T;
+      const rule = opts.lrRule ?? 'none';
+      const lrFactor = rule === 'none' ? 1
+        : lrScale(rule, B, { baseBatch: finalBatch, bNoise: opts.bNoise, eps: Number(optimizer.options.eps ?? 0), gradRms: lastNoise?.grad_rms ?? undefined });
+      if (B !== lastBatch && ramp) log.write({ event: 'batch_change', step: n, batch: B, accum, lr_scale: lrFactor });
+      lastBatch = B;
+      const lr = learningRate(schedule, n) * guards.faults.lrScale(n) * lrFactor;
       if (guards.schedules.length > 0) optimizer = createOptimizer(opts.optimizer, { ...baseOptions, ...guards.scheduledOptions(n) });
 
       let loss = 0;
@@ -256,7 +330,9 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
         if (rec) diagRecord = { ...rec };
       };
       if (!folds) model.zeroGrad();
-      for (let micro = 0; micro < opts.accum; micro++) {
+      const measure = noise !== null && accum >= 2;
+      if (measure) noise.beginStep();
+      for (let micro = 0; micro < accum; micro++) {
         const batch = batcher.next();
         if (guards.badBatchesLeft > 0) {
           guards.badBatchesLeft -= 1;
@@ -268,12 +344,15 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
         if (folds) model.zeroGrad();
         loss += model.forward(batch.inputs, batch.targets, opts.batch);
         zsq += model.lastZLoss;
-        model.backward(folds ? 1 : 1 / opts.accum);
-        if (folds) optimize(finishGradient(), micro === opts.accum - 1);
+        model.backward(folds ? 1 : 1 / accum);
+        if (measure) noise.afterMicro(model.grads, accum);
+        if (folds) optimize(finishGradient(), micro === accum - 1);
       }
-      loss /= opts.accum;
+      loss /= accum;
+      const noiseRec = measure ? noise.endStep(opts.batch, accum, T) : null;
+      if (noiseRec) lastNoise = noiseRec;
       const norm2 = folds ? sq : finishGradient();
-      const gradNorm = Math.sqrt(folds ? sq / opts.accum : norm2);
+      const gradNorm = Math.sqrt(folds ? sq / accum : norm2);
       const spikes = guards.observe(n, loss, gradNorm);
       for (const sp of spikes) log.write({ ...sp });
       const trouble = spikes.length > 0 || !Number.isFinite(norm2) || !Number.isFinite(loss);
@@ -284,12 +363,14 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       const ms = performance.now() - t0;
       trainMs += ms;
       elapsedMs += ms;
-      trainedSteps += 1;
+      trainedTokens += tokensPerStep;
       const tokPerS = (tokensPerStep / ms) * 1000;
       log.write({
         step: n, loss, lr: ownLr ? null : lr, grad_norm: gradNorm, tokens: tokens + tokensPerStep, tokens_per_s: tokPerS, ms,
         ...(zeroFrac !== null ? { grad_zero_frac: zeroFrac } : {}),
-        ...(model.zLoss > 0 ? { z_loss: zsq / opts.accum } : {}),
+        ...(model.zLoss > 0 ? { z_loss: zsq / accum } : {}),
+        ...(noiseRec ? noiseLogFields(noiseRec) : {}),
+        ...(ramp ? { batch: B } : {}),
         ...(action !== 'apply' ? { action } : {}),
       });
       if (diagRecord) log.write(diagRecord);
@@ -300,7 +381,10 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       }
       step = n;
       tokens += tokensPerStep;
+      samplesSeen += B;
       trainLoss = loss;
+      lawa?.observe(step, model.params);
+      ema?.update(model.params);
       if (action !== 'apply') {
         guards.skips += 1;
         log.write({ event: 'skip_step', step, consecutive: guards.recovery.state.consecutiveSkips });
@@ -316,7 +400,14 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       const last = step === opts.steps;
       if ((opts.evalEvery > 0 && step % opts.evalEvery === 0) || last) {
         valLoss = evaluate(model, valTokens, opts.evalTokens).loss;
-        log.write({ step, val_loss: valLoss, ...embeddingDrift(model.params, wte) });
+        const averaged: Record<string, number> = {};
+        if (lawa && lawa.count > 0) {
+          const avg = new Float32Array(model.numParams);
+          lawa.average(avg);
+          averaged.val_loss_lawa = evaluateWith(avg);
+        }
+        if (ema && ema.t > 0) averaged.val_loss_ema = evaluateWith(ema.weights);
+        log.write({ step, val_loss: valLoss, ...averaged, ...embeddingDrift(model.params, wte) });
         progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
       }
       progress?.update(step, { loss: loss.toFixed(4), 'tok/s': Math.round(tokPerS) });
@@ -340,7 +431,9 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     tokens,
     train_loss: trainLoss,
     val_loss: valLoss,
-    tokens_per_s: trainMs > 0 ? ((trainedSteps * tokensPerStep) / trainMs) * 1000 : 0,
+    tokens_per_s: trainMs > 0 ? (trainedTokens / trainMs) * 1000 : 0,
+    b_simple: lastNoise?.b_simple ?? null,
+    b_simple_tokens: lastNoise?.b_simple_tokens ?? null,
     seconds: elapsedMs / 1000,
     params: model.numParams,
     spikes: guards.spikes,
@@ -351,6 +444,21 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
     interrupted,
   };
+}
+
+/** LAWA's ring and the EMA weights of a checkpoint, when the run averages (exact resume). */
+function restoreAverages(dir: string, layout: ParamLayout, lawa: Lawa | null, ema: Ema | null): void {
+  const lawaFile = path.join(dir, 'lawa_state.safetensors');
+  if (lawa && fs.existsSync(lawaFile)) {
+    const f = readSafetensors(lawaFile);
+    lawa.restore(f.tensors, f.metadata);
+  }
+  const emaFile = path.join(dir, 'ema.safetensors');
+  if (ema && fs.existsSync(emaFile)) {
+    const f = readSafetensors(emaFile);
+    copyTensors(f, emaFile, layout, ema.weights);
+    ema.t = Number(f.metadata.ema_t);
+  }
 }
 
 /** The loss became NaN/inf: a clean message, not a stack trace. */

@@ -3,7 +3,8 @@ import type { Floats, Kernels } from '../types.ts';
 import { matmulBackward, matmulForward } from './matmul.ts';
 import * as ops from './ops.ts';
 import { attentionBackward, attentionForward } from './attention.ts';
-import { adafactor, adam, momentum, scale, sumSquares, triad } from './optim.ts';
+import { adafactor, adam, lerp, momentum, scale, sumSquares, triad } from './optim.ts';
+import { sqDiffCopy } from './reduce.ts';
 
 export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> {
   return {
@@ -14,6 +15,7 @@ export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> 
     residualForward: ops.residualForward, accumulate: ops.accumulate,
     encoderForward: ops.encoderForward, encoderBackward: ops.encoderBackward,
     crossEntropy: ops.crossEntropy,
-    adam, momentum, adafactor, triad, sumSquares, scale,
+    adam, momentum, adafactor, triad, lerp, sumSquares, scale,
+    sqDiffCopy,
   } as Kernels<F>;
 }

@@ -119,6 +119,15 @@ export function adafactor<F extends Floats>(
   }
 }
 
+/** dst += w·(src − dst), in float32 arithmetic for Float32Array like the native loop. */
+export function lerp<F extends Floats>(dst: F, src: F, N: number, w: number): void {
+  const f32 = dst instanceof Float32Array;
+  const fw = f32 ? Math.fround(w) : w;
+  for (let i = 0; i < N; i++) {
+    dst[i] = f32 ? Math.fround(dst[i] + Math.fround(fw * Math.fround(src[i] - dst[i]))) : dst[i] + fw * (src[i] - dst[i]);
+  }
+}
+
 /** STREAM triad a = b + s·c. */
 export function triad<F extends Floats>(a: F, b: F, c: F, N: number, s: number): void {
   for (let i = 0; i < N; i++) a[i] = b[i] + s * c[i];

@@ -1,0 +1,92 @@
+// Reductions that feed the training monitors. `sqDiffCopy` is the gradient-noise-scale
+// estimator's kernel (src/monitor/noise_scale.ts): with gradient accumulation the trainer sums
+// micro-batch gradients into one buffer, so the estimator keeps a copy `prev` of that buffer as
+// it was before the micro-batch and, after the micro-batch's backward, needs
+//   s = Σ (cur − prev)²   (the squared norm of what this micro-batch added), then prev ← cur.
+// One fused pass: read cur and prev, write prev. Contract: src/kernels/types.ts.
+//
+// Same conventions as optim.cc: N is split into one contiguous chunk per thread, AVX2/FMA or
+// portable bodies (simd.h), the difference and its square are taken in double (the difference
+// of two floats is exact in double unless their exponents differ by more than 29), and the
+// per-thread partials are added in thread order, so the result depends on the thread count but
+// never on scheduling.
+#include <napi.h>
+
+#include <vector>
+
+#include "args.h"
+#include "kernel_util.h"
+#include "pool.h"
+#include "simd.h"
+
+namespace keel {
+namespace {
+
+constexpr int64_t kGrain = 65536;  // elements; smaller calls stay on the calling thread
+
+double sqdiff_copy_port(float* prev, const float* cur, int64_t i0, int64_t i1) {
+  double s = 0.0;
+  for (int64_t i = i0; i < i1; ++i) {
+    const double d = (double)cur[i] - (double)prev[i];
+    s += d * d;
+    prev[i] = cur[i];
+  }
+  return s;
+}
+
+#if KEEL_X86
+KEEL_AVX2 double sqdiff_copy_avx2(float* prev, const float* cur, int64_t i0, int64_t i1) {
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {  // two independent accumulators; the loop is bandwidth-bound
+    const __m256 c = _mm256_loadu_ps(cur + i), p = _mm256_loadu_ps(prev + i);
+    const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(c)), _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+    const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(c, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+    a0 = _mm256_fmadd_pd(d0, d0, a0);
+    a1 = _mm256_fmadd_pd(d1, d1, a1);
+    _mm256_storeu_ps(prev + i, c);
+  }
+  double s = hsum256d(_mm256_add_pd(a0, a1));
+  for (; i < i1; ++i) {
+    const double d = (double)cur[i] - (double)prev[i];
+    s += d * d;
+    prev[i] = cur[i];
+  }
+  return s;
+}
+#endif  // KEEL_X86
+
+// sqDiffCopy(prev, cur, N) → Σ (cur − prev)², then prev ← cur (the first N elements).
+Napi::Value SqDiffCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!need_args(info, 3, "sqDiffCopy")) return env.Undefined();
+  int64_t N;
+  if (!size_arg(info, 2, &N)) return env.Undefined();
+  float* prev = f32(info, 0, N);
+  if (!prev) return env.Undefined();
+  const float* cur = f32(info, 1, N);
+  if (!cur) return env.Undefined();
+  const bool simd = simd_active();
+  std::vector<double> part((size_t)pool_threads(), 0.0);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int th) {
+#if KEEL_X86
+    if (simd) {
+      part[(size_t)th] = sqdiff_copy_avx2(prev, cur, i0, i1);
+      return;
+    }
+#endif
+    (void)simd;
+    part[(size_t)th] = sqdiff_copy_port(prev, cur, i0, i1);
+  }, kGrain);
+  double s = 0.0;
+  for (double v : part) s += v;
+  return Napi::Number::New(env, s);
+}
+
+}  // namespace
+
+void InitReduce(Napi::Env env, Napi::Object exports) {
+  exports.Set("sqDiffCopy", Napi::Function::New(env, SqDiffCopy));
+}
+
+}  // namespace keel

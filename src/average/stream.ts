@@ -1,0 +1,857 @@
+/**
+ * Weight averaging of safetensors checkpoints, streamed (techniques.md §3; `keel average`).
+ *
+ * Inputs are safetensors files, or directories holding `model.safetensors` or a sharded
+ * checkpoint (`model.safetensors.index.json` as Hugging Face writes it: `weight_map` maps each
+ * tensor to its shard file), in F32, F16, BF16 or F64. Headers are validated and compared up
+ * front (names, shapes, dtypes; the first mismatch is named); then each tensor is streamed in
+ * chunks of at most `chunkElements` elements through a three-stage pipeline (positioned reads
+ * on libuv's thread pool, the arithmetic on the main thread, positioned writes on the pool), so
+ * the memory used is three sets of chunk buffers (about 50 MB for three F32 inputs), never a
+ * whole tensor, let alone a model.
+ *
+ * Arithmetic, exactly (what the tests reproduce bit for bit): for each element, every input
+ * value xᵢ is converted to float64 (exact for all four dtypes), then
+ *
+ *     m = (w₁·x₁ + w₂·x₂ + … + w_k·x_k) / (w₁ + w₂ + … + w_k)
+ *
+ * in float64, both sums left to right in input order, the first term taken as is (no 0 + …,
+ * so −0 survives) and inputs with wᵢ = 0 left out of the numerator (so their NaNs and
+ * infinities do not leak). Multiplying by wᵢ = 1 and dividing by a sum of 1 are exact
+ * identities, so whether a kernel skips them changes nothing. m is rounded once to the output
+ * dtype, to nearest with ties to even (F16/BF16 directly from the float64 value, without
+ * double rounding through float32; see `encodeFloats`); an F64 output is m itself.
+ * Why float64 rather than float32 accumulation: every input dtype converts to it exactly; the
+ * accumulation error (at most about k·2⁻⁵³ of Σ|wᵢxᵢ|) is far below half a float32 ulp unless
+ * the terms cancel, so the one final rounding decides the result; averaging identical
+ * F32/F16/BF16 inputs returns them bit for bit (k·x is exact in float64 for k ≤ 2²⁹, so
+ * k·x/k = x, which pre-normalized weights such as 1/3 would break); and F64 inputs keep their
+ * precision (their mean is then within an ulp or so: float64 is all there is).
+ *
+ * Kernels: float32 inputs to float32 output (the common case) run a WebAssembly SIMD kernel
+ * (two float64 lanes, the same operations in the same order, hence the same bits) with a
+ * plain TypeScript twin (`portable: true`, and the fallback without WebAssembly SIMD); every
+ * other combination accumulates in a Float64Array and rounds with `encodeFloats`.
+ *
+ * Output mirrors the first input: a single file for single-file inputs; for a sharded first
+ * input, a directory with the same shard file names, the same tensor → shard map, each shard's
+ * `__metadata__` and an index whose `metadata.total_size` is the new data size. Tensors are
+ * stored in the first input's order. The output is written under a temporary name next to
+ * OUT (a file, or a directory for shards), fsynced and renamed into place: on any error
+ * nothing is left at OUT (an existing OUT is replaced only at the very end).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { UserError } from '../errors.ts';
+import { fsyncDir, writeAll } from '../io/atomic.ts';
+import {
+  DTYPE_SIZE,
+  encodeFloats,
+  encodeHeader,
+  halfBitsToFloatBits,
+  openSafetensors,
+  type DType,
+  type EncodedHeader,
+  type SafetensorsReader,
+  type TensorInfo,
+} from '../io/safetensors.ts';
+import { checkpointDir, listCheckpoints } from '../train/checkpoints.ts';
+
+export type OutputDtype = 'keep' | 'f32' | 'bf16' | 'f16';
+export const OUTPUT_DTYPES: readonly OutputDtype[] = ['keep', 'f32', 'bf16', 'f16'];
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const MODEL_FILE = 'model.safetensors';
+
+/** Default chunk: 1 Mi elements (4 MiB per F32 input and stage). */
+export const DEFAULT_CHUNK_ELEMENTS = 1 << 20;
+
+export interface AverageOptions {
+  /** One non-negative weight per input with a positive sum (default: all 1, a uniform mean). */
+  weights?: readonly number[];
+  /** Output dtype; `keep` (default) keeps each tensor's input dtype. */
+  dtype?: OutputDtype;
+  /** Called after each tensor with the number done and the total. */
+  progress?: (done: number, total: number) => void;
+  /** Elements per read (default 2²⁰); small values exercise chunk boundaries in tests. */
+  chunkElements?: number;
+  /** fsync the output before the rename (default true; benchmarks compare both). */
+  fsync?: boolean;
+  /** Use the plain TypeScript float32 kernel even where the WebAssembly one runs (tests compare them). */
+  portable?: boolean;
+}
+
+export interface AverageSummary {
+  /** The path written (a file, or the directory of a sharded output). */
+  out: string;
+  inputs: number;
+  tensors: number;
+  /** Tensor bytes read from all inputs together. */
+  bytes_in: number;
+  /** Bytes written: every output file, headers and index included. */
+  bytes_out: number;
+  seconds: number;
+  /** The process's peak resident set size so far, in bytes. */
+  peak_rss: number;
+  sharded: boolean;
+  dtype: OutputDtype;
+  weights: number[];
+}
+
+/** Averages `inputs` into `out`; see the module comment for the arithmetic and the layout. */
+export async function averageCheckpoints(inputs: readonly string[], out: string, opts: AverageOptions = {}): Promise<AverageSummary> {
+  const t0 = performance.now();
+  const dtype = opts.dtype ?? 'keep';
+  if (!OUTPUT_DTYPES.includes(dtype)) throw new UserError(`unknown output dtype ${dtype} (expected ${OUTPUT_DTYPES.join(', ')})`);
+  if (inputs.length === 0) throw new UserError('nothing to average: give at least one input');
+  const weights = checkWeights(opts.weights, inputs.length);
+  const chunk = opts.chunkElements ?? DEFAULT_CHUNK_ELEMENTS;
+  if (!Number.isSafeInteger(chunk) || chunk < 1) throw new RangeError(`chunkElements must be a positive integer, got ${chunk}`);
+  const opened: SafetensorsReader[] = [];
+  try {
+    const sources = inputs.map((spec, i) => ({ ...openInput(spec, opened), position: i }));
+    checkCompatible(sources);
+    const plan = planOutput(sources[0], dtype);
+    const target = checkOutPath(out, plan.sharded, sources);
+    const total = sources[0].order.length;
+    // (reduce, not Math.max(...xs): a checkpoint may hold more tensors than a call has arguments)
+    const largest = sources[0].order.reduce((a, n) => Math.max(a, numelOf(sources[0].tensors.get(n)!.info)), 0);
+    const outWidest = plan.files.reduce((a, f) => f.header.tensors.reduce((b, t) => Math.max(b, DTYPE_SIZE[t.dtype]), a), 1);
+    const work = new Averager(sources, weights, Math.max(1, Math.min(chunk, largest)), outWidest, opts, (done) =>
+      opts.progress?.(done, total),
+    );
+    if (plan.sharded) await writeSharded(target, plan, work);
+    else await writeSingle(target, plan.files[0], work);
+    return {
+      out: target,
+      inputs: inputs.length,
+      tensors: total,
+      bytes_in: work.bytesIn,
+      bytes_out: work.bytesOut,
+      seconds: (performance.now() - t0) / 1000,
+      peak_rss: process.resourceUsage().maxRSS * 1024,
+      sharded: plan.sharded,
+      dtype,
+      weights,
+    };
+  } finally {
+    for (const r of opened) r.close();
+  }
+}
+
+function checkWeights(weights: readonly number[] | undefined, k: number): number[] {
+  if (weights === undefined) return new Array<number>(k).fill(1);
+  if (weights.length !== k) throw new UserError(`${weights.length} weights for ${k} inputs: give one weight per input`);
+  weights.forEach((w, i) => {
+    if (typeof w !== 'number' || !Number.isFinite(w)) throw new UserError(`weight ${i + 1} is ${w}: weights must be finite numbers`);
+    if (w < 0) throw new UserError(`weight ${i + 1} is ${w}: weights must not be negative`);
+  });
+  const sum = weights.reduce((a, b) => a + b, 0);
+  if (!(sum > 0) || !Number.isFinite(sum)) throw new UserError(`the weights sum to ${sum}: the sum must be positive and finite`);
+  return [...weights];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+interface Located {
+  reader: SafetensorsReader;
+  info: TensorInfo;
+}
+
+interface Source {
+  /** As given, for messages. */
+  spec: string;
+  /** Index of the input (1-based in messages). */
+  position: number;
+  /** Set for a sharded checkpoint. */
+  index?: { file: string; metadata: Record<string, unknown>; weightMap: Record<string, string> };
+  /** Shard file names (sorted) and their readers; one unnamed entry for a single file. */
+  shards: { name: string; reader: SafetensorsReader }[];
+  tensors: Map<string, Located>;
+  /** Tensor names in file order (shard by shard). */
+  order: string[];
+  /** Every path the input consists of (files, and its directory if one was given). */
+  paths: string[];
+}
+
+const label = (s: Source) => `input ${s.position + 1} (${s.spec})`;
+
+function openInput(spec: string, opened: SafetensorsReader[]): Source {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(spec);
+  } catch {
+    throw new UserError(`input ${spec} does not exist`);
+  }
+  let file = spec;
+  const paths = [path.resolve(spec)];
+  if (stat.isDirectory()) {
+    const index = path.join(spec, INDEX_FILE);
+    const single = path.join(spec, MODEL_FILE);
+    if (fs.existsSync(index)) file = index;
+    else if (fs.existsSync(single)) file = single;
+    else throw new UserError(`input ${spec} is a directory without ${MODEL_FILE} or ${INDEX_FILE}`);
+    paths.push(path.resolve(file));
+  }
+  return file.endsWith('.index.json') ? openSharded(spec, file, opened, paths) : openSingle(spec, file, opened, paths);
+}
+
+function openSingle(spec: string, file: string, opened: SafetensorsReader[], paths: string[]): Source {
+  const reader = openSafetensors(file);
+  opened.push(reader);
+  const tensors = new Map(reader.infos.map((info) => [info.name, { reader, info }]));
+  return { spec, position: 0, shards: [{ name: '', reader }], tensors, order: reader.infos.map((t) => t.name), paths };
+}
+
+function openSharded(spec: string, indexFile: string, opened: SafetensorsReader[], paths: string[]): Source {
+  let index: unknown;
+  try {
+    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserError(`${indexFile}: ${code ? `cannot read (${code})` : 'not valid JSON (truncated?)'}`);
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(index) || !isObject(index.weight_map)) throw new UserError(`${indexFile}: no "weight_map" object (not a sharded checkpoint index?)`);
+  if (index.metadata !== undefined && index.metadata !== null && !isObject(index.metadata)) {
+    throw new UserError(`${indexFile}: "metadata" must be an object`);
+  }
+  const weightMap = index.weight_map as Record<string, unknown>;
+  const names = new Set<string>();
+  for (const [tensor, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string') throw new UserError(`${indexFile}: weight_map["${tensor}"] must be a file name, got ${JSON.stringify(shard)}`);
+    if (shard === '' || shard === '.' || shard === '..' || shard !== path.basename(shard) || shard.includes('\\')) {
+      throw new UserError(`${indexFile}: shard ${JSON.stringify(shard)} must be a plain file name next to the index`);
+    }
+    names.add(shard);
+  }
+  const dir = path.dirname(indexFile);
+  const shards = [...names].sort().map((name) => {
+    const reader = openSafetensors(path.join(dir, name));
+    opened.push(reader);
+    paths.push(path.resolve(dir, name));
+    return { name, reader };
+  });
+  const tensors = new Map<string, Located>();
+  const order: string[] = [];
+  for (const { name, reader } of shards) {
+    for (const info of reader.infos) {
+      const listed = Object.hasOwn(weightMap, info.name) ? weightMap[info.name] : undefined;
+      if (listed !== name) {
+        const where = listed === undefined ? 'does not list it' : `puts it in ${listed}`;
+        throw new UserError(`${indexFile}: shard ${name} holds tensor "${info.name}" but the index ${where}`);
+      }
+      tensors.set(info.name, { reader, info });
+      order.push(info.name);
+    }
+  }
+  for (const [tensor, shard] of Object.entries(weightMap)) {
+    if (!tensors.has(tensor)) throw new UserError(`${indexFile}: tensor "${tensor}" is listed in ${shard as string}, which does not hold it`);
+  }
+  const metadata = (index.metadata ?? {}) as Record<string, unknown>;
+  return { spec, position: 0, index: { file: indexFile, metadata, weightMap: weightMap as Record<string, string> }, shards, tensors, order, paths };
+}
+
+/** Same names, shapes and dtypes in every input; the first difference is named. */
+function checkCompatible(sources: Source[]): void {
+  const first = sources[0];
+  for (const s of sources.slice(1)) {
+    for (const name of first.order) {
+      const a = first.tensors.get(name)!.info;
+      const b = s.tensors.get(name)?.info;
+      if (!b) throw new UserError(`tensor "${name}" is in ${label(first)} but not in ${label(s)}`);
+      if (a.shape.length !== b.shape.length || a.shape.some((d, j) => d !== b.shape[j])) {
+        throw new UserError(`tensor "${name}" has shape [${a.shape}] in ${label(first)} but [${b.shape}] in ${label(s)}`);
+      }
+      if (a.dtype !== b.dtype) throw new UserError(`tensor "${name}" is ${a.dtype} in ${label(first)} but ${b.dtype} in ${label(s)}`);
+    }
+    const extra = s.order.find((n) => !first.tensors.has(n));
+    if (extra !== undefined) throw new UserError(`tensor "${extra}" is in ${label(s)} but not in ${label(first)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output plan
+
+interface OutFile {
+  /** Shard file name; '' for a single-file output. */
+  name: string;
+  header: EncodedHeader;
+}
+
+interface Plan {
+  sharded: boolean;
+  files: OutFile[];
+  /** Sharded: the index to write. */
+  index?: { metadata: Record<string, unknown>; weight_map: Record<string, string> };
+}
+
+const OUT_DTYPE: Record<Exclude<OutputDtype, 'keep'>, DType> = { f32: 'F32', bf16: 'BF16', f16: 'F16' };
+
+function planOutput(first: Source, dtype: OutputDtype): Plan {
+  const files = first.shards.map(({ name, reader }) => {
+    const entries = reader.infos.map((t) => ({ name: t.name, shape: t.shape, dtype: dtype === 'keep' ? t.dtype : OUT_DTYPE[dtype] }));
+    const meta = Object.keys(reader.metadata).length > 0 ? reader.metadata : undefined;
+    return { name, header: encodeHeader(entries, meta) };
+  });
+  if (!first.index) return { sharded: false, files };
+  const totalSize = files.reduce((a, f) => a + f.header.dataSize, 0);
+  return {
+    sharded: true,
+    files,
+    index: { metadata: { ...first.index.metadata, total_size: totalSize }, weight_map: { ...first.index.weightMap } },
+  };
+}
+
+/** OUT must not be (or contain) an input, and must not exist as the other kind of thing. */
+function checkOutPath(out: string, sharded: boolean, sources: Source[]): string {
+  const target = path.resolve(out);
+  for (const s of sources) {
+    for (const p of s.paths) {
+      if (p === target || (sharded && p.startsWith(target + path.sep))) {
+        throw new UserError(`the output ${out} would overwrite ${label(s)}: choose another path`);
+      }
+    }
+  }
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(target);
+  } catch {
+    stat = undefined;
+  }
+  if (stat && sharded && !stat.isDirectory()) {
+    throw new UserError(`the output ${out} exists and is not a directory; a sharded input makes a directory of shards`);
+  }
+  if (stat && !sharded && !stat.isFile()) {
+    throw new UserError(`the output ${out} exists and is not a file; a single-file input makes a .safetensors file`);
+  }
+  return target;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The streaming kernel
+
+let F16_TABLE: Float64Array | undefined;
+let BF16_TABLE: Float64Array | undefined;
+
+/** Every 16-bit pattern's value as float64 (exact), by dtype. */
+function table16(dtype: 'F16' | 'BF16'): Float64Array {
+  if (dtype === 'F16') {
+    if (!F16_TABLE) {
+      const bits = new Uint32Array(65536);
+      for (let h = 0; h < 65536; h++) bits[h] = halfBitsToFloatBits(h);
+      F16_TABLE = Float64Array.from(new Float32Array(bits.buffer));
+    }
+    return F16_TABLE;
+  }
+  if (!BF16_TABLE) {
+    const bits = new Uint32Array(65536);
+    for (let h = 0; h < 65536; h++) bits[h] = h << 16;
+    BF16_TABLE = Float64Array.from(new Float32Array(bits.buffer));
+  }
+  return BF16_TABLE;
+}
+
+/** acc ← x (first) or acc + x, times w unless w = 1; one loop per case keeps V8 monomorphic. */
+function accF32(acc: Float64Array, x: Float32Array, m: number, w: number, first: boolean): void {
+  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = x[j];
+  else if (first) for (let j = 0; j < m; j++) acc[j] = w * x[j];
+  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += x[j];
+  else for (let j = 0; j < m; j++) acc[j] += w * x[j];
+}
+
+function accF64(acc: Float64Array, x: Float64Array, m: number, w: number, first: boolean): void {
+  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = x[j];
+  else if (first) for (let j = 0; j < m; j++) acc[j] = w * x[j];
+  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += x[j];
+  else for (let j = 0; j < m; j++) acc[j] += w * x[j];
+}
+
+function acc16(acc: Float64Array, h: Uint16Array, t: Float64Array, m: number, w: number, first: boolean): void {
+  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = t[h[j]];
+  else if (first) for (let j = 0; j < m; j++) acc[j] = w * t[h[j]];
+  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += t[h[j]];
+  else for (let j = 0; j < m; j++) acc[j] += w * t[h[j]];
+}
+
+/**
+ * The common case, fused into one pass: float32 inputs, float32 output. Computes exactly the
+ * documented arithmetic (products and sums in float64, left to right, then one division) and
+ * stores into a Float32Array, which rounds to nearest even once. Unrolled for k ≤ 3.
+ */
+function meanF32(out: Float32Array, xs: Float32Array[], ws: number[], W: number, acc: Float64Array, m: number): void {
+  const k = xs.length;
+  const unit = ws.every((w) => w === 1);
+  if (k === 1) {
+    const [a] = xs;
+    const wa = ws[0];
+    if (unit && W === 1) out.set(a.subarray(0, m));
+    else for (let j = 0; j < m; j++) out[j] = (wa * a[j]) / W;
+  } else if (k === 2) {
+    const [a, b] = xs;
+    const [wa, wb] = ws;
+    if (unit) for (let j = 0; j < m; j++) out[j] = (a[j] + b[j]) / W;
+    else for (let j = 0; j < m; j++) out[j] = (wa * a[j] + wb * b[j]) / W;
+  } else if (k === 3) {
+    const [a, b, c] = xs;
+    const [wa, wb, wc] = ws;
+    if (unit) for (let j = 0; j < m; j++) out[j] = (a[j] + b[j] + c[j]) / W;
+    else for (let j = 0; j < m; j++) out[j] = (wa * a[j] + wb * b[j] + wc * c[j]) / W;
+  } else {
+    accF32(acc, xs[0], m, ws[0], true);
+    for (let i = 1; i < k - 1; i++) accF32(acc, xs[i], m, ws[i], false);
+    const z = xs[k - 1];
+    const wz = ws[k - 1];
+    for (let j = 0; j < m; j++) out[j] = (acc[j] + wz * z[j]) / W;
+  }
+}
+
+/** Buffers of one pipeline stage: a chunk of every input, and a chunk of output. */
+interface Slot {
+  raws: Uint8Array[];
+  out: Uint8Array;
+  /** The reads of the chunk assigned to this slot. */
+  reading: Promise<unknown> | null;
+  /** The write of this slot's previous output chunk (the out buffer is busy until it ends). */
+  writing: Promise<unknown> | null;
+}
+
+/** One chunk of one output tensor. */
+interface Job {
+  t: TensorInfo;
+  srcs: Located[];
+  /** First element of the chunk, and the element count. */
+  start: number;
+  m: number;
+  /** Position of the chunk's bytes in the output file. */
+  position: number;
+  /** Last chunk of its tensor (progress counts tensors). */
+  last: boolean;
+}
+
+/** Stages in flight: chunk i is computed while chunks i+1, i+2 are read and i−1, i−2 written. */
+const SLOTS = 3;
+
+/** The buffers of all slots together stay under this (the chunk shrinks for many inputs). */
+const BUFFER_BUDGET = 256 * 2 ** 20;
+
+/** Marks a promise handled now (its rejection is awaited later), so Node does not abort on it. */
+function quietly<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/**
+ * Streams output files chunk by chunk through a pipeline: reads (positioned, on libuv's thread
+ * pool) run ahead of the arithmetic on the main thread, and writes (positioned, also on the
+ * pool) trail it, so I/O and computation overlap. Memory: SLOTS × (one chunk per input + one
+ * output chunk) + one float64 chunk, whatever the model size; the buffers live in the
+ * WebAssembly kernel's memory when it runs (see `wasmMean`).
+ */
+class Averager {
+  bytesIn = 0;
+  bytesOut = 0;
+  readonly fsync: boolean;
+  private done = 0;
+  private readonly chunk: number;
+  private readonly slots: Slot[];
+  private readonly acc: Float64Array;
+  private readonly scratch: Float32Array;
+  private readonly active: number[];
+  private readonly activeWeights: number[];
+  private readonly weightSum: number;
+  private readonly kernel: WasmKernel | null;
+
+  constructor(
+    private readonly sources: Source[],
+    weights: number[],
+    chunk: number,
+    outWidest: number,
+    opts: AverageOptions,
+    private readonly onTensor: (done: number) => void,
+  ) {
+    this.fsync = opts.fsync ?? true;
+    this.active = weights.flatMap((w, i) => (w !== 0 ? [i] : []));
+    this.activeWeights = this.active.map((i) => weights[i]);
+    this.weightSum = weights.reduce((a, b) => a + b, 0);
+    const widest = this.active.map((i) => [...sources[i].tensors.values()].reduce((a, t) => Math.max(a, DTYPE_SIZE[t.info.dtype]), 1));
+    const perElement = SLOTS * (widest.reduce((a, b) => a + b, 0) + outWidest);
+    this.chunk = chunk = Math.min(chunk, Math.max(1024, Math.floor(BUFFER_BUDGET / perElement)));
+    // One arena for every slot buffer (16-byte aligned, 16 bytes of slack: the kernel works in fours).
+    const sizes = Array.from({ length: SLOTS }, () => [...widest.map((w) => chunk * w), chunk * outWidest]).flat();
+    const table = 16 * this.active.length;
+    const arenaSize = table + sizes.reduce((a, n) => a + align16(n) + 16, 0);
+    this.kernel = opts.portable ? null : wasmKernel(arenaSize);
+    const arena = this.kernel ? this.kernel.memory.buffer : new ArrayBuffer(arenaSize);
+    let at = table;
+    const take = (n: number) => {
+      const view = new Uint8Array(arena, at, n);
+      at += align16(n) + 16;
+      return view;
+    };
+    this.slots = Array.from({ length: SLOTS }, () => ({
+      raws: widest.map((w) => take(chunk * w)),
+      out: take(chunk * outWidest),
+      reading: null,
+      writing: null,
+    }));
+    this.acc = new Float64Array(chunk);
+    this.scratch = new Float32Array(chunk);
+  }
+
+  /** Writes `file` (header, then every tensor in its order) into the open `fd`. */
+  async writeFile(fd: number, file: OutFile): Promise<void> {
+    await writeAt(fd, file.header.bytes, 0);
+    this.bytesOut += file.header.bytes.byteLength;
+    const jobs = this.jobs(file);
+    const pending = new Set<Promise<unknown>>();
+    const track = (p: Promise<unknown>) => {
+      const q = quietly(p);
+      pending.add(q);
+      q.finally(() => pending.delete(q)).catch(() => {});
+      return q;
+    };
+    const read = (i: number) => {
+      if (i >= jobs.length) return;
+      const job = jobs[i];
+      const slot = this.slots[i % SLOTS];
+      slot.reading = track(
+        Promise.all(
+          job.srcs.map(({ reader, info }, a) => {
+            const size = DTYPE_SIZE[info.dtype];
+            this.bytesIn += job.m * size;
+            return reader.readIntoAsync(job.t.name, slot.raws[a].subarray(0, job.m * size), job.start * size);
+          }),
+        ),
+      );
+    };
+    try {
+      for (let i = 0; i < SLOTS - 1; i++) read(i);
+      for (let i = 0; i < jobs.length; i++) {
+        read(i + SLOTS - 1); // its slot's inputs were consumed by chunk i − 1; its output may still be writing
+        const job = jobs[i];
+        const slot = this.slots[i % SLOTS];
+        await slot.reading;
+        await slot.writing;
+        const bytes = this.compute(job, slot);
+        slot.writing = track(writeAt(fd, bytes, job.position));
+        this.bytesOut += bytes.byteLength;
+        if (job.last) this.onTensor(++this.done);
+      }
+      await Promise.all(this.slots.map((s) => s.writing));
+    } finally {
+      // On an error, let every read and write in flight end before the caller closes the files.
+      await Promise.allSettled([...pending]);
+      for (const s of this.slots) s.reading = s.writing = null;
+    }
+  }
+
+  /** The chunks of every tensor of `file`; an empty tensor is one job with m = 0. */
+  private jobs(file: OutFile): Job[] {
+    const jobs: Job[] = [];
+    const dataStart = file.header.bytes.byteLength;
+    for (const t of file.header.tensors) {
+      const numel = numelOf(t);
+      const srcs = this.active.map((i) => this.sources[i].tensors.get(t.name)!);
+      const size = DTYPE_SIZE[t.dtype];
+      for (let start = 0; start < numel || (numel === 0 && start === 0); start += this.chunk) {
+        const m = Math.min(this.chunk, numel - start);
+        jobs.push({ t, srcs, start, m, position: dataStart + t.begin + start * size, last: start + m >= numel });
+      }
+    }
+    return jobs;
+  }
+
+  /** The documented arithmetic on one chunk; returns the output bytes (in the slot's buffer). */
+  private compute(job: Job, slot: Slot): Uint8Array {
+    const { t, srcs, m } = job;
+    if (m === 0) return slot.out.subarray(0, 0);
+    const W = this.weightSum;
+    const f32 = (v: Uint8Array) => new Float32Array(v.buffer, v.byteOffset, m);
+    if (t.dtype === 'F32' && srcs.every((s) => s.info.dtype === 'F32')) {
+      if (this.kernel) this.kernel.mean(slot.raws, this.activeWeights, slot.out, m, W);
+      else meanF32(f32(slot.out), slot.raws.map(f32), this.activeWeights, W, this.acc, m);
+      return slot.out.subarray(0, m * 4);
+    }
+    const acc = this.acc;
+    srcs.forEach(({ info }, a) => {
+      const w = this.activeWeights[a];
+      const raw = slot.raws[a];
+      if (info.dtype === 'F32') accF32(acc, f32(raw), m, w, a === 0);
+      else if (info.dtype === 'F64') accF64(acc, new Float64Array(raw.buffer, raw.byteOffset, m), m, w, a === 0);
+      else acc16(acc, new Uint16Array(raw.buffer, raw.byteOffset, m), table16(info.dtype), m, w, a === 0);
+    });
+    if (W !== 1) for (let j = 0; j < m; j++) acc[j] /= W;
+    // (F64 too is copied out of the accumulator, which the next chunk reuses while this one is written)
+    return encodeFloats(acc, t.dtype, slot.out, m, this.scratch).subarray(0, m * DTYPE_SIZE[t.dtype]);
+  }
+}
+
+const align16 = (n: number) => Math.ceil(n / 16) * 16;
+
+// ---------------------------------------------------------------------------------------------
+// The float32 kernel in WebAssembly SIMD: meanF32's arithmetic, two float64 lanes at a time
+
+interface WasmKernel {
+  memory: WebAssembly.Memory;
+  /** out[0..m) = ((w₀x₀ + w₁x₁) + …) / W, rounded once to float32; every view in `memory`. */
+  mean(xs: Uint8Array[], ws: number[], out: Uint8Array, m: number, W: number): void;
+}
+
+let WASM_MODULE: WebAssembly.Module | null | undefined;
+
+/** Whether the WebAssembly float32 kernel runs here (else the TypeScript one does). */
+export function wasmKernelAvailable(): boolean {
+  return wasmKernel(65536) !== null;
+}
+
+/**
+ * The kernel with a memory of at least `bytes` (the first 16·k bytes hold its argument table:
+ * per input an i32 pointer and an f64 weight). Null where WebAssembly SIMD is unavailable.
+ * Same IEEE operations in the same order as meanF32 (products w·x, sums left to right, one
+ * division, one rounding to float32 by f32x4.demote_f64x2_zero), hence the same bits; w = 1
+ * and W = 1 are exact identities, so the kernel always multiplies and divides.
+ */
+function wasmKernel(bytes: number): WasmKernel | null {
+  if (WASM_MODULE === undefined) {
+    try {
+      const code = meanModuleBytes();
+      WASM_MODULE = WebAssembly.validate(code) ? new WebAssembly.Module(code) : null;
+    } catch {
+      WASM_MODULE = null;
+    }
+  }
+  if (!WASM_MODULE || bytes > 2 ** 31) return null;
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
+  const exports = new WebAssembly.Instance(WASM_MODULE, { env: { mem: memory } }).exports as {
+    mean(tbl: number, k: number, out: number, n: number, W: number): void;
+  };
+  const table = new DataView(memory.buffer);
+  return {
+    memory,
+    mean(xs, ws, out, m, W) {
+      xs.forEach((x, i) => {
+        table.setInt32(16 * i, x.byteOffset, true);
+        table.setFloat64(16 * i + 8, ws[i], true);
+      });
+      exports.mean(0, xs.length, out.byteOffset, m, W);
+    },
+  };
+}
+
+/**
+ * The module, assembled here (no toolchain): `mean(tbl, k, out, n, W)`, four floats per outer
+ * iteration as two f64x2 halves (v128.load64_zero + f64x2.promote_low_f32x4), an inner loop
+ * over the k inputs, then f64x2.div, f32x4.demote_f64x2_zero and two v128.store64_lane. Reads
+ * and writes up to 12 bytes past n floats: the buffers have 16 bytes of slack.
+ */
+function meanModuleBytes(): Uint8Array<ArrayBuffer> {
+  const uleb = (n: number): number[] => {
+    const out: number[] = [];
+    do {
+      let b = n & 0x7f;
+      n >>>= 7;
+      if (n) b |= 0x80;
+      out.push(b);
+    } while (n);
+    return out;
+  };
+  const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+  const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
+  const name = (s: string) => [...uleb(s.length), ...Buffer.from(s, 'utf8')];
+  const simd = (op: number) => [0xfd, ...uleb(op)];
+  const get = (i: number) => [0x20, i];
+  const set = (i: number) => [0x21, i];
+  const i32 = (n: number) => [0x41, n]; // small non-negative constants (< 64) only
+  const [I32, F64, V128] = [0x7f, 0x7c, 0x7b];
+  const [add32, shl32, geU32] = [0x6a, 0x74, 0x4f];
+  const i32load = [0x28, 2, 0];
+  const f64load8 = [0x2b, 3, 8];
+  const load64Zero = (offset: number) => [...simd(0x5d), 0, offset];
+  const store64Lane0 = (offset: number) => [...simd(0x5b), 0, offset, 0];
+  const [promote, demote, splat] = [simd(0x5f), simd(0x5e), simd(0x14)];
+  const [addF64x2, mulF64x2, divF64x2] = [simd(0xf0), simd(0xf2), simd(0xf3)];
+  const [block, loop, br, brIf, end] = [[0x02, 0x40], [0x03, 0x40], [0x0c], [0x0d], [0x0b]];
+  // params: tbl, k, out, n (i32), W (f64); locals: i, stop, j, e (i32); lo, hi, w, Wv (v128)
+  const [TBL, K, OUT, N, W, I, STOP, J, E, LO, HI, WT, WV] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  /** lo/hi = op(lo/hi, w · promote(x[i..i+4))) for the input whose table entry is at e. */
+  const term = (first: boolean) => [
+    ...get(E), ...f64load8, ...splat, ...set(WT),
+    ...get(E), ...i32load, ...get(I), add32, ...set(E),
+    ...(first ? [] : get(LO)), ...get(E), ...load64Zero(0), ...promote, ...get(WT), ...mulF64x2, ...(first ? [] : addF64x2), ...set(LO),
+    ...(first ? [] : get(HI)), ...get(E), ...load64Zero(8), ...promote, ...get(WT), ...mulF64x2, ...(first ? [] : addF64x2), ...set(HI),
+  ];
+  const body = [
+    ...get(N), ...i32(2), shl32, ...set(STOP), // stop = 4n (bytes)
+    ...get(W), ...splat, ...set(WV),
+    ...block, ...loop,
+    ...get(I), ...get(STOP), geU32, ...brIf, 1,
+    ...get(TBL), ...set(E), ...term(true),
+    ...i32(1), ...set(J),
+    ...block, ...loop,
+    ...get(J), ...get(K), geU32, ...brIf, 1,
+    ...get(TBL), ...get(J), ...i32(4), shl32, add32, ...set(E), ...term(false),
+    ...get(J), ...i32(1), add32, ...set(J),
+    ...br, 0,
+    ...end, ...end,
+    ...get(OUT), ...get(I), add32, ...set(E),
+    ...get(E), ...get(LO), ...get(WV), ...divF64x2, ...demote, ...store64Lane0(0),
+    ...get(E), ...get(HI), ...get(WV), ...divF64x2, ...demote, ...store64Lane0(8),
+    ...get(I), ...i32(16), add32, ...set(I),
+    ...br, 0,
+    ...end, ...end,
+    ...end,
+  ];
+  const func = [...vec([[4, I32], [4, V128]]), ...body];
+  return new Uint8Array([
+    ...[0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
+    ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [F64]]), 0]])),
+    ...section(2, vec([[...name('env'), ...name('mem'), 0x02, 0x00, 1]])),
+    ...section(3, vec([[0]])),
+    ...section(7, vec([[...name('mean'), 0x00, 0]])),
+    ...section(10, vec([[...uleb(func.length), ...func]])),
+  ]);
+}
+
+/** Positioned write of all of `bytes` on the thread pool (loops over short writes). */
+async function writeAt(fd: number, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    done += await new Promise<number>((resolve, reject) =>
+      fs.write(fd, bytes, done, bytes.byteLength - done, position + done, (err, n) => (err ? reject(err) : resolve(n))),
+    );
+  }
+}
+
+function numelOf(t: { shape: readonly number[] }): number {
+  return t.shape.reduce((a, b) => a * b, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomic output
+
+/** A hidden temporary name next to `target` (the convention of io/atomic.ts: isTempName). */
+function tempPath(target: string, kind: 'tmp' | 'old'): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.${kind}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+async function writeSingle(target: string, file: OutFile, work: Averager): Promise<void> {
+  const parent = path.dirname(target);
+  ioCall('create the directory of', target, () => fs.mkdirSync(parent, { recursive: true }));
+  const tmp = tempPath(target, 'tmp');
+  try {
+    await writeOne(tmp, file, work);
+    ioCall('write', target, () => fs.renameSync(tmp, target));
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  if (work.fsync) fsyncDir(parent);
+}
+
+async function writeSharded(target: string, plan: Plan, work: Averager): Promise<void> {
+  const parent = path.dirname(target);
+  ioCall('create the directory of', target, () => fs.mkdirSync(parent, { recursive: true }));
+  const tmp = tempPath(target, 'tmp');
+  ioCall('write', target, () => fs.mkdirSync(tmp));
+  try {
+    for (const f of plan.files) await writeOne(path.join(tmp, f.name), f, work);
+    const index = Buffer.from(JSON.stringify(plan.index, null, 2) + '\n', 'utf8');
+    ioCall('write', target, () => {
+      const fd = fs.openSync(path.join(tmp, INDEX_FILE), 'wx');
+      try {
+        writeAll(fd, index);
+        if (work.fsync) fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+    work.bytesOut += index.byteLength;
+    if (work.fsync) fsyncDir(tmp);
+    ioCall('replace', target, () => {
+      if (!fs.existsSync(target)) {
+        fs.renameSync(tmp, target);
+        return;
+      }
+      const old = tempPath(target, 'old');
+      fs.renameSync(target, old);
+      fs.renameSync(tmp, target);
+      fs.rmSync(old, { recursive: true, force: true });
+    });
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  if (work.fsync) fsyncDir(parent);
+}
+
+async function writeOne(file: string, plan: OutFile, work: Averager): Promise<void> {
+  const fd = ioCall('write', file, () => fs.openSync(file, 'wx'));
+  try {
+    await ioCallAsync('write', file, async () => {
+      await work.writeFile(fd, plan);
+      if (work.fsync) fs.fsyncSync(fd);
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function ioCallAsync<T>(op: string, target: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    return ioCall(op, target, () => {
+      throw e;
+    });
+  }
+}
+
+/** File-system errors the user can act on (disk full, permissions) become one-line UserErrors. */
+function ioCall<T>(op: string, target: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (typeof code !== 'string' || e instanceof UserError) throw e;
+    const hint: Record<string, string> = {
+      ENOSPC: 'the disk is full',
+      EDQUOT: 'the disk quota is exceeded',
+      EACCES: 'permission denied',
+      EPERM: 'permission denied',
+      EROFS: 'the file system is read-only',
+      ENOTDIR: 'a parent path is not a directory',
+      EEXIST: 'it exists',
+    };
+    throw new UserError(`cannot ${op} ${target}: ${hint[code] ?? (e as Error).message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LAWA on a Keel run
+
+export interface LawaInputs {
+  /** model.safetensors of the chosen checkpoints, newest first (the first's metadata is kept). */
+  inputs: string[];
+  /** Their steps, newest first. */
+  steps: number[];
+  /** Default output: RUN_DIR/lawa-<oldest>-<newest>.safetensors. */
+  out: string;
+}
+
+/** The k latest checkpoints of a Keel run (RUN_DIR/checkpoints/step-N/model.safetensors). */
+export function lawaInputs(runDir: string, k: number): LawaInputs {
+  if (!Number.isSafeInteger(k) || k < 1) throw new UserError(`--k must be a positive integer, got ${k}`);
+  if (!fs.existsSync(runDir) || !fs.statSync(runDir).isDirectory()) throw new UserError(`run directory ${runDir} does not exist`);
+  const all = listCheckpoints(runDir);
+  if (all.length === 0) throw new UserError(`${runDir} has no checkpoints (expected ${path.join(runDir, 'checkpoints', 'step-N')})`);
+  if (k > all.length) {
+    throw new UserError(`--k ${k}: ${runDir} has only ${all.length} checkpoint${all.length === 1 ? '' : 's'} (steps ${all.join(', ')})`);
+  }
+  const steps = all.slice(-k).reverse();
+  const inputs = steps.map((s) => path.join(checkpointDir(runDir, s), MODEL_FILE));
+  for (const f of inputs) if (!fs.existsSync(f)) throw new UserError(`checkpoint ${path.dirname(f)} is incomplete: ${MODEL_FILE} is missing`);
+  return { inputs, steps, out: path.join(runDir, `lawa-${steps[steps.length - 1]}-${steps[0]}.safetensors`) };
+}

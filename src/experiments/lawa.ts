@@ -1,0 +1,151 @@
+/**
+ * `keel experiment lawa` (issue 6, seed 003): the tiny model at a high and a low learning rate,
+ * each run evaluating its raw weights, LAWA (k latest snapshots every ν steps) and an EMA at
+ * every evaluation. Measures, from the runs' metrics.jsonl: validation loss of the three over
+ * training, the steps LAWA saves to reach given losses, and whether it damps evaluation spikes.
+ * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { CONFIGS, type GPTConfig } from '../model/config.ts';
+import { readMetrics } from '../io/metrics.ts';
+import { train } from '../train/trainer.ts';
+import { writeLawaReport } from './lawa_report.ts';
+
+export interface LawaExperimentOptions {
+  out: string;
+  config?: GPTConfig;
+  configName?: string;
+  data?: string;
+  lrs?: number[];
+  steps?: number;
+  batch?: number;
+  k?: number;
+  every?: number;
+  ema?: number;
+  evalEvery?: number;
+  evalTokens?: number;
+  seed?: number;
+  progress?: boolean;
+}
+
+export interface Curve {
+  step: number[];
+  raw: number[];
+  lawa: (number | null)[];
+  ema: (number | null)[];
+}
+
+export interface LawaRun {
+  lr: number;
+  run_dir: string;
+  curve: Curve;
+  /** For loss targets reached by the raw weights: first evaluation step of raw and of LAWA/EMA. */
+  targets: { loss: number; raw: number; lawa: number | null; ema: number | null }[];
+  /** Σ over evaluations of the rises of the validation loss (a spike measure), and the largest rise. */
+  rises: Record<'raw' | 'lawa' | 'ema', { total: number; max: number }>;
+  final: Record<'raw' | 'lawa' | 'ema', number | null>;
+  best: Record<'raw' | 'lawa' | 'ema', number | null>;
+}
+
+export interface LawaResults {
+  settings: Required<Omit<LawaExperimentOptions, 'out' | 'config' | 'progress' | 'data'>> & { config: GPTConfig; data: string | null };
+  runs: LawaRun[];
+}
+
+export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaResults> {
+  const s = {
+    configName: o.configName ?? 'tiny',
+    lrs: o.lrs ?? [6e-3, 1e-3],
+    steps: o.steps ?? 800,
+    batch: o.batch ?? 16,
+    k: o.k ?? 6,
+    every: o.every ?? 25,
+    ema: o.ema ?? 0.99,
+    evalEvery: o.evalEvery ?? 25,
+    evalTokens: o.evalTokens ?? 32768,
+    seed: o.seed ?? 1337,
+  };
+  const config = o.config ?? CONFIGS.tiny;
+  if (s.lrs.length === 0 || s.lrs.some((x) => !(x > 0))) throw new UserError('--lrs: give positive learning rates, e.g. 6e-3,1e-3');
+  if (!(s.ema > 0 && s.ema < 1)) throw new UserError(`--ema ${s.ema}: β must be in (0, 1)`);
+  fs.mkdirSync(o.out, { recursive: true });
+  const runs: LawaRun[] = [];
+  for (const lr of s.lrs) {
+    const dir = path.join(o.out, `lr-${lr}`);
+    if (fs.existsSync(path.join(dir, 'metrics.jsonl'))) fs.rmSync(dir, { recursive: true, force: true }); // unfinished earlier try
+    process.stderr.write(`keel experiment lawa: lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})\n`);
+    await train({
+      configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, accum: 1,
+      lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(s.steps / 10)), schedule: 'cosine',
+      optimizer: 'adamw', optimizerOptions: {}, clip: 1, evalEvery: s.evalEvery, evalTokens: s.evalTokens,
+      checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
+    }, { progress: o.progress ?? true, report: true });
+    runs.push(analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')));
+  }
+  const results: LawaResults = { settings: { ...s, config, data: o.data ?? null }, runs };
+  writeFileAtomic(path.join(o.out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  writeLawaReport(o.out, results);
+  return results;
+}
+
+/** The evaluation curves of a run and what the experiment measures on them. */
+export function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
+  const byStep = new Map<number, Record<string, unknown>>();
+  for (const m of readMetrics(metricsFile)) if (typeof m.step === 'number' && 'val_loss' in m) byStep.set(m.step, m);
+  const steps = [...byStep.keys()].sort((a, b) => a - b);
+  const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  const curve: Curve = {
+    step: steps,
+    raw: steps.map((x) => num(byStep.get(x)!.val_loss) ?? NaN),
+    lawa: steps.map((x) => num(byStep.get(x)!.val_loss_lawa)),
+    ema: steps.map((x) => num(byStep.get(x)!.val_loss_ema)),
+  };
+  return { lr, run_dir: runDir, curve, targets: stepsToTargets(curve), rises: {
+    raw: rises(curve.raw), lawa: rises(curve.lawa), ema: rises(curve.ema),
+  }, final: { raw: curve.raw.at(-1) ?? null, lawa: curve.lawa.at(-1) ?? null, ema: curve.ema.at(-1) ?? null },
+  best: { raw: minOf(curve.raw), lawa: minOf(curve.lawa), ema: minOf(curve.ema) } };
+}
+
+const minOf = (xs: (number | null)[]) => {
+  const f = xs.filter((x): x is number => x !== null && Number.isFinite(x));
+  return f.length ? Math.min(...f) : null;
+};
+
+/** First step at which a curve is at or below `target` (null: never). */
+export function firstReach(steps: number[], ys: (number | null)[], target: number): number | null {
+  for (let i = 0; i < steps.length; i++) if (ys[i] !== null && ys[i]! <= target) return steps[i];
+  return null;
+}
+
+/**
+ * Loss targets: the raw curve's values at 20%, 40%, 60%, 80% and 100% of its evaluations (so the
+ * raw weights reach each), with the first step each of raw, LAWA and EMA gets there.
+ */
+export function stepsToTargets(c: Curve): LawaRun['targets'] {
+  const n = c.step.length;
+  if (n === 0) return [];
+  const idx = [0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.max(0, Math.ceil(f * n) - 1));
+  const losses = [...new Set(idx.map((i) => Math.min(...c.raw.slice(0, i + 1).filter(Number.isFinite))))];
+  return losses.map((loss) => ({
+    loss, raw: firstReach(c.step, c.raw, loss)!, lawa: firstReach(c.step, c.lawa, loss), ema: firstReach(c.step, c.ema, loss),
+  }));
+}
+
+/** Rises between consecutive evaluations: their sum and the largest (0 for a monotone curve). */
+export function rises(ys: (number | null)[]): { total: number; max: number } {
+  let total = 0;
+  let max = 0;
+  let prev: number | null = null;
+  for (const y of ys) {
+    if (y === null || !Number.isFinite(y)) continue;
+    if (prev !== null && y > prev) {
+      total += y - prev;
+      max = Math.max(max, y - prev);
+    }
+    prev = y;
+  }
+  return { total, max };
+}
