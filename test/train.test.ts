@@ -206,13 +206,16 @@ test('--json: the last stdout line is the summary', () => {
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.deepEqual(Object.keys(s).sort(), [
-    'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params', 'rollbacks',
+    'b_simple', 'b_simple_tokens', 'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params', 'rollbacks',
     'run_dir', 'seconds', 'skipped_steps', 'spikes', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss',
   ]);
   // AdamW keeps two float32 moments per parameter.
   assert.equal(s.optimizer, 'adamw');
   assert.equal(s.optimizer_state_bytes, 8 * s.params);
   assert.equal(s.optimizer_state_bytes_per_param, 8);
+  // --accum 2: the noise scale is measured from the two micro-batches of every step.
+  assert.ok(s.b_simple === null || s.b_simple_tokens === s.b_simple * MICRO.blockSize);
+  assert.ok('b_simple' in trainLines(out).at(-1)!);
   assert.equal(s.run_dir, path.resolve(out));
   assert.equal(s.steps, 5);
   assert.equal(s.tokens, 5 * 2 * 4 * MICRO.blockSize);

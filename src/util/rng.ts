@@ -46,6 +46,8 @@ export class Rng {
 
   /** Uniform integer in [0, n) (n ≤ 2³²), without modulo bias. */
   int(n: number): number {
+    // n = 0 would make the rejection loop spin forever.
+    if (!(Number.isInteger(n) && n >= 1 && n <= 4294967296)) throw new RangeError(`Rng.int(n) needs an integer 1 ≤ n ≤ 2³², got ${n}`);
     const limit = 4294967296 - (4294967296 % n);
     for (;;) {
       const x = this.nextU32();
