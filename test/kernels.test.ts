@@ -13,24 +13,9 @@ import { eachMode, nk } from './native_modes.ts';
 import * as ops from '../src/kernels/reference/ops.ts';
 import { attentionBackward, attentionForward } from '../src/kernels/reference/attention.ts';
 import { scale, sumSquares } from '../src/kernels/reference/optim.ts';
-import { Rng } from '../src/util/rng.ts';
+import { near, randomArrays } from './numeric.ts';
 
-
-const rng = new Rng(20240611);
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rng.normal() * s);
-const randn64 = (n: number, s = 1) => Float64Array.from({ length: n }, () => rng.normal() * s);
-const ints = (n: number, V: number) => Int32Array.from({ length: n }, () => rng.int(V));
-
-/** |got − want| ≤ tol·(1 + max|want|) elementwise (want's scale, so tiny entries are not over-judged). */
-function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let mag = 0;
-  for (let i = 0; i < want.length; i++) mag = Math.max(mag, Math.abs(want[i]));
-  const lim = tol * (1 + mag);
-  for (let i = 0; i < got.length; i++) {
-    if (!(Math.abs(got[i] - want[i]) <= lim)) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (±${lim})`);
-  }
-}
+const { rng, ints, randn, randn64 } = randomArrays(20240611);
 
 // Odd shapes: T = 1; T not a multiple of 4, 8 or 16; hs = 6, 8, 10 (not multiples of the
 // vector width); one near the tiny model and one with hs = 64 (the small model's head).

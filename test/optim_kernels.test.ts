@@ -12,26 +12,13 @@ import assert from 'node:assert/strict';
 import { eachMode, nk, simdModes } from './native_modes.ts';
 import * as ref from '../src/kernels/reference/optim.ts';
 import type { AdafactorCoefs, AdamCoefs, MomentumCoefs } from '../src/kernels/types.ts';
-import { Rng } from '../src/util/rng.ts';
+import { near, randomArrays } from './numeric.ts';
 
-
-const rng = new Rng(777);
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rng.normal() * s);
+const { rng, randn } = randomArrays(777);
 
 function noNaN(x: Float32Array, what: string): void {
   const i = x.findIndex((y) => Number.isNaN(y));
   assert.equal(i, -1, `${what}: NaN at ${i}`);
-}
-
-/** |got − want| ≤ tol·(1 + max|want|) elementwise. */
-function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let mag = 0;
-  for (let i = 0; i < want.length; i++) mag = Math.max(mag, Math.abs(want[i]));
-  const lim = tol * (1 + mag);
-  for (let i = 0; i < got.length; i++) {
-    if (!(Math.abs(got[i] - want[i]) <= lim)) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (±${lim})`);
-  }
 }
 
 /**

@@ -17,22 +17,9 @@ import { CONFIGS, resolveConfig, validateConfig, type GPTConfig } from '../src/m
 import { GPT } from '../src/model/gpt.ts';
 import { paramLayout } from '../src/model/params.ts';
 import { Rng } from '../src/util/rng.ts';
+import { near, randomArrays } from './numeric.ts';
 
-const rng = new Rng(777);
-const randn = (n: number, s = 1) => Float32Array.from({ length: n }, () => rng.normal() * s);
-const randn64 = (n: number, s = 1) => Float64Array.from({ length: n }, () => rng.normal() * s);
-const ints = (n: number, V: number) => Int32Array.from({ length: n }, () => rng.int(V));
-
-/** |got − want| ≤ tol·(1 + max|want|) elementwise. */
-function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let mag = 0;
-  for (let i = 0; i < want.length; i++) mag = Math.max(mag, Math.abs(want[i]));
-  const lim = tol * (1 + mag);
-  for (let i = 0; i < got.length; i++) {
-    if (!(Math.abs(got[i] - want[i]) <= lim)) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (±${lim})`);
-  }
-}
+const { ints, randn, randn64 } = randomArrays(777);
 
 // ---- kernel: crossEntropy's z-loss term --------------------------------------------------
 

@@ -1,7 +1,8 @@
 /** report.html of `keel experiment lawa`: curves of raw / LAWA / EMA and the measured tables. */
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, reportStyles, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { pageHead } from './common.ts';
 import type { XY } from '../report/downsample.ts';
 import type { LawaResults, LawaRun } from './lawa.ts';
 
@@ -45,10 +46,14 @@ export function findings(r: LawaResults): string[] {
 export function writeLawaReport(outDir: string, r: LawaResults): string {
   const s = r.settings;
   const body = r.runs.map((run) => `<h2>lr ${run.lr}</h2>${targetsTable(run)}`).join('\n');
-  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Keel experiment: LAWA</title>${reportStyles()}</head><body>
-<header><h1>LAWA and EMA vs raw weights</h1>
-<p>${escapeHtml(`${s.configName}, AdamW, batch ${s.batch}, ${s.steps} steps (cosine, warm-up), LAWA k=${s.k} every ${s.every} steps, EMA β=${s.ema}, evaluated every ${s.evalEvery} steps on ${s.evalTokens} validation tokens.`)}</p>
-<ul>${findings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></header>
+  const facts = [
+    ['model', s.configName], ['optimizer', `AdamW, batch ${s.batch}, ${s.steps} steps, cosine after warm-up`],
+    ['LAWA', `k = ${s.k} snapshots every ${s.every} steps`], ['EMA', `β = ${s.ema}`],
+    ['evaluation', `every ${s.evalEvery} steps on ${s.evalTokens} validation tokens`],
+  ];
+  const factHtml = facts.map(([k, v]) => `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join('');
+  const html = `${pageHead('LAWA and EMA vs raw weights', outDir, factHtml)}
+<section class="findings"><h2>What we measured</h2><ul>${findings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></section>
 ${body}
 <main id="panels"></main>
 ${chartScripts(payload(r))}</body></html>`;

@@ -7,12 +7,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, reportStyles, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
 import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers.ts';
-import { PALETTE } from './common.ts';
+import { pageHead, PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
 export function writeExperimentReport(outDir: string, results: ExperimentResults): string {
@@ -192,22 +192,7 @@ export function renderExperimentReport(outDir: string, results: ExperimentResult
   const withState = results.optimizers.filter((o) => o.state_bytes !== null);
   const withSpeed = results.optimizers.filter((o) => o.tokens_per_s !== null);
   const title = 'Keel optimizer experiment';
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="keel">
-<title>${escapeHtml(title)}</title>
-${reportStyles()}
-<style>${EXTRA_CSS}</style>
-</head>
-<body>
-<header>
-<h1>${escapeHtml(title)}</h1>
-<p class="sub">${escapeHtml(path.resolve(outDir))} · generated ${escapeHtml(new Date().toISOString().replace('T', ' ').slice(0, 19))} UTC</p>
-<dl class="facts">${factHtml}</dl>
-</header>
+  return `${pageHead(title, outDir, factHtml, EXTRA_CSS)}
 <section class="verdict">
 <h2>Adafactor vs the paper</h2>
 <p class="verdict${verdictClass}">${escapeHtml(verdictText(t, results))}</p>

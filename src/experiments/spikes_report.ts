@@ -10,9 +10,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, reportStyles, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatDuration, formatNumber } from '../report/format.ts';
-import { PALETTE, readSummary } from './common.ts';
+import { pageHead, PALETTE, readSummary } from './common.ts';
 import {
   EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type VariantResult,
 } from './spikes.ts';
@@ -414,22 +414,7 @@ export function renderSpikeReport(outDir: string, results: SpikeResults, curves:
   const factHtml = facts.map(([k, v]) => `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join('');
   const title = 'Keel spike experiment';
   const payload = payloadOf(results, colors, curves);
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="keel">
-<title>${escapeHtml(title)}</title>
-${reportStyles()}
-<style>${EXTRA_CSS}</style>
-</head>
-<body>
-<header>
-<h1>${escapeHtml(title)}</h1>
-<p class="sub">${escapeHtml(path.resolve(outDir))} · generated ${escapeHtml(new Date().toISOString().replace('T', ' ').slice(0, 19))} UTC</p>
-<dl class="facts">${factHtml}</dl>
-</header>
+  return `${pageHead(title, outDir, factHtml, EXTRA_CSS)}
 <section class="findings">
 <h2>What we measured</h2>
 <ul class="findings">${findings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
