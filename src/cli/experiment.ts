@@ -2,6 +2,7 @@
  * `keel experiment optimizers`: every optimizer at its best swept lr, compared in one report.
  * `keel experiment spikes`: provoke loss spikes with an lr sweep, rerun with each mitigation.
  * `keel experiment lawa`: raw weights vs LAWA vs EMA at a high and a low lr.
+ * `keel experiment batch`: the critical batch (steps/examples to a target loss) vs the online B_simple, and the best lr vs batch per ε.
  */
 import path from 'node:path';
 import { Command } from 'commander';
@@ -11,6 +12,8 @@ import { DEFAULT_EPS, DEFAULT_LRS, runSpikeExperiment, SPIKE_CONFIG, SPIKE_CONFI
 import { findings } from '../experiments/spikes_report.ts';
 import { runLawaExperiment } from '../experiments/lawa.ts';
 import { findings as lawaFindings } from '../experiments/lawa_report.ts';
+import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS, runBatchExperiment } from '../experiments/batch.ts';
+import { findings as batchFindings } from '../experiments/batch_report.ts';
 import { resolveConfig } from '../model/config.ts';
 import { OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { int } from './args.ts';
@@ -114,7 +117,7 @@ export function experimentCommand(): Command {
       if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
       if (results.interrupted) process.exit(130);
     });
-  return experiment.addCommand(optimizers).addCommand(spikesCommand()).addCommand(lawaCommand());
+  return experiment.addCommand(optimizers).addCommand(spikesCommand()).addCommand(lawaCommand()).addCommand(batchCommand());
 }
 
 function spikesCommand(): Command {
@@ -205,5 +208,62 @@ function lawaCommand(): Command {
       });
       for (const f of lawaFindings(r)) process.stderr.write(f + '\n');
       if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+    });
+}
+
+function batchCommand(): Command {
+  return new Command('batch')
+    .description(
+      'sweep the batch size (micro-batch B/2 × accum 2) with the lr tuned per batch by a short sweep at a fixed token budget; ' +
+        'measure steps and examples to a target validation loss, fit S_min, E_min and B_crit = E_min/S_min and compare with the online B_simple ' +
+        'of a pilot run; repeat the best-lr-vs-batch curve for several AdamW ε and compare it with the scaling rules; writes OUT/results.json and OUT/report.html',
+    )
+    .option('--out <dir>', 'experiment directory; an unfinished one with the same settings is continued (default runs/experiment-batch-<date-time>)')
+    .option('--batches <a,b,c>', 'batch sizes in sequences (even)', DEFAULT_BATCHES.join(','))
+    .option('--lrs <x,y,z>', 'the lr grid the per-batch sweep walks on (3 significant digits)', BATCH_LRS.join(','))
+    .option('--lr-start <x>', 'where the first batch\'s sweep starts', String(DEFAULT_LR_START))
+    .option('--eps-values <x,y,z>', 'AdamW ε values (default: 1e-8, g/4, 4g with g the pilot\'s gradient RMS)')
+    .option('--tokens <n>', 'training tokens per run (fixed budget)', int(1), DEFAULT_TOKENS)
+    .option('--target <loss>', 'target validation loss (default: the highest best loss over the batches + 0.05)')
+    .option('--config <name|file>', 'model: tiny, small, or a JSON file (default spikes-small: 2 layers, 4 heads, C 64, T 64)')
+    .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .option('--eval-tokens <n>', 'validation tokens per evaluation', int(1), 4096)
+    .option('--eval-points <n>', 'evaluations per run', int(1), 20)
+    .option('--pilot-steps <n>', 'steps of the pilot run', int(1), 120)
+    .option('--pilot-batch <n>', 'sequences per step of the pilot (4 micro-batches)', int(4), 32)
+    .option('--seed <n>', 'seed for init and data order', int(0), 1337)
+    .option('--json', 'print results.json as the last line of stdout')
+    .action(async (o) => {
+      const num1 = (flag: string, v: string) => numberList(flag, v, (n) => n > 0, 'a positive number')[0];
+      const config = o.config === undefined ? undefined : resolveConfig(o.config);
+      const out = o.out ?? defaultOut('batch');
+      const sig = interruptible();
+      const results = await runBatchExperiment({
+        out,
+        batches: numberList('--batches', o.batches, (n) => Number.isSafeInteger(n) && n >= 2 && n % 2 === 0, 'even integers ≥ 2'),
+        lrs: numberList('--lrs', o.lrs, (n) => n > 0, 'positive numbers'),
+        lrStart: num1('--lr-start', o.lrStart),
+        epsValues: o.epsValues === undefined ? undefined : numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0'),
+        tokens: o.tokens,
+        target: o.target === undefined ? undefined : num1('--target', o.target),
+        config,
+        configName: o.config,
+        data: o.data === undefined ? undefined : path.resolve(o.data),
+        evalTokens: o.evalTokens,
+        evalPoints: o.evalPoints,
+        pilotSteps: o.pilotSteps,
+        pilotBatch: o.pilotBatch,
+        seed: o.seed,
+        progress: false,
+        shouldStop: sig.shouldStop,
+      });
+      sig.done();
+      process.stderr.write(
+        `${results.complete ? 'done' : 'stopped'}: ${path.resolve(out)}/report.html, results.json\n` +
+          batchFindings(results).map((f) => `- ${f}`).join('\n') + '\n' +
+          (results.interrupted ? `continue with: keel experiment batch --out ${out} (and the same settings)\n` : ''),
+      );
+      if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
+      if (results.interrupted) process.exit(130);
     });
 }
