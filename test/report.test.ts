@@ -99,7 +99,7 @@ test('report: missing keys and empty panels are skipped; extra panels are added'
   const p = payloadOf(html);
   assert.deepEqual(p.panels.map((x) => x.title), ['Loss', 'Noise scale']);
   assert.deepEqual(p.data.noise_scale.y, [100, 200, 300]);
-  assert.equal(defaultPanels.length, 5, 'defaults untouched by extra panels');
+  assert.equal(defaultPanels.length, 6, 'defaults untouched by extra panels');
 });
 
 test('report: long runs are downsampled but keep their spikes', () => {

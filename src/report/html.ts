@@ -62,6 +62,16 @@ export const defaultPanels: readonly PanelSpec[] = [
   { title: 'Gradient norm', yLabel: 'global L2 norm', logY: true, series: [{ key: 'grad_norm', label: 'grad norm' }] },
   { title: 'Throughput', yLabel: 'tokens / s', series: [{ key: 'tokens_per_s', label: 'tokens/s' }] },
   {
+    // McCandlish et al.'s simple noise scale (runs with --accum ≥ 2) next to the batch in use.
+    title: 'Gradient noise scale',
+    yLabel: 'sequences',
+    logY: true,
+    series: [
+      { key: 'b_simple', label: 'B_simple', spanGaps: true },
+      { key: 'batch', label: 'batch (ramp)', spanGaps: true },
+    ],
+  },
+  {
     // The Lion/Tiger embedding anomaly (techniques.md §6.6): rows drifting toward ±1/λ.
     title: 'Embedding rows (wte)',
     yLabel: 'RMS / max |θ|',
