@@ -18,3 +18,8 @@ export function float(min = -Infinity, exclusiveMin = false): (v: string) => num
     return n;
   };
 }
+
+/** Collects a repeatable flag's values in order (commander's argParser for `--opt`, `--fault`, …). */
+export function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}

@@ -3,8 +3,8 @@ import { Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { describeSchema, parseOptionText } from '../optim/options.ts';
 import { OPTIMIZER_NAMES, OPTIMIZERS, optimizerEntry } from '../optim/registry.ts';
+import { collect } from './args.ts';
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function addOptimizerFlags(cmd: Command, defaultName?: string): Command {
   const name = new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZER_NAMES);

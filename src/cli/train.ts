@@ -6,7 +6,7 @@ import { loadCheckpoint } from '../train/checkpoints.ts';
 import { parsePoints, parseSchedule, SCHEDULES } from '../train/schedule.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
-import { float, int } from './args.ts';
+import { collect, float, int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 import { GRAD_PRECISIONS } from '../guard/precision.ts';
 import { ON_SPIKE } from '../guard/recovery.ts';
@@ -15,7 +15,6 @@ import { Guards } from '../train/guards.ts';
 import { parseBatchSpec } from '../schedule/batch.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** `--lawa k[:every]`. */
 function parseLawa(text: string): { lawaK: number; lawaEvery: number } {

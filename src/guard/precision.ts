@@ -5,35 +5,24 @@
  * first and divides after (what mixed-precision training does); values below fp16's smallest
  * subnormal (2⁻²⁴ ≈ 6e-8) become 0, values above 65504 become ±Inf.
  */
+import { floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../io/safetensors.ts';
+
 export type GradPrecision = 'fp32' | 'bf16' | 'fp16';
 export const GRAD_PRECISIONS: GradPrecision[] = ['fp32', 'bf16', 'fp16'];
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** float32 → nearest bfloat16 value (as float32); NaN stays NaN. */
+/** The nearest bfloat16 value (as a number); NaN stays NaN. Rounding as in the safetensors writer. */
 export function bf16(x: number): number {
-  f32[0] = x;
-  const u = u32[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return x; // NaN
-  u32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000) >>> 0;
+  u32[0] = floatToBf16Bits(x) << 16;
   return f32[0];
 }
 
-/** float32 → nearest float16 value (as float32), with subnormals, overflow to ±Inf, NaN kept. */
+/** The nearest float16 value (as a number): subnormals, overflow to ±Inf, NaN kept; rounded once. */
 export function fp16(x: number): number {
-  if (Number.isNaN(x)) return x;
-  const a = Math.abs(x);
-  if (a >= 65520) return x > 0 ? Infinity : -Infinity; // rounds past the largest half, 65504
-  // Spacing of half values around a: 2^(e−10) for normals (e ≥ −14), 2^−24 for subnormals.
-  f32[0] = a; // the exponent from the float32 bits (a value that rounds up to 2^k lands on 2^k anyway)
-  const e = Math.max(-14, ((u32[0] >>> 23) & 0xff) - 127);
-  const ulp = 2 ** (e - 10);
-  const q = a / ulp;
-  let r = Math.round(q);
-  if (Math.abs(q - Math.trunc(q) - 0.5) < 1e-12 && r % 2 === 1) r -= 1; // ties to even
-  const y = r * ulp;
-  return x < 0 ? -y : y;
+  u32[0] = halfBitsToFloatBits(floatToHalfBits(x));
+  return f32[0];
 }
 
 /** Rounds g in place; returns the fraction of coordinates that are exactly zero afterwards. */

@@ -164,6 +164,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   const ema = opts.ema ? new Ema(kernels, model.numParams, opts.ema, opts.emaWarmup ?? false) : null;
   if (ckpt) restoreAverages(ckpt.dir, model.layout, lawa, ema);
   const scratch = lawa || ema ? new Float32Array(model.numParams) : null;
+  const lawaAvg = lawa ? new Float32Array(model.numParams) : null;
   // Batch ramp and noise scale: the batch of each step is a pure function of (step, what is
   // checkpointed), so a resumed run takes the same batches.
   const finalBatch = opts.batch * opts.accum;
@@ -202,8 +203,8 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
   const averageFiles = () => {
     const meta = { format: 'pt', config: configToMetadata(cfg), step: String(step) };
     const files: NonNullable<Parameters<typeof saveCheckpoint>[1]['extra']> = [];
-    if (lawa && scratch && lawa.average(scratch)) {
-      files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, scratch.slice()), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
+    if (lawa && lawaAvg && lawa.average(lawaAvg)) {
+      files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, lawaAvg), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
       const st = lawa.stateTensors();
       files.push({ file: 'lawa_state.safetensors', tensors: st.tensors, metadata: st.metadata });
     }
@@ -356,8 +357,9 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       const spikes = guards.observe(n, loss, gradNorm);
       for (const sp of spikes) log.write({ ...sp });
       const trouble = spikes.length > 0 || !Number.isFinite(norm2) || !Number.isFinite(loss);
-      const canRollback = (ring?.oldestBefore(n) ?? null) !== null || listCheckpoints(runDir).some((s) => s < n);
-      const action = folds ? 'apply' : guards.recovery.decide(trouble, canRollback);
+      // Only a spike with recovery on needs to know whether an older state exists (a directory read).
+      const canRollback = () => (ring?.oldestBefore(n) ?? null) !== null || listCheckpoints(runDir).some((s) => s < n);
+      const action = folds ? 'apply' : guards.recovery.decide(trouble, trouble && guards.needsSnapshots && canRollback());
       if (action === 'apply' && !folds) optimize(norm2);
 
       const ms = performance.now() - t0;
@@ -401,11 +403,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
       if ((opts.evalEvery > 0 && step % opts.evalEvery === 0) || last) {
         valLoss = evaluate(model, valTokens, opts.evalTokens).loss;
         const averaged: Record<string, number> = {};
-        if (lawa && lawa.count > 0) {
-          const avg = new Float32Array(model.numParams);
-          lawa.average(avg);
-          averaged.val_loss_lawa = evaluateWith(avg);
-        }
+        if (lawa && lawaAvg && lawa.average(lawaAvg)) averaged.val_loss_lawa = evaluateWith(lawaAvg);
         if (ema && ema.t > 0) averaged.val_loss_ema = evaluateWith(ema.weights);
         log.write({ step, val_loss: valLoss, ...averaged, ...embeddingDrift(model.params, wte) });
         progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
