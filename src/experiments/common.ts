@@ -6,7 +6,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { escapeHtml, reportStyles } from '../report/html.ts';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 
@@ -88,27 +87,4 @@ export function lrDirName(lr: number): string {
 /** A number rounded to 3 significant digits (grid values that name directories). */
 export function sig3(x: number): number {
   return Number(x.toPrecision(3));
-}
-
-/**
- * The top of every experiment report: document head (Keel's report styles, inlined, plus the
- * page's own CSS) and the header with the title, the directory and the key facts.
- */
-export function pageHead(title: string, outDir: string, factHtml: string, css = ''): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="keel">
-<title>${escapeHtml(title)}</title>
-${reportStyles()}
-${css ? `<style>${css}</style>` : ''}
-</head>
-<body>
-<header>
-<h1>${escapeHtml(title)}</h1>
-<p class="sub">${escapeHtml(path.resolve(outDir))} · generated ${escapeHtml(new Date().toISOString().replace('T', ' ').slice(0, 19))} UTC</p>
-<dl class="facts">${factHtml}</dl>
-</header>`;
 }

@@ -1,8 +1,7 @@
 /** report.html of `keel experiment lawa`: curves of raw / LAWA / EMA and the measured tables. */
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
-import { pageHead } from './common.ts';
+import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import type { XY } from '../report/downsample.ts';
 import type { LawaResults, LawaRun } from './lawa.ts';
 
@@ -51,8 +50,7 @@ export function writeLawaReport(outDir: string, r: LawaResults): string {
     ['LAWA', `k = ${s.k} snapshots every ${s.every} steps`], ['EMA', `β = ${s.ema}`],
     ['evaluation', `every ${s.evalEvery} steps on ${s.evalTokens} validation tokens`],
   ];
-  const factHtml = facts.map(([k, v]) => `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join('');
-  const html = `${pageHead('LAWA and EMA vs raw weights', outDir, factHtml)}
+  const html = `${pageHead('LAWA and EMA vs raw weights', path.resolve(outDir), facts.map(([label, value]) => ({ label, value })))}
 <section class="findings"><h2>What we measured</h2><ul>${findings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></section>
 ${body}
 <main id="panels"></main>

@@ -7,12 +7,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
 import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers.ts';
-import { pageHead, PALETTE } from './common.ts';
+import { PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
 export function writeExperimentReport(outDir: string, results: ExperimentResults): string {
@@ -185,14 +185,14 @@ export function renderExperimentReport(outDir: string, results: ExperimentResult
     ['seed', String(s.seed)],
     ['status', results.complete ? 'complete' : results.interrupted ? 'interrupted (run again with the same --out to finish)' : 'incomplete'],
   ];
-  const factHtml = facts.map(([k, v]) => `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join('');
+
   const t = results.adafactor_target;
   const verdictClass = t.met === null ? '' : t.met ? ' met' : ' not-met';
   const payload = payloadOf(outDir, results, colors);
   const withState = results.optimizers.filter((o) => o.state_bytes !== null);
   const withSpeed = results.optimizers.filter((o) => o.tokens_per_s !== null);
   const title = 'Keel optimizer experiment';
-  return `${pageHead(title, outDir, factHtml, EXTRA_CSS)}
+  return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
 <section class="verdict">
 <h2>Adafactor vs the paper</h2>
 <p class="verdict${verdictClass}">${escapeHtml(verdictText(t, results))}</p>

@@ -10,9 +10,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { chartScripts, chartSeries, escapeHtml, type ChartPayload, type PanelSpec } from '../report/html.ts';
+import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatDuration, formatNumber } from '../report/format.ts';
-import { pageHead, PALETTE, readSummary } from './common.ts';
+import { PALETTE, readSummary } from './common.ts';
 import {
   EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type VariantResult,
 } from './spikes.ts';
@@ -411,10 +411,10 @@ export function renderSpikeReport(outDir: string, results: SpikeResults, curves:
     ['wall time', formatDuration(results.wall_seconds)],
     ['status', results.complete ? 'complete' : results.interrupted ? 'interrupted (run again with the same --out to finish)' : 'incomplete'],
   ];
-  const factHtml = facts.map(([k, v]) => `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join('');
+
   const title = 'Keel spike experiment';
   const payload = payloadOf(results, colors, curves);
-  return `${pageHead(title, outDir, factHtml, EXTRA_CSS)}
+  return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
 <section class="findings">
 <h2>What we measured</h2>
 <ul class="findings">${findings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>

@@ -141,25 +141,9 @@ export interface RenderInput {
 /** The whole HTML document as a string (pure apart from reading uPlot's files). */
 export function renderReport(input: RenderInput): string {
   const payload = buildPayload(input.metrics, input.panels, input.maxPoints ?? DEFAULT_MAX_POINTS);
-  const assets = uplotAssets();
   const facts = configFacts(input.config);
   const summary = summaryFacts(input.metrics);
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="keel">
-<title>${escapeHtml(input.title)}</title>
-<style>${inlineSafe(assets.css, 'style')}</style>
-<style>${inlineSafe(readAsset('report.css'), 'style')}</style>
-</head>
-<body>
-<header>
-<h1>${escapeHtml(input.title)}</h1>
-<p class="sub">${escapeHtml(input.runDir)} · generated ${escapeHtml(new Date().toISOString().replace('T', ' ').slice(0, 19))} UTC</p>
-${factList(facts, 'facts')}
-</header>
+  return `${pageHead(input.title, input.runDir, facts)}
 <section class="summary">
 <h2>Summary</h2>
 ${factTable(summary)}
@@ -170,12 +154,32 @@ ${payload.heatmaps ? heatmapSection(payload.heatmaps) : ''}
 <p class="note">Drag across a chart to zoom, double-click to reset. Hover for values.</p>
 ${eventTable(payload.events)}
 ${configDetails(input.config)}
-<script type="application/json" id="keel-data">${jsonForScript(payload)}</script>
-<script>${inlineSafe(assets.js, 'script')}</script>
-<script>${inlineSafe(readAsset('client.js'), 'script')}</script>
+${chartScripts(payload)}
 </body>
 </html>
 `;
+}
+
+/**
+ * The top of every Keel page (run reports and experiment reports): the document head with the
+ * inlined styles (plus a page's own CSS) and the header with the title, the directory and the facts.
+ */
+export function pageHead(title: string, dir: string, facts: Fact[], css = ''): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="keel">
+<title>${escapeHtml(title)}</title>
+${reportStyles()}${css ? `\n<style>${css}</style>` : ''}
+</head>
+<body>
+<header>
+<h1>${escapeHtml(title)}</h1>
+<p class="sub">${escapeHtml(dir)} · generated ${escapeHtml(new Date().toISOString().replace('T', ' ').slice(0, 19))} UTC</p>
+${factList(facts, 'facts')}
+</header>`;
 }
 
 /** The payload the browser script draws from: panels name keys of `data` (a series each). */
