@@ -7,7 +7,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parseFault } from '../src/guard/faults.ts';
 import { bf16, fp16, roundGradients } from '../src/guard/precision.ts';
-import { Recovery, recoveryDefaults } from '../src/guard/recovery.ts';
+import { climb, emptyLadder } from '../src/control/ladder.ts';
+import { defaultPolicy, recoveryDefaults } from '../src/control/types.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
 import { Guards, parseOptSchedule } from '../src/train/guards.ts';
 import { checkpointDir, loadCheckpoint } from '../src/train/checkpoints.ts';
@@ -89,14 +90,22 @@ test('rollback falls back to an on-disk checkpoint after --resume (no snapshot i
   assert.equal(s.rollbacks, 1);
 });
 
-test('recovery policy: skips escalate to rollback, budgets are finite', () => {
-  const r = new Recovery({ onSpike: 'skip', maxSkips: 2, rollbackSteps: 5, skipBatches: 5, maxRollbacks: 1 });
-  assert.deepEqual([true, true, true, true, true, true].map((x) => r.decide(x, true)), ['skip', 'skip', 'rollback', 'skip', 'skip', 'apply']);
-  assert.equal(r.decide(false, true), 'apply');
-  const rb = new Recovery({ onSpike: 'rollback', maxSkips: 1, rollbackSteps: 5, skipBatches: 5, maxRollbacks: 1 });
-  assert.deepEqual([rb.decide(true, false), rb.decide(true, true), rb.decide(true, true), rb.decide(true, true)], ['skip', 'rollback', 'skip', 'apply']);
-  assert.deepEqual(recoveryDefaults(1400), { rollbackSteps: 100, skipBatches: 200 });
-  assert.deepEqual(recoveryDefaults(70), { rollbackSteps: 5, skipBatches: 10 });
+test('recovery policy: skips escalate to rollback, budgets are finite, and an exhausted ladder stops (never trains on)', () => {
+  const at = (step: number, attempt = 0, canRollback = true) => ({ step, attempt, trouble: 'spike', canRollback });
+  const p = defaultPolicy(100, { on_spike: 'skip', max_skips: 2, max_rollbacks: 1 });
+  const r = emptyLadder();
+  assert.deepEqual([1, 2, 3].map((n) => climb(r, p, at(n))!.kind), ['skip', 'skip', 'rollback']);
+  // The spike returns at the same place after the rollback: the budget is spent, so stop.
+  assert.equal(climb(r, p, at(3, 1))!.kind, 'stop');
+  assert.equal(climb(r, p, { ...at(4, 1), trouble: null }), null);
+  // Elsewhere, once the budget is spent: skips, then stop (the old policy trained on here).
+  assert.deepEqual([40, 41, 42].map((n) => climb(r, p, at(n, 1))!.kind), ['skip', 'skip', 'stop']);
+  const rb = emptyLadder();
+  const pr = defaultPolicy(100, { on_spike: 'rollback', max_skips: 1, max_rollbacks: 1 });
+  assert.deepEqual([climb(rb, pr, at(10, 0, false))!.kind, climb(rb, pr, at(11))!.kind, climb(rb, pr, at(30, 1))!.kind, climb(rb, pr, at(31, 1))!.kind],
+    ['skip', 'rollback', 'skip', 'stop']);
+  assert.deepEqual(recoveryDefaults(1400), { rollback_steps: 100, skip_batches: 200 });
+  assert.deepEqual(recoveryDefaults(70), { rollback_steps: 5, skip_batches: 10 });
 });
 
 test('embedding-gradient shrink scales the token embedding update exactly (SGD, no clipping)', async () => {

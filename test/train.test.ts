@@ -121,7 +121,7 @@ describe('run directory', () => {
     }
     // Nothing hidden (temporary names start with '.') anywhere in the run.
     assert.deepEqual(walk(out).filter((p) => path.basename(p).startsWith('.')), []);
-    assert.deepEqual(fs.readdirSync(out).sort(), ['checkpoints', 'config.json', 'metrics.jsonl', 'report.html']);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['checkpoints', 'config.json', 'control.jsonl', 'metrics.jsonl', 'report.html']);
 
     const recs = metrics(out);
     const lines = trainLines(out);

@@ -1,7 +1,7 @@
 /** `keel <command>`: thin wrappers that parse flags, validate, and call library code. */
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.ts';
-import { TrainingDiverged } from '../train/trainer.ts';
+import { RecoveryExhausted, TrainingDiverged } from '../train/trainer.ts';
 import { trainCommand } from './train.ts';
 import { evalCommand } from './eval.ts';
 import { benchCommand } from './bench.ts';
@@ -45,6 +45,10 @@ try {
   if (err instanceof TrainingDiverged) {
     process.stderr.write(`keel: ${err.message}\n`);
     process.exit(1);
+  }
+  if (err instanceof RecoveryExhausted) {
+    process.stderr.write(`keel: ${err.message}\n`);
+    process.exit(3);
   }
   throw err;
 }

@@ -4,15 +4,19 @@ import { UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
 import { loadCheckpoint } from '../train/checkpoints.ts';
 import { parsePoints, parseSchedule, SCHEDULES } from '../train/schedule.ts';
-import { train, type TrainOptions } from '../train/trainer.ts';
+import { RecoveryExhausted, train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { collect, float, int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 import { GRAD_PRECISIONS } from '../guard/precision.ts';
-import { ON_SPIKE } from '../guard/recovery.ts';
+import { ON_SPIKE } from '../control/types.ts';
+import { Controller } from '../control/controller.ts';
+import { policyOf, runFactsOf } from '../train/options.ts';
+import { runDirOf } from '../train/checkpoints.ts';
+import { writeReport } from '../report/html.ts';
+import { createProgress } from './progress.ts';
 import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { Guards } from '../train/guards.ts';
-import { parseBatchSpec } from '../schedule/batch.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
 
 
@@ -65,7 +69,8 @@ export function trainCommand(): Command {
     .option('--max-skips <n>', 'consecutive skipped steps before a spike counts as confirmed (then: rollback)', int(1))
     .option('--rollback-steps <n>', 'roll back to a state at least this many steps before the spike (default clamp(steps/14, 5, 100))', int(1))
     .option('--skip-batches <n>', 'batches skipped after a rollback (default clamp(steps/7, 10, 500))', int(0))
-    .option('--max-rollbacks <n>', 'rollback budget of the run', int(0))
+    .option('--max-rollbacks <n>', 'rollback budget of the run, every rung that rolls back included (default 5)', int(0))
+    .option('--max-lr-cuts <n>', 'recovery ladder: LR cuts (×0.1 each) over a region where a spike keeps returning, before stopping (default 2)', int(0))
     .option('--fault <spec>', 'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N', collect)
     .option('--embed-grad-shrink <alpha>', 'GLM-130B: token-embedding gradient × alpha (1 = off)', float(0, true))
     .option('--embed-grad-shrink-ramp <n>', 'ramp the shrink linearly back to 1 over n steps', int(0))
@@ -141,6 +146,7 @@ export function trainCommand(): Command {
         rollbackSteps: pick('rollbackSteps', o.rollbackSteps),
         skipBatches: pick('skipBatches', o.skipBatches),
         maxRollbacks: pick('maxRollbacks', o.maxRollbacks),
+        maxLrCuts: pick('maxLrCuts', o.maxLrCuts),
         faults: pick('faults', o.fault),
         embedGradShrink: pick('embedGradShrink', o.embedGradShrink),
         embedGradShrinkRamp: pick('embedGradShrinkRamp', o.embedGradShrinkRamp),
@@ -163,10 +169,8 @@ export function trainCommand(): Command {
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.from });
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.to });
       }
-      if (opts.batchRamp) parseBatchSpec(opts.batchRamp);
-      if (['sgd', 'signsgd', 'softsign'].includes(opts.lrRule ?? 'none') && opts.bNoise === undefined) {
-        throw new UserError(`--lr-rule ${opts.lrRule} needs --b-noise (the gradient noise scale in sequences; \`keel plan --from RUN\` reads it from a run with --accum ≥ 2)`);
-      }
+      // The controller checks its policy (ramp, LR rule, budgets) when built: build one now.
+      new Controller(policyOf(opts), runFactsOf(opts, 1, 0));
       if (opts.ema !== undefined && opts.ema >= 1) throw new UserError(`--ema ${opts.ema}: β must be in (0, 1), e.g. 0.999`);
       if (opts.lossScale !== undefined && opts.gradPrecision !== 'fp16') throw new UserError('--loss-scale applies only with --grad-precision fp16');
       if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
@@ -184,8 +188,18 @@ export function trainCommand(): Command {
         process.stderr.write('\nkeel: interrupt received, finishing the step and writing a checkpoint (Ctrl-C again to abort)\n');
       };
       process.on('SIGINT', onSigint);
-      const summary = await train(opts, { shouldStop: () => stop }, ckpt);
+      const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
+      const progress = createProgress({ total: opts.steps, label: 'train' });
+      let summary;
+      try {
+        summary = await train(opts, { shouldStop: () => stop, progress }, ckpt);
+      } catch (err) {
+        // A run the controller stopped still gets its report (its events say why).
+        if (err instanceof RecoveryExhausted) writeReport(runDir);
+        throw err;
+      }
       process.off('SIGINT', onSigint);
+      writeReport(runDir);
       const human =
         `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +
         `train loss ${summary.train_loss.toFixed(4)}, val loss ${summary.val_loss?.toFixed(4) ?? 'n/a'}, ` +

@@ -37,8 +37,8 @@ import { validateConfig, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer } from '../optim/registry.ts';
 import { lrForBatch, type ScalingRule } from '../schedule/rules.ts';
-import { train, TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
-import { checkExperimentDir, checkSeed, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
+import { TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes.ts';
 import { writeBatchReport } from './batch_report.ts';
 
@@ -466,7 +466,7 @@ async function runOne(opts: TrainOptions, r: Resolved): Promise<{ records: Metri
   let error: string | undefined;
   let interrupted = false;
   try {
-    const res = await train(opts, { progress: r.progress, shouldStop: r.shouldStop });
+    const res = await trainRun(opts, r.progress, r.shouldStop);
     interrupted = res.interrupted;
     val = res.val_loss;
   } catch (err) {

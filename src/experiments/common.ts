@@ -8,6 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
+import { createProgress } from '../cli/progress.ts';
+import { writeReport } from '../report/html.ts';
+import { train, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
 
 export const RESULTS = 'results.json';
 export const SUMMARY = 'summary.json';
@@ -87,4 +90,12 @@ export function lrDirName(lr: number): string {
 /** A number rounded to 3 significant digits (grid values that name directories). */
 export function sig3(x: number): number {
   return Number(x.toPrecision(3));
+}
+
+/** One run of an experiment: train() (with a progress bar when asked), then the run's report.html. */
+export async function trainRun(opts: TrainOptions, progress: boolean, shouldStop?: () => boolean): Promise<TrainSummary> {
+  const sink = progress ? createProgress({ total: opts.steps, label: 'train' }) : false;
+  const summary = await train(opts, { progress: sink, shouldStop });
+  writeReport(summary.run_dir);
+  return summary;
 }

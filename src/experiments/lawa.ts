@@ -5,13 +5,13 @@
  * training, the steps LAWA saves to reach given losses, and whether it damps evaluation spikes.
  * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
  */
+import { trainRun } from './common.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
-import { train } from '../train/trainer.ts';
 import { writeLawaReport } from './lawa_report.ts';
 
 export interface LawaExperimentOptions {
@@ -77,12 +77,12 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
     const dir = path.join(o.out, `lr-${lr}`);
     if (fs.existsSync(path.join(dir, 'metrics.jsonl'))) fs.rmSync(dir, { recursive: true, force: true }); // unfinished earlier try
     process.stderr.write(`keel experiment lawa: lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})\n`);
-    await train({
+    await trainRun({
       configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, accum: 1,
       lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(s.steps / 10)), schedule: 'cosine',
       optimizer: 'adamw', optimizerOptions: {}, clip: 1, evalEvery: s.evalEvery, evalTokens: s.evalTokens,
       checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
-    }, { progress: o.progress ?? true, report: true });
+    }, o.progress ?? true);
     runs.push(analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')));
   }
   const results: LawaResults = { settings: { ...s, config, data: o.data ?? null }, runs };

@@ -23,9 +23,9 @@ import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
-import { train, TrainingDiverged, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
+import { TrainingDiverged, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
 import { writeExperimentReport } from './report.ts';
-import { checkExperimentDir, checkSeed, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
+import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
 
 export { lrDirName } from './common.ts';
 
@@ -334,7 +334,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
     const t0 = performance.now();
     let record: RunRecord;
     try {
-      const sum: TrainSummary = await train(trainOpts, { progress: r.progress, shouldStop: r.shouldStop });
+      const sum: TrainSummary = await trainRun(trainOpts, r.progress, r.shouldStop);
       if (sum.interrupted) {
         interrupted = true;
         r.log(`${tag}: interrupted at step ${sum.steps}`);

@@ -67,8 +67,8 @@ import { paramLayout } from '../model/params.ts';
 import { formatNumber } from '../report/format.ts';
 import { analyzeSeries, SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { createOptimizer } from '../optim/registry.ts';
-import { train, TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
-import { checkExperimentDir, checkSeed, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
+import { RecoveryExhausted, TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { writeSpikeReport } from './spikes_report.ts';
 
 export const SPIKE_VARIANTS = ['baseline', 'skip', 'rollback', 'qk-norm', 'z-loss', 'embed-shrink', 'atan2', 'eps-zero'] as const;
@@ -831,7 +831,7 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
       const trainOpts = spikeTrainOptions(s, p.variant, p.eps, lr, dir);
       let sum: { val_loss: number | null; train_loss: number | null; tokens_per_s: number | null; error?: string };
       try {
-        const res = await train(trainOpts, { progress: r.progress, shouldStop: r.shouldStop });
+        const res = await trainRun(trainOpts, r.progress, r.shouldStop);
         if (res.interrupted) {
           interrupted = true;
           r.log(`${tag}: interrupted at step ${res.steps}`);
@@ -839,7 +839,8 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
         }
         sum = { val_loss: res.val_loss, train_loss: res.train_loss, tokens_per_s: res.tokens_per_s };
       } catch (err) {
-        if (!(err instanceof TrainingDiverged)) throw err;
+        // A run the recovery ladder stopped did not finish either: it scores like a diverged one.
+        if (!(err instanceof TrainingDiverged || err instanceof RecoveryExhausted)) throw err;
         sum = { val_loss: null, train_loss: null, tokens_per_s: null, error: err.message };
       }
       fs.rmSync(path.join(dir, 'checkpoints'), { recursive: true, force: true });

@@ -6,20 +6,31 @@
  *   lr-scale:X:N      learning rate × X for N steps from STEP
  *   bad-batch:N       N micro-batches of uniformly random tokens from STEP on
  * Each fault fires once, the first time its step is trained: a rollback that replays the step
- * does not replay the fault (like a hardware glitch, it is an event, not a property of the data).
+ * does not replay the fault (like a hardware glitch, it is an event, not a property of the data),
+ * and an lr-scale cut short by a rollback does not resume on the replay. A `:sticky` suffix
+ * makes a fault fire on every pass through its steps instead, so the recovery ladder's
+ * escalation can be drilled (src/control/ladder.ts).
  */
 import { UserError } from '../errors.ts';
 
-export type Fault =
+export type Fault = (
   | { step: number; kind: 'nan-grad' }
   | { step: number; kind: 'grad-scale'; x: number }
   | { step: number; kind: 'lr-scale'; x: number; n: number }
-  | { step: number; kind: 'bad-batch'; n: number };
+  | { step: number; kind: 'bad-batch'; n: number }
+) & { sticky?: true };
 
-const USAGE = 'expected STEP:KIND[:ARG…] with KIND nan-grad, grad-scale:X, lr-scale:X:N or bad-batch:N (e.g. --fault 300:grad-scale:1000)';
+const USAGE = 'expected STEP:KIND[:ARG…][:sticky] with KIND nan-grad, grad-scale:X, lr-scale:X:N or bad-batch:N (e.g. --fault 300:grad-scale:1000)';
 
 export function parseFault(text: string): Fault {
-  const parts = text.split(':');
+  const all = text.split(':');
+  const sticky = all.at(-1) === 'sticky';
+  const parts = sticky ? all.slice(0, -1) : all;
+  const f = parseParts(text, parts);
+  return sticky ? { ...f, sticky: true } : f;
+}
+
+function parseParts(text: string, parts: string[]): Fault {
   const step = Number(parts[0]);
   if (!/^\d+$/.test(parts[0] ?? '') || step < 1) throw new UserError(`--fault ${text}: step must be a positive integer; ${USAGE}`);
   const num = (i: number, what: string, positiveInt = false) => {
@@ -50,37 +61,45 @@ export function parseFault(text: string): Fault {
   }
 }
 
-/** Which faults act at a step. Each fault fires once (by its first step); lr-scale spans N steps. */
+/**
+ * Which faults act at a step. A fault fires once (on the first pass through its step), a sticky
+ * one on every pass; an lr-scale spans N steps of the attempt (the pass) it fired in.
+ */
 export class FaultPlan {
-  private readonly fired = new Set<number>();
+  /** Fault index → the attempt it last fired in. */
+  private readonly fired = new Map<number, number>();
   constructor(readonly faults: readonly Fault[]) {}
 
-  /** Faults starting at `step` not fired yet; marks them fired. */
-  startingAt(step: number): Fault[] {
+  /** Faults that fire at `step` on this attempt; marks them fired. */
+  startingAt(step: number, attempt: number): Fault[] {
     const out: Fault[] = [];
     this.faults.forEach((f, i) => {
-      if (f.step === step && !this.fired.has(i)) {
-        this.fired.add(i);
+      if (f.step === step && (f.sticky || !this.fired.has(i))) {
+        this.fired.set(i, attempt);
         out.push(f);
       }
     });
     return out;
   }
 
-  /** The LR multiplier at `step` from lr-scale faults that fired. */
-  lrScale(step: number): number {
+  /** The LR multiplier at `step` on this attempt from lr-scale faults that fired in it. */
+  lrScale(step: number, attempt: number): number {
     let s = 1;
     this.faults.forEach((f, i) => {
-      if (f.kind === 'lr-scale' && this.fired.has(i) && step >= f.step && step < f.step + f.n) s *= f.x;
+      if (f.kind === 'lr-scale' && this.fired.get(i) === attempt && step >= f.step && step < f.step + f.n) s *= f.x;
     });
     return s;
   }
 
-  toJSON(): number[] {
-    return [...this.fired].sort((a, b) => a - b);
+  toJSON(): [number, number][] {
+    return [...this.fired].sort((a, b) => a[0] - b[0]);
   }
 
-  restore(fired: readonly number[] | undefined): void {
-    for (const i of fired ?? []) this.fired.add(i);
+  /** Restores toJSON's pairs (a bare index, as older checkpoints hold, fired on attempt 0). */
+  restore(fired: readonly ([number, number] | number)[] | undefined): void {
+    for (const e of fired ?? []) {
+      if (typeof e === 'number') this.fired.set(e, 0);
+      else this.fired.set(e[0], e[1]);
+    }
   }
 }

@@ -1,6 +1,6 @@
 /**
  * In-memory snapshots of the full training state for PaLM-style rollback: parameters, optimizer
- * state, step, tokens and data cursor, plus any small JSON state (spike detectors). A ring of
+ * state, step, tokens and data cursor (the controller keeps its own state per restore point). A ring of
  * preallocated buffers taken every `every` steps, deep enough to reach `reach` steps back, so a
  * rollback never needs a checkpoint newer than the spike.
  */
@@ -9,7 +9,6 @@ export interface TrainingState {
   tokens: number;
   cursor: number;
   optT: number;
-  extra: unknown;
 }
 
 interface Slot extends TrainingState {
@@ -25,7 +24,7 @@ export class SnapshotRing {
   constructor(readonly every: number, reach: number, private readonly n: number, private readonly slotSizes: Record<string, number>) {
     const depth = Math.ceil(reach / every) + 2;
     this.ring = Array.from({ length: depth }, () => ({
-      step: 0, tokens: 0, cursor: 0, optT: 0, extra: null, used: false,
+      step: 0, tokens: 0, cursor: 0, optT: 0, used: false,
       params: new Float32Array(0), slots: {},
     }));
   }
@@ -40,8 +39,10 @@ export class SnapshotRing {
     return step % this.every === 0;
   }
 
-  take(s: TrainingState, params: Float32Array, slots: Record<string, Float32Array>): void {
+  /** Takes a snapshot; returns the step of the one it overwrote (null when the slot was free). */
+  take(s: TrainingState, params: Float32Array, slots: Record<string, Float32Array>): number | null {
     const slot = this.ring[this.next];
+    const evicted = slot.used ? slot.step : null;
     this.next = (this.next + 1) % this.ring.length;
     if (slot.params.length !== params.length) slot.params = new Float32Array(params.length);
     slot.params.set(params);
@@ -49,21 +50,18 @@ export class SnapshotRing {
       if (slot.slots[k]?.length !== buf.length) slot.slots[k] = new Float32Array(buf.length);
       slot.slots[k].set(buf);
     }
-    Object.assign(slot, { step: s.step, tokens: s.tokens, cursor: s.cursor, optT: s.optT, extra: structuredClone(s.extra), used: true });
+    Object.assign(slot, { step: s.step, tokens: s.tokens, cursor: s.cursor, optT: s.optT, used: true });
+    return evicted;
   }
 
-  /** The newest snapshot at or before `step`, or null. */
-  atOrBefore(step: number): Readonly<Slot> | null {
-    let best: Slot | null = null;
-    for (const s of this.ring) if (s.used && s.step <= step && (!best || s.step > best.step)) best = s;
-    return best;
+  /** Steps held, ascending. */
+  steps(): number[] {
+    return this.ring.filter((s) => s.used).map((s) => s.step).sort((a, b) => a - b);
   }
 
-  /** The oldest snapshot before `step`, or null (a fallback when none is old enough). */
-  oldestBefore(step: number): Readonly<Slot> | null {
-    let best: Slot | null = null;
-    for (const s of this.ring) if (s.used && s.step < step && (!best || s.step < best.step)) best = s;
-    return best;
+  /** The snapshot of exactly `step`, or null. */
+  at(step: number): Readonly<Slot> | null {
+    return this.ring.find((s) => s.used && s.step === step) ?? null;
   }
 
   /** Forgets snapshots newer than `step` (after a rollback they describe an abandoned future). */

@@ -309,11 +309,12 @@ export class Diagnostics {
       const offs = slotOffsets(s);
       return Int32Array.from(T, (t, i) => (s.shapes[i] && offs[i] >= 0 && s.shapes[i]!.reduce((a, b) => a * b, 1) === t.size ? offs[i] : -1));
     };
-    const mSlot = ['exp_avg', 'momentum_buffer'].find((s) => full(s) !== null) ?? null;
+    const mSlot = opt.moments.m !== null && full(opt.moments.m) !== null ? opt.moments.m : null;
     const mOff = mSlot ? full(mSlot)! : new Int32Array(T.length).fill(-1);
     let adam = adamForm(opt);
     const allFull = (o: Int32Array | null) => o !== null && o.every((x, i) => x === T[i].offset);
-    const adamOk = adam !== null && allFull(full('exp_avg')) && allFull(full('exp_avg_sq'));
+    const { m, v } = opt.moments;
+    const adamOk = adam !== null && m !== null && v !== null && allFull(full(m)) && allFull(full(v));
     if (!adamOk) adam = null;
     const o = opt.options as Record<string, unknown>;
     const wd = typeof o.weightDecay === 'number' ? o.weightDecay : 0;

@@ -92,6 +92,9 @@ export interface NoiseRecord extends NoiseEstimate {
   /** B_small and B_big of this step, in sequences. */
   b_small: number;
   b_big: number;
+  /** This step's raw sums: mean over micro-batches of ‖g_small‖², and ‖g_big‖² (a step report's noise sums). */
+  g_small_sq: number;
+  g_big_sq: number;
   /** Steps that contributed to the EMAs (this one included). */
   count: number;
   /** Per parameter group ('layer-kind'); groups with no parameters are absent. */
@@ -263,10 +266,7 @@ export class NoiseScale {
       bigAll += big[g];
     }
     if (!Number.isFinite(smallAll) || !Number.isFinite(bigAll)) return this.fail('noise scale: non-finite gradient norm; step left out of the averages');
-    const est = (sm: number, bg: number): [number, number] => [
-      (bB * bg - bS * sm) / (bB - bS),
-      (sm - bg) / (1 / bS - 1 / bB),
-    ];
+    const est = (sm: number, bg: number) => noiseFromSums(sm, bg, bS, bB);
     this.count += 1;
     const b = this.beta;
     const corr = 1 - Math.pow(b, this.count);
@@ -291,6 +291,8 @@ export class NoiseScale {
       grad_rms: all.g2 > 0 ? Math.sqrt(all.g2 / this.n) : null,
       b_small: bS,
       b_big: bB,
+      g_small_sq: smallAll,
+      g_big_sq: bigAll,
       count: this.count,
       ...(groups ? { groups } : {}),
     };
@@ -332,6 +334,14 @@ export class NoiseScale {
     this.reason = reason;
     return null;
   }
+}
+
+/**
+ * Unbiased estimates [𝒢, 𝒮] of ‖G‖² and tr(Σ) from one step's sums: the mean ‖g_small‖² over
+ * batches of bS sequences and ‖g_big‖² of their union of bB sequences (McCandlish et al. 2018, App. A).
+ */
+export function noiseFromSums(small: number, big: number, bS: number, bB: number): [number, number] {
+  return [(bB * big - bS * small) / (bB - bS), (small - big) / (1 / bS - 1 / bB)];
 }
 
 function estimate(g2: number, tr: number): NoiseEstimate {

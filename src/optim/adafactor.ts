@@ -79,6 +79,9 @@ export function adafactor<F extends Floats = Float32Array>(options: AdafactorOpt
     name: 'adafactor',
     options: o,
     microSteps: 1,
+    ownsLr: o.relativeStep === true,
+    foldsAccumulation: false,
+    moments: { m: o.beta1 > 0 ? 'exp_avg' : null, v: null },
     slots,
     init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {

@@ -52,6 +52,9 @@ export function adamw<F extends Floats = Float32Array>(options: AdamWOptions = {
     name: 'adamw',
     options: o,
     microSteps: 1,
+    ownsLr: false,
+    foldsAccumulation: false,
+    moments: { m: 'exp_avg', v: 'exp_avg_sq' },
     slots,
     init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {

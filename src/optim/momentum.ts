@@ -35,6 +35,9 @@ function elementwise<O extends Common, F extends Floats>(
     name,
     options: o,
     microSteps: 1,
+    ownsLr: false,
+    foldsAccumulation: false,
+    moments: { m: stateless ? null : slot, v: null },
     slots,
     init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {

@@ -47,6 +47,9 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
     name: 'tiger',
     options: o,
     microSteps: K,
+    ownsLr: false,
+    foldsAccumulation: true,
+    moments: { m: 'exp_avg', v: null },
     slots,
     init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {

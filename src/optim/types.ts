@@ -62,6 +62,12 @@ export interface Optimizer<F extends Floats = Float32Array> {
   readonly options: Readonly<Record<string, unknown>>;
   /** Micro-steps per parameter update: Tiger folds gradient accumulation into its momentum. */
   readonly microSteps: number;
+  /** It sets its own step size and takes no lr (Adafactor's relative step). */
+  readonly ownsLr: boolean;
+  /** It can fold gradient accumulation into its state (option accumSteps; Tiger). */
+  readonly foldsAccumulation: boolean;
+  /** Its state slots holding the first and second moments (diagnostics), null where it has none. */
+  readonly moments: { m: string | null; v: string | null };
   /** The state layout for a given set of tensors. */
   slots(tensors: readonly TensorSpec[]): SlotSpec[];
   init(params: F, tensors?: readonly TensorSpec[]): OptState<F>;

@@ -27,12 +27,14 @@ export interface TrainerState {
   optimizerT: number;
   /** Optimizer name (absent in checkpoints from before there was a choice: adamw). */
   optimizer?: string;
-  /** Spike detectors, recovery counters, faults fired (src/train/guards.ts). */
+  /** Faults fired and bad batches left (src/train/guards.ts). */
   guard?: GuardState;
   /** Noise-scale EMAs (src/monitor/noise_scale.ts). */
   noise?: unknown;
-  /** Batch ramp state: sequences consumed, the adaptive ramp's batch, the last step's batch. */
-  batch?: { samplesSeen: number; current?: number; last: number | null };
+  /** The batch of the last step (the batch ramp's state is the controller's). */
+  batch?: { last: number | null };
+  /** The controller's state (src/control/controller.ts); absent in checkpoints from before it. */
+  controller?: unknown;
   elapsedMs: number;
   config: GPTConfig;
   options: Record<string, unknown>;

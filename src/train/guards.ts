@@ -1,14 +1,13 @@
 /**
- * The stability machinery of one training run (issue 4, techniques.md §1), composed from
- * src/monitor and src/guard: spike detectors on loss and gradient norm, the recovery policy
- * (skip / rollback), fault injection, the embedding-gradient shrink, emulated gradient precision
- * and β/ε schedules. The trainer asks it what to do; its state goes into checkpoints.
+ * What the trainer does to every step's gradient and optimizer on its own, with no decision
+ * involved (techniques.md §1): fault injection (fire drills), the embedding-gradient shrink,
+ * emulated gradient precision and β/ε schedules. Spike detection and recovery are the
+ * controller's (src/control). Its state goes into checkpoints.
  */
 import { UserError } from '../errors.ts';
 import { FaultPlan, parseFault, type Fault } from '../guard/faults.ts';
 import { roundGradients, type GradPrecision } from '../guard/precision.ts';
-import { Recovery, recoveryDefaults, type OnSpike, type RecoveryState } from '../guard/recovery.ts';
-import { defaultSpikeOptions, SpikeDetector, type SpikeEvent, type SpikeOptions } from '../monitor/spikes.ts';
+import type { OnSpike } from '../control/types.ts';
 
 /** Stability options of `keel train`; every one is optional (off or a documented default). */
 export interface StabilityOptions {
@@ -20,6 +19,8 @@ export interface StabilityOptions {
   rollbackSteps?: number;
   skipBatches?: number;
   maxRollbacks?: number;
+  /** The recovery ladder's lower_lr rung: LR cuts before stopping (src/control/ladder.ts). */
+  maxLrCuts?: number;
   /** `--fault` specs, e.g. "300:grad-scale:1000". */
   faults?: string[];
   /** GLM-130B: the token embedding's gradient × α (1 = off) ... */
@@ -43,9 +44,8 @@ export interface StabilityOptions {
 }
 
 export interface GuardState {
-  detectors: Record<string, unknown>;
-  recovery: RecoveryState;
-  faultsFired: number[];
+  /** [fault index, attempt it last fired in] (older checkpoints: bare indices). */
+  faultsFired: ([number, number] | number)[];
   badBatchesLeft: number;
 }
 
@@ -66,56 +66,17 @@ export function parseOptSchedule(text: string): OptSchedule {
 }
 
 export class Guards {
-  readonly detectors: Record<'loss' | 'grad_norm', SpikeDetector>;
-  readonly recovery: Recovery;
   readonly faults: FaultPlan;
   readonly schedules: OptSchedule[];
   badBatchesLeft = 0;
-  spikes = 0;
-  skips = 0;
-  readonly spikeOptions: SpikeOptions;
 
   constructor(readonly o: StabilityOptions, readonly steps: number) {
-    // The relative-jump test suits the loss; a gradient norm legitimately doubles for a step or
-    // two and trends upward, so by default it only gets the z test (defaultSpikeOptions).
-    const opts = (metric: string): SpikeOptions => ({
-      ...defaultSpikeOptions(metric),
-      ...(o.spikeWindow !== undefined ? { window: o.spikeWindow } : {}),
-      ...(o.spikeThreshold !== undefined ? { threshold: o.spikeThreshold } : {}),
-      ...(o.spikeJump !== undefined ? { jump: o.spikeJump } : {}),
-    });
-    this.spikeOptions = opts('loss');
-    this.detectors = { loss: new SpikeDetector('loss', opts('loss')), grad_norm: new SpikeDetector('grad_norm', opts('grad_norm')) };
-    const d = recoveryDefaults(steps);
-    this.recovery = new Recovery({
-      onSpike: o.onSpike ?? 'none',
-      maxSkips: o.maxSkips ?? 5,
-      rollbackSteps: o.rollbackSteps ?? d.rollbackSteps,
-      skipBatches: o.skipBatches ?? d.skipBatches,
-      maxRollbacks: o.maxRollbacks ?? 5,
-    });
     this.faults = new FaultPlan((o.faults ?? []).map(parseFault));
     this.schedules = (o.optSchedules ?? []).map(parseOptSchedule);
   }
 
   get faultList(): readonly Fault[] {
     return this.faults.faults;
-  }
-
-  /** Whether recovery may need the full state of earlier steps (snapshots). */
-  get needsSnapshots(): boolean {
-    return this.recovery.o.onSpike !== 'none';
-  }
-
-  /** Feeds one step's loss and gradient norm to the detectors; returns the spikes found. */
-  observe(step: number, loss: number, gradNorm: number): SpikeEvent[] {
-    const out: SpikeEvent[] = [];
-    const a = this.detectors.loss.observe(step, loss);
-    const b = this.detectors.grad_norm.observe(step, gradNorm);
-    if (a) out.push(a);
-    if (b) out.push(b);
-    this.spikes += out.length;
-    return out;
   }
 
   /** Multiplier of the token embedding's gradient at 1-based step `step`. */
@@ -138,23 +99,12 @@ export class Guards {
     return Object.fromEntries(this.schedules.map((s) => [s.key, s.from + (s.to - s.from) * f]));
   }
 
-  detectorState(): Record<string, unknown> {
-    return { loss: this.detectors.loss.toJSON(), grad_norm: this.detectors.grad_norm.toJSON() };
-  }
-
-  restoreDetectors(s: Record<string, unknown>): void {
-    this.detectors.loss = SpikeDetector.fromJSON(s.loss);
-    this.detectors.grad_norm = SpikeDetector.fromJSON(s.grad_norm);
-  }
-
   state(): GuardState {
-    return { detectors: this.detectorState(), recovery: { ...this.recovery.state }, faultsFired: this.faults.toJSON(), badBatchesLeft: this.badBatchesLeft };
+    return { faultsFired: this.faults.toJSON(), badBatchesLeft: this.badBatchesLeft };
   }
 
   restore(s: GuardState | undefined): void {
     if (!s) return;
-    this.restoreDetectors(s.detectors);
-    this.recovery.state = { ...s.recovery };
     this.faults.restore(s.faultsFired);
     this.badBatchesLeft = s.badBatchesLeft;
   }

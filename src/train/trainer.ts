@@ -1,6 +1,16 @@
 /**
- * The training loop: data → forward/backward (with gradient accumulation) → clip → optimizer,
- * with evaluation, metrics, atomic checkpoints, bit-identical resume and a clean Ctrl-C.
+ * The training loop. Each optimizer step runs the same named phases, in this order:
+ *
+ *   planStep        the step's batch and lr (what the controller set), faults, a snapshot when due
+ *   accumulate      forward/backward over the micro-batches (noise-scale sums on the way)
+ *   finishGradient  embedding shrink, fault, emulated precision: the gradient the optimizer sees
+ *   ask             one step report to the controller (src/control), one decision back
+ *   act             apply the update, or skip it, or roll back, or stop — as decided
+ *   afterStep       averages, evaluation, checkpoint, progress
+ *
+ * All of it works on one Run (the parts, built once) and its RunState (what changes). Every
+ * report and decision also goes to control.jsonl, so the controller's choices can be replayed
+ * without the model (src/control/replay.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,69 +20,32 @@ import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
 import { MetricsLog } from '../io/metrics.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { nativeKernels } from '../kernels/native.ts';
-import type { GPTConfig } from '../model/config.ts';
+import type { Kernels } from '../kernels/types.ts';
 import { GPT } from '../model/gpt.ts';
 import { createOptimizer } from '../optim/registry.ts';
 import { loadStateTensors, stateBytes, stateMetadata, stateTensors } from '../optim/state.ts';
-import type { OptState } from '../optim/types.ts';
+import type { Optimizer, OptState } from '../optim/types.ts';
 import { embeddingDrift } from '../monitor/embedding.ts';
-import { SnapshotRing } from '../guard/snapshots.ts';
 import { Rng } from '../util/rng.ts';
-import { Guards, type StabilityOptions } from './guards.ts';
+import { Guards } from './guards.ts';
 import { Diagnostics } from '../monitor/diagnostics.ts';
 import { Lawa } from '../average/lawa.ts';
 import { NoiseScale, noiseLogFields, noiseRequirement, type NoiseRecord } from '../monitor/noise_scale.ts';
-import { batchAt, parseBatchSpec } from '../schedule/batch.ts';
-import { lrScale, type ScalingRule } from '../schedule/rules.ts';
 import { Ema } from '../average/ema.ts';
 import { configToMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { ParamLayout } from '../model/params.ts';
 import { readSafetensors } from '../io/safetensors.ts';
-import { createProgress } from '../cli/progress.ts';
-import { writeReport } from '../report/html.ts';
-import { learningRate, type ScheduleKind } from './schedule.ts';
+import { Controller } from '../control/controller.ts';
+import { finiteOrNull, REPORT_VERSION, type Decision, type StepReport } from '../control/types.ts';
+import { learningRate, type ScheduleOptions } from './schedule.ts';
 import { evaluate } from './evaluate.ts';
 import {
   checkpointDir, listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
 } from './checkpoints.ts';
+import { policyOf, runFactsOf, type TrainOptions } from './options.ts';
+import { RestoreStore } from './restore.ts';
 
-export interface TrainOptions extends StabilityOptions {
-  /** Preset name or JSON path the model config came from (for the record). */
-  configName: string;
-  config: GPTConfig;
-  /** Corpus file or directory; undefined = the built-in State of the Union corpus. */
-  data?: string;
-  steps: number;
-  /** Sequences per micro-batch. */
-  batch: number;
-  /** Micro-batches per optimizer step. */
-  accum: number;
-  lr: number;
-  minLr: number;
-  warmup: number;
-  schedule: ScheduleKind;
-  /** With schedule 'piecewise': (step, multiplier of lr) points. */
-  lrPoints?: [number, number][];
-  /** Optimizer name (src/optim/registry.ts) and its options except lr (the schedule's). */
-  optimizer: string;
-  optimizerOptions: Record<string, unknown>;
-  /** Batch-size ramp (src/schedule/batch.ts spec; undefined = constant batch × accum). */
-  batchRamp?: string;
-  /** LR rescaling when the batch changes (default none), relative to the final batch. */
-  lrRule?: ScalingRule;
-  /** B_noise in sequences for the sgd/signsgd/softsign rules. */
-  bNoise?: number;
-  /** Gradient noise scale from the micro-batches (default on; needs ≥ 2 micro-batches per step). */
-  noiseScale?: boolean;
-  /** Clip the global gradient norm to this (0 = off). */
-  clip: number;
-  evalEvery: number;
-  evalTokens: number;
-  checkpointEvery: number;
-  keep: number;
-  out: string;
-  seed: number;
-}
+export type { TrainOptions } from './options.ts';
 
 export interface TrainSummary {
   run_dir: string;
@@ -97,351 +70,463 @@ export interface TrainSummary {
   interrupted: boolean;
 }
 
+/** Where progress goes: the CLI passes its progress bar, tests and quiet callers nothing. */
+export interface ProgressSink {
+  update(step: number, fields?: Record<string, string | number>): void;
+  log(line: string): void;
+  done(): void;
+}
+
 export interface TrainHooks {
   /** Return true to stop after the current step (Ctrl-C), writing a checkpoint. */
   shouldStop?: () => boolean;
-  /** Progress output; quiet runs (tests) pass false. */
-  progress?: boolean;
-  /** Write report.html at the end (default true). */
-  report?: boolean;
+  progress?: ProgressSink | false;
+}
+
+/** The loss became NaN/inf with no recovery to turn to: a clean message, not a stack trace (exit 1). */
+export class TrainingDiverged extends Error {}
+
+/** The recovery ladder ran out (src/control/ladder.ts): the message says where to go back to (exit 3). */
+export class RecoveryExhausted extends Error {}
+
+/** The parts of a run, built once. */
+interface Run {
+  o: TrainOptions;
+  dir: string;
+  kernels: Kernels;
+  model: GPT;
+  batcher: Batcher;
+  valTokens: Uint8Array;
+  /** Rebuilt per step when --opt-schedule moves an option. */
+  optimizer: Optimizer;
+  baseOptions: Record<string, unknown>;
+  opt: OptState;
+  /** Tiger folds accumulation into its momentum: one optimizer call per micro-batch, no skip or rollback. */
+  folds: boolean;
+  guards: Guards;
+  controller: Controller;
+  restore: RestoreStore;
+  noise: NoiseScale | null;
+  diag: Diagnostics | null;
+  lawa: Lawa | null;
+  ema: Ema | null;
+  /** Scratch for evaluating averages (the raw weights wait here) and LAWA's average. */
+  scratch: Float32Array | null;
+  lawaAvg: Float32Array | null;
+  schedule: ScheduleOptions;
+  faultRng: Rng;
+  log: MetricsLog;
+  control: MetricsLog;
+  progress: ProgressSink | null;
+  s: RunState;
+}
+
+/** What changes as the run trains. */
+interface RunState {
+  step: number;
+  tokens: number;
+  elapsedMs: number;
+  /** Batch and LR multiplier in effect: set by the controller's decisions. */
+  batch: number;
+  lrMultiplier: number;
+  /** The batch of the previous step (batch_change events). */
+  lastBatch: number | null;
+  lastNoise: NoiseRecord | null;
+  trainLoss: number;
+  valLoss: number | null;
+  skips: number;
+  rollbacks: number;
+  /** This session's training time and tokens (tokens/s). */
+  trainMs: number;
+  trainedTokens: number;
+}
+
+/** One step's plan. */
+interface Plan {
+  n: number;
+  attempt: number;
+  batch: number;
+  accum: number;
+  lr: number;
+  gradFault: { scale: number } | null;
+  cursorFrom: number;
+  t0: number;
+}
+
+/** One step's gradient and what was measured on the way. */
+interface Grad {
+  loss: number;
+  /** Σ over micro-batches of the mean (log Z)². */
+  zsq: number;
+  /** ‖g‖² of the step (folded: Σ over micro-batches). */
+  norm2: number;
+  gradNorm: number;
+  zeroFrac: number | null;
+  noise: NoiseRecord | null;
+  skippedTensors: Set<string>;
+  diagRecord: Record<string, unknown> | null;
 }
 
 /** Starts a new run in opts.out, or continues one from `resume` (a loaded checkpoint, or a checkpoint or run dir). */
 export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string | Checkpoint): Promise<TrainSummary> {
-  const ckpt = typeof resume === 'string' ? loadCheckpoint(resume) : resume;
-  const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
-  const cfg = opts.config;
-  const T = cfg.blockSize;
-
-  const corpus = loadCorpus(opts.data);
-  checkCorpusSize(corpus, T);
-  // Only after the data is known good: a rejected corpus leaves no (empty) run directory behind.
-  if (!ckpt) prepareRunDir(runDir);
-  const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
-  const kernels = nativeKernels();
-  const model = new GPT(cfg, kernels, { maxBatch: opts.batch, zLoss: opts.zLoss ?? 0 });
-  const batcher = new Batcher({ tokens: trainTokens, B: opts.batch, T, seed: opts.seed });
-  const guards = new Guards(opts, opts.steps);
-  // Tiger folds accumulation into its momentum (one optimizer call per micro-batch). Skipping or
-  // rolling back a step needs the whole step's gradient first, so recovery turns folding off
-  // (the result is the same: Tiger's momentum update is linear in the gradient).
-  const ramp = opts.batchRamp ? parseBatchSpec(opts.batchRamp) : null;
-  const folds = opts.optimizer === 'tiger' && opts.accum > 1 && !guards.needsSnapshots && !ramp;
-  const baseOptions = folds ? { ...opts.optimizerOptions, accumSteps: opts.accum } : opts.optimizerOptions;
-  let optimizer = createOptimizer(opts.optimizer, baseOptions);
-  // Adafactor's relative step size is its own schedule: it gets no lr.
-  const ownLr = optimizer.options.relativeStep === true;
-  const opt: OptState = optimizer.init(model.params, model.layout.tensors);
-  const wte = model.layout.byName.get('transformer.wte.weight')!;
-  let step = 0;
-  let tokens = 0;
-  let elapsedMs = 0;
-  if (ckpt) {
-    model.params.set(ckpt.params);
-    loadStateTensors(optimizer, opt, ckpt.optimizer.tensors, ckpt.optimizer.metadata, ckpt.optimizer.path);
-    step = ckpt.state.step;
-    tokens = ckpt.state.tokens;
-    elapsedMs = ckpt.state.elapsedMs;
-    batcher.cursor = ckpt.state.cursor;
-    guards.restore(ckpt.state.guard);
-  } else {
-    model.init(opts.seed);
-    const { config: _c, ...rest } = opts;
-    writeFileAtomic(
-      path.join(runDir, 'config.json'),
-      JSON.stringify({
-        model: cfg, params: model.numParams, data: corpus.name, train: rest,
-        optimizer_state_bytes: stateBytes(opt), optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
-      }, null, 2) + '\n',
-    );
-  }
-  const ring = guards.needsSnapshots
-    ? new SnapshotRing(Math.max(1, Math.floor(guards.recovery.o.rollbackSteps / 2)), guards.recovery.o.rollbackSteps, model.numParams,
-      Object.fromEntries(Object.entries(opt.slots).map(([k, v]) => [k, v.length])))
-    : null;
-  // Weight averages: side products, evaluated next to the raw weights and saved beside them.
-  const lawa = opts.lawaK ? new Lawa(model.numParams, opts.lawaK, opts.lawaEvery ?? 50) : null;
-  const ema = opts.ema ? new Ema(kernels, model.numParams, opts.ema, opts.emaWarmup ?? false) : null;
-  if (ckpt) restoreAverages(ckpt.dir, model.layout, lawa, ema);
-  const scratch = lawa || ema ? new Float32Array(model.numParams) : null;
-  const lawaAvg = lawa ? new Float32Array(model.numParams) : null;
-  // Batch ramp and noise scale: the batch of each step is a pure function of (step, what is
-  // checkpointed), so a resumed run takes the same batches.
-  const finalBatch = opts.batch * opts.accum;
-  let samplesSeen = ckpt?.state.batch?.samplesSeen ?? step * finalBatch;
-  let rampCurrent = ckpt?.state.batch?.current;
-  let lastBatch = ckpt?.state.batch?.last ?? null;
-  const noise = opts.noiseScale === false ? null
-    : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
-    : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
-  let lastNoise: NoiseRecord | null = null;
-  const noiseNote = noise && !ramp ? noiseRequirement(opts.accum) : null;
-  const diag = opts.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: opts.diagEvery }) : null;
-  // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
-  const faultRng = new Rng(opts.seed ^ 0x5eed);
-
-  const log = new MetricsLog(path.join(runDir, 'metrics.jsonl'));
-  if (ckpt) log.write({ event: 'resume', step, from: ckpt.dir });
-
-  const progress = hooks.progress === false ? null : createProgress({ total: opts.steps, label: 'train' });
-  if (noiseNote) progress?.log(noiseNote);
-  const schedule = { kind: opts.schedule, lr: opts.lr, minLr: opts.minLr, warmup: opts.warmup, steps: opts.steps, points: opts.lrPoints };
-
-  const save = () => {
-    const state: TrainerState = {
-      version: 1, step, tokens, cursor: batcher.cursor, seed: opts.seed, optimizerT: opt.t, optimizer: optimizer.name,
-      elapsedMs, config: cfg, options: { ...opts, config: undefined }, guard: guards.state(),
-      noise: noise?.toJSON(), batch: { samplesSeen, current: rampCurrent, last: lastBatch },
-    };
-    const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
-    const dir = saveCheckpoint(runDir, { state, params: model.params, optimizer: optimizerState, extra: averageFiles() });
-    pruneCheckpoints(runDir, opts.keep);
-    log.write({ event: 'checkpoint', step, dir: path.relative(runDir, dir) });
-  };
-
-  /** lawa.safetensors / ema.safetensors (loadable weights, same names as the model) and LAWA's ring. */
-  const averageFiles = () => {
-    const meta = { format: 'pt', config: configToMetadata(cfg), step: String(step) };
-    const files: NonNullable<Parameters<typeof saveCheckpoint>[1]['extra']> = [];
-    if (lawa && lawaAvg && lawa.average(lawaAvg)) {
-      files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, lawaAvg), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
-      const st = lawa.stateTensors();
-      files.push({ file: 'lawa_state.safetensors', tensors: st.tensors, metadata: st.metadata });
-    }
-    if (ema && ema.t > 0) {
-      files.push({ file: 'ema.safetensors', tensors: namedTensors(model.layout, ema.weights), metadata: { ...meta, ema_beta: String(ema.beta), ema_t: String(ema.t) } });
-    }
-    return files;
-  };
-
-  /** Validation loss of other weights (an average): swapped into the model, then swapped back. */
-  const evaluateWith = (weights: Float32Array): number => {
-    scratch!.set(model.params);
-    model.params.set(weights);
-    const l = evaluate(model, valTokens, opts.evalTokens).loss;
-    model.params.set(scratch!);
-    return l;
-  };
-
-  /**
-   * PaLM rollback at spike step `n`: the newest state at least R steps older (in memory, else a
-   * checkpoint on disk; failing both, the oldest one before the spike), then skip S batches.
-   */
-  const rollback = (n: number): boolean => {
-    const { rollbackSteps: R, skipBatches: S } = guards.recovery.o;
-    const snap = ring?.atOrBefore(n - R) ?? ring?.oldestBefore(n);
-    let from: 'memory' | 'checkpoint';
-    if (snap) {
-      model.params.set(snap.params);
-      for (const [k, buf] of Object.entries(opt.slots)) buf.set(snap.slots[k]);
-      opt.t = snap.optT;
-      ({ step, tokens } = snap);
-      batcher.cursor = snap.cursor;
-      guards.restoreDetectors(snap.extra as Record<string, unknown>);
-      from = 'memory';
-    } else {
-      const steps = listCheckpoints(runDir).filter((s) => s < n);
-      const pickStep = steps.filter((s) => s <= n - R).at(-1) ?? steps[0];
-      if (pickStep === undefined) return false;
-      const c = loadCheckpoint(checkpointDir(runDir, pickStep));
-      model.params.set(c.params);
-      loadStateTensors(optimizer, opt, c.optimizer.tensors, c.optimizer.metadata, c.optimizer.path);
-      ({ step, tokens } = c.state);
-      batcher.cursor = c.state.cursor;
-      if (c.state.guard) guards.restoreDetectors(c.state.guard.detectors);
-      from = 'checkpoint';
-    }
-    const cursorFrom = batcher.cursor;
-    batcher.cursor += S * (lastBatch ?? finalBatch) / opts.batch;
-    ring?.dropAfter(step);
-    // Checkpoints newer than the restored step belong to the abandoned trajectory.
-    const dropped = listCheckpoints(runDir).filter((s) => s > step);
-    for (const s of dropped) fs.rmSync(checkpointDir(runDir, s), { recursive: true, force: true });
-    log.write({
-      event: 'rollback', step: n, to: step, from, skip_batches: S, cursor_from: cursorFrom, cursor_to: batcher.cursor,
-      rollbacks: guards.recovery.state.rollbacks, dropped_checkpoints: dropped,
-    });
-    progress?.log(`step ${n}: spike; rolled back to step ${step} (${from}) and skipped ${S} batches`);
-    return true;
-  };
-
-  let trainLoss = NaN;
-  let valLoss: number | null = null;
-  let trainMs = 0;
-  let trainedTokens = 0;
+  const run = setUp(opts, hooks, typeof resume === 'string' ? loadCheckpoint(resume) : resume);
+  const { s } = run;
+  const startStep = s.step;
   let interrupted = false;
-  let rollbacks = 0;
-  const startStep = step;
   try {
-    while (step < opts.steps) {
-      const t0 = performance.now();
-      const n = step + 1;
-      if (ring?.due(step)) {
-        ring.take({ step, tokens, cursor: batcher.cursor, optT: opt.t, extra: guards.detectorState() }, model.params, opt.slots);
-      }
-      let gradFault: { scale: number } | null = null;
-      for (const f of guards.faults.startingAt(n)) {
-        log.write({ event: 'fault', ...f });
-        if (f.kind === 'bad-batch') guards.badBatchesLeft += f.n;
-        if (f.kind === 'nan-grad') gradFault = { scale: NaN };
-        if (f.kind === 'grad-scale') gradFault = { scale: f.x };
-      }
-      // This step's batch (a ramp) and the learning rate rescaled for it by the chosen rule.
-      const B = ramp
-        ? batchAt(ramp, step, { totalSteps: opts.steps, finalBatch, microBatch: opts.batch, samplesSeen, bSimple: noise?.current()?.b_simple ?? null, current: rampCurrent })
-        : finalBatch;
-      if (ramp?.kind === 'adaptive') rampCurrent = B;
-      const accum = B / opts.batch;
-      const tokensPerStep = B * T;
-      const rule = opts.lrRule ?? 'none';
-      const lrFactor = rule === 'none' ? 1
-        : lrScale(rule, B, { baseBatch: finalBatch, bNoise: opts.bNoise, eps: Number(optimizer.options.eps ?? 0), gradRms: lastNoise?.grad_rms ?? undefined });
-      if (B !== lastBatch && ramp) log.write({ event: 'batch_change', step: n, batch: B, accum, lr_scale: lrFactor });
-      lastBatch = B;
-      const lr = learningRate(schedule, n) * guards.faults.lrScale(n) * lrFactor;
-      if (guards.schedules.length > 0) optimizer = createOptimizer(opts.optimizer, { ...baseOptions, ...guards.scheduledOptions(n) });
-
-      let loss = 0;
-      let zsq = 0; // Σ over micro-batches of the mean (log Z)²
-      let sq = 0; // Σ over optimizer calls of ‖g‖² (one call, or one per micro-batch when folded)
-      let zeroFrac: number | null = null;
-      let diagRecord: Record<string, unknown> | null = null;
-      const skipped = new Set<string>();
-      /** Embedding shrink, emulated precision, fault: the gradient as the optimizer will see it. */
-      const finishGradient = () => {
-        const a = guards.embedScale(n);
-        if (a !== 1) kernels.scale(model.grads.subarray(wte.offset, wte.offset + wte.size), wte.size, a);
-        if (gradFault) kernels.scale(model.grads, model.grads.length, gradFault.scale);
-        const z = guards.roundGradients(model.grads);
-        if (z !== null) zeroFrac = z;
-        const norm2 = kernels.sumSquares(model.grads, model.grads.length);
-        sq += norm2;
-        return norm2;
-      };
-      const optimize = (norm2: number, lastMicro = true) => {
-        const finite = Number.isFinite(norm2);
-        const norm = Math.sqrt(norm2);
-        if (finite && opts.clip > 0 && norm > opts.clip) kernels.scale(model.grads, model.grads.length, opts.clip / norm);
-        // Diagnostics watch the update-applying call (and the one of the step before).
-        const watch = diag !== null && lastMicro && (diag.wants(n) || diag.wants(n + 1));
-        if (watch) diag.before(n, model.params, model.grads, optimizer, opt);
-        const r = optimizer.step(model.params, model.grads, opt, { lr: ownLr ? undefined : lr, gradsFinite: finite });
-        for (const name of r.skipped) skipped.add(name);
-        const rec = watch ? diag.after(n, model.params, optimizer, opt, lr) : null;
-        if (rec) diagRecord = { ...rec };
-      };
-      if (!folds) model.zeroGrad();
-      const measure = noise !== null && accum >= 2;
-      if (measure) noise.beginStep();
-      for (let micro = 0; micro < accum; micro++) {
-        const batch = batcher.next();
-        if (guards.badBatchesLeft > 0) {
-          guards.badBatchesLeft -= 1;
-          for (let i = 0; i < batch.inputs.length; i++) {
-            batch.inputs[i] = faultRng.int(cfg.vocabSize);
-            batch.targets[i] = faultRng.int(cfg.vocabSize);
-          }
-        }
-        if (folds) model.zeroGrad();
-        loss += model.forward(batch.inputs, batch.targets, opts.batch);
-        zsq += model.lastZLoss;
-        model.backward(folds ? 1 : 1 / accum);
-        if (measure) noise.afterMicro(model.grads, accum);
-        if (folds) optimize(finishGradient(), micro === accum - 1);
-      }
-      loss /= accum;
-      const noiseRec = measure ? noise.endStep(opts.batch, accum, T) : null;
-      if (noiseRec) lastNoise = noiseRec;
-      const norm2 = folds ? sq : finishGradient();
-      const gradNorm = Math.sqrt(folds ? sq / accum : norm2);
-      const spikes = guards.observe(n, loss, gradNorm);
-      for (const sp of spikes) log.write({ ...sp });
-      const trouble = spikes.length > 0 || !Number.isFinite(norm2) || !Number.isFinite(loss);
-      // Only a spike with recovery on needs to know whether an older state exists (a directory read).
-      const canRollback = () => (ring?.oldestBefore(n) ?? null) !== null || listCheckpoints(runDir).some((s) => s < n);
-      const action = folds ? 'apply' : guards.recovery.decide(trouble, trouble && guards.needsSnapshots && canRollback());
-      if (action === 'apply' && !folds) optimize(norm2);
-
-      const ms = performance.now() - t0;
-      trainMs += ms;
-      elapsedMs += ms;
-      trainedTokens += tokensPerStep;
-      const tokPerS = (tokensPerStep / ms) * 1000;
-      log.write({
-        step: n, loss, lr: ownLr ? null : lr, grad_norm: gradNorm, tokens: tokens + tokensPerStep, tokens_per_s: tokPerS, ms,
-        ...(zeroFrac !== null ? { grad_zero_frac: zeroFrac } : {}),
-        ...(model.zLoss > 0 ? { z_loss: zsq / accum } : {}),
-        ...(noiseRec ? noiseLogFields(noiseRec) : {}),
-        ...(ramp ? { batch: B } : {}),
-        ...(action !== 'apply' ? { action } : {}),
-      });
-      if (diagRecord) log.write(diagRecord);
-      if (action === 'rollback' && rollback(n)) {
-        rollbacks += 1;
-        diag?.reset();
-        continue;
-      }
-      step = n;
-      tokens += tokensPerStep;
-      samplesSeen += B;
-      trainLoss = loss;
-      lawa?.observe(step, model.params);
-      ema?.update(model.params);
-      if (action !== 'apply') {
-        guards.skips += 1;
-        log.write({ event: 'skip_step', step, consecutive: guards.recovery.state.consecutiveSkips });
-        progress?.log(`step ${step}: spike; step skipped`);
-      }
-      if (skipped.size > 0) {
-        log.write({ event: 'nonfinite_grad', step, tensors: [...skipped] });
-        progress?.log(`step ${step}: non-finite gradient in ${skipped.size} tensor(s); their update was skipped`);
-      }
-      if (!Number.isFinite(loss) && action === 'apply') {
-        throw new TrainingDiverged(`training diverged: loss is ${loss} at step ${step}; lower --lr, raise --warmup, or use --on-spike skip|rollback`);
-      }
-      const last = step === opts.steps;
-      if ((opts.evalEvery > 0 && step % opts.evalEvery === 0) || last) {
-        valLoss = evaluate(model, valTokens, opts.evalTokens).loss;
-        const averaged: Record<string, number> = {};
-        if (lawa && lawaAvg && lawa.average(lawaAvg)) averaged.val_loss_lawa = evaluateWith(lawaAvg);
-        if (ema && ema.t > 0) averaged.val_loss_ema = evaluateWith(ema.weights);
-        log.write({ step, val_loss: valLoss, ...averaged, ...embeddingDrift(model.params, wte) });
-        progress?.log(`step ${step}: val loss ${valLoss.toFixed(4)}`);
-      }
-      progress?.update(step, { loss: loss.toFixed(4), 'tok/s': Math.round(tokPerS) });
-      if ((opts.checkpointEvery > 0 && step % opts.checkpointEvery === 0) || last) save();
-      // Let signal handlers (Ctrl-C) run between steps.
-      await new Promise((resolve) => setImmediate(resolve));
+    while (s.step < opts.steps) {
+      const plan = planStep(run);
+      const g = accumulate(run, plan);
+      finishStep(run, plan, g);
+      const d = ask(run, plan, g);
+      if (act(run, plan, g, d) === 'rolled_back') continue;
+      afterStep(run, plan, g);
+      await new Promise((resolve) => setImmediate(resolve)); // let signal handlers (Ctrl-C) run
       if (hooks.shouldStop?.()) {
         interrupted = true;
         break;
       }
     }
-    if (interrupted && step > startStep && !listCheckpoints(runDir).includes(step)) save();
+    if (interrupted && s.step > startStep && !listCheckpoints(run.dir).includes(s.step)) save(run);
   } finally {
-    progress?.done();
-    log.close();
+    run.progress?.done();
+    run.log.close();
+    run.control.close();
   }
-  if (hooks.report !== false) writeReport(runDir);
+  return summarise(run, interrupted);
+}
+
+function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined): Run {
+  const dir = ckpt ? runDirOf(ckpt.dir) : path.resolve(o.out);
+  const cfg = o.config;
+  const corpus = loadCorpus(o.data);
+  checkCorpusSize(corpus, cfg.blockSize);
+  // Only after the data is known good: a rejected corpus leaves no (empty) run directory behind.
+  if (!ckpt) prepareRunDir(dir);
+  const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
+  const kernels = nativeKernels();
+  const model = new GPT(cfg, kernels, { maxBatch: o.batch, zLoss: o.zLoss ?? 0 });
+  const batcher = new Batcher({ tokens: trainTokens, B: o.batch, T: cfg.blockSize, seed: o.seed });
+  const guards = new Guards(o, o.steps);
+  const policy = policyOf(o);
+  const probe = createOptimizer(o.optimizer, o.optimizerOptions);
+  // Skipping or rolling back a step needs the whole step's gradient first, so folding is only
+  // for runs that never do either (the result is the same: Tiger's momentum is linear in g).
+  const folds = probe.foldsAccumulation && o.accum > 1 && policy.on_spike === 'none' && !o.batchRamp;
+  const baseOptions = folds ? { ...o.optimizerOptions, accumSteps: o.accum } : o.optimizerOptions;
+  const optimizer = createOptimizer(o.optimizer, baseOptions);
+  const opt = optimizer.init(model.params, model.layout.tensors);
+  const facts = runFactsOf(o, model.numParams, Number(optimizer.options.eps ?? 0));
+  const controller = ckpt?.state.controller ? Controller.fromJSON(ckpt.state.controller, policy, facts) : new Controller(policy, facts);
+  const s: RunState = {
+    step: 0, tokens: 0, elapsedMs: 0, batch: controller.inEffect.batch, lrMultiplier: controller.inEffect.lr_multiplier,
+    lastBatch: ckpt?.state.batch?.last ?? null, lastNoise: null, trainLoss: NaN, valLoss: null, skips: 0, rollbacks: 0, trainMs: 0, trainedTokens: 0,
+  };
+  if (ckpt) {
+    model.params.set(ckpt.params);
+    loadStateTensors(optimizer, opt, ckpt.optimizer.tensors, ckpt.optimizer.metadata, ckpt.optimizer.path);
+    ({ step: s.step, tokens: s.tokens, elapsedMs: s.elapsedMs } = ckpt.state);
+    batcher.cursor = ckpt.state.cursor;
+    guards.restore(ckpt.state.guard);
+  } else {
+    model.init(o.seed);
+    writeConfig(dir, o, model, corpus.name, opt);
+  }
+  const lawa = o.lawaK ? new Lawa(model.numParams, o.lawaK, o.lawaEvery ?? 50) : null;
+  const ema = o.ema ? new Ema(kernels, model.numParams, o.ema, o.emaWarmup ?? false) : null;
+  if (ckpt) restoreAverages(ckpt.dir, model.layout, lawa, ema);
+  const noise = o.noiseScale === false ? null
+    : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
+    : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
+  const log = new MetricsLog(path.join(dir, 'metrics.jsonl'));
+  const control = new MetricsLog(path.join(dir, 'control.jsonl'));
+  if (ckpt) log.write({ event: 'resume', step: s.step, from: ckpt.dir });
+  control.write(ckpt ? { t: 'resume', step: s.step, state: controller.toJSON() } : { t: 'start', policy: controller.policy, run: controller.run });
+  const restore = new RestoreStore(dir, controller, policy.on_spike === 'none' ? null : controller.policy.rollback_steps, model.numParams, opt.slots, (m) => control.write(m));
+  restore.sync(); // a resumed run has no snapshots in memory
+  const progress = hooks.progress || null;
+  const noiseNote = noise && !o.batchRamp ? noiseRequirement(o.accum) : null;
+  if (noiseNote) progress?.log(noiseNote);
   return {
-    run_dir: runDir,
-    steps: step,
-    tokens,
-    train_loss: trainLoss,
-    val_loss: valLoss,
-    tokens_per_s: trainMs > 0 ? (trainedTokens / trainMs) * 1000 : 0,
-    b_simple: lastNoise?.b_simple ?? null,
-    b_simple_tokens: lastNoise?.b_simple_tokens ?? null,
-    seconds: elapsedMs / 1000,
+    o, dir, kernels, model, batcher, valTokens, optimizer, baseOptions, opt, folds, guards, controller, restore, noise,
+    diag: o.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: o.diagEvery }) : null,
+    lawa, ema, scratch: lawa || ema ? new Float32Array(model.numParams) : null, lawaAvg: lawa ? new Float32Array(model.numParams) : null,
+    schedule: { kind: o.schedule, lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, points: o.lrPoints },
+    // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
+    faultRng: new Rng(o.seed ^ 0x5eed),
+    log, control, progress, s,
+  };
+}
+
+/** The step's batch and lr as the controller set them, the faults that fire, a snapshot when due. */
+function planStep(run: Run): Plan {
+  const { s, o, guards } = run;
+  const n = s.step + 1;
+  const attempt = run.controller.attempt;
+  run.restore.snapshotIfDue(s.step, s.tokens, run.batcher.cursor, run.model.params, run.opt);
+  let gradFault: Plan['gradFault'] = null;
+  for (const f of guards.faults.startingAt(n, attempt)) {
+    run.log.write({ event: 'fault', ...f, attempt });
+    if (f.kind === 'bad-batch') guards.badBatchesLeft += f.n;
+    if (f.kind === 'nan-grad') gradFault = { scale: NaN };
+    if (f.kind === 'grad-scale') gradFault = { scale: f.x };
+  }
+  const B = s.batch;
+  const accum = B / o.batch;
+  if (B !== s.lastBatch && o.batchRamp) run.log.write({ event: 'batch_change', step: n, batch: B, accum, lr_scale: s.lrMultiplier });
+  s.lastBatch = B;
+  const lr = learningRate(run.schedule, n) * guards.faults.lrScale(n, attempt) * s.lrMultiplier;
+  if (guards.schedules.length > 0) run.optimizer = createOptimizer(o.optimizer, { ...run.baseOptions, ...guards.scheduledOptions(n) });
+  return { n, attempt, batch: B, accum, lr, gradFault, cursorFrom: run.batcher.cursor, t0: performance.now() };
+}
+
+/** Forward and backward over the step's micro-batches; folded runs also step the optimizer per micro-batch. */
+function accumulate(run: Run, p: Plan): Grad {
+  const { model, o, noise } = run;
+  const g: Grad = { loss: 0, zsq: 0, norm2: 0, gradNorm: 0, zeroFrac: null, noise: null, skippedTensors: new Set(), diagRecord: null };
+  if (!run.folds) model.zeroGrad();
+  const measure = noise !== null && p.accum >= 2;
+  if (measure) noise.beginStep();
+  for (let micro = 0; micro < p.accum; micro++) {
+    const batch = run.batcher.next();
+    if (run.guards.badBatchesLeft > 0) {
+      run.guards.badBatchesLeft -= 1;
+      for (let i = 0; i < batch.inputs.length; i++) {
+        batch.inputs[i] = run.faultRng.int(o.config.vocabSize);
+        batch.targets[i] = run.faultRng.int(o.config.vocabSize);
+      }
+    }
+    if (run.folds) model.zeroGrad();
+    g.loss += model.forward(batch.inputs, batch.targets, o.batch);
+    g.zsq += model.lastZLoss;
+    model.backward(run.folds ? 1 : 1 / p.accum);
+    if (measure) noise.afterMicro(model.grads, p.accum);
+    if (run.folds) optimize(run, p, g, finishGradient(run, p, g), micro === p.accum - 1);
+  }
+  g.loss /= p.accum;
+  g.noise = measure ? noise.endStep(o.batch, p.accum, o.config.blockSize) : null;
+  if (g.noise) run.s.lastNoise = g.noise;
+  return g;
+}
+
+/** The whole step's gradient (unless folded, where each micro-batch's was finished on its own) and its norm. */
+function finishStep(run: Run, p: Plan, g: Grad): void {
+  if (!run.folds) finishGradient(run, p, g);
+  g.gradNorm = Math.sqrt(run.folds ? g.norm2 / p.accum : g.norm2);
+}
+
+/** Embedding shrink, emulated precision, fault: the gradient as the optimizer will see it. Returns its ‖g‖². */
+function finishGradient(run: Run, p: Plan, g: Grad): number {
+  const { kernels, model, guards } = run;
+  const wte = model.layout.byName.get('transformer.wte.weight')!;
+  const a = guards.embedScale(p.n);
+  if (a !== 1) kernels.scale(model.grads.subarray(wte.offset, wte.offset + wte.size), wte.size, a);
+  if (p.gradFault) kernels.scale(model.grads, model.grads.length, p.gradFault.scale);
+  const z = guards.roundGradients(model.grads);
+  if (z !== null) g.zeroFrac = z;
+  const norm2 = kernels.sumSquares(model.grads, model.grads.length);
+  g.norm2 += norm2;
+  return norm2;
+}
+
+/** Clip, then one optimizer call (with diagnostics around the update-applying one). */
+function optimize(run: Run, p: Plan, g: Grad, norm2: number, lastMicro = true): void {
+  const { kernels, model, optimizer, opt, diag, o } = run;
+  const finite = Number.isFinite(norm2);
+  const norm = Math.sqrt(norm2);
+  if (finite && o.clip > 0 && norm > o.clip) kernels.scale(model.grads, model.grads.length, o.clip / norm);
+  // Diagnostics watch the update-applying call (and the one of the step before).
+  const watch = diag !== null && lastMicro && (diag.wants(p.n) || diag.wants(p.n + 1));
+  if (watch) diag.before(p.n, model.params, model.grads, optimizer, opt);
+  const r = optimizer.step(model.params, model.grads, opt, { lr: optimizer.ownsLr ? undefined : p.lr, gradsFinite: finite });
+  for (const name of r.skipped) g.skippedTensors.add(name);
+  const rec = watch ? diag.after(p.n, model.params, optimizer, opt, p.lr) : null;
+  if (rec) g.diagRecord = { ...rec };
+}
+
+/** One step report to the controller; its decision back. Both go to control.jsonl. */
+function ask(run: Run, p: Plan, g: Grad): Decision {
+  const n = g.noise;
+  const report: StepReport = {
+    v: REPORT_VERSION, step: p.n, attempt: p.attempt, loss: finiteOrNull(g.loss), grad_norm: finiteOrNull(g.gradNorm),
+    nonfinite: { loss: !Number.isFinite(g.loss), grad: !Number.isFinite(g.norm2) },
+    lr: run.optimizer.ownsLr ? null : p.lr, tokens: run.s.tokens + p.batch * run.o.config.blockSize, batch: p.batch,
+    data: [p.cursorFrom, run.batcher.cursor],
+    ...(n ? { noise: { g_small_sq: n.g_small_sq, g_big_sq: n.g_big_sq, b_small: n.b_small, b_big: n.b_big } } : {}),
+  };
+  run.control.write({ t: 'report', ...report });
+  const d = run.controller.report(report);
+  run.control.write({ t: 'decision', ...d });
+  return d;
+}
+
+/** Carries out the decision: update (or not), log the step, and roll back or stop when told. */
+function act(run: Run, p: Plan, g: Grad, d: Decision): 'next' | 'rolled_back' {
+  const { s, log } = run;
+  for (const f of d.spikes ?? []) log.write({ event: 'spike', step: p.n, ...f });
+  // Folded runs applied their update already; their decisions can only say proceed or stop.
+  if (d.apply && !run.folds) optimize(run, p, g, g.norm2);
+  if (d.batch !== undefined) s.batch = d.batch;
+  if (d.lr !== undefined) s.lrMultiplier = d.lr.multiplier;
+  const ms = performance.now() - p.t0;
+  const tokens = p.batch * run.o.config.blockSize;
+  s.trainMs += ms;
+  s.elapsedMs += ms;
+  s.trainedTokens += tokens;
+  log.write({
+    step: p.n, loss: g.loss, lr: run.optimizer.ownsLr ? null : p.lr, grad_norm: g.gradNorm, tokens: s.tokens + tokens, tokens_per_s: (tokens / ms) * 1000, ms,
+    ...(g.zeroFrac !== null ? { grad_zero_frac: g.zeroFrac } : {}),
+    ...(run.model.zLoss > 0 ? { z_loss: g.zsq / p.accum } : {}),
+    ...(g.noise ? noiseLogFields(g.noise) : {}),
+    ...(run.o.batchRamp ? { batch: p.batch } : {}),
+    ...(!d.apply ? { action: d.kind } : {}),
+  });
+  if (g.diagRecord) log.write(g.diagRecord);
+  if (d.kind !== 'proceed' && d.kind !== 'skip') log.write({ event: 'decision', step: p.n, kind: d.kind, rung: d.rung, reason: d.reason, ...(d.batch !== undefined ? { batch: d.batch } : {}), ...(d.lr ? { lr_multiplier: d.lr.multiplier, lr_steps: d.lr.steps } : {}) });
+  if (d.kind === 'stop') stop(run, p, g, d);
+  if (d.kind === 'rollback') {
+    rollback(run, p, d);
+    return 'rolled_back';
+  }
+  if (!d.apply) {
+    s.skips += 1;
+    log.write({ event: 'skip_step', step: p.n, rung: d.rung, reason: d.reason });
+    run.progress?.log(`step ${p.n}: ${d.reason}`);
+  }
+  return 'next';
+}
+
+function rollback(run: Run, p: Plan, d: Decision): void {
+  const { s } = run;
+  const { to_step, skip_data } = d.rollback!;
+  const r = run.restore.restore(to_step, run.model.params, run.optimizer, run.opt);
+  s.step = r.step;
+  s.tokens = r.tokens;
+  run.batcher.cursor = skip_data[1];
+  s.rollbacks += 1;
+  run.diag?.reset();
+  run.log.write({
+    event: 'rollback', step: p.n, to: r.step, from: r.from, rung: d.rung, reason: d.reason,
+    skip_batches: run.controller.policy.skip_batches, cursor_from: r.cursor, cursor_to: run.batcher.cursor,
+    rollbacks: run.controller.rollbacks, dropped_checkpoints: r.dropped,
+  });
+  run.progress?.log(`step ${p.n}: ${d.reason}; rolled back to step ${r.step} (${r.from})`);
+}
+
+/** The controller said stop: log it, then leave with the message (the CLI exits 1 or 3). */
+function stop(run: Run, p: Plan, g: Grad, d: Decision): never {
+  const st = d.stop!;
+  run.log.write({ event: 'stop', step: p.n, code: st.code, reason: d.reason, restore_step: st.restore_step, advice: st.advice });
+  if (st.code === 'diverged') {
+    throw new TrainingDiverged(`training diverged: loss is ${g.loss} at step ${p.n}; ${st.advice}`);
+  }
+  throw new RecoveryExhausted(`recovery stopped the run at step ${p.n}: ${d.reason}. To continue: ${st.advice}`);
+}
+
+/** A step that counts: advance, averages, nonfinite note, evaluation, checkpoint, progress. */
+function afterStep(run: Run, p: Plan, g: Grad): void {
+  const { s, o, log } = run;
+  s.step = p.n;
+  s.tokens += p.batch * o.config.blockSize;
+  s.trainLoss = g.loss;
+  run.lawa?.observe(s.step, run.model.params);
+  run.ema?.update(run.model.params);
+  if (g.skippedTensors.size > 0) {
+    log.write({ event: 'nonfinite_grad', step: s.step, tensors: [...g.skippedTensors] });
+    run.progress?.log(`step ${s.step}: non-finite gradient in ${g.skippedTensors.size} tensor(s); their update was skipped`);
+  }
+  const last = s.step === o.steps;
+  if ((o.evalEvery > 0 && s.step % o.evalEvery === 0) || last) evaluateNow(run);
+  const ms = performance.now() - p.t0;
+  run.progress?.update(s.step, { loss: g.loss.toFixed(4), 'tok/s': Math.round((p.batch * o.config.blockSize / ms) * 1000) });
+  if ((o.checkpointEvery > 0 && s.step % o.checkpointEvery === 0) || last) save(run);
+}
+
+function evaluateNow(run: Run): void {
+  const { s, model, lawa, lawaAvg, ema } = run;
+  s.valLoss = evaluate(model, run.valTokens, run.o.evalTokens).loss;
+  const averaged: Record<string, number> = {};
+  if (lawa && lawaAvg && lawa.average(lawaAvg)) averaged.val_loss_lawa = evaluateWith(run, lawaAvg);
+  if (ema && ema.t > 0) averaged.val_loss_ema = evaluateWith(run, ema.weights);
+  run.log.write({ step: s.step, val_loss: s.valLoss, ...averaged, ...embeddingDrift(model.params, model.layout.byName.get('transformer.wte.weight')!) });
+  run.progress?.log(`step ${s.step}: val loss ${s.valLoss.toFixed(4)}`);
+}
+
+/** Validation loss of other weights (an average): swapped into the model, then swapped back. */
+function evaluateWith(run: Run, weights: Float32Array): number {
+  const { model, scratch } = run;
+  scratch!.set(model.params);
+  model.params.set(weights);
+  const l = evaluate(model, run.valTokens, run.o.evalTokens).loss;
+  model.params.set(scratch!);
+  return l;
+}
+
+function save(run: Run): void {
+  const { s, o, optimizer, opt } = run;
+  const state: TrainerState = {
+    version: 1, step: s.step, tokens: s.tokens, cursor: run.batcher.cursor, seed: o.seed, optimizerT: opt.t, optimizer: optimizer.name,
+    elapsedMs: s.elapsedMs, config: o.config, options: { ...o, config: undefined }, guard: run.guards.state(),
+    noise: run.noise?.toJSON(), batch: { last: s.lastBatch }, controller: undefined,
+  };
+  // Registered first, so the checkpoint's controller state knows the checkpoint (a resume can roll back to it).
+  run.restore.add({ step: s.step, data: run.batcher.cursor, path: checkpointDir(run.dir, s.step) });
+  state.controller = run.controller.toJSON();
+  const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
+  const dir = saveCheckpoint(run.dir, { state, params: run.model.params, optimizer: optimizerState, extra: averageFiles(run) });
+  pruneCheckpoints(run.dir, o.keep);
+  run.restore.sync();
+  run.log.write({ event: 'checkpoint', step: s.step, dir: path.relative(run.dir, dir) });
+}
+
+/** lawa.safetensors / ema.safetensors (loadable weights, same names as the model) and LAWA's ring. */
+function averageFiles(run: Run) {
+  const { lawa, lawaAvg, ema, model, s } = run;
+  const meta = { format: 'pt', config: configToMetadata(run.o.config), step: String(s.step) };
+  const files: NonNullable<Parameters<typeof saveCheckpoint>[1]['extra']> = [];
+  if (lawa && lawaAvg && lawa.average(lawaAvg)) {
+    files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, lawaAvg), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
+    const st = lawa.stateTensors();
+    files.push({ file: 'lawa_state.safetensors', tensors: st.tensors, metadata: st.metadata });
+  }
+  if (ema && ema.t > 0) {
+    files.push({ file: 'ema.safetensors', tensors: namedTensors(model.layout, ema.weights), metadata: { ...meta, ema_beta: String(ema.beta), ema_t: String(ema.t) } });
+  }
+  return files;
+}
+
+function summarise(run: Run, interrupted: boolean): TrainSummary {
+  const { s, opt, model } = run;
+  return {
+    run_dir: run.dir,
+    steps: s.step,
+    tokens: s.tokens,
+    train_loss: s.trainLoss,
+    val_loss: s.valLoss,
+    tokens_per_s: s.trainMs > 0 ? (s.trainedTokens / s.trainMs) * 1000 : 0,
+    b_simple: s.lastNoise?.b_simple ?? null,
+    b_simple_tokens: s.lastNoise?.b_simple_tokens ?? null,
+    seconds: s.elapsedMs / 1000,
     params: model.numParams,
-    spikes: guards.spikes,
-    skipped_steps: guards.skips,
-    rollbacks,
-    optimizer: optimizer.name,
+    spikes: run.controller.spikes,
+    skipped_steps: s.skips,
+    rollbacks: s.rollbacks,
+    optimizer: run.optimizer.name,
     optimizer_state_bytes: stateBytes(opt),
     optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
     interrupted,
   };
+}
+
+function writeConfig(dir: string, o: TrainOptions, model: GPT, data: string, opt: OptState): void {
+  const { config: _c, ...rest } = o;
+  writeFileAtomic(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      model: o.config, params: model.numParams, data, train: rest,
+      optimizer_state_bytes: stateBytes(opt), optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
+    }, null, 2) + '\n',
+  );
 }
 
 /** LAWA's ring and the EMA weights of a checkpoint, when the run averages (exact resume). */
@@ -458,9 +543,6 @@ function restoreAverages(dir: string, layout: ParamLayout, lawa: Lawa | null, em
     ema.t = Number(f.metadata.ema_t);
   }
 }
-
-/** The loss became NaN/inf: a clean message, not a stack trace. */
-export class TrainingDiverged extends Error {}
 
 function prepareRunDir(runDir: string): void {
   if (fs.existsSync(runDir)) {
