@@ -1,0 +1,225 @@
+// The controller alone (no model): determinism and JSON round trips, the recovery ladder on a
+// simulated run that obeys its decisions, report validation; then with the trainer: replaying
+// a run's control.jsonl reproduces every logged decision, and the fire drills of issue 10.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Controller } from '../src/control/controller.ts';
+import { replayControlLog } from '../src/control/replay.ts';
+import type { Decision, Policy, RunFacts, StepReport } from '../src/control/types.ts';
+import { UserError } from '../src/errors.ts';
+import { readMetrics } from '../src/io/metrics.ts';
+import { train } from '../src/train/trainer.ts';
+import { keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
+
+const { root, fresh } = tempRoot('control');
+const corpus = writeCorpus(path.join(root, 'data'));
+const microJson = writeJson(path.join(root, 'micro.json'), MICRO);
+const RUN: RunFacts = { steps: 200, batch: 8, micro_batch: 4, seq_len: 16, params: 1000 };
+
+/**
+ * A simulated run that obeys the controller: loss ≈ 2 with a small deterministic wobble, and
+ * `blowsUp(step, prev)` says whether the update before `step` (prev: applied? at which LR
+ * multiplier?) wrecked it. Checkpoints every 10 steps.
+ */
+type Prev = { applied: boolean; lr: number };
+function simulate(policy: Partial<Policy> & Pick<Policy, 'on_spike'>, blowsUp: (step: number, prev: Prev) => boolean, steps = 120) {
+  const c = new Controller(policy, { ...RUN, steps });
+  const decisions: Decision[] = [];
+  let step = 0;
+  let lr = c.inEffect.lr_multiplier;
+  let data = 0;
+  let prev: Prev = { applied: true, lr };
+  while (step < steps && decisions.length < 2000) {
+    if (step % 10 === 0) c.addRestorePoint({ step, data, path: `ckpt-${step}` });
+    const n = step + 1;
+    const bad = blowsUp(n, prev);
+    const r: StepReport = {
+      v: 1, step: n, attempt: c.attempt, loss: bad ? 9 : 2 + 0.01 * Math.sin(n * 1.7), grad_norm: bad ? 50 : 1 + 0.01 * Math.cos(n),
+      nonfinite: { loss: false, grad: false }, lr: 1e-3 * lr, tokens: n * 128, batch: 8, data: [data, data + 2],
+    };
+    const d = c.report(r);
+    decisions.push(d);
+    prev = { applied: d.apply, lr };
+    if (d.lr) lr = d.lr.multiplier;
+    if (d.kind === 'stop') break;
+    if (d.kind === 'rollback') {
+      step = d.rollback!.to_step;
+      data = d.rollback!.skip_data[1];
+      prev = { applied: true, lr };
+      continue;
+    }
+    data += 2;
+    step = n;
+  }
+  return { c, decisions, step };
+}
+
+const policy = { on_spike: 'rollback' as const, spike_window: 8, rollback_steps: 10, skip_batches: 5 };
+
+test('controller: the same policy and reports give the same decisions, also across a JSON round trip', () => {
+  // A bad batch at steps 40–41: gone once the rollback skips past its data.
+  const badData = () => {
+    let passes = 0;
+    return (n: number) => (n === 40 ? ++passes : passes) === 1 && (n === 40 || n === 41);
+  };
+  const a = simulate(policy, badData());
+  const b = simulate(policy, badData());
+  assert.deepEqual(a.decisions, b.decisions);
+  assert.equal(a.decisions.filter((d) => d.kind === 'rollback').length, 1);
+  // Serialise mid-run and continue on the copy: it answers exactly as the original.
+  const c = new Controller(policy, RUN);
+  for (let n = 1; n <= 30; n++) {
+    if (n % 10 === 1) c.addRestorePoint({ step: n - 1, data: 2 * (n - 1) });
+    c.report({ v: 1, step: n, attempt: 0, loss: 2 + 0.01 * n, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: n, batch: 8, data: [2 * n - 2, 2 * n] });
+  }
+  const copy = Controller.fromJSON(JSON.parse(JSON.stringify(c.toJSON())));
+  const r = (n: number, loss: number): StepReport => ({ v: 1, step: n, attempt: 0, loss, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: n, batch: 8, data: [2 * n - 2, 2 * n] });
+  for (const [n, loss] of [[31, 2.3], [32, 40]] as const) assert.deepEqual(copy.report(r(n, loss)), c.report(r(n, loss)));
+  assert.deepEqual(copy.toJSON(), c.toJSON());
+});
+
+test('ladder: a blow-up from one update returns after the rollback; skipping the updates there cures it', () => {
+  // The update of step 50 wrecks the model whenever it is applied, whatever the data.
+  const { decisions, step } = simulate(policy, (n, prev) => n === 51 && prev.applied);
+  assert.deepEqual(decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung), ['rollback', 'skip_updates']);
+  assert.ok(decisions.some((d) => d.kind === 'skip' && d.step === 50 && d.rung === 'skip_updates'));
+  assert.equal(step, 120);
+});
+
+test('ladder: a blow-up over several steps gets LR cuts after skipping the updates, then recovers', () => {
+  // Steps 51–55 blow up whenever the update before them ran at an LR multiplier above 0.05
+  // (a sticky lr-scale fault, say): skipping 50–51 is not enough, two ×0.1 cuts are.
+  const { decisions, step } = simulate(policy, (n, prev) => n >= 51 && n <= 55 && prev.applied && prev.lr > 0.05);
+  const rb = decisions.filter((d) => d.kind === 'rollback');
+  assert.deepEqual(rb.map((d) => d.rung), ['rollback', 'skip_updates', 'lower_lr', 'lower_lr']);
+  for (const d of rb) {
+    assert.equal(d.rollback!.to_step, 40, 'the newest restore point at least R = 10 steps back');
+    assert.equal(d.rollback!.skip_data[1] - d.rollback!.skip_data[0], 10, 'S = 5 steps of data (2 positions each) skipped');
+  }
+  assert.deepEqual(rb[0].rollback!.skip_data, [80, 90], 'from the data position of step 40');
+  const cut = decisions.find((d) => d.kind === 'set_lr' && Math.abs(d.lr!.multiplier - 0.01) < 1e-12);
+  assert.ok(cut && cut.lr!.steps !== null && cut.lr!.steps > 0, 'a limited LR cut, with its length');
+  assert.ok(decisions.some((d) => d.kind === 'set_lr' && d.lr!.multiplier === 1 && d.lr!.steps === null), 'the LR comes back after the region');
+  assert.equal(step, 120);
+});
+
+test('ladder: a spike nothing cures ends in stop, naming the checkpoint to go back to', () => {
+  const { decisions, step } = simulate(policy, (n) => n >= 51 && n <= 53);
+  const last = decisions.at(-1)!;
+  assert.equal(last.kind, 'stop');
+  assert.equal(last.apply, false);
+  assert.equal(last.stop!.code, 'recovery_exhausted');
+  assert.equal(last.stop!.restore_step, 40);
+  assert.match(last.stop!.advice, /resume from ckpt-40 \(step 40\)/);
+  assert.match(last.reason, /returned at the same place/);
+  assert.deepEqual(decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung), ['rollback', 'skip_updates', 'lower_lr', 'lower_lr']);
+  assert.ok(step < 53);
+  // Budgets stay configurable: with one rollback allowed the stop comes at the first return.
+  const one = simulate({ ...policy, max_rollbacks: 1 }, (n) => n === 51);
+  assert.deepEqual(one.decisions.filter((d) => d.kind !== 'proceed').map((d) => d.kind), ['rollback', 'stop']);
+});
+
+test('controller: on_spike none logs spikes and proceeds; a non-finite loss stops as diverged', () => {
+  const c = new Controller({ on_spike: 'none', spike_window: 4 }, RUN);
+  let d: Decision | null = null;
+  for (let n = 1; n <= 6; n++) {
+    d = c.report({ v: 1, step: n, attempt: 0, loss: n === 6 ? 30 : 2 + 0.01 * n, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: n, batch: 8, data: [n - 1, n] });
+  }
+  assert.equal(d!.kind, 'proceed');
+  assert.equal(d!.spikes?.[0].metric, 'loss');
+  const nan = c.report({ v: 1, step: 7, attempt: 0, loss: null, grad_norm: null, nonfinite: { loss: true, grad: true }, lr: 1, tokens: 7, batch: 8, data: [6, 7] });
+  assert.equal(nan.kind, 'stop');
+  assert.equal(nan.stop!.code, 'diverged');
+});
+
+test('controller: reports out of order, from a stale attempt or malformed are refused with the field named', () => {
+  const c = new Controller({ on_spike: 'skip' }, RUN);
+  const r: StepReport = { v: 1, step: 1, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: 1, batch: 8, data: [0, 2] };
+  assert.throws(() => c.report({ ...r, step: 2 }), (e: Error) => e instanceof UserError && /expected step 1/.test(e.message));
+  assert.throws(() => c.report({ ...r, attempt: 1 }), /expected attempt 0/);
+  assert.throws(() => c.report({ ...r, v: 2 as 1 }), /version/);
+  assert.throws(() => c.report({ ...r, data: [3, 1] }), /data/);
+  assert.throws(() => new Controller({ on_spike: 'sometimes' as 'skip' }, RUN), /on_spike/);
+  assert.throws(() => new Controller({ on_spike: 'none', lr_rule: 'sgd' }, RUN), /needs --b-noise/);
+  assert.throws(() => new Controller({ on_spike: 'none' }, { ...RUN, batch: 6 }), /multiple of micro_batch/);
+});
+
+test('controller: an adaptive ramp follows B_simple from the reports\' noise sums', () => {
+  const c = new Controller({ on_spike: 'none', batch_ramp: 'adaptive:4:32' }, { ...RUN, batch: 32, micro_batch: 2 });
+  assert.equal(c.inEffect.batch, 4);
+  const batches: number[] = [];
+  for (let n = 1; n <= 20; n++) {
+    const B = c.inEffect.batch;
+    // ‖G‖² = 1, tr Σ = 20 per sequence: E‖g_b‖² = 1 + 20/b.
+    const d = c.report({
+      v: 1, step: n, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: n, batch: B, data: [n - 1, n],
+      noise: { g_small_sq: 1 + 20 / 2, g_big_sq: 1 + 20 / B, b_small: 2, b_big: B },
+    });
+    if (d.batch !== undefined) assert.equal(d.kind, 'set_batch');
+    batches.push(c.inEffect.batch);
+  }
+  assert.ok(Math.abs(c.bSimple! - 20) < 1e-9, `B_simple ${c.bSimple}`);
+  assert.equal(batches.at(-1), 20);
+});
+
+const base = (out: string, over = {}) =>
+  trainOptions(out, corpus, { steps: 40, checkpointEvery: 5, keep: 100, accum: 2, batch: 2, spikeWindow: 8, ...over });
+
+test('replay: a run\'s control.jsonl replayed through the controller alone gives exactly the logged decisions (rollbacks and a resume included)', async () => {
+  const run = fresh('replay');
+  const faults = ['15:lr-scale:1000:3:sticky', '30:nan-grad'];
+  let n = 0;
+  await train(base(run, { onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, faults }), { shouldStop: () => ++n >= 25 });
+  const s = await train(base(run, { onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, faults }), {}, run);
+  assert.equal(s.steps, 40);
+  const lines = readMetrics(path.join(run, 'control.jsonl'));
+  const r = replayControlLog(lines);
+  assert.equal(r.firstMismatch, null, JSON.stringify(r.firstMismatch));
+  assert.equal(r.compared, lines.filter((l) => l.t === 'decision').length);
+  assert.ok(r.decisions.some((d) => d.kind === 'rollback'), 'the drill rolled back');
+  assert.ok(lines.some((l) => l.t === 'resume'));
+  // Another policy on the same reports: what on_spike none would have done (never a rollback).
+  const none = replayControlLog(lines.slice(0, lines.findIndex((l) => l.t === 'decision' && l.kind === 'rollback')), { on_spike: 'none' });
+  assert.ok(none.decisions.every((d) => d.kind !== 'rollback'));
+});
+
+test('fire drill: a non-sticky lr-scale fires once (a replay runs at the normal LR); a sticky one fires on every pass', async () => {
+  const once = fresh('once');
+  await train(base(once, { onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, faults: ['15:lr-scale:1000:3'] }), {});
+  const m = metrics(once);
+  const lrs = (step: number) => m.filter((x) => x.step === step && 'lr' in x && 'loss' in x).map((x) => x.lr as number);
+  const ref = fresh('ref');
+  await train(base(ref), {});
+  const plain = metrics(ref).find((x) => x.step === 15 && 'lr' in x)!.lr as number;
+  assert.equal(m.filter((x) => x.event === 'fault').length, 1);
+  assert.ok(lrs(15)[0] > 900 * plain);
+  assert.ok(lrs(15).length >= 2, 'the spike rolled back over step 15');
+  assert.ok(lrs(15).slice(1).every((lr) => lr === plain), `replayed lr ${lrs(15)}`);
+  const sticky = fresh('sticky');
+  await train(base(sticky, { onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, faults: ['15:lr-scale:1000:3:sticky'] }), {}).catch(() => null);
+  const f = metrics(sticky).filter((x) => x.event === 'fault');
+  assert.ok(f.length >= 2, 'fired on the replay too');
+  assert.deepEqual(f.map((x) => x.attempt), f.map((_, i) => i));
+});
+
+test('CLI: a spike nothing cures stops with exit code 3, the step, the checkpoint to go back to, and every rung in metrics.jsonl', () => {
+  const out = fresh('stop');
+  const r = keel([
+    'train', '--config', microJson, '--data', corpus, '--steps', '40', '--batch', '2', '--accum', '2', '--eval-tokens', '257', '--out', out,
+    '--spike-window', '8', '--on-spike', 'rollback', '--rollback-steps', '6', '--skip-batches', '3', '--checkpoint-every', '5', '--keep', '100',
+    '--fault', '20:lr-scale:10000:8:sticky', '--max-lr-cuts', '1',
+  ]);
+  assert.equal(r.status, 3, r.stderr);
+  const m = metrics(out);
+  const stop = m.find((x) => x.event === 'stop')!;
+  assert.match(r.stderr, new RegExp(`recovery stopped the run at step ${stop.step}`));
+  assert.match(r.stderr, new RegExp(`resume from \\S*checkpoints/step-${stop.restore_step} \\(step ${stop.restore_step}\\)`));
+  assert.deepEqual(m.filter((x) => x.event === 'rollback').map((x) => x.rung), ['rollback', 'skip_updates', 'lower_lr']);
+  assert.ok(m.some((x) => x.event === 'skip_step' && x.rung === 'skip_updates'));
+  assert.ok(m.some((x) => x.event === 'decision' && (x.lr_multiplier as number) < 1), 'the LR was cut');
+  assert.ok(fs.existsSync(path.join(out, 'report.html')), 'the report is written for a stopped run too');
+  const ckpts = fs.readdirSync(path.join(out, 'checkpoints')).map((d) => Number(d.replace('step-', '')));
+  assert.ok(ckpts.every((c) => c < (stop.step as number)), `the damaged state is not checkpointed: ${ckpts}`);
+});
