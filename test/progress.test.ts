@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createProgress, formatDuration, formatNumber, renderBar, type ProgressStream } from '../src/cli/progress.ts';
+import { createProgress, formatDuration, formatNumber, renderBar, type ProgressStream } from '../src/util/progress.ts';
 
 class FakeStream implements ProgressStream {
   out = '';

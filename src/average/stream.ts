@@ -56,7 +56,7 @@ import {
   type SafetensorsReader,
   type TensorInfo,
 } from '../io/safetensors.ts';
-import { checkpointDir, listCheckpoints } from '../train/checkpoints.ts';
+import { checkpointDir, listCheckpoints } from '../io/run_layout.ts';
 
 export type OutputDtype = 'keep' | 'f32' | 'bf16' | 'f16';
 export const OUTPUT_DTYPES: readonly OutputDtype[] = ['keep', 'f32', 'bf16', 'f16'];

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { averageCheckpoints, lawaInputs, OUTPUT_DTYPES, type OutputDtype } from '../average/stream.ts';
 import { int } from './args.ts';
-import { createProgress, formatNumber, type Progress } from './progress.ts';
+import { createProgress, formatNumber, type Progress } from '../util/progress.ts';
 
 function weightList(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());

@@ -14,7 +14,7 @@ import { Controller } from '../control/controller.ts';
 import { policyOf, runFactsOf } from '../train/options.ts';
 import { runDirOf } from '../train/checkpoints.ts';
 import { writeReport } from '../report/html.ts';
-import { createProgress } from './progress.ts';
+import { createProgress } from '../util/progress.ts';
 import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { Guards } from '../train/guards.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { createProgress } from '../cli/progress.ts';
+import { createProgress } from '../util/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { train, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
 

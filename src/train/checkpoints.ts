@@ -11,6 +11,9 @@ import { readSafetensors, writeSafetensors, type TensorToWrite } from '../io/saf
 import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
+import { checkpointDir, listCheckpoints, runDirOf } from '../io/run_layout.ts';
+
+export { checkpointDir, listCheckpoints, runDirOf };
 import type { GuardState } from './guards.ts';
 
 export const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors', 'trainer.json'] as const;
@@ -61,10 +64,6 @@ export interface CheckpointToSave {
   extra?: { file: string; tensors: TensorToWrite[]; metadata: Record<string, string> }[];
 }
 
-export function checkpointDir(runDir: string, step: number): string {
-  return path.join(runDir, 'checkpoints', `step-${step}`);
-}
-
 export function saveCheckpoint(runDir: string, ckpt: CheckpointToSave): string {
   const dir = checkpointDir(runDir, ckpt.state.step);
   const layout = paramLayout(ckpt.state.config);
@@ -76,18 +75,6 @@ export function saveCheckpoint(runDir: string, ckpt: CheckpointToSave): string {
     fs.writeFileSync(path.join(tmp, 'trainer.json'), JSON.stringify(ckpt.state, null, 2) + '\n');
   });
   return dir;
-}
-
-/** Steps of the complete checkpoints in a run directory, ascending. */
-export function listCheckpoints(runDir: string): number[] {
-  const root = path.join(runDir, 'checkpoints');
-  if (!fs.existsSync(root)) return [];
-  return fs
-    .readdirSync(root)
-    .map((n) => /^step-(\d+)$/.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]))
-    .sort((a, b) => a - b);
 }
 
 /** Deletes all but the newest `keep` checkpoints. */
@@ -108,10 +95,6 @@ export function resolveCheckpointDir(dir: string): string {
 }
 
 /** The run directory a checkpoint belongs to (…/RUN/checkpoints/step-N → …/RUN). */
-export function runDirOf(ckptDir: string): string {
-  return path.dirname(path.dirname(path.resolve(ckptDir)));
-}
-
 export function loadCheckpoint(dirSpec: string): Checkpoint {
   const dir = resolveCheckpointDir(dirSpec);
   for (const f of CHECKPOINT_FILES) {
