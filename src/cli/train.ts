@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
 import { loadCheckpoint } from '../train/checkpoints.ts';
-import { parsePoints, parseSchedule, SCHEDULES } from '../train/schedule.ts';
+import { SCHEDULES } from '../train/schedule.ts';
 import { RecoveryExhausted, train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { collect, float, int } from './args.ts';
@@ -11,7 +11,7 @@ import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 import { GRAD_PRECISIONS } from '../guard/precision.ts';
 import { ON_SPIKE } from '../control/types.ts';
 import { Controller } from '../control/controller.ts';
-import { policyOf, runFactsOf } from '../train/options.ts';
+import { defaultOf as D, policyOf, resolveFlagOptions, runFactsOf } from '../train/options.ts';
 import { runDirOf } from '../train/checkpoints.ts';
 import { writeReport } from '../report/html.ts';
 import { createProgress } from '../util/progress.ts';
@@ -40,25 +40,25 @@ export function trainCommand(): Command {
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
-    .option('--steps <n>', 'optimizer steps', int(1), 1400)
-    .option('--batch <n>', 'sequences per micro-batch', int(1), 16)
-    .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), 1)
+    .option('--steps <n>', 'optimizer steps', int(1), D('steps'))
+    .option('--batch <n>', 'sequences per micro-batch', int(1), D('batch'))
+    .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), D('accum'))
     .option('--lr <x>', 'peak learning rate (default: the optimizer\'s recommended one, AdamW 2e-3)', float(0, true))
     .option('--min-lr <x>', 'final learning rate of the decay (default lr/10)', float(0))
-    .option('--warmup <n>', 'linear warm-up steps', int(0), 100)
-    .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up; piecewise: see --lr-points').choices(SCHEDULES).default('cosine'))
+    .option('--warmup <n>', 'linear warm-up steps', int(0), D('warmup'))
+    .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up; piecewise: see --lr-points').choices(SCHEDULES).default(D('schedule')))
     .option('--lr-points <s:m,…>', 'piecewise schedule: lr × m at step s, linear in between, e.g. 0:0,100:1,1400:0.1 (a first step > 0 starts from 0)')
     .option('--weight-decay <x>', 'same as --opt weightDecay=x (AdamW default 0.1, matrices only)', float(0))
     .option('--beta1 <x>', 'same as --opt beta1=x', float(0))
     .option('--beta2 <x>', 'same as --opt beta2=x', float(0))
     .option('--eps <x>', 'same as --opt eps=x', float(0))
-    .option('--clip <x>', 'clip the global gradient norm (0 = off)', float(0), 1)
-    .option('--eval-every <n>', 'evaluate on the validation split every n steps (0 = only at the end)', int(0), 250)
-    .option('--eval-tokens <n>', 'validation tokens per evaluation', int(2), 65536)
-    .option('--checkpoint-every <n>', 'write a checkpoint every n steps (0 = only at the end)', int(0), 500)
-    .option('--keep <n>', 'checkpoints to keep', int(1), 3)
+    .option('--clip <x>', 'clip the global gradient norm (0 = off)', float(0), D('clip'))
+    .option('--eval-every <n>', 'evaluate on the validation split every n steps (0 = only at the end)', int(0), D('evalEvery'))
+    .option('--eval-tokens <n>', 'validation tokens per evaluation', int(2), D('evalTokens'))
+    .option('--checkpoint-every <n>', 'write a checkpoint every n steps (0 = only at the end)', int(0), D('checkpointEvery'))
+    .option('--keep <n>', 'checkpoints to keep', int(1), D('keep'))
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
-    .option('--seed <n>', 'seed for init and data order', int(0), 1337)
+    .option('--seed <n>', 'seed for init and data order', int(0), D('seed'))
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
     .option('--json', 'print a JSON summary as the last line of stdout')
     // Stability (techniques.md §1).
@@ -112,56 +112,20 @@ export function trainCommand(): Command {
       };
       // Validate now (one clear line), and catch Adafactor's own-step-size trap against --lr.
       const probe = createOptimizer(optimizer, optimizerOptions);
-      const ownLr = probe.options.relativeStep === true;
-      if (ownLr && given('lr')) {
+      if (probe.ownsLr && given('lr')) {
         throw new UserError('adafactor with relativeStep=true sets its own step size; drop --lr, or add --opt relativeStep=false to use --lr');
       }
       const lr = pick<number>('lr', o.lr ?? recommended.lr);
       const opts: TrainOptions = {
+        ...(resolveFlagOptions(o, given, ckpt ? base : undefined) as TrainOptions),
         configName,
         config,
-        data: pick<string | undefined>('data', o.data === undefined ? undefined : path.resolve(o.data)),
-        steps: pick('steps', o.steps),
-        batch: pick('batch', o.batch),
-        accum: pick('accum', o.accum),
         lr,
         minLr: pick('minLr', o.minLr ?? lr / 10),
-        warmup: pick('warmup', o.warmup),
-        schedule: parseSchedule(pick('schedule', o.schedule)),
-        lrPoints: pick('lrPoints', o.lrPoints === undefined ? undefined : parsePoints(o.lrPoints)),
         optimizer,
         optimizerOptions,
-        clip: pick('clip', o.clip),
-        evalEvery: pick('evalEvery', o.evalEvery),
-        evalTokens: pick('evalTokens', o.evalTokens),
-        checkpointEvery: pick('checkpointEvery', o.checkpointEvery),
-        keep: pick('keep', o.keep),
         out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
-        seed: pick('seed', o.seed),
-        spikeWindow: pick('spikeWindow', o.spikeWindow),
-        spikeThreshold: pick('spikeThreshold', o.spikeThreshold),
-        spikeJump: pick('spikeJump', o.spikeJump),
-        onSpike: pick('onSpike', o.onSpike),
-        maxSkips: pick('maxSkips', o.maxSkips),
-        rollbackSteps: pick('rollbackSteps', o.rollbackSteps),
-        skipBatches: pick('skipBatches', o.skipBatches),
-        maxRollbacks: pick('maxRollbacks', o.maxRollbacks),
-        maxLrCuts: pick('maxLrCuts', o.maxLrCuts),
-        faults: pick('faults', o.fault),
-        embedGradShrink: pick('embedGradShrink', o.embedGradShrink),
-        embedGradShrinkRamp: pick('embedGradShrinkRamp', o.embedGradShrinkRamp),
-        zLoss: pick('zLoss', o.zloss),
-        gradPrecision: pick('gradPrecision', o.gradPrecision),
-        lossScale: pick('lossScale', o.lossScale),
-        optSchedules: pick('optSchedules', o.optSchedule),
-        diagEvery: pick('diagEvery', o.diagEvery),
-        batchRamp: pick('batchRamp', o.batchRamp),
-        lrRule: pick('lrRule', o.lrRule),
-        bNoise: pick('bNoise', o.bNoise),
-        noiseScale: pick('noiseScale', o.noiseScale),
         ...(o.lawa !== undefined ? parseLawa(o.lawa) : { lawaK: pick('lawaK', undefined), lawaEvery: pick('lawaEvery', undefined) }),
-        ema: pick('ema', o.ema),
-        emaWarmup: pick('emaWarmup', o.emaWarmup),
       };
       // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
       const guards = new Guards(opts, opts.steps);

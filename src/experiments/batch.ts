@@ -38,6 +38,7 @@ import { paramLayout } from '../model/params.ts';
 import { createOptimizer } from '../optim/registry.ts';
 import { lrForBatch, type ScalingRule } from '../schedule/rules.ts';
 import { TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes.ts';
 import { writeBatchReport } from './batch_report.ts';
@@ -419,7 +420,7 @@ export function stepsOf(s: BatchSettings, batch: number): number {
 
 export function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
   const steps = stepsOf(s, batch);
-  return {
+  return withDefaults({
     configName: s.configName,
     config: s.config,
     data: s.data ?? undefined,
@@ -439,7 +440,7 @@ export function batchTrainOptions(s: BatchSettings, batch: number, eps: number, 
     keep: 1,
     out: dir,
     seed: s.seed,
-  };
+  });
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -504,11 +505,11 @@ export async function runBatchExperiment(opts: BatchExperimentOptions): Promise<
     if (pilot) r.log(`pilot: B_simple ${pilot.b_simple?.toPrecision(3)} (done earlier)`);
     else {
       const t0 = performance.now();
-      const po: TrainOptions = {
+      const po = withDefaults({
         configName: s.configName, config: s.config, data: s.data ?? undefined, steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
         lr: s.pilotLr, minLr: s.pilotLr, warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)), schedule: 'constant', optimizer: 'adamw',
         optimizerOptions: { eps: s.pilotEps }, clip: s.clip, evalEvery: 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: pilotDir, seed: s.seed,
-      };
+      });
       const res = await runOne(po, r);
       if (res.interrupted) throw new Interrupted();
       const st = logStats(res.records);

@@ -6,6 +6,7 @@
  * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
  */
 import { trainRun } from './common.ts';
+import { withDefaults } from '../train/options.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
@@ -77,12 +78,10 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
     const dir = path.join(o.out, `lr-${lr}`);
     if (fs.existsSync(path.join(dir, 'metrics.jsonl'))) fs.rmSync(dir, { recursive: true, force: true }); // unfinished earlier try
     process.stderr.write(`keel experiment lawa: lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})\n`);
-    await trainRun({
-      configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, accum: 1,
-      lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(s.steps / 10)), schedule: 'cosine',
-      optimizer: 'adamw', optimizerOptions: {}, clip: 1, evalEvery: s.evalEvery, evalTokens: s.evalTokens,
-      checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
-    }, o.progress ?? true);
+    await trainRun(withDefaults({
+      configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
+      evalEvery: s.evalEvery, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
+    }), o.progress ?? true);
     runs.push(analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')));
   }
   const results: LawaResults = { settings: { ...s, config, data: o.data ?? null }, runs };

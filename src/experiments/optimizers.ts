@@ -23,8 +23,9 @@ import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
-import { TrainingDiverged, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
+import { TrainingDiverged, type TrainSummary } from '../train/trainer.ts';
 import { writeExperimentReport } from './report.ts';
+import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
 
 export { lrDirName } from './common.ts';
@@ -310,7 +311,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
     }
     if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true }); // an unfinished run: start it over
     const options = runOptions(name, lr);
-    const trainOpts: TrainOptions = {
+    const trainOpts = withDefaults({
       configName: s.configName,
       config: s.config,
       data: s.data ?? undefined,
@@ -330,7 +331,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
       keep: 1,
       out: dir,
       seed: s.seed,
-    };
+    });
     const t0 = performance.now();
     let record: RunRecord;
     try {

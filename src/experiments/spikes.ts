@@ -68,6 +68,7 @@ import { formatNumber } from '../report/format.ts';
 import { analyzeSeries, SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { createOptimizer } from '../optim/registry.ts';
 import { RecoveryExhausted, TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { writeSpikeReport } from './spikes_report.ts';
 
@@ -418,7 +419,7 @@ export function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: 
   const opt: Record<string, unknown> = { eps };
   if (variant === 'atan2') opt.epsMode = 'atan2';
   if (variant === 'eps-zero') opt.epsMode = 'zero';
-  return {
+  return withDefaults({
     configName: s.configName,
     config: variant === 'qk-norm' ? { ...s.config, qkNorm: true } : s.config,
     data: s.data ?? undefined,
@@ -446,7 +447,7 @@ export function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: 
     ...(variant === 'rollback' ? { onSpike: 'rollback' as const } : {}),
     ...(variant === 'z-loss' ? { zLoss: s.zLoss } : {}),
     ...(variant === 'embed-shrink' ? { embedGradShrink: s.embedGradShrink } : {}),
-  };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
