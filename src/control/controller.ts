@@ -28,6 +28,7 @@ import {
 
 /** What a rollback restores of the controller: the detectors and the batch/LR plan at that point. */
 interface Trajectory {
+  /** The detectors' JSON, filled in when the trajectory is copied (trajectory()). */
   detectors: { loss: unknown; grad_norm: unknown };
   /** Sequences consumed so far (the ramps that follow samples). */
   samples: number;
@@ -91,7 +92,7 @@ export class Controller {
     const det = (metric: 'loss' | 'grad_norm') => new SpikeDetector(metric, this.spikeOptions(metric));
     this.loss = det('loss');
     this.gradNorm = det('grad_norm');
-    this.traj = { detectors: this.detectorState(), samples: 0, ramp_current: null, rule_lr: 1, batch: 0, lr: 1 };
+    this.traj = { detectors: { loss: null, grad_norm: null }, samples: 0, ramp_current: null, rule_lr: 1, batch: 0, lr: 1 };
     const plan = this.plan(0);
     this.traj.batch = plan.batch;
     this.traj.lr = plan.lr;
@@ -129,7 +130,7 @@ export class Controller {
       throw new UserError(`restore point: step must be an integer in [0, ${this.nextStep - 1}], got ${p.step}`);
     }
     if (!Number.isFinite(p.data)) throw new UserError(`restore point: data must be a number, got ${p.data}`);
-    this.points.set(p.step, { ...p, trajectory: structuredClone(this.traj) });
+    this.points.set(p.step, { ...p, trajectory: this.trajectory() });
   }
 
   /** The run can no longer restore `step` (its snapshot or checkpoint is gone). */
@@ -233,7 +234,6 @@ export class Controller {
     const a = this.loss.observe(r.step, r.loss ?? NaN);
     const b = this.gradNorm.observe(r.step, r.grad_norm ?? NaN);
     for (const e of [a, b]) if (e) flags.push(toFlag(e));
-    this.traj.detectors = this.detectorState();
     this.spikes_ += flags.length;
     return flags;
   }
@@ -304,8 +304,9 @@ export class Controller {
     };
   }
 
-  private detectorState(): Trajectory['detectors'] {
-    return { loss: this.loss.toJSON(), grad_norm: this.gradNorm.toJSON() };
+  /** A copy of the trajectory state, detectors included (between copies they live as objects). */
+  private trajectory(): Trajectory {
+    return { ...structuredClone(this.traj), detectors: { loss: this.loss.toJSON(), grad_norm: this.gradNorm.toJSON() } };
   }
 
   private restoreDetectors(): void {
@@ -316,7 +317,7 @@ export class Controller {
   toJSON(): ControllerState {
     return structuredClone({
       version: 1, policy: this.policy, run: this.run, seq: this.seq, attempt: this.attempt_, next_step: this.nextStep,
-      trajectory: this.traj, ladder: this.ladder, noise: this.noise, points: [...this.points.values()], spikes: this.spikes_,
+      trajectory: this.trajectory(), ladder: this.ladder, noise: this.noise, points: [...this.points.values()], spikes: this.spikes_,
     });
   }
 

@@ -107,7 +107,10 @@ const EVENT_COLORS: Record<string, string> = {
   spike: '#dc2626',
   resume: '#16a34a',
   rollback: '#d97706',
-  skip: '#9333ea',
+  skip_step: '#9333ea',
+  // The controller's other decisions (set_lr, set_batch) and the end of the recovery ladder.
+  decision: '#0d9488',
+  stop: '#111827',
 };
 const EXTRA_EVENT_COLORS = ['#0891b2', '#db2777', '#65a30d', '#7c3aed', '#ca8a04'];
 
