@@ -71,7 +71,7 @@ export function trainCommand(): Command {
     .option('--skip-batches <n>', 'batches skipped after a rollback (default clamp(steps/7, 10, 500))', int(0))
     .option('--max-rollbacks <n>', 'rollback budget of the run, every rung that rolls back included (default 5)', int(0))
     .option('--max-lr-cuts <n>', 'recovery ladder: LR cuts (×0.1 each) over a region where a spike keeps returning, before stopping (default 2)', int(0))
-    .option('--fault <spec>', 'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N', collect)
+    .option('--fault <spec>', 'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N, fired once; add :sticky to fire on every replay', collect)
     .option('--embed-grad-shrink <alpha>', 'GLM-130B: token-embedding gradient × alpha (1 = off)', float(0, true))
     .option('--embed-grad-shrink-ramp <n>', 'ramp the shrink linearly back to 1 over n steps', int(0))
     .option('--zloss <coef>', 'z-loss coef·(log Z)² on the output logits (Wortsman et al.: 1e-4)', float(0))

@@ -3,7 +3,7 @@
  *
  *   planStep        the step's batch and lr (what the controller set), faults, a snapshot when due
  *   accumulate      forward/backward over the micro-batches (noise-scale sums on the way)
- *   finishGradient  embedding shrink, fault, emulated precision: the gradient the optimizer sees
+ *   finishStep      embedding shrink, fault, emulated precision: the gradient the optimizer sees, its norm
  *   ask             one step report to the controller (src/control), one decision back
  *   act             apply the update, or skip it, or roll back, or stop — as decided
  *   afterStep       averages, evaluation, checkpoint, progress
