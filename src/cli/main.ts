@@ -11,6 +11,7 @@ import { experimentCommand } from './experiment.ts';
 import { analyzeCommand } from './analyze.ts';
 import { averageCommand } from './average.ts';
 import { planCommand } from './plan.ts';
+import { serveCommand } from './serve.ts';
 
 const program = new Command('keel')
   .description('Keel: stable, efficient GPT training on the CPU')
@@ -25,6 +26,7 @@ program.addCommand(experimentCommand());
 program.addCommand(analyzeCommand());
 program.addCommand(averageCommand());
 program.addCommand(planCommand());
+program.addCommand(serveCommand());
 const exitOverride = (c: Command): void => {
   c.exitOverride();
   c.commands.forEach(exitOverride);
