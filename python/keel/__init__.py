@@ -1,0 +1,13 @@
+"""Keel's Python client: let Keel's controller steer a PyTorch run (see README, "Python client").
+
+    import keel
+    run = keel.init(name="gpt", policy={"on_spike": "rollback"},
+                    run={"steps": 1000, "batch": 64, "micro_batch": 8, "seq_len": 256, "params": n})
+    d = run.step(step, loss=loss.item(), grad_norm=norm, lr=lr, tokens=tokens, batch=64, data=(i, j))
+    if d.apply: optimizer.step()
+
+Standard library only; torch is imported only when torch.distributed is in use.
+"""
+from .client import Decision, KeelError, Run, init
+
+__all__ = ["Decision", "KeelError", "Run", "init"]

@@ -1,0 +1,88 @@
+// The Python client (python/keel) against a real `keel serve` and real torch.distributed: two
+// gloo ranks spawned by torch.multiprocessing (Debian's torch 1.13 torchrun fails on Python 3.11).
+// Skipped, with the reason printed, where Debian's python3-torch is not installed.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { serve, type Serving } from '../src/serve/server.ts';
+import { REPO, tempRoot } from './helpers.ts';
+
+const PY = '/usr/bin/python3';
+const probe = spawnSync(PY, ['-c', 'import torch.distributed as d; assert d.is_available()'], { encoding: 'utf8' });
+const skip = probe.status === 0 ? false : `Debian's python3-torch is not installed (${PY}: ${(probe.stderr || probe.error?.message || '').trim().split('\n').at(-1)})`;
+if (skip) console.log(`# skipping the Python client tests: ${skip}`);
+
+const { fresh } = tempRoot('pyclient');
+let s: Serving | undefined;
+after(() => s?.close());
+let port = 29600;
+
+interface RankResult {
+  kinds: string[];
+  checksum: number;
+  seconds: number;
+}
+
+/** Runs test/python/ddp_run.py without blocking this process (the server under test lives in it). */
+function runPy(out: string, env: Record<string, string>, extra: string[] = []): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn(PY, [path.join(REPO, 'test/python/ddp_run.py'), out, '--port', String(port++), ...extra], {
+    env: { ...process.env, ...env }, cwd: path.dirname(out), stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  return new Promise((resolve) => child.on('exit', (status) => {
+    clearTimeout(timer);
+    resolve({ status, stderr });
+  }));
+}
+
+async function ddp(out: string, env: Record<string, string>, extra: string[] = []): Promise<RankResult[]> {
+  const r = await runPy(out, env, extra);
+  assert.equal(r.status, 0, r.stderr);
+  return [0, 1].map((k) => JSON.parse(fs.readFileSync(`${out}.rank${k}`, 'utf8')));
+}
+
+test('python client: a spike on one rank only makes both ranks skip the same step; parameters stay identical', { skip }, async () => {
+  const dir = fresh('spike');
+  fs.mkdirSync(dir, { recursive: true });
+  s = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const env = { KEEL_URL: s.url, KEEL_TOKEN: s.token };
+  const [a, b] = await ddp(path.join(dir, 'out.json'), env, ['--spike-step', '20', '--spike-rank', '1', '--name', 'spiky']);
+  assert.deepEqual(a.kinds, b.kinds, 'both ranks got the same decisions');
+  assert.equal(a.kinds[19], 'skip', `step 20: ${a.kinds[19]}`);
+  assert.equal(a.kinds.filter((k) => k !== 'proceed').length, 1, a.kinds.join(','));
+  assert.equal(a.checksum, b.checksum);
+  // The server holds every step, once.
+  const runs = s.store.runs();
+  assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['spiky', 40, 40]]);
+  const clean = await ddp(path.join(dir, 'clean.json'), env, ['--name', 'clean']);
+  assert.deepEqual(clean[0].kinds, Array(40).fill('proceed'));
+});
+
+test('python client: with the server absent, training finishes on time and keeps every report locally', { skip }, async () => {
+  const dir = fresh('absent');
+  fs.mkdirSync(dir, { recursive: true });
+  const t0 = performance.now();
+  const out = path.join(dir, 'out.json');
+  const [a, b] = await ddp(out, { KEEL_URL: 'http://127.0.0.1:9', KEEL_TOKEN: 'x' });
+  assert.deepEqual(a.kinds, Array(40).fill('proceed'));
+  assert.equal(a.checksum, b.checksum);
+  assert.ok(a.seconds < 10, `${a.seconds} s`);
+  assert.ok(performance.now() - t0 < 60_000);
+  const spilled = fs.readFileSync(`${out}.spill0`, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(spilled.map((r) => r.step), Array.from({ length: 40 }, (_, i) => i + 1));
+});
+
+test('python client: a wrong token is one warning, then offline', { skip }, async () => {
+  const dir = fresh('token');
+  fs.mkdirSync(dir, { recursive: true });
+  s ??= await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const out = path.join(dir, 'out.json');
+  const r = await runPy(out, { KEEL_URL: s.url, KEEL_TOKEN: 'wrong' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr.match(/refused the token/g)?.length, 1, r.stderr);
+  assert.deepEqual(JSON.parse(fs.readFileSync(`${out}.rank0`, 'utf8')).kinds, Array(40).fill('proceed'));
+});
