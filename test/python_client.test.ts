@@ -86,3 +86,12 @@ test('python client: a wrong token is one warning, then offline', { skip }, asyn
   assert.equal(r.stderr.match(/refused the token/g)?.length, 1, r.stderr);
   assert.deepEqual(JSON.parse(fs.readFileSync(`${out}.rank0`, 'utf8')).kinds, Array(40).fill('proceed'));
 });
+
+test('python client: the DDP noise-scale hook\'s sums agree with an explicit computation from each rank\'s gradient', { skip }, () => {
+  const r = spawnSync(PY, [path.join(REPO, 'test/python/noise_hook.py'), String(port++)], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const { hook, explicit } = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  assert.deepEqual([hook.b_small, hook.b_big], [5, 10]);
+  for (const k of ['g_small_sq', 'g_big_sq']) assert.ok(Math.abs(hook[k] - explicit[k]) <= 1e-12 * explicit[k], `${k}: ${hook[k]} vs ${explicit[k]}`);
+  assert.ok(hook.g_small_sq > hook.g_big_sq, 'one rank\'s gradient is noisier than the mean of two');
+});

@@ -58,3 +58,47 @@ class Dist:
         if v[9] != NONE:
             raw["batch"] = int(v[9])
         return Decision(raw)
+
+
+class NoiseScaleHook:
+    """A DDP communication hook that measures the gradient noise scale for free: each rank's
+    ‖g_rank‖² before the all-reduce (the small batch) and ‖G‖² after it (the big batch).
+    The all-reduce is SUM, then divided by the world size, so it works on gloo too.
+
+        hook = NoiseScaleHook(sequences_per_rank)
+        model.register_comm_hook(None, hook)
+        ... loss.backward() ...
+        run.step(..., noise=hook.sums())   # the step's sums, then the hook starts over
+    """
+
+    def __init__(self, b_small):
+        self.__name__ = self.__qualname__ = "keel_noise_scale_hook"  # DDP looks a hook up by name
+        self.b_small = b_small
+        self.world = td.get_world_size()
+        self._reset()
+
+    def _reset(self):
+        self.small = torch.zeros((), dtype=torch.float64)
+        self.big = torch.zeros((), dtype=torch.float64)
+
+    def __call__(self, state, bucket):
+        t = bucket.buffer()
+        local = t.detach().double().pow(2).sum().cpu()
+        fut = td.all_reduce(t, async_op=True).get_future()
+
+        def averaged(f):
+            g = f.value()[0].div_(self.world)
+            self.small += local
+            self.big += g.detach().double().pow(2).sum().cpu()
+            return g
+
+        return fut.then(averaged)
+
+    def sums(self):
+        """This step's {g_small_sq, g_big_sq, b_small, b_big} (the mean over ranks of ‖g_rank‖²), and a reset."""
+        small = self.small.clone()
+        td.all_reduce(small)
+        out = {"g_small_sq": small.item() / self.world, "g_big_sq": self.big.item(),
+               "b_small": self.b_small, "b_big": self.b_small * self.world}
+        self._reset()
+        return out
