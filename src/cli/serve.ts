@@ -23,19 +23,19 @@ export function serveCommand(): Command {
     .option('--host <addr>', 'interface to listen on; anything but loopback must be given explicitly', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', int(0), 0)
     .option('--db <file>', 'SQLite database (default $KEEL_HOME/keel.db)')
-    .option('--json', 'print one JSON line {url, token, pid, db} once listening')
+    .option('--json', 'print one JSON line {url, token, dashboard, pid, db} once listening')
     .action(async (o: { host: string; port: number; db?: string; json?: boolean }) => {
       if (o.port > 65535) throw new UserError(`--port ${o.port}: expected 0–65535`);
       const home = keelHome();
       fs.mkdirSync(home, { recursive: true, mode: 0o700 });
       const db = path.resolve(o.db ?? path.join(home, 'keel.db'));
       const s = await serve({ host: o.host, port: o.port, db });
-      const info = { url: s.url, token: s.token, pid: process.pid, db };
+      const info = { url: s.url, token: s.token, dashboard: s.dashboard, pid: process.pid, db };
       const file = path.join(home, 'serve.json');
       fs.writeFileSync(`${file}.tmp`, JSON.stringify(info) + '\n', { mode: 0o600 });
       fs.renameSync(`${file}.tmp`, file);
       if (o.json) process.stdout.write(JSON.stringify(info) + '\n');
-      else process.stderr.write(`keel serve: ${s.url}/api/v1 (token in ${file})\ntoken: ${s.token}\ndatabase: ${db}\n`);
+      else process.stderr.write(`keel serve: ${s.url}/api/v1 (token in ${file})\ntoken: ${s.token}\ndashboard: ${s.dashboard}\ndatabase: ${db}\n`);
       const stop = () => {
         s.close().then(() => {
           try {

@@ -280,7 +280,7 @@ function readConfig(file: string): Record<string, unknown> | undefined {
 let cachedAssets: { js: string; css: string } | undefined;
 
 /** uPlot's minified build, resolved the way Node resolves the dependency (works when installed as a package). */
-function uplotAssets(): { js: string; css: string } {
+export function uplotAssets(): { js: string; css: string } {
   if (!cachedAssets) {
     const require = createRequire(import.meta.url);
     const dist = path.dirname(require.resolve('uplot/dist/uPlot.iife.min.js'));

@@ -9,18 +9,24 @@
  *   POST /api/v1/runs/:id/reports           {reports: [StepReport…]} → {decisions: [Decision…]} (idempotent per step and attempt)
  *   POST /api/v1/runs/:id/checkpoints       {step, data, path?} → {ok}
  *   GET  /api/v1/runs/:id/metrics?max=N     {rows: [{report, decision}…]} (downsampled to about N)
+ *   GET  /api/v1/runs/:id/events            Server-Sent Events: {rows: [{report, decision}…]} as reports arrive
+ *
+ * The dashboard (/ and its scripts) logs a browser in with the one-time link keel serve prints,
+ * which sets a session cookie; the API accepts that cookie in place of the token.
  *
  * Safety: loopback unless the host is given explicitly; the token compared in constant time;
  * Host (and Origin, when sent) must name this server, against DNS rebinding; bodies over
  * MAX_BODY are refused; a malformed request gets 400 naming the field, never a crash.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TSchema } from '@sinclair/typebox';
 import { UserError } from '../errors.ts';
 import { CheckpointSchema, CreateRunSchema, firstError, ReportsSchema, type CheckpointBody, type CreateRun, type Reports } from './schemas.ts';
 import { NotFound, SCHEMA_VERSION, Store } from './store.ts';
+import { uplotAssets } from '../report/html.ts';
 
 export const API_VERSION = 1;
 export const MAX_BODY = 4 * 1024 * 1024;
@@ -36,6 +42,8 @@ export interface ServeOptions {
 export interface Serving {
   url: string;
   token: string;
+  /** The dashboard's one-time login URL (it sets a session cookie, then stops working). */
+  dashboard: string;
   server: http.Server;
   store: Store;
   /** Finishes in-flight requests, then closes the database. */
@@ -53,6 +61,10 @@ export async function serve(o: ServeOptions): Promise<Serving> {
   const token = o.token ?? crypto.randomBytes(24).toString('hex');
   const tokenHash = sha256(token);
   let allowedHosts = new Set<string>();
+  const loginCodes = new Set<string>([crypto.randomBytes(16).toString('hex')]);
+  const sessions = new Set<string>();
+  /** Live event streams per run id. */
+  const streams = new Map<number, Set<http.ServerResponse>>();
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
       if (e instanceof HttpError) return reply(req, res, e.status, { error: e.message });
@@ -65,14 +77,16 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     if (!allowedHosts.has(String(req.headers.host ?? '').toLowerCase())) throw new HttpError(421, 'Host header does not name this server');
     const origin = req.headers.origin;
     if (origin !== undefined && !allowedHosts.has(origin.replace(/^https?:\/\//, '').toLowerCase())) throw new HttpError(403, 'Origin is not this server');
-    const auth = String(req.headers.authorization ?? '');
-    const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
-    if (!crypto.timingSafeEqual(sha256(given), tokenHash)) throw new HttpError(401, 'missing or wrong bearer token');
     const url = new URL(req.url ?? '/', 'http://x');
     const parts = url.pathname.split('/').filter(Boolean);
-    if (parts[0] !== 'api' || parts[1] !== `v${API_VERSION}`) throw new HttpError(404, `no route ${url.pathname} (API: /api/v${API_VERSION}/…)`);
+    if (parts[0] !== 'api') return page(req, res, url);
+    const auth = String(req.headers.authorization ?? '');
+    const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    if (!crypto.timingSafeEqual(sha256(given), tokenHash) && !hasSession(req)) throw new HttpError(401, 'missing or wrong bearer token');
+    if (parts[1] !== `v${API_VERSION}`) throw new HttpError(404, `no route ${url.pathname} (API: /api/v${API_VERSION}/…)`);
     const route = parts.slice(2);
     const method = req.method ?? 'GET';
+    if (method === 'GET' && route[0] === 'runs' && route[2] === 'events' && route.length === 3) return subscribe(req, res, Number(route[1]));
     const body = method === 'POST' ? await readJson(req) : undefined;
     reply(req, res, 200, dispatch(method, route, body, url.searchParams));
   }
@@ -100,7 +114,9 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     if (b === 'reports') {
       only('POST');
       const r = check<Reports>(ReportsSchema, body);
-      return { decisions: userErrors(() => store.report(id, r.reports)) };
+      const decisions = userErrors(() => store.report(id, r.reports));
+      publish(id, r.reports.map((report, i) => ({ report, decision: decisions[i] })));
+      return { decisions };
     }
     if (b === 'checkpoints') {
       only('POST');
@@ -117,6 +133,49 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     throw new HttpError(404, `no route /${route.join('/')}`);
   }
 
+  function hasSession(req: http.IncomingMessage): boolean {
+    const m = /(?:^|;\s*)keel_session=([0-9a-f]+)/.exec(String(req.headers.cookie ?? ''));
+    return m !== null && sessions.has(m[1]);
+  }
+
+  /** The dashboard: its login (a one-time code for a session cookie), the page and its scripts. */
+  function page(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
+    const code = url.searchParams.get('login');
+    if (url.pathname === '/' && code !== null) {
+      if (!loginCodes.delete(code)) throw new HttpError(401, 'this login link was used already: restart keel serve for a new one');
+      const session = crypto.randomBytes(24).toString('hex');
+      sessions.add(session);
+      res.writeHead(303, { location: '/', 'set-cookie': `keel_session=${session}; HttpOnly; SameSite=Strict; Path=/` });
+      res.end();
+      return;
+    }
+    if (!hasSession(req)) throw new HttpError(401, 'open the dashboard link keel serve printed (it logs this browser in)');
+    const asset = DASHBOARD_ASSETS[url.pathname];
+    if (!asset) throw new HttpError(404, `no page ${url.pathname}`);
+    const [type, text] = asset();
+    res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'" });
+    res.end(text);
+  }
+
+  /** Server-Sent Events: every report stored for the run from now on, with its decision. */
+  function subscribe(req: http.IncomingMessage, res: http.ServerResponse, id: number): void {
+    userErrors(() => store.controller(id));
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    res.write(': keel\n\n');
+    const set = streams.get(id) ?? new Set();
+    streams.set(id, set.add(res));
+    const beat = setInterval(() => res.write(': beat\n\n'), 15_000);
+    req.on('close', () => {
+      clearInterval(beat);
+      set.delete(res);
+    });
+  }
+
+  function publish(id: number, rows: unknown[]): void {
+    const text = `data: ${JSON.stringify({ rows })}\n\n`;
+    for (const res of streams.get(id) ?? []) res.write(text);
+  }
+
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new UserError(`cannot listen on ${o.host}:${o.port}: ${e.code ?? e.message}`)));
     server.listen(o.port, o.host, () => resolve());
@@ -125,12 +184,15 @@ export async function serve(o: ServeOptions): Promise<Serving> {
   const hostPart = o.host.includes(':') ? `[${o.host}]` : o.host;
   const loopback = ['127.0.0.1', 'localhost', '::1'].includes(o.host);
   allowedHosts = new Set((loopback ? ['127.0.0.1', 'localhost', '[::1]'] : [hostPart]).map((h) => `${h}:${port}`.toLowerCase()));
+  const base = `http://${hostPart}:${port}`;
   return {
-    url: `http://${hostPart}:${port}`,
+    url: base,
     token,
+    dashboard: `${base}/?login=${[...loginCodes][0]}`,
     server,
     store,
     close: () => new Promise<void>((resolve) => {
+      for (const set of streams.values()) for (const res of set) res.end();
       server.close(() => {
         store.close();
         resolve();
@@ -139,6 +201,23 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     }),
   };
 }
+
+const DASHBOARD_ASSETS: Record<string, () => [string, string]> = {
+  '/': () => ['text/html; charset=utf-8', DASHBOARD_HTML],
+  '/dashboard.js': () => ['text/javascript', fs.readFileSync(new URL('./dashboard.js', import.meta.url), 'utf8')],
+  '/uplot.js': () => ['text/javascript', uplotAssets().js],
+  '/uplot.css': () => ['text/css', uplotAssets().css],
+};
+
+const DASHBOARD_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Keel: live runs</title>
+<link rel="stylesheet" href="/uplot.css">
+<style>body{font:14px system-ui,sans-serif;margin:0;display:flex}nav{width:16rem;padding:1rem;border-right:1px solid #e5e7eb}
+nav li{cursor:pointer;padding:.2rem 0}main{flex:1;padding:1rem}table{border-collapse:collapse}td{padding:.1rem .5rem;border-bottom:1px solid #f1f5f9}</style>
+</head><body><nav><h1>Keel</h1><ul id="runs"></ul></nav>
+<main><h1 id="title">no run yet</h1><p id="status"></p><p>reports shown: <span id="last">0</span></p><div id="panels"></div>
+<h2>Decisions</h2><table><thead><tr><th>step</th><th>attempt</th><th>decision</th><th>reason</th></tr></thead><tbody id="decisions"></tbody></table></main>
+<script src="/uplot.js"></script><script src="/dashboard.js"></script></body></html>`;
 
 function check<T>(schema: TSchema, body: unknown): T {
   const err = firstError(schema, body);

@@ -1,0 +1,71 @@
+// The live dashboard in a real browser (Debian's chromium driven by playwright-core): the
+// one-time login link sets a session, a step posted through the API appears on the page within
+// 2 s, and a decision other than proceed is listed with its reason. Skipped, with the reason
+// printed, where /usr/bin/chromium is not installed.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import type { StepReport } from '../src/control/types.ts';
+import { serve, type Serving } from '../src/serve/server.ts';
+import { tempRoot } from './helpers.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const skip = fs.existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+if (skip) console.log(`# skipping the dashboard tests: ${skip}`);
+
+const { fresh } = tempRoot('dashboard');
+let s: Serving | undefined;
+let close: (() => Promise<void>) | undefined;
+after(async () => {
+  await close?.();
+  await s?.close();
+});
+
+const report = (step: number, loss: number): StepReport => ({
+  v: 1, step, attempt: 0, loss, grad_norm: 1 + 0.01 * Math.sin(step), nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 64, batch: 4, data: [step - 1, step],
+});
+
+async function post(route: string, body: unknown): Promise<Record<string, unknown>> {
+  const r = await fetch(`${s!.url}/api/v1${route}`, { method: 'POST', headers: { authorization: `Bearer ${s!.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal(r.status, 200);
+  return r.json() as Promise<Record<string, unknown>>;
+}
+
+test('dashboard: login link, live steps over SSE within 2 s, decisions listed with their reasons', { skip }, async () => {
+  const { chromium } = await import('playwright-core');
+  const dir = fresh('db');
+  fs.mkdirSync(dir, { recursive: true });
+  s = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const { id } = await post('/runs', { name: 'live', policy: { on_spike: 'skip', spike_window: 4 }, run: { steps: 100, batch: 4, micro_batch: 2, seq_len: 16, params: 10 } });
+  await post(`/runs/${id}/reports`, { reports: [1, 2, 3, 4, 5].map((n) => report(n, 2 + 0.01 * n)) });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  close = () => browser.close();
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // Without the login link: refused.
+  const denied = await page.goto(`${s.url}/`);
+  assert.equal(denied!.status(), 401);
+  await page.goto(s.dashboard);
+  assert.equal(new URL(page.url()).search, '', 'the login code leaves the address bar');
+  await page.waitForFunction(() => document.getElementById('last')?.textContent === '5', undefined, { timeout: 5000 });
+  assert.equal(await page.textContent('#title'), 'live');
+  assert.equal(await page.locator('#panels canvas').count() >= 3, true, 'loss, gradient norm and LR charts');
+  // A step posted now shows up within 2 s; a spike that is skipped is listed with its reason.
+  const t0 = performance.now();
+  await post(`/runs/${id}/reports`, { reports: [report(6, 2.06)] });
+  await page.waitForFunction(() => document.getElementById('last')?.textContent === '6', undefined, { timeout: 2000 });
+  const ms = performance.now() - t0;
+  assert.ok(ms < 2000, `${ms} ms`);
+  await post(`/runs/${id}/reports`, { reports: [report(7, 40)] });
+  await page.waitForFunction(() => document.getElementById('decisions')?.textContent?.includes('skip'), undefined, { timeout: 2000 });
+  assert.match(await page.textContent('#decisions') ?? '', /7.*skip.*loss spike at step 7/);
+  // The login link is one-time.
+  const again = await (await browser.newPage()).goto(s.dashboard);
+  assert.equal(again!.status(), 401);
+  assert.deepEqual(errors, []);
+});
