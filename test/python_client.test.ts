@@ -95,3 +95,23 @@ test('python client: the DDP noise-scale hook\'s sums agree with an explicit com
   for (const k of ['g_small_sq', 'g_big_sq']) assert.ok(Math.abs(hook[k] - explicit[k]) <= 1e-12 * explicit[k], `${k}: ${hook[k]} vs ${explicit[k]}`);
   assert.ok(hook.g_small_sq > hook.g_big_sq, 'one rank\'s gradient is noisier than the mean of two');
 });
+
+test('examples/torch_ddp.py: a small GPT on 2 gloo processes rolls back a one-rank fire drill and trains to the end', { skip }, async () => {
+  const dir = fresh('example');
+  fs.mkdirSync(dir, { recursive: true });
+  const text = path.join(dir, 'text.txt');
+  fs.writeFileSync(text, fs.readFileSync(path.join(REPO, 'README.md'), 'utf8').repeat(2));
+  const srv = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const out = path.join(dir, 'out.json');
+  const child = spawn(PY, [path.join(REPO, 'examples/torch_ddp.py'), '--data', text, '--steps', '40', '--fault-step', '30', '--spawn', '2', '--port', String(port++), '--out', out], {
+    env: { ...process.env, KEEL_URL: srv.url, KEEL_TOKEN: srv.token, PYTHONPATH: path.join(REPO, 'python') }, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (log += c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (log += c));
+  const status = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  await srv.close();
+  assert.equal(status, 0, log);
+  assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).steps, 40);
+  assert.match(log, /step 30 loss [\d.]+ rollback/, log);
+});

@@ -5,7 +5,7 @@
 KEEL_URL / KEEL_TOKEN name the server (or a dead port). Every rank writes what it saw to
 OUT.json.rank<R>: the decisions' kinds per step and a checksum of its parameters.
 """
-import argparse, json, os, sys, time
+import argparse, faulthandler, json, os, sys, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
 import torch
@@ -16,6 +16,7 @@ import keel
 
 
 def worker(rank, args, port):
+    faulthandler.dump_traceback_later(90, exit=True)  # a hang shows where, then ends the run
     td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 1))
@@ -45,6 +46,9 @@ def worker(rank, args, port):
     with open(f"{args.out}.rank{rank}", "w") as f:
         json.dump({"kinds": kinds, "checksum": checksum, "seconds": time.monotonic() - t0}, f)
     td.destroy_process_group()
+    # Debian's torch 1.13 sometimes hangs in its exit-time destructors after gloo: leave at once.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
