@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/pool.cc",
+        "native/isa.cc",
         "native/matmul.cc",
         "native/ops.cc",
         "native/attention.cc",

@@ -5,6 +5,7 @@
 #include "pool.h"
 
 namespace keel {
+void InitIsa(Napi::Env env, Napi::Object exports);
 void InitMatmul(Napi::Env env, Napi::Object exports);
 void InitOps(Napi::Env env, Napi::Object exports);
 void InitAttention(Napi::Env env, Napi::Object exports);
@@ -19,6 +20,7 @@ static Napi::Value Threads(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threads", Napi::Function::New(env, Threads));
+  keel::InitIsa(env, exports);
   keel::InitMatmul(env, exports);
   keel::InitOps(env, exports);
   keel::InitAttention(env, exports);

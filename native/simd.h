@@ -4,7 +4,7 @@
 // auto-vectorise for the baseline ISA) and an AVX2/FMA one written with intrinsics.
 // The AVX2 bodies are compiled with __attribute__((target)) so the addon itself still
 // targets baseline x86-64; which body runs is decided per call by simd_active():
-//   - false when the CPU lacks AVX2 or FMA (checked once with __builtin_cpu_supports),
+//   - false when the ISA path (isa.h: the CPU's best, or KEEL_ISA) is below avx2,
 //   - false when the environment sets KEEL_SIMD=0 at load time,
 //   - otherwise whatever the JS export opsSetSimd(on) last chose (tests flip it to run
 //     both bodies against the reference).
@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+
+#include "isa.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define KEEL_X86 1
@@ -28,17 +30,7 @@
 
 namespace keel {
 
-inline bool simd_supported() {
-#if KEEL_X86
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+inline bool simd_supported() { return isa_active() >= Isa::kAvx2; }
 
 // The switch itself. Written only from the JS thread between kernel calls, read at the
 // start of each kernel, so a plain bool suffices.
