@@ -78,6 +78,8 @@ constexpr int64_t kNcMax = 3072;  // multiple of every NR
 // Below this many flops a product runs on the calling thread (waking a worker costs µs).
 constexpr double kMinParallelFlops = 2e5;
 
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // X(i, j) = p[i·rs + j·cs].
 struct View {
   const float* p;
@@ -120,6 +122,9 @@ struct Kernel {
   PackA pack_a;
   PackB pack_b;
   RoundFn round;   // for emulated bf16 on this kernel's path
+  // Pair kernels: packs a row-major A as rows of pair words (rows padded to a multiple of
+  // `mr`), which `packed` reads with lda = words per row. Null elsewhere.
+  void (*pack_a_rows)(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst, int64_t mr);
 };
 
 // 32-bit words per k of a packed panel row: one per k, or one per k-pair.
@@ -260,7 +265,7 @@ void pack_b_port(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, 
 
 // KC: 256 × 16 floats = 16 KiB of B panel, half of a 32 KiB L1.
 const Kernel kPortable = {"portable", Isa::kPortable, kMrP, kNrP, 256, false,
-                          ukr_port<false>, ukr_port<true>, pack_a_port<kMrP>, pack_b_port<kNrP>, round_port};
+                          ukr_port<false>, ukr_port<true>, pack_a_port<kMrP>, pack_b_port<kNrP>, round_port, nullptr};
 
 // ---- AVX2 + FMA ------------------------------------------------------------------------
 #if KEEL_MM_X86
@@ -407,7 +412,7 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
 }
 
 const Kernel kAvx2 = {"avx2-fma", Isa::kAvx2, kMr2, kNr2, 256, false,
-                      ukr_avx2<false>, ukr_avx2<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port};
+                      ukr_avx2<false>, ukr_avx2<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port, nullptr};
 
 // ---- AVX-512F --------------------------------------------------------------------------
 constexpr int kMr5 = 12, kNr5 = 32;
@@ -475,7 +480,7 @@ KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
 }
 
 const Kernel kAvx512 = {"avx512f", Isa::kAvx512f, kMr5, kNr5, 192, false,
-                        ukr_avx512<false>, ukr_avx512<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512};
+                        ukr_avx512<false>, ukr_avx512<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512, nullptr};
 
 // ---- AVX512-BF16 (bf16 precision only) ---------------------------------------------------
 // Panels of bf16 k-pairs: word (p, i) of an A panel holds A(i, 2p) in its low half and
@@ -517,21 +522,32 @@ KEEL_MM_AVX512 inline __m512i round_lanes(__m512 v) {
   return _mm512_mask_mov_epi32(r, nan, q);
 }
 
+// Also adds each row's fp32 sum over the k range to rowsum[0..valid) when given.
 KEEL_MM_AVX512 void pack_pairs_adjacent(const float* src, int64_t cs, int64_t valid, int64_t width, int64_t kc,
-                                        uint32_t* dst) {
+                                        uint32_t* dst, float* rowsum = nullptr) {
   const int64_t kp = (kc + 1) / 2;
+  __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int64_t p = 0; p < kp; ++p) {
     const float* s0 = src + 2 * p * cs;
     const bool two = 2 * p + 1 < kc;
     for (int64_t h = 0; h < width; h += 16) {
       const int64_t n = valid - h < 0 ? 0 : (valid - h > 16 ? 16 : valid - h);
       const __mmask16 m = (__mmask16)((1u << n) - 1u);
-      const __m512i lo = round_lanes(_mm512_maskz_loadu_ps(m, s0 + h));
-      const __m512i hi = two ? round_lanes(_mm512_maskz_loadu_ps(m, s0 + cs + h)) : _mm512_setzero_si512();
+      const __m512 x0 = _mm512_maskz_loadu_ps(m, s0 + h);
+      const __m512 x1 = two ? _mm512_maskz_loadu_ps(m, s0 + cs + h) : _mm512_setzero_ps();
+      if (rowsum && h < 32) sum[h / 16] = _mm512_add_ps(sum[h / 16], _mm512_add_ps(x0, x1));
+      const __m512i lo = round_lanes(x0);
+      const __m512i hi = two ? round_lanes(x1) : _mm512_setzero_si512();
       const __m512i w = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
       _mm512_mask_storeu_epi32(dst + p * width + h, width - h >= 16 ? (__mmask16)0xffff
                                                                     : (__mmask16)((1u << (width - h)) - 1u), w);
     }
+  }
+  if (rowsum) {
+    alignas(64) float t[32];
+    _mm512_store_ps(t, sum[0]);
+    _mm512_store_ps(t + 16, sum[1]);
+    for (int64_t i = 0; i < valid && i < 32; ++i) rowsum[i] += t[i];
   }
 }
 
@@ -568,9 +584,12 @@ KEEL_MM_AVX512 void pack_a_pairs(const View& a, int64_t m0, int64_t mc, int64_t 
   for (int64_t i0 = 0; i0 < mc; i0 += MR, d += MR * kp) {
     const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
     const float* src = a.p + (m0 + i0) * a.rs + k0 * a.cs;
-    if (a.rs == 1) {
-      pack_pairs_adjacent(src, a.cs, mr, MR, kc, d);
-    } else if (a.cs == 1) {
+    if (a.rs == 1) {  // summing rows on the way (fp32 values, not the rounded ones)
+      static_assert(MR <= 32, "rowsum lanes");
+      pack_pairs_adjacent(src, a.cs, mr, MR, kc, d, rowsum ? rowsum + m0 + i0 : nullptr);
+      continue;
+    }
+    if (a.cs == 1) {
       pack_pairs_rows(src, a.rs, mr, MR, kc, d);
     } else {
       pack_pairs(a, m0 + i0, mr, MR, k0, kc, d);
@@ -604,12 +623,16 @@ KEEL_MM_AVX512 void pack_b_pairs(const View& b, int64_t k0, int64_t kc, int64_t 
   }
 }
 
-KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t, const float* b, float* c, int64_t ldc,
+// lda == 0: `a` is a packed panel (MR words per pair); otherwise `a` is row 0 of MR rows of
+// pair words, lda words apart (see pack_a_pair_rows).
+KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
                              const float* bias, bool overwrite) {
   constexpr int MR = kMr5, NR = kNr5;
   const int64_t kp = (kc + 1) / 2;
   const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
   const uint32_t* bp = reinterpret_cast<const uint32_t*>(b);
+  // Word (p, i) of A: packed panel or pair rows.
+  const int64_t rs = lda ? lda : 1, ps = lda ? 1 : MR;
   for (int i = 0; i < MR; ++i) {
     _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
@@ -623,7 +646,7 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t, const float* b
     const __m512bh b1 = (__m512bh)_mm512_load_si512(bp + p * NR + 16);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ap[p * MR + i]);
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ap[p * ps + i * rs]);
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
@@ -631,9 +654,35 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t, const float* b
   store_tile512<MR>(acc, c, ldc, bias, overwrite);
 }
 
+// A row-major A (a.cs == 1) is not transposed into panels: each row's k range becomes a row
+// of pair words (round, narrow to 16 bits: the pairs stay adjacent), kw = ⌈kc/2⌉ words
+// apart, rows up to a multiple of MR (the padding rows zero). The micro-kernel broadcasts
+// from these rows as the fp32 kernels do from A itself.
+KEEL_MM_AVX512 void pack_a_pair_rows(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst,
+                                     int64_t mr) {
+  const int64_t kw = (kc + 1) / 2;
+  uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+  const int64_t rows = ceil_div(mc, mr) * mr;
+  for (int64_t i = 0; i < rows; ++i, d += kw) {
+    if (i >= mc) {
+      std::memset(d, 0, (size_t)kw * sizeof *d);
+      continue;
+    }
+    const float* s = a.p + (m0 + i) * a.rs + k0;
+    int64_t k = 0;
+    for (; k + 32 <= kc; k += 32) {
+      const __m256i lo = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k)));
+      const __m256i hi = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k + 16)));
+      _mm256_storeu_si256((__m256i*)(d + k / 2), lo);
+      _mm256_storeu_si256((__m256i*)(d + k / 2 + 8), hi);
+    }
+    for (; k < kc; k += 2) d[k / 2] = pair_word(s[k], k + 1 < kc ? s[k + 1] : 0.0f);
+  }
+}
+
 // KC 384: a B panel of 192 pair words × 32 = 24 KiB, half of a 48 KiB L1.
 const Kernel kDpbf16 = {"avx512bf16", Isa::kAvx512bf16, kMr5, kNr5, 384, true,
-                        ukr_dpbf16, nullptr, pack_a_pairs<kMr5>, pack_b_pairs<kNr5>, nullptr};
+                        ukr_dpbf16, nullptr, pack_a_pairs<kMr5>, pack_b_pairs<kNr5>, nullptr, pack_a_pair_rows};
 #endif
 
 // ---- selection -------------------------------------------------------------------------
@@ -697,8 +746,6 @@ std::vector<std::unique_ptr<Workspace>>& workspaces(int n) {
   return ws;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 struct Blocking {
   int64_t kb, mc, nc;
   Blocking(const Kernel& kern, int64_t M, int64_t N, int64_t K) {
@@ -732,6 +779,8 @@ void gemm_serial(const Gemm& g, const Kernel& kern, Workspace& ws) {
   // Row-major A is read in place when the kernel can and nothing must be rounded; only a
   // partial last panel of MR rows is packed.
   const bool direct = kern.direct && !emulate && g.a.cs == 1 && g.rowsum == nullptr;
+  // The pair kernel's counterpart: a row-major A packed as rows of pair words.
+  const bool pair_rows = kern.pack_a_rows && g.a.cs == 1 && g.rowsum == nullptr;
 
   for (int64_t jc = 0; jc < N; jc += nc_max) {
     const int64_t nc = N - jc < nc_max ? N - jc : nc_max;
@@ -744,7 +793,9 @@ void gemm_serial(const Gemm& g, const Kernel& kern, Workspace& ws) {
       for (int64_t ic = 0; ic < M; ic += mc_max) {
         const int64_t mc = M - ic < mc_max ? M - ic : mc_max;
         const int64_t full = mc / MR * MR;
-        if (!direct) {
+        if (pair_rows) {
+          kern.pack_a_rows(g.a, ic, mc, pc, kc, ws.ap, MR);
+        } else if (!direct) {
           kern.pack_a(g.a, ic, mc, pc, kc, ws.ap, jc == 0 ? g.rowsum : nullptr);
           if (emulate) kern.round(ws.ap, ceil_div(mc, MR) * MR * kc);
         } else if (full < mc) {
@@ -764,6 +815,10 @@ void gemm_serial(const Gemm& g, const Kernel& kern, Workspace& ws) {
               ap = g.a.p + (ic + ir) * g.a.rs + pc;
               lda = g.a.rs;
               ukr = kern.direct;
+            } else if (pair_rows) {
+              ap = ws.ap + ir * kw;
+              lda = kw;
+              ukr = kern.packed;
             } else {
               ap = ws.ap + (direct ? 0 : ir * kw);
               lda = 0;

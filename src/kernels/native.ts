@@ -28,8 +28,13 @@ export interface NativeAddon extends Kernels<Float32Array> {
   matmulSetKernel(name: MatmulKernelName): string;
   /** Measured peak GFLOP/s (pool threads) of the instruction the kernel for `precision` uses. */
   matmulPeakGflops(precision?: MatmulPrecision): number;
-  /** Switches ops/attention/optim kernels between AVX2 and portable bodies; returns what is in effect. */
+  /** Switches ops/attention/optim kernels between SIMD and portable bodies; returns what is in effect. */
   opsSetSimd(on?: boolean): boolean;
+  /**
+   * Sets (when given; capped at isa()) and returns the ISA level of the ops/attention/optim
+   * kernels: "avx512f" (attention's AVX-512 body; the rest run AVX2), "avx2" or "portable".
+   */
+  opsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
