@@ -23,12 +23,13 @@
 //   avx512bf16 12×32 on bf16 pairs (vdpbf16ps: two k per instruction), bf16 precision only
 //
 // bf16 precision (mixed precision as big runs use it): both operands are rounded to bf16
-// (nearest even, NaN kept quiet) while packing; products and sums stay fp32 (bias and dbias
+// (nearest even, NaN kept quiet, fp32 subnormals flushed to ±0: the hardware's rounding)
+// while packing; products and sums stay fp32 (bias and dbias
 // too, the latter summed from the unrounded dout). With avx512bf16 the packed panels hold
 // k-pairs of bf16 that vdpbf16ps multiplies; on every other path the packed fp32 panels are
 // rounded in place and the fp32 micro-kernel runs on them (the emulated path: the same
-// operands, exact bf16×bf16 products, fp32 sums — only the summation order within a pair
-// and the hardware's flushing of bf16 subnormal inputs differ).
+// operands, exact bf16×bf16 products, fp32 sums — only the order and rounding of the sums
+// differ).
 //
 // Threads: each thread runs the whole serial GEMM on its own slice of M or N (whichever
 // balances better and repacks less), with its own packing buffers, so there is no
@@ -130,10 +131,13 @@ struct Kernel {
 // 32-bit words per k of a packed panel row: one per k, or one per k-pair.
 inline int64_t panel_words(const Kernel& k, int64_t kc) { return k.pairs ? (kc + 1) / 2 : kc; }
 
-// float → bf16 bits, round to nearest even; NaN stays NaN (quiet). As src/io/safetensors.ts.
+// float → bf16 bits: round to nearest even, NaN stays NaN (quiet), and fp32 subnormals
+// flush to ±0 — what vcvtne2ps2bf16 does, and vdpbf16ps treats subnormal operands as zero
+// anyway, so every path multiplies the same operands.
 inline uint32_t bf16_bits(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
   if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
@@ -474,6 +478,8 @@ KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
     __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), hi);
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
     r = _mm512_mask_mov_epi32(r, nan, _mm512_and_si512(_mm512_or_si512(u, quiet), hi));
+    const __mmask16 sub = _mm512_testn_epi32_mask(u, inf);  // exponent 0: ±0 or subnormal
+    r = _mm512_mask_mov_epi32(r, sub, _mm512_andnot_si512(abs, u));
     _mm512_storeu_si512(p + i, r);
   }
   round_port(p + i, n - i);
@@ -509,21 +515,23 @@ inline void pack_pairs(const View& x, int64_t r0, int64_t valid, int64_t width, 
   }
 }
 
-// Rows of X along the panel are adjacent in memory (X.rs == 1) and k advances by X.cs:
-// the words of pair p are round(row k) | round(row k+1) << 16, 16 lanes at a time.
-KEEL_MM_AVX512 inline __m512i round_lanes(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                               _mm512_set1_epi32(0x7f800000));
-  const __m512i q = _mm512_and_si512(_mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)),
-                                     _mm512_set1_epi32(0xffff));
-  return _mm512_mask_mov_epi32(r, nan, q);
+// The hardware conversion (vcvtne2ps2bf16) rounds exactly as bf16_bits does.
+// Pair words of two rows of 16 floats: word j = bf16(x0[j]) | bf16(x1[j]) << 16.
+KEEL_MM_BF16 inline __m512i pair_words(__m512 x0, __m512 x1) {
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);  // x0's 16 bf16, then x1's
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, both);
+}
+// 32 consecutive floats → 16 pair words (consecutive k stay adjacent).
+KEEL_MM_BF16 inline __m512i run_words(const float* s) {
+  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s));
 }
 
+// Rows of X along the panel are adjacent in memory (X.rs == 1) and k advances by X.cs:
+// the words of pair p pair up rows k and k+1 of the source, 16 lanes at a time.
 // Also adds each row's fp32 sum over the k range to rowsum[0..valid) when given.
-KEEL_MM_AVX512 void pack_pairs_adjacent(const float* src, int64_t cs, int64_t valid, int64_t width, int64_t kc,
+KEEL_MM_BF16 void pack_pairs_adjacent(const float* src, int64_t cs, int64_t valid, int64_t width, int64_t kc,
                                         uint32_t* dst, float* rowsum = nullptr) {
   const int64_t kp = (kc + 1) / 2;
   __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -536,9 +544,7 @@ KEEL_MM_AVX512 void pack_pairs_adjacent(const float* src, int64_t cs, int64_t va
       const __m512 x0 = _mm512_maskz_loadu_ps(m, s0 + h);
       const __m512 x1 = two ? _mm512_maskz_loadu_ps(m, s0 + cs + h) : _mm512_setzero_ps();
       if (rowsum && h < 32) sum[h / 16] = _mm512_add_ps(sum[h / 16], _mm512_add_ps(x0, x1));
-      const __m512i lo = round_lanes(x0);
-      const __m512i hi = two ? round_lanes(x1) : _mm512_setzero_si512();
-      const __m512i w = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+      const __m512i w = pair_words(x0, x1);
       _mm512_mask_storeu_epi32(dst + p * width + h, width - h >= 16 ? (__mmask16)0xffff
                                                                     : (__mmask16)((1u << (width - h)) - 1u), w);
     }
@@ -554,7 +560,7 @@ KEEL_MM_AVX512 void pack_pairs_adjacent(const float* src, int64_t cs, int64_t va
 // Each row of X along the panel is contiguous in k (X.cs == 1): 32 floats of a row become 16
 // pair words (round, then narrow to 16 bits, which keeps pairs adjacent), stored with the
 // panel's stride.
-KEEL_MM_AVX512 void pack_pairs_rows(const float* src, int64_t rs, int64_t valid, int64_t width, int64_t kc,
+KEEL_MM_BF16 void pack_pairs_rows(const float* src, int64_t rs, int64_t valid, int64_t width, int64_t kc,
                                     uint32_t* dst) {
   const int64_t kp = (kc + 1) / 2;
   for (int64_t r = 0; r < width; ++r) {
@@ -566,10 +572,7 @@ KEEL_MM_AVX512 void pack_pairs_rows(const float* src, int64_t rs, int64_t valid,
     int64_t k = 0;
     for (; k + 32 <= kc; k += 32) {
       alignas(64) uint32_t w[16];
-      const __m256i lo = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k)));
-      const __m256i hi = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k + 16)));
-      _mm256_store_si256((__m256i*)w, lo);
-      _mm256_store_si256((__m256i*)(w + 8), hi);
+      _mm512_store_si512(w, run_words(s + k));
       for (int q = 0; q < 16; ++q) dst[(k / 2 + q) * width + r] = w[q];
     }
     for (; k < kc; k += 2) dst[(k / 2) * width + r] = pair_word(s[k], k + 1 < kc ? s[k + 1] : 0.0f);
@@ -577,7 +580,7 @@ KEEL_MM_AVX512 void pack_pairs_rows(const float* src, int64_t rs, int64_t valid,
 }
 
 template <int MR>
-KEEL_MM_AVX512 void pack_a_pairs(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst,
+KEEL_MM_BF16 void pack_a_pairs(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst,
                                  float* rowsum) {
   const int64_t kp = (kc + 1) / 2;
   uint32_t* d = reinterpret_cast<uint32_t*>(dst);
@@ -605,7 +608,7 @@ KEEL_MM_AVX512 void pack_a_pairs(const View& a, int64_t m0, int64_t mc, int64_t 
 }
 
 template <int NR>
-KEEL_MM_AVX512 void pack_b_pairs(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
+KEEL_MM_BF16 void pack_b_pairs(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
   const int64_t kp = (kc + 1) / 2;
   uint32_t* d = reinterpret_cast<uint32_t*>(dst);
   // B(k, n) as X(n, k): the panel runs along n.
@@ -658,7 +661,7 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const floa
 // of pair words (round, narrow to 16 bits: the pairs stay adjacent), kw = ⌈kc/2⌉ words
 // apart, rows up to a multiple of MR (the padding rows zero). The micro-kernel broadcasts
 // from these rows as the fp32 kernels do from A itself.
-KEEL_MM_AVX512 void pack_a_pair_rows(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst,
+KEEL_MM_BF16 void pack_a_pair_rows(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst,
                                      int64_t mr) {
   const int64_t kw = (kc + 1) / 2;
   uint32_t* d = reinterpret_cast<uint32_t*>(dst);
@@ -670,12 +673,7 @@ KEEL_MM_AVX512 void pack_a_pair_rows(const View& a, int64_t m0, int64_t mc, int6
     }
     const float* s = a.p + (m0 + i) * a.rs + k0;
     int64_t k = 0;
-    for (; k + 32 <= kc; k += 32) {
-      const __m256i lo = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k)));
-      const __m256i hi = _mm512_cvtepi32_epi16(round_lanes(_mm512_loadu_ps(s + k + 16)));
-      _mm256_storeu_si256((__m256i*)(d + k / 2), lo);
-      _mm256_storeu_si256((__m256i*)(d + k / 2 + 8), hi);
-    }
+    for (; k + 32 <= kc; k += 32) _mm512_storeu_si512(d + k / 2, run_words(s + k));
     for (; k < kc; k += 2) d[k / 2] = pair_word(s[k], k + 1 < kc ? s[k + 1] : 0.0f);
   }
 }

@@ -143,20 +143,24 @@ describe('matmul: native vs reference', () => {
 
   test('bf16 rounds the operands: nearest even, ties, NaN, infinities, subnormals', () => {
     // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa wins (1); 1 + 3·2^-8 rounds up.
-    const xs = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8 + 2 ** -20), 3.4e38, Infinity, -Infinity, 1e-40, 0.1];
-    const want = [1, 1 + 2 ** -6, -(1 + 2 ** -7), Infinity, Infinity, -Infinity, roundBf16(1e-40), roundBf16(0.1)];
+    // Just below 2^-126 would round up to it, but fp32 subnormals flush to zero (keeping the
+    // sign), as the AVX512-BF16 conversion does.
+    const tiny = Math.fround(2 ** -126 - 2 ** -140);
+    const xs = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8 + 2 ** -20), 3.4e38, Infinity, -Infinity, 1e-40, tiny, -1e-40, 0.1, 2 ** -126];
+    const want = [1, 1 + 2 ** -6, -(1 + 2 ** -7), Infinity, Infinity, -Infinity, 0, 0, -0, 0.10009765625, 2 ** -126];
     assert.deepEqual(xs.map(roundBf16), want);
     assert.ok(Number.isNaN(roundBf16(NaN)));
-    // The kernels round the same way: a 1×1×1 product with weight 1 returns bf16(x) exactly
-    // (1e-40 only where subnormals are kept: the emulated paths; vdpbf16ps flushes them).
+    // Every kernel rounds the same way: a 1×1×1 product with weight 1 returns bf16(x) exactly.
     for (const kernel of ALL_KERNELS.filter(runnable)) {
       nk.matmulSetKernel(kernel);
       for (let i = 0; i < xs.length; i++) {
-        if (kernel === 'avx512bf16' && xs[i] === 1e-40) continue;
         const out = new Float32Array(1);
         nk.matmulForward(out, new Float32Array([xs[i]]), new Float32Array([1]), null, 1, 1, 1, 'bf16');
-        assert.equal(out[0], Math.fround(want[i]), `${kernel} bf16(${xs[i]})`);
+        assert.equal(out[0], Math.fround(want[i]) + 0, `${kernel} bf16(${xs[i]})`); // 0 + (−0) = +0
       }
+      const nan = new Float32Array(1);
+      nk.matmulForward(nan, new Float32Array([NaN]), new Float32Array([1]), null, 1, 1, 1, 'bf16');
+      assert.ok(Number.isNaN(nan[0]), `${kernel} bf16(NaN)`);
     }
     nk.matmulSetKernel('auto');
   });

@@ -1,13 +1,19 @@
 /** Plain-loop matmul, the reference for native/matmul.cc. Sums run in float64. */
-import { floatToBf16Bits } from '../../io/safetensors.ts';
+import { floatBitsToBf16Bits } from '../../io/safetensors.ts';
 import type { Floats, MatmulPrecision } from '../types.ts';
 
 const bits = new Uint32Array(1);
 const asFloat = new Float32Array(bits.buffer);
 
-/** x rounded to the nearest bfloat16 (ties to even; NaN stays NaN). */
+/**
+ * A float32 value x rounded to the nearest bfloat16 as the matmul operands are (ties to even;
+ * NaN stays NaN; float32 subnormals, |x| < 2⁻¹²⁶, flush to ±0 as the AVX512-BF16 hardware
+ * does). Inputs that are not float32 values are first rounded to float32.
+ */
 export function roundBf16(x: number): number {
-  bits[0] = floatToBf16Bits(x) << 16;
+  asFloat[0] = x;
+  const u = bits[0];
+  bits[0] = (u & 0x7f800000) === 0 ? u & 0x80000000 : floatBitsToBf16Bits(u) << 16;
   return asFloat[0];
 }
 
