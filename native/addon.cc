@@ -11,6 +11,7 @@ void InitOps(Napi::Env env, Napi::Object exports);
 void InitAttention(Napi::Env env, Napi::Object exports);
 void InitOptim(Napi::Env env, Napi::Object exports);
 void InitReduce(Napi::Env env, Napi::Object exports);
+void InitAverage(Napi::Env env, Napi::Object exports);
 }  // namespace keel
 
 static Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -26,6 +27,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keel::InitAttention(env, exports);
   keel::InitOptim(env, exports);
   keel::InitReduce(env, exports);
+  keel::InitAverage(env, exports);
   return exports;
 }
 

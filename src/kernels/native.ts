@@ -28,6 +28,11 @@ export interface NativeAddon extends Kernels<Float32Array> {
   matmulSetKernel(name: MatmulKernelName): string;
   /** Measured peak GFLOP/s (pool threads) of the instruction the kernel for `precision` uses. */
   matmulPeakGflops(precision?: MatmulPrecision): number;
+  /**
+   * `keel average`'s float32 mean (src/average/stream.ts): out[j] = float32((Σᵢ wsᵢ·xsᵢ[j]) / W)
+   * for j < m, products and left-to-right sums in float64, one division, one rounding.
+   */
+  averageMeanF32(out: Float32Array, xs: Float32Array[], ws: number[], W: number, m: number): void;
   /** Switches ops/attention/optim kernels between SIMD and portable bodies; returns what is in effect. */
   opsSetSimd(on?: boolean): boolean;
   /**
