@@ -5,11 +5,13 @@
       "sources": [
         "native/addon.cc",
         "native/pool.cc",
+        "native/isa.cc",
         "native/matmul.cc",
         "native/ops.cc",
         "native/attention.cc",
         "native/optim.cc",
-        "native/reduce.cc"
+        "native/reduce.cc",
+        "native/average.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -2,7 +2,8 @@
  * Matmul throughput on the GPT shapes that matter, in GFLOP/s (forward 2·BT·C·OC flops,
  * backward twice that), on the pool's threads and on one thread.
  *
- *   node --import tsx bench/matmul.ts [--json] [--rounds N] [--ms M] [--kernel auto|avx2-fma|portable]
+ *   node --import tsx bench/matmul.ts [--json] [--rounds N] [--ms M] [--kernel auto|avx512bf16|avx512f|avx2-fma|portable]
+ *                                     [--precision fp32|bf16]
  *                                     [--shape BTxCxOC]
  *
  * Each figure is timed over `rounds` rounds of at least `ms` milliseconds each; the table
@@ -20,7 +21,9 @@ const json = args.includes('--json');
 const rounds = Number(opt('rounds', '7'));
 const minMs = Number(opt('ms', '60'));
 const nk = nativeKernels();
-const kernel = nk.matmulSetKernel(opt('kernel', 'auto') as 'auto');
+nk.matmulSetKernel(opt('kernel', 'auto') as 'auto');
+const precision = opt('precision', 'fp32') as 'fp32' | 'bf16';
+const kernel = nk.matmulKernel(precision);
 
 interface Shape { model: string; BT: number; C: number; OC: number }
 const only = opt('shape', '');
@@ -64,8 +67,8 @@ function benchShape(s: Shape, threads: number): Row {
   const inp = rand(BT * C), w = rand(OC * C), b = rand(OC), out = new Float32Array(BT * OC);
   const dout = rand(BT * OC), dinp = new Float32Array(BT * C), dw = new Float32Array(OC * C), db = new Float32Array(OC);
   const flops = 2 * BT * C * OC;
-  const [fb, fm] = measure(() => nk.matmulForward(out, inp, w, b, BT, C, OC), flops);
-  const [bb, bm] = measure(() => nk.matmulBackward(dinp, dw, db, dout, inp, w, BT, C, OC), 2 * flops);
+  const [fb, fm] = measure(() => nk.matmulForward(out, inp, w, b, BT, C, OC, precision), flops);
+  const [bb, bm] = measure(() => nk.matmulBackward(dinp, dw, db, dout, inp, w, BT, C, OC, precision), 2 * flops);
   return { ...s, threads, forward: { best: fb, median: fm }, backward: { best: bb, median: bm } };
 }
 
@@ -79,7 +82,7 @@ for (const threads of poolThreads > 1 ? [poolThreads, 1] : [1]) {
 }
 
 if (json) {
-  console.log(JSON.stringify({ kernel, rounds, minMs, rows }, null, 2));
+  console.log(JSON.stringify({ kernel, precision, rounds, minMs, rows }, null, 2));
 } else {
   const f = (x: number) => x.toFixed(1).padStart(6);
   console.log(`matmul kernel ${kernel}; GFLOP/s, best / median of ${rounds} rounds`);

@@ -1,5 +1,5 @@
 // Where a training step's time goes: wraps every native kernel with a timer.
-//   node --import tsx bench/profile.ts [tiny|small|FILE.json] [batch]
+//   node --import tsx bench/profile.ts [tiny|small|FILE.json] [batch] [fp32|bf16]
 import { nativeKernels } from '../src/kernels/native.ts';
 import type { Kernels } from '../src/kernels/types.ts';
 import { resolveConfig } from '../src/model/config.ts';
@@ -8,6 +8,7 @@ import { adamw } from '../src/optim/adamw.ts';
 
 const cfg = resolveConfig(process.argv[2] ?? 'tiny');
 const B = Number(process.argv[3] ?? 8);
+const precision = (process.argv[4] ?? 'fp32') as 'fp32' | 'bf16';
 const native = nativeKernels();
 const totals = new Map<string, number>();
 const timed = {} as Record<string, unknown>;
@@ -21,7 +22,7 @@ for (const [name, fn] of Object.entries(native)) {
   };
 }
 const k = timed as unknown as Kernels;
-const model = new GPT(cfg, k, { maxBatch: B });
+const model = new GPT(cfg, k, { maxBatch: B, precision });
 model.init(1);
 const optimizer = adamw({ lr: 1e-3 }, { kernels: k });
 const opt = optimizer.init(model.params, model.layout.tensors);

@@ -5,11 +5,13 @@
 #include "pool.h"
 
 namespace keel {
+void InitIsa(Napi::Env env, Napi::Object exports);
 void InitMatmul(Napi::Env env, Napi::Object exports);
 void InitOps(Napi::Env env, Napi::Object exports);
 void InitAttention(Napi::Env env, Napi::Object exports);
 void InitOptim(Napi::Env env, Napi::Object exports);
 void InitReduce(Napi::Env env, Napi::Object exports);
+void InitAverage(Napi::Env env, Napi::Object exports);
 }  // namespace keel
 
 static Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -19,11 +21,13 @@ static Napi::Value Threads(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threads", Napi::Function::New(env, Threads));
+  keel::InitIsa(env, exports);
   keel::InitMatmul(env, exports);
   keel::InitOps(env, exports);
   keel::InitAttention(env, exports);
   keel::InitOptim(env, exports);
   keel::InitReduce(env, exports);
+  keel::InitAverage(env, exports);
   return exports;
 }
 

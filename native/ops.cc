@@ -690,6 +690,21 @@ Napi::Value OpsSetSimd(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), simd_active());
 }
 
+// opsSetIsa(name?: string): string — selects the ISA level of those kernels ("portable",
+// "avx2", "avx512f"; capped at this process's isa()); returns the level in effect.
+Napi::Value OpsSetIsa(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsString()) {
+    Isa want;
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    if (!isa_parse(name.c_str(), &want)) {
+      arg_error(info, "opsSetIsa expects \"portable\", \"avx2\", \"avx512f\" or \"avx512bf16\"");
+      return info.Env().Undefined();
+    }
+    ops_set_isa(want);
+  }
+  return Napi::String::New(info.Env(), isa_name(ops_isa() >= Isa::kAvx512f ? Isa::kAvx512f : ops_isa()));
+}
+
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
@@ -703,6 +718,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("encoderBackward", Napi::Function::New(env, EncoderBackward));
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
   exports.Set("opsSetSimd", Napi::Function::New(env, OpsSetSimd));
+  exports.Set("opsSetIsa", Napi::Function::New(env, OpsSetIsa));
 }
 
 }  // namespace keel

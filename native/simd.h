@@ -4,10 +4,10 @@
 // auto-vectorise for the baseline ISA) and an AVX2/FMA one written with intrinsics.
 // The AVX2 bodies are compiled with __attribute__((target)) so the addon itself still
 // targets baseline x86-64; which body runs is decided per call by simd_active():
-//   - false when the CPU lacks AVX2 or FMA (checked once with __builtin_cpu_supports),
+//   - false when the ISA path (isa.h: the CPU's best, or KEEL_ISA) is below avx2,
 //   - false when the environment sets KEEL_SIMD=0 at load time,
-//   - otherwise whatever the JS export opsSetSimd(on) last chose (tests flip it to run
-//     both bodies against the reference).
+//   - otherwise whatever the JS exports opsSetSimd(on) / opsSetIsa(name) last chose (tests
+//     flip them to run every body against the reference).
 //
 // Also here: a vectorised exp (Cephes-style range reduction + a minimax polynomial fitted
 // for this file) and its scalar twin, so GELU and softmax never call expf/tanhf per element.
@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+
+#include "isa.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define KEEL_X86 1
@@ -28,30 +30,24 @@
 
 namespace keel {
 
-inline bool simd_supported() {
-#if KEEL_X86
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+inline bool simd_supported() { return isa_active() >= Isa::kAvx2; }
 
-// The switch itself. Written only from the JS thread between kernel calls, read at the
-// start of each kernel, so a plain bool suffices.
-inline bool& simd_flag() {
-  static bool on = [] {
+// The switch itself: the ISA level the ops/attention/optim bodies may use (attention has an
+// AVX-512 body; everything else tops out at AVX2). Written only from the JS thread between
+// kernel calls, read at the start of each kernel, so a plain variable suffices.
+inline Isa& ops_isa_level() {
+  static Isa level = [] {
     const char* env = std::getenv("KEEL_SIMD");
-    return simd_supported() && !(env && std::strcmp(env, "0") == 0);
+    return env && std::strcmp(env, "0") == 0 ? Isa::kPortable : isa_active();
   }();
-  return on;
+  return level;
 }
-inline bool simd_active() { return simd_flag(); }
-// Returns the state actually in effect (requests for SIMD on a CPU without it are ignored).
-inline bool simd_set(bool on) { return simd_flag() = on && simd_supported(); }
+inline Isa ops_isa() { return ops_isa_level(); }
+inline bool simd_active() { return ops_isa() >= Isa::kAvx2; }
+// Sets the level (capped at isa_active()); returns the level in effect.
+inline Isa ops_set_isa(Isa want) { return ops_isa_level() = want < isa_active() ? want : isa_active(); }
+// on: the best level this process has; off: portable. Returns whether SIMD is now on.
+inline bool simd_set(bool on) { return ops_set_isa(on ? isa_active() : Isa::kPortable) >= Isa::kAvx2; }
 
 // ---- exp ---------------------------------------------------------------------------------
 // e^x = 2^n · e^r with n = round(x·log2 e) and r = x − n·ln2 (|r| ≤ ln2/2, ln2 split in a

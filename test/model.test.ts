@@ -102,3 +102,46 @@ test('a smaller batch than maxBatch uses the leading rows and gives the same los
   // A fresh model predicts nearly uniformly: loss ≈ ln V.
   assert.ok(Math.abs(one.forward(tokens, targets, 1) - Math.log(256)) < 0.05);
 });
+
+test('the whole model on every matmul path, fp32 and bf16: native vs reference, same bits per path', () => {
+  const cfg: GPTConfig = { nLayer: 2, nHead: 3, nEmbd: 24, blockSize: 7, vocabSize: 37 };
+  const B = 3;
+  const nk = nativeKernels();
+  const paths = { avx512bf16: 'avx512bf16', avx512f: 'avx512f', 'avx2-fma': 'avx2', portable: 'portable' } as const;
+  const { tokens, targets } = batch(cfg, B, 100);
+  try {
+    for (const [kernel, isa] of Object.entries(paths) as [keyof typeof paths, string][]) {
+      if (!nk.isaSupported().includes(isa as 'avx2')) {
+        console.log(`# skipped ${kernel}: this process runs the ${nk.isa()} path`);
+        continue;
+      }
+      nk.matmulSetKernel(kernel);
+      for (const precision of ['fp32', 'bf16'] as const) {
+        const run = (kernels: typeof nk | ReturnType<typeof referenceKernels<Float32Array>>) => {
+          const m = new GPT(cfg, kernels, { maxBatch: B, precision });
+          perturb(m, 11, 0.05);
+          m.zeroGrad();
+          const loss = m.forward(tokens, targets, B);
+          m.backward(1);
+          return { loss, grads: m.grads };
+        };
+        const a = run(nk), b = run(nk), ref = run(referenceKernels<Float32Array>());
+        const what = `${kernel} ${precision}`;
+        assert.equal(a.loss, b.loss, `${what}: loss differs between runs`);
+        assert.deepEqual(a.grads, b.grads, `${what}: gradients differ between runs`);
+        // bf16: an activation whose fp32 sum lands on the other side of a bf16 rounding
+        // boundary than the float64 reference's differs by one bf16 ulp (2⁻⁸) downstream.
+        const tol = precision === 'fp32' ? 1e-4 : 2e-2;
+        assert.ok(Math.abs(a.loss - ref.loss) < (precision === 'fp32' ? 1e-5 : 1e-3) * ref.loss, `${what}: loss ${a.loss} vs ${ref.loss}`);
+        let maxDiff = 0, maxAbs = 0;
+        for (let i = 0; i < ref.grads.length; i++) {
+          maxDiff = Math.max(maxDiff, Math.abs(a.grads[i] - ref.grads[i]));
+          maxAbs = Math.max(maxAbs, Math.abs(ref.grads[i]));
+        }
+        assert.ok(maxDiff <= tol * maxAbs, `${what}: max |Δgrad| ${maxDiff} (max |grad| ${maxAbs})`);
+      }
+    }
+  } finally {
+    nk.matmulSetKernel('auto');
+  }
+});

@@ -1,30 +1,36 @@
-// The native addon in each of its modes (AVX2 or portable bodies × 1 or 2 threads), for the
-// kernel tests; the addon's settings are restored after every use and when the file ends.
+// The native addon in each of its modes (every ops ISA level this process has — avx512f,
+// avx2, portable — × 1 or 2 threads), for the kernel tests; the addon's settings are
+// restored after every use and when the file ends. Levels above the process's ISA path are
+// skipped (printed once).
 import { after } from 'node:test';
 import { nativeKernels } from '../src/kernels/native.ts';
 
 export const nk = nativeKernels();
-const simdBefore = nk.opsSetSimd();
+const isaBefore = nk.opsSetIsa();
 const threadsBefore = nk.threads();
 after(() => {
-  nk.opsSetSimd(simdBefore);
+  nk.opsSetIsa(isaBefore);
   nk.threads(threadsBefore);
 });
-export const simdModes = nk.opsSetSimd(true) ? [true, false] : [false];
-nk.opsSetSimd(simdBefore);
+const LEVELS = ['avx512f', 'avx2', 'portable'] as const;
+export const isaModes = LEVELS.filter((l) => nk.isaSupported().includes(l));
+const missing = LEVELS.filter((l) => !isaModes.includes(l));
+if (missing.length) console.log(`# kernel modes skipped: ${missing.join(', ')} (this process runs the ${nk.isa()} path)`);
+/** Whether an AVX2-or-better mode exists (the SIMD bodies run at all). */
+export const simdModes = isaModes.includes('avx2') ? [true, false] : [false];
 
-/** Runs fn in every native mode (SIMD × threads), restoring the addon's settings after. */
+/** Runs fn in every native mode (ops ISA level × threads), restoring the addon's settings after. */
 export function eachMode(fn: (mode: string) => void): void {
   try {
-    for (const simd of simdModes) {
+    for (const level of isaModes) {
       for (const threads of [1, 2]) {
-        nk.opsSetSimd(simd);
+        nk.opsSetIsa(level);
         nk.threads(threads);
-        fn(`${simd ? 'avx2' : 'portable'}/${threads}t`);
+        fn(`${level}/${threads}t`);
       }
     }
   } finally {
-    nk.opsSetSimd(simdBefore);
+    nk.opsSetIsa(isaBefore);
     nk.threads(threadsBefore);
   }
 }

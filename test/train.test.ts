@@ -258,3 +258,24 @@ test('--optimizer and --opt: Tiger with its options; bad options are one-line er
   assert.equal(e.status, 2);
   assert.match(e.stderr, /checkpoint holds tiger state/);
 });
+
+test('--precision bf16: trains, differs from fp32 only slightly, is saved with the run and kept on resume (bit-identical)', async () => {
+  const opts = (out: string, over: Partial<TrainOptions> = {}) => trainOptions(out, corpus, { steps: 6, checkpointEvery: 3, ...over });
+  const fp = await train(opts(fresh('fp32')), quiet);
+  const bf = await train(opts(fresh('bf16'), { precision: 'bf16' }), quiet);
+  assert.notEqual(bf.train_loss, fp.train_loss, 'bf16 operands change the numbers');
+  assert.ok(Math.abs(bf.train_loss - fp.train_loss) < 0.05 * fp.train_loss, `${bf.train_loss} vs ${fp.train_loss}`);
+  // Resume from step 3 without the flag: the saved precision carries over (CLI), and the run ends identically.
+  const out = fresh('bf16-cli');
+  const args = ['train', '--config', microJson, '--data', corpus, '--steps', '6', '--batch', '4', '--eval-tokens', '257', '--checkpoint-every', '3', '--precision', 'bf16'];
+  let r = keel([...args, '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const whole = read(path.join(out, 'checkpoints/step-6/model.safetensors'));
+  const part = fresh('bf16-part');
+  r = keel([...args, '--steps', '6', '--out', part]);
+  fs.rmSync(path.join(part, 'checkpoints/step-6'), { recursive: true });
+  r = keel(['train', '--resume', path.join(part, 'checkpoints/step-3')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(loadCheckpoint(path.join(part, 'checkpoints/step-6')).state.options.precision, 'bf16');
+  assert.deepEqual(read(path.join(part, 'checkpoints/step-6/model.safetensors')), whole);
+});

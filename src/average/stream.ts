@@ -28,10 +28,11 @@
  * k·x/k = x, which pre-normalized weights such as 1/3 would break); and F64 inputs keep their
  * precision (their mean is then within an ulp or so: float64 is all there is).
  *
- * Kernels: float32 inputs to float32 output (the common case) run a WebAssembly SIMD kernel
- * (two float64 lanes, the same operations in the same order, hence the same bits) with a
- * plain TypeScript twin (`portable: true`, and the fallback without WebAssembly SIMD); every
- * other combination accumulates in a Float64Array and rounds with `encodeFloats`.
+ * Kernels: float32 inputs to float32 output (the common case) run the native addon's
+ * averageMeanF32 (native/average.cc: AVX-512 where present, on the kernel threads; the same
+ * operations in the same order, hence the same bits) with a plain TypeScript twin
+ * (`portable: true`); every other combination accumulates in a Float64Array and rounds with
+ * `encodeFloats`.
  *
  * Output mirrors the first input: a single file for single-file inputs; for a sharded first
  * input, a directory with the same shard file names, the same tensor → shard map, each shard's
@@ -56,6 +57,7 @@ import {
   type SafetensorsReader,
   type TensorInfo,
 } from '../io/safetensors.ts';
+import { nativeKernels } from '../kernels/native.ts';
 import { checkpointDir, listCheckpoints } from '../io/run_layout.ts';
 
 export type OutputDtype = 'keep' | 'f32' | 'bf16' | 'f16';
@@ -78,7 +80,7 @@ export interface AverageOptions {
   chunkElements?: number;
   /** fsync the output before the rename (default true; benchmarks compare both). */
   fsync?: boolean;
-  /** Use the plain TypeScript float32 kernel even where the WebAssembly one runs (tests compare them). */
+  /** Use the plain TypeScript float32 kernel instead of the native one (tests compare them). */
   portable?: boolean;
 }
 
@@ -447,8 +449,7 @@ function quietly<T>(p: Promise<T>): Promise<T> {
  * Streams output files chunk by chunk through a pipeline: reads (positioned, on libuv's thread
  * pool) run ahead of the arithmetic on the main thread, and writes (positioned, also on the
  * pool) trail it, so I/O and computation overlap. Memory: SLOTS × (one chunk per input + one
- * output chunk) + one float64 chunk, whatever the model size; the buffers live in the
- * WebAssembly kernel's memory when it runs (see `wasmMean`).
+ * output chunk) + one float64 chunk, whatever the model size.
  */
 class Averager {
   bytesIn = 0;
@@ -462,7 +463,7 @@ class Averager {
   private readonly active: number[];
   private readonly activeWeights: number[];
   private readonly weightSum: number;
-  private readonly kernel: WasmKernel | null;
+  private readonly native: boolean;
 
   constructor(
     private readonly sources: Source[],
@@ -479,13 +480,11 @@ class Averager {
     const widest = this.active.map((i) => [...sources[i].tensors.values()].reduce((a, t) => Math.max(a, DTYPE_SIZE[t.info.dtype]), 1));
     const perElement = SLOTS * (widest.reduce((a, b) => a + b, 0) + outWidest);
     this.chunk = chunk = Math.min(chunk, Math.max(1024, Math.floor(BUFFER_BUDGET / perElement)));
-    // One arena for every slot buffer (16-byte aligned, 16 bytes of slack: the kernel works in fours).
+    // One arena for every slot buffer (16-byte aligned: any typed view fits).
     const sizes = Array.from({ length: SLOTS }, () => [...widest.map((w) => chunk * w), chunk * outWidest]).flat();
-    const table = 16 * this.active.length;
-    const arenaSize = table + sizes.reduce((a, n) => a + align16(n) + 16, 0);
-    this.kernel = opts.portable ? null : wasmKernel(arenaSize);
-    const arena = this.kernel ? this.kernel.memory.buffer : new ArrayBuffer(arenaSize);
-    let at = table;
+    const arena = new ArrayBuffer(sizes.reduce((a, n) => a + align16(n) + 16, 0));
+    this.native = !opts.portable;
+    let at = 0;
     const take = (n: number) => {
       const view = new Uint8Array(arena, at, n);
       at += align16(n) + 16;
@@ -571,7 +570,7 @@ class Averager {
     const W = this.weightSum;
     const f32 = (v: Uint8Array) => new Float32Array(v.buffer, v.byteOffset, m);
     if (t.dtype === 'F32' && srcs.every((s) => s.info.dtype === 'F32')) {
-      if (this.kernel) this.kernel.mean(slot.raws, this.activeWeights, slot.out, m, W);
+      if (this.native) nativeKernels().averageMeanF32(f32(slot.out), slot.raws.map(f32), this.activeWeights, W, m);
       else meanF32(f32(slot.out), slot.raws.map(f32), this.activeWeights, W, this.acc, m);
       return slot.out.subarray(0, m * 4);
     }
@@ -590,130 +589,6 @@ class Averager {
 }
 
 const align16 = (n: number) => Math.ceil(n / 16) * 16;
-
-// ---------------------------------------------------------------------------------------------
-// The float32 kernel in WebAssembly SIMD: meanF32's arithmetic, two float64 lanes at a time
-
-interface WasmKernel {
-  memory: WebAssembly.Memory;
-  /** out[0..m) = ((w₀x₀ + w₁x₁) + …) / W, rounded once to float32; every view in `memory`. */
-  mean(xs: Uint8Array[], ws: number[], out: Uint8Array, m: number, W: number): void;
-}
-
-let WASM_MODULE: WebAssembly.Module | null | undefined;
-
-/** Whether the WebAssembly float32 kernel runs here (else the TypeScript one does). */
-export function wasmKernelAvailable(): boolean {
-  return wasmKernel(65536) !== null;
-}
-
-/**
- * The kernel with a memory of at least `bytes` (the first 16·k bytes hold its argument table:
- * per input an i32 pointer and an f64 weight). Null where WebAssembly SIMD is unavailable.
- * Same IEEE operations in the same order as meanF32 (products w·x, sums left to right, one
- * division, one rounding to float32 by f32x4.demote_f64x2_zero), hence the same bits; w = 1
- * and W = 1 are exact identities, so the kernel always multiplies and divides.
- */
-function wasmKernel(bytes: number): WasmKernel | null {
-  if (WASM_MODULE === undefined) {
-    try {
-      const code = meanModuleBytes();
-      WASM_MODULE = WebAssembly.validate(code) ? new WebAssembly.Module(code) : null;
-    } catch {
-      WASM_MODULE = null;
-    }
-  }
-  if (!WASM_MODULE || bytes > 2 ** 31) return null;
-  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
-  const exports = new WebAssembly.Instance(WASM_MODULE, { env: { mem: memory } }).exports as {
-    mean(tbl: number, k: number, out: number, n: number, W: number): void;
-  };
-  const table = new DataView(memory.buffer);
-  return {
-    memory,
-    mean(xs, ws, out, m, W) {
-      xs.forEach((x, i) => {
-        table.setInt32(16 * i, x.byteOffset, true);
-        table.setFloat64(16 * i + 8, ws[i], true);
-      });
-      exports.mean(0, xs.length, out.byteOffset, m, W);
-    },
-  };
-}
-
-/**
- * The module, assembled here (no toolchain): `mean(tbl, k, out, n, W)`, four floats per outer
- * iteration as two f64x2 halves (v128.load64_zero + f64x2.promote_low_f32x4), an inner loop
- * over the k inputs, then f64x2.div, f32x4.demote_f64x2_zero and two v128.store64_lane. Reads
- * and writes up to 12 bytes past n floats: the buffers have 16 bytes of slack.
- */
-function meanModuleBytes(): Uint8Array<ArrayBuffer> {
-  const uleb = (n: number): number[] => {
-    const out: number[] = [];
-    do {
-      let b = n & 0x7f;
-      n >>>= 7;
-      if (n) b |= 0x80;
-      out.push(b);
-    } while (n);
-    return out;
-  };
-  const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
-  const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
-  const name = (s: string) => [...uleb(s.length), ...Buffer.from(s, 'utf8')];
-  const simd = (op: number) => [0xfd, ...uleb(op)];
-  const get = (i: number) => [0x20, i];
-  const set = (i: number) => [0x21, i];
-  const i32 = (n: number) => [0x41, n]; // small non-negative constants (< 64) only
-  const [I32, F64, V128] = [0x7f, 0x7c, 0x7b];
-  const [add32, shl32, geU32] = [0x6a, 0x74, 0x4f];
-  const i32load = [0x28, 2, 0];
-  const f64load8 = [0x2b, 3, 8];
-  const load64Zero = (offset: number) => [...simd(0x5d), 0, offset];
-  const store64Lane0 = (offset: number) => [...simd(0x5b), 0, offset, 0];
-  const [promote, demote, splat] = [simd(0x5f), simd(0x5e), simd(0x14)];
-  const [addF64x2, mulF64x2, divF64x2] = [simd(0xf0), simd(0xf2), simd(0xf3)];
-  const [block, loop, br, brIf, end] = [[0x02, 0x40], [0x03, 0x40], [0x0c], [0x0d], [0x0b]];
-  // params: tbl, k, out, n (i32), W (f64); locals: i, stop, j, e (i32); lo, hi, w, Wv (v128)
-  const [TBL, K, OUT, N, W, I, STOP, J, E, LO, HI, WT, WV] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-  /** lo/hi = op(lo/hi, w · promote(x[i..i+4))) for the input whose table entry is at e. */
-  const term = (first: boolean) => [
-    ...get(E), ...f64load8, ...splat, ...set(WT),
-    ...get(E), ...i32load, ...get(I), add32, ...set(E),
-    ...(first ? [] : get(LO)), ...get(E), ...load64Zero(0), ...promote, ...get(WT), ...mulF64x2, ...(first ? [] : addF64x2), ...set(LO),
-    ...(first ? [] : get(HI)), ...get(E), ...load64Zero(8), ...promote, ...get(WT), ...mulF64x2, ...(first ? [] : addF64x2), ...set(HI),
-  ];
-  const body = [
-    ...get(N), ...i32(2), shl32, ...set(STOP), // stop = 4n (bytes)
-    ...get(W), ...splat, ...set(WV),
-    ...block, ...loop,
-    ...get(I), ...get(STOP), geU32, ...brIf, 1,
-    ...get(TBL), ...set(E), ...term(true),
-    ...i32(1), ...set(J),
-    ...block, ...loop,
-    ...get(J), ...get(K), geU32, ...brIf, 1,
-    ...get(TBL), ...get(J), ...i32(4), shl32, add32, ...set(E), ...term(false),
-    ...get(J), ...i32(1), add32, ...set(J),
-    ...br, 0,
-    ...end, ...end,
-    ...get(OUT), ...get(I), add32, ...set(E),
-    ...get(E), ...get(LO), ...get(WV), ...divF64x2, ...demote, ...store64Lane0(0),
-    ...get(E), ...get(HI), ...get(WV), ...divF64x2, ...demote, ...store64Lane0(8),
-    ...get(I), ...i32(16), add32, ...set(I),
-    ...br, 0,
-    ...end, ...end,
-    ...end,
-  ];
-  const func = [...vec([[4, I32], [4, V128]]), ...body];
-  return new Uint8Array([
-    ...[0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
-    ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [F64]]), 0]])),
-    ...section(2, vec([[...name('env'), ...name('mem'), 0x02, 0x00, 1]])),
-    ...section(3, vec([[0]])),
-    ...section(7, vec([[...name('mean'), 0x00, 0]])),
-    ...section(10, vec([[...uleb(func.length), ...func]])),
-  ]);
-}
 
 /** Positioned write of all of `bytes` on the thread pool (loops over short writes). */
 async function writeAt(fd: number, bytes: Uint8Array, position: number): Promise<void> {

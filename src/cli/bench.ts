@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { nativeKernels } from '../kernels/native.ts';
+import type { MatmulPrecision } from '../kernels/types.ts';
 import { resolveConfig, type GPTConfig } from '../model/config.ts';
 import { GPT } from '../model/gpt.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
@@ -20,14 +21,19 @@ export function flopsPerToken(cfg: GPTConfig): number {
   return 6 * matmulParams + 3 * attention;
 }
 
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 }
 
-export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: number, optimizerName = 'adamw', optimizerOptions: Record<string, unknown> = {}) {
+export function runBench(
+  cfg: GPTConfig, batch: number, steps: number, warmup: number, optimizerName = 'adamw',
+  optimizerOptions: Record<string, unknown> = {}, precision: MatmulPrecision = 'fp32',
+) {
   const k = nativeKernels();
-  const model = new GPT(cfg, k, { maxBatch: batch });
+  const model = new GPT(cfg, k, { maxBatch: batch, precision });
   model.init(1);
   const rec = optimizerEntry(optimizerName).train;
   const optimizer = createOptimizer(optimizerName, { ...rec.options, ...optimizerOptions });
@@ -62,7 +68,7 @@ export function runBench(cfg: GPTConfig, batch: number, steps: number, warmup: n
 }
 
 /** GFLOP/s of the matmul kernel alone on the model's largest forward and backward shape. */
-export function matmulGflops(cfg: GPTConfig, batch: number): number {
+export function matmulGflops(cfg: GPTConfig, batch: number, precision: MatmulPrecision = 'fp32'): number {
   const k = nativeKernels();
   const BT = batch * cfg.blockSize;
   const C = cfg.nEmbd;
@@ -75,8 +81,8 @@ export function matmulGflops(cfg: GPTConfig, batch: number): number {
   const times: number[] = [];
   for (let r = 0; r < 12; r++) {
     const t0 = performance.now();
-    k.matmulForward(out, inp, w, null, BT, C, OC);
-    k.matmulBackward(dinp, dw, null, out, inp, w, BT, C, OC);
+    k.matmulForward(out, inp, w, null, BT, C, OC, precision);
+    k.matmulBackward(dinp, dw, null, out, inp, w, BT, C, OC, precision);
     if (r >= 2) times.push(performance.now() - t0);
   }
   return (6 * BT * C * OC) / (median(times) / 1000) / 1e9;
@@ -89,13 +95,18 @@ export function benchCommand(): Command {
     .option('--batch <n>', 'sequences per step', int(1), 8)
     .option('--steps <n>', 'timed steps', int(1), 30)
     .option('--warmup <n>', 'untimed warm-up steps', int(0), 5)
-    .option('--json', 'print {"tokens_per_s", "step_ms", "optimizer_ms", "config", "batch", "params", ...}');
+    .option('--precision <p>', 'matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and state)', 'fp32')
+    .option('--json', 'print {"tokens_per_s", "step_ms", "optimizer_ms", "config", "batch", "params", "isa", "peak_gflops", ...}');
   return addOptimizerFlags(cmd, 'adamw')
     .action((o) => {
       const cfg = resolveConfig(o.config);
-      const r = runBench(cfg, o.batch, o.steps, o.warmup, o.optimizer, parseOptFlags(o.optimizer, o.opt));
-      const mm = matmulGflops(cfg, o.batch);
+      const precision = o.precision as MatmulPrecision;
+      if (precision !== 'fp32' && precision !== 'bf16') throw new Error(`--precision must be fp32 or bf16, got ${o.precision}`);
       const k = nativeKernels();
+      // Peak first, on idle cores, then the run it is compared with.
+      const peak = k.matmulPeakGflops(precision);
+      const r = runBench(cfg, o.batch, o.steps, o.warmup, o.optimizer, parseOptFlags(o.optimizer, o.opt), precision);
+      const mm = matmulGflops(cfg, o.batch, precision);
       const out = {
         engine: 'keel',
         tokens_per_s: r.tokensPerS,
@@ -108,14 +119,23 @@ export function benchCommand(): Command {
         optimizer_state_bytes: r.optimizerStateBytes,
         model_gflops: r.modelGflops,
         matmul_gflops: mm,
-        matmul_kernel: k.matmulKernel(),
+        precision,
+        isa: k.isa(),
+        matmul_kernel: k.matmulKernel(precision),
+        // The peak of the multiply-add instruction that kernel uses (FMA, or vdpbf16ps for
+        // native bf16), measured in this run on the same threads.
+        peak_gflops: peak,
+        model_peak_fraction: r.modelGflops / peak,
+        matmul_peak_fraction: mm / peak,
         threads: k.threads(),
       };
       if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
       else {
         process.stdout.write(
-          `keel ${o.config} B=${o.batch} T=${cfg.blockSize}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
-            `${r.optimizer} step ${r.optimizerMs.toFixed(2)} ms; ${r.modelGflops.toFixed(1)} model GFLOP/s; matmul kernel ${mm.toFixed(1)} GFLOP/s (${out.matmul_kernel}, ${out.threads} threads)\n`,
+          `keel ${o.config} B=${o.batch} T=${cfg.blockSize} ${precision}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
+            `${r.optimizer} step ${r.optimizerMs.toFixed(2)} ms; ${r.modelGflops.toFixed(1)} model GFLOP/s ` +
+            `(${pct(out.model_peak_fraction)} of peak); matmul kernel ${mm.toFixed(1)} GFLOP/s (${pct(out.matmul_peak_fraction)}); ` +
+            `path ${out.isa}, kernel ${out.matmul_kernel}, peak ${peak.toFixed(0)} GFLOP/s on ${out.threads} threads\n`,
         );
       }
     });

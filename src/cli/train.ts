@@ -40,6 +40,7 @@ export function trainCommand(): Command {
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .addOption(new Option('--precision <p>', 'matmul operands: fp32, or bf16 (rounded to nearest even; fp32 accumulation, weights, gradients and optimizer state)').choices(['fp32', 'bf16']))
     .option('--steps <n>', 'optimizer steps', int(1), D('steps'))
     .option('--batch <n>', 'sequences per micro-batch', int(1), D('batch'))
     .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), D('accum'))

@@ -2,20 +2,44 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import type { Kernels } from './types.ts';
+import type { Kernels, MatmulPrecision } from './types.ts';
+
+/** Instruction-set paths, best first (native/isa.h). */
+export type IsaPath = 'avx512bf16' | 'avx512f' | 'avx2' | 'portable';
+/** Names matmulSetKernel accepts; "avx512bf16" = avx512f for fp32 plus native bf16 products. */
+export type MatmulKernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2-fma' | 'portable';
 
 export interface NativeAddon extends Kernels<Float32Array> {
   /** Sets (when given) and returns the number of kernel threads. */
   threads(n?: number): number;
-  /** Name of the matmul micro-kernel selected at run time ("avx2-fma" or "portable"). */
-  matmulKernel(): string;
+  /** The ISA path this process runs: the CPU's best, or lower when KEEL_ISA says so. */
+  isa(): IsaPath;
+  /** The paths this process may use (isa() and every one below it), best first. */
+  isaSupported(): IsaPath[];
   /**
-   * Chooses the matmul micro-kernel ("auto" picks the best this CPU supports) and returns the
-   * name now in effect; throws for "avx2-fma" on a CPU without AVX2/FMA.
+   * Name of the matmul micro-kernel serving a precision (default fp32): "avx512f",
+   * "avx2-fma", "portable", "avx512bf16" or "<fp32 kernel>/bf16-emulated".
    */
-  /** Switches ops/attention/optim kernels between AVX2 and portable bodies; returns what is in effect. */
+  matmulKernel(precision?: MatmulPrecision): string;
+  /**
+   * Chooses the matmul micro-kernel ("auto" picks the best this process's ISA path allows) and
+   * returns the name now in effect; throws for a kernel above isa().
+   */
+  matmulSetKernel(name: MatmulKernelName): string;
+  /** Measured peak GFLOP/s (pool threads) of the instruction the kernel for `precision` uses. */
+  matmulPeakGflops(precision?: MatmulPrecision): number;
+  /**
+   * `keel average`'s float32 mean (src/average/stream.ts): out[j] = float32((Σᵢ wsᵢ·xsᵢ[j]) / W)
+   * for j < m, products and left-to-right sums in float64, one division, one rounding.
+   */
+  averageMeanF32(out: Float32Array, xs: Float32Array[], ws: number[], W: number, m: number): void;
+  /** Switches ops/attention/optim kernels between SIMD and portable bodies; returns what is in effect. */
   opsSetSimd(on?: boolean): boolean;
-  matmulSetKernel(name: 'auto' | 'avx2-fma' | 'portable'): string;
+  /**
+   * Sets (when given; capped at isa()) and returns the ISA level of the ops/attention/optim
+   * kernels: "avx512f" (attention's AVX-512 body; the rest run AVX2), "avx2" or "portable".
+   */
+  opsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -55,16 +55,25 @@ export interface AdafactorCoefs {
   weightDecay: number;
 }
 
+/**
+ * Precision of a matmul's operands. 'bf16': inp, weight and dout are rounded to bfloat16
+ * (nearest even) before multiplying; products, sums, bias and dbias (summed from the
+ * unrounded dout) stay float32, as do all stored tensors (mixed precision).
+ */
+export type MatmulPrecision = 'fp32' | 'bf16';
+
 export interface Kernels<F extends Floats = Float32Array> {
   /** out[BT,OC] = inp[BT,C] · weight[OC,C]ᵀ + bias[OC] (bias may be null). Overwrites out. */
-  matmulForward(out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number): void;
+  matmulForward(
+    out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, precision?: MatmulPrecision,
+  ): void;
   /**
    * dinp[BT,C] += dout[BT,OC] · weight[OC,C];  dweight[OC,C] += doutᵀ · inp;
    * dbias[OC] += Σ_rows dout (dbias may be null).
    */
   matmulBackward(
     dinp: F, dweight: F, dbias: F | null, dout: F, inp: F, weight: F,
-    BT: number, C: number, OC: number,
+    BT: number, C: number, OC: number, precision?: MatmulPrecision,
   ): void;
 
   /**

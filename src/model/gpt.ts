@@ -21,7 +21,7 @@
  * Activations are allocated once for a maximum batch size; a call with a smaller B uses the
  * leading part of each buffer (every activation is laid out batch-major).
  */
-import type { Floats, Kernels } from '../kernels/types.ts';
+import type { Floats, Kernels, MatmulPrecision } from '../kernels/types.ts';
 import type { GPTConfig } from './config.ts';
 import { paramLayout, type ParamLayout, views } from './params.ts';
 import { Rng } from '../util/rng.ts';
@@ -48,6 +48,12 @@ export interface GPTOptions<F> {
   ctor?: FloatCtor<F>;
   /** z-loss coefficient (≥ 0, default 0 = off); Wortsman et al. use 1e-4. */
   zLoss?: number;
+  /**
+   * Precision of the linear layers' matmuls (default 'fp32'). 'bf16' is mixed precision:
+   * operands rounded to bfloat16, fp32 accumulation; weights, gradients, activations and
+   * optimizer state stay fp32 (see MatmulPrecision).
+   */
+  precision?: MatmulPrecision;
 }
 
 // Row copies by TypedArray.set (a memcpy per row: ~3× faster than an element loop here).
@@ -60,6 +66,11 @@ function gather<F extends Floats>(dst: F, src: F, rows: number, C: number, strid
 /** The inverse of gather: dst[r·stride + off + i] = src[r·C + i]. */
 function scatter<F extends Floats>(dst: F, src: F, rows: number, C: number, stride: number, off: number): void {
   for (let r = 0; r < rows; r++) dst.set(src.subarray(r * C, r * C + C), r * stride + off);
+}
+
+function checkPrecision(p: string): MatmulPrecision {
+  if (p !== 'fp32' && p !== 'bf16') throw new RangeError(`precision must be 'fp32' or 'bf16', got ${p}`);
+  return p;
 }
 
 function checkZLoss(z: number): number {
@@ -90,6 +101,8 @@ export class GPT<F extends Floats = Float32Array> {
   /** All gradients, same layout. */
   readonly grads: F;
   readonly maxBatch: number;
+  /** Precision of the linear layers' matmuls (GPTOptions.precision). */
+  readonly precision: MatmulPrecision;
   private readonly k: Kernels<F>;
   private readonly p: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
   private readonly g: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
@@ -111,6 +124,7 @@ export class GPT<F extends Floats = Float32Array> {
     this.k = kernels;
     this.maxBatch = opts.maxBatch;
     this.zCoef = checkZLoss(opts.zLoss ?? 0);
+    this.precision = checkPrecision(opts.precision ?? 'fp32');
     const Ctor = opts.ctor ?? (Float32Array as unknown as FloatCtor<F>);
     this.layout = paramLayout(config);
     this.params = new Ctor(this.layout.total);
@@ -224,19 +238,19 @@ export class GPT<F extends Floats = Float32Array> {
       const w = p.layers[l];
       const a = acts.layers[l];
       k.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.inp, w.ln1w, w.ln1b, BT, C);
-      k.matmulForward(a.qkv, a.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+      k.matmulForward(a.qkv, a.ln1, w.qkvw, w.qkvb, BT, C, 3 * C, this.precision);
       if (a.qk) this.qkNormForward(a.qk, a.qkv, w, BT);
       k.attentionForward(a.atty, a.att, a.qkv, B, T, C, NH);
-      k.matmulForward(a.attproj, a.atty, w.attprojw, w.attprojb, BT, C, C);
+      k.matmulForward(a.attproj, a.atty, w.attprojw, w.attprojb, BT, C, C, this.precision);
       k.residualForward(a.res2, a.inp, a.attproj, BT * C);
       k.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.ln2w, w.ln2b, BT, C);
-      k.matmulForward(a.fch, a.ln2, w.fcw, w.fcb, BT, C, 4 * C);
+      k.matmulForward(a.fch, a.ln2, w.fcw, w.fcb, BT, C, 4 * C, this.precision);
       k.geluForward(a.fchGelu, a.fch, BT * 4 * C);
-      k.matmulForward(a.fcproj, a.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
+      k.matmulForward(a.fcproj, a.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C, this.precision);
       k.residualForward(this.blockOut(l), a.res2, a.fcproj, BT * C);
     }
     k.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, acts.resid, p.lnfw, p.lnfb, BT, C);
-    k.matmulForward(acts.logits, acts.lnf, p.wte, null, BT, C, V);
+    k.matmulForward(acts.logits, acts.lnf, p.wte, null, BT, C, V, this.precision);
     this.lastBatch = targets ? { tokens, targets, B } : null;
     this.lastZLoss = NaN;
     if (!targets) return NaN;
@@ -303,7 +317,7 @@ export class GPT<F extends Floats = Float32Array> {
     // Loss → logits (in place) → final LayerNorm.
     k.crossEntropy(acts.losses, acts.logits, acts.logits, targets, BT, V, lossScale / BT, this.zCoef);
     zero(s.dC, BT * C);
-    k.matmulBackward(s.dC, g.wte, null, acts.logits, acts.lnf, p.wte, BT, C, V);
+    k.matmulBackward(s.dC, g.wte, null, acts.logits, acts.lnf, p.wte, BT, C, V, this.precision);
     zero(s.dres, BT * C);
     k.layernormBackward(s.dres, g.lnfw, g.lnfb, s.dC, acts.resid, p.lnfw, acts.lnfMean, acts.lnfRstd, BT, C);
 
@@ -314,20 +328,20 @@ export class GPT<F extends Floats = Float32Array> {
       const a = acts.layers[l];
       // MLP: out = res2 + fcproj(gelu(fc(ln2(res2)))).
       zero(s.d4C, BT * 4 * C);
-      k.matmulBackward(s.d4C, dw.fcprojw, dw.fcprojb, s.dres, a.fchGelu, w.fcprojw, BT, 4 * C, C);
+      k.matmulBackward(s.d4C, dw.fcprojw, dw.fcprojb, s.dres, a.fchGelu, w.fcprojw, BT, 4 * C, C, this.precision);
       zero(s.d4C2, BT * 4 * C);
       k.geluBackward(s.d4C2, a.fch, s.d4C, BT * 4 * C);
       zero(s.dC, BT * C);
-      k.matmulBackward(s.dC, dw.fcw, dw.fcb, s.d4C2, a.ln2, w.fcw, BT, C, 4 * C);
+      k.matmulBackward(s.dC, dw.fcw, dw.fcb, s.d4C2, a.ln2, w.fcw, BT, C, 4 * C, this.precision);
       k.layernormBackward(s.dres, dw.ln2w, dw.ln2b, s.dC, a.res2, w.ln2w, a.ln2Mean, a.ln2Rstd, BT, C);
       // Attention: res2 = inp + attproj(attention(qkv(ln1(inp)))).
       zero(s.dC2, BT * C);
-      k.matmulBackward(s.dC2, dw.attprojw, dw.attprojb, s.dres, a.atty, w.attprojw, BT, C, C);
+      k.matmulBackward(s.dC2, dw.attprojw, dw.attprojb, s.dres, a.atty, w.attprojw, BT, C, C, this.precision);
       zero(s.d3C, BT * 3 * C);
       k.attentionBackward(s.d3C, s.dC2, a.qkv, a.att, B, T, C, NH);
       if (a.qk) this.qkNormBackward(a.qk, s.d3C, w, dw, BT);
       zero(s.dC, BT * C);
-      k.matmulBackward(s.dC, dw.qkvw, dw.qkvb, s.d3C, a.ln1, w.qkvw, BT, C, 3 * C);
+      k.matmulBackward(s.dC, dw.qkvw, dw.qkvb, s.d3C, a.ln1, w.qkvw, BT, C, 3 * C, this.precision);
       k.layernormBackward(s.dres, dw.ln1w, dw.ln1b, s.dC, a.inp, w.ln1w, a.ln1Mean, a.ln1Rstd, BT, C);
     }
     k.encoderBackward(g.wte, g.wpe, s.dres, tokens, B, T, C);
@@ -340,7 +354,7 @@ export class GPT<F extends Floats = Float32Array> {
 }
 
 export function createModel(
-  config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number, zLoss = 0,
+  config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number, zLoss = 0, precision: MatmulPrecision = 'fp32',
 ): GPT<Float32Array> {
-  return new GPT(config, kernels, { maxBatch, zLoss });
+  return new GPT(config, kernels, { maxBatch, zLoss, precision });
 }

@@ -10,6 +10,7 @@
 import path from 'node:path';
 import type { Policy, RunFacts } from '../control/types.ts';
 import type { GPTConfig } from '../model/config.ts';
+import type { MatmulPrecision } from '../kernels/types.ts';
 import type { ScalingRule } from '../schedule/rules.ts';
 import type { StabilityOptions } from './guards.ts';
 import { parsePoints, parseSchedule, type ScheduleKind } from './schedule.ts';
@@ -18,6 +19,8 @@ export interface TrainOptions extends StabilityOptions {
   /** Preset name or JSON path the model config came from (for the record). */
   configName: string;
   config: GPTConfig;
+  /** Matmul operands in bf16 (fp32 accumulation, master weights, gradients and state), or fp32 (default). */
+  precision?: MatmulPrecision;
   /** Corpus file or directory; undefined = the built-in State of the Union corpus. */
   data?: string;
   steps: number;
@@ -96,6 +99,7 @@ interface OptionSpec {
 export const TRAIN_OPTIONS: { readonly [K in keyof Required<TrainOptions>]: OptionSpec } = {
   configName: { group: 'model', flag: null },
   config: { group: 'model', flag: null },
+  precision: { group: 'model' },
   data: { group: 'data', parse: (v) => path.resolve(String(v)) },
   batch: { group: 'data', default: 16 },
   accum: { group: 'data', default: 1 },

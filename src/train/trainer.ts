@@ -205,7 +205,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined)
   if (!ckpt) prepareRunDir(dir);
   const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
   const kernels = nativeKernels();
-  const model = new GPT(cfg, kernels, { maxBatch: o.batch, zLoss: o.zLoss ?? 0 });
+  const model = new GPT(cfg, kernels, { maxBatch: o.batch, zLoss: o.zLoss ?? 0, precision: o.precision ?? 'fp32' });
   const batcher = new Batcher({ tokens: trainTokens, B: o.batch, T: cfg.blockSize, seed: o.seed });
   const guards = new Guards(o, o.steps);
   const policy = policyOf(o);
