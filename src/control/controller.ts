@@ -147,18 +147,17 @@ export class Controller {
     this.checkReport(r);
     const flags = this.observe(r);
     const trouble = describeTrouble(r, flags);
-    const verdict = climb(this.ladder, this.policy, {
-      step: r.step, attempt: r.attempt, trouble, canRollback: this.rollbackTarget(r.step) !== null,
-    });
-    const d = verdict ? this.recover(r, verdict) : this.proceed(r, trouble);
+    const target = this.rollbackTarget(r.step);
+    const verdict = climb(this.ladder, this.policy, { step: r.step, attempt: r.attempt, trouble, canRollback: target !== null });
+    const d = verdict ? this.recover(r, verdict, target) : this.proceed(r, trouble);
     if (flags.length > 0) d.spikes = flags;
     return d;
   }
 
-  private recover(r: StepReport, v: Verdict): Decision {
+  /** Carries out the ladder's verdict; `target` is the restore point a rollback goes to (the ladder rolls back only when there is one). */
+  private recover(r: StepReport, v: Verdict, target: StoredPoint | null): Decision {
     if (v.kind === 'skip') return this.advance(r, 'skip', v.reason, v.rung);
-    if (v.kind === 'stop') return this.stopDecision(r, 'recovery_exhausted', v.reason);
-    const target = this.rollbackTarget(r.step)!;
+    if (v.kind === 'stop' || target === null) return this.stopDecision(r, 'recovery_exhausted', v.reason);
     this.traj = structuredClone(target.trajectory);
     this.restoreDetectors();
     for (const s of this.points.keys()) if (s > target.step) this.points.delete(s);

@@ -54,6 +54,8 @@ export class Store {
   private readonly db: Database.Database;
   /** Live controllers by run id, loaded from their stored state on first use. */
   private readonly controllers = new Map<number, Controller>();
+  /** Statements of the per-step path, prepared once (after the migrations made their tables). */
+  private readonly sql: Record<'findReport' | 'insertReport' | 'saveController' | 'insertCheckpoint' | 'loadController', Database.Statement>;
 
   constructor(file: string) {
     try {
@@ -64,6 +66,13 @@ export class Store {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('foreign_keys = ON');
     this.migrate(file);
+    this.sql = {
+      findReport: this.db.prepare('SELECT decision FROM reports WHERE run_id = ? AND step = ? AND attempt = ?'),
+      insertReport: this.db.prepare('INSERT INTO reports (run_id, step, attempt, seq, report, decision) VALUES (?, ?, ?, ?, ?, ?)'),
+      saveController: this.db.prepare('UPDATE runs SET controller = ? WHERE id = ?'),
+      insertCheckpoint: this.db.prepare('INSERT OR REPLACE INTO checkpoints (run_id, step, data, path) VALUES (?, ?, ?, ?)'),
+      loadController: this.db.prepare('SELECT controller FROM runs WHERE id = ?'),
+    };
   }
 
   private migrate(file: string): void {
@@ -96,7 +105,7 @@ export class Store {
   controller(id: number): Controller {
     const live = this.controllers.get(id);
     if (live) return live;
-    const row = this.db.prepare('SELECT controller FROM runs WHERE id = ?').get(id) as { controller: string } | undefined;
+    const row = this.sql.loadController.get(id) as { controller: string } | undefined;
     if (!row) throw new NotFound(`no run ${id}`);
     const c = Controller.fromJSON(JSON.parse(row.controller));
     this.controllers.set(id, c);
@@ -110,9 +119,7 @@ export class Store {
    */
   report(id: number, reports: readonly StepReport[]): Decision[] {
     const c = this.controller(id);
-    const find = this.db.prepare('SELECT decision FROM reports WHERE run_id = ? AND step = ? AND attempt = ?');
-    const insert = this.db.prepare('INSERT INTO reports (run_id, step, attempt, seq, report, decision) VALUES (?, ?, ?, ?, ?, ?)');
-    const save = this.db.prepare('UPDATE runs SET controller = ? WHERE id = ?');
+    const { findReport: find, insertReport: insert, saveController: save } = this.sql;
     try {
       return this.db.transaction(() => {
         const out: Decision[] = [];
@@ -141,8 +148,8 @@ export class Store {
     try {
       this.db.transaction(() => {
         c.addRestorePoint({ step, data, ...(path !== undefined ? { path } : {}) });
-        this.db.prepare('INSERT OR REPLACE INTO checkpoints (run_id, step, data, path) VALUES (?, ?, ?, ?)').run(id, step, data, path ?? null);
-        this.db.prepare('UPDATE runs SET controller = ? WHERE id = ?').run(JSON.stringify(c.toJSON()), id);
+        this.sql.insertCheckpoint.run(id, step, data, path ?? null);
+        this.sql.saveController.run(JSON.stringify(c.toJSON()), id);
       })();
     } catch (e) {
       this.controllers.delete(id);

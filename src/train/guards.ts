@@ -5,7 +5,7 @@
  * controller's (src/control). Its state goes into checkpoints.
  */
 import { UserError } from '../errors.ts';
-import { FaultPlan, parseFault, type Fault } from '../guard/faults.ts';
+import { FaultPlan, parseFault } from '../guard/faults.ts';
 import { roundGradients, type GradPrecision } from '../guard/precision.ts';
 import type { OnSpike } from '../control/types.ts';
 
@@ -73,10 +73,6 @@ export class Guards {
   constructor(readonly o: StabilityOptions, readonly steps: number) {
     this.faults = new FaultPlan((o.faults ?? []).map(parseFault));
     this.schedules = (o.optSchedules ?? []).map(parseOptSchedule);
-  }
-
-  get faultList(): readonly Fault[] {
-    return this.faults.faults;
   }
 
   /** Multiplier of the token embedding's gradient at 1-based step `step`. */

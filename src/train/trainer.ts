@@ -464,14 +464,13 @@ function evaluateWith(run: Run, weights: Float32Array): number {
 
 function save(run: Run): void {
   const { s, o, optimizer, opt } = run;
+  // Registered first, so the checkpoint's controller state knows the checkpoint (a resume can roll back to it).
+  run.restore.add({ step: s.step, data: run.batcher.cursor, path: checkpointDir(run.dir, s.step) });
   const state: TrainerState = {
     version: 1, step: s.step, tokens: s.tokens, cursor: run.batcher.cursor, seed: o.seed, optimizerT: opt.t, optimizer: optimizer.name,
     elapsedMs: s.elapsedMs, config: o.config, options: { ...o, config: undefined }, guard: run.guards.state(),
-    noise: run.noise?.toJSON(), batch: { last: s.lastBatch }, controller: undefined,
+    noise: run.noise?.toJSON(), batch: { last: s.lastBatch }, controller: run.controller.toJSON(),
   };
-  // Registered first, so the checkpoint's controller state knows the checkpoint (a resume can roll back to it).
-  run.restore.add({ step: s.step, data: run.batcher.cursor, path: checkpointDir(run.dir, s.step) });
-  state.controller = run.controller.toJSON();
   const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
   const dir = saveCheckpoint(run.dir, { state, params: run.model.params, optimizer: optimizerState, extra: averageFiles(run) });
   pruneCheckpoints(run.dir, o.keep);
