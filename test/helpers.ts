@@ -149,3 +149,25 @@ export function walk(dir: string, prefix = ''): string[] {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface ServerChild {
+  child: ChildProcess;
+  info: { url: string; token: string; pid: number };
+}
+
+/** `keel serve --json` in a child process (to kill -9 and restart); resolves once it listens. */
+export function startServer(dbFile: string, home: string, port = 0): Promise<ServerChild> {
+  const child = spawn(process.execPath, [KEEL, 'serve', '--json', '--db', dbFile, '--port', String(port)], {
+    cwd: REPO, env: { ...process.env, KEEL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      if (out.includes('\n')) resolve({ child, info: JSON.parse(out.split('\n')[0]) });
+    });
+    child.once('exit', (code) => reject(new Error(`keel serve exited with ${code}: ${err}`)));
+  });
+}

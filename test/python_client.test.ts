@@ -1,13 +1,15 @@
-// The Python client (python/keel) against a real `keel serve` and real torch.distributed: two
-// gloo ranks spawned by torch.multiprocessing (Debian's torch 1.13 torchrun fails on Python 3.11).
-// Skipped, with the reason printed, where Debian's python3-torch is not installed.
+// The Python client (python/keel, with keel.Steer applying the decisions) against a real
+// `keel serve` and real torch.distributed: two gloo ranks spawned by torch.multiprocessing
+// (Debian's torch 1.13 torchrun fails on Python 3.11). Skipped, with the reason printed, where
+// Debian's python3-torch is not installed.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { serve, type Serving } from '../src/serve/server.ts';
-import { REPO, tempRoot } from './helpers.ts';
+import { REPO, sleep, startServer, tempRoot } from './helpers.ts';
 
 const PY = '/usr/bin/python3';
 const probe = spawnSync(PY, ['-c', 'import torch.distributed as d; assert d.is_available()'], { encoding: 'utf8' });
@@ -19,7 +21,17 @@ let s: Serving | undefined;
 after(() => s?.close());
 let port = 29600;
 
+interface Seen {
+  step: number;
+  kind: string;
+  lr: number;
+  batch: number;
+  skip_data: [number, number] | null;
+  to: number | null;
+}
+
 interface RankResult {
+  seen: Seen[];
   kinds: string[];
   checksum: number;
   seconds: number;
@@ -39,8 +51,8 @@ function runPy(out: string, env: Record<string, string>, extra: string[] = []): 
   }));
 }
 
-async function ddp(out: string, env: Record<string, string>, extra: string[] = []): Promise<RankResult[]> {
-  const r = await runPy(out, env, extra);
+async function ddp(out: string, env: Record<string, string>, extra: string[] = [], running = runPy(out, env, extra)): Promise<RankResult[]> {
+  const r = await running;
   assert.equal(r.status, 0, r.stderr);
   return [0, 1].map((k) => JSON.parse(fs.readFileSync(`${out}.rank${k}`, 'utf8')));
 }
@@ -60,6 +72,98 @@ test('python client: a spike on one rank only makes both ranks skip the same ste
   assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['spiky', 40, 40]]);
   const clean = await ddp(path.join(dir, 'clean.json'), env, ['--name', 'clean']);
   assert.deepEqual(clean[0].kinds, Array(40).fill('proceed'));
+});
+
+test('python client: rollback + skipped data on 2 ranks equals a reference run that never saw those batches', { skip }, async () => {
+  const dir = fresh('rollback');
+  fs.mkdirSync(dir, { recursive: true });
+  s ??= await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const env = { KEEL_URL: s.url, KEEL_TOKEN: s.token };
+  const policy = JSON.stringify({ on_spike: 'rollback', spike_window: 8 });
+  const [a, b] = await ddp(path.join(dir, 'spiky.json'), env, ['--policy', policy, '--spike-step', '20', '--name', 'rb']);
+  assert.deepEqual(a.seen, b.seen, 'both ranks saw the same decisions, LRs and batches');
+  const rb = a.seen.filter((x) => x.kind !== 'proceed');
+  assert.equal(rb.length, 1, JSON.stringify(rb));
+  assert.equal(rb[0].kind, 'rollback');
+  assert.equal(rb[0].step, 20);
+  assert.equal(a.seen.at(-1)!.step, 40);
+  const [from, to] = rb[0].skip_data!;
+  assert.ok(rb[0].to! <= 15 && from < to, JSON.stringify(rb[0]));
+  const [r0, r1] = await ddp(path.join(dir, 'ref.json'), env, ['--policy', policy, '--reference-skip', `${rb[0].to}:${to}`, '--name', 'ref']);
+  assert.deepEqual(r0.kinds, Array(40).fill('proceed'));
+  assert.equal(a.checksum, b.checksum);
+  assert.equal(r0.checksum, r1.checksum);
+  assert.equal(a.checksum, r0.checksum, 'the rolled-back run ends with the reference run\'s parameters, bit for bit');
+});
+
+test('python client: a batch ramp and its LR rule change batch and LR on the same step on both ranks', { skip }, async () => {
+  const dir = fresh('ramp');
+  fs.mkdirSync(dir, { recursive: true });
+  s ??= await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  const policy = JSON.stringify({ on_spike: 'skip', batch_ramp: 'steps:4@0,8@20', lr_rule: 'sqrt' });
+  const [a, b] = await ddp(path.join(dir, 'ramp.json'), { KEEL_URL: s.url, KEEL_TOKEN: s.token }, ['--policy', policy, '--name', 'ramp']);
+  assert.deepEqual(a.seen, b.seen);
+  const at = (n: number) => a.seen.find((x) => x.step === n)!;
+  assert.equal(at(20).kind, 'set_batch');
+  assert.deepEqual([at(20).batch, at(21).batch], [4, 8], 'the new batch from the step after the decision');
+  // The scheduler's warm-up ends at step 10; the sqrt rule scales it by √(4/8) before the ramp's step.
+  assert.ok(Math.abs(at(15).lr - 0.02 * Math.SQRT1_2) < 1e-12, String(at(15).lr));
+  assert.ok(Math.abs(at(21).lr - 0.02) < 1e-12, String(at(21).lr));
+});
+
+test('python client: a server killed mid-run and restarted ends up holding every step once', { skip }, async () => {
+  const dir = fresh('killed');
+  const home = path.join(dir, 'home');
+  fs.mkdirSync(home, { recursive: true });
+  const db = path.join(dir, 'keel.db');
+  const first = await startServer(db, home);
+  const port0 = Number(new URL(first.info.url).port);
+  const out = path.join(dir, 'out.json');
+  const env = { KEEL_URL: first.info.url, KEEL_TOKEN: first.info.token };
+  const running = runPy(out, env, ['--sleep', '0.1', '--name', 'killed']);
+  const reports = async (srv: { url: string; token: string }) => {
+    const r = await fetch(`${srv.url}/api/v1/runs`, { headers: { authorization: `Bearer ${srv.token}` } });
+    return ((await r.json()) as { runs: { reports: number; last_step: number }[] }).runs[0];
+  };
+  let server: ChildProcess = first.child;
+  for (let i = 0; i < 600 && ((await reports(first.info).catch(() => undefined))?.reports ?? 0) < 8; i++) await sleep(50);
+  server.kill('SIGKILL');
+  await new Promise((r) => server.once('exit', r));
+  await sleep(1500);
+  const second = await startServer(db, home, port0);
+  server = second.child;
+  try {
+    const [a] = await ddp(out, env, [], running);
+    assert.equal(a.seen.length, 40);
+    const run = await reports(second.info);
+    assert.deepEqual([run.reports, run.last_step], [40, 40], 'every step stored once');
+    const m = await fetch(`${second.info.url}/api/v1/runs/1/metrics`, { headers: { authorization: `Bearer ${second.info.token}` } });
+    const steps = ((await m.json()) as { rows: { report: { step: number } }[] }).rows.map((r) => r.report.step);
+    assert.deepEqual(steps, Array.from({ length: 40 }, (_, i) => i + 1));
+  } finally {
+    server.kill('SIGTERM');
+  }
+});
+
+test('python client: a server that accepts and never answers costs the run its timeouts, not a hang', { skip }, async () => {
+  const dir = fresh('hanging');
+  fs.mkdirSync(dir, { recursive: true });
+  const held: net.Socket[] = [];
+  const tarpit = net.createServer((c) => held.push(c));
+  await new Promise<void>((r) => tarpit.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${(tarpit.address() as net.AddressInfo).port}`;
+    const out = path.join(dir, 'out.json');
+    const [a, b] = await ddp(out, { KEEL_URL: url, KEEL_TOKEN: 'x' }, ['--sleep', '0.05']);
+    assert.deepEqual(a.kinds, Array(40).fill('proceed'));
+    assert.equal(a.checksum, b.checksum);
+    // 40 × 50 ms of its own sleep, plus 0.5 s timeouts at back-off intervals (1, 2, 4 s …): a handful.
+    assert.ok(a.seconds < 2 + 0.5 * 6 + 1, `${a.seconds} s`);
+    assert.ok(held.length >= 2 && held.length <= 8, `${held.length} tries`);
+  } finally {
+    held.forEach((c) => c.destroy());
+    tarpit.close();
+  }
 });
 
 test('python client: with the server absent, training finishes on time and keeps every report locally', { skip }, async () => {

@@ -2,15 +2,17 @@
 // by the served controller), idempotent retries, refusals that store nothing, a fuzz that
 // leaves the server up, a kill -9 that loses nothing acknowledged, and a clean SIGTERM.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import type { StepReport } from '../src/control/types.ts';
+import Database from 'better-sqlite3';
 import { serve, type Serving } from '../src/serve/server.ts';
+import { SCHEMA_VERSION, Store } from '../src/serve/store.ts';
 import { Rng } from '../src/util/rng.ts';
-import { keel, REPO, tempRoot } from './helpers.ts';
+import { keel, startServer, tempRoot } from './helpers.ts';
 
 const { fresh } = tempRoot('serve');
 
@@ -52,7 +54,7 @@ after(() => s?.close());
 test('serve: a run reports steps, registers checkpoints, and gets the controller\'s rollback back', async () => {
   s = await serve({ host: '127.0.0.1', port: 0, db });
   api = client(s);
-  assert.deepEqual((await api('GET', '/health')).body, { ok: true, version: 1, schema: 1 });
+  assert.deepEqual((await api('GET', '/health')).body, { ok: true, version: 1, schema: SCHEMA_VERSION });
   const created = await api('POST', '/runs', { name: 'torch-run', config: { model: 'gpt2' }, policy: POLICY, run: RUN });
   assert.equal(created.status, 200, JSON.stringify(created.body));
   const id = created.body.id as number;
@@ -145,19 +147,6 @@ test('serve: a few thousand fuzzed requests get 4xx answers and leave the server
   assert.ok((statuses.get(400) ?? 0) > 500, JSON.stringify([...statuses]));
 });
 
-function startServer(dbFile: string, home: string): Promise<{ child: ChildProcess; info: { url: string; token: string; pid: number } }> {
-  const child = spawn(process.execPath, [path.join(REPO, 'bin/keel.js'), 'serve', '--json', '--db', dbFile], {
-    cwd: REPO, env: { ...process.env, KEEL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      if (out.includes('\n')) resolve({ child, info: JSON.parse(out.split('\n')[0]) });
-    });
-    child.once('exit', (code) => reject(new Error(`keel serve exited with ${code}`)));
-  });
-}
 
 const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => c.once('exit', (code) => resolve(code)));
 
@@ -176,6 +165,7 @@ test('serve: kill -9 loses nothing acknowledged; a restarted server carries on w
   a.child.kill('SIGKILL');
   await exited(a.child);
   const b = await startServer(file, home);
+  assert.equal(b.info.token, a.info.token, 'the token is kept in the database: clients carry on');
   api1 = client(b.info);
   const runs = (await api1('GET', '/runs')).body.runs as Record<string, unknown>[];
   assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['durable', 40, 40]]);
@@ -193,4 +183,56 @@ test('serve CLI: a bad port is a usage error (exit 2)', () => {
   const r = keel(['serve', '--port', '70000']);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--port 70000/);
+});
+
+test('serve: a mirrored run (keel train --serve) stores the decisions it made; evaluations travel with the metrics', async () => {
+  const dir = fresh('mirror');
+  fs.mkdirSync(dir, { recursive: true });
+  const m = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
+  try {
+    const api2 = client(m);
+    const id = (await api2('POST', '/runs', { name: 'keel-run', policy: POLICY, run: RUN, mirror: true })).body.id as number;
+    const decision = (step: number, kind = 'proceed') => ({ v: 1, seq: step - 1, step, attempt: 0, kind, apply: kind === 'proceed', reason: 'in-process' });
+    const rows = [1, 2, 3].map((n) => ({ report: report(n, 2), decision: decision(n, n === 3 ? 'skip' : 'proceed') }));
+    assert.equal((await api2('POST', `/runs/${id}/log`, { rows })).status, 200);
+    // A resumed run replays step 3: the newer pass replaces the stored one.
+    assert.equal((await api2('POST', `/runs/${id}/log`, { rows: [{ report: report(3, 1.5), decision: decision(3) }] })).status, 200);
+    assert.equal((await api2('POST', `/runs/${id}/evals`, { step: 3, metrics: { val_loss: 1.9 } })).status, 200);
+    const got = (await api2('GET', `/runs/${id}/metrics`)).body as { rows: { report: StepReport; decision: { kind: string } }[]; evals: unknown[] };
+    assert.deepEqual(got.rows.map((r) => [r.report.step, r.report.loss, r.decision.kind]), [[1, 2, 'proceed'], [2, 2, 'proceed'], [3, 1.5, 'proceed']]);
+    assert.deepEqual(got.evals, [{ step: 3, metrics: { val_loss: 1.9 } }]);
+    // A mirrored run is not decided by the server, and a served run takes no decisions from outside.
+    assert.match(String((await api2('POST', `/runs/${id}/reports`, { reports: [report(4, 2)] })).body.error), /decides for itself/);
+    const served = (await api2('POST', '/runs', { name: 'torch', policy: POLICY, run: RUN })).body.id as number;
+    assert.equal((await api2('POST', `/runs/${served}/log`, { rows })).status, 400);
+    assert.match(String((await api2('POST', `/runs/${id}/evals`, { step: 3, metrics: {} })).body.error), /metrics/);
+    assert.deepEqual(((await api2('GET', '/runs')).body.runs as { mirror: boolean }[]).map((r) => r.mirror), [true, false]);
+  } finally {
+    await m.close();
+  }
+});
+
+test('serve: a database of schema version 1 is migrated in place and keeps its runs', () => {
+  const file = path.join(fresh('migrate'), 'old.db');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const old = new Store(file);
+  old.createRun('before', {}, { on_spike: 'skip' }, RUN, false);
+  old.report(1, [report(1, 2)]);
+  old.close();
+  // Take it back to version 1 by hand: what an older keel serve left on disk.
+  const raw = new Database(file);
+  raw.exec('DROP TABLE meta; DROP TABLE evals; ALTER TABLE runs DROP COLUMN mirror; PRAGMA user_version = 1;');
+  raw.close();
+  const store = new Store(file);
+  try {
+    assert.deepEqual(store.runs().map((r) => [r.name, r.reports, r.mirror]), [['before', 1, false]]);
+    assert.equal(store.report(1, [report(2, 2)])[0].seq, 1, 'its controller carries on');
+    assert.match(store.token(false), /^[0-9a-f]{48}$/);
+    assert.equal(store.token(false), store.token(false));
+  } finally {
+    store.close();
+  }
+  const v = new Database(file);
+  assert.equal(v.pragma('user_version', { simple: true }), SCHEMA_VERSION);
+  v.close();
 });

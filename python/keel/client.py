@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 REPORT_VERSION = 1
+MAX_PENDING = 100_000  # reports kept in memory for a server that is away; beyond: offline for good
 
 
 class KeelError(Exception):
@@ -66,6 +67,7 @@ class Run:
         self.url, self.token = _find_server(url, token)
         self.dist = dist
         self.rank0 = dist is None or dist.rank == 0
+        self.facts = dict(run)
         self.attempt = 0
         self.batch = run["batch"]
         self.lr_multiplier = 1.0
@@ -75,14 +77,16 @@ class Run:
         self.retry_at = 0.0
         self.backoff = 1.0
         self.spill_path = spill or f"keel-{name}-spill.jsonl"
+        self._create = {"name": name, "policy": policy, "run": run, "config": config or {}, "resume": bool(resume)}
         if self.rank0:
-            body = {"name": name, "policy": policy, "run": run, "config": config or {}, "resume": bool(resume)}
-            r = self._post("/api/v1/runs", body)
+            r = self._post("/api/v1/runs", self._create)
             if r is not None:
                 self.id = r["id"]
                 self.attempt = r["attempt"]
                 self.batch = r["batch"]
                 self.lr_multiplier = r["lr_multiplier"]
+            else:
+                self._later()
         if dist is not None:
             self.attempt, self.batch, self.lr_multiplier = dist.broadcast_state(self.attempt, self.batch, self.lr_multiplier)
 
@@ -118,20 +122,44 @@ class Run:
 
     def finish(self):
         """Sends what is still pending (one try)."""
-        if self.rank0 and self.pending and self.offline is None and self.id is not None:
+        if self.rank0 and self.pending and self.offline is None:
             self.retry_at = 0.0
-            self._flush()
+            if self.id is not None or self._create_late():
+                self._flush()
 
     # -- internals -----------------------------------------------------------------------
     def _decide(self, report):
-        if self.id is None or self.offline is not None:
+        if self.offline is not None:
             self._spill(report)
-            return Decision.proceed(report["step"], report["attempt"], f"keel offline ({self.offline or 'no server'}): proceeding")
+            return Decision.proceed(report["step"], report["attempt"], f"keel offline ({self.offline}): proceeding")
         self.pending.append(report)
+        if len(self.pending) > MAX_PENDING:
+            self._spill(report)
+            self.offline = f"the server was away for over {MAX_PENDING} steps"
+            print(f"keel: {self.offline}; training on without Keel (reports in {self.spill_path})", file=sys.stderr)
+            return Decision.proceed(report["step"], report["attempt"], f"keel offline ({self.offline}): proceeding")
+        if self.id is None and not self._create_late():
+            self._spill(report)
+            return Decision.proceed(report["step"], report["attempt"], "keel server unreachable: proceeding (report kept, sent later)")
         decisions = self._flush()
         if decisions is None:
             return Decision.proceed(report["step"], report["attempt"], "keel server unreachable: proceeding (report kept, sent later)")
         return Decision(decisions[-1])
+
+    def _create_late(self):
+        """The server was away when the run started: create the run once it answers (its reports wait in order)."""
+        if time.monotonic() < self.retry_at:
+            return False
+        r = self._post("/api/v1/runs", self._create)
+        if r is None:
+            self._later()
+            return False
+        self.id = r["id"]
+        return True
+
+    def _later(self):
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(60.0, self.backoff * 2)
 
     def _flush(self):
         """Sends the pending reports; their decisions, or None when the server is away (then they are spilled)."""
@@ -144,8 +172,7 @@ class Run:
             if r is None:
                 if self.pending:
                     self._spill(self.pending[-1])
-                self.retry_at = time.monotonic() + self.backoff
-                self.backoff = min(60.0, self.backoff * 2)
+                self._later()
                 return None
             self.pending = self.pending[1000:]
             decisions = r["decisions"]

@@ -13,6 +13,7 @@ NONE = -1.0
 class Dist:
     def __init__(self):
         self.rank = td.get_rank()
+        self.world = td.get_world_size()
         self.device = torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
 
     @staticmethod
@@ -52,12 +53,17 @@ class Dist:
             return d
         raw = {"kind": KINDS[int(v[0])], "apply": v[1] > 0, "step": int(v[2]), "attempt": int(v[3]), "reason": "decided on rank 0"}
         if v[4] != NONE:
-            raw["rollback"] = {"to_step": int(v[4]), "skip_data": [v[5], v[6]]}
+            raw["rollback"] = {"to_step": int(v[4]), "skip_data": [_num(v[5]), _num(v[6])]}
         if v[10] > 0:
             raw["lr"] = {"multiplier": v[7], "steps": None if v[8] == NONE else int(v[8])}
         if v[9] != NONE:
             raw["batch"] = int(v[9])
         return Decision(raw)
+
+
+def _num(x):
+    """A data position as the server sent it: integers stay integers through the float64 broadcast."""
+    return int(x) if float(x).is_integer() else x
 
 
 class NoiseScaleHook:

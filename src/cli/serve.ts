@@ -1,7 +1,8 @@
 /**
  * `keel serve [--host 127.0.0.1] [--port 0] [--db FILE] [--json]`: the controller as a local
  * service (src/serve/server.ts). Prints where it listens and its token, and writes both to
- * $KEEL_HOME/serve.json (default ~/.keel; mode 0600) so clients on this machine find it;
+ * $KEEL_HOME/serve.json (default ~/.keel; mode 0600) so clients on this machine find it (the
+ * token is kept in the database, so a restarted server's clients carry on; --new-token replaces it);
  * KEEL_URL and KEEL_TOKEN override that file on the client side. SIGTERM/SIGINT: finish
  * in-flight requests, close the database, exit 0.
  */
@@ -23,13 +24,14 @@ export function serveCommand(): Command {
     .option('--host <addr>', 'interface to listen on; anything but loopback must be given explicitly', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', int(0), 0)
     .option('--db <file>', 'SQLite database (default $KEEL_HOME/keel.db)')
+    .option('--new-token', 'replace the token kept in the database (clients of the old one go offline)')
     .option('--json', 'print one JSON line {url, token, dashboard, pid, db} once listening')
-    .action(async (o: { host: string; port: number; db?: string; json?: boolean }) => {
+    .action(async (o: { host: string; port: number; db?: string; newToken?: boolean; json?: boolean }) => {
       if (o.port > 65535) throw new UserError(`--port ${o.port}: expected 0–65535`);
       const home = keelHome();
       fs.mkdirSync(home, { recursive: true, mode: 0o700 });
       const db = path.resolve(o.db ?? path.join(home, 'keel.db'));
-      const s = await serve({ host: o.host, port: o.port, db });
+      const s = await serve({ host: o.host, port: o.port, db, newToken: o.newToken === true });
       const info = { url: s.url, token: s.token, dashboard: s.dashboard, pid: process.pid, db };
       const file = path.join(home, 'serve.json');
       fs.writeFileSync(`${file}.tmp`, JSON.stringify(info) + '\n', { mode: 0o600 });

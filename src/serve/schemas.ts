@@ -58,6 +58,28 @@ export const CreateRunSchema = Type.Object({
   run: RunFactsSchema,
   /** Continue the newest run of this name instead of starting a new one (a restarted job). */
   resume: Type.Optional(Type.Boolean()),
+  /** The run decides for itself (keel train --serve) and posts its decisions to /log. */
+  mirror: Type.Optional(Type.Boolean()),
+}, { additionalProperties: false });
+
+/** A decision a mirrored run made itself (src/control/types.ts; the fields the dashboard reads are checked). */
+export const DecisionSchema = Type.Object({
+  v: Type.Literal(1),
+  seq: Int(0),
+  step: Int(1),
+  attempt: Int(0),
+  kind: Type.Union(['proceed', 'skip', 'rollback', 'set_lr', 'set_batch', 'stop'].map((k) => Type.Literal(k))),
+  apply: Type.Boolean(),
+  reason: Type.String({ maxLength: 2000 }),
+}, { additionalProperties: true });
+
+export const LogSchema = Type.Object({
+  rows: Type.Array(Type.Object({ report: StepReportSchema, decision: DecisionSchema }, { additionalProperties: false }), { minItems: 1, maxItems: 1000 }),
+}, { additionalProperties: false });
+
+export const EvalSchema = Type.Object({
+  step: Int(0),
+  metrics: Type.Record(Type.String({ maxLength: 100 }), Type.Number(), { minProperties: 1, maxProperties: 100 }),
 }, { additionalProperties: false });
 
 export const ReportsSchema = Type.Object({
@@ -73,6 +95,8 @@ export const CheckpointSchema = Type.Object({
 export type CreateRun = Static<typeof CreateRunSchema>;
 export type Reports = Static<typeof ReportsSchema>;
 export type CheckpointBody = Static<typeof CheckpointSchema>;
+export type Log = Static<typeof LogSchema>;
+export type EvalBody = Static<typeof EvalSchema>;
 
 /** The first problem with `value` against `schema` as "field: message", or null when it conforms. */
 export function firstError(schema: TSchema, value: unknown): string | null {

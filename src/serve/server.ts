@@ -4,12 +4,14 @@
  * framework would add more than it saves. API v1 (every call needs `Authorization: Bearer TOKEN`):
  *
  *   GET  /api/v1/health                     {ok, version, schema}
- *   POST /api/v1/runs                       {name, config?, policy, run, resume?} → {id, resumed, batch, lr_multiplier}
- *   GET  /api/v1/runs                       {runs: [{id, name, created_at, config, reports, last_step}]}
+ *   POST /api/v1/runs                       {name, config?, policy, run, resume?, mirror?} → {id, resumed, attempt, batch, lr_multiplier}
+ *   GET  /api/v1/runs                       {runs: [{id, name, created_at, config, mirror, reports, last_step}]}
  *   POST /api/v1/runs/:id/reports           {reports: [StepReport…]} → {decisions: [Decision…]} (idempotent per step and attempt)
+ *   POST /api/v1/runs/:id/log               {rows: [{report, decision}…]} → {ok}: a mirrored run's own decisions (keel train --serve)
  *   POST /api/v1/runs/:id/checkpoints       {step, data, path?} → {ok}
- *   GET  /api/v1/runs/:id/metrics?max=N     {rows: [{report, decision}…]} (downsampled to about N)
- *   GET  /api/v1/runs/:id/events            Server-Sent Events: {rows: [{report, decision}…]} as reports arrive
+ *   POST /api/v1/runs/:id/evals             {step, metrics: {val_loss, …}} → {ok}
+ *   GET  /api/v1/runs/:id/metrics?max=N     {rows: [{report, decision}…], evals: [{step, metrics}…]} (rows downsampled to about N)
+ *   GET  /api/v1/runs/:id/events            Server-Sent Events: {rows} and {evals} as they arrive
  *
  * The dashboard (/ and its scripts) logs a browser in with the one-time link keel serve prints,
  * which sets a session cookie; the API accepts that cookie in place of the token.
@@ -24,7 +26,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TSchema } from '@sinclair/typebox';
 import { UserError } from '../errors.ts';
-import { CheckpointSchema, CreateRunSchema, firstError, ReportsSchema, type CheckpointBody, type CreateRun, type Reports } from './schemas.ts';
+import type { Decision, StepReport } from '../control/types.ts';
+import {
+  CheckpointSchema, CreateRunSchema, EvalSchema, firstError, LogSchema, ReportsSchema, type CheckpointBody, type CreateRun, type EvalBody, type Log, type Reports,
+} from './schemas.ts';
 import { NotFound, SCHEMA_VERSION, Store } from './store.ts';
 import { uplotAssets } from '../report/html.ts';
 
@@ -35,8 +40,10 @@ export interface ServeOptions {
   host: string;
   port: number;
   db: string;
-  /** Default: a fresh random token. */
+  /** Default: the database's token (made on first use and kept, so clients survive a restart). */
   token?: string;
+  /** Replace the database's token with a fresh one. */
+  newToken?: boolean;
 }
 
 export interface Serving {
@@ -58,7 +65,7 @@ class HttpError extends Error {
 
 export async function serve(o: ServeOptions): Promise<Serving> {
   const store = new Store(o.db);
-  const token = o.token ?? crypto.randomBytes(24).toString('hex');
+  const token = o.token ?? store.token(o.newToken === true);
   const tokenHash = sha256(token);
   let allowedHosts = new Set<string>();
   const loginCodes = new Set<string>([crypto.randomBytes(16).toString('hex')]);
@@ -105,7 +112,7 @@ export async function serve(o: ServeOptions): Promise<Serving> {
       if (method === 'GET') return { runs: store.runs() };
       only('POST');
       const r = check<CreateRun>(CreateRunSchema, body);
-      const { id, resumed } = userErrors(() => store.createRun(r.name, r.config ?? {}, r.policy, r.run, r.resume === true));
+      const { id, resumed } = userErrors(() => store.createRun(r.name, r.config ?? {}, r.policy, r.run, r.resume === true, r.mirror === true));
       const c = store.controller(id);
       return { id, resumed, batch: c.inEffect.batch, lr_multiplier: c.inEffect.lr_multiplier, attempt: c.attempt };
     }
@@ -115,8 +122,22 @@ export async function serve(o: ServeOptions): Promise<Serving> {
       only('POST');
       const r = check<Reports>(ReportsSchema, body);
       const decisions = userErrors(() => store.report(id, r.reports));
-      publish(id, r.reports.map((report, i) => ({ report, decision: decisions[i] })));
+      publish(id, { rows: r.reports.map((report, i) => ({ report, decision: decisions[i] })) });
       return { decisions };
+    }
+    if (b === 'log') {
+      only('POST');
+      const r = check<Log>(LogSchema, body);
+      userErrors(() => store.mirror(id, r.rows as { report: StepReport; decision: Decision }[]));
+      publish(id, { rows: r.rows });
+      return { ok: true };
+    }
+    if (b === 'evals') {
+      only('POST');
+      const r = check<EvalBody>(EvalSchema, body);
+      userErrors(() => store.evaluation(id, r.step, r.metrics));
+      publish(id, { evals: [r] });
+      return { ok: true };
     }
     if (b === 'checkpoints') {
       only('POST');
@@ -128,7 +149,7 @@ export async function serve(o: ServeOptions): Promise<Serving> {
       only('GET');
       const max = Number(query.get('max') ?? 2000);
       if (!(Number.isInteger(max) && max >= 1)) throw new HttpError(400, 'max: expected an integer ≥ 1');
-      return { rows: userErrors(() => store.metrics(id, max)) };
+      return { rows: userErrors(() => store.metrics(id, max)), evals: store.evals(id) };
     }
     throw new HttpError(404, `no route /${route.join('/')}`);
   }
@@ -171,8 +192,8 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     });
   }
 
-  function publish(id: number, rows: unknown[]): void {
-    const text = `data: ${JSON.stringify({ rows })}\n\n`;
+  function publish(id: number, event: { rows?: unknown[]; evals?: unknown[] }): void {
+    const text = `data: ${JSON.stringify(event)}\n\n`;
     for (const res of streams.get(id) ?? []) res.write(text);
   }
 

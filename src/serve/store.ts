@@ -6,6 +6,8 @@
  *
  * The schema is versioned with SQLite's user_version; MIGRATIONS[i] takes version i to i + 1.
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { UserError } from '../errors.ts';
 import { Controller } from '../control/controller.ts';
@@ -37,6 +39,16 @@ const MIGRATIONS = [
      path TEXT,
      PRIMARY KEY (run_id, step)
    );`,
+  // 2: the server's token survives a restart (clients carry on); evaluations; mirrored runs
+  // (keel train --serve: the run decides in-process, the server stores what it decided).
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE evals (
+     run_id INTEGER NOT NULL REFERENCES runs (id),
+     step INTEGER NOT NULL,
+     metrics TEXT NOT NULL,
+     PRIMARY KEY (run_id, step)
+   );
+   ALTER TABLE runs ADD COLUMN mirror INTEGER NOT NULL DEFAULT 0;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -45,6 +57,8 @@ export interface RunRow {
   name: string;
   created_at: string;
   config: Record<string, unknown>;
+  /** The run decides for itself (keel train --serve) and the server only stores. */
+  mirror: boolean;
   /** Reports stored, and the newest one's step. */
   reports: number;
   last_step: number | null;
@@ -55,10 +69,13 @@ export class Store {
   /** Live controllers by run id, loaded from their stored state on first use. */
   private readonly controllers = new Map<number, Controller>();
   /** Statements of the per-step path, prepared once (after the migrations made their tables). */
-  private readonly sql: Record<'findReport' | 'insertReport' | 'saveController' | 'insertCheckpoint' | 'loadController', Database.Statement>;
+  private readonly sql: Record<'findReport' | 'insertReport' | 'replaceReport' | 'saveController' | 'insertCheckpoint' | 'loadController' | 'insertEval', Database.Statement>;
+  /** Mirrored runs by id (their reports carry their decisions). */
+  private readonly mirrors = new Map<number, boolean>();
 
   constructor(file: string) {
     try {
+      if (file !== ':memory:') fs.closeSync(fs.openSync(file, 'a', 0o600)); // it holds the token: owner only
       this.db = new Database(file);
     } catch (e) {
       throw new UserError(`cannot open the database ${file}: ${(e as Error).message}`);
@@ -69,9 +86,11 @@ export class Store {
     this.sql = {
       findReport: this.db.prepare('SELECT decision FROM reports WHERE run_id = ? AND step = ? AND attempt = ?'),
       insertReport: this.db.prepare('INSERT INTO reports (run_id, step, attempt, seq, report, decision) VALUES (?, ?, ?, ?, ?, ?)'),
+      replaceReport: this.db.prepare('INSERT OR REPLACE INTO reports (run_id, step, attempt, seq, report, decision) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertEval: this.db.prepare('INSERT OR REPLACE INTO evals (run_id, step, metrics) VALUES (?, ?, ?)'),
       saveController: this.db.prepare('UPDATE runs SET controller = ? WHERE id = ?'),
       insertCheckpoint: this.db.prepare('INSERT OR REPLACE INTO checkpoints (run_id, step, data, path) VALUES (?, ?, ?, ?)'),
-      loadController: this.db.prepare('SELECT controller FROM runs WHERE id = ?'),
+      loadController: this.db.prepare('SELECT controller, mirror FROM runs WHERE id = ?'),
     };
   }
 
@@ -88,28 +107,68 @@ export class Store {
     }
   }
 
+  /** The server's bearer token: made once per database and kept, so a restarted server's clients carry on. */
+  token(fresh: boolean): string {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = 'token'").get() as { value: string } | undefined;
+    if (row && !fresh) return row.value;
+    const token = crypto.randomBytes(24).toString('hex');
+    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('token', ?)").run(token);
+    return token;
+  }
+
   /** A new run, or with `resume` the newest run of that name (a restarted job carries on). */
-  createRun(name: string, config: Record<string, unknown>, policy: Partial<Policy> & Pick<Policy, 'on_spike'>, facts: RunFacts, resume: boolean): { id: number; resumed: boolean } {
+  createRun(name: string, config: Record<string, unknown>, policy: Partial<Policy> & Pick<Policy, 'on_spike'>, facts: RunFacts, resume: boolean, mirror = false): { id: number; resumed: boolean } {
     if (resume) {
       const row = this.db.prepare('SELECT id FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1').get(name) as { id: number } | undefined;
       if (row) return { id: row.id, resumed: true };
     }
     const c = new Controller(policy, facts);
-    const info = this.db.prepare('INSERT INTO runs (name, created_at, config, controller) VALUES (?, ?, ?, ?)')
-      .run(name, new Date().toISOString(), JSON.stringify(config), JSON.stringify(c.toJSON()));
+    const info = this.db.prepare('INSERT INTO runs (name, created_at, config, controller, mirror) VALUES (?, ?, ?, ?, ?)')
+      .run(name, new Date().toISOString(), JSON.stringify(config), JSON.stringify(c.toJSON()), mirror ? 1 : 0);
     const id = Number(info.lastInsertRowid);
     this.controllers.set(id, c);
+    this.mirrors.set(id, mirror);
     return { id, resumed: false };
   }
 
   controller(id: number): Controller {
     const live = this.controllers.get(id);
     if (live) return live;
-    const row = this.sql.loadController.get(id) as { controller: string } | undefined;
+    const row = this.sql.loadController.get(id) as { controller: string; mirror: number } | undefined;
     if (!row) throw new NotFound(`no run ${id}`);
     const c = Controller.fromJSON(JSON.parse(row.controller));
     this.controllers.set(id, c);
+    this.mirrors.set(id, row.mirror === 1);
     return c;
+  }
+
+  isMirror(id: number): boolean {
+    this.controller(id);
+    return this.mirrors.get(id)!;
+  }
+
+  /**
+   * A mirrored run's reports with the decisions it made itself. A step reported again (a resumed
+   * run replays the steps after its last checkpoint) replaces the stored one: the newest pass is
+   * what the weights saw.
+   */
+  mirror(id: number, rows: readonly { report: StepReport; decision: Decision }[]): void {
+    if (!this.isMirror(id)) throw new UserError(`run ${id} is controlled by this server: post its reports without decisions`);
+    this.db.transaction(() => {
+      for (const { report: r, decision: d } of rows) this.sql.replaceReport.run(id, r.step, r.attempt, d.seq, JSON.stringify(r), JSON.stringify(d));
+    })();
+  }
+
+  /** Evaluation results after `step` (validation loss and the like). */
+  evaluation(id: number, step: number, metrics: Record<string, number>): void {
+    this.controller(id);
+    this.sql.insertEval.run(id, step, JSON.stringify(metrics));
+  }
+
+  evals(id: number): { step: number; metrics: Record<string, number> }[] {
+    this.controller(id);
+    const rows = this.db.prepare('SELECT step, metrics FROM evals WHERE run_id = ? ORDER BY step').all(id) as { step: number; metrics: string }[];
+    return rows.map((r) => ({ step: r.step, metrics: JSON.parse(r.metrics) }));
   }
 
   /**
@@ -119,6 +178,7 @@ export class Store {
    */
   report(id: number, reports: readonly StepReport[]): Decision[] {
     const c = this.controller(id);
+    if (this.mirrors.get(id)) throw new UserError(`run ${id} decides for itself (a mirrored run): post its reports with their decisions`);
     const { findReport: find, insertReport: insert, saveController: save } = this.sql;
     try {
       return this.db.transaction(() => {
@@ -158,9 +218,9 @@ export class Store {
   }
 
   runs(): RunRow[] {
-    const rows = this.db.prepare(`SELECT r.id, r.name, r.created_at, r.config, COUNT(p.step) AS reports, MAX(p.step) AS last_step
-      FROM runs r LEFT JOIN reports p ON p.run_id = r.id GROUP BY r.id ORDER BY r.id`).all() as (Omit<RunRow, 'config'> & { config: string })[];
-    return rows.map((r) => ({ ...r, config: JSON.parse(r.config) }));
+    const rows = this.db.prepare(`SELECT r.id, r.name, r.created_at, r.config, r.mirror, COUNT(p.step) AS reports, MAX(p.step) AS last_step
+      FROM runs r LEFT JOIN reports p ON p.run_id = r.id GROUP BY r.id ORDER BY r.id`).all() as (Omit<RunRow, 'config' | 'mirror'> & { config: string; mirror: number })[];
+    return rows.map((r) => ({ ...r, config: JSON.parse(r.config), mirror: r.mirror === 1 }));
   }
 
   /** Step reports with their decisions in the order they came, at most `max` (evenly spaced; decisions other than proceed always kept). */
