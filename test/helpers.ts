@@ -92,15 +92,15 @@ export interface CliResult {
 }
 
 /** Runs `node bin/keel.js ...args` to completion. */
-export function keel(args: string[], opts: { cwd?: string } = {}): CliResult {
-  const r = spawnSync(process.execPath, [KEEL, ...args], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000 });
+export function keel(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
+  const r = spawnSync(process.execPath, [KEEL, ...args], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000, env: { ...process.env, ...opts.env } });
   if (r.error) throw r.error;
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Starts `node bin/keel.js ...args` in the background (for Ctrl-C tests). */
-export function keelAsync(args: string[]): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [KEEL, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+export function keelAsync(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [KEEL, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -7,16 +7,12 @@
  * in-flight requests, close the database, exit 0.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
+import { keelHome, serveFile } from '../serve/home.ts';
 import { serve } from '../serve/server.ts';
 import { int } from './args.ts';
-
-export function keelHome(): string {
-  return process.env.KEEL_HOME ?? path.join(os.homedir(), '.keel');
-}
 
 export function serveCommand(): Command {
   return new Command('serve')
@@ -33,7 +29,7 @@ export function serveCommand(): Command {
       const db = path.resolve(o.db ?? path.join(home, 'keel.db'));
       const s = await serve({ host: o.host, port: o.port, db, newToken: o.newToken === true });
       const info = { url: s.url, token: s.token, dashboard: s.dashboard, pid: process.pid, db };
-      const file = path.join(home, 'serve.json');
+      const file = serveFile();
       fs.writeFileSync(`${file}.tmp`, JSON.stringify(info) + '\n', { mode: 0o600 });
       fs.renameSync(`${file}.tmp`, file);
       if (o.json) process.stdout.write(JSON.stringify(info) + '\n');

@@ -18,6 +18,8 @@ import { createProgress } from '../util/progress.ts';
 import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { Guards } from '../train/guards.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
+import { findServer } from '../serve/home.ts';
+import { Mirror } from '../serve/mirror.ts';
 
 
 /** `--lawa k[:every]`. */
@@ -27,6 +29,13 @@ function parseLawa(text: string): { lawaK: number; lawaEvery: number } {
   const every = m?.[2] !== undefined ? Number(m[2]) : 50;
   if (!m || k < 1 || every < 1) throw new UserError(`--lawa ${text}: expected k[:every] with positive integers, e.g. --lawa 5:50`);
   return { lawaK: k, lawaEvery: every };
+}
+
+/** keel train --serve [URL]: the run's reports and decisions mirrored to keel serve (named after its directory). */
+function mirrorOf(flag: string | true, runDir: string, o: TrainOptions, progress: { log(line: string): void }): Mirror {
+  const { url, token } = findServer(flag === true ? undefined : flag);
+  const config = { source: 'keel train', run_dir: runDir, model: o.configName, optimizer: o.optimizer, steps: o.steps, batch: o.batch, accum: o.accum };
+  return new Mirror(url, token, path.basename(runDir), config, (line) => progress.log(line));
 }
 
 function defaultOut(): string {
@@ -61,6 +70,7 @@ export function trainCommand(): Command {
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--seed <n>', 'seed for init and data order', int(0), D('seed'))
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
+    .option('--serve [url]', 'also show the run in keel serve\'s dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)')
     .option('--json', 'print a JSON summary as the last line of stdout')
     // Stability (techniques.md §1).
     .option('--spike-window <n>', `spike detector: rolling window of steps (default ${SPIKE_DEFAULTS.window})`, int(2))
@@ -155,13 +165,16 @@ export function trainCommand(): Command {
       process.on('SIGINT', onSigint);
       const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
       const progress = createProgress({ total: opts.steps, label: 'train' });
+      const mirror = o.serve ? mirrorOf(o.serve, runDir, opts, progress) : undefined;
       let summary;
       try {
-        summary = await train(opts, { shouldStop: () => stop, progress }, ckpt);
+        summary = await train(opts, { shouldStop: () => stop, progress, observer: mirror }, ckpt);
       } catch (err) {
         // A run the controller stopped still gets its report (its events say why).
         if (err instanceof RecoveryExhausted) writeReport(runDir);
         throw err;
+      } finally {
+        await mirror?.close();
       }
       process.off('SIGINT', onSigint);
       writeReport(runDir);

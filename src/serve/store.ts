@@ -205,9 +205,10 @@ export class Store {
   /** The run can restore the state after `step` (a checkpoint it wrote). */
   checkpoint(id: number, step: number, data: number, path: string | undefined): void {
     const c = this.controller(id);
+    const mirror = this.mirrors.get(id)!; // a mirrored run's restore points live in its own controller
     try {
       this.db.transaction(() => {
-        c.addRestorePoint({ step, data, ...(path !== undefined ? { path } : {}) });
+        if (!mirror) c.addRestorePoint({ step, data, ...(path !== undefined ? { path } : {}) });
         this.sql.insertCheckpoint.run(id, step, data, path ?? null);
         this.sql.saveController.run(JSON.stringify(c.toJSON()), id);
       })();

@@ -36,7 +36,7 @@ import { configToMetadata, copyTensors, namedTensors } from '../model/checkpoint
 import type { ParamLayout } from '../model/params.ts';
 import { readSafetensors } from '../io/safetensors.ts';
 import { Controller } from '../control/controller.ts';
-import { finiteOrNull, REPORT_VERSION, type Decision, type StepReport } from '../control/types.ts';
+import { finiteOrNull, REPORT_VERSION, type Decision, type Policy, type RunFacts, type StepReport } from '../control/types.ts';
 import { learningRate, type ScheduleOptions } from './schedule.ts';
 import { evaluate } from './evaluate.ts';
 import {
@@ -77,10 +77,20 @@ export interface ProgressSink {
   done(): void;
 }
 
+/** Follows a run from outside: src/serve/mirror.ts sends it to keel serve (keel train --serve). */
+export interface RunObserver {
+  start(info: { policy: Policy; run: RunFacts; resumed: boolean }): void;
+  step(report: StepReport, decision: Decision): void;
+  evaluation(step: number, metrics: Record<string, number>): void;
+  checkpoint(step: number, data: number, path: string): void;
+}
+
 export interface TrainHooks {
   /** Return true to stop after the current step (Ctrl-C), writing a checkpoint. */
   shouldStop?: () => boolean;
   progress?: ProgressSink | false;
+  /** Follows the run's reports, decisions, evaluations and checkpoints (keel train --serve). */
+  observer?: RunObserver;
 }
 
 /** The loss became NaN/inf with no recovery to turn to: a clean message, not a stack trace (exit 1). */
@@ -118,6 +128,7 @@ interface Run {
   log: MetricsLog;
   control: MetricsLog;
   progress: ProgressSink | null;
+  observer: RunObserver | null;
   s: RunState;
 }
 
@@ -151,6 +162,8 @@ interface Plan {
   gradFault: { scale: number } | null;
   cursorFrom: number;
   t0: number;
+  /** The step report sent to the controller (ask). */
+  report?: StepReport;
 }
 
 /** One step's gradient and what was measured on the way. */
@@ -245,6 +258,8 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined)
   const restore = new RestoreStore(dir, controller, policy.on_spike === 'none' ? null : controller.policy.rollback_steps, model.numParams, opt.slots, (m) => control.write(m));
   restore.sync(); // a resumed run has no snapshots in memory
   const progress = hooks.progress || null;
+  const observer = hooks.observer ?? null;
+  observer?.start({ policy: controller.policy, run: controller.run, resumed: ckpt !== undefined });
   const noiseNote = noise && !o.batchRamp ? noiseRequirement(o.accum) : null;
   if (noiseNote) progress?.log(noiseNote);
   return {
@@ -254,7 +269,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined)
     schedule: { kind: o.schedule, lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, points: o.lrPoints },
     // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
     faultRng: new Rng(o.seed ^ 0x5eed),
-    log, control, progress, s,
+    log, control, progress, observer, s,
   };
 }
 
@@ -355,6 +370,7 @@ function ask(run: Run, p: Plan, g: Grad): Decision {
     ...(n ? { noise: { g_small_sq: n.g_small_sq, g_big_sq: n.g_big_sq, b_small: n.b_small, b_big: n.b_big } } : {}),
   };
   run.control.write({ t: 'report', ...report });
+  p.report = report;
   const d = run.controller.report(report);
   run.control.write({ t: 'decision', ...d });
   return d;
@@ -382,6 +398,7 @@ function act(run: Run, p: Plan, g: Grad, d: Decision): 'next' | 'rolled_back' {
     ...(!d.apply ? { action: d.kind } : {}),
   });
   if (g.diagRecord) log.write(g.diagRecord);
+  run.observer?.step(g.diagRecord ? { ...p.report!, diag: g.diagRecord } : p.report!, d);
   if (d.kind !== 'proceed' && d.kind !== 'skip') log.write({ event: 'decision', step: p.n, kind: d.kind, rung: d.rung, reason: d.reason, ...(d.batch !== undefined ? { batch: d.batch } : {}), ...(d.lr ? { lr_multiplier: d.lr.multiplier, lr_steps: d.lr.steps } : {}) });
   if (d.kind === 'stop') stop(run, p, g, d);
   if (d.kind === 'rollback') {
@@ -449,6 +466,7 @@ function evaluateNow(run: Run): void {
   if (lawa && lawaAvg && lawa.average(lawaAvg)) averaged.val_loss_lawa = evaluateWith(run, lawaAvg);
   if (ema && ema.t > 0) averaged.val_loss_ema = evaluateWith(run, ema.weights);
   run.log.write({ step: s.step, val_loss: s.valLoss, ...averaged, ...embeddingDrift(model.params, model.layout.byName.get('transformer.wte.weight')!) });
+  run.observer?.evaluation(s.step, { val_loss: s.valLoss, ...averaged });
   run.progress?.log(`step ${s.step}: val loss ${s.valLoss.toFixed(4)}`);
 }
 
@@ -466,6 +484,7 @@ function save(run: Run): void {
   const { s, o, optimizer, opt } = run;
   // Registered first, so the checkpoint's controller state knows the checkpoint (a resume can roll back to it).
   run.restore.add({ step: s.step, data: run.batcher.cursor, path: checkpointDir(run.dir, s.step) });
+  run.observer?.checkpoint(s.step, run.batcher.cursor, checkpointDir(run.dir, s.step));
   const state: TrainerState = {
     version: 1, step: s.step, tokens: s.tokens, cursor: run.batcher.cursor, seed: o.seed, optimizerT: opt.t, optimizer: optimizer.name,
     elapsedMs: s.elapsedMs, config: o.config, options: { ...o, config: undefined }, guard: run.guards.state(),
