@@ -1,6 +1,7 @@
 // The live dashboard in a real browser (Debian's chromium driven by playwright-core): the
 // one-time login link sets a session, a step posted through the API appears on the page within
-// 2 s, and a decision other than proceed is listed with its reason. Skipped, with the reason
+// 2 s, a decision other than proceed is listed with its reason, and the panels follow what the
+// run sends (validation, noise sums, diagnostics). Skipped, with the reason
 // printed, where /usr/bin/chromium is not installed.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,8 +23,8 @@ after(async () => {
   await s?.close();
 });
 
-const report = (step: number, loss: number): StepReport => ({
-  v: 1, step, attempt: 0, loss, grad_norm: 1 + 0.01 * Math.sin(step), nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 64, batch: 4, data: [step - 1, step],
+const report = (step: number, loss: number, extra: Partial<StepReport> = {}): StepReport => ({
+  v: 1, step, attempt: 0, loss, grad_norm: 1 + 0.01 * Math.sin(step), nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 64, batch: 4, data: [step - 1, step], ...extra,
 });
 
 async function post(route: string, body: unknown): Promise<Record<string, unknown>> {
@@ -64,6 +65,16 @@ test('dashboard: login link, live steps over SSE within 2 s, decisions listed wi
   await post(`/runs/${id}/reports`, { reports: [report(7, 40)] });
   await page.waitForFunction(() => document.getElementById('decisions')?.textContent?.includes('skip'), undefined, { timeout: 2000 });
   assert.match(await page.textContent('#decisions') ?? '', /7.*skip.*loss spike at step 7/);
+  const titles = () => page.$$eval('#panels section', (els) => els.map((e) => (e as HTMLElement).dataset.panel));
+  assert.deepEqual(await titles(), ['loss', 'gradient norm', 'learning rate', 'batch size (sequences)']);
+  // Noise sums, diagnostics and an evaluation add their panels and series live.
+  const noise = { g_small_sq: 2, g_big_sq: 1.2, b_small: 2, b_big: 4 };
+  await post(`/runs/${id}/reports`, { reports: [report(8, 2.05, { noise, diag: { diag_update_rms: 0.01, diag_eps_frac: 0.2 } })] });
+  await post(`/runs/${id}/evals`, { step: 8, metrics: { val_loss: 2.1 } });
+  await page.waitForFunction(() => document.querySelectorAll('#panels section').length === 6, undefined, { timeout: 2000 });
+  assert.deepEqual(await titles(), ['loss', 'gradient norm', 'learning rate', 'batch size (sequences)', 'noise scale B_simple (sequences)', 'diagnostics']);
+  assert.match(await page.textContent('#panels section[data-panel="diagnostics"]') ?? '', /diag_update_rms.*diag_eps_frac/s);
+  assert.match(await page.textContent('#panels section[data-panel="loss"]') ?? '', /validation/);
   // The login link is one-time.
   const again = await (await browser.newPage()).goto(s.dashboard);
   assert.equal(again!.status(), 401);

@@ -398,7 +398,7 @@ function act(run: Run, p: Plan, g: Grad, d: Decision): 'next' | 'rolled_back' {
     ...(!d.apply ? { action: d.kind } : {}),
   });
   if (g.diagRecord) log.write(g.diagRecord);
-  run.observer?.step(g.diagRecord ? { ...p.report!, diag: g.diagRecord } : p.report!, d);
+  run.observer?.step(g.diagRecord ? { ...p.report!, diag: diagAggregates(g.diagRecord) } : p.report!, d);
   if (d.kind !== 'proceed' && d.kind !== 'skip') log.write({ event: 'decision', step: p.n, kind: d.kind, rung: d.rung, reason: d.reason, ...(d.batch !== undefined ? { batch: d.batch } : {}), ...(d.lr ? { lr_multiplier: d.lr.multiplier, lr_steps: d.lr.steps } : {}) });
   if (d.kind === 'stop') stop(run, p, g, d);
   if (d.kind === 'rollback') {
@@ -457,6 +457,11 @@ function afterStep(run: Run, p: Plan, g: Grad): void {
   const ms = performance.now() - p.t0;
   run.progress?.update(s.step, { loss: g.loss.toFixed(4), 'tok/s': Math.round((p.batch * o.config.blockSize / ms) * 1000) });
   if ((o.checkpointEvery > 0 && s.step % o.checkpointEvery === 0) || last) save(run);
+}
+
+/** The whole-model diag_* numbers of a diagnostics record (the per-tensor part stays in metrics.jsonl). */
+function diagAggregates(rec: Record<string, unknown>): Record<string, number> {
+  return Object.fromEntries(Object.entries(rec).filter((e): e is [string, number] => e[0].startsWith('diag_') && typeof e[1] === 'number' && Number.isFinite(e[1])));
 }
 
 function evaluateNow(run: Run): void {
