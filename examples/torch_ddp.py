@@ -4,15 +4,18 @@
     PYTHONPATH=python torchrun --nproc_per_node 2 examples/torch_ddp.py --data FILE
     PYTHONPATH=python python3 examples/torch_ddp.py --data FILE --spawn 2      # without torchrun
 
-What Keel adds to an ordinary loop is marked "Keel:". Rollback targets are in-memory snapshots
-every --snapshot-every steps (a real run would register its checkpoints the same way).
+What Keel adds to an ordinary loop is marked "Keel:". keel.Steer applies each decision (the
+optimizer and scheduler step, or not; rollbacks to in-memory snapshots every --snapshot-every
+steps, skipping data through keel.Batches; LR and batch changes). A real run would register its
+checkpoints instead: Steer(..., restore=load_fn) and steer.checkpoint(step, path).
 """
-import argparse, copy, math, os, sys
+import argparse, json, math, os, sys, time
 
 import torch
 import torch.distributed as td
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DistributedSampler
 
 import keel
 from keel.dist import NoiseScaleHook
@@ -52,62 +55,71 @@ def main(rank, world, a):
     td.init_process_group("gloo", rank=rank, world_size=world, init_method=a.init)
     data = torch.frombuffer(bytearray(open(a.data, "rb").read()), dtype=torch.uint8).long()
     torch.manual_seed(a.seed)
-    model = torch.nn.parallel.DistributedDataParallel(GPT(block=a.block))
+    model = torch.nn.parallel.DistributedDataParallel(GPT(layers=a.layers, heads=max(1, a.width // 32), c=a.width, block=a.block))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
     per_rank = a.batch // world
-    hook = NoiseScaleHook(per_rank)                                            # Keel: noise scale for free
-    model.register_comm_hook(None, hook)
-    run = keel.init(name=a.name, policy={"on_spike": "rollback", "spike_window": 16},   # Keel
-                    run={"steps": a.steps, "batch": a.batch, "micro_batch": per_rank, "seq_len": a.block,
-                         "params": sum(p.numel() for p in model.parameters())})
-    snapshots, step, cursor, lr_mult = {}, 0, 0, 1.0
-    while step < a.steps:
-        if step % a.snapshot_every == 0:                                       # Keel: a state to roll back to
-            snapshots[step] = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), cursor)
-            run.checkpoint(step, data=cursor)
-        n = step + 1
-        g = torch.Generator().manual_seed(a.seed * 100003 + cursor)          # batch `cursor`, the same on a replay
-        starts = torch.randint(0, len(data) - a.block - 1, (a.batch,), generator=g)[rank * per_rank:(rank + 1) * per_rank]
-        x = torch.stack([data[s:s + a.block] for s in starts])
-        y = torch.stack([data[s + 1:s + a.block + 1] for s in starts])
-        lr = a.lr * min(1.0, n / 20) * lr_mult
-        for group in opt.param_groups:
-            group["lr"] = lr
+    starts = DistributedSampler(range(len(data) - a.block - 1), num_replicas=world, rank=rank, seed=a.seed)
+    batches = keel.Batches(BatchSampler(starts, per_rank, drop_last=True))    # Keel: batches a rollback can skip
+    if a.without_keel:  # the same loop with plain optimizer steps: bench/client_cost.ts's baseline
+        hook, run, steer = None, None, Plain(opt, sched)
+    else:
+        hook = NoiseScaleHook(per_rank)                                        # Keel: noise scale for free
+        model.register_comm_hook(None, hook)
+        run = keel.init(name=a.name, policy={"on_spike": "rollback", "spike_window": 16},   # Keel
+                        run={"steps": a.steps, "batch": a.batch, "micro_batch": a.batch, "seq_len": a.block,
+                             "params": sum(p.numel() for p in model.parameters())})
+        steer = keel.Steer(run, opt, scheduler=sched, batches=batches, model=model, snapshot_every=a.snapshot_every)  # Keel
+    t0, passes = time.perf_counter(), 0
+    while steer.next_step <= a.steps:
+        n, passes = steer.next_step, passes + 1
+        idx = batches.next()
+        x = torch.stack([data[s:s + a.block] for s in idx])
+        y = torch.stack([data[s + 1:s + a.block + 1] for s in idx])
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        if n == a.fault_step and rank == 0:
+        if n == a.fault_step and rank == 0 and run is not None and run.attempt == 0:
             loss = loss * 50                                                   # a fire drill on one rank
-        opt.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
-        d = run.step(n, loss=loss.item(), grad_norm=norm, lr=lr, tokens=n * a.batch * a.block, batch=a.batch,
-                     data=(cursor, cursor + 1), noise=hook.sums())            # Keel: one report, one decision
+        d = steer.step(loss=loss.item(), grad_norm=norm, noise=hook)  # Keel: in place of opt.step(); sched.step()
         if rank == 0 and (n % 20 == 0 or d.kind != "proceed"):
             print(f"step {n} loss {loss.item():.4f} {d.kind}{'' if d.kind == 'proceed' else ': ' + d.reason}", flush=True)
-        if d.lr_multiplier is not None:
-            lr_mult = d.lr_multiplier
-        if d.kind == "stop":
+        if d.kind == "stop":                                                   # Keel
             if rank == 0:
                 print(f"stopped by Keel at step {n}: {d.reason}\n{d.stop['advice']}")
             break
-        if d.kind == "rollback":                                               # restore, skip the data
-            ms, os_, _ = snapshots[d.rollback_to]
-            model.load_state_dict(ms)
-            opt.load_state_dict(os_)
-            step, cursor = d.rollback_to, int(d.skip_data[1])
-            snapshots = {k: v for k, v in snapshots.items() if k <= step}
-            continue
-        if d.apply:
-            opt.step()
-        step, cursor = n, cursor + 1
-    run.finish()
-    checksum = sum(p.detach().double().sum().item() for p in model.parameters())
+    seconds = time.perf_counter() - t0
+    steps = steer.next_step - 1
+    step_ms = 1000 * seconds / max(1, passes)  # per step computed: a rollback's replayed steps count too
+    out = {"steps": steps, "passes": passes, "step_ms": step_ms, "checksum": sum(p.detach().double().sum().item() for p in model.parameters())}
+    if run is not None:
+        run.finish()
+        out["report_ms"] = 1000 * run.seconds / max(1, passes)  # in run.step: collectives and the round trip
+        out["snapshot_ms"] = 1000 * steer.snapshot_seconds / max(1, passes)
+        if rank == 0:
+            keel_ms = out["report_ms"] + out["snapshot_ms"]
+            print(f"keel: {keel_ms:.2f} ms of {step_ms:.1f} ms per step ({100 * keel_ms / step_ms:.1f} %: reports, decisions, snapshots)")
     if rank == 0 and a.out:
         with open(a.out, "w") as f:
-            f.write(f'{{"steps": {step}, "checksum": {checksum!r}}}\n')
+            f.write(json.dumps(out) + "\n")
     td.destroy_process_group()
     # Debian's torch 1.13 sometimes hangs in its exit-time destructors after gloo: leave at once.
     sys.stdout.flush()
     os._exit(0)
+
+
+class Plain:
+    """What Steer does when every decision is proceed, without Keel (--without-keel)."""
+
+    def __init__(self, opt, sched):
+        self.opt, self.sched, self.next_step = opt, sched, 1
+
+    def step(self, **_):
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.next_step += 1
+        return keel.Decision.proceed(self.next_step - 1, 0, "without keel")
 
 
 def spawned(rank, world, a):
@@ -120,12 +132,15 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--block", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--width", type=int, default=64, help="embedding width (heads of 32)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--snapshot-every", type=int, default=10)
     p.add_argument("--fault-step", type=int, default=0, help="multiply rank 0's loss by 50 at this step (a fire drill)")
     p.add_argument("--name", default="torch-ddp")
-    p.add_argument("--out", help="write {steps, checksum} here (tests)")
+    p.add_argument("--out", help="write {steps, passes, step_ms, checksum, report_ms, snapshot_ms} here (tests, bench; ms per step computed)")
+    p.add_argument("--without-keel", action="store_true", help="the same loop without Keel (the benchmark's baseline)")
     p.add_argument("--spawn", type=int, help="start this many processes with torch.multiprocessing instead of torchrun")
     p.add_argument("--port", type=int, default=29533)
     a = p.parse_args()

@@ -10,8 +10,8 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
+import http.client
+import urllib.parse
 
 REPORT_VERSION = 1
 MAX_PENDING = 100_000  # reports kept in memory for a server that is away; beyond: offline for good
@@ -68,6 +68,8 @@ class Run:
         self.dist = dist
         self.rank0 = dist is None or dist.rank == 0
         self.facts = dict(run)
+        self._conn = None  # kept alive between steps
+        self.seconds = 0.0  # time spent in step() and checkpoint(): Keel's cost to the run
         self.attempt = 0
         self.batch = run["batch"]
         self.lr_multiplier = 1.0
@@ -92,10 +94,17 @@ class Run:
 
     # -- the three calls of a training loop ------------------------------------------------
     def step(self, step, loss, grad_norm, tokens, batch, data, lr=None, nonfinite=None, noise=None):
-        """Reports optimizer step `step` (1-based; its gradient is computed, not applied) and returns the decision."""
+        """Reports optimizer step `step` (1-based; its gradient is computed, not applied) and returns the decision.
+        noise: the step's sums {g_small_sq, g_big_sq, b_small, b_big}, or a keel.dist.NoiseScaleHook."""
+        t0 = time.perf_counter()
+        hook = noise if hasattr(noise, "local_small") else None  # a keel.dist.NoiseScaleHook
         if self.dist is not None:
-            loss, bad = self.dist.reduce_loss(loss, nonfinite)
+            loss, bad, extra = self.dist.reduce_loss(loss, nonfinite, [hook.local_small()] if hook else [])
             nonfinite = {"loss": bad, "grad": bad}
+            if hook:
+                noise = hook.finish(extra[0])
+        elif hook:
+            noise = hook.finish(hook.local_small())
         finite = lambda x: x is not None and x == x and abs(x) != float("inf")
         nf = nonfinite or {"loss": not finite(loss), "grad": not finite(grad_norm)}
         report = {
@@ -110,15 +119,18 @@ class Run:
         if self.dist is not None:
             d = self.dist.broadcast_decision(d)
         self._follow(d)
+        self.seconds += time.perf_counter() - t0
         return d
 
     def checkpoint(self, step, data, path=None):
         """The run can restore the state after `step` (it just wrote a checkpoint); `data` is where its data continues."""
         if self.rank0 and self.id is not None and self.offline is None:
+            t0 = time.perf_counter()
             body = {"step": int(step), "data": data}
             if path is not None:
                 body["path"] = str(path)
             self._post(f"/api/v1/runs/{self.id}/checkpoints", body)
+            self.seconds += time.perf_counter() - t0
 
     def finish(self):
         """Sends what is still pending (one try)."""
@@ -198,26 +210,52 @@ class Run:
         """POSTs JSON; the answer, or None when the server is away or refused (never raises for that)."""
         if self.url is None:
             return None
-        req = urllib.request.Request(self.url + route, data=json.dumps(body).encode(), method="POST",
-                                     headers={"content-type": "application/json", "authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as res:
-                return json.loads(res.read())
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode(errors="replace")
-            if e.code == 401:
-                self.offline = "the server refused the token"
-                print(f"keel: {self.offline}; training on without Keel (reports in {self.spill_path})", file=sys.stderr)
-            elif e.code == 400 and route.endswith("/reports"):
-                self.offline = f"the server refused a report: {detail}"
-                print(f"keel: {self.offline}; training on without Keel", file=sys.stderr)
-                self.pending = []
-            else:
-                print(f"keel: {route}: HTTP {e.code} {detail}", file=sys.stderr)
+            status, text = self._exchange(route, json.dumps(body).encode())
+        except (OSError, http.client.HTTPException, ValueError):
             return None
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
+        if status == 200:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return None
+        detail = text.decode(errors="replace")
+        if status == 401:
+            self.offline = "the server refused the token"
+            print(f"keel: {self.offline}; training on without Keel (reports in {self.spill_path})", file=sys.stderr)
+        elif status == 400 and route.endswith("/reports"):
+            self.offline = f"the server refused a report: {detail}"
+            print(f"keel: {self.offline}; training on without Keel", file=sys.stderr)
+            self.pending = []
+        else:
+            print(f"keel: {route}: HTTP {status} {detail}", file=sys.stderr)
+        return None
 
+    def _exchange(self, route, data):
+        """One request on a kept-alive connection; a connection the server closed while idle is reopened once."""
+        headers = {"content-type": "application/json", "authorization": f"Bearer {self.token}"}
+        for fresh in (self._conn is None, True):
+            if fresh:
+                self._close()
+                u = urllib.parse.urlsplit(self.url)
+                cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+                self._conn = cls(u.hostname, u.port, timeout=self.timeout)
+            try:
+                self._conn.request("POST", route, body=data, headers=headers)
+                res = self._conn.getresponse()
+                return res.status, res.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if fresh:
+                    self._close()
+                    raise
+            except BaseException:
+                self._close()
+                raise
+
+    def _close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 def init(name, policy, run, config=None, url=None, token=None, timeout=2.0, spill=None, resume=False):
     """Starts (or with resume=True continues) a run on the Keel server; under torch.distributed every rank calls it."""

@@ -29,13 +29,14 @@ class Dist:
         a, b, l = self._bcast([attempt, batch, lr])
         return int(a), int(b), l
 
-    def reduce_loss(self, loss, nonfinite):
+    def reduce_loss(self, loss, nonfinite, extra=()):
+        """The mean loss over ranks and whether any rank's was not finite; `extra` values are summed in the same all-reduce."""
         bad = 1.0 if (nonfinite and (nonfinite.get("loss") or nonfinite.get("grad"))) or not (loss == loss and abs(loss) != float("inf")) else 0.0
-        t = torch.tensor([0.0 if bad else float(loss), bad], dtype=torch.float64, device=self.device)
+        t = torch.tensor([0.0 if bad else float(loss), bad, *extra], dtype=torch.float64, device=self.device)
         td.all_reduce(t)
         n = td.get_world_size()
         any_bad = t[1].item() > 0
-        return (float("nan") if any_bad else t[0].item() / n), any_bad
+        return (float("nan") if any_bad else t[0].item() / n), any_bad, t[2:].tolist()
 
     def broadcast_decision(self, d):
         if self.rank == 0:
@@ -74,7 +75,7 @@ class NoiseScaleHook:
         hook = NoiseScaleHook(sequences_per_rank)
         model.register_comm_hook(None, hook)
         ... loss.backward() ...
-        run.step(..., noise=hook.sums())   # the step's sums, then the hook starts over
+        run.step(..., noise=hook)          # the step's sums (reduced with the loss), then the hook starts over
     """
 
     def __init__(self, b_small):
@@ -101,10 +102,18 @@ class NoiseScaleHook:
         return fut.then(averaged)
 
     def sums(self):
-        """This step's {g_small_sq, g_big_sq, b_small, b_big} (the mean over ranks of ‖g_rank‖²), and a reset."""
+        """This step's {g_small_sq, g_big_sq, b_small, b_big} (the mean over ranks of ‖g_rank‖²), and a reset.
+        (run.step(noise=hook) does the same inside its own all-reduce: one collective fewer.)"""
         small = self.small.clone()
         td.all_reduce(small)
-        out = {"g_small_sq": small.item() / self.world, "g_big_sq": self.big.item(),
+        return self.finish(small.item())
+
+    def local_small(self):
+        """This rank's ‖g_rank‖² of the step, to be summed over ranks (then finish())."""
+        return self.small.item()
+
+    def finish(self, small_sum):
+        out = {"g_small_sq": small_sum / self.world, "g_big_sq": self.big.item(),
                "b_small": self.b_small, "b_big": self.b_small * self.world}
         self._reset()
         return out

@@ -14,6 +14,7 @@ No torch import: it calls the optimizer's, scheduler's and model's own methods.
 """
 import copy
 import itertools
+import time
 
 
 class Batches:
@@ -88,6 +89,7 @@ class Steer:
         self.next_step = 1  # the step the next report is about
         self.stopped = None
         self.snapshots = {}
+        self.snapshot_seconds = 0.0  # time spent copying snapshots (the price of in-memory rollback)
         self._unscaled = [g["lr"] for g in optimizer.param_groups]
         self._scale(run.lr_multiplier)
         self._snapshot_if_due()
@@ -170,8 +172,10 @@ class Steer:
         done = self.next_step - 1
         if not self.snapshot_every or done % self.snapshot_every != 0 or done in self.snapshots:
             return
+        t0 = time.perf_counter()
         pos = self.batches.pos if self.batches is not None else done
         sched = copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None
         self.snapshots[done] = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                                 sched, list(self._unscaled), pos)
+        self.snapshot_seconds += time.perf_counter() - t0
         self.run.checkpoint(done, data=pos)
