@@ -200,6 +200,18 @@ test('python client: the DDP noise-scale hook\'s sums agree with an explicit com
   assert.ok(hook.g_small_sq > hook.g_big_sq, 'one rank\'s gradient is noisier than the mean of two');
 });
 
+test('python client: keel.Batches gives batch k the same indices across epochs and after any seek', { skip }, () => {
+  const r = spawnSync(PY, [path.join(REPO, 'test/python/batches.py')], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const o = JSON.parse(r.stdout.trim());
+  assert.equal(o.len, 3);
+  assert.deepEqual(o.after_seek, o.drawn.slice(4, 7));
+  assert.deepEqual(o.again, o.drawn);
+  assert.deepEqual(o.seek7, o.drawn[7]);
+  assert.equal(o.pos, 8);
+  assert.notDeepEqual(o.drawn[0], o.drawn[3], 'a new epoch is shuffled anew (set_epoch)');
+});
+
 test('examples/torch_ddp.py: a small GPT on 2 gloo processes rolls back a one-rank fire drill and trains to the end', { skip }, async () => {
   const dir = fresh('example');
   fs.mkdirSync(dir, { recursive: true });

@@ -22,6 +22,8 @@ class Batches:
     DistributedSampler) that knows its position and can seek: batch `pos` is always the same
     indices, so a rollback that skips the batches [a, b) seeks to b. Epochs follow each other
     (the sampler's set_epoch is called when it has one); seeking draws indices only, no data.
+    The sampler must give the same order for the same epoch: DistributedSampler does (also for
+    one process: num_replicas=1, rank=0); a RandomSampler draws a new order on every iteration.
 
         batches = keel.Batches(BatchSampler(DistributedSampler(ds), 8, drop_last=True))
         loader = DataLoader(ds, batch_sampler=batches)   # num_workers=0, or re-iterate after a rollback
