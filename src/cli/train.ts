@@ -20,6 +20,7 @@ import { Guards } from '../train/guards.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
 import { findServer } from '../serve/home.ts';
 import { Mirror } from '../serve/mirror.ts';
+import { watchStopSignals } from './signals.ts';
 
 
 /** `--lawa k[:every]`. */
@@ -156,19 +157,13 @@ export function trainCommand(): Command {
       }
       if (o.resume && o.out) throw new UserError('--out cannot be combined with --resume: a resumed run continues in its own directory');
 
-      let stop = false;
-      const onSigint = () => {
-        if (stop) process.exit(130); // second Ctrl-C: leave now
-        stop = true;
-        process.stderr.write('\nkeel: interrupt received, finishing the step and writing a checkpoint (Ctrl-C again to abort)\n');
-      };
-      process.on('SIGINT', onSigint);
+      const signals = watchStopSignals();
       const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
       const progress = createProgress({ total: opts.steps, label: 'train' });
       const mirror = o.serve ? mirrorOf(o.serve, runDir, opts, progress) : undefined;
       let summary;
       try {
-        summary = await train(opts, { shouldStop: () => stop, progress, observer: mirror }, ckpt);
+        summary = await train(opts, { shouldStop: signals.requested, progress, observer: mirror }, ckpt);
       } catch (err) {
         // A run the controller stopped still gets its report (its events say why).
         if (err instanceof RecoveryExhausted) writeReport(runDir);
@@ -176,7 +171,7 @@ export function trainCommand(): Command {
       } finally {
         await mirror?.close();
       }
-      process.off('SIGINT', onSigint);
+      signals.dispose();
       writeReport(runDir);
       const human =
         `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +
@@ -189,6 +184,6 @@ export function trainCommand(): Command {
         const { interrupted: _i, ...rest } = summary;
         process.stdout.write(JSON.stringify(rest) + '\n');
       }
-      if (summary.interrupted) process.exit(130);
+      if (summary.interrupted) process.exit(signals.exitCode());
     });
 }

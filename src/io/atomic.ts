@@ -137,13 +137,14 @@ export function fsyncDir(dir: string): void {
 }
 
 /** Errors the user can act on (missing directory, disk full, no permission) become one line. */
-function ioError(op: string, target: string, e: unknown): unknown {
+export function ioError(op: string, target: string, e: unknown): unknown {
   const code = (e as NodeJS.ErrnoException)?.code;
   if (typeof code !== 'string') return e;
   const hint: Record<string, string> = {
     ENOENT: 'the directory does not exist',
     ENOSPC: 'the disk is full',
     EDQUOT: 'the disk quota is exceeded',
+    EFBIG: 'the file is over the size limit',
     EACCES: 'permission denied',
     EPERM: 'permission denied',
     EROFS: 'the file system is read-only',

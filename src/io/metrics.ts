@@ -10,35 +10,54 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
-import { writeAll } from './atomic.ts';
+import { ioError, writeAll } from './atomic.ts';
 
 export type MetricsRecord = Record<string, unknown>;
 
 export class MetricsLog {
   private fd: number | null;
+  /** Bytes of whole lines in the file: where a failed write is cut back to. */
+  private size: number;
+  private failed = false;
 
   /** Opens `file` for appending (creating it and its directory); a resumed run adds to it. */
   constructor(readonly file: string) {
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       this.fd = fs.openSync(file, 'a');
+      endPartialLine(this.fd, file);
+      this.size = fs.fstatSync(this.fd).size;
     } catch (e) {
-      throw new UserError(`cannot open ${file} for appending: ${(e as Error).message}`);
+      throw ioError('append to', file, e);
     }
-    endPartialLine(this.fd, file);
   }
 
-  /** Appends one record as one line. */
+  /**
+   * Appends one record as one line. A write that fails (a full disk) is cut back off, so the
+   * log still ends with a whole line and a resumed run appends cleanly; the error is one line.
+   */
   write(record: MetricsRecord): void {
     if (this.fd === null) throw new Error(`${this.file}: write after close`);
-    writeAll(this.fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
+    const bytes = Buffer.from(JSON.stringify(record) + '\n', 'utf8');
+    try {
+      writeAll(this.fd, bytes);
+    } catch (e) {
+      this.failed = true;
+      try {
+        fs.ftruncateSync(this.fd, this.size);
+      } catch {
+        // not a regular file (or the file system refuses): nothing more to mend
+      }
+      throw ioError('append to', this.file, e);
+    }
+    this.size += bytes.byteLength;
   }
 
-  /** Flushes to disk and closes; later calls do nothing. */
+  /** Flushes to disk and closes; later calls do nothing. After a failed write it only closes. */
   close(): void {
     if (this.fd === null) return;
     try {
-      fs.fsyncSync(this.fd);
+      if (!this.failed) fs.fsyncSync(this.fd);
     } finally {
       fs.closeSync(this.fd);
       this.fd = null;

@@ -16,9 +16,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { Batcher, splitCorpus } from '../data/batcher.ts';
-import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
+import { checkCorpusSize, loadCorpus, type Corpus } from '../data/corpus.ts';
 import { MetricsLog } from '../io/metrics.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { isTempName, writeFileAtomic } from '../io/atomic.ts';
+import { lockRunDir } from '../io/lock.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import type { Kernels } from '../kernels/types.ts';
 import { GPT } from '../model/gpt.ts';
@@ -182,7 +183,15 @@ interface Grad {
 
 /** Starts a new run in opts.out, or continues one from `resume` (a loaded checkpoint, or a checkpoint or run dir). */
 export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string | Checkpoint): Promise<TrainSummary> {
-  const run = setUp(opts, hooks, typeof resume === 'string' ? loadCheckpoint(resume) : resume);
+  const ckpt = typeof resume === 'string' ? loadCheckpoint(resume) : resume;
+  const place = openRunDir(opts, ckpt);
+  let run: Run;
+  try {
+    run = setUp(opts, hooks, ckpt, place);
+  } catch (e) {
+    place.lock.release();
+    throw e;
+  }
   const { s } = run;
   const startStep = s.step;
   let interrupted = false;
@@ -205,17 +214,34 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?:
     run.progress?.done();
     run.log.close();
     run.control.close();
+    place.lock.release();
   }
   return summarise(run, interrupted);
 }
 
-function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined): Run {
+interface Place {
+  dir: string;
+  corpus: Corpus;
+  lock: { release(): void };
+}
+
+/**
+ * The run directory, made (a new run) or tidied (a resumed one: a kill during a checkpoint
+ * leaves its temporary directory) and locked for this process; the corpus, checked first, so a
+ * rejected corpus leaves no (empty) run directory behind.
+ */
+function openRunDir(o: TrainOptions, ckpt: Checkpoint | undefined): Place {
   const dir = ckpt ? runDirOf(ckpt.dir) : path.resolve(o.out);
-  const cfg = o.config;
   const corpus = loadCorpus(o.data);
-  checkCorpusSize(corpus, cfg.blockSize);
-  // Only after the data is known good: a rejected corpus leaves no (empty) run directory behind.
+  checkCorpusSize(corpus, o.config.blockSize);
   if (!ckpt) prepareRunDir(dir);
+  const lock = lockRunDir(dir);
+  if (ckpt) removeTempCheckpoints(dir);
+  return { dir, corpus, lock };
+}
+
+function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined, { dir, corpus }: Place): Run {
+  const cfg = o.config;
   const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
   const kernels = nativeKernels();
   const model = new GPT(cfg, kernels, { maxBatch: o.batch, zLoss: o.zLoss ?? 0, precision: o.precision ?? 'fp32' });
@@ -241,6 +267,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined)
     ({ step: s.step, tokens: s.tokens, elapsedMs: s.elapsedMs } = ckpt.state);
     batcher.cursor = ckpt.state.cursor;
     guards.restore(ckpt.state.guard);
+    if (!fs.existsSync(path.join(dir, 'config.json'))) writeConfig(dir, o, model, corpus.name, opt);
   } else {
     model.init(o.seed);
     writeConfig(dir, o, model, corpus.name, opt);
@@ -565,6 +592,13 @@ function restoreAverages(dir: string, layout: ParamLayout, lawa: Lawa | null, em
     copyTensors(f, emaFile, layout, ema.weights);
     ema.t = Number(f.metadata.ema_t);
   }
+}
+
+/** Temporary checkpoint directories (src/io/atomic.ts names) a kill left behind: never complete, so never used. */
+function removeTempCheckpoints(dir: string): void {
+  const root = path.join(dir, 'checkpoints');
+  if (!fs.existsSync(root)) return;
+  for (const name of fs.readdirSync(root)) if (isTempName(name)) fs.rmSync(path.join(root, name), { recursive: true, force: true });
 }
 
 function prepareRunDir(runDir: string): void {
