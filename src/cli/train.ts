@@ -2,7 +2,9 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
-import { loadCheckpoint } from '../train/checkpoints.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { loadCheckpoint, type Checkpoint } from '../train/checkpoints.ts';
+import { autoResume } from '../train/auto_resume.ts';
 import { SCHEDULES } from '../train/schedule.ts';
 import { RecoveryExhausted, train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
@@ -30,6 +32,19 @@ function parseLawa(text: string): { lawaK: number; lawaEvery: number } {
   const every = m?.[2] !== undefined ? Number(m[2]) : 50;
   if (!m || k < 1 || every < 1) throw new UserError(`--lawa ${text}: expected k[:every] with positive integers, e.g. --lawa 5:50`);
   return { lawaK: k, lawaEvery: every };
+}
+
+/** --auto-resume: the checkpoint to continue from, or none (start, or start over, in --out). */
+function startOrContinue(o: { out?: string; resume?: string }): Checkpoint | undefined {
+  if (o.resume) throw new UserError('--auto-resume goes with --out DIR (the directory to start or continue), not with --resume');
+  if (!o.out) throw new UserError('--auto-resume needs --out DIR: the directory to start the run in, or continue it from');
+  const a = autoResume(path.resolve(o.out));
+  if (a.kind === 'restart') process.stderr.write(`keel: ${o.out} held a run that stopped before its first checkpoint: starting it over (removed ${a.removed.join(', ')})\n`);
+  if (a.kind !== 'resume') return undefined;
+  for (const line of a.skipped) process.stderr.write(`keel: skipping unreadable checkpoint ${line}\n`);
+  process.stderr.write(`keel: continuing ${o.out} from step ${a.ckpt.state.step}\n`);
+  o.out = undefined; // the run continues in its own directory
+  return a.ckpt;
 }
 
 /** keel train --serve [URL]: the run's reports and decisions mirrored to keel serve (named after its directory). */
@@ -70,6 +85,7 @@ export function trainCommand(): Command {
     .option('--keep <n>', 'checkpoints to keep', int(1), D('keep'))
     .option('--out <dir>', 'run directory (default runs/<date-time>)')
     .option('--seed <n>', 'seed for init and data order', int(0), D('seed'))
+    .option('--auto-resume', 'with --out DIR: continue from DIR\'s newest readable checkpoint if it has one, else start (over) there: one command for a scheduler to rerun')
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
     .option('--serve [url]', 'also show the run in keel serve\'s dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)')
     .option('--json', 'print a JSON summary as the last line of stdout')
@@ -103,13 +119,16 @@ export function trainCommand(): Command {
     .action(async (o, cmd: Command) => {
       const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
       // Read once: its saved options are the defaults here, and train() continues from it.
-      const ckpt = o.resume ? loadCheckpoint(o.resume) : undefined;
+      const ckpt = o.autoResume ? startOrContinue(o) : o.resume ? loadCheckpoint(o.resume) : undefined;
       const base: Record<string, unknown> = ckpt?.state.options ?? {};
-      if (ckpt && given('config')) throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
+      // The same model given again (a scheduler's restart repeats the command) is not a change.
+      if (ckpt && given('config') && !isDeepStrictEqual({ ...resolveConfig(o.config), ...(o.qkNorm ? { qkNorm: true } : {}) }, ckpt.state.config)) {
+        throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
+      }
       const pick = <T>(key: string, fallback: T): T =>
-        (o.resume && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
+        (ckpt && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
       const configName = pick<string>('configName', o.config);
-      if (ckpt && o.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
+      if (ckpt && o.qkNorm && !ckpt.state.config.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
       const config = ckpt ? ckpt.state.config : { ...resolveConfig(o.config), ...(o.qkNorm ? { qkNorm: true } : {}) };
       const optimizer = pick<string>('optimizer', o.optimizer);
       if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {

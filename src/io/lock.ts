@@ -48,6 +48,14 @@ export function lockRunDir(dir: string): { release(): void } {
   throw new UserError(`cannot lock ${dir}: ${file} keeps changing (several keel processes starting at once?)`);
 }
 
+/** Refuses when a live process holds `dir`'s lock (before changing anything in it). */
+export function assertUnlocked(dir: string): void {
+  const held = readLock(path.join(dir, LOCK_FILE));
+  if (held && held.pid !== process.pid && (held.host !== os.hostname() || alive(held.pid))) {
+    throw new UserError(`${dir} is being written by another keel process (pid ${held.pid} on ${held.host}, since ${held.started}): wait for it to finish or stop it`);
+  }
+}
+
 function tryCreate(file: string, info: LockInfo): boolean {
   let fd: number;
   try {

@@ -90,13 +90,27 @@ export function resolveCheckpointDir(dir: string): string {
   if (!fs.existsSync(dir)) throw new UserError(`checkpoint ${dir} does not exist`);
   if (fs.existsSync(path.join(dir, 'trainer.json')) || fs.existsSync(path.join(dir, 'model.safetensors'))) return dir;
   const steps = listCheckpoints(dir);
+  if (steps.length === 0 && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)`);
+  }
   if (steps.length === 0) throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints`);
   return checkpointDir(dir, steps[steps.length - 1]);
 }
 
-/** The run directory a checkpoint belongs to (…/RUN/checkpoints/step-N → …/RUN). */
+/** A checkpoint (or a run's newest); when the newest of a run is unreadable, the error names the older ones. */
 export function loadCheckpoint(dirSpec: string): Checkpoint {
   const dir = resolveCheckpointDir(dirSpec);
+  try {
+    return readCheckpoint(dir);
+  } catch (e) {
+    const older = dir === dirSpec ? [] : listCheckpoints(dirSpec).slice(0, -1);
+    if (!(e instanceof UserError) || older.length === 0) throw e;
+    const prev = checkpointDir(dirSpec, older[older.length - 1]);
+    throw new UserError(`${e.message}; older checkpoints: ${older.map((s) => `step-${s}`).join(', ')} (continue from one with --resume ${prev}, or let --auto-resume pick the newest readable one)`);
+  }
+}
+
+function readCheckpoint(dir: string): Checkpoint {
   for (const f of CHECKPOINT_FILES) {
     if (!fs.existsSync(path.join(dir, f))) throw new UserError(`checkpoint ${dir} is incomplete: ${f} is missing`);
   }

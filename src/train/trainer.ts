@@ -604,8 +604,11 @@ function removeTempCheckpoints(dir: string): void {
 function prepareRunDir(runDir: string): void {
   if (fs.existsSync(runDir)) {
     if (!fs.statSync(runDir).isDirectory()) throw new UserError(`--out ${runDir} exists and is not a directory`);
-    if (listCheckpoints(runDir).length > 0 || fs.existsSync(path.join(runDir, 'metrics.jsonl'))) {
-      throw new UserError(`--out ${runDir} already holds a run: continue it with --resume ${runDir}, or pick another --out`);
+    if (listCheckpoints(runDir).length > 0) {
+      throw new UserError(`--out ${runDir} already holds a run: continue it with --resume ${runDir} (or add --auto-resume), or pick another --out`);
+    }
+    if (fs.existsSync(path.join(runDir, 'metrics.jsonl'))) {
+      throw new UserError(`--out ${runDir} holds a run that stopped before its first checkpoint: add --auto-resume to start it over there, or remove it (rm -r ${runDir})`);
     }
   }
   fs.mkdirSync(runDir, { recursive: true });
