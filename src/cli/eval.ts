@@ -8,10 +8,11 @@ import { loadModel } from '../model/checkpoint.ts';
 import { GPT } from '../model/gpt.ts';
 import { resolveCheckpointDir } from '../train/checkpoints.ts';
 import { evaluate } from '../train/evaluate.ts';
+import { splitCorpus } from '../data/batcher.ts';
 import { int } from './args.ts';
 
 /** A checkpoint dir / run dir (newest checkpoint) / model.safetensors file → the weights file. */
-function modelFile(spec: string): string {
+export function modelFile(spec: string): string {
   if (fs.existsSync(spec) && fs.statSync(spec).isFile()) return spec;
   const dir = resolveCheckpointDir(spec);
   const file = path.join(dir, 'model.safetensors');
@@ -19,27 +20,49 @@ function modelFile(spec: string): string {
   return file;
 }
 
+function fileText(spec: string): { bytes: Uint8Array; name: string } {
+  const c = loadCorpus(spec);
+  return { bytes: c.bytes, name: c.name };
+}
+
+/**
+ * The held-out tail of the corpus the checkpoint was trained on (its trainer.json names it; a
+ * bare model file: the built-in corpus), split as training split it (src/data/batcher.ts).
+ */
+function validationSplit(modelPath: string): { bytes: Uint8Array; name: string } {
+  let data: string | undefined;
+  try {
+    const state = JSON.parse(fs.readFileSync(path.join(path.dirname(modelPath), 'trainer.json'), 'utf8'));
+    data = state?.options?.data;
+  } catch {
+    // a bare model file: the built-in corpus
+  }
+  const c = loadCorpus(data);
+  return { bytes: splitCorpus(c.bytes).val, name: `the validation split of ${c.name}` };
+}
+
 export function evalCommand(): Command {
   return new Command('eval')
-    .description('mean next-token cross-entropy (nats) of a checkpoint over consecutive windows of a text file')
+    .description('mean next-token cross-entropy (nats) of a checkpoint over consecutive windows of its run\'s validation split, or of a text file')
     .requiredOption('--checkpoint <dir|file>', 'checkpoint dir, run dir (newest checkpoint) or model.safetensors')
-    .option('--data <file|dir>', 'UTF-8 text (default: the built-in corpus)')
+    .option('--data <file|dir>', 'UTF-8 text to score from its start (default: the validation split of the corpus the checkpoint was trained on)')
     .option('--tokens <n>', 'score the first N byte-tokens: ⌊(N−1)/T⌋ windows of T = block size', int(2), 65536)
     .option('--batch <n>', 'windows per forward pass', int(1), 16)
     .option('--json', 'print {"loss", "tokens"}')
     .action((o) => {
-      const { config, params } = loadModel(modelFile(o.checkpoint));
+      const file = modelFile(o.checkpoint);
+      const { config, params } = loadModel(file);
       if (o.tokens < config.blockSize + 1) {
         throw new UserError(`--tokens ${o.tokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
       }
-      const corpus = loadCorpus(o.data);
-      if (corpus.bytes.length < config.blockSize + 1) {
-        throw new UserError(`${corpus.name} has ${corpus.bytes.length} bytes; evaluation needs at least block size + 1 = ${config.blockSize + 1}`);
+      const { bytes, name } = o.data ? fileText(o.data) : validationSplit(file);
+      if (bytes.length < config.blockSize + 1) {
+        throw new UserError(`${name} has ${bytes.length} bytes; evaluation needs at least block size + 1 = ${config.blockSize + 1}`);
       }
       const model = new GPT(config, nativeKernels(), { maxBatch: o.batch });
       model.params.set(params);
-      const r = evaluate(model, corpus.bytes, o.tokens);
-      if (o.json) process.stdout.write(JSON.stringify({ loss: r.loss, tokens: r.tokens }) + '\n');
-      else process.stdout.write(`loss ${r.loss.toFixed(6)} nats/token over ${r.tokens} tokens of ${corpus.name}\n`);
+      const r = evaluate(model, bytes, o.tokens);
+      if (o.json) process.stdout.write(JSON.stringify({ loss: r.loss, tokens: r.tokens, data: name }) + '\n');
+      else process.stdout.write(`loss ${r.loss.toFixed(6)} nats/token over ${r.tokens} tokens of ${name}\n`);
     });
 }

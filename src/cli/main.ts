@@ -1,4 +1,5 @@
 /** `keel <command>`: thin wrappers that parse flags, validate, and call library code. */
+import fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.ts';
 import { RecoveryExhausted, TrainingDiverged } from '../train/trainer.ts';
@@ -12,13 +13,17 @@ import { analyzeCommand } from './analyze.ts';
 import { averageCommand } from './average.ts';
 import { planCommand } from './plan.ts';
 import { serveCommand } from './serve.ts';
+import { sampleCommand } from './sample.ts';
 
+const { version } = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 const program = new Command('keel')
   .description('Keel: stable, efficient GPT training on the CPU')
+  .version(version, '-V, --version', 'print the version')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 program.addCommand(trainCommand());
 program.addCommand(evalCommand());
+program.addCommand(sampleCommand());
 program.addCommand(benchCommand());
 program.addCommand(reportCommand());
 program.addCommand(optimCommand());
@@ -33,6 +38,10 @@ const exitOverride = (c: Command): void => {
 };
 program.commands.forEach(exitOverride);
 
+if (process.argv.length <= 2) {
+  program.outputHelp(); // bare `keel`: the command list
+  process.exit(0);
+}
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
