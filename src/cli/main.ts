@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /** `keel <command>`: thin wrappers that parse flags, validate, and call library code. */
 import fs from 'node:fs';
 import { Command, CommanderError } from 'commander';

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
 import { keelHome, serveFile } from '../serve/home.ts';
-import { serve } from '../serve/server.ts';
 import { int } from './args.ts';
 
 export function serveCommand(): Command {
@@ -27,6 +26,7 @@ export function serveCommand(): Command {
       const home = keelHome();
       fs.mkdirSync(home, { recursive: true, mode: 0o700 });
       const db = path.resolve(o.db ?? path.join(home, 'keel.db'));
+      const { serve } = await import('../serve/server.ts'); // SQLite and the schemas: loaded only to serve
       const s = await serve({ host: o.host, port: o.port, db, newToken: o.newToken === true });
       const info = { url: s.url, token: s.token, dashboard: s.dashboard, pid: process.pid, db };
       const file = serveFile();
