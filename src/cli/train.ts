@@ -87,6 +87,7 @@ export function trainCommand(): Command {
     .option('--seed <n>', 'seed for init and data order', int(0), D('seed'))
     .option('--auto-resume', 'with --out DIR: continue from DIR\'s newest readable checkpoint if it has one, else start (over) there: one command for a scheduler to rerun')
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
+    .option('--tensorboard <dir>', 'also write the metrics as TensorBoard scalar event files into DIR (tensorboard --logdir DIR)')
     .option('--serve [url]', 'also show the run in keel serve\'s dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)')
     .option('--json', 'print a JSON summary as the last line of stdout')
     // Stability (techniques.md §1).

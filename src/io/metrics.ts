@@ -19,6 +19,8 @@ export class MetricsLog {
   /** Bytes of whole lines in the file: where a failed write is cut back to. */
   private size: number;
   private failed = false;
+  /** Also given every record written, closed with the log (keel train --tensorboard). */
+  private readonly tees: { write(r: MetricsRecord): void; close(): void }[] = [];
 
   /** Opens `file` for appending (creating it and its directory); a resumed run adds to it. */
   constructor(readonly file: string) {
@@ -51,6 +53,11 @@ export class MetricsLog {
       throw ioError('append to', this.file, e);
     }
     this.size += bytes.byteLength;
+    for (const tee of this.tees) tee.write(record);
+  }
+
+  tee(sink: { write(r: MetricsRecord): void; close(): void }): void {
+    this.tees.push(sink);
   }
 
   /** Flushes to disk and closes; later calls do nothing. After a failed write it only closes. */
@@ -61,6 +68,7 @@ export class MetricsLog {
     } finally {
       fs.closeSync(this.fd);
       this.fd = null;
+      for (const tee of this.tees) tee.close();
     }
   }
 }

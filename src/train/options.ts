@@ -52,6 +52,8 @@ export interface TrainOptions extends StabilityOptions {
   checkpointEvery: number;
   keep: number;
   out: string;
+  /** Also write the metrics as TensorBoard scalars into this directory. */
+  tensorboard?: string;
   seed: number;
 }
 
@@ -143,6 +145,7 @@ export const TRAIN_OPTIONS: { readonly [K in keyof Required<TrainOptions>]: Opti
   checkpointEvery: { group: 'output', default: 500 },
   keep: { group: 'output', default: 3 },
   out: { group: 'output', flag: null },
+  tensorboard: { group: 'output', parse: (v) => path.resolve(String(v)) },
 };
 
 /** A new run's default of an option (for flags' defaults and --help). */

@@ -20,6 +20,7 @@ import { checkCorpusSize, loadCorpus, type Corpus } from '../data/corpus.ts';
 import { MetricsLog } from '../io/metrics.ts';
 import { isTempName, writeFileAtomic } from '../io/atomic.ts';
 import { lockRunDir } from '../io/lock.ts';
+import { TensorBoardWriter } from '../io/tensorboard.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import type { Kernels } from '../kernels/types.ts';
 import { GPT } from '../model/gpt.ts';
@@ -279,6 +280,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
     : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
     : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
   const log = new MetricsLog(path.join(dir, 'metrics.jsonl'));
+  if (o.tensorboard) log.tee(new TensorBoardWriter(o.tensorboard));
   const control = new MetricsLog(path.join(dir, 'control.jsonl'));
   if (ckpt) log.write({ event: 'resume', step: s.step, from: ckpt.dir });
   control.write(ckpt ? { t: 'resume', step: s.step, state: controller.toJSON() } : { t: 'start', policy: controller.policy, run: controller.run });
