@@ -196,7 +196,7 @@ function lawaCommand(): Command {
     .option('--ema <beta>', 'EMA β (default 0.99)', (v) => numberList('--ema', v, (n) => n > 0 && n < 1, 'in (0, 1)')[0])
     .option('--eval-every <n>', 'steps between evaluations (default 25)', int(1))
     .option('--eval-tokens <n>', 'validation tokens per evaluation (default 32768)', int(2))
-    .option('--config <name|file>', 'model (default tiny)', 'tiny')
+    .option('--config <name|file>', 'model: tiny, small, or a JSON file', 'tiny')
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
     .option('--seed <n>', 'seed (default 1337)', int(0))
     .option('--json', 'print results.json as the last line of stdout')
