@@ -31,7 +31,7 @@ const cfg = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
 
 const peer = spawnSync(
   '/usr/bin/python3',
-  [path.resolve('../shared/bench/torch_gpt.py'), '--data', corpusFile, '--seconds', keelSeconds.toFixed(1), '--batch', String(cfg.train.batch), '--json'],
+  [path.resolve('bench/torch_gpt.py'), '--data', corpusFile, '--seconds', keelSeconds.toFixed(1), '--batch', String(cfg.train.batch), '--json'],
   { encoding: 'utf8', env: { ...process.env, OPENBLAS_NUM_THREADS: '2' } },
 );
 if (peer.status !== 0) throw new Error(peer.stderr);

@@ -1,5 +1,5 @@
 // Side-by-side training throughput: `keel bench` against the PyTorch peer
-// (../shared/bench/torch_gpt.py), interleaved over several rounds in one run so that every
+// (bench/torch_gpt.py), interleaved over several rounds in one run so that every
 // engine sees the same machine state; the table shows each engine's median round.
 //   node --import tsx bench/vs_torch.ts [--configs tiny,small] [--precisions fp32,bf16] [--rounds 3]
 //        [--batch 8] [--threads 2] [--torch2 ~/.torch2/bin/python] [--torch1 /usr/bin/python3] [--json]
@@ -24,7 +24,7 @@ const batch = flag('batch', '8');
 const threads = flag('threads', '2');
 const torch2 = flag('torch2', path.join(os.homedir(), '.torch2/bin/python'));
 const torch1 = flag('torch1', '/usr/bin/python3');
-const peer = path.resolve(flag('peer', '../shared/bench/torch_gpt.py'));
+const peer = path.resolve(flag('peer', 'bench/torch_gpt.py'));
 
 type Result = Record<string, number | string>;
 function run(cmd: string, argv: string[], env: Record<string, string> = {}): Result {
