@@ -15,10 +15,10 @@
 // pread copies in are still in cache when the mean reads them, and the mean's output still in
 // cache when pwrite copies it out (on 4 MiB pieces the mean ran 4× slower, from memory).
 //
-// Bodies: float32 in and out (the common case) has an AVX-512F body with the explicit-rounding
+// Bodies, one per (input dtype, output dtype): AVX-512 (F/VL/BW) with the explicit-rounding
 // intrinsics, which the compiler never fuses into an FMA (a fused w·x + s would round once
-// instead of twice: other bits); everything else is scalar code compiled for baseline x86-64,
-// which has no FMA to fuse into. `portable` forces the scalar float32 body (tests compare them).
+// instead of twice: other bits), and scalar code compiled for baseline x86-64, which has no FMA
+// to fuse into. `portable` forces the scalar bodies (tests compare both with TypeScript).
 #include <napi.h>
 #include <uv.h>
 
@@ -126,89 +126,141 @@ uint16_t float_bits_to_half(uint32_t u) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The mean of one sub-chunk
+// The mean of one sub-chunk. Every input of a tensor has the same dtype (the stream checks), so
+// each body is a template on (input dtype, output dtype): no per-element dispatch.
 
 struct Mean {
-  std::vector<Dt> in_dt;
+  Dt in_dt, out_dt;
   std::vector<double> ws;
   double W;
-  Dt out_dt;
   bool portable;
 };
 
-// float32 in and out, one pass; scalar.
-void mean_f32_port(float* out, const std::vector<const void*>& xs, const std::vector<double>& ws, double W, int64_t n) {
+template <Dt D>
+double widen(const void* x, int64_t j) {
+  if constexpr (D == Dt::kF32) return ((const float*)x)[j];
+  if constexpr (D == Dt::kF64) return ((const double*)x)[j];
+  if constexpr (D == Dt::kBF16) return bits_to_float((uint32_t)((const uint16_t*)x)[j] << 16);
+  if constexpr (D == Dt::kF16) return bits_to_float(half_to_float_bits(((const uint16_t*)x)[j]));
+}
+
+template <Dt D>
+void narrow(void* out, int64_t j, double m) {
+  if constexpr (D == Dt::kF32) ((float*)out)[j] = (float)m;
+  if constexpr (D == Dt::kF64) ((double*)out)[j] = m;
+  if constexpr (D == Dt::kBF16) ((uint16_t*)out)[j] = float_bits_to_bf16(odd_bits(m));
+  if constexpr (D == Dt::kF16) ((uint16_t*)out)[j] = float_bits_to_half(odd_bits(m));
+}
+
+template <Dt IN, Dt OUT>
+void mean_scalar(const Mean& a, void* out, const std::vector<const void*>& xs, int64_t n) {
   const size_t k = xs.size();
   for (int64_t j = 0; j < n; ++j) {
-    double s = ws[0] * (double)((const float*)xs[0])[j];
+    double s = a.ws[0] * widen<IN>(xs[0], j);
     for (size_t i = 1; i < k; ++i) {
-      const double p = ws[i] * (double)((const float*)xs[i])[j];
+      const double p = a.ws[i] * widen<IN>(xs[i], j);
       s = s + p;
     }
-    out[j] = (float)(s / W);
+    narrow<OUT>(out, j, s / a.W);
   }
 }
 
 #if KEEL_AVG_X86
+#define KEEL_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw")))
 constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-__attribute__((target("avx512f,avx512vl"))) void mean_f32_avx512(float* out, const std::vector<const void*>& xs,
-                                                                  const std::vector<double>& ws, double W, int64_t n) {
+// 8 elements widened to float64 exactly (vcvtph2ps widens binary16 exactly, as
+// half_to_float_bits does; NaNs come out quiet either way once in float64).
+template <Dt D>
+KEEL_AVX512 __m512d widen8(const void* x, int64_t j, __mmask8 m) {
+  if constexpr (D == Dt::kF32) return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float*)x + j));
+  if constexpr (D == Dt::kF64) return _mm512_maskz_loadu_pd(m, (const double*)x + j);
+  const __m128i h = _mm_maskz_loadu_epi16(m, (const uint16_t*)x + j);
+  if constexpr (D == Dt::kBF16) return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_cvtph_ps(_mm256_castsi128_si256(h))));
+}
+
+// odd_bits on 8 lanes.
+KEEL_AVX512 __m256i odd_bits8(__m512d x) {
+  const __m256 f = _mm512_cvt_roundpd_ps(x, kRne);
+  const __m512d back = _mm512_cvtps_pd(f);
+  const __mmask8 inexact = _mm512_cmp_pd_mask(back, x, _CMP_NEQ_OQ);  // false for NaN
+  const __mmask8 away = _mm512_cmp_pd_mask(_mm512_abs_pd(back), _mm512_abs_pd(x), _CMP_GT_OQ);
+  const __m256i one = _mm256_set1_epi32(1);
+  __m256i u = _mm256_castps_si256(f);
+  u = _mm256_mask_sub_epi32(u, away, u, one);
+  return _mm256_mask_or_epi32(u, inexact, u, one);
+}
+
+// 8 results rounded once: BF16 by float_bits_to_bf16's bit steps; F16 by vcvtps2ph, which
+// rounds float32 → binary16 to nearest even as float_bits_to_half does (NaN: quiet, top payload).
+template <Dt D>
+KEEL_AVX512 void narrow8(void* out, int64_t j, __mmask8 m, __m512d v) {
+  if constexpr (D == Dt::kF32) _mm256_mask_storeu_ps((float*)out + j, m, _mm512_cvt_roundpd_ps(v, kRne));
+  if constexpr (D == Dt::kF64) _mm512_mask_storeu_pd((double*)out + j, m, v);
+  if constexpr (D == Dt::kBF16) {
+    const __m256i u = odd_bits8(v);
+    const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    const __mmask8 nan = _mm256_cmpgt_epu32_mask(abs, _mm256_set1_epi32(0x7f800000));
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    r = _mm256_mask_or_epi32(r, nan, _mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    _mm_mask_storeu_epi16((uint16_t*)out + j, m, _mm256_cvtepi32_epi16(r));
+  }
+  if constexpr (D == Dt::kF16) {
+    const __m512 f = _mm512_castps256_ps512(_mm256_castsi256_ps(odd_bits8(v)));
+    _mm_mask_storeu_epi16((uint16_t*)out + j, m, _mm256_castsi256_si128(_mm512_cvtps_ph(f, kRne)));
+  }
+}
+
+// The explicit-rounding intrinsics are never fused into an FMA; the tail runs masked too (a
+// scalar tail compiled in this function could be fused).
+template <Dt IN, Dt OUT>
+KEEL_AVX512 void mean_avx512(const Mean& a, void* out, const std::vector<const void*>& xs, int64_t n) {
   const size_t k = xs.size();
-  const __m512d Wv = _mm512_set1_pd(W);
-  // The tail runs masked too: a scalar tail compiled in this function could be fused.
+  const __m512d W = _mm512_set1_pd(a.W);
   for (int64_t j = 0; j < n; j += 8) {
     const __mmask8 m = n - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - j)) - 1u);
     __m512d s = _mm512_setzero_pd();
     for (size_t i = 0; i < k; ++i) {
-      const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float*)xs[i] + j));
-      const __m512d p = _mm512_mul_round_pd(_mm512_set1_pd(ws[i]), x, kRne);
+      const __m512d p = _mm512_mul_round_pd(_mm512_set1_pd(a.ws[i]), widen8<IN>(xs[i], j, m), kRne);
       s = i == 0 ? p : _mm512_add_round_pd(s, p, kRne);  // (0 + p would turn −0 into +0)
     }
-    _mm256_mask_storeu_ps(out + j, m, _mm512_cvt_roundpd_ps(_mm512_div_round_pd(s, Wv, kRne), kRne));
+    narrow8<OUT>(out, j, m, _mm512_div_round_pd(s, W, kRne));
   }
 }
 #endif
 
-// acc ← w·x (first input) or acc + w·x, x converted to float64 exactly.
-void accumulate(double* acc, const void* x, Dt dt, double w, bool first, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    double v;
-    switch (dt) {
-      case Dt::kF32: v = ((const float*)x)[j]; break;
-      case Dt::kF64: v = ((const double*)x)[j]; break;
-      case Dt::kBF16: v = bits_to_float((uint32_t)((const uint16_t*)x)[j] << 16); break;
-      default: v = bits_to_float(half_to_float_bits(((const uint16_t*)x)[j])); break;
-    }
-    const double p = w * v;
-    acc[j] = first ? p : acc[j] + p;
-  }
-}
+using MeanFn = void (*)(const Mean&, void*, const std::vector<const void*>&, int64_t);
 
-// out ← acc / W rounded once to the output dtype.
-void finish(void* out, const double* acc, Dt dt, double W, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const double m = acc[j] / W;
-    switch (dt) {
-      case Dt::kF32: ((float*)out)[j] = (float)m; break;
-      case Dt::kF64: ((double*)out)[j] = m; break;
-      case Dt::kBF16: ((uint16_t*)out)[j] = float_bits_to_bf16(odd_bits(m)); break;
-      default: ((uint16_t*)out)[j] = float_bits_to_half(odd_bits(m)); break;
-    }
-  }
-}
-
-void mean(const Mean& a, void* out, const std::vector<const void*>& xs, double* acc, int64_t n) {
-  bool all_f32 = a.out_dt == Dt::kF32;
-  for (Dt d : a.in_dt) all_f32 = all_f32 && d == Dt::kF32;
-  if (all_f32) {
+template <Dt IN, Dt OUT>
+MeanFn body(bool wide) {
 #if KEEL_AVG_X86
-    if (!a.portable && isa_active() >= Isa::kAvx512f) return mean_f32_avx512((float*)out, xs, a.ws, a.W, n);
+  if (wide) return mean_avx512<IN, OUT>;
 #endif
-    return mean_f32_port((float*)out, xs, a.ws, a.W, n);
+  (void)wide;
+  return mean_scalar<IN, OUT>;
+}
+
+template <Dt IN>
+MeanFn body_for(Dt out, bool wide) {
+  switch (out) {
+    case Dt::kF32: return body<IN, Dt::kF32>(wide);
+    case Dt::kF64: return body<IN, Dt::kF64>(wide);
+    case Dt::kBF16: return body<IN, Dt::kBF16>(wide);
+    default: return body<IN, Dt::kF16>(wide);
   }
-  for (size_t i = 0; i < xs.size(); ++i) accumulate(acc, xs[i], a.in_dt[i], a.ws[i], i == 0, n);
-  finish(out, acc, a.out_dt, a.W, n);
+}
+
+// The body for a task: AVX-512 where this process runs it and `portable` is off.
+MeanFn mean_body(const Mean& a) {
+  const bool wide = KEEL_AVG_X86 && !a.portable && isa_active() >= Isa::kAvx512f;
+  switch (a.in_dt) {
+    case Dt::kF32: return body_for<Dt::kF32>(a.out_dt, wide);
+    case Dt::kF64: return body_for<Dt::kF64>(a.out_dt, wide);
+    case Dt::kBF16: return body_for<Dt::kBF16>(a.out_dt, wide);
+    default: return body_for<Dt::kF16>(a.out_dt, wide);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,11 +314,10 @@ class ChunkWork : public Napi::AsyncWorker {
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
-  // Elements per sub-chunk the scratch holds (k input pieces, a float64 accumulator and the
-  // output piece, each 64-byte aligned); 0 if not even one.
+  // Elements per sub-chunk the scratch holds (k input pieces and the output piece, each
+  // 64-byte aligned), a multiple of 8; 0 if not even 8.
   static int64_t SubChunk(const Mean& a, const uint8_t* base, size_t bytes) {
-    size_t per = 8 + dt_size(a.out_dt), slack = 64 * (a.in_dt.size() + 3);
-    for (Dt d : a.in_dt) per += dt_size(d);
+    const size_t k = a.ws.size(), per = k * dt_size(a.in_dt) + dt_size(a.out_dt), slack = 64 * (k + 1);
     const size_t lead = (64 - (uintptr_t)base % 64) % 64;
     if (bytes < lead + slack) return 0;
     return (int64_t)((bytes - lead - slack) / per / 8 * 8);
@@ -281,20 +332,19 @@ class ChunkWork : public Napi::AsyncWorker {
       at += (n + 63) / 64 * 64;
       return p;
     };
+    const size_t size = dt_size(mean_.in_dt), osize = dt_size(mean_.out_dt);
     std::vector<uint8_t*> raw(k);
-    for (size_t i = 0; i < k; ++i) raw[i] = take(sub * dt_size(mean_.in_dt[i]));
-    double* acc = (double*)take(sub * 8);
-    uint8_t* out = take(sub * dt_size(mean_.out_dt));
-    std::vector<const void*> xs(raw.begin(), raw.end());
-    const size_t osize = dt_size(mean_.out_dt);
+    for (size_t i = 0; i < k; ++i) raw[i] = take(sub * size);
+    uint8_t* out = take(sub * osize);
+    const std::vector<const void*> xs(raw.begin(), raw.end());
+    const MeanFn body = mean_body(mean_);
     for (int64_t done = 0; done < m_; done += sub) {
       const int64_t n = std::min(sub, m_ - done);
       for (size_t i = 0; i < k; ++i) {
-        const size_t size = dt_size(mean_.in_dt[i]);
         const int err = pread_all(inputs_[i].fd, raw[i], n * size, inputs_[i].position + done * (int64_t)size);
         if (err != 0) return Fail((int)i, err, "read");
       }
-      mean(mean_, out, xs, acc, n);
+      body(mean_, out, xs, n);
       const int err = pwrite_all(out_fd_, out, n * osize, out_position_ + done * (int64_t)osize);
       if (err != 0) return Fail(-1, err, "write");
     }
@@ -342,7 +392,7 @@ class ChunkWork : public Napi::AsyncWorker {
 };
 
 // ---------------------------------------------------------------------------------------------
-// averageChunk({ inputs: [{ fd, position, dtype }], weights, W, m, out: { fd, position, dtype },
+// averageChunk({ inputs: [{ fd, position }], dtype, weights, W, m, out: { fd, position, dtype },
 //                scratch: ArrayBuffer, portable }) → Promise<void>
 
 bool type_error(Napi::Env env, const std::string& msg) {
@@ -366,11 +416,11 @@ bool dt_prop(Napi::Env env, Napi::Object o, Dt* out) {
   return true;
 }
 
-bool file_prop(Napi::Env env, Napi::Value v, Input* in, Dt* dt) {
+bool file_prop(Napi::Env env, Napi::Value v, Input* in) {
   if (!v.IsObject()) return type_error(env, "inputs[i] and out must be objects");
   Napi::Object o = v.As<Napi::Object>();
   int64_t fd;
-  if (!int_prop(env, o, "fd", &fd) || !int_prop(env, o, "position", &in->position) || !dt_prop(env, o, dt)) return false;
+  if (!int_prop(env, o, "fd", &fd) || !int_prop(env, o, "position", &in->position)) return false;
   in->fd = (int)fd;
   return true;
 }
@@ -395,20 +445,22 @@ Napi::Value AverageChunk(const Napi::CallbackInfo& info) {
   Napi::Array in_arr = ins.As<Napi::Array>(), w_arr = ws.As<Napi::Array>();
   for (uint32_t i = 0; i < in_arr.Length(); ++i) {
     Input in;
-    Dt dt;
     Napi::Value w = w_arr.Get(i);
-    if (!file_prop(env, in_arr.Get(i), &in, &dt)) return env.Undefined();
+    if (!file_prop(env, in_arr.Get(i), &in)) return env.Undefined();
     if (!w.IsNumber()) return type_error(env, "weights must be numbers"), env.Undefined();
     inputs.push_back(in);
-    a.in_dt.push_back(dt);
     a.ws.push_back(w.As<Napi::Number>().DoubleValue());
   }
   Input out;
   int64_t m;
-  if (!file_prop(env, t.Get("out"), &out, &a.out_dt) || !int_prop(env, t, "m", &m)) return env.Undefined();
+  Napi::Value out_v = t.Get("out");
+  if (!dt_prop(env, t, &a.in_dt) || !file_prop(env, out_v, &out) || !dt_prop(env, out_v.As<Napi::Object>(), &a.out_dt) ||
+      !int_prop(env, t, "m", &m)) {
+    return env.Undefined();
+  }
   Napi::ArrayBuffer buf = scratch.As<Napi::ArrayBuffer>();
   if (m > 0 && ChunkWork::SubChunk(a, (const uint8_t*)buf.Data(), buf.ByteLength()) == 0) {
-    return type_error(env, "scratch is too small for one element of every input"), env.Undefined();
+    return type_error(env, "scratch is too small for 8 elements of every input"), env.Undefined();
   }
   auto* work = new ChunkWork(env, std::move(a), std::move(inputs), out.fd, out.position, m, buf);
   Napi::Promise promise = work->Promise();

@@ -28,10 +28,10 @@
  * k·x/k = x, which pre-normalized weights such as 1/3 would break); and F64 inputs keep their
  * precision (their mean is then within an ulp or so: float64 is all there is).
  *
- * Kernels (native/average.cc): float32 inputs to float32 output (the common case) run an
- * AVX-512F body where the CPU has one, or a scalar one (`portable: true` forces it; the same
- * operations in the same order, hence the same bits); every other combination accumulates in
- * float64 and rounds like `encodeFloats` (src/io/safetensors.ts), whose rounding it mirrors.
+ * Kernels (native/average.cc): one body per (input dtype, output dtype), AVX-512 where the CPU
+ * has it, else scalar (`portable: true` forces the scalar ones): the same operations in the same
+ * order, hence the same bits, and F16/BF16 rounded as `encodeFloats` (src/io/safetensors.ts)
+ * rounds them.
  *
  * Output mirrors the first input: a single file for single-file inputs; for a sharded first
  * input, a directory with the same shard file names, the same tensor → shard map, each shard's
@@ -83,7 +83,7 @@ export interface AverageOptions {
   chunkElements?: number;
   /** fsync the output before the rename (default true; benchmarks compare both). */
   fsync?: boolean;
-  /** Use the addon's scalar float32 body instead of its AVX-512 one (tests compare them). */
+  /** Use the addon's scalar bodies instead of its AVX-512 ones (tests compare them). */
   portable?: boolean;
 }
 
@@ -360,8 +360,8 @@ const IN_FLIGHT = Math.min(4, os.availableParallelism() + 1);
 
 /**
  * Scratch per chunk in flight: the addon works through its chunk in sub-chunks that fit here
- * (every input's piece, a float64 accumulator, the output piece), small enough to stay in the
- * caches between the read, the mean and the write.
+ * (every input's piece and the output piece), small enough to stay in the caches between the
+ * read, the mean and the write.
  */
 const SCRATCH_BYTES = 2 ** 20;
 
@@ -409,9 +409,9 @@ class Averager {
     this.active = weights.flatMap((w, i) => (w !== 0 ? [i] : []));
     this.activeWeights = this.active.map((i) => weights[i]);
     this.weightSum = weights.reduce((a, b) => a + b, 0);
-    // at least 16 elements of every input (8 bytes each at most), the accumulator and the
-    // output, with room to align each piece: many inputs get a bigger buffer, not a failure
-    const bytes = Math.max(SCRATCH_BYTES, 64 * (this.active.length + 4) + 16 * 8 * (this.active.length + 2));
+    // at least 8 elements of every input and of the output (8 bytes each at most), with room
+    // to align each piece: many inputs get a bigger buffer, not a failure
+    const bytes = Math.max(SCRATCH_BYTES, 64 * (this.active.length + 2) + 8 * 8 * (this.active.length + 1));
     this.scratch = Array.from({ length: IN_FLIGHT }, () => new ArrayBuffer(bytes));
   }
 
@@ -456,13 +456,13 @@ class Averager {
   private async run(job: Job, fd: number, scratch: ArrayBuffer): Promise<void> {
     const { t, srcs, start, m } = job;
     if (m === 0) return;
-    const inputs = srcs.map(({ reader, info }) => {
-      const size = DTYPE_SIZE[info.dtype];
-      this.bytesIn += m * size;
-      return { fd: reader.fd, position: reader.position(t.name, start * size, m * size), dtype: info.dtype };
-    });
+    const dtype = srcs[0].info.dtype; // (checkCompatible: the same in every input)
+    const size = DTYPE_SIZE[dtype];
+    const inputs = srcs.map(({ reader }) => ({ fd: reader.fd, position: reader.position(t.name, start * size, m * size) }));
+    this.bytesIn += inputs.length * m * size;
     this.bytesOut += m * DTYPE_SIZE[t.dtype];
-    const task = { inputs, weights: this.activeWeights, W: this.weightSum, m, out: { fd, position: job.position, dtype: t.dtype }, scratch, portable: this.portable };
+    const out = { fd, position: job.position, dtype: t.dtype };
+    const task = { inputs, dtype, weights: this.activeWeights, W: this.weightSum, m, out, scratch, portable: this.portable };
     try {
       await nativeKernels().averageChunk(task);
     } catch (e) {

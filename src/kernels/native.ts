@@ -47,13 +47,15 @@ export interface NativeAddon extends Kernels<Float32Array> {
 }
 
 export interface AverageChunkTask {
-  inputs: { fd: number; position: number; dtype: DType }[];
+  inputs: { fd: number; position: number }[];
+  /** Every input's dtype (they agree). */
+  dtype: DType;
   weights: number[];
   W: number;
   m: number;
   out: { fd: number; position: number; dtype: DType };
   scratch: ArrayBuffer;
-  /** The scalar float32 body even where AVX-512F is present. */
+  /** The scalar bodies even where AVX-512 is present. */
   portable: boolean;
 }
 
