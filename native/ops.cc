@@ -5,8 +5,8 @@
 // Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
 // flat element count (elementwise kernels), BT = B*T rows.
 //
-// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2); simd.h explains
-// the run-time choice. Work is split over rows (or elements, or channels for the encoder
+// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2), GELU also an
+// AVX-512F one (*_avx512); simd.h explains the run-time choice. Work is split over rows (or elements, or channels for the encoder
 // backward, whose rows scatter into shared embedding rows) with keel::parallel_for.
 #include <napi.h>
 
@@ -307,6 +307,53 @@ KEEL_AVX2 void gelu_bwd_avx2(float* dinp, const float* inp, const float* dout, i
   if (i < i1) gelu_bwd_port(dinp, inp, dout, i, i1);
 }
 
+// AVX-512F GELU: the AVX2 steps on 16 lanes; the last partial vector is masked rather than
+// scalar, so every element takes the same arithmetic wherever the threads' ranges split
+// (the full vectors use plain loads and stores: masked ones slowed the memory-bound case).
+KEEL_AVX512F static inline __m512 gelu_exp512(__m512 x, __m512 x2) {
+  const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluA), x2), x, x);
+  const __m512 t = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0f * kGeluK));
+  return exp512<false>(_mm512_min_ps(t, _mm512_set1_ps(kGeluExpCap)));
+}
+
+KEEL_AVX512F static inline __m512 gelu16(__m512 x) {
+  const __m512 e = gelu_exp512(x, _mm512_mul_ps(x, x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+KEEL_AVX512F void gelu_fwd_avx512(float* out, const float* inp, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(inp + i)));
+  if (i < i1) {
+    const __mmask16 m = tail_mask16(i1 - i);
+    _mm512_mask_storeu_ps(out + i, m, gelu16(_mm512_maskz_loadu_ps(m, inp + i)));
+  }
+}
+
+// dinp + gelu'(x)·dout on 16 lanes (the formula of gelu_bwd_port).
+KEEL_AVX512F static inline __m512 gelu_bwd16(__m512 x, __m512 dout, __m512 dinp) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  const __m512 e = gelu_exp512(x, x2);
+  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+  const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(e, s), s);
+  const __m512 poly = _mm512_mul_ps(_mm512_set1_ps(2.0f * kGeluK), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * kGeluA), x2, one));
+  const __m512 grad = _mm512_fmadd_ps(_mm512_mul_ps(x, ds), poly, s);
+  return _mm512_fmadd_ps(grad, dout, dinp);
+}
+
+KEEL_AVX512F void gelu_bwd_avx512(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    _mm512_storeu_ps(dinp + i, gelu_bwd16(_mm512_loadu_ps(inp + i), _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
+  }
+  if (i < i1) {
+    const __mmask16 m = tail_mask16(i1 - i);
+    const __m512 r = gelu_bwd16(_mm512_maskz_loadu_ps(m, inp + i), _mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, dinp + i));
+    _mm512_mask_storeu_ps(dinp + i, m, r);
+  }
+}
+
 KEEL_AVX2 void add_avx2(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
   int64_t i = i0;
   for (; i + 16 <= i1; i += 16) {
@@ -496,12 +543,13 @@ Napi::Value GeluForward(const Napi::CallbackInfo& info) {
   if (!out) return env.Undefined();
   const float* inp = f32(info, 1, N);
   if (!inp) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
 #if KEEL_X86
-    if (simd) return gelu_fwd_avx2(out, inp, i0, i1);
+    if (isa >= Isa::kAvx512f) return gelu_fwd_avx512(out, inp, i0, i1);
+    if (isa >= Isa::kAvx2) return gelu_fwd_avx2(out, inp, i0, i1);
 #endif
-    (void)simd;
+    (void)isa;
     gelu_fwd_port(out, inp, i0, i1);
   }, 16384);
   return env.Undefined();
@@ -518,12 +566,13 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   if (!inp) return env.Undefined();
   const float* dout = f32(info, 2, N);
   if (!dout) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
 #if KEEL_X86
-    if (simd) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
+    if (isa >= Isa::kAvx512f) return gelu_bwd_avx512(dinp, inp, dout, i0, i1);
+    if (isa >= Isa::kAvx2) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
 #endif
-    (void)simd;
+    (void)isa;
     gelu_bwd_port(dinp, inp, dout, i0, i1);
   }, 16384);
   return env.Undefined();
