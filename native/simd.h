@@ -32,8 +32,8 @@ namespace keel {
 
 inline bool simd_supported() { return isa_active() >= Isa::kAvx2; }
 
-// The switch itself: the ISA level the ops/attention/optim bodies may use (attention and GELU
-// have AVX-512 bodies; everything else tops out at AVX2). Written only from the JS thread between
+// The switch itself: the ISA level the ops/attention/optim bodies may use (attention, LayerNorm
+// and GELU have AVX-512 bodies; everything else tops out at AVX2). Written only from the JS thread between
 // kernel calls, read at the start of each kernel, so a plain variable suffices.
 inline Isa& ops_isa_level() {
   static Isa level = [] {

@@ -41,7 +41,7 @@ export interface NativeAddon extends Kernels<Float32Array> {
   opsSetSimd(on?: boolean): boolean;
   /**
    * Sets (when given; capped at isa()) and returns the ISA level of the ops/attention/optim
-   * kernels: "avx512f" (the AVX-512 bodies of attention and GELU; the rest run AVX2), "avx2" or "portable".
+   * kernels: "avx512f" (the AVX-512 bodies of attention, LayerNorm and GELU; the rest run AVX2), "avx2" or "portable".
    */
   opsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
 }
