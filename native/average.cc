@@ -22,6 +22,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
