@@ -5,8 +5,8 @@
 // Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
 // flat element count (elementwise kernels), BT = B*T rows.
 //
-// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2); simd.h explains
-// the run-time choice. Work is split over rows (or elements, or channels for the encoder
+// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2), LayerNorm and GELU
+// also an AVX-512F one (*_avx512); simd.h explains the run-time choice. Work is split over rows (or elements, or channels for the encoder
 // backward, whose rows scatter into shared embedding rows) with keel::parallel_for.
 #include <napi.h>
 
@@ -272,6 +272,117 @@ KEEL_AVX2 void ln_bwd_avx2(float* dinp, float* dw, float* db, const float* dout,
   }
 }
 
+// AVX-512F LayerNorm: the AVX2 body's passes on 16 lanes, two accumulators per reduction, the
+// last partial vector of a row masked (masked-off lanes add exact zeros), so a row's result
+// depends on C alone, not on how the threads split the rows.
+KEEL_AVX512F void ln_fwd_avx512(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                const float* b, int64_t r0, int64_t r1, int64_t C) {
+  const int64_t C16 = C & ~int64_t(15);
+  const __mmask16 tail = tail_mask16(C - C16);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    float* o = out + r * C;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= C; i += 32) {
+      s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
+      s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16));
+    }
+    for (; i < C16; i += 16) s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
+    if (tail) s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(tail, x + C16));
+    const float m = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C;
+    const __m512 vm = _mm512_set1_ps(m);
+    s0 = _mm512_setzero_ps();
+    s1 = _mm512_setzero_ps();
+    for (i = 0; i + 32 <= C; i += 32) {
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vm);
+      s0 = _mm512_fmadd_ps(d0, d0, s0);
+      s1 = _mm512_fmadd_ps(d1, d1, s1);
+    }
+    for (; i < C16; i += 16) {
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+      s0 = _mm512_fmadd_ps(d0, d0, s0);
+    }
+    if (tail) {
+      const __m512 d1 = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + C16), vm);
+      s1 = _mm512_fmadd_ps(d1, d1, s1);
+    }
+    const float rs = 1.0f / std::sqrt(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C + kLnEps);
+    const __m512 vr = _mm512_set1_ps(rs);
+    for (i = 0; i < C16; i += 16) {
+      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vr);
+      _mm512_storeu_ps(o + i, _mm512_fmadd_ps(n, _mm512_loadu_ps(w + i), _mm512_loadu_ps(b + i)));
+    }
+    if (tail) {
+      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + C16), vm), vr);
+      const __m512 y = _mm512_fmadd_ps(n, _mm512_maskz_loadu_ps(tail, w + C16), _mm512_maskz_loadu_ps(tail, b + C16));
+      _mm512_mask_storeu_ps(o + C16, tail, y);
+    }
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+// The backward's passes on 16 lanes; kTail: the row's last, partial vector (masked), else
+// plain loads and stores (masked ones slow a full vector down).
+template <bool kTail>
+KEEL_AVX512F static inline __m512 load16(__mmask16 k, const float* p) {
+  if constexpr (kTail) return _mm512_maskz_loadu_ps(k, p);
+  (void)k;
+  return _mm512_loadu_ps(p);
+}
+
+template <bool kTail>
+KEEL_AVX512F static inline void store16(__mmask16 k, float* p, __m512 v) {
+  if constexpr (kTail) return _mm512_mask_storeu_ps(p, k, v);
+  (void)k;
+  _mm512_storeu_ps(p, v);
+}
+
+// First pass: the row sums a += w·g, c += w·g·n, and this range's partial dw, db.
+template <bool kTail>
+KEEL_AVX512F static inline void ln_bwd_sums16(__mmask16 k, const float* x, const float* g, const float* w, float* dw,
+                                              float* db, __m512 vm, __m512 vr, __m512* a, __m512* c) {
+  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
+  const __m512 gi = load16<kTail>(k, g);
+  const __m512 dn = _mm512_mul_ps(load16<kTail>(k, w), gi);  // 0 in masked-off lanes
+  *a = _mm512_add_ps(*a, dn);
+  *c = _mm512_fmadd_ps(dn, n, *c);
+  store16<kTail>(k, db, _mm512_add_ps(load16<kTail>(k, db), gi));
+  store16<kTail>(k, dw, _mm512_fmadd_ps(n, gi, load16<kTail>(k, dw)));
+}
+
+// Second pass: dx += (w·g − a − n·c)·rstd.
+template <bool kTail>
+KEEL_AVX512F static inline void ln_bwd_dx16(__mmask16 k, float* dx, const float* x, const float* g, const float* w,
+                                            __m512 vm, __m512 vr, __m512 va, __m512 vc) {
+  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
+  __m512 t = _mm512_mul_ps(load16<kTail>(k, w), load16<kTail>(k, g));
+  t = _mm512_sub_ps(_mm512_sub_ps(t, va), _mm512_mul_ps(n, vc));
+  store16<kTail>(k, dx, _mm512_fmadd_ps(t, vr, load16<kTail>(k, dx)));
+}
+
+KEEL_AVX512F void ln_bwd_avx512(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
+                                int64_t C) {
+  const int64_t C16 = C & ~int64_t(15);
+  const __mmask16 tail = tail_mask16(C - C16);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = inp + r * C;
+    const float* g = dout + r * C;
+    float* dx = dinp + r * C;
+    const __m512 vm = _mm512_set1_ps(mean[r]), vr = _mm512_set1_ps(rstd[r]);
+    __m512 a0 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps();
+    for (int64_t i = 0; i < C16; i += 16) ln_bwd_sums16<false>(0, x + i, g + i, w + i, dw + i, db + i, vm, vr, &a0, &c0);
+    if (tail) ln_bwd_sums16<true>(tail, x + C16, g + C16, w + C16, dw + C16, db + C16, vm, vr, &a0, &c0);
+    const __m512 va = _mm512_set1_ps(_mm512_reduce_add_ps(a0) / (float)C);
+    const __m512 vc = _mm512_set1_ps(_mm512_reduce_add_ps(c0) / (float)C);
+    for (int64_t i = 0; i < C16; i += 16) ln_bwd_dx16<false>(0, dx + i, x + i, g + i, w + i, vm, vr, va, vc);
+    if (tail) ln_bwd_dx16<true>(tail, dx + C16, x + C16, g + C16, w + C16, vm, vr, va, vc);
+  }
+}
+
 // e^(−2u) for u = k(x + a·x³), capped; shared by the GELU forward and backward.
 KEEL_AVX2 static inline __m256 gelu_exp(__m256 x, __m256 x2) {
   const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluA), x2), x, x);
@@ -305,6 +416,53 @@ KEEL_AVX2 void gelu_bwd_avx2(float* dinp, const float* inp, const float* dout, i
     _mm256_storeu_ps(dinp + i, _mm256_fmadd_ps(grad, _mm256_loadu_ps(dout + i), _mm256_loadu_ps(dinp + i)));
   }
   if (i < i1) gelu_bwd_port(dinp, inp, dout, i, i1);
+}
+
+// AVX-512F GELU: the AVX2 steps on 16 lanes; the last partial vector is masked rather than
+// scalar, so every element takes the same arithmetic wherever the threads' ranges split
+// (the full vectors use plain loads and stores: masked ones slowed the memory-bound case).
+KEEL_AVX512F static inline __m512 gelu_exp512(__m512 x, __m512 x2) {
+  const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluA), x2), x, x);
+  const __m512 t = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0f * kGeluK));
+  return exp512<false>(_mm512_min_ps(t, _mm512_set1_ps(kGeluExpCap)));
+}
+
+KEEL_AVX512F static inline __m512 gelu16(__m512 x) {
+  const __m512 e = gelu_exp512(x, _mm512_mul_ps(x, x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+KEEL_AVX512F void gelu_fwd_avx512(float* out, const float* inp, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(inp + i)));
+  if (i < i1) {
+    const __mmask16 m = tail_mask16(i1 - i);
+    _mm512_mask_storeu_ps(out + i, m, gelu16(_mm512_maskz_loadu_ps(m, inp + i)));
+  }
+}
+
+// dinp + gelu'(x)·dout on 16 lanes (the formula of gelu_bwd_port).
+KEEL_AVX512F static inline __m512 gelu_bwd16(__m512 x, __m512 dout, __m512 dinp) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  const __m512 e = gelu_exp512(x, x2);
+  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+  const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(e, s), s);
+  const __m512 poly = _mm512_mul_ps(_mm512_set1_ps(2.0f * kGeluK), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * kGeluA), x2, one));
+  const __m512 grad = _mm512_fmadd_ps(_mm512_mul_ps(x, ds), poly, s);
+  return _mm512_fmadd_ps(grad, dout, dinp);
+}
+
+KEEL_AVX512F void gelu_bwd_avx512(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    _mm512_storeu_ps(dinp + i, gelu_bwd16(_mm512_loadu_ps(inp + i), _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
+  }
+  if (i < i1) {
+    const __mmask16 m = tail_mask16(i1 - i);
+    const __m512 r = gelu_bwd16(_mm512_maskz_loadu_ps(m, inp + i), _mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, dinp + i));
+    _mm512_mask_storeu_ps(dinp + i, m, r);
+  }
 }
 
 KEEL_AVX2 void add_avx2(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
@@ -427,12 +585,13 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
   if (!w) return env.Undefined();
   const float* b = f32(info, 5, C);
   if (!b) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   parallel_for(N, [&](int64_t r0, int64_t r1, int) {
 #if KEEL_X86
-    if (simd) return ln_fwd_avx2(out, mean, rstd, inp, w, b, r0, r1, C);
+    if (isa >= Isa::kAvx512f) return ln_fwd_avx512(out, mean, rstd, inp, w, b, r0, r1, C);
+    if (isa >= Isa::kAvx2) return ln_fwd_avx2(out, mean, rstd, inp, w, b, r0, r1, C);
 #endif
-    (void)simd;
+    (void)isa;
     ln_fwd_port(out, mean, rstd, inp, w, b, r0, r1, C);
   }, row_grain(C));
   return env.Undefined();
@@ -459,7 +618,7 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   if (!mean) return env.Undefined();
   const float* rstd = f32(info, 7, N);
   if (!rstd) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   // Per-thread partial dweight/dbias (2·C each), reduced below in thread order so the
   // result does not depend on scheduling.
   const int nt = pool_threads();
@@ -470,9 +629,10 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
     float* pb = pw + C;
     used[(size_t)th] = 1;
 #if KEEL_X86
-    if (simd) return ln_bwd_avx2(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
+    if (isa >= Isa::kAvx512f) return ln_bwd_avx512(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
+    if (isa >= Isa::kAvx2) return ln_bwd_avx2(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
 #endif
-    (void)simd;
+    (void)isa;
     ln_bwd_port(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
   }, row_grain(C));
   for (int th = 0; th < nt; ++th) {
@@ -496,12 +656,13 @@ Napi::Value GeluForward(const Napi::CallbackInfo& info) {
   if (!out) return env.Undefined();
   const float* inp = f32(info, 1, N);
   if (!inp) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
 #if KEEL_X86
-    if (simd) return gelu_fwd_avx2(out, inp, i0, i1);
+    if (isa >= Isa::kAvx512f) return gelu_fwd_avx512(out, inp, i0, i1);
+    if (isa >= Isa::kAvx2) return gelu_fwd_avx2(out, inp, i0, i1);
 #endif
-    (void)simd;
+    (void)isa;
     gelu_fwd_port(out, inp, i0, i1);
   }, 16384);
   return env.Undefined();
@@ -518,12 +679,13 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   if (!inp) return env.Undefined();
   const float* dout = f32(info, 2, N);
   if (!dout) return env.Undefined();
-  const bool simd = simd_active();
+  const Isa isa = ops_isa();
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
 #if KEEL_X86
-    if (simd) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
+    if (isa >= Isa::kAvx512f) return gelu_bwd_avx512(dinp, inp, dout, i0, i1);
+    if (isa >= Isa::kAvx2) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
 #endif
-    (void)simd;
+    (void)isa;
     gelu_bwd_port(dinp, inp, dout, i0, i1);
   }, 16384);
   return env.Undefined();

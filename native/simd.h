@@ -32,8 +32,8 @@ namespace keel {
 
 inline bool simd_supported() { return isa_active() >= Isa::kAvx2; }
 
-// The switch itself: the ISA level the ops/attention/optim bodies may use (attention has an
-// AVX-512 body; everything else tops out at AVX2). Written only from the JS thread between
+// The switch itself: the ISA level the ops/attention/optim bodies may use (attention, LayerNorm
+// and GELU have AVX-512 bodies; everything else tops out at AVX2). Written only from the JS thread between
 // kernel calls, read at the start of each kernel, so a plain variable suffices.
 inline Isa& ops_isa_level() {
   static Isa level = [] {
@@ -139,6 +139,31 @@ KEEL_AVX2 static inline double hsum256d(__m256d v) {
   s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
   return _mm_cvtsd_f64(s);
 }
+
+// AVX-512F twin of exp256 (the same steps on 16 lanes, hence the same value per lane).
+#define KEEL_AVX512F __attribute__((target("avx2,fma,avx512f")))
+template <bool kFlush = true>
+KEEL_AVX512F static inline __m512 exp512(__m512 x) {
+  using namespace expc;
+  __mmask16 tiny = 0;
+  if constexpr (kFlush) tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMin), _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_set1_ps(kMax), x);  // (second operand on NaN, as in exp256)
+  x = _mm512_max_ps(_mm512_set1_ps(kMin), x);
+  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), _mm512_set1_ps(kRoundBias));
+  const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(kRoundBias));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kP3), r, _mm512_set1_ps(kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP0));
+  __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
+  if constexpr (kFlush) y = _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps());
+  return y;
+}
+
+// Lane mask for the first `rem` (0..16) lanes of a 16-lane AVX-512 tail.
+inline __mmask16 tail_mask16(int64_t rem) { return rem >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rem) - 1u); }
 
 // Lane mask for the first `rem` (0..8) lanes, for maskload/maskstore tails.
 KEEL_AVX2 static inline __m256i tail_mask(int64_t rem) {

@@ -5,9 +5,9 @@
  * checkpoint (`model.safetensors.index.json` as Hugging Face writes it: `weight_map` maps each
  * tensor to its shard file), in F32, F16, BF16 or F64. Headers are validated and compared up
  * front (names, shapes, dtypes; the first mismatch is named); then each tensor is streamed in
- * chunks of at most `chunkElements` elements through a three-stage pipeline (positioned reads
- * on libuv's thread pool, the arithmetic on the main thread, positioned writes on the pool), so
- * the memory used is three sets of chunk buffers (about 50 MB for three F32 inputs), never a
+ * chunks of at most `chunkElements` elements, a few chunks in flight at once, each read (positioned
+ * reads of every input), averaged and written (a positioned write) by the native addon on one of
+ * libuv's threads, through a scratch buffer of about 1 MiB: the memory used is a few MiB, never a
  * whole tensor, let alone a model.
  *
  * Arithmetic, exactly (what the tests reproduce bit for bit): for each element, every input
@@ -28,11 +28,10 @@
  * k·x/k = x, which pre-normalized weights such as 1/3 would break); and F64 inputs keep their
  * precision (their mean is then within an ulp or so: float64 is all there is).
  *
- * Kernels: float32 inputs to float32 output (the common case) run the native addon's
- * averageMeanF32 (native/average.cc: AVX-512 where present, on the kernel threads; the same
- * operations in the same order, hence the same bits) with a plain TypeScript twin
- * (`portable: true`); every other combination accumulates in a Float64Array and rounds with
- * `encodeFloats`.
+ * Kernels (native/average.cc): one body per (input dtype, output dtype), AVX-512 where the CPU
+ * has it, else scalar (`portable: true` forces the scalar ones): the same operations in the same
+ * order, hence the same bits, and F16/BF16 rounded as `encodeFloats` (src/io/safetensors.ts)
+ * rounds them.
  *
  * Output mirrors the first input: a single file for single-file inputs; for a sharded first
  * input, a directory with the same shard file names, the same tensor → shard map, each shard's
@@ -42,15 +41,16 @@
  * nothing is left at OUT (an existing OUT is replaced only at the very end).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from '../errors.ts';
 import { fsyncDir, writeAll } from '../io/atomic.ts';
 import {
   DTYPE_SIZE,
-  encodeFloats,
   encodeHeader,
-  halfBitsToFloatBits,
+  endedEarly,
+  fileError,
   openSafetensors,
   type DType,
   type EncodedHeader,
@@ -66,7 +66,10 @@ export const OUTPUT_DTYPES: readonly OutputDtype[] = ['keep', 'f32', 'bf16', 'f1
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const MODEL_FILE = 'model.safetensors';
 
-/** Default chunk: 1 Mi elements (4 MiB per F32 input and stage). */
+/**
+ * Default chunk: 1 Mi elements, the unit handed to the addon (it reads, averages and writes it
+ * in cache-sized sub-chunks); large enough that scheduling costs nothing next to the copying.
+ */
 export const DEFAULT_CHUNK_ELEMENTS = 1 << 20;
 
 export interface AverageOptions {
@@ -80,7 +83,7 @@ export interface AverageOptions {
   chunkElements?: number;
   /** fsync the output before the rename (default true; benchmarks compare both). */
   fsync?: boolean;
-  /** Use the plain TypeScript float32 kernel instead of the native one (tests compare them). */
+  /** Use the addon's scalar bodies instead of its AVX-512 ones (tests compare them). */
   portable?: boolean;
 }
 
@@ -119,8 +122,7 @@ export async function averageCheckpoints(inputs: readonly string[], out: string,
     const total = sources[0].order.length;
     // (reduce, not Math.max(...xs): a checkpoint may hold more tensors than a call has arguments)
     const largest = sources[0].order.reduce((a, n) => Math.max(a, numelOf(sources[0].tensors.get(n)!.info)), 0);
-    const outWidest = plan.files.reduce((a, f) => f.header.tensors.reduce((b, t) => Math.max(b, DTYPE_SIZE[t.dtype]), a), 1);
-    const work = new Averager(sources, weights, Math.max(1, Math.min(chunk, largest)), outWidest, opts, (done) =>
+    const work = new Averager(sources, weights, Math.max(1, Math.min(chunk, largest)), opts, (done) =>
       opts.progress?.(done, total),
     );
     if (plan.sharded) await writeSharded(target, plan, work);
@@ -333,92 +335,7 @@ function checkOutPath(out: string, sharded: boolean, sources: Source[]): string 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The streaming kernel
-
-let F16_TABLE: Float64Array | undefined;
-let BF16_TABLE: Float64Array | undefined;
-
-/** Every 16-bit pattern's value as float64 (exact), by dtype. */
-function table16(dtype: 'F16' | 'BF16'): Float64Array {
-  if (dtype === 'F16') {
-    if (!F16_TABLE) {
-      const bits = new Uint32Array(65536);
-      for (let h = 0; h < 65536; h++) bits[h] = halfBitsToFloatBits(h);
-      F16_TABLE = Float64Array.from(new Float32Array(bits.buffer));
-    }
-    return F16_TABLE;
-  }
-  if (!BF16_TABLE) {
-    const bits = new Uint32Array(65536);
-    for (let h = 0; h < 65536; h++) bits[h] = h << 16;
-    BF16_TABLE = Float64Array.from(new Float32Array(bits.buffer));
-  }
-  return BF16_TABLE;
-}
-
-/** acc ← x (first) or acc + x, times w unless w = 1; one loop per case keeps V8 monomorphic. */
-function accF32(acc: Float64Array, x: Float32Array, m: number, w: number, first: boolean): void {
-  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = x[j];
-  else if (first) for (let j = 0; j < m; j++) acc[j] = w * x[j];
-  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += x[j];
-  else for (let j = 0; j < m; j++) acc[j] += w * x[j];
-}
-
-function accF64(acc: Float64Array, x: Float64Array, m: number, w: number, first: boolean): void {
-  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = x[j];
-  else if (first) for (let j = 0; j < m; j++) acc[j] = w * x[j];
-  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += x[j];
-  else for (let j = 0; j < m; j++) acc[j] += w * x[j];
-}
-
-function acc16(acc: Float64Array, h: Uint16Array, t: Float64Array, m: number, w: number, first: boolean): void {
-  if (first && w === 1) for (let j = 0; j < m; j++) acc[j] = t[h[j]];
-  else if (first) for (let j = 0; j < m; j++) acc[j] = w * t[h[j]];
-  else if (w === 1) for (let j = 0; j < m; j++) acc[j] += t[h[j]];
-  else for (let j = 0; j < m; j++) acc[j] += w * t[h[j]];
-}
-
-/**
- * The common case, fused into one pass: float32 inputs, float32 output. Computes exactly the
- * documented arithmetic (products and sums in float64, left to right, then one division) and
- * stores into a Float32Array, which rounds to nearest even once. Unrolled for k ≤ 3.
- */
-function meanF32(out: Float32Array, xs: Float32Array[], ws: number[], W: number, acc: Float64Array, m: number): void {
-  const k = xs.length;
-  const unit = ws.every((w) => w === 1);
-  if (k === 1) {
-    const [a] = xs;
-    const wa = ws[0];
-    if (unit && W === 1) out.set(a.subarray(0, m));
-    else for (let j = 0; j < m; j++) out[j] = (wa * a[j]) / W;
-  } else if (k === 2) {
-    const [a, b] = xs;
-    const [wa, wb] = ws;
-    if (unit) for (let j = 0; j < m; j++) out[j] = (a[j] + b[j]) / W;
-    else for (let j = 0; j < m; j++) out[j] = (wa * a[j] + wb * b[j]) / W;
-  } else if (k === 3) {
-    const [a, b, c] = xs;
-    const [wa, wb, wc] = ws;
-    if (unit) for (let j = 0; j < m; j++) out[j] = (a[j] + b[j] + c[j]) / W;
-    else for (let j = 0; j < m; j++) out[j] = (wa * a[j] + wb * b[j] + wc * c[j]) / W;
-  } else {
-    accF32(acc, xs[0], m, ws[0], true);
-    for (let i = 1; i < k - 1; i++) accF32(acc, xs[i], m, ws[i], false);
-    const z = xs[k - 1];
-    const wz = ws[k - 1];
-    for (let j = 0; j < m; j++) out[j] = (acc[j] + wz * z[j]) / W;
-  }
-}
-
-/** Buffers of one pipeline stage: a chunk of every input, and a chunk of output. */
-interface Slot {
-  raws: Uint8Array[];
-  out: Uint8Array;
-  /** The reads of the chunk assigned to this slot. */
-  reading: Promise<unknown> | null;
-  /** The write of this slot's previous output chunk (the out buffer is busy until it ends). */
-  writing: Promise<unknown> | null;
-}
+// Streaming
 
 /** One chunk of one output tensor. */
 interface Job {
@@ -433,11 +350,20 @@ interface Job {
   last: boolean;
 }
 
-/** Stages in flight: chunk i is computed while chunks i+1, i+2 are read and i−1, i−2 written. */
-const SLOTS = 3;
+/**
+ * Chunks in flight. Each is read, averaged and written by the addon on one of libuv's threads;
+ * one more than the cores keeps every core busy (one chunk's write copies into the page cache
+ * while another is read and averaged) and one queued behind them while the main thread, in
+ * order, collects a finished one. libuv has 4 threads by default: more would only queue.
+ */
+const IN_FLIGHT = Math.min(4, os.availableParallelism() + 1);
 
-/** The buffers of all slots together stay under this (the chunk shrinks for many inputs). */
-const BUFFER_BUDGET = 256 * 2 ** 20;
+/**
+ * Scratch per chunk in flight: the addon works through its chunk in sub-chunks that fit here
+ * (every input's piece and the output piece), small enough to stay in the caches between the
+ * read, the mean and the write.
+ */
+const SCRATCH_BYTES = 2 ** 20;
 
 /** Marks a promise handled now (its rejection is awaited later), so Node does not abort on it. */
 function quietly<T>(p: Promise<T>): Promise<T> {
@@ -445,105 +371,68 @@ function quietly<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** What averageChunk rejects with (native/average.cc): a Node-style fs error, and where. */
+interface ChunkError extends NodeJS.ErrnoException {
+  /** Index into the chunk's inputs, or −1 for the output. */
+  input: number;
+  /** The input ended before the chunk did. */
+  eof: boolean;
+}
+
 /**
- * Streams output files chunk by chunk through a pipeline: reads (positioned, on libuv's thread
- * pool) run ahead of the arithmetic on the main thread, and writes (positioned, also on the
- * pool) trail it, so I/O and computation overlap. Memory: SLOTS × (one chunk per input + one
- * output chunk) + one float64 chunk, whatever the model size.
+ * Streams output files chunk by chunk: the addon reads every input's piece of a chunk
+ * (positioned reads of the open readers' descriptors), averages it and writes it at its place
+ * in the output, on libuv's threads, IN_FLIGHT chunks at a time; the main thread only hands out
+ * chunks and collects them in order (progress, errors). Memory: IN_FLIGHT scratch buffers of
+ * about SCRATCH_BYTES, whatever the model size.
  */
 class Averager {
   bytesIn = 0;
   bytesOut = 0;
   readonly fsync: boolean;
   private done = 0;
-  private readonly chunk: number;
-  private readonly slots: Slot[];
-  private readonly acc: Float64Array;
-  private readonly scratch: Float32Array;
+  private readonly scratch: ArrayBuffer[];
   private readonly active: number[];
   private readonly activeWeights: number[];
   private readonly weightSum: number;
-  private readonly native: boolean;
+  private readonly portable: boolean;
 
   constructor(
     private readonly sources: Source[],
     weights: number[],
-    chunk: number,
-    outWidest: number,
+    private readonly chunk: number,
     opts: AverageOptions,
     private readonly onTensor: (done: number) => void,
   ) {
     this.fsync = opts.fsync ?? true;
+    this.portable = opts.portable ?? false;
     this.active = weights.flatMap((w, i) => (w !== 0 ? [i] : []));
     this.activeWeights = this.active.map((i) => weights[i]);
     this.weightSum = weights.reduce((a, b) => a + b, 0);
-    const widest = this.active.map((i) => [...sources[i].tensors.values()].reduce((a, t) => Math.max(a, DTYPE_SIZE[t.info.dtype]), 1));
-    const perElement = SLOTS * (widest.reduce((a, b) => a + b, 0) + outWidest);
-    this.chunk = chunk = Math.min(chunk, Math.max(1024, Math.floor(BUFFER_BUDGET / perElement)));
-    // One arena for every slot buffer (16-byte aligned: any typed view fits).
-    const sizes = Array.from({ length: SLOTS }, () => [...widest.map((w) => chunk * w), chunk * outWidest]).flat();
-    const arena = new ArrayBuffer(sizes.reduce((a, n) => a + align16(n) + 16, 0));
-    this.native = !opts.portable;
-    let at = 0;
-    const take = (n: number) => {
-      const view = new Uint8Array(arena, at, n);
-      at += align16(n) + 16;
-      return view;
-    };
-    this.slots = Array.from({ length: SLOTS }, () => ({
-      raws: widest.map((w) => take(chunk * w)),
-      out: take(chunk * outWidest),
-      reading: null,
-      writing: null,
-    }));
-    this.acc = new Float64Array(chunk);
-    this.scratch = new Float32Array(chunk);
+    // at least 8 elements of every input and of the output (8 bytes each at most), with room
+    // to align each piece: many inputs get a bigger buffer, not a failure
+    const bytes = Math.max(SCRATCH_BYTES, 64 * (this.active.length + 2) + 8 * 8 * (this.active.length + 1));
+    this.scratch = Array.from({ length: IN_FLIGHT }, () => new ArrayBuffer(bytes));
   }
 
   /** Writes `file` (header, then every tensor in its order) into the open `fd`. */
   async writeFile(fd: number, file: OutFile): Promise<void> {
-    await writeAt(fd, file.header.bytes, 0);
+    writeAllAt(fd, file.header.bytes, 0);
     this.bytesOut += file.header.bytes.byteLength;
     const jobs = this.jobs(file);
-    const pending = new Set<Promise<unknown>>();
-    const track = (p: Promise<unknown>) => {
-      const q = quietly(p);
-      pending.add(q);
-      q.finally(() => pending.delete(q)).catch(() => {});
-      return q;
-    };
-    const read = (i: number) => {
-      if (i >= jobs.length) return;
-      const job = jobs[i];
-      const slot = this.slots[i % SLOTS];
-      slot.reading = track(
-        Promise.all(
-          job.srcs.map(({ reader, info }, a) => {
-            const size = DTYPE_SIZE[info.dtype];
-            this.bytesIn += job.m * size;
-            return reader.readIntoAsync(job.t.name, slot.raws[a].subarray(0, job.m * size), job.start * size);
-          }),
-        ),
-      );
-    };
+    const running: Promise<void>[] = [];
     try {
-      for (let i = 0; i < SLOTS - 1; i++) read(i);
-      for (let i = 0; i < jobs.length; i++) {
-        read(i + SLOTS - 1); // its slot's inputs were consumed by chunk i − 1; its output may still be writing
-        const job = jobs[i];
-        const slot = this.slots[i % SLOTS];
-        await slot.reading;
-        await slot.writing;
-        const bytes = this.compute(job, slot);
-        slot.writing = track(writeAt(fd, bytes, job.position));
-        this.bytesOut += bytes.byteLength;
-        if (job.last) this.onTensor(++this.done);
+      for (let i = 0; i < jobs.length + IN_FLIGHT; i++) {
+        // collect chunk i − IN_FLIGHT (in order) before its scratch takes chunk i
+        if (i >= IN_FLIGHT) {
+          await running[i - IN_FLIGHT];
+          if (jobs[i - IN_FLIGHT].last) this.onTensor(++this.done);
+        }
+        if (i < jobs.length) running.push(quietly(this.run(jobs[i], fd, this.scratch[i % IN_FLIGHT])));
       }
-      await Promise.all(this.slots.map((s) => s.writing));
     } finally {
-      // On an error, let every read and write in flight end before the caller closes the files.
-      await Promise.allSettled([...pending]);
-      for (const s of this.slots) s.reading = s.writing = null;
+      // On an error, let every chunk in flight end before the caller closes the files.
+      await Promise.allSettled(running);
     }
   }
 
@@ -563,41 +452,31 @@ class Averager {
     return jobs;
   }
 
-  /** The documented arithmetic on one chunk; returns the output bytes (in the slot's buffer). */
-  private compute(job: Job, slot: Slot): Uint8Array {
-    const { t, srcs, m } = job;
-    if (m === 0) return slot.out.subarray(0, 0);
-    const W = this.weightSum;
-    const f32 = (v: Uint8Array) => new Float32Array(v.buffer, v.byteOffset, m);
-    if (t.dtype === 'F32' && srcs.every((s) => s.info.dtype === 'F32')) {
-      if (this.native) nativeKernels().averageMeanF32(f32(slot.out), slot.raws.map(f32), this.activeWeights, W, m);
-      else meanF32(f32(slot.out), slot.raws.map(f32), this.activeWeights, W, this.acc, m);
-      return slot.out.subarray(0, m * 4);
+  /** One chunk through the addon: the documented arithmetic, read and written in place. */
+  private async run(job: Job, fd: number, scratch: ArrayBuffer): Promise<void> {
+    const { t, srcs, start, m } = job;
+    if (m === 0) return;
+    const dtype = srcs[0].info.dtype; // (checkCompatible: the same in every input)
+    const size = DTYPE_SIZE[dtype];
+    const inputs = srcs.map(({ reader }) => ({ fd: reader.fd, position: reader.position(t.name, start * size, m * size) }));
+    this.bytesIn += inputs.length * m * size;
+    this.bytesOut += m * DTYPE_SIZE[t.dtype];
+    const out = { fd, position: job.position, dtype: t.dtype };
+    const task = { inputs, dtype, weights: this.activeWeights, W: this.weightSum, m, out, scratch, portable: this.portable };
+    try {
+      await nativeKernels().averageChunk(task);
+    } catch (e) {
+      const err = e as ChunkError;
+      if (typeof err?.input !== 'number' || err.input < 0) throw e; // the output's error: the caller words it
+      const file = srcs[err.input].reader.file;
+      throw err.eof ? endedEarly(file) : fileError(file, err);
     }
-    const acc = this.acc;
-    srcs.forEach(({ info }, a) => {
-      const w = this.activeWeights[a];
-      const raw = slot.raws[a];
-      if (info.dtype === 'F32') accF32(acc, f32(raw), m, w, a === 0);
-      else if (info.dtype === 'F64') accF64(acc, new Float64Array(raw.buffer, raw.byteOffset, m), m, w, a === 0);
-      else acc16(acc, new Uint16Array(raw.buffer, raw.byteOffset, m), table16(info.dtype), m, w, a === 0);
-    });
-    if (W !== 1) for (let j = 0; j < m; j++) acc[j] /= W;
-    // (F64 too is copied out of the accumulator, which the next chunk reuses while this one is written)
-    return encodeFloats(acc, t.dtype, slot.out, m, this.scratch).subarray(0, m * DTYPE_SIZE[t.dtype]);
   }
 }
 
-const align16 = (n: number) => Math.ceil(n / 16) * 16;
-
-/** Positioned write of all of `bytes` on the thread pool (loops over short writes). */
-async function writeAt(fd: number, bytes: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < bytes.byteLength) {
-    done += await new Promise<number>((resolve, reject) =>
-      fs.write(fd, bytes, done, bytes.byteLength - done, position + done, (err, n) => (err ? reject(err) : resolve(n))),
-    );
-  }
+/** Positioned synchronous write of all of `bytes` (loops over short writes). */
+function writeAllAt(fd: number, bytes: Uint8Array, position: number): void {
+  for (let done = 0; done < bytes.byteLength; ) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done, position + done);
 }
 
 function numelOf(t: { shape: readonly number[] }): number {

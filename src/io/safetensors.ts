@@ -426,8 +426,13 @@ export interface SafetensorsReader {
    * tensor on (a positioned read, no allocation): streaming consumers read big tensors in chunks.
    */
   readInto(name: string, out: Uint8Array, start?: number): void;
-  /** readInto on libuv's thread pool: reads overlap with computation on the main thread. */
-  readIntoAsync(name: string, out: Uint8Array, start?: number): Promise<void>;
+  /**
+   * The file position of bytes [start, start + length) of tensor `name`, checked like readInto,
+   * for positioned reads of `fd` elsewhere (keel average reads on libuv's threads, in the addon).
+   */
+  position(name: string, start: number, length: number): number;
+  /** The open file descriptor (valid until close). */
+  readonly fd: number;
   close(): void;
 }
 
@@ -447,9 +452,9 @@ function makeReader(file: string, fd: number, header: SafetensorsHeader): Safete
   const byName = new Map(header.tensors.map((t) => [t.name, t]));
   const dataStart = 8 + header.headerSize;
   /** The file position of byte `start` of tensor t, after checking that `out` fits in it. */
-  const rangeStart = (t: TensorInfo, out: Uint8Array, start: number): number => {
-    if (!(Number.isSafeInteger(start) && start >= 0 && start + out.byteLength <= t.end - t.begin)) {
-      throw new RangeError(`${file}: bytes [${start}, ${start + out.byteLength}) are outside tensor ${t.name} (${t.end - t.begin} bytes)`);
+  const rangeStart = (t: TensorInfo, length: number, start: number): number => {
+    if (!(Number.isSafeInteger(start) && start >= 0 && start + length <= t.end - t.begin)) {
+      throw new RangeError(`${file}: bytes [${start}, ${start + length}) are outside tensor ${t.name} (${t.end - t.begin} bytes)`);
     }
     return dataStart + t.begin + start;
   };
@@ -470,15 +475,12 @@ function makeReader(file: string, fd: number, header: SafetensorsHeader): Safete
       return toFloat32(readAt(file, fd, dataStart + t.begin, t.end - t.begin), t.dtype);
     },
     readInto(name: string, out: Uint8Array, start = 0): void {
-      fillAt(file, fd, rangeStart(find(name), out, start), out);
+      fillAt(file, fd, rangeStart(find(name), out.byteLength, start), out);
     },
-    readIntoAsync(name: string, out: Uint8Array, start = 0): Promise<void> {
-      try {
-        return fillAtAsync(file, fd, rangeStart(find(name), out, start), out);
-      } catch (e) {
-        return Promise.reject(e);
-      }
+    position(name: string, start: number, length: number): number {
+      return rangeStart(find(name), length, start);
     },
+    fd,
     close(): void {
       if (open) fs.closeSync(fd);
       open = false;
@@ -508,34 +510,10 @@ function fillAt(file: string, fd: number, position: number, out: Uint8Array): Ui
   let done = 0;
   while (done < length) {
     const got = fileCall(file, () => fs.readSync(fd, out, done, length - done, position + done));
-    if (got === 0) fail('FileError', `${file}: the file ended early (it changed or was truncated while being read)`);
+    if (got === 0) throw endedEarly(file);
     done += got;
   }
   return out;
-}
-
-/** fillAt on the thread pool; the same errors, as a rejected promise. */
-async function fillAtAsync(file: string, fd: number, position: number, out: Uint8Array): Promise<void> {
-  const length = out.byteLength;
-  let done = 0;
-  while (done < length) {
-    const got = await new Promise<number>((resolve, reject) =>
-      fs.read(fd, out, done, length - done, position + done, (err, n) => {
-        if (!err) resolve(n);
-        else {
-          try {
-            fileCall(file, () => {
-              throw err;
-            });
-          } catch (e) {
-            reject(e);
-          }
-        }
-      }),
-    );
-    if (got === 0) fail('FileError', `${file}: the file ended early (it changed or was truncated while being read)`);
-    done += got;
-  }
 }
 
 /** Prefixes format errors with the file name. */
@@ -555,17 +533,29 @@ function fileCall<T>(file: string, f: () => T): T {
   try {
     return f();
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException)?.code;
-    const why: Record<string, string> = {
-      ENOENT: 'no such file (check the path)',
-      EISDIR: 'is a directory, not a .safetensors file',
-      EACCES: 'permission denied',
-      EPERM: 'permission denied',
-      ERR_FS_FILE_TOO_LARGE: 'too large to read at once (use openSafetensors to stream it)',
-    };
-    if (typeof code === 'string') fail('FileError', `${file}: ${why[code] ?? (e as Error).message}`);
-    throw e;
+    throw fileError(file, e);
   }
+}
+
+/**
+ * The error to throw for `e`, raised while reading `file`: a file-system error (one with a
+ * string `code`) becomes a one-line FileError naming the file; anything else is `e` itself.
+ */
+export function fileError(file: string, e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why: Record<string, string> = {
+    ENOENT: 'no such file (check the path)',
+    EISDIR: 'is a directory, not a .safetensors file',
+    EACCES: 'permission denied',
+    EPERM: 'permission denied',
+    ERR_FS_FILE_TOO_LARGE: 'too large to read at once (use openSafetensors to stream it)',
+  };
+  return typeof code === 'string' ? new SafetensorsError('FileError', `${file}: ${why[code] ?? (e as Error).message}`) : e;
+}
+
+/** A read of `file` found its end before the range it asked for. */
+export function endedEarly(file: string): SafetensorsError {
+  return new SafetensorsError('FileError', `${file}: the file ended early (it changed or was truncated while being read)`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import type { DType } from '../io/safetensors.ts';
 import type { Kernels, MatmulPrecision } from './types.ts';
 
 /** Instruction-set paths, best first (native/isa.h). */
@@ -29,17 +30,33 @@ export interface NativeAddon extends Kernels<Float32Array> {
   /** Measured peak GFLOP/s (pool threads) of the instruction the kernel for `precision` uses. */
   matmulPeakGflops(precision?: MatmulPrecision): number;
   /**
-   * `keel average`'s float32 mean (src/average/stream.ts): out[j] = float32((Σᵢ wsᵢ·xsᵢ[j]) / W)
-   * for j < m, products and left-to-right sums in float64, one division, one rounding.
+   * One chunk of `keel average` (src/average/stream.ts documents the arithmetic), on a libuv
+   * thread: reads m elements of every input at its position, averages them with `weights` / W
+   * and writes the m results at out.position, in sub-chunks that fit `scratch`. Rejects with a
+   * Node-style fs error (code, errno, syscall) plus `input` (its index, −1 for the output) and
+   * `eof` (the input ended early). The descriptors must stay open until it settles.
    */
-  averageMeanF32(out: Float32Array, xs: Float32Array[], ws: number[], W: number, m: number): void;
+  averageChunk(task: AverageChunkTask): Promise<void>;
   /** Switches ops/attention/optim kernels between SIMD and portable bodies; returns what is in effect. */
   opsSetSimd(on?: boolean): boolean;
   /**
    * Sets (when given; capped at isa()) and returns the ISA level of the ops/attention/optim
-   * kernels: "avx512f" (attention's AVX-512 body; the rest run AVX2), "avx2" or "portable".
+   * kernels: "avx512f" (the AVX-512 bodies of attention, LayerNorm and GELU; the rest run AVX2), "avx2" or "portable".
    */
   opsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
+}
+
+export interface AverageChunkTask {
+  inputs: { fd: number; position: number }[];
+  /** Every input's dtype (they agree). */
+  dtype: DType;
+  weights: number[];
+  W: number;
+  m: number;
+  out: { fd: number; position: number; dtype: DType };
+  scratch: ArrayBuffer;
+  /** The scalar bodies even where AVX-512 is present. */
+  portable: boolean;
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
