@@ -31,7 +31,7 @@ async function once(size: string, keel: boolean, round: number): Promise<Out> {
   const out = path.join(dir, `${size}-${keel}-${round}.json`);
   const args = [path.join(REPO, 'examples/torch_ddp.py'), '--data', text, '--steps', String(STEPS), '--spawn', '2', '--port', String(port++),
     '--name', `${size}-${round}`, '--out', out, ...SIZES[size], ...(keel ? [] : ['--without-keel'])];
-  const child = spawn('/usr/bin/python3', args, { env: { ...process.env, KEEL_URL: s.url, KEEL_TOKEN: s.token, PYTHONPATH: path.join(REPO, 'python') }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('/usr/bin/python3', args, { cwd: dir, env: { ...process.env, KEEL_URL: s.url, KEEL_TOKEN: s.token, PYTHONPATH: path.join(REPO, 'python') }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const status = await new Promise<number | null>((resolve) => child.on('exit', resolve));
