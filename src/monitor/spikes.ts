@@ -7,7 +7,9 @@
  *   z = (x − mean) / std > threshold, with the sample std (n − 1) of the window *before* x;
  * - a relative jump against an EMA of the accepted values: x − ema > jump·|ema| (jump = 0.5:
  *   50 % above the EMA; 0 disables it).
- * The detector stays silent until the window holds `window` finite values. Once active, a
+ * The detector stays silent until the window holds `warmup` finite values (default: `window`,
+ * i.e. until it is full; a run too short to fill its window gets a shorter warm-up from the
+ * controller, and the window keeps growing to its full size). Once active, a
  * non-finite value (NaN, ±∞) is always a spike with z = +∞. A flagged value (and any non-finite
  * one) never enters the window or the EMA, so a spike cannot inflate σ and disarm the detector
  * while it lasts; a level shift that never comes back is therefore flagged at every step.
@@ -31,6 +33,12 @@ export interface SpikeOptions {
   jump: number;
   /** EMA decay for the jump test (0.98: a time constant of about 50 values). */
   emaBeta: number;
+  /**
+   * Values the window must hold before the detector tests (2 ≤ warmup ≤ window; default: the
+   * window, i.e. only a full window tests). Until the window is full, mean and σ are those of
+   * the values so far.
+   */
+  warmup?: number;
 }
 
 export const SPIKE_DEFAULTS: SpikeOptions = Object.freeze({ window: 128, threshold: 6, jump: 0.5, emaBeta: 0.98 });
@@ -77,6 +85,9 @@ export function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
   if (!(o.threshold > 0) || !Number.isFinite(o.threshold)) throw new UserError(`spike threshold must be a number > 0, got ${o.threshold}`);
   if (!(o.jump >= 0) || !Number.isFinite(o.jump)) throw new UserError(`spike jump must be a number ≥ 0 (0 disables it), got ${o.jump}`);
   if (!(o.emaBeta >= 0 && o.emaBeta < 1)) throw new UserError(`spike emaBeta must be in [0, 1), got ${o.emaBeta}`);
+  if (o.warmup !== undefined && !(Number.isInteger(o.warmup) && o.warmup >= 2 && o.warmup <= o.window)) {
+    throw new UserError(`spike warm-up must be an integer in [2, window ${o.window}], got ${o.warmup}`);
+  }
   return o;
 }
 
@@ -113,9 +124,14 @@ export class SpikeDetector {
     this.buf = new Float64Array(this.options.window);
   }
 
-  /** True once the window is full: from the next value on, spikes are flagged. */
+  /** Values needed before the detector tests: the warm-up window, else the full window. */
+  get warmup(): number {
+    return this.options.warmup ?? this.options.window;
+  }
+
+  /** True once the window holds `warmup` values: from the next value on, spikes are flagged. */
   get active(): boolean {
-    return this.count === this.options.window;
+    return this.count >= this.warmup;
   }
 
   /** The window's current statistics (std floored as the z test uses it). */
