@@ -39,6 +39,12 @@ export interface SpikeOptions {
    * the values so far.
    */
   warmup?: number;
+  /**
+   * A z-test hit must also rise at least minRise·|mean| above the mean (0 or absent: off). On a
+   * nearly flat series σ is tiny, and a 1e-4 bump on a loss of 3 would otherwise be a 33,000σ
+   * spike; keel analyze uses 0.01.
+   */
+  minRise?: number;
 }
 
 export const SPIKE_DEFAULTS: SpikeOptions = Object.freeze({ window: 128, threshold: 6, jump: 0.5, emaBeta: 0.98 });
@@ -88,6 +94,7 @@ export function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
   if (o.warmup !== undefined && !(Number.isInteger(o.warmup) && o.warmup >= 2 && o.warmup <= o.window)) {
     throw new UserError(`spike warm-up must be an integer in [2, window ${o.window}], got ${o.warmup}`);
   }
+  if (o.minRise !== undefined && !(o.minRise >= 0 && Number.isFinite(o.minRise))) throw new UserError(`spike minimum rise must be a number ≥ 0, got ${o.minRise}`);
   return o;
 }
 
@@ -153,7 +160,7 @@ export class SpikeDetector {
       const std = this.std();
       const d = value - this.mean_;
       const z = std > 0 ? d / std : d > 0 ? Infinity : 0;
-      const zHit = z > this.options.threshold;
+      const zHit = z > this.options.threshold && d > (this.options.minRise ?? 0) * Math.abs(this.mean_);
       const ema = this.ema!;
       const jumpHit = this.options.jump > 0 && value - ema > this.options.jump * Math.abs(ema);
       if (zHit || jumpHit) {
@@ -299,11 +306,12 @@ export interface AnalyzeOptions extends SpikeOptions {
   recoverSigma: number;
 }
 
-export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2 });
+export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2, minRise: 0.01 });
 
 /**
  * Runs the online detector over a series and groups its flags into spikes. Options default to
- * defaultSpikeOptions(metric) (the jump test only for loss-like names) and recoverSigma 2.
+ * defaultSpikeOptions(metric) (the jump test only for loss-like names), recoverSigma 2 and
+ * minRise 0.01 (a spike rises at least 1% above the window mean).
  *
  * A spike starts at a flagged value and lasts until recovery: the first later value that is
  * finite and ≤ mean + recoverSigma·std of the window *at the start* (the pre-spike band; 2σ by
