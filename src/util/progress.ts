@@ -55,6 +55,12 @@ const TTY_MIN_REDRAW_MS = 100; // ≤ 10 redraws per second
 const CLEAR_EOL = '\x1b[K';
 const BAR_MAX = 30;
 const BAR_MIN = 10;
+/**
+ * Narrower than this, a redrawn status line is mostly escape codes (a terminal that reports 0
+ * columns, as some CI pseudo-terminals and `stty cols 0` do, would get nothing else): such a
+ * stream gets plain lines instead.
+ */
+const TTY_MIN_COLUMNS = 20;
 
 interface State {
   label: string;
@@ -138,7 +144,10 @@ function jsonRecord(s: State, done: boolean): string {
 export function createProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr;
   const now = opts.now ?? (() => performance.now());
-  const mode = opts.json ? 'json' : stream.isTTY === true ? 'tty' : 'plain';
+  // A terminal that reports no width (undefined) is taken as 80 columns; one that reports fewer
+  // than TTY_MIN_COLUMNS (0 included) gets plain lines.
+  const usableTty = stream.isTTY === true && (stream.columns === undefined || stream.columns >= TTY_MIN_COLUMNS);
+  const mode = opts.json ? 'json' : usableTty ? 'tty' : 'plain';
   const t0 = now();
   const state: State = { label: opts.label ?? '', total: opts.total, step: 0, fields: {}, elapsedMs: 0, rate: NaN };
   let start = opts.start;
