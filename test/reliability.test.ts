@@ -104,6 +104,10 @@ describe('odd --out paths: one line, exit 2, never a stack trace or a spin, noth
     }
   });
 
+  test('the experiments\' --out under /proc: one line, no spin', () => {
+    for (const e of ['spikes', 'lawa']) assertUserError(keel(['experiment', e, '--out', `/proc/keel-test/${e}`]), /is on procfs, a kernel file system/);
+  });
+
   test('keel analyze /dev/zero (a file that never ends) is refused, as train --data is', () => {
     const t0 = Date.now();
     assertUserError(keel(['analyze', '/dev/zero']), /\/dev\/zero is neither a regular file nor a directory/);

@@ -90,3 +90,9 @@ export function makeDirs(dir: string, flag: string): void {
     }
   }
 }
+
+/** checkOutDir, then makeDirs: an output directory refused with one line, or made. */
+export function ensureOutDir(dir: string, flag: string): void {
+  checkOutDir(dir, flag);
+  makeDirs(dir, flag);
+}
