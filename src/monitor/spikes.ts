@@ -9,7 +9,8 @@
  *   50 % above the EMA; 0 disables it).
  * The detector stays silent until the window holds `warmup` finite values (default: `window`,
  * i.e. until it is full; a run too short to fill its window gets a shorter warm-up from the
- * controller, and the window keeps growing to its full size). Once active, a
+ * controller, and the window keeps growing to its full size; the jump test waits for the full
+ * window). Once active, a
  * non-finite value (NaN, ±∞) is always a spike with z = +∞. A flagged value (and any non-finite
  * one) never enters the window or the EMA, so a spike cannot inflate σ and disarm the detector
  * while it lasts; a level shift that never comes back is therefore flagged at every step.
@@ -162,7 +163,9 @@ export class SpikeDetector {
       const z = std > 0 ? d / std : d > 0 ? Infinity : 0;
       const zHit = z > this.options.threshold && d > (this.options.minRise ?? 0) * Math.abs(this.mean_);
       const ema = this.ema!;
-      const jumpHit = this.options.jump > 0 && value - ema > this.options.jump * Math.abs(ema);
+      // The jump test waits for the full window even after a shorter warm-up: its EMA (time
+      // constant ~50 values, started at the first value) still leans on the first values then.
+      const jumpHit = this.options.jump > 0 && this.count === this.options.window && value - ema > this.options.jump * Math.abs(ema);
       if (zHit || jumpHit) {
         return { event: 'spike', step, metric: this.metric, value, z, mean: this.mean_, std, test: zHit ? 'z' : 'jump' };
       }
