@@ -159,6 +159,31 @@ describe('silent surprises, said out loud', () => {
     assert.throws(() => new SpikeDetector('loss', { window: 8, warmup: 9 }), /warm-up must be an integer in \[2, window 8\]/);
   });
 
+  test('during a warm-up only the z test runs: the jump test\'s EMA waits for the full window', () => {
+    const d = new SpikeDetector('loss', { window: 64, warmup: 16, jump: 0.5 });
+    // 16 values alternating 1 and 3 (σ ≈ 1): their EMA, started at 1, is still ≈ 1.3.
+    for (let i = 0; i < 16; i++) d.observe(i, i % 2 === 0 ? 1 : 3);
+    assert.equal(d.active, true);
+    assert.equal(d.observe(16, 3.2), null, '3.2 is > 1.5 × the EMA but well within 6σ: no jump flag yet');
+    const full = new SpikeDetector('loss', { window: 16, jump: 0.5 });
+    for (let i = 0; i < 16; i++) full.observe(i, i % 2 === 0 ? 1 : 3);
+    assert.equal(full.observe(16, 3.2)?.test, 'jump', 'with a full window the same value is a jump');
+  });
+
+  test('a controller with a warm-up: its JSON state round-trips and it then decides exactly as the original', () => {
+    const facts = { steps: 80, batch: 2, micro_batch: 2, seq_len: 16, params: 100, eps: 0 };
+    const a = new Controller({ on_spike: 'skip' }, facts);
+    const report = (step: number) => {
+      const v = step === 60 ? 50 : 2 + 0.1 * Math.sin(step);
+      return { v: 1 as const, step, attempt: 0, loss: v, grad_norm: v, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 32, batch: 2, data: [step - 1, step] as [number, number] };
+    };
+    for (let n = 1; n <= 40; n++) a.report(report(n));
+    const b = Controller.fromJSON(JSON.parse(JSON.stringify(a.toJSON())));
+    for (let n = 41; n <= 80; n++) assert.deepEqual(b.report(report(n)), a.report(report(n)), `step ${n}`);
+    assert.deepEqual(b.toJSON(), a.toJSON());
+    assert.equal(a.spikes, 2, 'loss and grad norm flagged at step 60 (the 128-step window would not have been full)');
+  });
+
   test('start: one line with parameters, tokens per step, data size and run directory; no noise-scale warning for the defaults', () => {
     const out = fresh('start');
     const r = keel(['train', '--config', microJson, ...quick, '--out', out]);
