@@ -243,6 +243,17 @@ describe('silent surprises, said out loud', () => {
       assert.doesNotMatch(written, /\r|\x1b/, `columns ${columns}: escape codes`);
       assert.match(written, /^train 1\/10 \(10%\) {2}loss 2/m);
     }
+    // Narrowed to 0 columns mid-run: the status line is ended, then plain lines follow.
+    let resized = '';
+    const narrowing: ProgressStream = { isTTY: true, columns: 80, write: (s: string) => (resized += s) };
+    const q = createProgress({ total: 10, label: 'train', stream: narrowing, now: () => 0 });
+    q.update(1);
+    narrowing.columns = 0;
+    const mark = resized.length;
+    for (let s = 2; s <= 10; s++) q.update(s);
+    q.done();
+    assert.doesNotMatch(resized.slice(mark), /\r|\x1b/, 'escape codes after the terminal narrowed');
+    assert.match(resized.slice(mark), /^train 10\/10 \(100%\)/m);
     let tty = '';
     createProgress({ total: 10, stream: { isTTY: true, columns: 80, write: (s: string) => (tty += s) }, now: () => 0 }).update(1);
     assert.match(tty, /\r/, 'a normal terminal still gets the redrawn bar');

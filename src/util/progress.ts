@@ -146,8 +146,15 @@ export function createProgress(opts: ProgressOptions): Progress {
   const now = opts.now ?? (() => performance.now());
   // A terminal that reports no width (undefined) is taken as 80 columns; one that reports fewer
   // than TTY_MIN_COLUMNS (0 included) gets plain lines.
-  const usableTty = stream.isTTY === true && (stream.columns === undefined || stream.columns >= TTY_MIN_COLUMNS);
-  const mode = opts.json ? 'json' : usableTty ? 'tty' : 'plain';
+  const wide = () => stream.columns === undefined || stream.columns >= TTY_MIN_COLUMNS;
+  let mode: 'json' | 'tty' | 'plain' = opts.json ? 'json' : stream.isTTY === true && wide() ? 'tty' : 'plain';
+  /** A terminal narrowed below TTY_MIN_COLUMNS mid-run: finish the status line, then plain lines. */
+  const followWidth = () => {
+    if (mode !== 'tty' || wide()) return;
+    if (onScreen) stream.write('\n');
+    onScreen = false;
+    mode = 'plain';
+  };
   const t0 = now();
   const state: State = { label: opts.label ?? '', total: opts.total, step: 0, fields: {}, elapsedMs: 0, rate: NaN };
   let start = opts.start;
@@ -190,6 +197,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   return {
     update(step, fields = {}) {
       if (finished) return;
+      followWidth();
       if (start === undefined) start = step - 1;
       const previous = Number.isNaN(printedStep) ? -Infinity : printedStep;
       state.step = step;
@@ -205,6 +213,7 @@ export function createProgress(opts: ProgressOptions): Progress {
       }
     },
     log(line) {
+      followWidth();
       if (mode === 'json') {
         stream.write(JSON.stringify({ label: state.label, log: line }) + '\n');
       } else if (mode === 'tty' && onScreen && !finished) {
