@@ -33,7 +33,7 @@ function reason(e: unknown): string {
 }
 
 /** The nearest existing path at or above `dir` (following symlinks), and the missing levels below it. */
-function nearestExisting(dir: string): { existing: string; stat: fs.Stats; missing: string[] } {
+function nearestExisting(dir: string, flag: string): { existing: string; stat: fs.Stats; missing: string[] } {
   const missing: string[] = [];
   let at = path.resolve(dir);
   for (;;) {
@@ -42,9 +42,9 @@ function nearestExisting(dir: string): { existing: string; stat: fs.Stats; missi
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // ENOTDIR: a component above is a file; keep walking up to name it.
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new UserError(`${at}: ${reason(e)}`);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new UserError(`${flag} ${dir}: cannot look at ${at}: ${reason(e)}`);
       const up = path.dirname(at);
-      if (up === at) throw new UserError(`${dir}: no existing directory above it`);
+      if (up === at) throw new UserError(`${flag} ${dir}: no existing directory above it`);
       missing.unshift(at);
       at = up;
     }
@@ -57,7 +57,7 @@ function nearestExisting(dir: string): { existing: string; stat: fs.Stats; missi
  * `flag` names the option in messages (e.g. `--out`).
  */
 export function checkOutDir(dir: string, flag: string): void {
-  const { existing, stat, missing } = nearestExisting(dir);
+  const { existing, stat, missing } = nearestExisting(dir, flag);
   const shown = `${flag} ${dir}`;
   if (!stat.isDirectory()) {
     throw new UserError(missing.length === 0 ? `${shown} exists and is not a directory` : `${shown}: ${existing} is not a directory`);
@@ -80,7 +80,7 @@ export function checkOutDir(dir: string, flag: string): void {
 
 /** Creates `dir` and its missing parents, one level at a time; errors become one line (UserError). */
 export function makeDirs(dir: string, flag: string): void {
-  const { missing } = nearestExisting(dir);
+  const { missing } = nearestExisting(dir, flag);
   for (const level of missing) {
     try {
       fs.mkdirSync(level);
