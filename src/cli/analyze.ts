@@ -16,18 +16,23 @@ export function analyzeCommand(): Command {
     .option('--window <n>', 'rolling window (values) for mean and σ; nothing is flagged until it is full', int(2), ANALYZE_DEFAULTS.window)
     .option('--threshold <z>', 'flag values more than Z σ above the window mean', float(0, true), ANALYZE_DEFAULTS.threshold)
     .option('--jump <x>', `also flag values more than X (relative) above the EMA; 0 disables (default: ${ANALYZE_DEFAULTS.jump} for losses, 0 for other metrics)`, float(0))
+    .option('--min-rise <x>', 'a z-score flag must also rise at least X (relative) above the window mean, so a flat series\'s tiny σ does not turn a 1e-4 bump into a 10,000σ spike', float(0), ANALYZE_DEFAULTS.minRise)
     .option('--recover-sigma <k>', 'a spike has recovered when the value is back at or below the pre-spike mean + K σ', float(0), ANALYZE_DEFAULTS.recoverSigma)
-    .option('--json', 'print {"metric", "points", "spikes": [{"start", "peak", "end", "height", "height_sigma", "recovered", …}], "summary"}')
+    .option('--json', 'print {"metric", "points", "spikes": [{"start", "peak", "end", "height", "height_sigma", "recovered", …}], "nonfinite": {"count", "steps"}, "summary"}')
     .action((file: string, o) => {
       const log = readLog(file);
       const metric = resolveMetric(log, o.metric);
-      const points = log.series(metric);
-      if (points.length === 0) throw new UserError(`metric "${metric}" in ${log.file} has no points`);
+      const all = log.series(metric);
+      if (all.length === 0) throw new UserError(`metric "${metric}" in ${log.file} has no points`);
+      // NaN and ±Infinity are reported as what they are, not as spikes of infinite height: the
+      // spike analysis sees the finite values only.
+      const points = all.filter((p) => Number.isFinite(p.value));
+      const nonfinite = all.filter((p) => !Number.isFinite(p.value)).map((p) => p.step);
       const jump: number = o.jump ?? defaultSpikeOptions(metric).jump;
-      const opts = { window: o.window, threshold: o.threshold, jump, recoverSigma: o.recoverSigma, metric };
+      const opts = { window: o.window, threshold: o.threshold, jump, recoverSigma: o.recoverSigma, minRise: o.minRise, metric };
       const { spikes, summary } = analyzeSeries(points, opts);
       if (summary.active_from === null) {
-        const finite = points.filter((p) => Number.isFinite(p.value)).length;
+        const finite = points.length;
         throw new UserError(
           `"${metric}" in ${log.file} has ${finite} finite values; spike detection needs more than --window ${o.window} (try --window ${Math.max(2, Math.floor(finite / 4))})`,
         );
@@ -37,8 +42,8 @@ export function analyzeCommand(): Command {
           file: log.file,
           format: log.format,
           metric,
-          points: points.length,
-          options: { window: o.window, threshold: o.threshold, jump, recover_sigma: o.recoverSigma },
+          points: all.length,
+          options: { window: o.window, threshold: o.threshold, jump, recover_sigma: o.recoverSigma, min_rise: o.minRise },
           spikes: spikes.map((s) => ({
             start: s.start,
             peak: s.peak,
@@ -51,23 +56,31 @@ export function analyzeCommand(): Command {
             std: s.std,
             points: s.points,
           })),
-          summary,
+          nonfinite: { count: nonfinite.length, steps: nonfinite },
+          summary: { ...summary, points: all.length },
         };
         process.stdout.write(JSON.stringify(out) + '\n');
         return;
       }
       const unit = isLossLike(metric) ? 'nats' : 'units';
+      const riseText = o.minRise > 0 ? ` and ≥ ${formatNumber(o.minRise * 100)}% above the mean` : '';
       const jumpText = jump > 0 ? `, or > ${formatNumber(jump * 100)}% above the EMA` : '';
       process.stdout.write(
-        `${metric} in ${log.file} (${FORMAT_NAMES[log.format]}): ${points.length} points, steps ${summary.first_step}–${summary.last_step}; ` +
-          `tested from step ${summary.active_from} (window ${o.window}, z > ${formatNumber(o.threshold)}${jumpText})\n`,
+        `${metric} in ${log.file} (${FORMAT_NAMES[log.format]}): ${all.length} points, steps ${all[0].step}–${all.at(-1)!.step}; ` +
+          `tested from step ${summary.active_from} (window ${o.window}, z > ${formatNumber(o.threshold)}${riseText}${jumpText})\n`,
       );
+      if (nonfinite.length) process.stdout.write(`${nonfinite.length} non-finite value${nonfinite.length === 1 ? '' : 's'} (NaN or ±Infinity) at step${nonfinite.length === 1 ? '' : 's'} ${stepList(nonfinite)}\n`);
       if (spikes.length) process.stdout.write(spikeTable(spikes, unit));
       const nr = summary.not_recovered ? `, ${summary.not_recovered} not recovered` : '';
       process.stdout.write(
         spikes.length === 0 ? 'no spikes\n' : `${spikes.length} spike${spikes.length === 1 ? '' : 's'}: ${summary.recovered} recovered${nr}\n`,
       );
     });
+}
+
+/** "5, 6, 9" or, past ten, the first ten and a count. */
+function stepList(steps: number[]): string {
+  return steps.length <= 10 ? steps.join(', ') : `${steps.slice(0, 10).join(', ')} and ${steps.length - 10} more`;
 }
 
 function spikeTable(spikes: SpikeSummary[], unit: string): string {

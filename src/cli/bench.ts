@@ -8,6 +8,19 @@ import { stateBytes } from '../optim/state.ts';
 import { Rng } from '../util/rng.ts';
 import { int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
+import { UserError } from '../errors.ts';
+import { checkMemory, modelMemory, optimizerStateBytes } from '../train/memory.ts';
+
+/** What keel bench holds at once: the model, the optimizer's state and matmulGflops' buffers. */
+function benchMemory(cfg: GPTConfig, batch: number, optimizer: string, options: Record<string, unknown>) {
+  const BT = batch * cfg.blockSize;
+  const C = cfg.nEmbd;
+  return [
+    ...modelMemory(cfg, batch),
+    { what: `optimizer state (${optimizer})`, bytes: optimizerStateBytes(cfg, optimizer, options) },
+    { what: 'matmul benchmark buffers', bytes: 4 * (2 * BT * C + 2 * 4 * C * C + BT * 4 * C) },
+  ];
+}
 
 /**
  * Training FLOPs per token: 6 per parameter-multiply of every matmul (forward 2, backward 4),
@@ -101,7 +114,9 @@ export function benchCommand(): Command {
     .action((o) => {
       const cfg = resolveConfig(o.config);
       const precision = o.precision as MatmulPrecision;
-      if (precision !== 'fp32' && precision !== 'bf16') throw new Error(`--precision must be fp32 or bf16, got ${o.precision}`);
+      if (precision !== 'fp32' && precision !== 'bf16') throw new UserError(`--precision must be fp32 or bf16, got ${o.precision}`);
+      const options = { ...optimizerEntry(o.optimizer).train.options, ...parseOptFlags(o.optimizer, o.opt) };
+      checkMemory((b) => benchMemory(cfg, b, o.optimizer, options), cfg, o.batch, 'pick a smaller --config');
       const k = nativeKernels();
       // Peak first, on idle cores, then the run it is compared with.
       const peak = k.matmulPeakGflops(precision);

@@ -161,6 +161,9 @@ export function trainCommand(): Command {
       };
       // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
       const guards = new Guards(opts, opts.steps);
+      for (const f of guards.faults.faults) {
+        if (f.step > opts.steps) throw new UserError(`--fault at step ${f.step} is after the last step (${opts.steps}): it would never fire`);
+      }
       for (const sch of guards.schedules) {
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.from });
         createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.to });

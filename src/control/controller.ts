@@ -295,12 +295,24 @@ export class Controller {
 
   private spikeOptions(metric: 'loss' | 'grad_norm'): SpikeOptions {
     const p = this.policy;
-    return {
+    const o: SpikeOptions = {
       ...defaultSpikeOptions(metric),
       ...(p.spike_window !== undefined ? { window: p.spike_window } : {}),
       ...(p.spike_threshold !== undefined ? { threshold: p.spike_threshold } : {}),
       ...(p.spike_jump !== undefined ? { jump: p.spike_jump } : {}),
     };
+    const warmup = spikeWarmup(o.window, this.run.steps);
+    return warmup === null ? o : { ...o, warmup };
+  }
+
+  /** Steps of history the detectors need before they test (the warm-up window, or the full window). */
+  get detectorWarmup(): number {
+    return this.loss.warmup;
+  }
+
+  /** The detectors' full rolling window. */
+  get detectorWindow(): number {
+    return this.loss.options.window;
   }
 
   /** A copy of the trajectory state, detectors included (between copies they live as objects). */
@@ -339,6 +351,20 @@ export class Controller {
     c.spikes_ = s.spikes ?? 0;
     return c;
   }
+}
+
+/** The shortest warm-up window: fewer values make σ too noisy for a 6σ test. */
+export const MIN_SPIKE_WARMUP = 16;
+
+/**
+ * A shorter warm-up for a window the run cannot afford: when filling it would take more than
+ * the run's first quarter, the detectors test from max(16, steps/4) values on (an 80-step run:
+ * from step 21, not never). Null where the full window fits: long runs are unchanged.
+ */
+export function spikeWarmup(window: number, steps: number): number | null {
+  if (window <= steps / 4) return null;
+  const w = Math.min(window, Math.max(MIN_SPIKE_WARMUP, Math.floor(steps / 4)));
+  return w < window ? w : null;
 }
 
 function toFlag(e: SpikeEvent): SpikeFlag {

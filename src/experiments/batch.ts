@@ -42,6 +42,7 @@ import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes.ts';
 import { writeBatchReport } from './batch_report.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 
 export const DEFAULT_BATCHES = [2, 4, 8, 16, 32, 64];
 /** 1e-4 … 0.2 in ×√2 steps (3 significant digits). */
@@ -485,7 +486,7 @@ export async function runBatchExperiment(opts: BatchExperimentOptions): Promise<
   const r = resolveBatchOptions(opts);
   const s = r.settings;
   checkExperimentDir(r.out, 'batch', 'a batch experiment', s);
-  fs.mkdirSync(r.out, { recursive: true });
+  ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
   const params = paramLayout(s.config).total;
   const records = new Map<string, BatchRunRecord>();
   let pilot: PilotRecord | null = null;

@@ -14,6 +14,7 @@ import { writeFileAtomic } from '../io/atomic.ts';
 import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
 import { writeLawaReport } from './lawa_report.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 
 export interface LawaExperimentOptions {
   out: string;
@@ -72,7 +73,7 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
   const config = o.config ?? CONFIGS.tiny;
   if (s.lrs.length === 0 || s.lrs.some((x) => !(x > 0))) throw new UserError('--lrs: give positive learning rates, e.g. 6e-3,1e-3');
   if (!(s.ema > 0 && s.ema < 1)) throw new UserError(`--ema ${s.ema}: β must be in (0, 1)`);
-  fs.mkdirSync(o.out, { recursive: true });
+  ensureOutDir(o.out, '--out'); // one line for an impossible --out (and no spin under /proc)
   const runs: LawaRun[] = [];
   for (const lr of s.lrs) {
     const dir = path.join(o.out, `lr-${lr}`);

@@ -27,6 +27,7 @@ import { TrainingDiverged, type TrainSummary } from '../train/trainer.ts';
 import { writeExperimentReport } from './report.ts';
 import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 
 export { lrDirName } from './common.ts';
 
@@ -269,7 +270,7 @@ function readRecord(dir: string): RunRecord | undefined {
 export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<ExperimentResults> {
   const r = resolveExperimentOptions(opts);
   checkOut(r);
-  fs.mkdirSync(r.out, { recursive: true });
+  ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
   const s = r.settings;
   const params = paramLayout(s.config).total;
 

@@ -71,6 +71,7 @@ import { RecoveryExhausted, TrainingDiverged, type TrainOptions } from '../train
 import { withDefaults } from '../train/options.ts';
 import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
 import { writeSpikeReport } from './spikes_report.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 
 export const SPIKE_VARIANTS = ['baseline', 'skip', 'rollback', 'qk-norm', 'z-loss', 'embed-shrink', 'atan2', 'eps-zero'] as const;
 export type SpikeVariant = (typeof SPIKE_VARIANTS)[number];
@@ -595,7 +596,8 @@ export function analyzeRunLog(
   const early = earlyExcursion(healthy, o.l0, o.window);
   // The detector's spikes; one that starts inside the early excursion is part of it.
   const found = analyzeSeries(healthy.map((p) => ({ step: p.index, value: p.value })), {
-    metric: 'loss', window: o.window, threshold: o.threshold, jump: o.jump,
+    // minRise 0: the counts are those the experiment's README figures were measured with.
+    metric: 'loss', window: o.window, threshold: o.threshold, jump: o.jump, minRise: 0,
   }).spikes.filter((sp) => !early || sp.start < early.start || sp.start >= (early.end ?? Infinity));
   const coverage = 2 * o.diagEvery;
   /** Intervals [start, end) of spikes (open ones to +∞) in chronological indices. */
@@ -786,7 +788,7 @@ function reanalyze(s: SpikeSettings, dir: string, old: SpikeRunRecord): SpikeRun
 export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<SpikeResults> {
   const r = resolveSpikeOptions(opts);
   checkExperimentDir(r.out, 'spikes', 'a spike experiment', r.settings);
-  fs.mkdirSync(r.out, { recursive: true });
+  ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
   const s = r.settings;
   const params = paramLayout(s.config).total;
   const plans = plansOf(r);

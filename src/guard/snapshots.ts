@@ -17,6 +17,11 @@ interface Slot extends TrainingState {
   used: boolean;
 }
 
+/** Snapshots a ring taken every ⌊reach/2⌋ steps holds (src/train/restore.ts); memory estimates use it too. */
+export function snapshotDepth(reach: number): number {
+  return Math.ceil(reach / Math.max(1, Math.floor(reach / 2))) + 2;
+}
+
 export class SnapshotRing {
   private readonly ring: Slot[];
   private next = 0;

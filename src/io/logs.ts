@@ -116,7 +116,9 @@ export function resolveLogFile(spec: string): string {
   } catch {
     throw new UserError(`${spec}: no such file or directory`);
   }
-  if (!st.isDirectory()) return spec;
+  // A device, FIFO or socket may never end (/dev/zero): refused, as keel train --data does.
+  if (st.isFile()) return spec;
+  if (!st.isDirectory()) throw new UserError(`${spec} is neither a regular file nor a directory: give a log file or a run directory`);
   const metrics = path.join(spec, 'metrics.jsonl');
   if (fs.existsSync(metrics)) return metrics;
   const events = fs

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { isTempName } from './atomic.ts';
 
 export function checkpointDir(runDir: string, step: number): string {
   return path.join(runDir, 'checkpoints', `step-${step}`);
@@ -19,6 +20,17 @@ export function listCheckpoints(runDir: string): number[] {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => a - b);
+}
+
+/**
+ * Entries of `checkpoints/` that are not checkpoints by name (`step-<N>`), such as a renamed
+ * `step-900.bak`: never used, so callers report them rather than skip them silently. The
+ * temporary names of a write in progress (or of a crash during one) are not listed.
+ */
+export function strayCheckpoints(runDir: string): string[] {
+  const root = path.join(runDir, 'checkpoints');
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).filter((n) => !/^step-\d+$/.test(n) && !isTempName(n)).sort();
 }
 
 /** The run directory of a checkpoint directory. */

@@ -7,7 +7,10 @@
  *   z = (x − mean) / std > threshold, with the sample std (n − 1) of the window *before* x;
  * - a relative jump against an EMA of the accepted values: x − ema > jump·|ema| (jump = 0.5:
  *   50 % above the EMA; 0 disables it).
- * The detector stays silent until the window holds `window` finite values. Once active, a
+ * The detector stays silent until the window holds `warmup` finite values (default: `window`,
+ * i.e. until it is full; a run too short to fill its window gets a shorter warm-up from the
+ * controller, and the window keeps growing to its full size; the jump test waits for the full
+ * window). Once active, a
  * non-finite value (NaN, ±∞) is always a spike with z = +∞. A flagged value (and any non-finite
  * one) never enters the window or the EMA, so a spike cannot inflate σ and disarm the detector
  * while it lasts; a level shift that never comes back is therefore flagged at every step.
@@ -31,6 +34,18 @@ export interface SpikeOptions {
   jump: number;
   /** EMA decay for the jump test (0.98: a time constant of about 50 values). */
   emaBeta: number;
+  /**
+   * Values the window must hold before the detector tests (2 ≤ warmup ≤ window; default: the
+   * window, i.e. only a full window tests). Until the window is full, mean and σ are those of
+   * the values so far.
+   */
+  warmup?: number;
+  /**
+   * A z-test hit must also rise at least minRise·|mean| above the mean (0 or absent: off). On a
+   * nearly flat series σ is tiny, and a 1e-4 bump on a loss of 3 would otherwise be a 33,000σ
+   * spike; keel analyze uses 0.01.
+   */
+  minRise?: number;
 }
 
 export const SPIKE_DEFAULTS: SpikeOptions = Object.freeze({ window: 128, threshold: 6, jump: 0.5, emaBeta: 0.98 });
@@ -77,6 +92,10 @@ export function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
   if (!(o.threshold > 0) || !Number.isFinite(o.threshold)) throw new UserError(`spike threshold must be a number > 0, got ${o.threshold}`);
   if (!(o.jump >= 0) || !Number.isFinite(o.jump)) throw new UserError(`spike jump must be a number ≥ 0 (0 disables it), got ${o.jump}`);
   if (!(o.emaBeta >= 0 && o.emaBeta < 1)) throw new UserError(`spike emaBeta must be in [0, 1), got ${o.emaBeta}`);
+  if (o.warmup !== undefined && !(Number.isInteger(o.warmup) && o.warmup >= 2 && o.warmup <= o.window)) {
+    throw new UserError(`spike warm-up must be an integer in [2, window ${o.window}], got ${o.warmup}`);
+  }
+  if (o.minRise !== undefined && !(o.minRise >= 0 && Number.isFinite(o.minRise))) throw new UserError(`spike minimum rise must be a number ≥ 0, got ${o.minRise}`);
   return o;
 }
 
@@ -113,9 +132,14 @@ export class SpikeDetector {
     this.buf = new Float64Array(this.options.window);
   }
 
-  /** True once the window is full: from the next value on, spikes are flagged. */
+  /** Values needed before the detector tests: the warm-up window, else the full window. */
+  get warmup(): number {
+    return this.options.warmup ?? this.options.window;
+  }
+
+  /** True once the window holds `warmup` values: from the next value on, spikes are flagged. */
   get active(): boolean {
-    return this.count === this.options.window;
+    return this.count >= this.warmup;
   }
 
   /** The window's current statistics (std floored as the z test uses it). */
@@ -137,9 +161,11 @@ export class SpikeDetector {
       const std = this.std();
       const d = value - this.mean_;
       const z = std > 0 ? d / std : d > 0 ? Infinity : 0;
-      const zHit = z > this.options.threshold;
+      const zHit = z > this.options.threshold && d > (this.options.minRise ?? 0) * Math.abs(this.mean_);
       const ema = this.ema!;
-      const jumpHit = this.options.jump > 0 && value - ema > this.options.jump * Math.abs(ema);
+      // The jump test waits for the full window even after a shorter warm-up: its EMA (time
+      // constant ~50 values, started at the first value) still leans on the first values then.
+      const jumpHit = this.options.jump > 0 && this.count === this.options.window && value - ema > this.options.jump * Math.abs(ema);
       if (zHit || jumpHit) {
         return { event: 'spike', step, metric: this.metric, value, z, mean: this.mean_, std, test: zHit ? 'z' : 'jump' };
       }
@@ -283,11 +309,12 @@ export interface AnalyzeOptions extends SpikeOptions {
   recoverSigma: number;
 }
 
-export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2 });
+export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2, minRise: 0.01 });
 
 /**
  * Runs the online detector over a series and groups its flags into spikes. Options default to
- * defaultSpikeOptions(metric) (the jump test only for loss-like names) and recoverSigma 2.
+ * defaultSpikeOptions(metric) (the jump test only for loss-like names), recoverSigma 2 and
+ * minRise 0.01 (a spike rises at least 1% above the window mean).
  *
  * A spike starts at a flagged value and lasts until recovery: the first later value that is
  * finite and ≤ mean + recoverSigma·std of the window *at the start* (the pre-spike band; 2σ by

@@ -11,7 +11,7 @@ import { readSafetensors, writeSafetensors, type TensorToWrite } from '../io/saf
 import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
-import { checkpointDir, listCheckpoints, runDirOf } from '../io/run_layout.ts';
+import { checkpointDir, listCheckpoints, runDirOf, strayCheckpoints } from '../io/run_layout.ts';
 
 export { checkpointDir, listCheckpoints, runDirOf };
 import type { GuardState } from './guards.ts';
@@ -85,16 +85,27 @@ export function pruneCheckpoints(runDir: string, keep: number): void {
   }
 }
 
-/** A checkpoint directory, or a run directory (its newest checkpoint). */
-export function resolveCheckpointDir(dir: string): string {
+/**
+ * A checkpoint directory, or a run directory (its newest checkpoint). Entries of a run's
+ * checkpoints/ that are not named step-<N> (renamed ones) are never used; `note` gets one line
+ * naming them (default: stderr), so the choice is not a silent surprise.
+ */
+export function resolveCheckpointDir(dir: string, note: (line: string) => void = (l) => process.stderr.write(`keel: ${l}\n`)): string {
   if (!fs.existsSync(dir)) throw new UserError(`checkpoint ${dir} does not exist`);
   if (fs.existsSync(path.join(dir, 'trainer.json')) || fs.existsSync(path.join(dir, 'model.safetensors'))) return dir;
   const steps = listCheckpoints(dir);
-  if (steps.length === 0 && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
-    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)`);
+  const stray = strayCheckpoints(dir);
+  const newest = steps.length > 0 ? checkpointDir(dir, steps[steps.length - 1]) : null;
+  const names = stray.map((n) => path.join('checkpoints', n)).join(', ');
+  const notNamed = `${names} ${stray.length === 1 ? 'is' : 'are'} not named step-<N> (renamed?)`;
+  if (newest === null && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)${stray.length ? `; ${notNamed}` : ''}`);
   }
-  if (steps.length === 0) throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints`);
-  return checkpointDir(dir, steps[steps.length - 1]);
+  if (newest === null) {
+    throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints${stray.length ? `: ${notNamed}` : ''}`);
+  }
+  if (stray.length > 0) note(`${notNamed} and not used; ${dir}: using ${path.relative(dir, newest)}`);
+  return newest;
 }
 
 /** A checkpoint (or a run's newest); when the newest of a run is unreadable, the error names the older ones. */

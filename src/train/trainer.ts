@@ -32,7 +32,7 @@ import { Rng } from '../util/rng.ts';
 import { Guards } from './guards.ts';
 import { Diagnostics } from '../monitor/diagnostics.ts';
 import { Lawa } from '../average/lawa.ts';
-import { NoiseScale, noiseLogFields, noiseRequirement, type NoiseRecord } from '../monitor/noise_scale.ts';
+import { NoiseScale, noiseLogFields, type NoiseRecord } from '../monitor/noise_scale.ts';
 import { Ema } from '../average/ema.ts';
 import { configToMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
 import type { ParamLayout } from '../model/params.ts';
@@ -46,6 +46,8 @@ import {
 } from './checkpoints.ts';
 import { policyOf, runFactsOf, type TrainOptions } from './options.ts';
 import { RestoreStore } from './restore.ts';
+import { preflight, protectionNote, startLine } from './preflight.ts';
+import { makeDirs } from '../io/out_dir.ts';
 
 export type { TrainOptions } from './options.ts';
 
@@ -233,6 +235,7 @@ interface Place {
  */
 function openRunDir(o: TrainOptions, ckpt: Checkpoint | undefined): Place {
   const dir = ckpt ? runDirOf(ckpt.dir) : path.resolve(o.out);
+  preflight(o, !ckpt, dir); // vocabulary, --out, memory: refused before anything is allocated or written
   const corpus = loadCorpus(o.data);
   checkCorpusSize(corpus, o.config.blockSize);
   if (!ckpt) prepareRunDir(dir);
@@ -289,8 +292,14 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
   const progress = hooks.progress || null;
   const observer = hooks.observer ?? null;
   observer?.start({ policy: controller.policy, run: controller.run, resumed: ckpt !== undefined });
-  const noiseNote = noise && !o.batchRamp ? noiseRequirement(o.accum) : null;
-  if (noiseNote) progress?.log(noiseNote);
+  // The noise scale is measured only with ≥ 2 micro-batches a step; otherwise nothing is said
+  // here (keel plan --from, which needs it, explains). The start line, then recovery's arming.
+  progress?.log(startLine({
+    params: model.numParams, tokensPerStep: s.batch * cfg.blockSize, dataName: corpus.name, dataBytes: corpus.bytes.length, dir,
+    resumedAt: ckpt ? s.step : undefined,
+  }));
+  const armed = protectionNote(controller, s.step);
+  if (armed) progress?.log(armed);
   return {
     o, dir, kernels, model, batcher, valTokens, optimizer, baseOptions, opt, folds, guards, controller, restore, noise,
     diag: o.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: o.diagEvery }) : null,
@@ -613,5 +622,5 @@ function prepareRunDir(runDir: string): void {
       throw new UserError(`--out ${runDir} holds a run that stopped before its first checkpoint: add --auto-resume to start it over there, or remove it (rm -r ${runDir})`);
     }
   }
-  fs.mkdirSync(runDir, { recursive: true });
+  makeDirs(runDir, '--out'); // not mkdirSync's recursive mode: it spins forever under /proc
 }

@@ -55,6 +55,12 @@ const TTY_MIN_REDRAW_MS = 100; // ≤ 10 redraws per second
 const CLEAR_EOL = '\x1b[K';
 const BAR_MAX = 30;
 const BAR_MIN = 10;
+/**
+ * Narrower than this, a redrawn status line is mostly escape codes (a terminal that reports 0
+ * columns, as some CI pseudo-terminals and `stty cols 0` do, would get nothing else): such a
+ * stream gets plain lines instead.
+ */
+const TTY_MIN_COLUMNS = 20;
 
 interface State {
   label: string;
@@ -138,7 +144,17 @@ function jsonRecord(s: State, done: boolean): string {
 export function createProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr;
   const now = opts.now ?? (() => performance.now());
-  const mode = opts.json ? 'json' : stream.isTTY === true ? 'tty' : 'plain';
+  // A terminal that reports no width (undefined) is taken as 80 columns; one that reports fewer
+  // than TTY_MIN_COLUMNS (0 included) gets plain lines.
+  const wide = () => stream.columns === undefined || stream.columns >= TTY_MIN_COLUMNS;
+  let mode: 'json' | 'tty' | 'plain' = opts.json ? 'json' : stream.isTTY === true && wide() ? 'tty' : 'plain';
+  /** A terminal narrowed below TTY_MIN_COLUMNS mid-run: finish the status line, then plain lines. */
+  const followWidth = () => {
+    if (mode !== 'tty' || wide()) return;
+    if (onScreen) stream.write('\n');
+    onScreen = false;
+    mode = 'plain';
+  };
   const t0 = now();
   const state: State = { label: opts.label ?? '', total: opts.total, step: 0, fields: {}, elapsedMs: 0, rate: NaN };
   let start = opts.start;
@@ -181,6 +197,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   return {
     update(step, fields = {}) {
       if (finished) return;
+      followWidth();
       if (start === undefined) start = step - 1;
       const previous = Number.isNaN(printedStep) ? -Infinity : printedStep;
       state.step = step;
@@ -196,6 +213,7 @@ export function createProgress(opts: ProgressOptions): Progress {
       }
     },
     log(line) {
+      followWidth();
       if (mode === 'json') {
         stream.write(JSON.stringify({ label: state.label, log: line }) + '\n');
       } else if (mode === 'tty' && onScreen && !finished) {
