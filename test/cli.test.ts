@@ -295,7 +295,8 @@ describe('keel eval --json', () => {
     const r = keel(['eval', '--checkpoint', file, '--data', corpus, '--tokens', '2049', '--json']);
     assert.equal(r.status, 0, r.stderr);
     const got = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
-    assert.deepEqual(Object.keys(got).sort(), ['loss', 'tokens']);
+    assert.deepEqual(Object.keys(got).sort(), ['data', 'loss', 'tokens']);
+    assert.equal(got.data, corpus);
     assert.equal(got.tokens, 2048);
     assert.ok(Math.abs(got.loss - Math.log(256)) < 0.02, `fresh model loss ${got.loss} vs ln 256 = ${Math.log(256)}`);
   });

@@ -164,7 +164,7 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
 });
 
 test('kill -9 at 20 moments of the same --auto-resume command, rerun each time: the weights equal an uninterrupted run byte for byte', async () => {
-  const steps = 120;
+  const steps = 300; // more than 20 attempts of at most 13 steps can reach: every kill lands
   const cmd = (out: string) => [...base(out, steps), '--checkpoint-every', '6', '--keep', '2', '--eval-every', '40', '--auto-resume'];
   const ref = fresh('torture-ref');
   assert.equal(keel(cmd(ref)).status, 0);
@@ -187,7 +187,7 @@ test('kill -9 at 20 moments of the same --auto-resume command, rerun each time: 
   }
   const last = keel(cmd(out));
   assert.equal(last.status, 0, last.stderr);
-  assert.ok(kills >= 15, `only ${kills} kills landed`);
+  assert.ok(kills >= 18, `only ${kills} kills landed`);
   const file = (dir: string, f: string) => fs.readFileSync(path.join(dir, 'checkpoints', `step-${steps}`, f));
   for (const f of ['model.safetensors', 'optimizer.safetensors']) assert.ok(file(out, f).equals(file(ref, f)), `${f} differs after ${kills} kills`);
 });

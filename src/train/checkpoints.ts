@@ -98,8 +98,8 @@ export function resolveCheckpointDir(dir: string, note: (line: string) => void =
   const newest = steps.length > 0 ? checkpointDir(dir, steps[steps.length - 1]) : null;
   const names = stray.map((n) => path.join('checkpoints', n)).join(', ');
   const notNamed = `${names} ${stray.length === 1 ? 'is' : 'are'} not named step-<N> (renamed?)`;
-  if (newest === null && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
-    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)${stray.length ? `; ${notNamed}` : ''}`);
+  if (newest === null && stray.length === 0 && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)`);
   }
   if (newest === null) {
     throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints${stray.length ? `: ${notNamed}` : ''}`);
