@@ -1,17 +1,36 @@
 /**
- * Keel's library entry point (`import … from 'keel'`): the optimizers, to drive on your own
- * Float32Arrays, the controller (step reports in, decisions out) for any training loop, plus the
- * kernels, the model and the safetensors reader/writer they build on.
+ * Keel's library entry point (`import … from 'keel'`, compiled to dist/index.js): the pieces
+ * the CLI is built from, for your own loop or tools.
  */
+// Optimizers over one flat Float32Array of parameters (init/step; factories, registry, state I/O).
 export * from './optim/index.ts';
+// The controller: step reports in, decisions out (spikes, recovery ladder, batch ramp, LR rule).
+export { Controller, type ControllerState, type RestorePoint } from './control/controller.ts';
+export { replayControlLog, type ReplayResult } from './control/replay.ts';
+export { defaultPolicy, RUNGS, type Decision, type DecisionKind, type LrChange, type NoiseSums, type Policy, type RunFacts, type StepReport } from './control/types.ts';
+// Monitors: spike detection (online and over a whole log) and the gradient noise scale.
+export { analyzeSeries, SPIKE_DEFAULTS, SpikeDetector, type AnalyzeOptions, type SpikeEvent, type SpikeOptions } from './monitor/spikes.ts';
+export { NoiseScale, noiseFromSums, type NoiseEstimate, type NoiseRecord } from './monitor/noise_scale.ts';
+// Batch-size ramps and LR rules for a batch.
+export { batchAt, BATCH_PRESETS, parseBatchSpec, type BatchSpec } from './schedule/batch.ts';
+export { lrForBatch, lrScale, SCALING_RULES, type ScalingRule } from './schedule/rules.ts';
+// Weight averaging: LAWA and EMA in training, streaming averages of safetensors checkpoints.
+export { Lawa } from './average/lawa.ts';
+export { Ema } from './average/ema.ts';
+export { averageCheckpoints, OUTPUT_DTYPES, type AverageOptions, type AverageSummary, type OutputDtype } from './average/stream.ts';
+// Files: safetensors, training logs (Keel's metrics.jsonl, JSONL, CSV, llm.c, TensorBoard), TensorBoard events.
+export { readSafetensors, writeSafetensors } from './io/safetensors.ts';
+export { readLog, type RunLog } from './io/logs.ts';
+export { MetricsLog, readMetrics } from './io/metrics.ts';
+export { TensorBoardWriter } from './io/tensorboard.ts';
+// The model, its kernels and training.
 export { nativeKernels } from './kernels/native.ts';
 export { referenceKernels } from './kernels/reference/index.ts';
 export type { Floats, Kernels } from './kernels/types.ts';
 export { GPT } from './model/gpt.ts';
 export { CONFIGS, type GPTConfig } from './model/config.ts';
 export { paramLayout, type ParamLayout, type ParamSpec } from './model/params.ts';
-export { readSafetensors, writeSafetensors } from './io/safetensors.ts';
+export { sample } from './model/sample.ts';
+export { train, type TrainHooks, type TrainOptions, type TrainSummary } from './train/trainer.ts';
+export { withDefaults } from './train/options.ts';
 export { UserError } from './errors.ts';
-export { Controller, type ControllerState, type RestorePoint } from './control/controller.ts';
-export { replayControlLog, type ReplayResult } from './control/replay.ts';
-export { defaultPolicy, RUNGS, type Decision, type DecisionKind, type LrChange, type NoiseSums, type Policy, type RunFacts, type StepReport } from './control/types.ts';

@@ -39,6 +39,12 @@ const exitOverride = (c: Command): void => {
 };
 program.commands.forEach(exitOverride);
 
+// `keel analyze … | head`: the reader left; that is not an error worth a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 if (process.argv.length <= 2) {
   program.outputHelp(); // bare `keel`: the command list
   process.exit(0);

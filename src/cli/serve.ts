@@ -12,6 +12,7 @@ import { Command } from 'commander';
 import { UserError } from '../errors.ts';
 import { keelHome, serveFile } from '../serve/home.ts';
 import { int } from './args.ts';
+import { makeDirs } from '../io/out_dir.ts';
 
 export function serveCommand(): Command {
   return new Command('serve')
@@ -24,7 +25,9 @@ export function serveCommand(): Command {
     .action(async (o: { host: string; port: number; db?: string; newToken?: boolean; json?: boolean }) => {
       if (o.port > 65535) throw new UserError(`--port ${o.port}: expected 0–65535`);
       const home = keelHome();
-      fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+      const existed = fs.existsSync(home);
+      makeDirs(home, 'KEEL_HOME'); // not mkdirSync's recursive mode: it spins forever under /proc
+      if (!existed) fs.chmodSync(home, 0o700);
       const db = path.resolve(o.db ?? path.join(home, 'keel.db'));
       const { serve } = await import('../serve/server.ts'); // SQLite and the schemas: loaded only to serve
       const s = await serve({ host: o.host, port: o.port, db, newToken: o.newToken === true });
