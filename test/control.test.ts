@@ -1,6 +1,6 @@
 // The controller alone (no model): determinism and JSON round trips, the recovery ladder on a
 // simulated run that obeys its decisions, report validation; then with the trainer: replaying
-// a run's control.jsonl reproduces every logged decision, and the fire drills of issue 10.
+// a run's control.jsonl reproduces every logged decision, and the fire drills (once, and sticky).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';

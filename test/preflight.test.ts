@@ -1,4 +1,4 @@
-// Issue 13, "Absurd sizes and odd paths" and "Silent surprises": every case refused with one
+// Absurd sizes, odd paths and silent surprises: every case refused with one
 // line and exit 2 before anything is written, and the surprises said out loud.
 import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';

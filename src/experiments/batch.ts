@@ -1,5 +1,5 @@
 /**
- * `keel experiment batch` as a library (issue 5, Evidence): the critical batch size measured
+ * `keel experiment batch` as a library: the critical batch size measured
  * by brute force, next to the online estimate B_simple (McCandlish et al. 2018; techniques.md
  * §2), and the optimal learning rate vs batch size at several Adam ε (§6.1: sign-like vs
  * SGD-like scaling).

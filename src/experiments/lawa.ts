@@ -1,5 +1,5 @@
 /**
- * `keel experiment lawa` (issue 6, seed 003): the tiny model at a high and a low learning rate,
+ * `keel experiment lawa` (seed 003): the tiny model at a high and a low learning rate,
  * each run evaluating its raw weights, LAWA (k latest snapshots every ν steps) and an EMA at
  * every evaluation. Measures, from the runs' metrics.jsonl: validation loss of the three over
  * training, the steps LAWA saves to reach given losses, and whether it damps evaluation spikes.

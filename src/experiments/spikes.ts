@@ -1,5 +1,5 @@
 /**
- * `keel experiment spikes` as a library (issue 4, Evidence): provoke loss spikes on a small
+ * `keel experiment spikes` as a library: provoke loss spikes on a small
  * model the way Wortsman et al. (2023) did — an lr sweep over several orders of magnitude with
  * no warm-up and a constant lr — then rerun the sweep with each mitigation, and measure
  *

@@ -1,6 +1,6 @@
 /**
  * Fire drills: `--fault STEP:KIND[:ARG…]` injects a fault at an optimizer step so users can
- * test their recovery set-up (issue 4). Kinds:
+ * test their recovery set-up. Kinds:
  *   nan-grad          every gradient element NaN at STEP
  *   grad-scale:X      gradients × X at STEP (before clipping)
  *   lr-scale:X:N      learning rate × X for N steps from STEP

@@ -1,5 +1,5 @@
 /**
- * Checking and creating an output directory (`keel train --out`) without surprises (issue 13):
+ * Checking and creating an output directory (`keel train --out`) without surprises:
  * a path under a regular file, on a read-only file system or on /proc and /sys is refused with
  * one line before anything is written, and directories are created one level at a time.
  *

@@ -33,7 +33,7 @@ export interface StabilityOptions {
   lossScale?: number;
   /** `--opt-schedule KEY=FROM:TO`: an optimizer option moved linearly over the run. */
   optSchedules?: string[];
-  /** LAWA: average of the k latest snapshots taken every lawaEvery steps (issue 6). */
+  /** LAWA: average of the k latest snapshots taken every lawaEvery steps. */
   lawaK?: number;
   lawaEvery?: number;
   /** EMA of the weights with this β (0 / undefined = off), optionally with β warm-up. */

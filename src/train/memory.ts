@@ -1,6 +1,6 @@
 /**
  * How much memory a run needs, worked out from the config before anything is allocated, and
- * the refusal when the machine does not have it (issue 13: `--batch 100000000` or a config with
+ * the refusal when the machine does not have it (`--batch 100000000` or a config with
  * `nEmbd 100000` used to end in a RangeError stack trace or in swapping).
  *
  * Every figure mirrors an allocation in the code it names: the GPT's flat parameter and

@@ -1,6 +1,6 @@
 /**
  * What `train()` checks before it allocates or writes anything, and what it says at start
- * (issue 13). A refusal here is a UserError (one line, exit 2) and leaves no run directory.
+ * A refusal here is a UserError (one line, exit 2) and leaves no run directory.
  */
 import { UserError } from '../errors.ts';
 import { checkOutDir } from '../io/out_dir.ts';

@@ -63,7 +63,7 @@ export interface TrainSummary {
   /** The last measured simple noise scale (sequences, tokens); null when not measured. */
   b_simple: number | null;
   b_simple_tokens: number | null;
-  /** Spikes detected, steps skipped and rollbacks done (issue 4's recovery). */
+  /** Spikes detected, steps skipped and rollbacks done (the recovery ladder, src/control/ladder.ts). */
   spikes: number;
   skipped_steps: number;
   rollbacks: number;
