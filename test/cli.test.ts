@@ -18,7 +18,7 @@ import type { GPTConfig } from '../src/model/config.ts';
 import { GPT } from '../src/model/gpt.ts';
 import { paramLayout } from '../src/model/params.ts';
 import { train } from '../src/train/trainer.ts';
-import { keel, MICRO, tempRoot, trainOptions, walk, writeCorpus, writeJson, type CliResult } from './helpers.ts';
+import { assertUserError, keel, MICRO, tempRoot, trainOptions, walk, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('cli');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -33,14 +33,6 @@ before(async () => {
   await train(trainOptions(run, corpus, { steps: 4, checkpointEvery: 2, lr: 1e-2 }), quiet);
 });
 
-/** Exit code 2, exactly one line on stderr matching `why`, no stack trace. */
-function assertUserError(r: CliResult, why: RegExp): void {
-  assert.equal(r.status, 2, `exit ${r.status} (${r.signal}); stderr:\n${r.stderr}`);
-  assert.doesNotMatch(r.stderr, /^ {4}at /m, `a stack trace:\n${r.stderr}`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0], why);
-}
 
 /** The copy of the finished run, for a test to damage. */
 function copyRun(name: string): string {

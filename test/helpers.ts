@@ -1,5 +1,6 @@
 // Shared fixtures for the trainer and CLI tests: a temp root removed at exit, a micro model
 // config, a generated English-like corpus, a TrainOptions builder and a CLI runner.
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -170,4 +171,13 @@ export function startServer(dbFile: string, home: string, port = 0): Promise<Ser
     });
     child.once('exit', (code) => reject(new Error(`keel serve exited with ${code}: ${err}`)));
   });
+}
+
+/** Exit code 2, exactly one line on stderr matching `why`, no stack trace. */
+export function assertUserError(r: CliResult, why: RegExp): void {
+  assert.equal(r.status, 2, `exit ${r.status} (${r.signal}); stderr:\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /^ {4}at /m, `a stack trace:\n${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0], why);
 }

@@ -10,21 +10,13 @@ import { train } from '../src/train/trainer.ts';
 import { Controller, spikeWarmup } from '../src/control/controller.ts';
 import { SpikeDetector } from '../src/monitor/spikes.ts';
 import { createProgress, type ProgressStream } from '../src/util/progress.ts';
-import { KEEL, keel, metrics, MICRO, tempRoot, trainOptions, walk, writeCorpus, writeJson, type CliResult } from './helpers.ts';
+import { assertUserError, KEEL, keel, metrics, MICRO, tempRoot, trainOptions, walk, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('reliab');
 const corpus = writeCorpus(path.join(root, 'data'));
 const microJson = writeJson(path.join(root, 'micro.json'), MICRO);
 const quick = ['--data', corpus, '--steps', '2', '--batch', '2', '--eval-tokens', '257'];
 
-/** Exit code 2, exactly one line on stderr matching `why`, no stack trace. */
-function assertUserError(r: CliResult, why: RegExp): void {
-  assert.equal(r.status, 2, `exit ${r.status} (${r.signal}); stderr:\n${r.stderr}`);
-  assert.doesNotMatch(r.stderr, /^ {4}at /m, `a stack trace:\n${r.stderr}`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0], why);
-}
 
 describe('absurd sizes: refused with the figure and the machine\'s memory, before anything is allocated or written', () => {
   const refused = (name: string, args: string[], why: RegExp) =>
