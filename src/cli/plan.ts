@@ -53,7 +53,7 @@ export interface PlanInputs {
   gradRms?: number;
   kappa2?: number;
   batches?: number[];
-  /** Warn where max/min of the rules' learning rates for a batch exceeds this (default 3). */
+  /** Warn where max/min of the rules' learning rates for a batch exceeds this (default: 3). */
   disagree?: number;
 }
 
@@ -193,7 +193,7 @@ export function planCommand(): Command {
     .option('--base-lr <lr>', 'learning rate tuned at --base-batch (every rule gives it there)', float(0, true))
     .option('--base-batch <B>', 'batch size (sequences per step) the base learning rate was tuned at', float(0, true))
     .option('--eps <eps>', 'Adam/SoftSign ε, for the softsign rule (0: same as signsgd)', float(0))
-    .option('--grad-rms <g>', 'RMS of the gradient per parameter, for the softsign rule (default with --from: the run\'s noise_grad_rms)', float(0, true))
+    .option('--grad-rms <g>', 'RMS of the gradient per parameter, for the softsign rule (default: with --from: the run\'s noise_grad_rms)', float(0, true))
     .option('--kappa2 <k>', 'sign rules: mean-field κ² = σ²/g² at ε = 0, in sequences (default (1 + 4/π)·B_noise, which puts the surge peak there)', float(0, true))
     .option('--batches <list>', 'batch sizes to tabulate, e.g. 8,16,32 (default: powers of two from B_noise/16 to 16·B_noise)', batchList)
     .option('--disagree <x>', 'warn where the rules\' learning rates for a batch differ by more than this factor', float(1, true), 3)

@@ -19,7 +19,7 @@ export function serveCommand(): Command {
     .description('serve the controller over HTTP for PyTorch (or any) runs: runs in SQLite, a token, loopback by default')
     .option('--host <addr>', 'interface to listen on; anything but loopback must be given explicitly', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', int(0), 0)
-    .option('--db <file>', 'SQLite database (default $KEEL_HOME/keel.db)')
+    .option('--db <file>', 'SQLite database (default: $KEEL_HOME/keel.db)')
     .option('--new-token', 'replace the token kept in the database (clients of the old one go offline)')
     .option('--json', 'print one JSON line {url, token, dashboard, pid, db} once listening')
     .action(async (o: { host: string; port: number; db?: string; newToken?: boolean; json?: boolean }) => {
