@@ -1,7 +1,8 @@
 // npm run build (also run by npm ci / npm install in a checkout, and by npm pack): compiles
-// src/ to dist/ (JavaScript + .d.ts; relative .ts imports rewritten to .js) and copies the plain
-// JavaScript files src/ serves or runs as they are (the dashboard, the report's client, the
-// mirror's worker). Plain JavaScript itself, so it needs nothing but typescript.
+// src/ to dist/ (JavaScript + .d.ts; relative .ts imports rewritten to .js) and copies every
+// other file of src/ as it is (the dashboard, the report's client and styles, the mirror's
+// worker: read or run next to the module that uses them). Plain JavaScript itself, so it needs
+// nothing but typescript.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -13,15 +14,16 @@ fs.rmSync(dist, { recursive: true, force: true }); // no stale modules from dele
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 const r = spawnSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
 if (r.status !== 0) process.exit(r.status ?? 1);
-for (const rel of listJs(path.join(root, 'src'))) {
+for (const rel of assets(path.join(root, 'src'))) {
   fs.copyFileSync(path.join(root, 'src', rel), path.join(dist, rel));
 }
 fs.chmodSync(path.join(dist, 'cli', 'main.js'), 0o755);
 
-function listJs(dir, prefix = '') {
+/** The files below `dir` that tsc does not compile. */
+function assets(dir, prefix = '') {
   return fs.readdirSync(path.join(dir, prefix), { withFileTypes: true }).flatMap((e) => {
     const rel = path.join(prefix, e.name);
-    if (e.isDirectory()) return listJs(dir, rel);
-    return e.name.endsWith('.js') ? [rel] : [];
+    if (e.isDirectory()) return assets(dir, rel);
+    return e.name.endsWith('.ts') ? [] : [rel];
   });
 }

@@ -62,4 +62,8 @@ test('the packed tarball installs into a fresh directory: plain-Node import, Typ
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
   assert.equal(run('npx', ['--no-install', 'keel', '--version'], app).trim(), pkg.version);
   assert.match(run('npx', ['--no-install', 'keel', 'train', '--help'], app), /--auto-resume/);
+  // The main job from the compiled CLI, with every asset it reads (the report's styles and script).
+  fs.writeFileSync(path.join(app, 'micro.json'), JSON.stringify({ nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 16, vocabSize: 256 }));
+  run('npx', ['--no-install', 'keel', 'train', '--config', 'micro.json', '--steps', '3', '--batch', '2', '--eval-tokens', '257', '--out', 'run'], app);
+  assert.match(fs.readFileSync(path.join(app, 'run', 'report.html'), 'utf8'), /uPlot/);
 });
