@@ -20,11 +20,6 @@ export function modelFile(spec: string): string {
   return file;
 }
 
-function fileText(spec: string): { bytes: Uint8Array; name: string } {
-  const c = loadCorpus(spec);
-  return { bytes: c.bytes, name: c.name };
-}
-
 /**
  * The held-out tail of the corpus the checkpoint was trained on (its trainer.json names it; a
  * bare model file: the built-in corpus), split as training split it (src/data/batcher.ts).
@@ -55,7 +50,7 @@ export function evalCommand(): Command {
       if (o.tokens < config.blockSize + 1) {
         throw new UserError(`--tokens ${o.tokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
       }
-      const { bytes, name } = o.data ? fileText(o.data) : validationSplit(file);
+      const { bytes, name } = o.data ? loadCorpus(o.data) : validationSplit(file);
       if (bytes.length < config.blockSize + 1) {
         throw new UserError(`${name} has ${bytes.length} bytes; evaluation needs at least block size + 1 = ${config.blockSize + 1}`);
       }

@@ -30,13 +30,7 @@ export function lockRunDir(dir: string): { release(): void } {
       process.on('exit', release);
       return { release };
     }
-    const held = readLock(file);
-    if (held && held.host !== mine.host) {
-      throw new UserError(`${dir} is locked by pid ${held.pid} on host ${held.host} (since ${held.started}), which this machine cannot check: if that run is gone, remove ${file}`);
-    }
-    if (held && held.pid !== process.pid && alive(held.pid)) {
-      throw new UserError(`${dir} is being written by another keel process (pid ${held.pid}, since ${held.started}): wait for it to finish or stop it`);
-    }
+    refuseIfHeld(dir, file);
     // Stale (its process is gone) or unreadable: move it aside, then try again.
     try {
       fs.renameSync(file, `${file}.stale-${process.pid}`);
@@ -50,9 +44,18 @@ export function lockRunDir(dir: string): { release(): void } {
 
 /** Refuses when a live process holds `dir`'s lock (before changing anything in it). */
 export function assertUnlocked(dir: string): void {
-  const held = readLock(path.join(dir, LOCK_FILE));
-  if (held && held.pid !== process.pid && (held.host !== os.hostname() || alive(held.pid))) {
-    throw new UserError(`${dir} is being written by another keel process (pid ${held.pid} on ${held.host}, since ${held.started}): wait for it to finish or stop it`);
+  refuseIfHeld(dir, path.join(dir, LOCK_FILE));
+}
+
+/** The refusal for a lock held by another live process, or one on another host (which cannot be checked). */
+function refuseIfHeld(dir: string, file: string): void {
+  const held = readLock(file);
+  if (!held || held.pid === process.pid && held.host === os.hostname()) return;
+  if (held.host !== os.hostname()) {
+    throw new UserError(`${dir} is locked by pid ${held.pid} on host ${held.host} (since ${held.started}), which this machine cannot check: if that run is gone, remove ${file}`);
+  }
+  if (alive(held.pid)) {
+    throw new UserError(`${dir} is being written by another keel process (pid ${held.pid}, since ${held.started}): wait for it to finish or stop it`);
   }
 }
 

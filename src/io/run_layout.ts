@@ -37,3 +37,10 @@ export function strayCheckpoints(runDir: string): string[] {
 export function runDirOf(ckptDir: string): string {
   return path.dirname(path.dirname(path.resolve(ckptDir)));
 }
+
+/** Temporary checkpoint directories a kill during a checkpoint left behind: never complete, so never used. */
+export function removeTempCheckpoints(runDir: string): void {
+  const root = path.join(runDir, 'checkpoints');
+  if (!fs.existsSync(root)) return;
+  for (const name of fs.readdirSync(root)) if (isTempName(name)) fs.rmSync(path.join(root, name), { recursive: true, force: true });
+}

@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
-import { isTempName } from '../io/atomic.ts';
 import { assertUnlocked } from '../io/lock.ts';
+import { removeTempCheckpoints } from '../io/run_layout.ts';
 import { checkpointDir, listCheckpoints, loadCheckpoint, type Checkpoint } from './checkpoints.ts';
 
 /** What a run that never checkpointed leaves in its directory (all rewritten by a new run). */
@@ -37,9 +37,6 @@ export function autoResume(dir: string): AutoResume {
   if (present.length === 0) return { kind: 'start' };
   assertUnlocked(dir); // a run that is still writing its first steps is not dead
   for (const f of present) fs.rmSync(path.join(dir, f), { force: true });
-  const ckpts = path.join(dir, 'checkpoints');
-  if (fs.existsSync(ckpts)) {
-    for (const name of fs.readdirSync(ckpts)) if (isTempName(name)) fs.rmSync(path.join(ckpts, name), { recursive: true, force: true });
-  }
+  removeTempCheckpoints(dir); // only temporary ones can be left
   return { kind: 'restart', removed: present };
 }

@@ -18,7 +18,8 @@ import { UserError } from '../errors.ts';
 import { Batcher, splitCorpus } from '../data/batcher.ts';
 import { checkCorpusSize, loadCorpus, type Corpus } from '../data/corpus.ts';
 import { MetricsLog } from '../io/metrics.ts';
-import { isTempName, writeFileAtomic } from '../io/atomic.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { removeTempCheckpoints } from '../io/run_layout.ts';
 import { lockRunDir } from '../io/lock.ts';
 import { TensorBoardWriter } from '../io/tensorboard.ts';
 import { nativeKernels } from '../kernels/native.ts';
@@ -603,13 +604,6 @@ function restoreAverages(dir: string, layout: ParamLayout, lawa: Lawa | null, em
     copyTensors(f, emaFile, layout, ema.weights);
     ema.t = Number(f.metadata.ema_t);
   }
-}
-
-/** Temporary checkpoint directories (src/io/atomic.ts names) a kill left behind: never complete, so never used. */
-function removeTempCheckpoints(dir: string): void {
-  const root = path.join(dir, 'checkpoints');
-  if (!fs.existsSync(root)) return;
-  for (const name of fs.readdirSync(root)) if (isTempName(name)) fs.rmSync(path.join(root, name), { recursive: true, force: true });
 }
 
 function prepareRunDir(runDir: string): void {
