@@ -18,8 +18,8 @@ const dash = argv.indexOf('--');
 const extra = dash >= 0 ? argv.slice(dash + 1) : [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-quality-'));
 const corpusFile = path.join(tmp, 'corpus.txt');
-const corpus = loadCorpus();
-fs.writeFileSync(corpusFile, corpus.bytes);
+const corpus = loadCorpus().tokens as Uint8Array; // bytes: the text itself
+fs.writeFileSync(corpusFile, corpus);
 
 const out = path.join(tmp, 'run');
 const t0 = performance.now();
@@ -39,7 +39,7 @@ const torch = JSON.parse(peer.stdout.trim().split('\n').pop()!);
 
 // The peer's validation windows: bytes from int(0.95·len), first 64 windows of T.
 const { config, params } = loadModel(path.join(summary.run_dir, 'checkpoints', `step-${summary.steps}`, 'model.safetensors'));
-const val = corpus.bytes.subarray(Math.floor(corpus.bytes.length * 0.95));
+const val = corpus.subarray(Math.floor(corpus.length * 0.95));
 const model = new GPT(config, nativeKernels(), { maxBatch: 16 });
 model.params.set(params);
 const keelVal = evaluate(model, val, 64 * config.blockSize + 1).loss;

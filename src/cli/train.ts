@@ -23,6 +23,8 @@ import { SCALING_RULES } from '../schedule/rules.ts';
 import { findServer } from '../serve/home.ts';
 import { Mirror } from '../serve/mirror.ts';
 import { watchStopSignals } from './signals.ts';
+import { corpusTokenizer } from '../data/corpus.ts';
+import { TOKENIZERS, tokenizerOf, type TokenizerName } from '../data/tokenizer.ts';
 
 
 /** `--lawa k[:every]`. */
@@ -64,7 +66,8 @@ export function trainCommand(): Command {
   const cmd = new Command('train')
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
-    .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
+    .option('--data <file|dir>', 'UTF-8 text file or directory, or nanoGPT token files (a .bin, or a directory with train.bin and val.bin) (default: State of the Union addresses)')
+    .addOption(new Option('--tokenizer <name>', 'bytes: one token per UTF-8 byte; gpt2: GPT-2\'s BPE (a preset model\'s vocabulary becomes 50,304) (default: gpt2 for .bin data, else bytes)').choices(TOKENIZERS))
     .addOption(new Option('--precision <p>', 'matmul operands: fp32, or bf16 (rounded to nearest even; fp32 accumulation, weights, gradients and optimizer state)').choices(['fp32', 'bf16']))
     .option('--steps <n>', 'optimizer steps', int(1), D('steps'))
     .option('--batch <n>', 'sequences per micro-batch', int(1), D('batch'))
@@ -116,97 +119,122 @@ export function trainCommand(): Command {
     .option('--ema-warmup', 'EMA β warm-up: β_t = min(β, (1 + t)/(10 + t))')
     .option('--diag-every <n>', 'per-tensor Adam-instability diagnostics every n steps (0 = off; 50 is cheap: ~0.6% of step time)', int(0))
     .option('--opt-schedule <key=from:to>', 'move a numeric optimizer option linearly over the run, repeatable (e.g. beta2=0.95:0.99)', collect);
-  return addOptimizerFlags(cmd, 'adamw')
-    .action(async (o, cmd: Command) => {
-      const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
-      // Read once: its saved options are the defaults here, and train() continues from it.
-      const ckpt = o.autoResume ? startOrContinue(o) : o.resume ? loadCheckpoint(o.resume) : undefined;
-      const base: Record<string, unknown> = ckpt?.state.options ?? {};
-      // The same model given again (a scheduler's restart repeats the command) is not a change.
-      if (ckpt && given('config') && !isDeepStrictEqual({ ...resolveConfig(o.config), ...(o.qkNorm ? { qkNorm: true } : {}) }, ckpt.state.config)) {
-        throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
-      }
-      const pick = <T>(key: string, fallback: T): T =>
-        (ckpt && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
-      const configName = pick<string>('configName', o.config);
-      if (ckpt && o.qkNorm && !ckpt.state.config.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
-      const config = ckpt ? ckpt.state.config : { ...resolveConfig(o.config), ...(o.qkNorm ? { qkNorm: true } : {}) };
-      const optimizer = pick<string>('optimizer', o.optimizer);
-      if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {
-        throw new UserError(`--optimizer cannot change when resuming: the checkpoint holds ${base.optimizer ?? 'adamw'} state`);
-      }
-      const recommended = optimizerEntry(optimizer).train;
-      const shorthands: Record<string, unknown> = { weightDecay: o.weightDecay, beta1: o.beta1, beta2: o.beta2, eps: o.eps };
-      const optimizerOptions: Record<string, unknown> = {
-        ...(ckpt ? (base.optimizerOptions as Record<string, unknown>) : recommended.options),
-        ...Object.fromEntries(Object.entries(shorthands).filter(([, v]) => v !== undefined)),
-        ...parseOptFlags(optimizer, o.opt),
-      };
-      // Validate now (one clear line), and catch Adafactor's own-step-size trap against --lr.
-      const probe = createOptimizer(optimizer, optimizerOptions);
-      if (probe.ownsLr && given('lr')) {
-        throw new UserError('adafactor with relativeStep=true sets its own step size; drop --lr, or add --opt relativeStep=false to use --lr');
-      }
-      const lr = pick<number>('lr', o.lr ?? recommended.lr);
-      const opts: TrainOptions = {
-        ...(resolveFlagOptions(o, given, ckpt ? base : undefined) as TrainOptions),
-        configName,
-        config,
-        lr,
-        minLr: pick('minLr', o.minLr ?? lr / 10),
-        optimizer,
-        optimizerOptions,
-        out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
-        ...(o.lawa !== undefined ? parseLawa(o.lawa) : { lawaK: pick('lawaK', undefined), lawaEvery: pick('lawaEvery', undefined) }),
-      };
-      // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
-      const guards = new Guards(opts, opts.steps);
-      for (const f of guards.faults.faults) {
-        if (f.step > opts.steps) throw new UserError(`--fault at step ${f.step} is after the last step (${opts.steps}): it would never fire`);
-      }
-      for (const sch of guards.schedules) {
-        createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.from });
-        createOptimizer(optimizer, { ...optimizerOptions, [sch.key]: sch.to });
-      }
-      // The controller checks its policy (ramp, LR rule, budgets) when built: build one now.
-      new Controller(policyOf(opts), runFactsOf(opts, 1, 0));
-      if (opts.ema !== undefined && opts.ema >= 1) throw new UserError(`--ema ${opts.ema}: β must be in (0, 1), e.g. 0.999`);
-      if (opts.lossScale !== undefined && opts.gradPrecision !== 'fp16') throw new UserError('--loss-scale applies only with --grad-precision fp16');
-      if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
-      if (opts.schedule !== 'piecewise' && opts.lrPoints) throw new UserError('--lr-points applies only with --schedule piecewise');
-      if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
-      if (opts.evalTokens < config.blockSize + 1) {
-        throw new UserError(`--eval-tokens ${opts.evalTokens} is too few: one window needs block size + 1 = ${config.blockSize + 1} tokens`);
-      }
-      if (o.resume && o.out) throw new UserError('--out cannot be combined with --resume: a resumed run continues in its own directory');
+  return addOptimizerFlags(cmd, 'adamw').action(async (o, cmd: Command) => {
+    const given = (key: string) => cmd.getOptionValueSource(key) === 'cli';
+    // Read once: its saved options are the defaults here, and train() continues from it.
+    const ckpt = o.autoResume ? startOrContinue(o) : o.resume ? loadCheckpoint(o.resume) : undefined;
+    const opts = resolveOptions(o, given, ckpt);
+    checkOptions(opts, o);
+    await runTraining(opts, o, ckpt);
+  });
+}
 
-      const signals = watchStopSignals();
-      const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
-      const progress = createProgress({ total: opts.steps, label: 'train' });
-      const mirror = o.serve ? mirrorOf(o.serve, runDir, opts, progress) : undefined;
-      let summary;
-      try {
-        summary = await train(opts, { shouldStop: signals.requested, progress, observer: mirror }, ckpt);
-      } catch (err) {
-        // A run the controller stopped still gets its report (its events say why).
-        if (err instanceof RecoveryExhausted) writeReport(runDir);
-        throw err;
-      } finally {
-        await mirror?.close();
-      }
-      signals.dispose();
-      writeReport(runDir);
-      const human =
-        `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +
-        `train loss ${summary.train_loss.toFixed(4)}, val loss ${summary.val_loss?.toFixed(4) ?? 'n/a'}, ` +
-        `${Math.round(summary.tokens_per_s)} tok/s, ${summary.seconds.toFixed(1)} s\n` +
-        `run: ${summary.run_dir} (report.html, metrics.jsonl, checkpoints/)` +
-        (summary.interrupted ? `\nresume with: keel train --resume ${summary.run_dir}` : '');
-      process.stderr.write(human + '\n');
-      if (o.json) {
-        const { interrupted: _i, ...rest } = summary;
-        process.stdout.write(JSON.stringify(rest) + '\n');
-      }
-      if (summary.interrupted) process.exit(signals.exitCode());
-    });
+type Flags = Record<string, any>; // commander's parsed flags
+
+/** The model, its tokenizer and the optimizer: from the flags, or (resuming) fixed by the checkpoint. */
+function resolveModel(o: Flags, given: (key: string) => boolean, ckpt: Checkpoint | undefined) {
+  const base: Record<string, unknown> = ckpt?.state.options ?? {};
+  const savedTokenizer = (base.tokenizer as TokenizerName | undefined) ?? 'bytes';
+  if (ckpt && given('tokenizer') && o.tokenizer !== savedTokenizer) {
+    throw new UserError(`--tokenizer cannot change when resuming: the checkpoint's model was trained on ${savedTokenizer} tokens`);
+  }
+  const tokenizer = ckpt ? savedTokenizer : corpusTokenizer(o.data, o.tokenizer);
+  const fromFlags = () => ({ ...resolveConfig(o.config, tokenizerOf(tokenizer).vocabSize), ...(o.qkNorm ? { qkNorm: true } : {}) });
+  // The same model given again (a scheduler's restart repeats the command) is not a change.
+  if (ckpt && given('config') && !isDeepStrictEqual(fromFlags(), ckpt.state.config)) {
+    throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
+  }
+  if (ckpt && o.qkNorm && !ckpt.state.config.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
+  const optimizer = ckpt && !given('optimizer') && base.optimizer !== undefined ? (base.optimizer as string) : (o.optimizer as string);
+  if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {
+    throw new UserError(`--optimizer cannot change when resuming: the checkpoint holds ${base.optimizer ?? 'adamw'} state`);
+  }
+  return { tokenizer, config: ckpt ? ckpt.state.config : fromFlags(), optimizer };
+}
+
+/** Every option of the run: the flags given, else (resuming) the saved ones, else the defaults. */
+function resolveOptions(o: Flags, given: (key: string) => boolean, ckpt: Checkpoint | undefined): TrainOptions {
+  const base: Record<string, unknown> = ckpt?.state.options ?? {};
+  const pick = <T>(key: string, fallback: T): T => (ckpt && !given(key) && base[key] !== undefined ? base[key] : fallback) as T;
+  const { tokenizer, config, optimizer } = resolveModel(o, given, ckpt);
+  const recommended = optimizerEntry(optimizer).train;
+  const shorthands: Record<string, unknown> = { weightDecay: o.weightDecay, beta1: o.beta1, beta2: o.beta2, eps: o.eps };
+  const optimizerOptions: Record<string, unknown> = {
+    ...(ckpt ? (base.optimizerOptions as Record<string, unknown>) : recommended.options),
+    ...Object.fromEntries(Object.entries(shorthands).filter(([, v]) => v !== undefined)),
+    ...parseOptFlags(optimizer, o.opt),
+  };
+  // Validate now (one clear line), and catch Adafactor's own-step-size trap against --lr.
+  if (createOptimizer(optimizer, optimizerOptions).ownsLr && given('lr')) {
+    throw new UserError('adafactor with relativeStep=true sets its own step size; drop --lr, or add --opt relativeStep=false to use --lr');
+  }
+  const lr = pick<number>('lr', o.lr ?? recommended.lr);
+  return {
+    ...(resolveFlagOptions(o, given, ckpt ? base : undefined) as TrainOptions),
+    configName: pick<string>('configName', o.config),
+    config,
+    tokenizer,
+    lr,
+    minLr: pick('minLr', o.minLr ?? lr / 10),
+    optimizer,
+    optimizerOptions,
+    out: o.out ?? (base.out as string | undefined) ?? defaultOut(),
+    ...(o.lawa !== undefined ? parseLawa(o.lawa) : { lawaK: pick('lawaK', undefined), lawaEvery: pick('lawaEvery', undefined) }),
+  };
+}
+
+/** Combinations of flags that cannot work, refused before anything starts. */
+function checkOptions(opts: TrainOptions, o: Flags): void {
+  // Parse the stability flags now: a bad --fault or --opt-schedule is a usage error, not a crash mid-run.
+  const guards = new Guards(opts, opts.steps);
+  for (const f of guards.faults.faults) {
+    if (f.step > opts.steps) throw new UserError(`--fault at step ${f.step} is after the last step (${opts.steps}): it would never fire`);
+  }
+  for (const sch of guards.schedules) {
+    createOptimizer(opts.optimizer, { ...opts.optimizerOptions, [sch.key]: sch.from });
+    createOptimizer(opts.optimizer, { ...opts.optimizerOptions, [sch.key]: sch.to });
+  }
+  // The controller checks its policy (ramp, LR rule, budgets) when built: build one now.
+  new Controller(policyOf(opts), runFactsOf(opts, 1, 0));
+  if (opts.ema !== undefined && opts.ema >= 1) throw new UserError(`--ema ${opts.ema}: β must be in (0, 1), e.g. 0.999`);
+  if (opts.lossScale !== undefined && opts.gradPrecision !== 'fp16') throw new UserError('--loss-scale applies only with --grad-precision fp16');
+  if (opts.schedule === 'piecewise' && !opts.lrPoints) throw new UserError('--schedule piecewise needs --lr-points, e.g. 0:0,100:1,1400:0.1');
+  if (opts.schedule !== 'piecewise' && opts.lrPoints) throw new UserError('--lr-points applies only with --schedule piecewise');
+  if (opts.minLr > opts.lr) throw new UserError(`--min-lr ${opts.minLr} is above --lr ${opts.lr}`);
+  if (opts.evalTokens < opts.config.blockSize + 1) {
+    throw new UserError(`--eval-tokens ${opts.evalTokens} is too few: one window needs block size + 1 = ${opts.config.blockSize + 1} tokens`);
+  }
+  if (o.resume && o.out) throw new UserError('--out cannot be combined with --resume: a resumed run continues in its own directory');
+}
+
+/** Trains, writes the report (also for a run the controller stopped) and prints the summary. */
+async function runTraining(opts: TrainOptions, o: Flags, ckpt: Checkpoint | undefined): Promise<void> {
+  const signals = watchStopSignals();
+  const runDir = ckpt ? runDirOf(ckpt.dir) : path.resolve(opts.out);
+  const progress = createProgress({ total: opts.steps, label: 'train' });
+  const mirror = o.serve ? mirrorOf(o.serve, runDir, opts, progress) : undefined;
+  let summary;
+  try {
+    summary = await train(opts, { shouldStop: signals.requested, progress, observer: mirror }, ckpt);
+  } catch (err) {
+    // A run the controller stopped still gets its report (its events say why).
+    if (err instanceof RecoveryExhausted) writeReport(runDir);
+    throw err;
+  } finally {
+    await mirror?.close();
+  }
+  signals.dispose();
+  writeReport(runDir);
+  const human =
+    `${summary.interrupted ? 'interrupted at' : 'done:'} step ${summary.steps}, ${summary.tokens} tokens, ` +
+    `train loss ${summary.train_loss.toFixed(4)}, val loss ${summary.val_loss?.toFixed(4) ?? 'n/a'}, ` +
+    `${Math.round(summary.tokens_per_s)} tok/s, ${summary.seconds.toFixed(1)} s\n` +
+    `run: ${summary.run_dir} (report.html, metrics.jsonl, checkpoints/)` +
+    (summary.interrupted ? `\nresume with: keel train --resume ${summary.run_dir}` : '');
+  process.stderr.write(human + '\n');
+  if (o.json) {
+    const { interrupted: _i, ...rest } = summary;
+    process.stdout.write(JSON.stringify(rest) + '\n');
+  }
+  if (summary.interrupted) process.exit(signals.exitCode());
 }

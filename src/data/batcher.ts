@@ -1,5 +1,5 @@
 /**
- * Deterministic batching over a byte corpus.
+ * Deterministic batching over a token stream (src/data/tokens.ts).
  *
  * Glossary: B = batch size (windows per batch), T = block size (tokens per window).
  *
@@ -10,21 +10,22 @@
  */
 import { UserError } from '../errors.ts';
 import { Rng, type RngState } from '../util/rng.ts';
+import { copyTokens, type Tokens } from './tokens.ts';
 
 /**
- * Splits a corpus into train and validation: the first ⌈(1 − f)·n⌉ bytes train, the last
+ * Splits a token stream into train and validation: the first ⌈(1 − f)·n⌉ tokens train, the last
  * ⌊f·n⌋ validate. A contiguous tail (not a random sample) keeps validation text unseen in
  * training and the split independent of any seed. Both parts are views, not copies.
  */
-export function splitCorpus(bytes: Uint8Array, valFraction = 0.05): { train: Uint8Array; val: Uint8Array } {
+export function splitCorpus<A extends Tokens>(tokens: A, valFraction = 0.05): { train: A; val: A } {
   if (!(valFraction >= 0 && valFraction < 1)) {
     throw new UserError(`validation fraction ${valFraction} must be in [0, 1)`);
   }
-  const cut = bytes.length - valLength(bytes.length, valFraction);
-  return { train: bytes.subarray(0, cut), val: bytes.subarray(cut) };
+  const cut = tokens.length - valLength(tokens.length, valFraction);
+  return { train: tokens.subarray(0, cut) as A, val: tokens.subarray(cut) as A };
 }
 
-/** Bytes in the validation tail of an n-byte corpus: the one rule splitCorpus and minTokens share. */
+/** Tokens in the validation tail of an n-token stream: the one rule splitCorpus and minTokens share. */
 export function valLength(n: number, valFraction = 0.05): number {
   return Math.floor(n * valFraction);
 }
@@ -39,14 +40,14 @@ export interface Batch {
 }
 
 export interface BatcherOptions {
-  tokens: Uint8Array;
+  tokens: Tokens;
   B: number;
   T: number;
   seed: number;
 }
 
 export class Batcher {
-  readonly tokens: Uint8Array;
+  readonly tokens: Tokens;
   readonly B: number;
   readonly T: number;
   readonly seed: number;
@@ -89,13 +90,11 @@ export class Batcher {
     const inputs = new Int32Array(B * T);
     const targets = new Int32Array(B * T);
     const starts = tokens.length - T; // a window [s, s + T] needs s ≤ len − T − 1
+    const window = new Int32Array(T + 1);
     for (let b = 0; b < B; b++) {
-      const s = rng.int(starts);
-      const row = b * T;
-      for (let t = 0; t < T; t++) {
-        inputs[row + t] = tokens[s + t];
-        targets[row + t] = tokens[s + t + 1];
-      }
+      copyTokens(tokens, rng.int(starts), T + 1, window, 0);
+      inputs.set(window.subarray(0, T), b * T);
+      targets.set(window.subarray(1), b * T);
     }
     return { inputs, targets, index };
   }
@@ -170,7 +169,7 @@ export function countEvalWindows(length: number, T: number, maxTokens = Infinity
  * has inputs tokens[iT, iT + T) and targets tokens[iT + 1, iT + T + 1). Yielded in groups of
  * `groupSize` windows so a model can score them as batches.
  */
-export function* evalWindows(tokens: Uint8Array, T: number, maxTokens: number, groupSize = 8): Generator<EvalBatch> {
+export function* evalWindows(tokens: Tokens, T: number, maxTokens: number, groupSize = 8): Generator<EvalBatch> {
   checkCount('block size T', T);
   checkCount('eval group size', groupSize);
   const windows = countEvalWindows(tokens.length, T, maxTokens);
@@ -178,12 +177,11 @@ export function* evalWindows(tokens: Uint8Array, T: number, maxTokens: number, g
     const count = Math.min(groupSize, windows - first);
     const inputs = new Int32Array(count * T);
     const targets = new Int32Array(count * T);
+    const window = new Int32Array(T + 1);
     for (let w = 0; w < count; w++) {
-      const s = (first + w) * T;
-      for (let t = 0; t < T; t++) {
-        inputs[w * T + t] = tokens[s + t];
-        targets[w * T + t] = tokens[s + t + 1];
-      }
+      copyTokens(tokens, (first + w) * T, T + 1, window, 0);
+      inputs.set(window.subarray(0, T), w * T);
+      targets.set(window.subarray(1), w * T);
     }
     yield { inputs, targets, count };
   }

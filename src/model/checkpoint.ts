@@ -38,6 +38,14 @@ export function configFromMetadata(text: string | undefined, source: string): GP
   );
 }
 
+/**
+ * The metadata of a Keel weights file: nanoGPT's config, the tokenizer its ids belong to
+ * (src/data/tokenizer.ts; a file without one is bytes) and the step.
+ */
+export function modelMetadata(cfg: GPTConfig, tokenizer: string | undefined, step: number): Record<string, string> {
+  return { format: 'pt', config: configToMetadata(cfg), tokenizer: tokenizer ?? 'bytes', step: String(step) };
+}
+
 /** Tensors of a flat buffer laid out by `layout`, named `name + suffix`, for writeSafetensors. */
 export function namedTensors(layout: ParamLayout, flat: Float32Array, suffix = '') {
   return layout.tensors.map((t) => ({ name: t.name + suffix, shape: t.shape, data: flat.subarray(t.offset, t.offset + t.size) }));

@@ -11,7 +11,7 @@ export interface GPTConfig {
   nEmbd: number;
   /** Context length T (positional embeddings). */
   blockSize: number;
-  /** Vocabulary size V; 256 for Keel's byte-level tokens. */
+  /** Vocabulary size V: at least the tokenizer's alphabet (256 bytes; GPT-2's 50,257, padded to 50,304). */
   vocabSize: number;
   /**
    * QK-layernorm (Wortsman et al. 2023, techniques.md §1 item 7): LayerNorm on each head's
@@ -60,15 +60,15 @@ export function validateConfig(raw: unknown, source = 'config'): GPTConfig {
   if (out.nEmbd % out.nHead !== 0) {
     throw new UserError(`${source}: nEmbd (${out.nEmbd}) must be divisible by nHead (${out.nHead})`);
   }
-  if (out.vocabSize > 256) {
-    throw new UserError(`${source}: vocabSize ${out.vocabSize} exceeds 256 (Keel's tokens are bytes)`);
-  }
   return out;
 }
 
-/** `--config NAME|FILE.json`: a preset name or a JSON file holding a full config. */
-export function resolveConfig(spec: string): GPTConfig {
-  if (Object.hasOwn(CONFIGS, spec)) return { ...CONFIGS[spec] };
+/**
+ * `--config NAME|FILE.json`: a preset name or a JSON file holding a full config. A preset's
+ * vocabulary is the tokenizer's (`vocabSize`, default: the presets' 256 bytes); a file's is its own.
+ */
+export function resolveConfig(spec: string, vocabSize?: number): GPTConfig {
+  if (Object.hasOwn(CONFIGS, spec)) return { ...CONFIGS[spec], ...(vocabSize !== undefined ? { vocabSize } : {}) };
   if (!spec.endsWith('.json') && !fs.existsSync(spec)) {
     throw new UserError(`unknown config "${spec}": use one of ${Object.keys(CONFIGS).join(', ')} or a JSON file`);
   }

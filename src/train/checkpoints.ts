@@ -8,7 +8,7 @@ import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeDirAtomic } from '../io/atomic.ts';
 import { readSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
-import { configToMetadata, configFromMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
+import { configFromMetadata, copyTensors, modelMetadata, namedTensors } from '../model/checkpoint.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { checkpointDir, listCheckpoints, runDirOf, strayCheckpoints } from '../io/run_layout.ts';
@@ -67,7 +67,7 @@ export interface CheckpointToSave {
 export function saveCheckpoint(runDir: string, ckpt: CheckpointToSave): string {
   const dir = checkpointDir(runDir, ckpt.state.step);
   const layout = paramLayout(ckpt.state.config);
-  const meta = { format: 'pt', config: configToMetadata(ckpt.state.config), step: String(ckpt.state.step) };
+  const meta = modelMetadata(ckpt.state.config, ckpt.state.options.tokenizer as string | undefined, ckpt.state.step);
   writeDirAtomic(dir, (tmp) => {
     writeSafetensors(path.join(tmp, 'model.safetensors'), namedTensors(layout, ckpt.params), meta);
     writeSafetensors(path.join(tmp, 'optimizer.safetensors'), ckpt.optimizer.tensors, { ...meta, ...ckpt.optimizer.metadata });

@@ -1,6 +1,7 @@
 /** Mean next-token cross-entropy of a model over consecutive windows of a token stream. */
 import { evalWindows } from '../data/batcher.ts';
 import type { GPT } from '../model/gpt.ts';
+import type { Tokens } from '../data/tokens.ts';
 
 export interface EvalResult {
   /** Mean loss in nats per token. */
@@ -10,7 +11,7 @@ export interface EvalResult {
 }
 
 /** Scores the first ⌊(N−1)/T⌋ windows of the first N = min(maxTokens, len) tokens. */
-export function evaluate(model: GPT, tokens: Uint8Array, maxTokens: number): EvalResult {
+export function evaluate(model: GPT, tokens: Tokens, maxTokens: number): EvalResult {
   const T = model.config.blockSize;
   let sum = 0;
   let count = 0;

@@ -10,6 +10,7 @@
 import path from 'node:path';
 import type { Policy, RunFacts } from '../control/types.ts';
 import type { GPTConfig } from '../model/config.ts';
+import type { TokenizerName } from '../data/tokenizer.ts';
 import type { MatmulPrecision } from '../kernels/types.ts';
 import type { ScalingRule } from '../schedule/rules.ts';
 import type { StabilityOptions } from './guards.ts';
@@ -23,6 +24,8 @@ export interface TrainOptions extends StabilityOptions {
   precision?: MatmulPrecision;
   /** Corpus file or directory; undefined = the built-in State of the Union corpus. */
   data?: string;
+  /** Tokenizer (src/data/tokenizer.ts); undefined = gpt2 for nanoGPT token files, else bytes. */
+  tokenizer?: TokenizerName;
   steps: number;
   /** Sequences per micro-batch. */
   batch: number;
@@ -103,6 +106,7 @@ export const TRAIN_OPTIONS: { readonly [K in keyof Required<TrainOptions>]: Opti
   config: { group: 'model', flag: null },
   precision: { group: 'model' },
   data: { group: 'data', parse: (v) => path.resolve(String(v)) },
+  tokenizer: { group: 'data' },
   batch: { group: 'data', default: 16 },
   accum: { group: 'data', default: 1 },
   seed: { group: 'data', default: 1337 },

@@ -7,26 +7,26 @@ import { checkOutDir } from '../io/out_dir.ts';
 import { defaultPolicy } from '../control/types.ts';
 import type { Controller } from '../control/controller.ts';
 import type { GPTConfig } from '../model/config.ts';
+import { corpusTokenizer } from '../data/corpus.ts';
+import { tokenizerOf, type Tokenizer, type TokenizerName } from '../data/tokenizer.ts';
 import { checkMemory, formatBytes, trainingMemory } from './memory.ts';
 import type { TrainOptions } from './options.ts';
 
-/** Keel's tokenizer: one token per byte, so the model must have a row for every byte value. */
-export const BYTE_ALPHABET = 256;
-
-export function checkVocab(cfg: GPTConfig): void {
-  if (cfg.vocabSize < BYTE_ALPHABET) {
+/** The model must have an embedding row for every id the tokenizer produces. */
+export function checkVocab(cfg: GPTConfig, tokenizer: Tokenizer): void {
+  if (cfg.vocabSize < tokenizer.alphabet) {
     throw new UserError(
-      `vocabSize ${cfg.vocabSize} is smaller than the tokenizer's alphabet: Keel's tokens are bytes (${BYTE_ALPHABET} values); set "vocabSize": ${BYTE_ALPHABET}`,
+      `vocabSize ${cfg.vocabSize} is smaller than the tokenizer's alphabet: ${tokenizer.name} tokens take ${tokenizer.alphabet} values; set "vocabSize": ${tokenizer.vocabSize}`,
     );
   }
 }
 
 /**
- * Refuses a run that cannot work: a vocabulary smaller than the byte alphabet, a new run's
+ * Refuses a run that cannot work: a vocabulary smaller than the tokenizer's alphabet, a new run's
  * directory that cannot be written, more memory than the machine has.
  */
 export function preflight(o: TrainOptions, newRun: boolean, dir: string): void {
-  checkVocab(o.config);
+  checkVocab(o.config, tokenizerOf(corpusTokenizer(o.data, o.tokenizer)));
   if (newRun) checkOutDir(dir, '--out');
   const policy = defaultPolicy(o.steps, { on_spike: o.onSpike ?? 'none', rollback_steps: o.rollbackSteps });
   const rollbackSteps = policy.on_spike === 'none' ? null : policy.rollback_steps;
@@ -41,7 +41,9 @@ export interface StartInfo {
   /** Tokens per optimizer step at the start (batch × accum × T, or the ramp's first batch). */
   tokensPerStep: number;
   dataName: string;
-  dataBytes: number;
+  /** Tokens in the corpus (for bytes: its size in bytes). */
+  dataTokens: number;
+  tokenizer: TokenizerName;
   dir: string;
   /** The step a resumed run continues from. */
   resumedAt?: number;
@@ -49,9 +51,13 @@ export interface StartInfo {
 
 /** The one line `keel train` prints at start: what is trained, on what, where. */
 export function startLine(s: StartInfo): string {
-  const params = s.params >= 1e6 ? `${(s.params / 1e6).toFixed(2)} M` : s.params >= 1e3 ? `${(s.params / 1e3).toFixed(1)} k` : String(s.params);
   const from = s.resumedAt !== undefined ? `resuming at step ${s.resumedAt}; ` : '';
-  return `${from}${params} parameters, ${s.tokensPerStep} tokens per step, data ${formatBytes(s.dataBytes)} (${s.dataName}), run ${s.dir}`;
+  const data = s.tokenizer === 'bytes' ? formatBytes(s.dataTokens) : `${formatCount(s.dataTokens)} ${s.tokenizer} tokens`;
+  return `${from}${formatCount(s.params)} parameters, ${s.tokensPerStep} tokens per step, data ${data} (${s.dataName}), run ${s.dir}`;
+}
+
+function formatCount(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : String(n);
 }
 
 /**

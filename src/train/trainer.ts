@@ -15,8 +15,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
-import { Batcher, splitCorpus } from '../data/batcher.ts';
-import { checkCorpusSize, loadCorpus, type Corpus } from '../data/corpus.ts';
+import { Batcher } from '../data/batcher.ts';
+import type { Tokens } from '../data/tokens.ts';
+import { checkCorpusSize, corpusSplits, corpusTokenizer, loadCorpus, type Corpus } from '../data/corpus.ts';
 import { MetricsLog } from '../io/metrics.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { removeTempCheckpoints } from '../io/run_layout.ts';
@@ -35,7 +36,7 @@ import { Diagnostics } from '../monitor/diagnostics.ts';
 import { Lawa } from '../average/lawa.ts';
 import { NoiseScale, noiseLogFields, type NoiseRecord } from '../monitor/noise_scale.ts';
 import { Ema } from '../average/ema.ts';
-import { configToMetadata, copyTensors, namedTensors } from '../model/checkpoint.ts';
+import { copyTensors, modelMetadata, namedTensors } from '../model/checkpoint.ts';
 import type { ParamLayout } from '../model/params.ts';
 import { readSafetensors } from '../io/safetensors.ts';
 import { Controller } from '../control/controller.ts';
@@ -111,7 +112,7 @@ interface Run {
   kernels: Kernels;
   model: GPT;
   batcher: Batcher;
-  valTokens: Uint8Array;
+  valTokens: Tokens;
   /** Rebuilt per step when --opt-schedule moves an option. */
   optimizer: Optimizer;
   baseOptions: Record<string, unknown>;
@@ -186,8 +187,10 @@ interface Grad {
 }
 
 /** Starts a new run in opts.out, or continues one from `resume` (a loaded checkpoint, or a checkpoint or run dir). */
-export async function train(opts: TrainOptions, hooks: TrainHooks = {}, resume?: string | Checkpoint): Promise<TrainSummary> {
+export async function train(given: TrainOptions, hooks: TrainHooks = {}, resume?: string | Checkpoint): Promise<TrainSummary> {
   const ckpt = typeof resume === 'string' ? loadCheckpoint(resume) : resume;
+  // Resolved once, so trainer.json, config.json and the checkpoints' metadata all name it.
+  const opts: TrainOptions = { ...given, tokenizer: corpusTokenizer(given.data, given.tokenizer) };
   const place = openRunDir(opts, ckpt);
   let run: Run;
   try {
@@ -237,7 +240,7 @@ interface Place {
 function openRunDir(o: TrainOptions, ckpt: Checkpoint | undefined): Place {
   const dir = ckpt ? runDirOf(ckpt.dir) : path.resolve(o.out);
   preflight(o, !ckpt, dir); // vocabulary, --out, memory: refused before anything is allocated or written
-  const corpus = loadCorpus(o.data);
+  const corpus = loadCorpus(o.data, o.tokenizer);
   checkCorpusSize(corpus, o.config.blockSize);
   if (!ckpt) prepareRunDir(dir);
   const lock = lockRunDir(dir);
@@ -247,7 +250,7 @@ function openRunDir(o: TrainOptions, ckpt: Checkpoint | undefined): Place {
 
 function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined, { dir, corpus }: Place): Run {
   const cfg = o.config;
-  const { train: trainTokens, val: valTokens } = splitCorpus(corpus.bytes);
+  const { train: trainTokens, val: valTokens } = corpusSplits(corpus);
   const kernels = nativeKernels();
   const model = new GPT(cfg, kernels, { maxBatch: o.batch, zLoss: o.zLoss ?? 0, precision: o.precision ?? 'fp32' });
   const batcher = new Batcher({ tokens: trainTokens, B: o.batch, T: cfg.blockSize, seed: o.seed });
@@ -296,7 +299,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
   // The noise scale is measured only with ≥ 2 micro-batches a step; otherwise nothing is said
   // here (keel plan --from, which needs it, explains). The start line, then recovery's arming.
   progress?.log(startLine({
-    params: model.numParams, tokensPerStep: s.batch * cfg.blockSize, dataName: corpus.name, dataBytes: corpus.bytes.length, dir,
+    params: model.numParams, tokensPerStep: s.batch * cfg.blockSize, dataName: corpus.name, dataTokens: corpus.tokens.length + (corpus.val?.length ?? 0), tokenizer: corpus.tokenizer, dir,
     resumedAt: ckpt ? s.step : undefined,
   }));
   const armed = protectionNote(controller, s.step);
@@ -544,7 +547,7 @@ function save(run: Run): void {
 /** lawa.safetensors / ema.safetensors (loadable weights, same names as the model) and LAWA's ring. */
 function averageFiles(run: Run) {
   const { lawa, lawaAvg, ema, model, s } = run;
-  const meta = { format: 'pt', config: configToMetadata(run.o.config), step: String(s.step) };
+  const meta = modelMetadata(run.o.config, run.o.tokenizer, s.step);
   const files: NonNullable<Parameters<typeof saveCheckpoint>[1]['extra']> = [];
   if (lawa && lawaAvg && lawa.average(lawaAvg)) {
     files.push({ file: 'lawa.safetensors', tensors: namedTensors(model.layout, lawaAvg), metadata: { ...meta, lawa_window: JSON.stringify(lawa.window) } });
