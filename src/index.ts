@@ -23,6 +23,11 @@ export { readSafetensors, writeSafetensors } from './io/safetensors.ts';
 export { readLog, type RunLog } from './io/logs.ts';
 export { MetricsLog, readMetrics } from './io/metrics.ts';
 export { TensorBoardWriter } from './io/tensorboard.ts';
+// Data: corpora, tokenizers (bytes, GPT-2 BPE), nanoGPT token files, the deterministic batch cursor.
+export { corpusSplits, loadCorpus, type Corpus } from './data/corpus.ts';
+export { TOKENIZERS, tokenizerOf, type Tokenizer, type TokenizerName } from './data/tokenizer.ts';
+export { TokenFile, type Tokens } from './data/tokens.ts';
+export { Batcher, evalWindows, type Batch } from './data/batcher.ts';
 // The model, its kernels and training.
 export { nativeKernels } from './kernels/native.ts';
 export { referenceKernels } from './kernels/reference/index.ts';
@@ -31,6 +36,7 @@ export { GPT } from './model/gpt.ts';
 export { CONFIGS, type GPTConfig } from './model/config.ts';
 export { paramLayout, type ParamLayout, type ParamSpec } from './model/params.ts';
 export { sample } from './model/sample.ts';
+export { loadModel, saveModel } from './model/checkpoint.ts';
 export { train, type TrainHooks, type TrainOptions, type TrainSummary } from './train/trainer.ts';
 export { withDefaults } from './train/options.ts';
 export { UserError } from './errors.ts';

@@ -14,7 +14,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../errors.ts';
+import { RecoveryExhausted, TrainingDiverged, UserError } from '../errors.ts';
 import { Batcher } from '../data/batcher.ts';
 import type { Tokens } from '../data/tokens.ts';
 import { checkCorpusSize, corpusSplits, corpusTokenizer, loadCorpus, type Corpus } from '../data/corpus.ts';
@@ -99,11 +99,7 @@ export interface TrainHooks {
   observer?: RunObserver;
 }
 
-/** The loss became NaN/inf with no recovery to turn to: a clean message, not a stack trace (exit 1). */
-export class TrainingDiverged extends Error {}
-
-/** The recovery ladder ran out (src/control/ladder.ts): the message says where to go back to (exit 3). */
-export class RecoveryExhausted extends Error {}
+export { RecoveryExhausted, TrainingDiverged } from '../errors.ts';
 
 /** The parts of a run, built once. */
 interface Run {
