@@ -1,4 +1,4 @@
-// What Keel's Python client costs a PyTorch DDP run (README "Python client"):
+// What Keel's Python client costs a PyTorch DDP run (docs/serving.md#what-the-client-costs):
 //   node --import tsx bench/client_cost.ts [--rounds 3] [--steps 150] [--json]
 // examples/torch_ddp.py on 2 gloo CPU processes, with Keel (a live keel serve in this process:
 // reports, decisions, the noise-scale hook, snapshots every 10 steps) and --without-keel (the

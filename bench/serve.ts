@@ -1,4 +1,4 @@
-// keel serve under load, on loopback (README "Serving the controller"):
+// keel serve under load, on loopback (docs/serving.md#load):
 //   node --import tsx bench/serve.ts [--runs 8] [--steps 2000] [--json]
 // 1. round trip of one step report (one run, one report per request): median and p99;
 // 2. `runs` concurrent runs × `steps` steps, one report per request each, all at once:

@@ -12,7 +12,8 @@ Each fixture holds
                          "source": "torch 1.13 AdamW" | "numpy float64 from techniques.md"}
 The expected values are computed in float64 from the float32 param/grads (cast to float64).
 AdamW 'outside' cases run torch.optim.AdamW on float64 tensors; everything else is an
-independent numpy float64 implementation written from /work/shared/docs/techniques.md and the
+independent numpy float64 implementation written from the published formulas
+(docs/optimizers.md#how-it-works) and the
 option semantics of the optimizer spec (not from Keel's TypeScript).
 
 Data layout: the F64 tensors are stored first in the data buffer, then the F32 ones, so every

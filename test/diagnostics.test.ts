@@ -1,5 +1,5 @@
 // Per-tensor Adam-instability diagnostics (src/monitor/diagnostics.ts) against a plain float64
-// reference written here from techniques.md §1: real optimizers (reference kernels) on a small
+// reference written here from docs/stability.md#adam-instability: real optimizers (reference kernels) on a small
 // tensor set over a few synthetic steps, every field compared; hand-made cases for each
 // statistic's meaning; and the cost contract (buffers allocated once, work only near diagnosed steps).
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 // One suite for every optimizer: golden values (AdamW against PyTorch, the rest against an
-// independent float64 NumPy implementation of techniques.md; fixtures from
+// independent float64 NumPy implementation of docs/optimizers.md#how-it-works; fixtures from
 // scripts/optim_golden.py), convergence on a quadratic and on Rosenbrock, state save/restore,
 // non-finite gradients, option checks, and `keel optim replay`.
 import assert from 'node:assert/strict';
@@ -364,7 +364,7 @@ describe('keel optim replay', () => {
 // Keep the native addon loaded once for the whole file (and fail early if it is missing).
 nativeKernels();
 
-describe('embedding drift under sign optimizers (techniques.md §6.6)', () => {
+describe('embedding drift under sign optimizers (docs/optimizers.md#embedding-drift)', () => {
   // 8 rows of 4; every row sees a gradient at step 1, then row 7 never again (a rare token).
   const emb: TensorSpec = { name: 'wte', shape: [8, 4], kind: 'embedding', offset: 0, size: 32 };
   function drift(name: string, options: Record<string, unknown>): { rms7: number; stats: ReturnType<typeof embeddingDrift> } {

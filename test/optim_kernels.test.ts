@@ -49,7 +49,7 @@ function adamwCoefs(t: number, lr: number, b1: number, b2: number, eps: number, 
   };
 }
 
-/** AdaX (§6.3): v grows by (1 + β2) per step, no bias correction on m. */
+/** AdaX (docs/optimizers.md#adax): v grows by (1 + β2) per step, no bias correction on m. */
 function adaxCoefs(t: number, lr: number, epsMode: AdamCoefs['epsMode']): AdamCoefs {
   const b2 = 1e-4;
   return {

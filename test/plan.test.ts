@@ -21,7 +21,8 @@ test('rules against hand-computed values; every rule gives baseLr at baseBatch',
   // sgd: (1/(1 + 256/256)) / (1/(1 + 256/64)) = 0.5/0.2
   close(lrForBatch('sgd', 256, p), 2.5e-3);
   close(lrForBatch('sgd', 16, p), 1e-3 * (1 / 17) / 0.2);
-  // signsgd and softsign, from §6.1.2's and §6.1.3's own forms (evaluated by hand in Python):
+  // signsgd and softsign, from the sign-descent model's own forms
+  // (docs/batch-size.md#sign-descent-rules; evaluated by hand in Python):
   //   β = (1 + πκ²/(2B))^(−1/2), κ² = (1 + 4/π)·B_noise, β_n² = 1/(ρ − 1), ρ = 2 + π/2,
   //   η ∝ 1/[½(β_n/β + β/β_n)];  softsign: η ∝ √(B(B + B_κ))/(C·B + D·B_κ), B_κ = πκ²ν²/2, C/D = ρν².
   const q: RuleParams = { baseLr: 1e-3, baseBatch: 25, bNoise: 100 };

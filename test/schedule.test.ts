@@ -1,4 +1,4 @@
-// Learning-rate schedules, including Tiger's piecewise-linear one (techniques.md §6.5).
+// Learning-rate schedules, including Tiger's piecewise-linear one (docs/optimizers.md#tiger).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UserError } from '../src/errors.ts';

@@ -1,4 +1,5 @@
-// z-loss and QK-layernorm (Wortsman et al. 2023; techniques.md §1 item 7) in the kernels, the
+// z-loss and QK-layernorm (Wortsman et al. 2023; docs/stability.md#z-loss,
+// docs/stability.md#qk-layernorm) in the kernels, the
 // model and its checkpoints: the cross-entropy kernel's z-loss term (native in every mode vs
 // the reference, float64 finite differences), whole-model float64 finite-difference checks
 // with qkNorm and with zLoss, native vs reference models, and a qkNorm checkpoint round trip.

@@ -1,4 +1,4 @@
-"""Keel's Python client: let Keel's controller steer a PyTorch run (see README, "Python client").
+"""Keel's Python client: let Keel's controller steer a PyTorch run (see docs/serving.md#python-client).
 
     import keel
     run = keel.init(name="gpt", policy={"on_spike": "rollback"},

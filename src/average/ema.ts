@@ -1,5 +1,5 @@
 /**
- * EMA of the weights (techniques.md §3): θ_ema ← β·θ_ema + (1−β)·θ after every step, with an
+ * EMA of the weights (docs/averaging.md#ema): θ_ema ← β·θ_ema + (1−β)·θ after every step, with an
  * optional warm-up β_t = min(β, (1 + t)/(10 + t)) so the early average is not dominated by the
  * initialisation. One fused pass per step (the `lerp` kernel).
  */

@@ -1,5 +1,5 @@
 /**
- * LAWA (Kaddour 2022; techniques.md §3): the uniform average of the k latest snapshots of the
+ * LAWA (Kaddour 2022; docs/averaging.md#lawa): the uniform average of the k latest snapshots of the
  * weights, taken every ν steps. A side product: training continues from its own weights.
  * The k snapshots live in a ring (k copies of the parameters; for Keel's models a few MB each),
  * which is also what a checkpoint saves so the average continues exactly after --resume.

@@ -1,5 +1,6 @@
 /**
- * Weight averaging of safetensors checkpoints, streamed (techniques.md §3; `keel average`).
+ * Weight averaging of safetensors checkpoints, streamed (docs/averaging.md#streaming-average;
+ * `keel average`).
  *
  * Inputs are safetensors files, or directories holding `model.safetensors` or a sharded
  * checkpoint (`model.safetensors.index.json` as Hugging Face writes it: `weight_map` maps each

@@ -1,6 +1,7 @@
 /**
- * `keel plan`: what batch size to train at, from a measured gradient noise scale (techniques.md
- * §2, §6.1). Prints the critical batch, the steps/examples trade-off of McCandlish et al.,
+ * `keel plan`: what batch size to train at, from a measured gradient noise scale
+ * (docs/batch-size.md#how-it-works). Prints the critical batch, the steps/examples trade-off of
+ * McCandlish et al.,
  * (S/S_min − 1)(E/E_min − 1) = 1, for a range of batch sizes, and the learning rate every scaling
  * rule (src/schedule/rules.ts) gives each batch from one tuned at --base-batch.
  *

@@ -94,7 +94,7 @@ export function trainCommand(): Command {
     .option('--tensorboard <dir>', 'also write the metrics as TensorBoard scalar event files into DIR (tensorboard --logdir DIR)')
     .option('--serve [url]', 'also show the run in keel serve\'s dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)')
     .option('--json', 'print a JSON summary as the last line of stdout')
-    // Stability (techniques.md §1).
+    // Stability (docs/stability.md).
     .option('--spike-window <n>', `spike detector: rolling window of steps (default: ${SPIKE_DEFAULTS.window})`, int(2))
     .option('--spike-threshold <z>', `spike detector: z-score threshold (default: ${SPIKE_DEFAULTS.threshold})`, float(0, true))
     .option('--spike-jump <x>', `spike detector: relative jump over the EMA, 0 = off (default: ${SPIKE_DEFAULTS.jump})`, float(0))

@@ -1,6 +1,6 @@
 /**
  * The controller: one decision engine for spikes, recovery, batch size and learning rate
- * (../shared/docs/architecture.md). Built from a policy and the run's facts, fed one step
+ * (docs/architecture.md#the-controller-contract). Built from a policy and the run's facts, fed one step
  * report per optimizer step, it answers with one decision. It is a deterministic function of
  * its policy and the messages it has seen (reports, restore points), and its whole state
  * serialises to JSON: `keel train` keeps it in checkpoints, `keel serve` in its database.
@@ -8,7 +8,7 @@
  * What it keeps:
  *   - the spike detectors on loss and gradient norm (src/monitor/spikes.ts);
  *   - the recovery ladder (ladder.ts): budgets, episodes, zones of skipped updates and cut LR;
- *   - the gradient noise scale, an EMA of the reports' noise sums (techniques.md §2);
+ *   - the gradient noise scale, an EMA of the reports' noise sums (docs/batch-size.md#noise-scale-estimator);
  *   - the batch ramp and the LR rule: the batch and LR multiplier the run should use next;
  *   - restore points the run told it about (snapshots, checkpoints), each with a copy of the
  *     trajectory state (detectors, ramp, batch, LR) as it was there, so a rollback restores

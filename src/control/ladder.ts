@@ -1,5 +1,5 @@
 /**
- * The recovery ladder (techniques.md §1 mitigations, escalated): what to do about a step in
+ * The recovery ladder (docs/stability.md#recovery-ladder; PaLM's rollback, escalated): what to do about a step in
  * trouble (a detector fired, or the loss or gradient is not finite), climbing one rung each time
  * the trouble comes back at the same place:
  *

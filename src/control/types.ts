@@ -8,7 +8,10 @@ import { UserError } from '../errors.ts';
 
 export const REPORT_VERSION = 1;
 
-/** Noise-scale sums of one step (techniques.md §2): what micro-batches or DDP ranks give for free. */
+/**
+ * Noise-scale sums of one step (docs/batch-size.md#noise-scale-estimator): what micro-batches or
+ * DDP ranks give for free.
+ */
 export interface NoiseSums {
   /** Mean over the small batches of ‖g_small‖² (one micro-batch's, or one rank's, gradient). */
   g_small_sq: number;

@@ -1,8 +1,8 @@
 /**
  * `keel experiment batch` as a library: the critical batch size measured
- * by brute force, next to the online estimate B_simple (McCandlish et al. 2018; techniques.md
- * §2), and the optimal learning rate vs batch size at several Adam ε (§6.1: sign-like vs
- * SGD-like scaling).
+ * by brute force, next to the online estimate B_simple (McCandlish et al. 2018;
+ * docs/batch-size.md#noise-scale-estimator), and the optimal learning rate vs batch size at
+ * several Adam ε (docs/batch-size.md#sign-descent-rules: sign-like vs SGD-like scaling).
  *
  *   1. Pilot: one run at `pilotBatch` sequences (micro-batch × accum, accum ≥ 2) measures the
  *      simple noise scale online; B_simple = median of the logged (EMA-smoothed) `b_simple`

@@ -596,7 +596,7 @@ export function analyzeRunLog(
   const early = earlyExcursion(healthy, o.l0, o.window);
   // The detector's spikes; one that starts inside the early excursion is part of it.
   const found = analyzeSeries(healthy.map((p) => ({ step: p.index, value: p.value })), {
-    // minRise 0: the counts are those the experiment's README figures were measured with.
+    // minRise 0: the counts are those the figures in docs/stability.md#experiment-spikes were measured with.
     metric: 'loss', window: o.window, threshold: o.threshold, jump: o.jump, minRise: 0,
   }).spikes.filter((sp) => !early || sp.start < early.start || sp.start >= (early.end ?? Infinity));
   const coverage = 2 * o.diagEvery;

@@ -2,7 +2,7 @@
  * The spike experiment's report.html: one offline file. Everything shown is computed from
  * results.json (and the runs' loss curves from their summary.json); the "what we measured"
  * paragraph is generated from the numbers, including where they contradict the seed
- * (techniques.md §1), never written by hand.
+ * (docs/stability.md), never written by hand.
  *
  * Final loss vs lr is an inline SVG with a log-x axis (the uPlot charts of src/report are
  * linear in x); the training-loss curves per lr use the shared uPlot machinery.
@@ -52,13 +52,13 @@ const cmp = (d: number) => (Math.abs(d) < TIE ? 0 : Math.sign(d));
 // What we measured: sentences from the numbers.
 
 const MITIGATION_CLAIM: Record<string, string> = {
-  skip: 'skipping the step on an outlier (techniques.md §1, mitigation 1)',
-  rollback: 'rolling back and skipping data (PaLM; mitigation 2)',
-  'qk-norm': 'QK-layernorm (Wortsman et al.; mitigation 7)',
-  'z-loss': 'z-loss (Wortsman et al.; mitigation 7)',
-  'embed-shrink': 'the embedding-gradient shrink (GLM-130B; mitigation 5)',
-  atan2: 'the ε-free Adam-atan2 update (mitigation 4)',
-  'eps-zero': 'ε = 0 (mitigation 4)',
+  skip: 'skipping the step on an outlier (docs/stability.md#spike-detection)',
+  rollback: 'rolling back and skipping data (PaLM; docs/stability.md#rollback-and-skipped-data)',
+  'qk-norm': 'QK-layernorm (Wortsman et al.; docs/stability.md#qk-layernorm)',
+  'z-loss': 'z-loss (Wortsman et al.; docs/stability.md#z-loss)',
+  'embed-shrink': 'the embedding-gradient shrink (GLM-130B; docs/stability.md#embedding-gradient-shrink)',
+  atan2: 'the ε-free Adam-atan2 update (docs/optimizers.md#adamw)',
+  'eps-zero': 'ε = 0 (docs/optimizers.md#adamw)',
 };
 
 /** Counts below this are too small for one seed to tell a difference from chance. */
@@ -188,9 +188,9 @@ export function findings(results: SpikeResults): string[] {
     const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
     const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
     const larger = v.eps > primaryEps;
-    const seed = 'the seed lists lowering ε as a mitigation (techniques.md §1, item 4)';
-    if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4).`;
-    else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
+    const seed = 'the seed lists lowering ε as a mitigation (docs/optimizers.md#adamw)';
+    if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts the seed, which lists lowering ε as a mitigation (docs/optimizers.md#adamw).`;
+    else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts the seed, which lists lowering ε as a mitigation (docs/optimizers.md#adamw); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
     else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
     if ((worse || better) && small(Math.max(v.spikes, base.spikes)) && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
       text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;

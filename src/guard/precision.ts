@@ -1,5 +1,5 @@
 /**
- * Emulated low-precision gradients (techniques.md §1 item 8): round float32 gradients to
+ * Emulated low-precision gradients (docs/stability.md#low-precision-gradients): round float32 gradients to
  * bfloat16 or float16 (round to nearest even) before the optimizer, so the underflow of small
  * shallow-layer gradients can be studied on an fp32 trainer. fp16 multiplies by a loss scale
  * first and divides after (what mixed-precision training does); values below fp16's smallest

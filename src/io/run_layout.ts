@@ -1,5 +1,5 @@
 /**
- * Where things live in a run directory (../shared/docs/architecture.md, "Run directory"):
+ * Where things live in a run directory (docs/architecture.md#run-directory):
  * checkpoints are `checkpoints/step-<N>/`, complete once they have that name.
  */
 import fs from 'node:fs';

@@ -112,7 +112,7 @@ export interface Kernels<F extends Floats = Float32Array> {
 
   /**
    * Fused softmax + cross-entropy over BT rows of V logits, with an optional z-loss (Wortsman
-   * et al. 2023, techniques.md §1 item 7). With lse_i = log Z_i = log Σ_j exp(logits[i,j]):
+   * et al. 2023, docs/stability.md#z-loss). With lse_i = log Z_i = log Σ_j exp(logits[i,j]):
    *   losses[i] = lse_i − logits[i, targets[i]]  (= −log softmax(logits[i])[targets[i]]; never
    *   includes the z term). If lse is non-null, lse[i] = log Z_i (so the caller forms the z term
    *   Σ lse_i² itself, in float64). If dlogits is non-null, writes the gradient of
@@ -128,7 +128,7 @@ export interface Kernels<F extends Floats = Float32Array> {
   ): number;
 
   /**
-   * One Adam-family step over N elements (AdamW, AdaX; techniques.md §1, §5, §6.3), in place:
+   * One Adam-family step over N elements (AdamW, AdaX; docs/optimizers.md#adamw, docs/optimizers.md#adax), in place:
    *   m = beta1·m + g1·g;   v = beta2·v + g2·g²;   m̂ = mScale·m;   √v̂ = rootVScale·√v
    *   θ = decay·θ − lr·r,  with r by epsMode:
    *     0 outside  r = m̂/(√v̂ + ε)          (PyTorch; op order: √v·rootVScale + ε)
@@ -150,13 +150,13 @@ export interface Kernels<F extends Floats = Float32Array> {
    * η = lr, or with rmsScale (requires block > 0) η = lr·max(RMS(θ_block), rmsFloor) per block, RMS
    * taken before the update (Tiger's per-tensor block = N and per-embedding-row block = C rates).
    * When skipZeroRows is set (requires block > 0), a block whose gradient is all zero is left
-   * completely untouched, m included (lazy embedding updates, §6.6).
+   * completely untouched, m included (lazy embedding updates, docs/optimizers.md#embedding-drift).
    * Lion: d = β1·m + (1−β1)·g, m = β2·m + (1−β2)·g. Tiger: dir = keep coefficients (d = new m).
    */
   momentum(params: F, grads: F, m: F, N: number, c: MomentumCoefs): void;
 
   /**
-   * One Adafactor step (techniques.md §6.2) of ONE tensor viewed as [batch, rows, cols], in place.
+   * One Adafactor step (docs/optimizers.md#adafactor) of ONE tensor viewed as [batch, rows, cols], in place.
    * Factored (vc non-null; vr has batch·rows, vc batch·cols elements):
    *   vr = beta2·vr + (1−beta2)·rowmean(g² + eps1);  vc = beta2·vc + (1−beta2)·colmean(g² + eps1)
    *   v̂_ij = vr_i·vc_j / mean(vr)   (means per batch item)

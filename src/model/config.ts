@@ -14,7 +14,7 @@ export interface GPTConfig {
   /** Vocabulary size V: at least the tokenizer's alphabet (256 bytes; GPT-2's 50,257, padded to 50,304). */
   vocabSize: number;
   /**
-   * QK-layernorm (Wortsman et al. 2023, techniques.md §1 item 7): LayerNorm on each head's
+   * QK-layernorm (Wortsman et al. 2023, docs/stability.md#qk-layernorm): LayerNorm on each head's
    * queries and keys (over hs = nEmbd/nHead) before the attention dot product, with a learned
    * gain and bias per layer. Optional, default false; a clean config carries the key only when
    * it is true (so configs, and their JSON, without it are unchanged).

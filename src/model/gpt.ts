@@ -3,7 +3,7 @@
  * Pre-LayerNorm blocks, causal multi-head attention, 4C GELU MLP, final LayerNorm, output
  * head tied to the token embedding; loss = mean next-token cross-entropy (nats).
  *
- * Two stability options of Wortsman et al. 2023 (techniques.md §1 item 7):
+ * Two stability options of Wortsman et al. 2023 (docs/stability.md#z-loss, docs/stability.md#qk-layernorm):
  * - z-loss (`zLoss` coefficient, default 0): the training objective becomes
  *   mean CE + zLoss·mean (log Z)², Z the softmax normaliser of each position's logits.
  *   `forward` still returns the mean CE (what Keel logs as `loss`); `lastZLoss` holds the mean
@@ -203,7 +203,7 @@ export class GPT<F extends Floats = Float32Array> {
   }
 
   /**
-   * GPT-2 initialisation (techniques.md §4): weights N(0, 0.02²), residual output projections
+   * GPT-2 initialisation (docs/architecture.md#initialisation): weights N(0, 0.02²), residual output projections
    * N(0, (0.02/√(2L))²), biases 0, LayerNorm gains 1 (QK-layernorm's included). Deterministic
    * in `seed` (the QK-layernorm tensors draw no random numbers, so the other tensors get the
    * same values with and without qkNorm).

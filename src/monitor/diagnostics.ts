@@ -1,5 +1,5 @@
 /**
- * Per-tensor Adam-instability diagnostics (techniques.md §1, Molybog et al. 2023, Bai et al.
+ * Per-tensor Adam-instability diagnostics (docs/stability.md#adam-instability, Molybog et al. 2023, Bai et al.
  * 2025), computed every `every` steps from the gradient, the optimizer state and the update:
  * what a spike's precursors look like, one metrics.jsonl line per diagnosed step.
  *

@@ -1,6 +1,6 @@
 /**
- * Embedding drift monitor (techniques.md §6.6): under sign optimizers with weight decay a row
- * whose momentum stays constant drifts to the fixed point −sign(m)/λ (±100 at λ = 0.01) while
+ * Embedding drift monitor (docs/optimizers.md#embedding-drift): under sign optimizers with
+ * weight decay a row whose momentum stays constant drifts to the fixed point −sign(m)/λ (±100 at λ = 0.01) while
  * the loss looks normal. Cheap enough for every evaluation: one pass over the embedding matrix.
  */
 import type { ParamSpec } from '../model/params.ts';

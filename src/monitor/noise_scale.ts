@@ -1,6 +1,7 @@
 /**
- * Online gradient noise scale from the micro-batches of gradient accumulation (techniques.md §2,
- * McCandlish et al. 2018, appendix A.1): no extra forward or backward passes.
+ * Online gradient noise scale from the micro-batches of gradient accumulation
+ * (docs/batch-size.md#noise-scale-estimator, McCandlish et al. 2018, appendix A.1): no extra
+ * forward or backward passes.
  *
  * With `--accum k ≥ 2` every optimizer step already holds k micro-batch gradients of
  * B_small = `microBatchSeqs` sequences each, and their mean, the step's gradient over

@@ -1,5 +1,5 @@
 /**
- * Loss-spike detection (techniques.md §1): an online detector the trainer feeds every step,
+ * Loss-spike detection (docs/stability.md#spike-detection): an online detector the trainer feeds every step,
  * and an offline analysis of a whole series (`keel analyze`).
  *
  * Two tests, both one-sided (only upward moves are spikes: loss and gradient norm spike up):

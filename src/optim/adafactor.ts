@@ -1,5 +1,5 @@
 /**
- * Adafactor (Shazeer & Stern 2018; techniques.md §6.2), paper semantics:
+ * Adafactor (Shazeer & Stern 2018; docs/optimizers.md#adafactor), paper semantics:
  *   β̂2 = 1 − t^(−decayRate);  second moment factored into row and column accumulators for
  *   tensors with ≥ 2 dims (O(n + m) memory per n×m matrix, over the last two axes), a plain EMA
  *   for vectors;  u = g/√v̂ clipped to RMS ≤ clipThreshold;  optional momentum on the clipped u;

@@ -1,5 +1,5 @@
 /**
- * AdamW (techniques.md §5) with the four ε treatments of §1 item 4:
+ * AdamW (docs/optimizers.md#adamw) with its four ε treatments:
  *   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ)
  *   θ = θ·(1 − η·λ) − η·r,  r = m̂/(√v̂ + ε) | m̂/√(v̂ + ε²) | m̂/√v̂ (0 where v̂ = 0) | atan2(m̂, √v̂)
  * Weight decay applies to matrices (and embeddings with decayEmbeddings), never to biases or gains.

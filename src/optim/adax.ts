@@ -1,5 +1,5 @@
 /**
- * AdaX (techniques.md §6.3): a second moment with long-term memory and no first-moment bias
+ * AdaX (docs/optimizers.md#adax): a second moment with long-term memory and no first-moment bias
  * correction.
  *   m = β1·m + (1−β1)·g;  v = (1+β2)·v + β2·g²;  v̂ = v/((1+β2)ᵗ − 1);  θ = θ·(1 − η·λ) − η·m/(√v̂ + ε)
  * β2 is a growth rate (1e-4), not an EMA factor; the correction is expm1(t·log1p β2) for precision.

@@ -1,5 +1,5 @@
 /**
- * Remedies for the Lion/Tiger embedding anomaly (techniques.md §6.6), shared by both:
+ * Remedies for the Lion/Tiger embedding anomaly (docs/optimizers.md#embedding-drift), shared by both:
  *   lazyEmbedding      update only embedding rows whose gradient is not all zero (m included);
  *   embeddingOptimizer 'adamw': the Lion authors' hybrid, AdamW for the embeddings.
  * (Tying input and output embeddings, the third remedy, is built into Keel's GPT: every row of
@@ -18,8 +18,8 @@ export interface EmbeddingRemedies {
 }
 
 export const embeddingSchema: Schema = {
-  lazyEmbedding: { type: 'boolean', default: false, doc: 'update only embedding rows with a non-zero gradient (§6.6 remedy 1)' },
-  embeddingOptimizer: { type: 'enum', values: ['same', 'adamw'], default: 'same', doc: 'adamw: AdamW for the embeddings (§6.6 remedy 3)' },
+  lazyEmbedding: { type: 'boolean', default: false, doc: 'update only embedding rows with a non-zero gradient (see docs/optimizers.md)' },
+  embeddingOptimizer: { type: 'enum', values: ['same', 'adamw'], default: 'same', doc: 'adamw: AdamW for the embeddings (see docs/optimizers.md)' },
   embeddingLrScale: { type: 'number', default: 3, min: 0, doc: 'embeddings lr ÷ lr when embeddingOptimizer=adamw' },
 };
 
@@ -38,7 +38,8 @@ export function rowLength(t: TensorSpec): number {
 
 /**
  * One AdamW (hybrid) step of embedding tensor `i`, with gradient accumulation folded into m and
- * v as in §6.9 (k micro-steps per update; exact for k = 1). `update` is false on micro-steps.
+ * v as Tiger folds m (docs/optimizers.md#folded-accumulation; k micro-steps per update; exact
+ * for k = 1). `update` is false on micro-steps.
  */
 export function hybridAdamStep<F extends Floats>(
   k: Kernels<F>, params: F, grads: F, m: F, v: F, vSlot: SlotSpec, tensors: readonly TensorSpec[], i: number,

@@ -1,5 +1,5 @@
 /**
- * Lion (techniques.md §6.4): one momentum buffer, sign updates, no ε.
+ * Lion (docs/optimizers.md#lion): one momentum buffer, sign updates, no ε.
  *   u = sign(β1·m + (1−β1)·g);  θ = θ − η·(u + λθ);  m = β2·m + (1−β2)·g   (m updated after θ)
  * Use a learning rate 3–10× smaller and a weight decay 3–10× larger than AdamW's.
  */

@@ -70,7 +70,7 @@ const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) => ({
   ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 0,
 });
 
-/** Signum (techniques.md §6.1.2): m = β·m + (1−β)·g;  θ = θ − η·(sign(m) + λθ). */
+/** Signum (docs/optimizers.md#signum-and-signsgd): m = β·m + (1−β)·g;  θ = θ − η·(sign(m) + λθ). */
 export function signum<F extends Floats = Float32Array>(options: SignumOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
   return elementwise('signum', signumSchema, 'exp_avg', signCoefs, options, ctx);
 }
@@ -82,7 +82,7 @@ export function signsgd<F extends Floats = Float32Array>(options: SignumOptions 
 
 export interface SoftSignOptions extends Common {
   beta?: number;
-  /** The ε of softsign(m, ε) = m/√(m² + ε²): Adam's ε in the §6.1.3 model. */
+  /** The ε of softsign(m, ε) = m/√(m² + ε²): Adam's ε in the SoftSign model (docs/optimizers.md#softsign). */
   eps?: number;
 }
 
@@ -92,7 +92,7 @@ export const softsignSchema: Schema = {
   eps: { type: 'number', default: 1e-8, min: 0, doc: 'ε of m/√(m² + ε²)' },
 };
 
-/** SoftSign (techniques.md §6.1.3): m = β·m + (1−β)·g;  θ = θ − η·(m/√(m² + ε²) + λθ). */
+/** SoftSign (docs/optimizers.md#softsign): m = β·m + (1−β)·g;  θ = θ − η·(m/√(m² + ε²) + λθ). */
 export function softsign<F extends Floats = Float32Array>(options: SoftSignOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
   return elementwise('softsign', softsignSchema, 'exp_avg', (o: Required<SoftSignOptions>, lr, decay) => ({
     ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 1, eps: o.eps,

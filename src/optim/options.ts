@@ -1,6 +1,6 @@
 /**
  * Typed option schemas: one table per optimizer drives defaults, validation, the CLI's
- * `--opt KEY=VALUE` parsing and the option lists in `--help` and the README.
+ * `--opt KEY=VALUE` parsing and the option lists in `--help`.
  */
 import { UserError } from '../errors.ts';
 
@@ -68,7 +68,7 @@ export function parseOptionText(name: string, schema: Schema, text: string): [st
   return [key, raw];
 }
 
-/** One line per option, for --help and the README. */
+/** One line per option, for --help. */
 export function describeSchema(schema: Schema): string[] {
   return Object.entries(schema).map(([key, s]) => {
     const def = s.default === undefined ? '' : ` (default ${showDefault(s.default)})`;

@@ -16,7 +16,8 @@ export interface OptimizerEntry {
   create: <F extends Floats>(options: Record<string, unknown>, ctx?: FactoryContext<F>) => Optimizer<F>;
   /**
    * What `keel train` uses unless told otherwise: the best lr of `keel experiment optimizers`'
-   * sweep on the tiny model at batch 16 (README), plus option overrides. Lion keeps the paper's
+   * sweep on the tiny model at batch 16 (docs/optimizers.md#experiment-optimizers), plus option
+   * overrides. Lion keeps the paper's
    * rule (lr 3–10× lower, weight decay 3–10× higher than AdamW's) at the edge nearest the sweep's
    * optimum (1.2e-3): lr ÷3, decay ×5. The sign family takes the same decay.
    */

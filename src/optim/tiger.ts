@@ -1,6 +1,6 @@
 /**
- * Tiger (techniques.md §6.5): Lion with β1 = β2 = β, per-tensor learning rates, gradient
- * accumulation folded into the momentum (§6.9) and a non-finite-gradient guard.
+ * Tiger (docs/optimizers.md#tiger): Lion with β1 = β2 = β, per-tensor learning rates, gradient
+ * accumulation folded into the momentum (docs/optimizers.md#folded-accumulation) and a non-finite-gradient guard.
  *   micro-step t, k = accumSteps:  m = b1·m + (1−β)/k·g,  b1 = β on the first micro-step of a cycle, else 1
  *   on the last micro-step:        θ = θ − η·(sign(m) + λθ)
  *   η by kind: matrices lr·RMS(θ), embeddings lr·RMS(row) per row, biases and gains lr·biasLrScale with λ = 0.

@@ -72,7 +72,7 @@ export const defaultPanels: readonly PanelSpec[] = [
     ],
   },
   {
-    // The Lion/Tiger embedding anomaly (techniques.md §6.6): rows drifting toward ±1/λ.
+    // The Lion/Tiger embedding anomaly (docs/optimizers.md#embedding-drift): rows drifting toward ±1/λ.
     title: 'Embedding rows (wte)',
     yLabel: 'RMS / max |θ|',
     logY: true,

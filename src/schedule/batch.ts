@@ -1,5 +1,5 @@
 /**
- * Batch-size schedules ("ramps", techniques.md §2): how many sequences each optimizer step
+ * Batch-size schedules ("ramps", docs/batch-size.md#batch-size-presets): how many sequences each optimizer step
  * takes. `batchAt(spec, step, ctx)` is a pure function of its arguments, so a resumed run gets
  * exactly the batches of an uninterrupted one as long as the caller restores what it passes in
  * `ctx` (sequences consumed so far; the adaptive ramp's current batch and the last B_simple).

@@ -1,5 +1,5 @@
 /**
- * Learning-rate / batch-size scaling rules (techniques.md §2 and §6.1): the learning rate a
+ * Learning-rate / batch-size scaling rules (docs/batch-size.md#how-it-works): the learning rate a
  * batch size B should get, given one tuned at `baseBatch`. Every rule is normalised so that
  * lrForBatch(rule, baseBatch, p) = baseLr: the base is taken as tuned there, and each rule only
  * supplies the SHAPE f(B), lr(B) = baseLr · f(B)/f(baseBatch).
@@ -7,28 +7,29 @@
  *   none      f = 1
  *   linear    f = B                                  (SGD at small B; Goyal et al.)
  *   sqrt      f = √B                                 (Adam heuristic)
- *   sgd       f = 1/(1 + B_noise/B)                  (§6.1.1: η_opt = η_max/(1 + B_noise/B))
- *   signsgd   f = 1/[½(β_n/β + β/β_n)],  β(B) = (1 + πκ²/(2B))^(−1/2)     (§6.1.2, mean field)
- *   softsign  f = √(B(B + B_κ))/(C·B + D·B_κ)                            (§6.1.3 [derived])
+ *   sgd       f = 1/(1 + B_noise/B)                  (McCandlish et al.: η_opt = η_max/(1 + B_noise/B))
+ *   signsgd   f = 1/[½(β_n/β + β/β_n)],  β(B) = (1 + πκ²/(2B))^(−1/2)     (sign descent, mean field)
+ *   softsign  f = √(B(B + B_κ))/(C·B + D·B_κ)                            (SoftSign, derived)
  *
  * ## The sign-like rules from one measured number
  *
  * The planner knows B_noise (the measured B_simple, which it also uses as the critical batch
- * E_min/S_min) and, for softsign, ε and the gradient RMS g. §6.1's mean-field model has two
+ * E_min/S_min) and, for softsign, ε and the gradient RMS g. The mean-field model
+ * (docs/batch-size.md#sign-descent-rules) has two
  * structural numbers beyond that: κ₀² (the average of σ_i²/g_i², ε = 0) and the Hessian
  * alignment ρ = C/D at ε = 0 (C = Σ_ij sign(g_ig_j)H_ij, D = tr H; ρ = 1 for a diagonal H).
  * Keel fixes them by two conditions:
  *
- *   1. The measured B_noise is the critical batch of every rule. For sign updates §6.1.2 gives
+ *   1. The measured B_noise is the critical batch of every rule. For sign updates the model gives
  *      E_min/S_min = B_noise2 = πκ²β_n²/(2(1 + β_n²)) = (π/2)κ₀²/ρ (with β_n² = D/(C − D) =
  *      1/(ρ − 1)), which is also exactly the noise scale B̃ of softsign's ε → ∞ SGD limit
- *      (§6.1.3). So (π/2)κ₀² = ρ·B_noise: softsign then tends to the `sgd` rule with the same
+ *      (the SoftSign analysis). So (π/2)κ₀² = ρ·B_noise: softsign then tends to the `sgd` rule with the same
  *      B_noise as ε → ∞, and the three rules form one family.
- *   2. κ² defaults to the surge peak: κ₀² = B_peak. With B_peak = B_κ/(ρ − 2) (§6.1.3) and
+ *   2. κ² defaults to the surge peak: κ₀² = B_peak. With B_peak = B_κ/(ρ − 2) (the SoftSign analysis) and
  *      condition 1 this gives ρ = 2 + π/2 ≈ 3.571, κ₀² = (1 + 4/π)·B_noise ≈ 2.273·B_noise,
  *      β_n² = 1/(1 + π/2) ≈ 0.389, and the optimal LR of sign updates peaks at
  *      B_peak = (1 + 4/π)·B_noise ≈ 2.27·B_noise — "near B_noise", as the surge paper (Li et al.
- *      2024) reports, and consistent with §6.1.2's 1/B_noise2 − 1/B_peak = 4/(πκ²).
+ *      2024) reports, and consistent with the sign model's 1/B_noise2 − 1/B_peak = 4/(πκ²).
  *      Override with `kappa2` (κ₀², sequences): then ρ = πκ₀²/(2B_noise), and a surge needs
  *      κ₀² > (4/π)·B_noise (ρ > 2). As κ₀² → ∞ the signsgd shape tends to the surge paper's
  *      η_max/[½(√(B_noise/B) + √(B/B_noise))], peaking at B_noise itself.
@@ -42,7 +43,7 @@
  *   - ε → ∞ (ν → 0): f → B/(B + B_noise), exactly sgd.
  *   - a surge (peak at B_peak = ρν²B_noise/(ρν² − 2)) exists iff ρν² > 2, i.e. with the default ρ
  *     iff ε < g·√(ρ/2 − 1) = g·√π/2 ≈ 0.886·g: the surge fades as ε grows past the gradient
- *     RMS, as §6.1.3 says it must.
+ *     RMS, as the SoftSign analysis says it must.
  */
 import { UserError } from '../errors.ts';
 

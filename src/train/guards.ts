@@ -1,6 +1,6 @@
 /**
  * What the trainer does to every step's gradient and optimizer on its own, with no decision
- * involved (techniques.md §1): fault injection (fire drills), the embedding-gradient shrink,
+ * involved (docs/stability.md#how-it-works): fault injection (fire drills), the embedding-gradient shrink,
  * emulated gradient precision and β/ε schedules. Spike detection and recovery are the
  * controller's (src/control). Its state goes into checkpoints.
  */

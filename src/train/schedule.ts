@@ -1,6 +1,6 @@
 /**
  * Learning-rate schedules: linear warm-up, then cosine, linear or constant to `minLr`; or
- * piecewise linear through (step, multiplier) points (Tiger's schedule, techniques.md §6.5).
+ * piecewise linear through (step, multiplier) points (Tiger's schedule, docs/optimizers.md#tiger).
  */
 import { UserError } from '../errors.ts';
 
