@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
-import {
-  lrDirName, runOptimizerExperiment, sweepLrs, type ExperimentResults, type OptimizerExperimentOptions,
-} from '../src/experiments/optimizers.ts';
-import { verdictText } from '../src/experiments/report.ts';
+import { lrDirName } from '../src/experiments/common.ts';
+import { runOptimizerExperiment, sweepLrs, type OptimizerExperimentOptions } from '../src/experiments/optimizers.ts';
+import type { ExperimentResults } from '../src/experiments/optimizers_results.ts';
+import { verdictText, writeOptimizerReport } from '../src/experiments/optimizers_report.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
 import { OPTIMIZERS } from '../src/optim/registry.ts';
 import { paramLayout } from '../src/model/params.ts';
@@ -53,6 +53,7 @@ describe('runOptimizerExperiment on the micro model', () => {
   before(async () => {
     out = fresh('exp');
     results = await runOptimizerExperiment(base(out, { log: (l) => lines.push(l) }));
+    writeOptimizerReport(out, results); // as `keel experiment optimizers` does
   });
 
   test('results.json: a sweep per optimizer, the best lr, and a final run at it', () => {
@@ -164,6 +165,7 @@ describe('runOptimizerExperiment on the micro model', () => {
 test('a diverged sweep run counts as +∞ and is recorded, not fatal', async () => {
   const out = fresh('diverge');
   const r = await runOptimizerExperiment(base(out, { optimizers: ['sgd'], lrFactors: [1, 1e30], steps: 6 }));
+  writeOptimizerReport(out, r);
   const [sgd] = r.optimizers;
   const bad = sgd.sweep.find((p) => p.lr > 1e20)!;
   assert.equal(bad.diverged, true);

@@ -7,13 +7,17 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
-import { DEFAULT_LR_FACTORS, runOptimizerExperiment } from '../experiments/optimizers.ts';
-import { DEFAULT_EPS, DEFAULT_LRS, runSpikeExperiment, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS } from '../experiments/spikes.ts';
-import { findings } from '../experiments/spikes_report.ts';
+import { runOptimizerExperiment } from '../experiments/optimizers.ts';
+import { DEFAULT_LR_FACTORS } from '../experiments/optimizers_results.ts';
+import { writeOptimizerReport } from '../experiments/optimizers_report.ts';
+import { runSpikeExperiment } from '../experiments/spikes.ts';
+import { DEFAULT_EPS, DEFAULT_LRS, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS } from '../experiments/spikes_results.ts';
+import { findings, writeSpikeReport } from '../experiments/spikes_report.ts';
 import { runLawaExperiment } from '../experiments/lawa.ts';
-import { findings as lawaFindings } from '../experiments/lawa_report.ts';
-import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS, runBatchExperiment } from '../experiments/batch.ts';
-import { findings as batchFindings } from '../experiments/batch_report.ts';
+import { findings as lawaFindings, writeLawaReport } from '../experiments/lawa_report.ts';
+import { runBatchExperiment } from '../experiments/batch.ts';
+import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS } from '../experiments/batch_results.ts';
+import { findings as batchFindings, writeBatchReport } from '../experiments/batch_report.ts';
 import { resolveConfig } from '../model/config.ts';
 import { OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { int } from './args.ts';
@@ -103,6 +107,7 @@ export function experimentCommand(): Command {
         shouldStop: sig.shouldStop,
       });
       sig.done();
+      writeOptimizerReport(out, results);
       const dir = path.resolve(out);
       const lines = results.optimizers.map(
         (r) =>
@@ -168,6 +173,7 @@ function spikesCommand(): Command {
         shouldStop: sig.shouldStop,
       });
       sig.done();
+      writeSpikeReport(out, results);
       const dir = path.resolve(out);
       const lines = results.variants.map(
         (v) =>
@@ -201,11 +207,13 @@ function lawaCommand(): Command {
     .option('--seed <n>', 'seed (default: 1337)', int(0))
     .option('--json', 'print results.json as the last line of stdout')
     .action(async (o) => {
+      const out = o.out ?? defaultOut('lawa');
       const r = await runLawaExperiment({
-        out: o.out ?? defaultOut('lawa'), config: resolveConfig(o.config), configName: o.config,
+        out: out, config: resolveConfig(o.config), configName: o.config,
         data: o.data === undefined ? undefined : path.resolve(o.data),
         lrs: o.lrs, steps: o.steps, batch: o.batch, k: o.k, every: o.every, ema: o.ema, evalEvery: o.evalEvery, evalTokens: o.evalTokens, seed: o.seed,
       });
+      writeLawaReport(out, r);
       for (const f of lawaFindings(r)) process.stderr.write(f + '\n');
       if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
     });
@@ -258,6 +266,7 @@ function batchCommand(): Command {
         shouldStop: sig.shouldStop,
       });
       sig.done();
+      writeBatchReport(out, results);
       process.stderr.write(
         `${results.complete ? 'done' : 'stopped'}: ${path.resolve(out)}/report.html, results.json\n` +
           batchFindings(results).map((f) => `- ${f}`).join('\n') + '\n' +

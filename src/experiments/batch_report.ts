@@ -4,23 +4,18 @@
  * with each scaling rule at its best constant factor); the findings are sentences generated from
  * the numbers, including where they contradict the prediction.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { escapeHtml, reportStyles } from '../report/html.ts';
 import { formatDuration, formatNumber } from '../report/format.ts';
 import { lrForBatch } from '../schedule/rules.ts';
 import { PALETTE } from './common.ts';
-import { NEAR_TIE, type BatchResults, type EpsResult } from './batch.ts';
+import { NEAR_TIE, type BatchResults, type EpsResult } from './batch_results.ts';
 
 export function writeBatchReport(outDir: string, results: BatchResults): string {
   const file = path.join(outDir, 'report.html');
   writeFileAtomic(file, renderBatchReport(results));
   return file;
-}
-
-export function rewriteBatchReport(outDir: string): string {
-  return writeBatchReport(outDir, JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as BatchResults);
 }
 
 const p3 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : formatNumber(Number(v.toPrecision(3))));

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import type { XY } from '../report/downsample.ts';
-import type { LawaResults, LawaRun } from './lawa.ts';
+import type { LawaResults, LawaRun } from './lawa_results.ts';
 
 const f4 = (v: number | null) => (v === null || !Number.isFinite(v) ? '—' : v.toFixed(4));
 

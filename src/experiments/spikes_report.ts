@@ -7,15 +7,13 @@
  * Final loss vs lr is an inline SVG with a log-x axis (the uPlot charts of src/report are
  * linear in x); the training-loss curves per lr use the shared uPlot machinery.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatDuration, formatNumber } from '../report/format.ts';
 import { PALETTE, readSummary } from './common.ts';
-import {
-  EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type VariantResult,
-} from './spikes.ts';
+import { EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat } from '../monitor/spike_log.ts';
+import type { SpikeResults, SpikeRunRecord, SpikeRunResult, VariantResult } from './spikes_results.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. `curveOf` gives a run's training-loss series. */
 export function writeSpikeReport(outDir: string, results: SpikeResults, curveOf?: (run: SpikeRunResult) => (number | null)[]): string {
@@ -23,12 +21,6 @@ export function writeSpikeReport(outDir: string, results: SpikeResults, curveOf?
   const file = path.join(outDir, 'report.html');
   writeFileAtomic(file, renderSpikeReport(outDir, results, curves));
   return file;
-}
-
-/** For tools: the report of an experiment directory from its results.json. */
-export function rewriteSpikeReport(outDir: string): string {
-  const results = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as SpikeResults;
-  return writeSpikeReport(outDir, results);
 }
 
 const STAT_LABEL: Record<LeadStat, string> = {
@@ -124,83 +116,89 @@ export function findings(results: SpikeResults): string[] {
         `best final loss ${f4(base.best_loss)} at lr ${base.best_lr === null ? '—' : formatNumber(base.best_lr)}, LR sensitivity ${f3(base.lr_sensitivity)} nats.`,
     );
   }
-  const small = (n: number) => n < SMALL_COUNT;
-  const runsOf = (v: VariantResult) => results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps);
-  for (const v of vs) {
-    if (v.variant === 'baseline' || !base) continue;
-    const claim = MITIGATION_CLAIM[v.variant];
-    const parts: string[] = [];
-    const dS = v.spikes - base.spikes;
-    const split = `early excursions ${base.early_spikes} → ${v.early_spikes}, later spikes ${base.spikes - base.early_spikes} → ${v.spikes - v.early_spikes}`;
-    parts.push(dS < 0 ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})` : dS > 0 ? `more spikes (${base.spikes} → ${v.spikes}: ${split})` : `as many spikes (${v.spikes}: ${split})`);
-    const early = compareEarly(runsOf(base), runsOf(v));
-    if (early) parts.push(early.text);
-    if (v.diverged !== base.diverged) parts.push(`${v.diverged < base.diverged ? 'fewer' : 'more'} diverged runs (${base.diverged} → ${v.diverged})`);
-    let sensUp = false;
-    let sensDown = false;
-    if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
-      const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
-      parts.push(`LR sensitivity ${f3(base.lr_sensitivity)} → ${f3(v.lr_sensitivity)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
-      sensUp = d > 0;
-      sensDown = d < 0;
-    }
-    if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${f4(base.best_loss)} → ${f4(v.best_loss)}`);
-    const contradicts: string[] = [];
-    const supports: string[] = [];
-    if (dS > 0 || (dS === 0 && base.spikes > 0 && v.diverged >= base.diverged)) contradicts.push('it did not reduce the spike count');
-    if (dS < 0) supports.push('fewer spikes');
-    if (sensUp) contradicts.push('it raised the LR sensitivity');
-    if (sensDown) supports.push('a lower LR sensitivity');
-    if (early?.sign === 1) contradicts.push('its early blow-ups were larger');
-    if (early?.sign === -1) supports.push('smaller early blow-ups');
-    let verdict = '';
-    if (contradicts.length) {
-      verdict = ` This contradicts the seed, which lists ${claim} as a mitigation: ${contradicts.join(' and ')}` + (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
-      if (v.variant === 'skip' || v.variant === 'rollback') {
-        verdict += ` (Recovery acts after the spike is seen, so the flagged step itself is always counted, and the detector is blind for the first ${s.spikeWindow} steps, where the early excursions happen.)`;
-      }
-    } else if (supports.length) {
-      verdict = ` Consistent with the seed's claim for ${claim}: ${supports.join(', ')}.`;
-    }
-    if (small(Math.max(v.spikes, base.spikes)) && dS !== 0) verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
-    if (v.variant === 'skip' || v.variant === 'rollback') {
-      // Interventions where there was nothing to mitigate: the baseline twin neither spiked nor diverged.
-      const calm = results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps).filter((r) => {
-        const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
-        return twin && twin.spikes === 0 && !twin.diverged;
-      });
-      const acts = calm.reduce((a, r) => a + r.skipped_steps + r.rollbacks, 0);
-      if (calm.length) {
-        verdict += ` The online detectors (loss and gradient norm, window ${s.spikeWindow}) intervened ${acts} times (skipped steps + rollbacks) in the ${plural(calm.length, 'run')} whose baseline twin had no spike and did not diverge.`;
-      }
-    }
-    out.push(`${v.label} vs baseline: ${parts.join('; ')}.${verdict}`);
-  }
-  for (const v of vs) {
-    if (v.variant !== 'baseline' || v.eps === primaryEps || !base) continue;
-    const sens = v.lr_sensitivity !== null && base.lr_sensitivity !== null ? cmp(v.lr_sensitivity - base.lr_sensitivity) : null;
-    const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
-    let text =
-      `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
-      (sens !== null ? `, LR sensitivity ${f3(v.lr_sensitivity)} vs ${f3(base.lr_sensitivity)} nats` : '') +
-      `, best final loss ${f4(v.best_loss)} vs ${f4(base.best_loss)}.`;
-    // Worse = more spikes, more divergences, or a higher LR sensitivity (beyond the tie).
-    const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
-    const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
-    const larger = v.eps > primaryEps;
-    const seed = 'the seed lists lowering ε as a mitigation (techniques.md §1, item 4)';
-    if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4).`;
-    else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
-    else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
-    if ((worse || better) && small(Math.max(v.spikes, base.spikes)) && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
-      text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;
-    }
-    out.push(text);
+  if (base) {
+    for (const v of vs) if (v.variant !== 'baseline') out.push(mitigationFinding(results, v, base));
+    for (const v of vs) if (v.variant === 'baseline' && v.eps !== primaryEps) out.push(epsFinding(v, base, primaryEps));
   }
   const precursors = precursorFinding(results);
   if (precursors) out.push(precursors);
   if (!results.complete) out.push(results.interrupted ? 'The experiment was interrupted: rerun the same command to finish it.' : 'The experiment is incomplete.');
   return out;
+}
+
+/** A mitigation against the baseline at the same ε: spikes, early blow-ups, divergences, LR sensitivity, and the seed's claim. */
+function mitigationFinding(results: SpikeResults, v: VariantResult, base: VariantResult): string {
+  const s = results.settings;
+  const runsOf = (x: VariantResult) => results.runs.filter((r) => r.variant === x.variant && r.eps === x.eps);
+  const claim = MITIGATION_CLAIM[v.variant];
+  const parts: string[] = [];
+  const dS = v.spikes - base.spikes;
+  const split = `early excursions ${base.early_spikes} → ${v.early_spikes}, later spikes ${base.spikes - base.early_spikes} → ${v.spikes - v.early_spikes}`;
+  parts.push(dS < 0 ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})` : dS > 0 ? `more spikes (${base.spikes} → ${v.spikes}: ${split})` : `as many spikes (${v.spikes}: ${split})`);
+  const early = compareEarly(runsOf(base), runsOf(v));
+  if (early) parts.push(early.text);
+  if (v.diverged !== base.diverged) parts.push(`${v.diverged < base.diverged ? 'fewer' : 'more'} diverged runs (${base.diverged} → ${v.diverged})`);
+  let sensUp = false;
+  let sensDown = false;
+  if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
+    const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
+    parts.push(`LR sensitivity ${f3(base.lr_sensitivity)} → ${f3(v.lr_sensitivity)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
+    sensUp = d > 0;
+    sensDown = d < 0;
+  }
+  if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${f4(base.best_loss)} → ${f4(v.best_loss)}`);
+  const contradicts: string[] = [];
+  const supports: string[] = [];
+  if (dS > 0 || (dS === 0 && base.spikes > 0 && v.diverged >= base.diverged)) contradicts.push('it did not reduce the spike count');
+  if (dS < 0) supports.push('fewer spikes');
+  if (sensUp) contradicts.push('it raised the LR sensitivity');
+  if (sensDown) supports.push('a lower LR sensitivity');
+  if (early?.sign === 1) contradicts.push('its early blow-ups were larger');
+  if (early?.sign === -1) supports.push('smaller early blow-ups');
+  let verdict = '';
+  if (contradicts.length) {
+    verdict = ` This contradicts the seed, which lists ${claim} as a mitigation: ${contradicts.join(' and ')}` + (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
+    if (v.variant === 'skip' || v.variant === 'rollback') {
+      verdict += ` (Recovery acts after the spike is seen, so the flagged step itself is always counted, and the detector is blind for the first ${s.spikeWindow} steps, where the early excursions happen.)`;
+    }
+  } else if (supports.length) {
+    verdict = ` Consistent with the seed's claim for ${claim}: ${supports.join(', ')}.`;
+  }
+  if (Math.max(v.spikes, base.spikes) < SMALL_COUNT && dS !== 0) verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
+  if (v.variant === 'skip' || v.variant === 'rollback') {
+    // Interventions where there was nothing to mitigate: the baseline twin neither spiked nor diverged.
+    const calm = results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps).filter((r) => {
+      const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
+      return twin && twin.spikes === 0 && !twin.diverged;
+    });
+    const acts = calm.reduce((a, r) => a + r.skipped_steps + r.rollbacks, 0);
+    if (calm.length) {
+      verdict += ` The online detectors (loss and gradient norm, window ${s.spikeWindow}) intervened ${acts} times (skipped steps + rollbacks) in the ${plural(calm.length, 'run')} whose baseline twin had no spike and did not diverge.`;
+    }
+  }
+  return `${v.label} vs baseline: ${parts.join('; ')}.${verdict}`;
+}
+
+/** The baseline at a further ε against the baseline at the first. */
+function epsFinding(v: VariantResult, base: VariantResult, primaryEps: number): string {
+  const sens = v.lr_sensitivity !== null && base.lr_sensitivity !== null ? cmp(v.lr_sensitivity - base.lr_sensitivity) : null;
+  const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
+  let text =
+    `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
+    (sens !== null ? `, LR sensitivity ${f3(v.lr_sensitivity)} vs ${f3(base.lr_sensitivity)} nats` : '') +
+    `, best final loss ${f4(v.best_loss)} vs ${f4(base.best_loss)}.`;
+  // Worse = more spikes, more divergences, or a higher LR sensitivity (beyond the tie).
+  const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
+  const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
+  const larger = v.eps > primaryEps;
+  const seed = 'the seed lists lowering ε as a mitigation (techniques.md §1, item 4)';
+  if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4).`;
+  else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts the seed, which lists lowering ε as a mitigation (techniques.md §1, item 4); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
+  else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
+  if ((worse || better) && Math.max(v.spikes, base.spikes) < SMALL_COUNT && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
+    text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;
+  }
+  return text;
 }
 
 /** The lead-time paragraph, with the control (false-alarm rate) and the seed's mechanism checked. */

@@ -4,20 +4,19 @@
  * src/report/html.ts) and bar views of optimizer-state memory and throughput. Everything shown
  * is computed from results.json and the final runs' metrics.jsonl; nothing is hard-coded.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
-import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers.ts';
+import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers_results.ts';
 import { PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
-export function writeExperimentReport(outDir: string, results: ExperimentResults): string {
+export function writeOptimizerReport(outDir: string, results: ExperimentResults): string {
   const file = path.join(outDir, 'report.html');
-  writeFileAtomic(file, renderExperimentReport(outDir, results));
+  writeFileAtomic(file, renderOptimizerReport(outDir, results));
   return file;
 }
 
@@ -169,7 +168,7 @@ p.verdict.met { color: #166534; } p.verdict.not-met { color: #9a3412; }
 .bar-value { font-variant-numeric: tabular-nums; font-size: 12px; }
 `;
 
-export function renderExperimentReport(outDir: string, results: ExperimentResults): string {
+export function renderOptimizerReport(outDir: string, results: ExperimentResults): string {
   const colors = new Map(results.optimizers.map((o, i) => [o.optimizer, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;
@@ -233,10 +232,4 @@ ${chartScripts(payload)}
 </body>
 </html>
 `;
-}
-
-/** For tools: the report of an experiment directory from its results.json. */
-export function rewriteExperimentReport(outDir: string): string {
-  const results = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as ExperimentResults;
-  return writeExperimentReport(outDir, results);
 }
