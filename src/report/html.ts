@@ -205,7 +205,7 @@ export function chartScripts(payload: ChartPayload): string {
   const assets = uplotAssets();
   return `<script type="application/json" id="keel-data">${jsonForScript(payload)}</script>
 <script>${inlineSafe(assets.js, 'script')}</script>
-<script>${inlineSafe(readAsset('client.js'), 'script')}</script>`;
+<script type="module">${inlineSafe(readAsset('client.js'), 'script')}</script>`;
 }
 
 /** A series as the charts embed it: min/max-downsampled to `maxPoints`, six significant digits. */
