@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { UserError } from '../errors.ts';
+import { readMetrics, type MetricsRecord } from '../io/metrics.ts';
 import { formatNumber } from '../report/format.ts';
 import { lrForBatch, PLAN_RULES, softsignNu2, surgePeak, type RuleParams } from '../schedule/rules.ts';
 import { float } from './args.ts';
@@ -130,15 +131,8 @@ export function readRunNoise(from: string): RunInfo {
   const dir = fs.statSync(from).isDirectory() ? from : path.dirname(from);
   const file = fs.statSync(from).isDirectory() ? path.join(from, 'metrics.jsonl') : from;
   if (!fs.existsSync(file)) throw new UserError(`--from ${from}: no metrics.jsonl there (is it a keel train run directory?)`);
-  let last: Record<string, unknown> | null = null;
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    if (!line.includes('"b_simple"')) continue;
-    let r: Record<string, unknown>;
-    try {
-      r = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
+  let last: MetricsRecord | null = null;
+  for (const r of readMetrics(file)) {
     if (typeof r.b_simple === 'number' && Number.isFinite(r.b_simple) && r.b_simple > 0) last = r;
   }
   if (!last) {
