@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { serve } from '../src/serve/server.ts';
+import { median } from '../src/util/stats.ts';
 
 const arg = (name: string, d: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -39,7 +40,6 @@ async function once(size: string, keel: boolean, round: number): Promise<Out> {
   return JSON.parse(fs.readFileSync(out, 'utf8'));
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: Record<string, unknown>[] = [];
 for (const size of Object.keys(SIZES)) {
   const plain: number[] = [];
@@ -52,9 +52,9 @@ for (const size of Object.keys(SIZES)) {
       else plain.push(o.step_ms);
     }
   }
-  const p = median(plain);
-  const k = median(keel.map((o) => o.step_ms));
-  const inCall = median(keel.map((o) => o.report_ms! + o.snapshot_ms!));
+  const p = median(plain)!;
+  const k = median(keel.map((o) => o.step_ms))!;
+  const inCall = median(keel.map((o) => o.report_ms! + o.snapshot_ms!))!;
   results.push({ size, plain_step_ms: p, keel_step_ms: k, overhead_ms: k - p, overhead_share: (k - p) / p, in_call_ms: inCall, in_call_share: inCall / k });
 }
 await s.close();

@@ -25,10 +25,9 @@ const minMs = Number(opt('ms', '20'));
 const only = opt('only', '').split(',').filter(Boolean);
 
 const nk = nativeKernels();
-const ext = nk as unknown as { opsSetSimd(on?: boolean): boolean };
 const threadsBefore = nk.threads();
 if (args.includes('--threads')) nk.threads(Number(opt('threads', String(threadsBefore))));
-const simd = ext.opsSetSimd(!args.includes('--portable'));
+const simd = nk.kernelsSetSimd(!args.includes('--portable'));
 
 interface Model { name: string; B: number; T: number; C: number; NH: number; V: number; L: number }
 const MODELS: Model[] = [

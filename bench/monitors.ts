@@ -19,6 +19,7 @@ import { GPT } from '../src/model/gpt.ts';
 import { Diagnostics } from '../src/monitor/diagnostics.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from '../src/util/stats.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -79,7 +80,6 @@ function step(withDiag: boolean): [number, number] {
   return [performance.now() - t0, inDiag];
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 for (let i = 0; i < 5; i++) step(false); // warm-up: JIT, page faults, thread pool
 const direct: number[] = [];
@@ -109,8 +109,8 @@ for (let r = 0; r < rounds; r++) {
 
 const out = {
   config: cfgName, batch: B, params: model.numParams, tensors: model.layout.tensors.length, every, rounds,
-  step_ms: median(plainMs), diag_ms_per_period: median(diagMsPerRound),
-  overhead_direct_pct: median(direct), overhead_differential_pct: median(differential),
+  step_ms: median(plainMs)!, diag_ms_per_period: median(diagMsPerRound)!,
+  overhead_direct_pct: median(direct)!, overhead_differential_pct: median(differential)!,
   record_bytes: lineBytes, diag_buffer_bytes: diag.bytes, threads: k.threads(),
 };
 if (json) process.stdout.write(JSON.stringify(out) + '\n');

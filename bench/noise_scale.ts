@@ -20,6 +20,7 @@ import { GPT } from '../src/model/gpt.ts';
 import { NoiseScale, type NoiseGroups } from '../src/monitor/noise_scale.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from '../src/util/stats.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -82,11 +83,6 @@ function step(withNoise: boolean): [number, number] {
   return [performance.now() - t0, inNoise];
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 step(false); // warm-up: first-touch of activations and optimizer state
 step(true);
@@ -116,10 +112,10 @@ const out = {
   accum,
   groups,
   rounds,
-  step_ms: median(plainMs),
-  noise_ms: median(noiseMs),
-  direct_pct: median(direct),
-  differential_pct: median(diff),
+  step_ms: median(plainMs)!,
+  noise_ms: median(noiseMs)!,
+  direct_pct: median(direct)!,
+  differential_pct: median(diff)!,
   records,
 };
 if (json) {

@@ -34,7 +34,7 @@ if (!Number.isInteger(N) || N < 1 || !Number.isInteger(reps) || reps < 1) {
 
 const nk = nativeKernels();
 if (args.includes('--threads')) nk.threads(Number(opt('threads', '2')));
-const simd = nk.opsSetSimd(!args.includes('--portable'));
+const simd = nk.kernelsSetSimd(!args.includes('--portable'));
 const threads = nk.threads();
 
 function rand(n: number, s = 1): Float32Array {

@@ -11,6 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { median } from '../src/util/stats.ts';
 
 const args = process.argv.slice(2);
 const flag = (name: string, def: string) => {
@@ -33,7 +34,6 @@ function run(cmd: string, argv: string[], env: Record<string, string> = {}): Res
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 const imports = (python: string) => spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** One engine in one configuration: how to run it, and its tokens/s per round. */
 interface Entry { name: string; command: string; run: () => Result; runs: Result[] }
@@ -64,7 +64,7 @@ for (let r = 0; r < rounds; r++) {
 }
 
 const rows = groups.map(({ config, precision, engines }) => {
-  const tps = (e: Entry) => median(e.runs.map((x) => Number(x.tokens_per_s)));
+  const tps = (e: Entry) => median(e.runs.map((x) => Number(x.tokens_per_s)))!;
   const [keel, ...peers] = engines;
   const k = tps(keel);
   const mid = keel.runs.find((x) => Number(x.tokens_per_s) === k)!;

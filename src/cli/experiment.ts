@@ -12,12 +12,12 @@ import { DEFAULT_LR_FACTORS } from '../experiments/optimizers_results.ts';
 import { writeOptimizerReport } from '../experiments/optimizers_report.ts';
 import { runSpikeExperiment } from '../experiments/spikes.ts';
 import { DEFAULT_EPS, DEFAULT_LRS, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS } from '../experiments/spikes_results.ts';
-import { findings, writeSpikeReport } from '../experiments/spikes_report.ts';
+import { spikeFindings, writeSpikeReport } from '../experiments/spikes_report.ts';
 import { runLawaExperiment } from '../experiments/lawa.ts';
-import { findings as lawaFindings, writeLawaReport } from '../experiments/lawa_report.ts';
+import { lawaFindings, writeLawaReport } from '../experiments/lawa_report.ts';
 import { runBatchExperiment } from '../experiments/batch.ts';
 import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS } from '../experiments/batch_results.ts';
-import { findings as batchFindings, writeBatchReport } from '../experiments/batch_report.ts';
+import { batchFindings, writeBatchReport } from '../experiments/batch_report.ts';
 import { resolveConfig } from '../model/config.ts';
 import { OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { int } from './args.ts';
@@ -182,7 +182,7 @@ function spikesCommand(): Command {
       );
       process.stderr.write(
         `${results.complete ? 'done' : 'stopped'}: ${dir}/report.html, results.json\n${lines.join('\n')}\n` +
-          findings(results).map((f) => `- ${f}`).join('\n') + '\n' +
+          spikeFindings(results).map((f) => `- ${f}`).join('\n') + '\n' +
           (results.interrupted ? `continue with: keel experiment spikes --out ${out} (and the same settings)\n` : ''),
       );
       if (o.json) process.stdout.write(JSON.stringify(results) + '\n');

@@ -15,7 +15,7 @@ export function addOptimizerFlags(cmd: Command, defaultName?: string): Command {
 }
 
 /** Every optimizer with its options, for the end of --help. */
-export function optimizerHelp(): string {
+function optimizerHelp(): string {
   const lines = ['', 'Optimizers and their --opt options (library API names):'];
   for (const name of OPTIMIZER_NAMES) {
     lines.push(`  ${name}: ${OPTIMIZERS[name].summary}`);

@@ -46,6 +46,7 @@ import {
   DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS, DEFAULT_TOKENS, NEAR_TIE, RULES, TARGET_MARGIN,
   type BatchResults, type BatchRow, type BatchRunRecord, type BatchSettings, type CritFit, type EpsResult, type EvalPoint, type PilotRecord, type RuleFit,
 } from './batch_results.ts';
+import { median } from '../util/stats.ts';
 
 export interface BatchExperimentOptions {
   out: string;
@@ -94,7 +95,7 @@ interface Resolved {
   shouldStop?: () => boolean;
 }
 
-export function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
+function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
   const batches = numbers('--batches', o.batches, DEFAULT_BATCHES, (x) => Number.isSafeInteger(x) && x >= 2 && x % 2 === 0, 'even integers ≥ 2 (micro-batch B/2 × accum 2)')
     .sort((a, b) => a - b);
   if (batches.length < 2) throw new UserError('--batches needs at least 2 batch sizes to fit S_min and B_crit');
@@ -236,13 +237,6 @@ export function logSlope(points: readonly { batch: number; lr: number }[]): numb
   return sxx > 0 ? x.reduce((a, v, i) => a + (v - mx) * (y[i] - my), 0) / sxx : null;
 }
 
-function median(xs: number[]): number | null {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 const sig2 = (x: number) => Number(x.toPrecision(2));
 
 /** About n points of a series, the last included. */
@@ -269,15 +263,15 @@ export function valueAt(curve: readonly [number, number][], step: number): numbe
 // ---------------------------------------------------------------------------------------------
 // Running.
 
-export function runDirOf(out: string, eps: number, batch: number, lr: number): string {
+function batchRunDir(out: string, eps: number, batch: number, lr: number): string {
   return path.join(out, `eps-${String(eps)}`, `B-${batch}`, lrDirName(lr));
 }
 
-export function stepsOf(s: BatchSettings, batch: number): number {
+function stepsOf(s: BatchSettings, batch: number): number {
   return Math.max(1, Math.round(s.tokens / (batch * s.config.blockSize)));
 }
 
-export function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
+function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
   const steps = stepsOf(s, batch);
   return withDefaults({
     configName: s.configName,
@@ -387,7 +381,7 @@ function pilotEps(pilot: PilotRecord): number[] {
 function reuseFinished(r: Resolved, grid: Grid<BatchRunRecord>, epsValues: number[]): void {
   const s = r.settings;
   for (const eps of epsValues) for (const B of r.batches) for (const lr of r.lrs) {
-    const dir = runDirOf(r.out, eps, B, lr);
+    const dir = batchRunDir(r.out, eps, B, lr);
     const rec = grid.reuse(dir, (x) => x.eps === eps && x.batch === B && x.lr === lr && x.tokens === s.tokens && Array.isArray(x.evals));
     if (rec && rec.b_curve === undefined && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
       rec.b_curve = thin(logStats(metricsOf(dir)).curve, s.evalPoints * 2);
@@ -426,7 +420,7 @@ async function sweepLrs(r: Resolved, grid: Grid<BatchRunRecord>, eps: number, B:
 
 function sweepJob(r: Resolved, eps: number, B: number, lr: number) {
   const s = r.settings;
-  const dir = runDirOf(r.out, eps, B, lr);
+  const dir = batchRunDir(r.out, eps, B, lr);
   return {
     dir,
     label: `ε ${eps} B ${B} lr ${lr}`,
@@ -509,7 +503,7 @@ function assembleBatchResults(r: Resolved, epsValues: number[], pilot: PilotReco
       slope: logSlope(lrPts), peak_batch: peak,
     };
   });
-  const runs = all.map((m) => ({ ...m, run_dir: path.relative(r.out, runDirOf(r.out, m.eps, m.batch, m.lr)) }));
+  const runs = all.map((m) => ({ ...m, run_dir: path.relative(r.out, batchRunDir(r.out, m.eps, m.batch, m.lr)) }));
   return {
     version: 1,
     experiment: 'batch',

@@ -12,8 +12,8 @@ import { createProgress } from '../util/progress.ts';
 import { writeReport } from '../report/html.ts';
 import { RecoveryExhausted, TrainingDiverged, train, type TrainOptions, type TrainSummary } from '../train/trainer.ts';
 
-export const RESULTS = 'results.json';
-export const SUMMARY = 'summary.json';
+const RESULTS = 'results.json';
+const SUMMARY = 'summary.json';
 
 /** Series colours of the experiment reports. */
 export const PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#db2777', '#65a30d', '#ca8a04', '#475569', '#dc2626'];

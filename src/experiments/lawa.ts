@@ -6,6 +6,7 @@
  * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
  */
 import path from 'node:path';
+import { formatFixed } from '../report/format.ts';
 import { UserError } from '../errors.ts';
 import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
@@ -70,12 +71,11 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
 }
 
 function describe(run: LawaRun): string {
-  const f = (v: number | null) => (v === null ? '—' : v.toFixed(4));
-  return `final val loss raw ${f(run.final.raw)}, LAWA ${f(run.final.lawa)}, EMA ${f(run.final.ema)}`;
+  return `final val loss raw ${formatFixed(run.final.raw, 4)}, LAWA ${formatFixed(run.final.lawa, 4)}, EMA ${formatFixed(run.final.ema, 4)}`;
 }
 
 /** The evaluation curves of a run and what the experiment measures on them. */
-export function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
+function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
   const byStep = new Map<number, Record<string, unknown>>();
   for (const m of readMetrics(metricsFile)) if (typeof m.step === 'number' && 'val_loss' in m) byStep.set(m.step, m);
   const steps = [...byStep.keys()].sort((a, b) => a - b);

@@ -24,7 +24,7 @@ export interface LawaRun {
 }
 
 /** How the runs were made (the options of src/experiments/lawa.ts with their defaults filled in). */
-export interface LawaSettings {
+interface LawaSettings {
   configName: string;
   lrs: number[];
   steps: number;

@@ -85,7 +85,7 @@ interface Resolved {
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
-export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
+function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
   const optimizers = [...new Set(o.optimizers ?? OPTIMIZER_NAMES)];
   if (optimizers.length === 0) throw new UserError(`--optimizers is empty: name one or more of ${OPTIMIZER_NAMES.join(', ')}`);
   for (const name of optimizers) optimizerEntry(name); // unknown name → UserError listing the known ones
@@ -132,7 +132,7 @@ export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolve
 }
 
 /** Exact optimizer-state bytes for a model, without training (for runs that diverged before reporting it). */
-export function plannedStateBytes(name: string, options: Record<string, unknown>, config: GPTConfig): { bytes: number; params: number } {
+function plannedStateBytes(name: string, options: Record<string, unknown>, config: GPTConfig): { bytes: number; params: number } {
   const layout = paramLayout(config);
   const opt = createOptimizer(name, options);
   return { bytes: stateBytes(opt.init(new Float32Array(layout.total), layout.tensors)), params: layout.total };
@@ -143,7 +143,7 @@ export function plannedStateBytes(name: string, options: Record<string, unknown>
  * to be built without an lr (Adafactor with relativeStep=false) also gets the run's peak lr; the
  * trainer still passes the schedule's lr at every step, which takes precedence.
  */
-export function runOptions(name: string, lr: number): Record<string, unknown> {
+function runOptions(name: string, lr: number): Record<string, unknown> {
   const options = { ...optimizerEntry(name).train.options };
   try {
     createOptimizer(name, options);

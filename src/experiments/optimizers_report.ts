@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
-import { formatNumber } from '../report/format.ts';
+import { formatFixed, formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
 import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers_results.ts';
@@ -21,9 +21,8 @@ export function writeOptimizerReport(outDir: string, results: ExperimentResults)
 }
 
 const pct = (ratio: number, digits = 2) => `${(ratio * 100).toFixed(digits)}%`;
-const loss = (v: number | null) => (v === null ? '—' : v.toFixed(4));
 
-export function formatBytes(n: number): string {
+function formatBytes(n: number): string {
   if (n < 1000) return `${n} B`;
   if (n < 1e6) return `${Number((n / 1e3).toPrecision(3))} kB`;
   if (n < 1e9) return `${Number((n / 1e6).toPrecision(3))} MB`;
@@ -51,7 +50,7 @@ export function verdictText(t: AdafactorTarget, results?: Pick<ExperimentResults
   return (
     `${claim}: ${t.met ? 'MET' : 'NOT MET'} on this run. ` +
     `State: ${pct(t.state_ratio)} of AdamW's${bytes} — ≤ ${pct(t.state_limit, 0)}: ${yn(t.state_ok)}. ` +
-    `Validation loss: ${loss(t.adafactor_val_loss)} vs AdamW's ${loss(t.adamw_val_loss)}, ${relative(t.val_loss_ratio)} — ` +
+    `Validation loss: ${formatFixed(t.adafactor_val_loss, 4)} vs AdamW's ${formatFixed(t.adamw_val_loss, 4)}, ${relative(t.val_loss_ratio)} — ` +
     `≤ ${pct(t.val_loss_limit, 0)} higher: ${yn(t.val_loss_ok)}.`
   );
 }
@@ -99,7 +98,7 @@ function sweepCell(o: OptimizerResult): string {
   if (o.sweep.length === 0) return '—';
   return o.sweep
     .map((p) => {
-      const text = `${formatNumber(p.lr)}: ${p.diverged ? 'diverged' : loss(p.val_loss)}`;
+      const text = `${formatNumber(p.lr)}: ${p.diverged ? 'diverged' : formatFixed(p.val_loss, 4)}`;
       return p.lr === o.best_lr ? `<b>${escapeHtml(text)}</b>` : escapeHtml(text);
     })
     .join('<br>');
@@ -122,7 +121,7 @@ function resultsTable(results: ExperimentResults, colors: Map<string, string>): 
   const rows = results.optimizers.map((o) => {
     const note = statusNote(o);
     const best = o.best_lr === null ? '—' : `${escapeHtml(formatNumber(o.best_lr))}${o.best_at_edge ? ' †' : ''}`;
-    const finalCell = o.val_loss !== null ? loss(o.val_loss) : `<span class="muted">${escapeHtml(note || '—')}</span>`;
+    const finalCell = o.val_loss !== null ? formatFixed(o.val_loss, 4) : `<span class="muted">${escapeHtml(note || '—')}</span>`;
     return (
       `<tr><td><span class="swatch" style="background:${colors.get(o.optimizer)}"></span>${escapeHtml(o.optimizer)}</td>` +
       num(best) +
@@ -168,7 +167,7 @@ p.verdict.met { color: #166534; } p.verdict.not-met { color: #9a3412; }
 .bar-value { font-variant-numeric: tabular-nums; font-size: 12px; }
 `;
 
-export function renderOptimizerReport(outDir: string, results: ExperimentResults): string {
+function renderOptimizerReport(outDir: string, results: ExperimentResults): string {
   const colors = new Map(results.optimizers.map((o, i) => [o.optimizer, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;

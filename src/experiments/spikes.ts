@@ -49,6 +49,7 @@ import {
   ANALYSIS_VERSION, DEFAULT_EPS, DEFAULT_LRS, EMBED_SHRINK, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, VARIANT_DOC, Z_LOSS,
   type LeadSummary, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type SpikeSettings, type SpikeVariant, type StatLeadSummary, type VariantResult,
 } from './spikes_results.ts';
+import { median } from '../util/stats.ts';
 
 export interface SpikeExperimentOptions {
   out: string;
@@ -106,7 +107,7 @@ function numbers(name: string, values: number[] | undefined, fallback: number[],
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
-export function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
+function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
   const variants = [...new Set(o.variants ?? SPIKE_VARIANTS)];
   if (variants.length === 0) throw new UserError(`--variants is empty: name one or more of ${SPIKE_VARIANTS.join(', ')}`);
   for (const v of variants) {
@@ -185,12 +186,12 @@ function gridDescription(r: Resolved): string {
   return others.length && r.variants.includes('baseline') ? `${base}; the baseline also at ε ${others.map(formatNumber).join(', ')}` : base;
 }
 
-export function runDirOf(out: string, variant: SpikeVariant, eps: number, lr: number): string {
+function spikeRunDir(out: string, variant: SpikeVariant, eps: number, lr: number): string {
   return path.join(out, variant, `eps-${String(eps)}`, lrDirName(lr));
 }
 
 /** The trainer options of one run: the baseline plus the variant's one change. */
-export function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number, lr: number, dir: string): TrainOptions {
+function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number, lr: number, dir: string): TrainOptions {
   const opt: Record<string, unknown> = { eps };
   if (variant === 'atan2') opt.epsMode = 'atan2';
   if (variant === 'eps-zero') opt.epsMode = 'zero';
@@ -232,13 +233,6 @@ export function lrSensitivity(finalLosses: readonly number[], l0: number): numbe
   const capped = finalLosses.map((l) => (Number.isFinite(l) ? Math.min(l, l0) : l0));
   const best = Math.min(...capped);
   return capped.reduce((a, l) => a + (l - best), 0) / capped.length;
-}
-
-export function median(xs: readonly number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 export function summarizeLeads(runs: readonly Pick<SpikeRunRecord, 'events' | 'control'>[]): LeadSummary {
@@ -331,12 +325,12 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
     progress: r.progress, log: r.log, shouldStop: r.shouldStop, describe, saved: save,
     total: plans.reduce((a, p) => a + p.lrs.length, 0),
   });
-  for (const p of plans) for (const lr of p.lrs) reuseFinished(r.settings, grid, p, lr, runDirOf(r.out, p.variant, p.eps, lr));
+  for (const p of plans) for (const lr of p.lrs) reuseFinished(r.settings, grid, p, lr, spikeRunDir(r.out, p.variant, p.eps, lr));
   save();
   await grid.untilInterrupted(async () => {
     for (const p of plans) {
       for (const lr of p.lrs) {
-        const dir = runDirOf(r.out, p.variant, p.eps, lr);
+        const dir = spikeRunDir(r.out, p.variant, p.eps, lr);
         await grid.run({
           dir,
           label: `${p.key} lr ${lr}`,
@@ -380,7 +374,7 @@ function assembleSpikeResults(r: Resolved, plans: Plan[], records: Map<string, S
   const variants: VariantResult[] = plans.map((p) => {
     const mine: SpikeRunRecord[] = [];
     for (const lr of p.lrs) {
-      const dir = runDirOf(r.out, p.variant, p.eps, lr);
+      const dir = spikeRunDir(r.out, p.variant, p.eps, lr);
       const rec = records.get(dir);
       if (!rec) continue;
       mine.push(rec);

@@ -10,7 +10,8 @@
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
-import { formatDuration, formatNumber } from '../report/format.ts';
+import { mean } from '../util/stats.ts';
+import { formatDuration, formatFixed, formatNumber } from '../report/format.ts';
 import { PALETTE, readSummary } from './common.ts';
 import { EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat } from '../monitor/spike_log.ts';
 import type { SpikeResults, SpikeRunRecord, SpikeRunResult, VariantResult } from './spikes_results.ts';
@@ -32,12 +33,10 @@ const STAT_LABEL: Record<LeadStat, string> = {
   'wte.eps_frac': 'ε-dominated fraction (token embedding)',
 };
 
-const f4 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(4));
-const f3 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(3));
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${Math.round(v * 100)}%`);
 const plural = (n: number, word: string, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;
 /** Loss differences below this (nats) are called a tie: one seed cannot resolve them. */
-export const TIE = 0.02;
+const TIE = 0.02;
 const cmp = (d: number) => (Math.abs(d) < TIE ? 0 : Math.sign(d));
 
 // ---------------------------------------------------------------------------------------------
@@ -54,7 +53,7 @@ const MITIGATION_CLAIM: Record<string, string> = {
 };
 
 /** Counts below this are too small for one seed to tell a difference from chance. */
-export const SMALL_COUNT = 10;
+const SMALL_COUNT = 10;
 /** Early blow-ups count as larger/smaller when their mean peak differs by more than this fraction. */
 const EARLY_REL = 0.2;
 
@@ -63,7 +62,7 @@ const EARLY_REL = 0.2;
  * L0 and mean steps until the loss was back below L0 (recovered ones). sign: +1 when the
  * second's peaks are more than EARLY_REL higher, −1 lower, 0 otherwise.
  */
-export function compareEarly(base: readonly SpikeRunResult[], other: readonly SpikeRunResult[]): { text: string; sign: number } | null {
+function compareEarly(base: readonly SpikeRunResult[], other: readonly SpikeRunResult[]): { text: string; sign: number } | null {
   const early = (r: SpikeRunResult) => r.events.find((e) => e.kind === 'early');
   const pairs = base.flatMap((b) => {
     const o = other.find((x) => x.lr === b.lr);
@@ -71,7 +70,6 @@ export function compareEarly(base: readonly SpikeRunResult[], other: readonly Sp
     return eb && eo && Number.isFinite(eb.height) && Number.isFinite(eo.height) ? [{ lr: b.lr, b: eb, o: eo }] : [];
   });
   if (pairs.length === 0) return null;
-  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, x) => a + x, 0) / xs.length : null);
   const hb = mean(pairs.map((p) => p.b.height))!, ho = mean(pairs.map((p) => p.o.height))!;
   const dur = (e: { start: number; end: number | null }) => (e.end === null ? [] : [e.end - e.start]);
   const db = mean(pairs.flatMap((p) => dur(p.b))), dO = mean(pairs.flatMap((p) => dur(p.o)));
@@ -83,7 +81,7 @@ export function compareEarly(base: readonly SpikeRunResult[], other: readonly Sp
 }
 
 /** The generated findings, one plain-text paragraph each (also used by the CLI and tests). */
-export function findings(results: SpikeResults): string[] {
+export function spikeFindings(results: SpikeResults): string[] {
   const out: string[] = [];
   const s = results.settings;
   const vs = results.variants;
@@ -113,7 +111,7 @@ export function findings(results: SpikeResults): string[] {
       `Baseline (AdamW, ε ${primaryEps}): ${plural(base.spikes, 'spike')} over ${plural(base.runs, 'run')}` +
         (spiky.length ? ` (at lr ${spiky.join(', ')})` : '') +
         `, ${div.length ? `diverged at lr ${div.join(', ')}` : 'no run diverged'}; ` +
-        `best final loss ${f4(base.best_loss)} at lr ${base.best_lr === null ? '—' : formatNumber(base.best_lr)}, LR sensitivity ${f3(base.lr_sensitivity)} nats.`,
+        `best final loss ${formatFixed(base.best_loss, 4)} at lr ${base.best_lr === null ? '—' : formatNumber(base.best_lr)}, LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} nats.`,
     );
   }
   if (base) {
@@ -142,11 +140,11 @@ function mitigationFinding(results: SpikeResults, v: VariantResult, base: Varian
   let sensDown = false;
   if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
     const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
-    parts.push(`LR sensitivity ${f3(base.lr_sensitivity)} → ${f3(v.lr_sensitivity)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
+    parts.push(`LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} → ${formatFixed(v.lr_sensitivity, 3)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
     sensUp = d > 0;
     sensDown = d < 0;
   }
-  if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${f4(base.best_loss)} → ${f4(v.best_loss)}`);
+  if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${formatFixed(base.best_loss, 4)} → ${formatFixed(v.best_loss, 4)}`);
   const contradicts: string[] = [];
   const supports: string[] = [];
   if (dS > 0 || (dS === 0 && base.spikes > 0 && v.diverged >= base.diverged)) contradicts.push('it did not reduce the spike count');
@@ -185,8 +183,8 @@ function epsFinding(v: VariantResult, base: VariantResult, primaryEps: number): 
   const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
   let text =
     `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
-    (sens !== null ? `, LR sensitivity ${f3(v.lr_sensitivity)} vs ${f3(base.lr_sensitivity)} nats` : '') +
-    `, best final loss ${f4(v.best_loss)} vs ${f4(base.best_loss)}.`;
+    (sens !== null ? `, LR sensitivity ${formatFixed(v.lr_sensitivity, 3)} vs ${formatFixed(base.lr_sensitivity, 3)} nats` : '') +
+    `, best final loss ${formatFixed(v.best_loss, 4)} vs ${formatFixed(base.best_loss, 4)}.`;
   // Worse = more spikes, more divergences, or a higher LR sensitivity (beyond the tie).
   const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
   const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
@@ -248,8 +246,8 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
   const rows = results.variants.map((v) =>
     `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>` +
       `<td class="muted desc">${escapeHtml(v.description)}</td>` +
-      num(v.lr_sensitivity === null ? `<span class="muted">${v.runs}/${v.planned} runs</span>` : f3(v.lr_sensitivity)) +
-      num(f4(v.best_loss)) +
+      num(v.lr_sensitivity === null ? `<span class="muted">${v.runs}/${v.planned} runs</span>` : formatFixed(v.lr_sensitivity, 3)) +
+      num(formatFixed(v.best_loss, 4)) +
       num(v.best_lr === null ? '—' : escapeHtml(formatNumber(v.best_lr))) +
       num(`${v.spikes} (${v.early_spikes})`) +
       num(`${v.runs_with_spikes}/${v.runs}`) +
@@ -263,7 +261,7 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
 }
 
 /** Final loss vs lr, log-x, one line per variant; diverged runs drawn at L0 as open markers. */
-export function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string {
+function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string {
   const runs = results.runs;
   if (runs.length === 0) return '<p class="note">No finished runs yet.</p>';
   const W = 820, H = 420, L = 60, R = 170, T = 16, B = 44;
@@ -292,7 +290,7 @@ export function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>):
     const dash = v.variant === 'baseline' && v.eps !== results.grid.eps_values[0] ? ' stroke-dasharray="5 3"' : '';
     parts.push(`<polyline fill="none" stroke="${c}" stroke-width="1.6"${dash} points="${pts.map((p) => `${X(p.lr).toFixed(1)},${Y(p.final_loss).toFixed(1)}`).join(' ')}"/>`);
     for (const p of pts) {
-      const title = `${v.label}, lr ${p.lr}: ${p.diverged ? `diverged${p.diverged_at !== null ? ` at step ${p.diverged_at}` : ''} (capped at L0)` : `final val loss ${f4(p.final_loss)}`}; ${plural(p.spikes, 'spike')}`;
+      const title = `${v.label}, lr ${p.lr}: ${p.diverged ? `diverged${p.diverged_at !== null ? ` at step ${p.diverged_at}` : ''} (capped at L0)` : `final val loss ${formatFixed(p.final_loss, 4)}`}; ${plural(p.spikes, 'spike')}`;
       parts.push(p.diverged
         ? `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="4" fill="#fff" stroke="${c}" stroke-width="1.6"><title>${escapeHtml(title)}</title></circle>`
         : `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="3" fill="${c}"><title>${escapeHtml(title)}</title></circle>`);
@@ -315,7 +313,7 @@ function spikeMatrix(results: SpikeResults, colors: Map<string, string>): string
       const shade = r.spikes > 0 ? ` style="background:rgba(220,38,38,${Math.min(0.55, 0.12 + 0.1 * r.spikes)})"` : '';
       const div = r.diverged ? `<br><span class="div">diverged${r.diverged_at !== null ? ` @${r.diverged_at}` : ''}</span>` : '';
       const rec = r.skipped_steps || r.rollbacks ? `<br><span class="muted">${r.skipped_steps} skip · ${r.rollbacks} rb</span>` : '';
-      const loss = r.diverged ? '' : `<br><span class="muted">${f3(r.val_loss)}</span>`;
+      const loss = r.diverged ? '' : `<br><span class="muted">${formatFixed(r.val_loss, 3)}</span>`;
       return `<td class="n"${shade} title="${escapeHtml(r.run_dir)}"><b>${r.spikes}</b>${loss}${div}${rec}</td>`;
     });
     return `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>${cells.join('')}</tr>`;
@@ -390,7 +388,7 @@ svg.lrplot .cap { stroke: #9a3412; stroke-dasharray: 3 3; }
 svg.lrplot .muted { fill: #9a3412; }
 `;
 
-export function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[] = () => []): string {
+function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[] = () => []): string {
   const colors = new Map(results.variants.map((v, i) => [v.key, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;
@@ -415,7 +413,7 @@ export function renderSpikeReport(outDir: string, results: SpikeResults, curves:
   return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
 <section class="findings">
 <h2>What we measured</h2>
-<ul class="findings">${findings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
+<ul class="findings">${spikeFindings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
 <p class="note">Generated from results.json. Grid: ${escapeHtml(results.grid.description)}.</p>
 </section>
 <section class="table">

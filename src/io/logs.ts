@@ -34,7 +34,7 @@ export const FORMAT_NAMES: Record<LogFormat, string> = {
   tfevents: 'TensorBoard events',
 };
 
-export interface Point {
+interface Point {
   step: number;
   value: number;
 }
@@ -50,7 +50,7 @@ export interface RunLog {
 }
 
 /** Column / key names accepted as the step, in order of preference. */
-export const STEP_KEYS = ['step', 'global_step', 'iter', 'iteration', '_step'];
+const STEP_KEYS = ['step', 'global_step', 'iter', 'iteration', '_step'];
 
 /** metric → step → value; Map.set makes the last write win. */
 class SeriesTable {
@@ -111,7 +111,7 @@ export function readLog(spec: string): RunLog {
   }
 }
 
-export function resolveLogFile(spec: string): string {
+function resolveLogFile(spec: string): string {
   let st: fs.Stats;
   try {
     st = fs.statSync(spec);
@@ -132,7 +132,7 @@ export function resolveLogFile(spec: string): string {
   throw new UserError(`${spec} is a directory with neither metrics.jsonl nor an events.out.tfevents.* file`);
 }
 
-export function detectFormat(file: string, buf: Buffer): LogFormat {
+function detectFormat(file: string, buf: Buffer): LogFormat {
   const base = path.basename(file);
   if (base.includes('tfevents')) return 'tfevents';
   if (/\.(csv|tsv)$/i.test(base)) return 'csv';
@@ -230,7 +230,7 @@ function jsonNumber(v: unknown): number | undefined {
 }
 
 /** llm.c's logger: `s:%d trl:%f lr:%f norm:%f` and `s:%d tel:%f` lines. */
-export function parseLlmc(text: string, file = '<llm.c log>'): RunLog {
+function parseLlmc(text: string, file = '<llm.c log>'): RunLog {
   const table = new SeriesTable();
   for (const line of text.split('\n')) {
     const parts = line.trim().split(/\s+/);
@@ -482,7 +482,7 @@ const DT_INT64 = 9;
 const DT_BFLOAT16 = 14;
 const DT_HALF = 19;
 
-export function parseTfEvents(buf: Uint8Array, file = '<events>'): RunLog {
+function parseTfEvents(buf: Uint8Array, file = '<events>'): RunLog {
   const table = new SeriesTable();
   for (const rec of readTfRecords(buf, file)) {
     const ev = new Proto(rec, file);

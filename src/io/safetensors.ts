@@ -346,7 +346,7 @@ function describe(v: unknown): string {
 // dtype conversion
 
 /** Converts a tensor's raw little-endian bytes to float32; views the bytes when F32 and aligned. */
-export function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
+function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
   const size = DTYPE_SIZE[dtype];
   const n = bytes.byteLength / size;
   // Typed arrays need offsets aligned to their element size: copy when the data is not.

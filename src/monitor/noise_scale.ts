@@ -57,7 +57,7 @@ import type { TensorSpec } from '../optim/types.ts';
 
 export type NoiseGroups = 'model' | 'layer-kind';
 export type NoiseGroupName = 'embeddings' | 'attention' | 'mlp' | 'norms' | 'other';
-export const NOISE_GROUP_NAMES: readonly NoiseGroupName[] = ['embeddings', 'attention', 'mlp', 'norms', 'other'];
+const NOISE_GROUP_NAMES: readonly NoiseGroupName[] = ['embeddings', 'attention', 'mlp', 'norms', 'other'];
 export const DEFAULT_NOISE_BETA = 0.95;
 
 export interface NoiseScaleOptions {
@@ -128,7 +128,7 @@ export function noiseGroupOf(t: Pick<TensorSpec, 'name' | 'kind'>): NoiseGroupNa
 }
 
 /** Why the estimator cannot run with this accumulation, or null when it can. */
-export function noiseRequirement(accum: number): string | null {
+function noiseRequirement(accum: number): string | null {
   if (!(Number.isInteger(accum) && accum >= 2)) {
     return `the gradient noise scale needs gradient accumulation with at least 2 micro-batches per step (--accum ≥ 2; got ${accum}): it compares one micro-batch's gradient with the step's, at no extra cost`;
   }

@@ -35,6 +35,7 @@
  * fraction must beat.
  */
 import type { MetricsRecord } from '../io/metrics.ts';
+import { meanStd } from '../util/stats.ts';
 import { analyzeSeries } from './spikes.ts';
 
 /** Statistics watched for precursors: metrics.jsonl keys, `wte.` = the token embedding's own entry in `diag`. */
@@ -52,7 +53,7 @@ export const MIN_BASELINE = 8;
  * experiment it gave more false alarms at ordinary steps (update RMS 15 % vs 8 %) for the
  * same precursor fraction: the statistics are smooth but wander.
  */
-export const BASELINE_WINDOW = Infinity;
+const BASELINE_WINDOW = Infinity;
 
 export interface Precursor {
   /** Steps from the first anomalous diagnosed step to the spike's start; null = no precursor. */
@@ -88,7 +89,7 @@ export interface ControlCounts {
 }
 
 /** A training step or a diagnosed step, at its position in the order the steps ran. */
-export interface ChronoPoint {
+interface ChronoPoint {
   index: number;
   step: number;
 }
@@ -166,12 +167,6 @@ export function divergenceOnset(losses: readonly { index: number; value: number 
     if (p.value < l0 - EARLY_MARGIN) learned = true;
   }
   return learned ? null : losses[0].index;
-}
-
-function meanStd(xs: readonly number[]): { mean: number; std: number } {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-  const m2 = xs.reduce((a, b) => a + (b - mean) ** 2, 0);
-  return { mean, std: xs.length > 1 ? Math.sqrt(m2 / (xs.length - 1)) : 0 };
 }
 
 /**

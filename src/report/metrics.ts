@@ -31,7 +31,7 @@ export interface MetricEvent {
 }
 
 /** One tensor's statistics at a diagnosed step: numbers (null = non-finite or undefined) and the r histogram. */
-export interface TensorStats {
+interface TensorStats {
   stats: Record<string, number | null>;
   hist?: number[];
 }

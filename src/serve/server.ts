@@ -33,8 +33,8 @@ import {
 import { NotFound, SCHEMA_VERSION, Store } from './store.ts';
 import { uplotAssets } from '../report/html.ts';
 
-export const API_VERSION = 1;
-export const MAX_BODY = 4 * 1024 * 1024;
+const API_VERSION = 1;
+const MAX_BODY = 4 * 1024 * 1024;
 
 export interface ServeOptions {
   host: string;

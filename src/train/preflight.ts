@@ -11,9 +11,9 @@ import { checkMemory, formatBytes, trainingMemory } from './memory.ts';
 import type { TrainOptions } from './options.ts';
 
 /** Keel's tokenizer: one token per byte, so the model must have a row for every byte value. */
-export const BYTE_ALPHABET = 256;
+const BYTE_ALPHABET = 256;
 
-export function checkVocab(cfg: GPTConfig): void {
+function checkVocab(cfg: GPTConfig): void {
   if (cfg.vocabSize < BYTE_ALPHABET) {
     throw new UserError(
       `vocabSize ${cfg.vocabSize} is smaller than the tokenizer's alphabet: Keel's tokens are bytes (${BYTE_ALPHABET} values); set "vocabSize": ${BYTE_ALPHABET}`,
