@@ -1,14 +1,41 @@
+// @ts-check
 /*
  * Keel report, browser side. Inlined into report.html after uPlot as a module script (its
  * names stay out of the page's globals); reads the JSON payload written by src/report/html.ts
  * and draws one uPlot chart per panel. Plain ES2017, no imports, no network.
  */
-var payload = JSON.parse(document.getElementById('keel-data').textContent);
-var PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#db2777'];
-var hiddenEvents = {}; // event kind -> true when toggled off
-var charts = []; // { chart, panel, el, height }
+// Types for tsc only (JSDoc): the payload is what src/report/html.ts and heatmap.ts build.
+/** @typedef {import('./html.ts').ChartPayload} ChartPayload */
+/** @typedef {import('./html.ts').PanelSpec} PanelSpec */
+/** @typedef {import('./heatmap.ts').HeatmapPayload} HeatmapPayload */
+/** @typedef {HeatmapPayload['stats'][number]} HeatmapStat */
+/** @typedef {ChartPayload['events'][number]} ChartEvent */
+/** @typedef {{ panel: PanelSpec, el: HTMLElement, logY: boolean, height: number, chart: any }} ChartEntry */
+/** @typedef {{ lo: number, hi: number, log?: boolean, color: (t: number) => string, t: (v: number) => number }} ColorScale */
+/**
+ * @typedef {{ W: number, H: number, rows: number, rh: number, gutter: number, top: number, plotH: number,
+ *   left: number, right: number, labels: boolean }} Geometry
+ */
+/**
+ * @typedef {{ key: string, bar: HTMLCanvasElement, wrap: HTMLElement, canvas: HTMLCanvasElement, tip: HTMLElement,
+ *   g?: Geometry, scale?: ColorScale }} Card
+ */
+/**
+ * @typedef {{ hm: HeatmapPayload, host: HTMLElement, steps: number[], edges: number[], hidden: Record<string, boolean>,
+ *   cards: Card[], statByKey: Record<string, HeatmapStat> }} View
+ */
 
-/* Mirrors formatNumber in format.ts: 12.3k, 2.346, 3e-4. */
+/** @type {any} uPlot, inlined before this script */
+var uPlot = /** @type {any} */ (window).uPlot;
+/** @type {ChartPayload} */
+var payload = JSON.parse(/** @type {HTMLElement} */ (document.getElementById('keel-data')).textContent || '{}');
+var PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#db2777'];
+/** @type {Record<string, boolean>} event kind -> true when toggled off */
+var hiddenEvents = {};
+/** @type {ChartEntry[]} */
+var charts = [];
+
+/** Mirrors formatNumber in format.ts: 12.3k, 2.346, 3e-4. @param {number | null | undefined} v */
 function fmt(v) {
   if (v == null || !isFinite(v)) return '—';
   if (v === 0) return '0';
@@ -29,7 +56,9 @@ function fmt(v) {
  * so x is the union and a series holds `undefined` where it has no point: uPlot bridges
  * undefined but breaks lines at null, which keeps real gaps (non-finite values) visible.
  */
+/** @param {PanelSpec} panel @param {boolean} logY */
 function align(panel, logY) {
+  /** @type {Set<number>} */
   var seen = new Set();
   panel.series.forEach(function (s) { payload.data[s.key].x.forEach(function (x) { seen.add(x); }); });
   var xs = Array.from(seen).sort(function (a, b) { return a - b; });
@@ -40,14 +69,15 @@ function align(panel, logY) {
     for (var i = 0; i < d.x.length; i++) {
       var v = d.y[i];
       if (logY && v != null && v <= 0) v = null; // log scale cannot place them
-      col[at.get(d.x[i])] = v;
+      col[/** @type {number} */ (at.get(d.x[i]))] = v;
     }
     return col;
   });
-  return [xs].concat(cols);
+  return [/** @type {(number | null | undefined)[]} */ (xs)].concat(cols);
 }
 
 /* Y axis wide enough for its longest tick label, so small learning rates are not clipped. */
+/** @param {any} self uPlot @param {string[] | null} values @param {number} axisIdx @param {number} cycleNum */
 function axisSize(self, values, axisIdx, cycleNum) {
   var axis = self.axes[axisIdx];
   if (cycleNum > 1) return axis._size;
@@ -60,6 +90,7 @@ function axisSize(self, values, axisIdx, cycleNum) {
   return Math.ceil(size) + 4;
 }
 
+/** @param {any} self uPlot @param {(number | null)[]} splits */
 function ticks(self, splits) {
   return splits.map(function (v) { return v == null ? '' : fmt(v); });
 }
@@ -69,13 +100,14 @@ function visibleEvents() {
 }
 
 /* Vertical dashed markers for run events, plus a tooltip naming the one under the cursor. */
+/** @param {HTMLElement} el */
 function eventsPlugin(el) {
   var tip = document.createElement('div');
   tip.className = 'event-tip';
   return {
     hooks: {
-      init: function (u) { u.over.appendChild(tip); },
-      draw: function (u) {
+      init: function (/** @type {any} */ u) { u.over.appendChild(tip); },
+      draw: function (/** @type {any} */ u) {
         var ctx = u.ctx, b = u.bbox, dpr = devicePixelRatio;
         ctx.save();
         ctx.beginPath();
@@ -102,8 +134,9 @@ function eventsPlugin(el) {
         });
         ctx.restore();
       },
-      setCursor: function (u) {
+      setCursor: function (/** @type {any} */ u) {
         var left = u.cursor.left;
+        /** @type {{ d: number, e: ChartEvent } | null} */
         var near = null;
         if (left != null && left >= 0) {
           visibleEvents().forEach(function (e) {
@@ -112,7 +145,8 @@ function eventsPlugin(el) {
           });
         }
         if (!near) { tip.style.display = 'none'; return; }
-        tip.textContent = 'step ' + near.e.step + ': ' + near.e.event;
+        var hit = /** @type {{ d: number, e: ChartEvent }} */ (near);
+        tip.textContent = 'step ' + hit.e.step + ': ' + hit.e.event;
         tip.style.display = 'block';
         tip.style.left = Math.min(left + 8, u.over.clientWidth - tip.offsetWidth) + 'px';
         tip.style.top = '4px';
@@ -121,8 +155,10 @@ function eventsPlugin(el) {
   };
 }
 
+/** @param {PanelSpec} panel @param {HTMLElement} el @param {boolean} logY @param {number} width @param {number} height */
 function chartOptions(panel, el, logY, width, height) {
-  var series = [{ label: 'step', value: function (u, v) { return v == null ? '—' : String(v); } }];
+  /** @type {object[]} */
+  var series = [{ label: 'step', value: function (/** @type {any} */ u, /** @type {number | null} */ v) { return v == null ? '—' : String(v); } }];
   var nx = Math.max.apply(null, panel.series.map(function (s) { return payload.data[s.key].x.length; }));
   panel.series.forEach(function (s, i) {
     var color = s.color || PALETTE[i % PALETTE.length];
@@ -134,7 +170,7 @@ function chartOptions(panel, el, logY, width, height) {
       width: 1.5,
       spanGaps: !!s.spanGaps,
       points: sparse ? { show: true, size: 5, stroke: color, fill: '#fff' } : {},
-      value: function (u, v) { return fmt(v); },
+      value: function (/** @type {any} */ u, /** @type {number | null} */ v) { return fmt(v); },
     });
   });
   var grid = { stroke: '#eef0f3', width: 1 };
@@ -154,6 +190,7 @@ function chartOptions(panel, el, logY, width, height) {
   };
 }
 
+/** @param {ChartEntry} entry */
 function build(entry) {
   if (entry.chart) entry.chart.destroy();
   var width = Math.max(entry.el.clientWidth, 280);
@@ -161,7 +198,9 @@ function build(entry) {
   entry.chart = new uPlot(opts, align(entry.panel, entry.logY), entry.el);
 }
 
+/** @param {ChartEntry} entry */
 function eventLegend(entry) {
+  /** @type {{ event: string, color: string, n: number }[]} */
   var kinds = [];
   payload.events.forEach(function (e) {
     if (e.step != null && kinds.every(function (k) { return k.event !== e.event; })) kinds.push({ event: e.event, color: e.color, n: 0 });
@@ -190,6 +229,7 @@ function eventLegend(entry) {
   return box;
 }
 
+/** @param {PanelSpec} panel @param {HTMLElement} root */
 function addPanel(panel, root) {
   var card = document.createElement('div');
   card.className = 'panel' + (panel.wide ? ' wide' : '');
@@ -207,6 +247,7 @@ function addPanel(panel, root) {
   el.className = 'chart';
   card.append(head, el);
   root.appendChild(card);
+  /** @type {ChartEntry} */
   var entry = { panel: panel, el: el, logY: !!panel.logY, height: panel.wide ? 340 : 240, chart: null };
   var legend = panel.events ? eventLegend(entry) : null;
   build(entry);
@@ -238,9 +279,12 @@ function resizeAll() {
  * The functions below share one `view`: the payload, its host element, the column edges,
  * the cards drawn and the marker kinds toggled off.
  */
+/** @param {HeatmapPayload} hm @param {HTMLElement} host */
 function heatmaps(hm, host) {
+  /** @type {Record<string, HeatmapStat>} */
   var statByKey = {};
   hm.stats.forEach(function (s) { statByKey[s.key] = s; });
+  /** @type {View} */
   var view = { hm: hm, host: host, steps: hm.steps, edges: columnEdges(hm.steps), hidden: {}, cards: [], statByKey: statByKey };
   markerLegend(view);
   (hm.initial.length ? hm.initial : hm.stats.slice(0, 4).map(function (s) { return s.key; })).forEach(function (key) { addCard(view, key); });
@@ -258,6 +302,7 @@ function heatmaps(hm, host) {
 }
 
 /* Column edges in step units: midpoints between diagnosed steps, half a gap beyond the ends. */
+/** @param {number[]} steps */
 function columnEdges(steps) {
   var n = steps.length;
   var gap0 = n > 1 ? steps[1] - steps[0] : 1, gapN = n > 1 ? steps[n - 1] - steps[n - 2] : 1;
@@ -271,9 +316,17 @@ var VIRIDIS = ['#440154', '#482878', '#3e4989', '#31688e', '#26828e', '#1f9e89',
 var RDBU = ['#2166ac', '#4393c3', '#92c5de', '#d1e5f0', '#f7f7f7', '#fddbc7', '#f4a582', '#d6604d', '#b2182b'];
 var NONE = '#e5e7eb';
 
+/** A canvas's 2-D context (every browser that runs this script has one). @param {HTMLCanvasElement} cv */
+function context2d(cv) {
+  return /** @type {CanvasRenderingContext2D} */ (cv.getContext('2d'));
+}
+
+/** @param {string} hex */
 function rgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.slice(i, i + 2), 16); }); }
+/** @param {string[]} hexes @returns {(t: number) => string} */
 function ramp(hexes) {
   var stops = hexes.map(rgb);
+  /** @type {string[]} */
   var lut = [];
   for (var k = 0; k < 256; k++) {
     var t = (k / 255) * (stops.length - 1), i = Math.min(Math.floor(t), stops.length - 2), f = t - i;
@@ -285,6 +338,7 @@ function ramp(hexes) {
 var SEQ = ramp(VIRIDIS), DIV = ramp(RDBU);
 
 /* Maps a value to [0, 1] for the statistic's colour scale; domain from the data unless fixed. */
+/** @param {HeatmapPayload} hm @param {HeatmapStat} stat @returns {ColorScale} */
 function scaleOf(hm, stat) {
   var lo = Infinity, hi = -Infinity, amax = 0;
   hm.values[stat.key].forEach(function (row) {
@@ -313,6 +367,7 @@ function scaleOf(hm, stat) {
 }
 
 
+/** @param {number} lo @param {number} hi @param {number} count */
 function niceTicks(lo, hi, count) {
   var span = hi - lo, raw = span / Math.max(count, 1);
   var mag = Math.pow(10, Math.floor(Math.log10(raw))), step = mag;
@@ -322,11 +377,12 @@ function niceTicks(lo, hi, count) {
   return out;
 }
 
+/** @param {HeatmapPayload} hm @param {Card} card @returns {Geometry} */
 function geometry(hm, card) {
   var W = Math.max(card.wrap.clientWidth, 320);
   var rows = hm.tensors.length;
   var rh = Math.max(3, Math.min(14, Math.floor(600 / rows)));
-  var ctx = card.canvas.getContext('2d');
+  var ctx = context2d(card.canvas);
   ctx.font = '11px system-ui, sans-serif';
   var labelW = 0;
   if (rh >= 9) hm.labels.forEach(function (l) { labelW = Math.max(labelW, ctx.measureText(l).width); });
@@ -337,10 +393,11 @@ function geometry(hm, card) {
   return { W: W, H: top + plotH + 26, rows: rows, rh: rh, gutter: gutter, top: top, plotH: plotH, left: gutter, right: W - 10, labels: rh >= 9 };
 }
 
+/** @param {Card} card @param {HeatmapStat} stat @param {ColorScale} sc */
 function drawColorbar(card, stat, sc) {
   var cv = card.bar, dpr = window.devicePixelRatio || 1, W = 260, H = 30, x0 = 8, x1 = W - 8;
   cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
-  var ctx = cv.getContext('2d');
+  var ctx = context2d(cv);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, W, H);
   for (var x = x0; x < x1; x++) {
@@ -367,11 +424,12 @@ function drawColorbar(card, stat, sc) {
 }
 
 
+/** @param {number[]} h */
 function histCanvas(h) {
   var W = 200, H = 48, dpr = window.devicePixelRatio || 1;
   var cv = document.createElement('canvas');
   cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
-  var ctx = cv.getContext('2d');
+  var ctx = context2d(cv);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   var max = Math.max.apply(null, h.concat([1e-9])), bw = W / h.length;
   ctx.fillStyle = 'rgba(255,255,255,.15)';
@@ -389,10 +447,13 @@ function histCanvas(h) {
   return cv;
 }
 
+/** @param {View} view */
 function visibleMarkers(view) { return view.hm.markers.filter(function (m) { return !view.hidden[m.event]; }); }
 
+/** @param {View} view @param {Geometry} g @param {number} step */
 function xOf(view, g, step) { return g.left + ((step - view.edges[0]) / (view.edges[view.edges.length - 1] - view.edges[0])) * (g.right - g.left); }
 
+/** @param {View} view @param {Card} card */
 function drawHeatmap(view, card) {
   var g = geometry(view.hm, card);
   card.g = g;
@@ -402,7 +463,7 @@ function drawHeatmap(view, card) {
   cv.height = Math.round(g.H * dpr);
   cv.style.width = g.W + 'px';
   cv.style.height = g.H + 'px';
-  var ctx = cv.getContext('2d');
+  var ctx = context2d(cv);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, g.W, g.H);
   var stat = view.statByKey[card.key], sc = scaleOf(view.hm, stat);
@@ -474,6 +535,7 @@ function drawHeatmap(view, card) {
 }
 
 /* The cell under the mouse, or null. */
+/** @param {View} view @param {Card} card @param {number} px @param {number} py */
 function cellAt(view, card, px, py) {
   var g = card.g;
   if (!g || px < g.left || px > g.right || py < g.top || py >= g.top + g.plotH) return null;
@@ -483,19 +545,22 @@ function cellAt(view, card, px, py) {
   return { row: Math.floor((py - g.top) / g.rh), col: c };
 }
 
+/** @param {View} view @param {Card} card @param {MouseEvent} e */
 function showTip(view, card, e) {
   var rect = card.canvas.getBoundingClientRect();
   var px = e.clientX - rect.left, py = e.clientY - rect.top;
   var cell = cellAt(view, card, px, py);
   if (!cell) { card.tip.style.display = 'none'; return; }
+  var at = cell;
+  var g = /** @type {Geometry} */ (card.g); // cellAt found a cell: the card has been drawn
   var tip = card.tip;
   tip.textContent = '';
   var head = document.createElement('div');
   head.className = 'hm-tip-head';
-  head.textContent = view.hm.tensors[cell.row] + ' · step ' + view.steps[cell.col];
+  head.textContent = view.hm.tensors[at.row] + ' · step ' + view.steps[at.col];
   tip.appendChild(head);
   visibleMarkers(view).forEach(function (m) {
-    if (Math.abs(xOf(view, card.g, m.step) - px) <= 4) {
+    if (Math.abs(xOf(view, g, m.step) - px) <= 4) {
       var d = document.createElement('div');
       d.textContent = 'step ' + m.step + ': ' + m.event;
       d.style.color = m.color;
@@ -504,7 +569,7 @@ function showTip(view, card, e) {
   });
   var table = document.createElement('table');
   view.hm.stats.forEach(function (s) {
-    var v = view.hm.values[s.key][cell.row][cell.col];
+    var v = view.hm.values[s.key][at.row][at.col];
     var tr = document.createElement('tr');
     if (s.key === card.key) tr.className = 'current';
     var th = document.createElement('th'), td = document.createElement('td');
@@ -514,7 +579,7 @@ function showTip(view, card, e) {
     table.appendChild(tr);
   });
   tip.appendChild(table);
-  var h = view.hm.hist && view.hm.hist[cell.row][cell.col];
+  var h = view.hm.hist && view.hm.hist[at.row][at.col];
   if (h) {
     var cap = document.createElement('div');
     cap.textContent = 'histogram of r (update / lr)';
@@ -525,11 +590,16 @@ function showTip(view, card, e) {
   var left = px + 14;
   if (left + tip.offsetWidth > wrapW) left = Math.max(0, px - 14 - tip.offsetWidth);
   tip.style.left = left + 'px';
-  tip.style.top = Math.max(0, Math.min(py + 10, card.g.H - tip.offsetHeight)) + 'px';
+  tip.style.top = Math.max(0, Math.min(py + 10, g.H - tip.offsetHeight)) + 'px';
 }
 
+/** @param {View} view @param {string} key */
 function addCard(view, key) {
-  var card = { key: key };
+  /** @type {Card} */
+  var card = {
+    key: key, bar: document.createElement('canvas'), wrap: document.createElement('div'),
+    canvas: document.createElement('canvas'), tip: document.createElement('div'),
+  };
   var box = document.createElement('div');
   box.className = 'panel heatmap';
   var head = document.createElement('div');
@@ -544,13 +614,9 @@ function addCard(view, key) {
   sel.value = key;
   var doc = document.createElement('span');
   doc.className = 'hm-doc';
-  card.bar = document.createElement('canvas');
   card.bar.className = 'hm-bar';
   head.append(sel, doc, card.bar);
-  card.wrap = document.createElement('div');
   card.wrap.className = 'hm-wrap';
-  card.canvas = document.createElement('canvas');
-  card.tip = document.createElement('div');
   card.tip.className = 'hm-tip';
   card.wrap.append(card.canvas, card.tip);
   box.append(head, card.wrap);
@@ -558,13 +624,15 @@ function addCard(view, key) {
   function setDoc() { doc.textContent = view.statByKey[card.key].doc; }
   setDoc();
   sel.addEventListener('change', function () { card.key = sel.value; setDoc(); drawHeatmap(view, card); });
-  card.canvas.addEventListener('mousemove', function (e) { showTip(view, card, e); });
+  card.canvas.addEventListener('mousemove', function (/** @type {MouseEvent} */ e) { showTip(view, card, e); });
   card.canvas.addEventListener('mouseleave', function () { card.tip.style.display = 'none'; });
   view.cards.push(card);
   drawHeatmap(view, card);
 }
 
+/** @param {View} view */
 function markerLegend(view) {
+  /** @type {{ event: string, color: string, n: number }[]} */
   var kinds = [];
   view.hm.markers.forEach(function (m) {
     var k = kinds.filter(function (x) { return x.event === m.event; })[0];
@@ -593,10 +661,11 @@ function markerLegend(view) {
   view.host.appendChild(box);
 }
 
-var root = document.getElementById('panels');
+var root = /** @type {HTMLElement} */ (document.getElementById('panels'));
 payload.panels.forEach(function (p) { addPanel(p, root); });
 if (typeof ResizeObserver === 'function') new ResizeObserver(resizeAll).observe(root);
 else window.addEventListener('resize', resizeAll);
-if (payload.heatmaps && document.getElementById('heatmap-cards')) heatmaps(payload.heatmaps, document.getElementById('heatmap-cards'));
+var heatmapHost = document.getElementById('heatmap-cards');
+if (payload.heatmaps && heatmapHost) heatmaps(payload.heatmaps, heatmapHost);
 
 export {}; // a module: nothing is exported, its names stay its own
