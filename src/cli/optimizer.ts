@@ -1,5 +1,5 @@
 /** The optimizer flags shared by `keel train`, `keel optim replay` and experiments. */
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { describeSchema, parseOptionText } from '../optim/options.ts';
 import { OPTIMIZER_NAMES, OPTIMIZERS, optimizerEntry } from '../optim/registry.ts';

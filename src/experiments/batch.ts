@@ -192,7 +192,7 @@ export function fitCriticalBatch(points: readonly { batch: number; steps: number
     return { sse, logSmin: m, bc };
   };
   const bMin = Math.min(...pts.map((p) => p.batch)), bMax = Math.max(...pts.map((p) => p.batch));
-  let lo = Math.log(bMin * 1e-4), hi = Math.log(bMax * 1e4);
+  const lo = Math.log(bMin * 1e-4), hi = Math.log(bMax * 1e4);
   const N = 200;
   let bestK = 0, bestSse = Infinity;
   for (let k = 0; k <= N; k++) {

@@ -307,7 +307,7 @@ export class Diagnostics {
     const mSlot = opt.moments.m !== null && full(opt.moments.m) !== null ? opt.moments.m : null;
     const mOff = mSlot ? full(mSlot)! : new Int32Array(T.length).fill(-1);
     let adam = adamForm(opt);
-    const allFull = (o: Int32Array | null) => o !== null && o.every((x, i) => x === T[i].offset);
+    const allFull = (o: Int32Array | null) => o?.every((x, i) => x === T[i].offset) === true;
     const { m, v } = opt.moments;
     const adamOk = adam !== null && m !== null && v !== null && allFull(full(m)) && allFull(full(v));
     if (!adamOk) adam = null;

@@ -315,7 +315,7 @@ export class NoiseScale {
 
   /** Restores EMAs saved by toJSON (same tensors); the options come from the state. */
   static fromJSON(tensors: readonly TensorSpec[], n: number, state: NoiseScaleState, kernels?: Kernels<Float32Array>): NoiseScale {
-    if (!state || state.version !== 1) throw new UserError('noise scale: unsupported saved state (expected version 1)');
+    if (state?.version !== 1) throw new UserError('noise scale: unsupported saved state (expected version 1)');
     const ns = new NoiseScale(tensors, n, { beta: state.beta, groups: state.groups, folded: state.folded, kernels });
     ns.count = state.count;
     const G = ns.groupNames.length;

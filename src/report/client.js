@@ -37,7 +37,7 @@ var charts = [];
 
 /** Mirrors formatNumber in format.ts: 12.3k, 2.346, 3e-4. @param {number | null | undefined} v */
 function fmt(v) {
-  if (v == null || !isFinite(v)) return '—';
+  if (v == null || !Number.isFinite(v)) return '—';
   if (v === 0) return '0';
   var a = Math.abs(v);
   var units = ['', 'k', 'M', 'G', 'T'];
@@ -90,8 +90,8 @@ function axisSize(self, values, axisIdx, cycleNum) {
   return Math.ceil(size) + 4;
 }
 
-/** @param {any} self uPlot @param {(number | null)[]} splits */
-function ticks(self, splits) {
+/** @param {any} _self uPlot @param {(number | null)[]} splits */
+function ticks(_self, splits) {
   return splits.map(function (v) { return v == null ? '' : fmt(v); });
 }
 
@@ -100,8 +100,7 @@ function visibleEvents() {
 }
 
 /* Vertical dashed markers for run events, plus a tooltip naming the one under the cursor. */
-/** @param {HTMLElement} el */
-function eventsPlugin(el) {
+function eventsPlugin() {
   var tip = document.createElement('div');
   tip.className = 'event-tip';
   return {
@@ -155,10 +154,10 @@ function eventsPlugin(el) {
   };
 }
 
-/** @param {PanelSpec} panel @param {HTMLElement} el @param {boolean} logY @param {number} width @param {number} height */
-function chartOptions(panel, el, logY, width, height) {
+/** @param {PanelSpec} panel @param {boolean} logY @param {number} width @param {number} height */
+function chartOptions(panel, logY, width, height) {
   /** @type {object[]} */
-  var series = [{ label: 'step', value: function (/** @type {any} */ u, /** @type {number | null} */ v) { return v == null ? '—' : String(v); } }];
+  var series = [{ label: 'step', value: function (/** @type {any} */ _u, /** @type {number | null} */ v) { return v == null ? '—' : String(v); } }];
   var nx = Math.max.apply(null, panel.series.map(function (s) { return payload.data[s.key].x.length; }));
   panel.series.forEach(function (s, i) {
     var color = s.color || PALETTE[i % PALETTE.length];
@@ -170,7 +169,7 @@ function chartOptions(panel, el, logY, width, height) {
       width: 1.5,
       spanGaps: !!s.spanGaps,
       points: sparse ? { show: true, size: 5, stroke: color, fill: '#fff' } : {},
-      value: function (/** @type {any} */ u, /** @type {number | null} */ v) { return fmt(v); },
+      value: function (/** @type {any} */ _u, /** @type {number | null} */ v) { return fmt(v); },
     });
   });
   var grid = { stroke: '#eef0f3', width: 1 };
@@ -186,7 +185,7 @@ function chartOptions(panel, el, logY, width, height) {
     ],
     series: series,
     legend: { live: true },
-    plugins: panel.events ? [eventsPlugin(el)] : [],
+    plugins: panel.events ? [eventsPlugin()] : [],
   };
 }
 
@@ -194,7 +193,7 @@ function chartOptions(panel, el, logY, width, height) {
 function build(entry) {
   if (entry.chart) entry.chart.destroy();
   var width = Math.max(entry.el.clientWidth, 280);
-  var opts = chartOptions(entry.panel, entry.el, entry.logY, width, entry.height);
+  var opts = chartOptions(entry.panel, entry.logY, width, entry.height);
   entry.chart = new uPlot(opts, align(entry.panel, entry.logY), entry.el);
 }
 
@@ -343,7 +342,7 @@ function scaleOf(hm, stat) {
   var lo = Infinity, hi = -Infinity, amax = 0;
   hm.values[stat.key].forEach(function (row) {
     row.forEach(function (v) {
-      if (v == null || !isFinite(v)) return;
+      if (v == null || !Number.isFinite(v)) return;
       if (stat.scale === 'log' && v <= 0) return;
       if (v < lo) lo = v;
       if (v > hi) hi = v;
@@ -356,7 +355,7 @@ function scaleOf(hm, stat) {
   }
   if (stat.min != null) lo = stat.min;
   if (stat.max != null) hi = stat.max;
-  if (!isFinite(lo)) { lo = stat.scale === 'log' ? 1e-8 : 0; hi = stat.scale === 'log' ? 1 : 1; }
+  if (!Number.isFinite(lo)) { lo = stat.scale === 'log' ? 1e-8 : 0; hi = stat.scale === 'log' ? 1 : 1; }
   if (stat.scale === 'log') {
     var a = Math.log10(lo), b = Math.log10(hi);
     if (b - a < 1e-9) { a -= 0.5; b += 0.5; }
@@ -474,7 +473,7 @@ function drawHeatmap(view, card) {
     var x0 = Math.round(xOf(view, g, view.edges[c])), x1 = Math.max(Math.round(xOf(view, g, view.edges[c + 1])), x0 + 1);
     for (var r = 0; r < g.rows; r++) {
       var v = vals[r][c];
-      ctx.fillStyle = v == null || !isFinite(v) ? NONE : sc.color(sc.t(v));
+      ctx.fillStyle = v == null || !Number.isFinite(v) ? NONE : sc.color(sc.t(v));
       ctx.fillRect(x0, g.top + r * g.rh, x1 - x0, g.rh);
     }
   }
@@ -579,7 +578,7 @@ function showTip(view, card, e) {
     table.appendChild(tr);
   });
   tip.appendChild(table);
-  var h = view.hm.hist && view.hm.hist[at.row][at.col];
+  var h = view.hm.hist?.[at.row][at.col];
   if (h) {
     var cap = document.createElement('div');
     cap.textContent = 'histogram of r (update / lr)';

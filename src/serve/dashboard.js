@@ -83,7 +83,7 @@ function addRow(row) {
   }
   for (const [k, ys] of series.diag) ys.push(r.diag && typeof r.diag[k] === 'number' ? r.diag[k] : null);
   if (d.lr) series.lrMultiplier = d.lr.multiplier;
-  if (d.kind !== 'proceed' || (d.spikes && d.spikes.length)) series.events.push({ at: i + 1, step: r.step, attempt: r.attempt, kind: d.kind, reason: d.reason });
+  if (d.kind !== 'proceed' || (d.spikes?.length)) series.events.push({ at: i + 1, step: r.step, attempt: r.attempt, kind: d.kind, reason: d.reason });
 }
 
 /** An evaluation lands on the newest report of its step. @param {{step: number, metrics: Record<string, number>}} e */
