@@ -27,17 +27,14 @@ import { averageCheckpoints, DEFAULT_CHUNK_ELEMENTS } from '../src/average/strea
 import { writeAll } from '../src/io/atomic.ts';
 import { encodeHeader, openSafetensors, type TensorHeaderEntry } from '../src/io/safetensors.ts';
 import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const fsync = !args.includes('--no-fsync');
+const fsync = !flag('no-fsync');
 
 // ---------------------------------------------------------------------------------------------
 // Child mode: one measurement, printed as JSON.
 
+const args = process.argv.slice(2);
 if (args[0] === '--child') {
   const [, mode, dir] = args;
   const inputs = [0, 1, 2].map((i) => path.join(dir, `in${i}.safetensors`));
@@ -80,7 +77,7 @@ function plainIo(inputs: string[], out: string): void {
 
 const MB = Number(opt('mb', '512'));
 const reps = Number(opt('reps', '5'));
-const json = args.includes('--json');
+const json = flag('json');
 if (!(MB > 0) || !Number.isInteger(reps) || reps < 1) {
   console.error('bench/average: --mb must be positive and --reps a positive integer');
   process.exit(2);

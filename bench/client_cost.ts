@@ -11,13 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { serve } from '../src/serve/server.ts';
 import { median } from '../src/util/stats.ts';
+import { flag, opt } from './args.ts';
 
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : d;
-};
-const ROUNDS = arg('rounds', 3);
-const STEPS = arg('steps', 150);
+const ROUNDS = Number(opt('rounds', '3'));
+const STEPS = Number(opt('steps', '150'));
 const REPO = path.resolve(import.meta.dirname, '..');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-client-'));
 const text = path.join(dir, 'text.txt');
@@ -59,7 +56,7 @@ for (const size of Object.keys(SIZES)) {
 }
 await s.close();
 fs.rmSync(dir, { recursive: true, force: true });
-if (process.argv.includes('--json')) console.log(JSON.stringify({ rounds: ROUNDS, steps: STEPS, results }));
+if (flag('json')) console.log(JSON.stringify({ rounds: ROUNDS, steps: STEPS, results }));
 else {
   console.log(`examples/torch_ddp.py, 2 gloo ranks, ${STEPS} steps, median of ${ROUNDS} alternating rounds`);
   console.log('| model | step without Keel | step with Keel | difference | in run.step + snapshots |');

@@ -20,17 +20,13 @@ import { Diagnostics } from '../src/monitor/diagnostics.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
 import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const every = Number(opt('every', '50'));
 const rounds = Number(opt('rounds', '7'));
 const B = Number(opt('batch', '16'));
 const cfgName = opt('config', 'tiny');
-const json = args.includes('--json');
+const json = flag('json');
 const cfg = CONFIGS[cfgName];
 if (!cfg || ![every, rounds, B].every((x) => Number.isInteger(x) && x >= 1)) {
   console.error('bench/monitors: --every, --rounds, --batch must be positive integers; --config tiny|small');

@@ -21,18 +21,14 @@ import { NoiseScale, type NoiseGroups } from '../src/monitor/noise_scale.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
 import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const accum = Number(opt('accum', '4'));
 const B = Number(opt('batch', '8'));
 const rounds = Number(opt('rounds', '8'));
 const groups = opt('groups', 'layer-kind') as NoiseGroups;
 const cfgName = opt('config', 'tiny');
-const json = args.includes('--json');
+const json = flag('json');
 const cfg = CONFIGS[cfgName];
 if (!cfg || ![B, rounds].every((x) => Number.isInteger(x) && x >= 1) || !(Number.isInteger(accum) && accum >= 2) || !['layer-kind', 'model'].includes(groups)) {
   console.error('bench/noise_scale: --accum ≥ 2, --batch and --rounds positive integers; --groups layer-kind|model; --config tiny|small');

@@ -12,20 +12,16 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { median } from '../src/util/stats.ts';
+import { flag, opt } from './args.ts';
 
-const args = process.argv.slice(2);
-const flag = (name: string, def: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const configs = flag('configs', 'tiny,small').split(',');
-const precisions = flag('precisions', 'fp32,bf16').split(',');
-const rounds = Number(flag('rounds', '3'));
-const batch = flag('batch', '8');
-const threads = flag('threads', '2');
-const torch2 = flag('torch2', path.join(os.homedir(), '.torch2/bin/python'));
-const torch1 = flag('torch1', '/usr/bin/python3');
-const peer = path.resolve(flag('peer', 'bench/torch_gpt.py'));
+const configs = opt('configs', 'tiny,small').split(',');
+const precisions = opt('precisions', 'fp32,bf16').split(',');
+const rounds = Number(opt('rounds', '3'));
+const batch = opt('batch', '8');
+const threads = opt('threads', '2');
+const torch2 = opt('torch2', path.join(os.homedir(), '.torch2/bin/python'));
+const torch1 = opt('torch1', '/usr/bin/python3');
+const peer = path.resolve(opt('peer', 'bench/torch_gpt.py'));
 
 type Result = Record<string, number | string>;
 function run(cmd: string, argv: string[], env: Record<string, string> = {}): Result {
@@ -77,7 +73,7 @@ const rows = groups.map(({ config, precision, engines }) => {
   };
 });
 
-if (args.includes('--json')) console.log(JSON.stringify(rows));
+if (flag('json')) console.log(JSON.stringify(rows));
 else {
   const pct = (x: unknown) => `${(100 * Number(x)).toFixed(0)}%`;
   console.log(`${rounds} interleaved rounds, medians; batch ${batch}, ${threads} threads each\n`);

@@ -40,7 +40,7 @@ import { createOptimizer } from '../optim/registry.ts';
 import { lrForBatch } from '../schedule/rules.ts';
 import type { TrainOptions } from '../train/trainer.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, sig3, writeResults, writeSummary, type RunOutcome } from './common.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes_results.ts';
 import {
   DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS, DEFAULT_TOKENS, NEAR_TIE, RULES, TARGET_MARGIN,
@@ -48,7 +48,7 @@ import {
 } from './batch_results.ts';
 import { median } from '../util/stats.ts';
 
-export interface BatchExperimentOptions {
+export interface BatchExperimentOptions extends RunnerOptions {
   out: string;
   batches?: number[];
   /** The lr grid the sweep walks on (sorted; 3 significant digits). */
@@ -69,9 +69,6 @@ export interface BatchExperimentOptions {
   pilotBatch?: number;
   pilotSteps?: number;
   seed?: number;
-  progress?: boolean;
-  log?: (line: string) => void;
-  shouldStop?: () => boolean;
 }
 
 
@@ -90,9 +87,7 @@ interface Resolved {
   epsValues: number[] | undefined;
   target: number | undefined;
   settings: BatchSettings;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
 function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
@@ -147,9 +142,7 @@ function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
       initialLoss: Math.log(config.vocabSize),
       threads: nativeKernels().threads(),
     },
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
@@ -326,7 +319,7 @@ export async function runBatchExperiment(opts: BatchExperimentOptions): Promise<
     writeResults(r.out, results);
     return results;
   };
-  const gridOptions = { progress: r.progress, log: r.log, shouldStop: r.shouldStop, saved: save };
+  const gridOptions = { ...r.runner, saved: save };
   // Reused sweep runs are not logged: which ones the adaptive sweep visits again is its own business.
   const grid: Grid<BatchRunRecord> = new Grid({ ...gridOptions, describe: describeRun, logReused: false });
   const pilotGrid = new Grid<PilotRecord>({ ...gridOptions, saved: undefined, describe: describePilot });

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
+import type { GPTConfig } from '../model/config.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { createProgress } from '../util/progress.ts';
 import { writeReport } from '../report/html.ts';
@@ -17,6 +18,16 @@ const SUMMARY = 'summary.json';
 
 /** Series colours of the experiment reports. */
 export const PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#0891b2', '#db2777', '#65a30d', '#ca8a04', '#475569', '#dc2626'];
+
+/** The first facts of an experiment's report: the model, its size and the data. */
+export function modelFacts(s: { configName: string; config: GPTConfig; data: string | null }, params: number): [string, string][] {
+  const c = s.config;
+  return [
+    ['model', `${s.configName}: ${c.nLayer} layers · ${c.nHead} heads · C ${c.nEmbd} · T ${c.blockSize}`],
+    ['parameters', params.toLocaleString('en-US')],
+    ['data', s.data ?? 'built-in corpus (State of the Union)'],
+  ];
+}
 
 export function positiveInt(name: string, v: number): number {
   if (!Number.isSafeInteger(v) || v < 1) throw new UserError(`${name} must be a positive integer, got ${v}`);
@@ -100,6 +111,23 @@ async function trainRun(opts: TrainOptions, progress: boolean, shouldStop?: () =
   return summary;
 }
 
+/** How an experiment reports and is stopped; every `keel experiment …` library call takes these. */
+export interface RunnerOptions {
+  /** The trainer's progress bar for each run (default false). */
+  progress?: boolean;
+  /** One line per run (default: stderr). */
+  log?: (line: string) => void;
+  /** Polled between steps (Ctrl-C): the current run stops, the experiment returns with interrupted. */
+  shouldStop?: () => boolean;
+}
+
+/** RunnerOptions with their defaults: what a Grid is built with. */
+export type Runner = Required<Omit<RunnerOptions, 'shouldStop'>> & Pick<RunnerOptions, 'shouldStop'>;
+
+export function runnerOf(o: RunnerOptions): Runner {
+  return { progress: o.progress ?? false, log: o.log ?? ((line) => process.stderr.write(line + '\n')), shouldStop: o.shouldStop };
+}
+
 /** How a run ended: the trainer's summary, or (summary null) the message it diverged with. */
 export interface RunOutcome {
   summary: TrainSummary | null;
@@ -120,10 +148,7 @@ export interface GridJob<R> {
   keepCheckpoints?: boolean;
 }
 
-export interface GridOptions<R> {
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+export interface GridOptions<R> extends Runner {
   /** One line about a record, after "label: ". */
   describe: (rec: R) => string;
   /** Runs in all, for the "[i/n]" counter of the log lines; without it lines carry no counter. */

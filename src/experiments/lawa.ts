@@ -3,7 +3,7 @@
  * each run evaluating its raw weights, LAWA (k latest snapshots every ν steps) and an EMA at
  * every evaluation. Measures, from the runs' metrics.jsonl: validation loss of the three over
  * training, the steps LAWA saves to reach given losses, and whether it damps evaluation spikes.
- * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
+ * Results: OUT/results.json; the command writes OUT/report.html from them (src/experiments/lawa_report.ts).
  */
 import path from 'node:path';
 import { formatFixed } from '../report/format.ts';
@@ -12,10 +12,11 @@ import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
 import { withDefaults } from '../train/options.ts';
-import { Grid, writeResults } from './common.ts';
+import { Grid, runnerOf, type RunnerOptions, writeResults } from './common.ts';
 import type { Curve, LawaResults, LawaRun } from './lawa_results.ts';
 
-export interface LawaExperimentOptions {
+/** Not stoppable (no shouldStop): a stopped lawa experiment has no partial results to keep. */
+export interface LawaExperimentOptions extends Omit<RunnerOptions, 'shouldStop'> {
   out: string;
   config?: GPTConfig;
   configName?: string;
@@ -29,7 +30,6 @@ export interface LawaExperimentOptions {
   evalEvery?: number;
   evalTokens?: number;
   seed?: number;
-  progress?: boolean;
 }
 
 export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaResults> {
@@ -49,9 +49,9 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
   if (s.lrs.length === 0 || s.lrs.some((x) => !(x > 0))) throw new UserError('--lrs: give positive learning rates, e.g. 6e-3,1e-3');
   if (!(s.ema > 0 && s.ema < 1)) throw new UserError(`--ema ${s.ema}: β must be in (0, 1)`);
   ensureOutDir(o.out, '--out'); // one line for an impossible --out (and no spin under /proc)
-  const log = (line: string) => process.stderr.write(`keel experiment lawa: ${line}\n`);
+  const log = o.log ?? ((line: string) => process.stderr.write(`keel experiment lawa: ${line}\n`));
   // Not resumable: every run is trained afresh (results.json holds no settings to check against).
-  const grid = new Grid<LawaRun>({ progress: o.progress ?? true, log, describe });
+  const grid = new Grid<LawaRun>({ ...runnerOf({ progress: o.progress ?? true, log }), describe });
   for (const lr of s.lrs) {
     const dir = path.join(o.out, `lr-${lr}`);
     await grid.run({

@@ -10,7 +10,8 @@
  *   out/<optimizer>/lr-<lr>/   sweep runs (checkpoints pruned unless keepSweepCheckpoints)
  *   out/<optimizer>/final/     the final run
  *   out/results.json           settings and per-optimizer results, rewritten after every run
- *   out/report.html            table, validation-loss curves, memory and throughput
+ *   out/report.html            table, validation-loss curves, memory and throughput (optimizers_report.ts;
+ *                              the command writes it from the results)
  *
  * A finished run leaves `summary.json` in its directory; running again with the same `out` and
  * settings reuses those and redoes only what is missing (an interrupted run is started over).
@@ -23,14 +24,14 @@ import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, writeResults, type RunOutcome } from './common.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeResults } from './common.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
 import {
   DEFAULT_LR_FACTORS, STATE_TARGET, VAL_LOSS_TARGET,
   type ExperimentResults, type ExperimentSettings, type OptimizerResult, type RunRecord, type SweepPoint,
 } from './optimizers_results.ts';
 
-export interface OptimizerExperimentOptions {
+export interface OptimizerExperimentOptions extends RunnerOptions {
   /** Experiment directory; reused (completed runs skipped) when it holds this experiment already. */
   out: string;
   /** Default: every optimizer of the registry. */
@@ -55,12 +56,6 @@ export interface OptimizerExperimentOptions {
   seed?: number;
   /** Keep the sweep runs' checkpoints (default: pruned after the run; final runs keep theirs). */
   keepSweepCheckpoints?: boolean;
-  /** The trainer's progress bar for each run (default false). */
-  progress?: boolean;
-  /** One line per run (default: stderr). */
-  log?: (line: string) => void;
-  /** Polled between steps (Ctrl-C): the current run stops, the experiment returns with interrupted. */
-  shouldStop?: () => boolean;
 }
 
 /** The sweep's learning rates: 3 significant digits, so the value and its directory name agree. */
@@ -79,9 +74,7 @@ interface Resolved {
   lrFactors: number[];
   settings: ExperimentSettings;
   keepSweepCheckpoints: boolean;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
@@ -125,9 +118,7 @@ function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
       clip: 1,
     },
     keepSweepCheckpoints: o.keepSweepCheckpoints ?? false,
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
@@ -177,7 +168,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
     return results;
   };
   const grid: Grid<RunRecord> = new Grid({
-    progress: r.progress, log: r.log, shouldStop: r.shouldStop, describe, saved: save,
+    ...r.runner, describe, saved: save,
     total: plans.reduce((a, p) => a + p.grid.length + 1, 0),
   });
   reuseFinished(r, plans, grid);
@@ -209,7 +200,7 @@ async function sweepThenFinal(r: Resolved, plan: Plan, grid: Grid<RunRecord>): P
   }
   if (!best) {
     grid.skip();
-    r.log(`${plan.name}: every sweep run diverged; no final run`);
+    r.runner.log(`${plan.name}: every sweep run diverged; no final run`);
     return;
   }
   const finalDir = path.join(r.out, plan.name, 'final');

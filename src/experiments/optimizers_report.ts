@@ -11,7 +11,7 @@ import { formatFixed, formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
 import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers_results.ts';
-import { PALETTE } from './common.ts';
+import { modelFacts, PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
 export function writeOptimizerReport(outDir: string, results: ExperimentResults): string {
@@ -172,9 +172,7 @@ function renderOptimizerReport(outDir: string, results: ExperimentResults): stri
   const s = results.settings;
   const c = s.config;
   const facts: [string, string][] = [
-    ['model', `${s.configName}: ${c.nLayer} layers · ${c.nHead} heads · C ${c.nEmbd} · T ${c.blockSize}`],
-    ['parameters', results.params.toLocaleString('en-US')],
-    ['data', s.data ?? 'built-in corpus (State of the Union)'],
+    ...modelFacts(s, results.params),
     ['final run', `${s.steps} steps`],
     ['sweep runs', `${s.sweepSteps} steps, lr × ${results.lr_factors.map((f) => formatNumber(f)).join(', ')}`],
     ['batch', `${s.batch} × ${c.blockSize} tokens`],

@@ -20,6 +20,7 @@
  *   out/<variant>/eps-<ε>/lr-<lr>/   metrics.jsonl, config.json, report.html, summary.json
  *   out/results.json                 settings, grid, per-run and per-variant results (rewritten after every run)
  *   out/report.html                  tables, final loss vs lr, spikes per run, lead times, what was measured
+ *                                    (spikes_report.ts; the command writes it from the results)
  *
  * Checkpoints are deleted after each run (rollback uses in-memory snapshots). A finished run
  * leaves summary.json; running again with the same `out` and settings reuses it and redoes only
@@ -44,14 +45,14 @@ import { createOptimizer } from '../optim/registry.ts';
 import { formatNumber } from '../report/format.ts';
 import { withDefaults } from '../train/options.ts';
 import type { TrainOptions } from '../train/trainer.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary, type RunOutcome } from './common.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, readSummary, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
 import {
   ANALYSIS_VERSION, DEFAULT_EPS, DEFAULT_LRS, EMBED_SHRINK, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, VARIANT_DOC, Z_LOSS,
   type LeadSummary, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type SpikeSettings, type SpikeVariant, type StatLeadSummary, type VariantResult,
 } from './spikes_results.ts';
 import { median } from '../util/stats.ts';
 
-export interface SpikeExperimentOptions {
+export interface SpikeExperimentOptions extends RunnerOptions {
   out: string;
   /** Default: all of SPIKE_VARIANTS. */
   variants?: string[];
@@ -75,9 +76,6 @@ export interface SpikeExperimentOptions {
   spikeWindow?: number;
   /** Diagnostics every n steps (default 5). */
   diagEvery?: number;
-  progress?: boolean;
-  log?: (line: string) => void;
-  shouldStop?: () => boolean;
 }
 
 
@@ -87,9 +85,7 @@ interface Resolved {
   lrs: number[];
   epsValues: number[];
   settings: SpikeSettings;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
 interface Plan {
@@ -158,9 +154,7 @@ function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
       initialLoss: Math.log(config.vocabSize),
       threads: nativeKernels().threads(),
     },
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
@@ -322,7 +316,7 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
     return results;
   };
   const grid: Grid<SpikeRunRecord> = new Grid({
-    progress: r.progress, log: r.log, shouldStop: r.shouldStop, describe, saved: save,
+    ...r.runner, describe, saved: save,
     total: plans.reduce((a, p) => a + p.lrs.length, 0),
   });
   for (const p of plans) for (const lr of p.lrs) reuseFinished(r.settings, grid, p, lr, spikeRunDir(r.out, p.variant, p.eps, lr));

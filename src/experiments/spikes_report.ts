@@ -12,13 +12,13 @@ import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { mean } from '../util/stats.ts';
 import { formatDuration, formatFixed, formatNumber } from '../report/format.ts';
-import { PALETTE, readSummary } from './common.ts';
+import { modelFacts, PALETTE, readSummary } from './common.ts';
 import { EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat } from '../monitor/spike_log.ts';
 import type { SpikeResults, SpikeRunRecord, SpikeRunResult, VariantResult } from './spikes_results.ts';
 
-/** Writes OUT/report.html (atomically) and returns its path. `curveOf` gives a run's training-loss series. */
-export function writeSpikeReport(outDir: string, results: SpikeResults, curveOf?: (run: SpikeRunResult) => (number | null)[]): string {
-  const curves = curveOf ?? ((run: SpikeRunResult) => readSummary<SpikeRunRecord>(path.join(outDir, run.run_dir), () => true)?.loss_curve ?? []);
+/** Writes OUT/report.html (atomically) and returns its path; each run's training-loss series is in its summary.json. */
+export function writeSpikeReport(outDir: string, results: SpikeResults): string {
+  const curves = (run: SpikeRunResult) => readSummary<SpikeRunRecord>(path.join(outDir, run.run_dir), () => true)?.loss_curve ?? [];
   const file = path.join(outDir, 'report.html');
   writeFileAtomic(file, renderSpikeReport(outDir, results, curves));
   return file;
@@ -388,14 +388,12 @@ svg.lrplot .cap { stroke: #9a3412; stroke-dasharray: 3 3; }
 svg.lrplot .muted { fill: #9a3412; }
 `;
 
-function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[] = () => []): string {
+function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[]): string {
   const colors = new Map(results.variants.map((v, i) => [v.key, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;
   const facts: [string, string][] = [
-    ['model', `${s.configName}: ${c.nLayer} layers · ${c.nHead} heads · C ${c.nEmbd} · T ${c.blockSize}`],
-    ['parameters', results.params.toLocaleString('en-US')],
-    ['data', s.data ?? 'built-in corpus (State of the Union)'],
+    ...modelFacts(s, results.params),
     ['runs', `${results.runs.length} of ${results.grid.runs}`],
     ['steps', `${s.steps} per run, batch ${s.batch} × ${c.blockSize} tokens`],
     ['optimizer', `AdamW (β 0.9, 0.95, λ 0.1), clip ${s.clip}`],
