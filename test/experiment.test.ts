@@ -8,7 +8,7 @@ import path from 'node:path';
 import { UserError } from '../src/errors.ts';
 import { lrDirName } from '../src/experiments/common.ts';
 import { runOptimizerExperiment, sweepLrs, type OptimizerExperimentOptions } from '../src/experiments/optimizers.ts';
-import type { ExperimentResults } from '../src/experiments/optimizers_results.ts';
+import type { OptimizerExperimentResults } from '../src/experiments/optimizers_results.ts';
 import { verdictText, writeOptimizerReport } from '../src/experiments/optimizers_report.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
 import { OPTIMIZERS } from '../src/optim/registry.ts';
@@ -36,7 +36,7 @@ const base = (out: string, over: Partial<OptimizerExperimentOptions> = {}): Opti
   ...over,
 });
 
-const readResults = (out: string): ExperimentResults => JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+const readResults = (out: string): OptimizerExperimentResults => JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
 
 /** Bytes of the optimizer state a checkpoint actually saved (every tensor is float32). */
 function savedStateBytes(runDir: string): number {
@@ -48,7 +48,7 @@ function savedStateBytes(runDir: string): number {
 
 describe('runOptimizerExperiment on the micro model', () => {
   let out: string;
-  let results: ExperimentResults;
+  let results: OptimizerExperimentResults;
   const lines: string[] = [];
   before(async () => {
     out = fresh('exp');

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
 import { runOptimizerExperiment } from '../experiments/optimizers.ts';
-import { DEFAULT_LR_FACTORS, type ExperimentResults } from '../experiments/optimizers_results.ts';
+import { DEFAULT_LR_FACTORS, type OptimizerExperimentResults } from '../experiments/optimizers_results.ts';
 import { writeOptimizerReport } from '../experiments/optimizers_report.ts';
 import { runSpikeExperiment } from '../experiments/spikes.ts';
 import { DEFAULT_EPS, DEFAULT_LRS, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, type SpikeResults } from '../experiments/spikes_results.ts';
@@ -128,7 +128,7 @@ export function experimentCommand(): Command {
         progress: true,
         shouldStop,
       });
-      const lines = (results: ExperimentResults) => results.optimizers.map(
+      const lines = (results: OptimizerExperimentResults) => results.optimizers.map(
         (r) =>
           `  ${r.optimizer.padEnd(10)} best lr ${r.best_lr ?? '—'}  val loss ${r.val_loss?.toFixed(4) ?? r.status}` +
           (r.state_bytes === null ? '' : `  state ${(r.state_bytes / 1e6).toFixed(3)} MB`) +

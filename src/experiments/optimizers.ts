@@ -28,7 +28,7 @@ import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runne
 import { ensureOutDir } from '../io/out_dir.ts';
 import {
   DEFAULT_LR_FACTORS, STATE_TARGET, VAL_LOSS_TARGET,
-  type ExperimentResults, type ExperimentSettings, type OptimizerResult, type RunRecord, type SweepPoint,
+  type OptimizerExperimentResults, type OptimizerExperimentSettings, type OptimizerResult, type OptimizerRunRecord, type SweepPoint,
 } from './optimizers_results.ts';
 
 export interface OptimizerExperimentOptions extends RunnerOptions {
@@ -72,13 +72,13 @@ interface Resolved {
   out: string;
   optimizers: string[];
   lrFactors: number[];
-  settings: ExperimentSettings;
+  settings: OptimizerExperimentSettings;
   keepSweepCheckpoints: boolean;
   runner: Runner;
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
-function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
+function resolveOptimizerOptions(o: OptimizerExperimentOptions): Resolved {
   const optimizers = [...new Set(o.optimizers ?? OPTIMIZER_NAMES)];
   if (optimizers.length === 0) throw new UserError(`--optimizers is empty: name one or more of ${OPTIMIZER_NAMES.join(', ')}`);
   for (const name of optimizers) optimizerEntry(name); // unknown name → UserError listing the known ones
@@ -153,8 +153,8 @@ interface Plan {
   grid: { lr: number; factor: number }[];
 }
 
-export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<ExperimentResults> {
-  const r = resolveExperimentOptions(opts);
+export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<OptimizerExperimentResults> {
+  const r = resolveOptimizerOptions(opts);
   checkExperimentDir(r.out, 'optimizers', 'an optimizer experiment', r.settings);
   ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
   const params = paramLayout(r.settings.config).total;
@@ -167,7 +167,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
     writeResults(r.out, results);
     return results;
   };
-  const grid: Grid<RunRecord> = new Grid({
+  const grid: Grid<OptimizerRunRecord> = new Grid({
     ...r.runner, describe, saved: save,
     total: plans.reduce((a, p) => a + p.grid.length + 1, 0),
   });
@@ -180,7 +180,7 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
 }
 
 /** Runs finished by an earlier invocation count in results.json from the start. */
-function reuseFinished(r: Resolved, plans: Plan[], grid: Grid<RunRecord>): void {
+function reuseFinished(r: Resolved, plans: Plan[], grid: Grid<OptimizerRunRecord>): void {
   const s = r.settings;
   for (const plan of plans) {
     for (const g of plan.grid) grid.reuse(path.join(r.out, plan.name, lrDirName(g.lr)), (rec) => finished(rec) && rec.steps === s.sweepSteps && rec.lr === g.lr);
@@ -188,10 +188,10 @@ function reuseFinished(r: Resolved, plans: Plan[], grid: Grid<RunRecord>): void 
   }
 }
 
-const finished = (rec: RunRecord) => rec.status === 'ok' || rec.status === 'diverged';
+const finished = (rec: OptimizerRunRecord) => rec.status === 'ok' || rec.status === 'diverged';
 
 /** One optimizer: the sweep, then the final run at its best lr (none when every sweep run diverged). */
-async function sweepThenFinal(r: Resolved, plan: Plan, grid: Grid<RunRecord>): Promise<void> {
+async function sweepThenFinal(r: Resolved, plan: Plan, grid: Grid<OptimizerRunRecord>): Promise<void> {
   let best: { lr: number; loss: number } | undefined;
   for (const { lr } of plan.grid) {
     const rec = await grid.run(runJob(r, plan.name, 'sweep', lr));
@@ -230,11 +230,11 @@ function runJob(r: Resolved, name: string, kind: 'sweep' | 'final', lr: number) 
 
 /** summary.json of a run; a run that diverged before reporting its state gets the planned state size. */
 function runRecord(
-  s: ExperimentSettings,
-  base: Pick<RunRecord, 'optimizer' | 'kind' | 'lr' | 'steps'>,
+  s: OptimizerExperimentSettings,
+  base: Pick<OptimizerRunRecord, 'optimizer' | 'kind' | 'lr' | 'steps'>,
   options: Record<string, unknown>,
   o: RunOutcome,
-): RunRecord {
+): OptimizerRunRecord {
   const sum = o.summary;
   if (!sum) {
     const planned = plannedStateBytes(base.optimizer, options, s.config);
@@ -255,7 +255,7 @@ function runRecord(
   };
 }
 
-function describe(rec: RunRecord): string {
+function describe(rec: OptimizerRunRecord): string {
   if (rec.status === 'diverged') return `diverged (${rec.error ?? 'non-finite loss'})`;
   return `val loss ${rec.val_loss!.toFixed(4)}, ${Math.round(rec.tokens_per_s ?? 0)} tok/s, ${rec.wall_seconds.toFixed(1)} s`;
 }
@@ -264,10 +264,10 @@ function describe(rec: RunRecord): string {
 function assembleResults(
   r: Resolved,
   plans: Plan[],
-  records: Map<string, RunRecord>,
+  records: Map<string, OptimizerRunRecord>,
   params: number,
   interrupted: boolean,
-): ExperimentResults {
+): OptimizerExperimentResults {
   const rel = (dir: string) => path.relative(r.out, dir);
   const optimizers: OptimizerResult[] = plans.map((plan) => {
     const sweep: SweepPoint[] = [];

@@ -10,11 +10,11 @@ import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, typ
 import { formatFixed, formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
-import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers_results.ts';
+import type { AdafactorTarget, OptimizerExperimentResults, OptimizerResult } from './optimizers_results.ts';
 import { modelFacts, PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
-export function writeOptimizerReport(outDir: string, results: ExperimentResults): string {
+export function writeOptimizerReport(outDir: string, results: OptimizerExperimentResults): string {
   const file = path.join(outDir, 'report.html');
   writeFileAtomic(file, renderOptimizerReport(outDir, results));
   return file;
@@ -36,7 +36,7 @@ function relative(ratio: number): string {
 }
 
 /** The paper's Adafactor target against the measured numbers, as one sentence (plain text). */
-export function verdictText(t: AdafactorTarget, results?: Pick<ExperimentResults, 'optimizers'>): string {
+export function verdictText(t: AdafactorTarget, results?: Pick<OptimizerExperimentResults, 'optimizers'>): string {
   const claim = `Paper's target — Adafactor's optimizer state ≤ ${pct(t.state_limit, 0)} of AdamW's at ≤ ${pct(t.val_loss_limit, 0)} higher validation loss`;
   if (t.met === null || t.state_ratio === null || t.val_loss_ratio === null) {
     const have = new Set((results?.optimizers ?? []).filter((o) => o.val_loss !== null).map((o) => o.optimizer));
@@ -67,7 +67,7 @@ function ema(xy: XY, beta = 0.9): XY {
   return { x: xy.x, y };
 }
 
-function payloadOf(outDir: string, results: ExperimentResults, colors: Map<string, string>): ChartPayload {
+function payloadOf(outDir: string, results: OptimizerExperimentResults, colors: Map<string, string>): ChartPayload {
   const data: Record<string, XY> = {};
   const val: PanelSpec = { title: 'Validation loss of the final runs', yLabel: 'val loss (nats)', wide: true, series: [] };
   const trn: PanelSpec = { title: 'Training loss of the final runs (EMA 0.9)', yLabel: 'loss (nats)', wide: true, series: [] };
@@ -113,7 +113,7 @@ function statusNote(o: OptimizerResult): string {
   }
 }
 
-function resultsTable(results: ExperimentResults, colors: Map<string, string>): string {
+function resultsTable(results: OptimizerExperimentResults, colors: Map<string, string>): string {
   const head = [
     'optimizer', 'best lr', 'sweep (lr: val loss)', 'final val loss', 'Δ vs AdamW', 'state MB', 'state B/param', 'state % of AdamW', 'tokens/s', 'train s',
   ];
@@ -167,7 +167,7 @@ p.verdict.met { color: #166534; } p.verdict.not-met { color: #9a3412; }
 .bar-value { font-variant-numeric: tabular-nums; font-size: 12px; }
 `;
 
-function renderOptimizerReport(outDir: string, results: ExperimentResults): string {
+function renderOptimizerReport(outDir: string, results: OptimizerExperimentResults): string {
   const colors = new Map(results.optimizers.map((o, i) => [o.optimizer, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;

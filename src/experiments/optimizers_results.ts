@@ -6,7 +6,7 @@
 import type { GPTConfig } from '../model/config.ts';
 
 /** What results.json records about how the runs were made; a reused `out` must match it. */
-export interface ExperimentSettings {
+export interface OptimizerExperimentSettings {
   configName: string;
   config: GPTConfig;
   data: string | null;
@@ -21,7 +21,7 @@ export interface ExperimentSettings {
 }
 
 /** summary.json of one run directory. */
-export interface RunRecord {
+export interface OptimizerRunRecord {
   optimizer: string;
   kind: 'sweep' | 'final';
   lr: number;
@@ -90,10 +90,10 @@ export interface AdafactorTarget {
   met: boolean | null;
 }
 
-export interface ExperimentResults {
+export interface OptimizerExperimentResults {
   version: 1;
   experiment: 'optimizers';
-  settings: ExperimentSettings;
+  settings: OptimizerExperimentSettings;
   lr_factors: number[];
   params: number;
   complete: boolean;
