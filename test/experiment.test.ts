@@ -181,6 +181,24 @@ test('a diverged sweep run counts as +∞ and is recorded, not fatal', async () 
   assert.match(fs.readFileSync(path.join(out, 'report.html'), 'utf8'), /diverged/);
 });
 
+test('Ctrl-C (shouldStop) ends the experiment after the run in flight; a second call continues it', async () => {
+  const out = fresh('interrupt');
+  const lines: string[] = [];
+  const opts = base(out, { optimizers: ['adamw'], log: (l) => lines.push(l) });
+  const r = await runOptimizerExperiment({ ...opts, shouldStop: () => lines.length >= 1 });
+  assert.equal(r.interrupted, true);
+  assert.equal(r.complete, false);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.equal(readResults(out).optimizers[0].sweep.length, 1, 'results.json holds the finished run');
+  assert.equal(fs.existsSync(path.join(out, 'adamw', lrDirName(r.optimizers[0].sweep[0].lr * 2))), false, 'the next run was not started');
+  const again: string[] = [];
+  const r2 = await runOptimizerExperiment(base(out, { optimizers: ['adamw'], log: (l) => again.push(l) }));
+  assert.equal(r2.interrupted, false);
+  assert.equal(r2.complete, true);
+  assert.equal(again.filter((l) => l.endsWith('(done earlier)')).length, 1, again.join('\n'));
+  assert.equal(again.length, 3);
+});
+
 describe('keel experiment optimizers: command line', () => {
   test('--json prints results.json as the last stdout line', () => {
     const out = fresh('cli');
