@@ -26,17 +26,15 @@ import { fileURLToPath } from 'node:url';
 import { averageCheckpoints, DEFAULT_CHUNK_ELEMENTS } from '../src/average/stream.ts';
 import { writeAll } from '../src/io/atomic.ts';
 import { encodeHeader, openSafetensors, type TensorHeaderEntry } from '../src/io/safetensors.ts';
+import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const fsync = !args.includes('--no-fsync');
+const fsync = !flag('no-fsync');
 
 // ---------------------------------------------------------------------------------------------
 // Child mode: one measurement, printed as JSON.
 
+const args = process.argv.slice(2);
 if (args[0] === '--child') {
   const [, mode, dir] = args;
   const inputs = [0, 1, 2].map((i) => path.join(dir, `in${i}.safetensors`));
@@ -79,7 +77,7 @@ function plainIo(inputs: string[], out: string): void {
 
 const MB = Number(opt('mb', '512'));
 const reps = Number(opt('reps', '5'));
-const json = args.includes('--json');
+const json = flag('json');
 if (!(MB > 0) || !Number.isInteger(reps) || reps < 1) {
   console.error('bench/average: --mb must be positive and --reps a positive integer');
   process.exit(2);
@@ -184,10 +182,7 @@ for (let r = 0; r < reps; r++) {
   }
 }
 const best = (xs: { seconds: number }[]) => Math.min(...xs.map((x) => x.seconds));
-const median = (xs: { seconds: number }[]) => {
-  const v = xs.map((x) => x.seconds).sort((a, b) => a - b);
-  return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
+const medianSeconds = (xs: { seconds: number }[]) => median(xs.map((x) => x.seconds))!;
 const io = best(runs.io);
 const avg = best(runs.average);
 const traffic = sizes.reduce((a, b) => a + b, 0) + runs.average[0].out_bytes;
@@ -199,9 +194,9 @@ const result = {
   io_s: io,
   average_s: avg,
   ratio: io / avg,
-  io_median_s: median(runs.io),
-  average_median_s: median(runs.average),
-  ratio_median: median(runs.io) / median(runs.average),
+  io_median_s: medianSeconds(runs.io),
+  average_median_s: medianSeconds(runs.average),
+  ratio_median: medianSeconds(runs.io) / medianSeconds(runs.average),
   io_gbps: traffic / io / 1e9,
   average_gbps: traffic / avg / 1e9,
   average_peak_rss: Math.max(...runs.average.map((x) => x.peak_rss)),

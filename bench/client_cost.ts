@@ -10,13 +10,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { serve } from '../src/serve/server.ts';
+import { median } from '../src/util/stats.ts';
+import { flag, opt } from './args.ts';
 
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : d;
-};
-const ROUNDS = arg('rounds', 3);
-const STEPS = arg('steps', 150);
+const ROUNDS = Number(opt('rounds', '3'));
+const STEPS = Number(opt('steps', '150'));
 const REPO = path.resolve(import.meta.dirname, '..');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-client-'));
 const text = path.join(dir, 'text.txt');
@@ -39,7 +37,6 @@ async function once(size: string, keel: boolean, round: number): Promise<Out> {
   return JSON.parse(fs.readFileSync(out, 'utf8'));
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: Record<string, unknown>[] = [];
 for (const size of Object.keys(SIZES)) {
   const plain: number[] = [];
@@ -52,14 +49,14 @@ for (const size of Object.keys(SIZES)) {
       else plain.push(o.step_ms);
     }
   }
-  const p = median(plain);
-  const k = median(keel.map((o) => o.step_ms));
-  const inCall = median(keel.map((o) => o.report_ms! + o.snapshot_ms!));
+  const p = median(plain)!;
+  const k = median(keel.map((o) => o.step_ms))!;
+  const inCall = median(keel.map((o) => o.report_ms! + o.snapshot_ms!))!;
   results.push({ size, plain_step_ms: p, keel_step_ms: k, overhead_ms: k - p, overhead_share: (k - p) / p, in_call_ms: inCall, in_call_share: inCall / k });
 }
 await s.close();
 fs.rmSync(dir, { recursive: true, force: true });
-if (process.argv.includes('--json')) console.log(JSON.stringify({ rounds: ROUNDS, steps: STEPS, results }));
+if (flag('json')) console.log(JSON.stringify({ rounds: ROUNDS, steps: STEPS, results }));
 else {
   console.log(`examples/torch_ddp.py, 2 gloo ranks, ${STEPS} steps, median of ${ROUNDS} alternating rounds`);
   console.log('| model | step without Keel | step with Keel | difference | in run.step + snapshots |');

@@ -13,34 +13,23 @@
  */
 import { nativeKernels } from '../src/kernels/native.ts';
 import { adamw } from '../src/optim/adamw.ts';
+import { opt, flag, randomFloats } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const json = args.includes('--json');
+const json = flag('json');
 const rounds = Number(opt('rounds', '9'));
 const minMs = Number(opt('ms', '20'));
 const only = opt('only', '').split(',').filter(Boolean);
 
 const nk = nativeKernels();
-const ext = nk as unknown as { opsSetSimd(on?: boolean): boolean };
 const threadsBefore = nk.threads();
-if (args.includes('--threads')) nk.threads(Number(opt('threads', String(threadsBefore))));
-const simd = ext.opsSetSimd(!args.includes('--portable'));
+if (flag('threads')) nk.threads(Number(opt('threads', String(threadsBefore))));
+const simd = nk.kernelsSetSimd(!flag('portable'));
 
 interface Model { name: string; B: number; T: number; C: number; NH: number; V: number; L: number }
 const MODELS: Model[] = [
   { name: 'tiny', B: 8, T: 128, C: 128, NH: 4, V: 256, L: 4 },
   { name: 'small', B: 8, T: 256, C: 384, NH: 6, V: 256, L: 6 },
 ];
-
-function rand(n: number, s = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (Math.random() * 2 - 1) * s;
-  return a;
-}
 
 /** Median µs per call of `fn` over `rounds` rounds of at least `minMs` ms each. */
 function time(fn: () => void): number {
@@ -87,15 +76,15 @@ for (const m of MODELS) {
   const BT = B * T, hs = C / NH, F = 4;  // F: bytes per float
   const N = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;  // GPT-2 parameter count
 
-  const inp = rand(BT * C, 2), out = new Float32Array(BT * C), w = rand(C), b = rand(C);
-  const mean = new Float32Array(BT), rstd = new Float32Array(BT), dout = rand(BT * C), dinp = new Float32Array(BT * C);
+  const inp = randomFloats(BT * C, 2), out = new Float32Array(BT * C), w = randomFloats(C), b = randomFloats(C);
+  const mean = new Float32Array(BT), rstd = new Float32Array(BT), dout = randomFloats(BT * C), dinp = new Float32Array(BT * C);
   const dw = new Float32Array(C), db = new Float32Array(C);
   nk.layernormForward(out, mean, rstd, inp, w, b, BT, C);
   bench(m, 'layernormForward', `N=${BT} C=${C}`, () => nk.layernormForward(out, mean, rstd, inp, w, b, BT, C), 2 * BT * C * F, 'GB/s');
   bench(m, 'layernormBackward', `N=${BT} C=${C}`,
     () => nk.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, BT, C), 4 * BT * C * F, 'GB/s');
 
-  const N4 = BT * 4 * C, h = rand(N4, 3), g = new Float32Array(N4), dh = rand(N4), dg = new Float32Array(N4);
+  const N4 = BT * 4 * C, h = randomFloats(N4, 3), g = new Float32Array(N4), dh = randomFloats(N4), dg = new Float32Array(N4);
   bench(m, 'geluForward', `N=${N4}`, () => nk.geluForward(g, h, N4), 2 * N4 * F, 'GB/s');
   bench(m, 'geluBackward', `N=${N4}`, () => nk.geluBackward(dg, h, dh, N4), 4 * N4 * F, 'GB/s');
 
@@ -103,11 +92,11 @@ for (const m of MODELS) {
   bench(m, 'accumulate', `N=${BT * C}`, () => nk.accumulate(dinp, dout, BT * C), 3 * BT * C * F, 'GB/s');
 
   const tok = Int32Array.from({ length: BT }, () => Math.floor(Math.random() * V));
-  const wte = rand(V * C), wpe = rand(T * C), dwte = new Float32Array(V * C), dwpe = new Float32Array(T * C);
+  const wte = randomFloats(V * C), wpe = randomFloats(T * C), dwte = new Float32Array(V * C), dwpe = new Float32Array(T * C);
   bench(m, 'encoderForward', `BT=${BT} C=${C}`, () => nk.encoderForward(out, tok, wte, wpe, B, T, C), 3 * BT * C * F, 'GB/s');
   bench(m, 'encoderBackward', `BT=${BT} C=${C}`, () => nk.encoderBackward(dwte, dwpe, dout, tok, B, T, C), 5 * BT * C * F, 'GB/s');
 
-  const logits = rand(BT * V, 4), losses = new Float32Array(BT), work = new Float32Array(BT * V);
+  const logits = randomFloats(BT * V, 4), losses = new Float32Array(BT), work = new Float32Array(BT * V);
   bench(m, 'crossEntropy', `BT=${BT} V=${V} loss`, () => nk.crossEntropy(losses, null, logits, tok, BT, V, 0), BT * V * F, 'GB/s');
   bench(m, 'crossEntropy+grad', `BT=${BT} V=${V} inplace`, () => {
     work.set(logits);  // the in-place gradient overwrites logits; copy cost excluded below
@@ -121,7 +110,7 @@ for (const m of MODELS) {
     if (!json) console.log(`${''.padEnd(6)} ${'  (minus the copy)'.padEnd(18)} ${''.padEnd(22)} ${ce.us.toFixed(1).padStart(9)} µs ${ce.rate.toFixed(1).padStart(7)} GB/s`);
   }
 
-  const qkv = rand(BT * 3 * C), att = new Float32Array(B * NH * T * T), atty = new Float32Array(BT * C);
+  const qkv = randomFloats(BT * 3 * C), att = new Float32Array(B * NH * T * T), atty = new Float32Array(BT * C);
   const dqkv = new Float32Array(BT * 3 * C);
   const fwdFlops = 2 * B * NH * (T * T / 2) * hs * 2;
   nk.attentionForward(atty, att, qkv, B, T, C, NH);
@@ -129,7 +118,7 @@ for (const m of MODELS) {
   bench(m, 'attentionBackward', `B=${B} T=${T} NH=${NH} hs=${hs}`,
     () => nk.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH), 2 * fwdFlops, 'GFLOP/s');
 
-  const p = rand(N, 0.1), gr = rand(N, 0.01);
+  const p = randomFloats(N, 0.1), gr = randomFloats(N, 0.01);
   const adamwOpt = adamw({ lr: 1e-3 }, { kernels: nk });
   const st = adamwOpt.init(p);
   bench(m, 'adamw', `N=${N}`, () => adamwOpt.step(p, gr, st, { gradsFinite: true }), 7 * N * F, 'GB/s');

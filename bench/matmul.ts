@@ -11,13 +11,9 @@
  * kernel and the median is what a busy machine gives).
  */
 import { nativeKernels } from '../src/kernels/native.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const json = args.includes('--json');
+const json = flag('json');
 const rounds = Number(opt('rounds', '7'));
 const minMs = Number(opt('ms', '60'));
 const nk = nativeKernels();

@@ -19,17 +19,14 @@ import { GPT } from '../src/model/gpt.ts';
 import { Diagnostics } from '../src/monitor/diagnostics.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const every = Number(opt('every', '50'));
 const rounds = Number(opt('rounds', '7'));
 const B = Number(opt('batch', '16'));
 const cfgName = opt('config', 'tiny');
-const json = args.includes('--json');
+const json = flag('json');
 const cfg = CONFIGS[cfgName];
 if (!cfg || ![every, rounds, B].every((x) => Number.isInteger(x) && x >= 1)) {
   console.error('bench/monitors: --every, --rounds, --batch must be positive integers; --config tiny|small');
@@ -79,7 +76,6 @@ function step(withDiag: boolean): [number, number] {
   return [performance.now() - t0, inDiag];
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 for (let i = 0; i < 5; i++) step(false); // warm-up: JIT, page faults, thread pool
 const direct: number[] = [];
@@ -109,8 +105,8 @@ for (let r = 0; r < rounds; r++) {
 
 const out = {
   config: cfgName, batch: B, params: model.numParams, tensors: model.layout.tensors.length, every, rounds,
-  step_ms: median(plainMs), diag_ms_per_period: median(diagMsPerRound),
-  overhead_direct_pct: median(direct), overhead_differential_pct: median(differential),
+  step_ms: median(plainMs)!, diag_ms_per_period: median(diagMsPerRound)!,
+  overhead_direct_pct: median(direct)!, overhead_differential_pct: median(differential)!,
   record_bytes: lineBytes, diag_buffer_bytes: diag.bytes, threads: k.threads(),
 };
 if (json) process.stdout.write(JSON.stringify(out) + '\n');

@@ -20,18 +20,15 @@ import { GPT } from '../src/model/gpt.ts';
 import { NoiseScale, type NoiseGroups } from '../src/monitor/noise_scale.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
+import { median } from '../src/util/stats.ts';
+import { opt, flag } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const accum = Number(opt('accum', '4'));
 const B = Number(opt('batch', '8'));
 const rounds = Number(opt('rounds', '8'));
 const groups = opt('groups', 'layer-kind') as NoiseGroups;
 const cfgName = opt('config', 'tiny');
-const json = args.includes('--json');
+const json = flag('json');
 const cfg = CONFIGS[cfgName];
 if (!cfg || ![B, rounds].every((x) => Number.isInteger(x) && x >= 1) || !(Number.isInteger(accum) && accum >= 2) || !['layer-kind', 'model'].includes(groups)) {
   console.error('bench/noise_scale: --accum ≥ 2, --batch and --rounds positive integers; --groups layer-kind|model; --config tiny|small');
@@ -82,11 +79,6 @@ function step(withNoise: boolean): [number, number] {
   return [performance.now() - t0, inNoise];
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 step(false); // warm-up: first-touch of activations and optimizer state
 step(true);
@@ -116,10 +108,10 @@ const out = {
   accum,
   groups,
   rounds,
-  step_ms: median(plainMs),
-  noise_ms: median(noiseMs),
-  direct_pct: median(direct),
-  differential_pct: median(diff),
+  step_ms: median(plainMs)!,
+  noise_ms: median(noiseMs)!,
+  direct_pct: median(direct)!,
+  differential_pct: median(diff)!,
   records,
 };
 if (json) {

@@ -18,13 +18,9 @@
  */
 import { nativeKernels } from '../src/kernels/native.ts';
 import type { AdamCoefs, MomentumCoefs } from '../src/kernels/types.ts';
+import { opt, flag, randomFloats } from './args.ts';
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const json = args.includes('--json');
+const json = flag('json');
 const N = Number(opt('n', '11000000'));
 const reps = Number(opt('reps', '11'));
 if (!Number.isInteger(N) || N < 1 || !Number.isInteger(reps) || reps < 1) {
@@ -33,15 +29,9 @@ if (!Number.isInteger(N) || N < 1 || !Number.isInteger(reps) || reps < 1) {
 }
 
 const nk = nativeKernels();
-if (args.includes('--threads')) nk.threads(Number(opt('threads', '2')));
-const simd = nk.opsSetSimd(!args.includes('--portable'));
+if (flag('threads')) nk.threads(Number(opt('threads', '2')));
+const simd = nk.kernelsSetSimd(!flag('portable'));
 const threads = nk.threads();
-
-function rand(n: number, s = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (Math.random() * 2 - 1) * s;
-  return a;
-}
 
 /** Median ms of `fn` over `reps` calls after two warm-up calls. */
 function time(fn: () => void): number {
@@ -76,10 +66,10 @@ if (!json) {
 
 // Triad first and again at the end: the ratio uses the better of the two, so a slow start
 // (page faults, frequency ramp) does not flatter adam.
-const a = new Float32Array(N), b = rand(N), c = rand(N);
+const a = new Float32Array(N), b = randomFloats(N), c = randomFloats(N);
 const triad1 = bench('triad', N, 12, () => nk.triad(a, b, c, N, 0.5));
 
-const p = rand(N, 0.1), g = rand(N, 0.01), m = new Float32Array(N), v = new Float32Array(N);
+const p = randomFloats(N, 0.1), g = randomFloats(N, 0.01), m = new Float32Array(N), v = new Float32Array(N);
 let t = 0;
 const adamC = (epsMode: AdamCoefs['epsMode']): AdamCoefs => {
   t++;
@@ -103,7 +93,7 @@ bench('momentum (Tiger, RMS θ)', N, 20, () =>
   nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, block: N, rmsScale: true, rmsFloor: 1e-3 }));
 
 const R = 2048, C = 2048, NA = R * C;
-const ap = rand(NA, 0.02), ag = rand(NA, 0.01), vr = new Float32Array(R), vc = new Float32Array(C);
+const ap = randomFloats(NA, 0.02), ag = randomFloats(NA, 0.01), vr = new Float32Array(R), vc = new Float32Array(C);
 let ta = 0;
 bench('adafactor 2048×2048', NA, 12, () => {
   ta++;

@@ -8,13 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { StepReport } from '../src/control/types.ts';
 import { serve } from '../src/serve/server.ts';
+import { flag, opt } from './args.ts';
 
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : d;
-};
-const RUNS = arg('runs', 8);
-const STEPS = arg('steps', 2000);
+const RUNS = Number(opt('runs', '8'));
+const STEPS = Number(opt('steps', '2000'));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-bench-serve-'));
 const s = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
 const headers = { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' };
@@ -51,7 +48,7 @@ const result = {
 };
 await s.close();
 fs.rmSync(dir, { recursive: true, force: true });
-if (process.argv.includes('--json')) console.log(JSON.stringify(result));
+if (flag('json')) console.log(JSON.stringify(result));
 else {
   console.log(`round trip of one step: median ${result.round_trip_ms.median.toFixed(2)} ms, p99 ${result.round_trip_ms.p99.toFixed(2)} ms`);
   console.log(`${RUNS} runs × ${STEPS} steps at once: ${seconds.toFixed(1)} s, ${Math.round(result.reports_per_s)} reports/s, every step stored once: ${complete}`);

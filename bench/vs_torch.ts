@@ -11,20 +11,17 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { median } from '../src/util/stats.ts';
+import { flag, opt } from './args.ts';
 
-const args = process.argv.slice(2);
-const flag = (name: string, def: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const configs = flag('configs', 'tiny,small').split(',');
-const precisions = flag('precisions', 'fp32,bf16').split(',');
-const rounds = Number(flag('rounds', '3'));
-const batch = flag('batch', '8');
-const threads = flag('threads', '2');
-const torch2 = flag('torch2', path.join(os.homedir(), '.torch2/bin/python'));
-const torch1 = flag('torch1', '/usr/bin/python3');
-const peer = path.resolve(flag('peer', 'bench/torch_gpt.py'));
+const configs = opt('configs', 'tiny,small').split(',');
+const precisions = opt('precisions', 'fp32,bf16').split(',');
+const rounds = Number(opt('rounds', '3'));
+const batch = opt('batch', '8');
+const threads = opt('threads', '2');
+const torch2 = opt('torch2', path.join(os.homedir(), '.torch2/bin/python'));
+const torch1 = opt('torch1', '/usr/bin/python3');
+const peer = path.resolve(opt('peer', 'bench/torch_gpt.py'));
 
 type Result = Record<string, number | string>;
 function run(cmd: string, argv: string[], env: Record<string, string> = {}): Result {
@@ -33,7 +30,6 @@ function run(cmd: string, argv: string[], env: Record<string, string> = {}): Res
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 const imports = (python: string) => spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** One engine in one configuration: how to run it, and its tokens/s per round. */
 interface Entry { name: string; command: string; run: () => Result; runs: Result[] }
@@ -64,7 +60,7 @@ for (let r = 0; r < rounds; r++) {
 }
 
 const rows = groups.map(({ config, precision, engines }) => {
-  const tps = (e: Entry) => median(e.runs.map((x) => Number(x.tokens_per_s)));
+  const tps = (e: Entry) => median(e.runs.map((x) => Number(x.tokens_per_s)))!;
   const [keel, ...peers] = engines;
   const k = tps(keel);
   const mid = keel.runs.find((x) => Number(x.tokens_per_s) === k)!;
@@ -77,7 +73,7 @@ const rows = groups.map(({ config, precision, engines }) => {
   };
 });
 
-if (args.includes('--json')) console.log(JSON.stringify(rows));
+if (flag('json')) console.log(JSON.stringify(rows));
 else {
   const pct = (x: unknown) => `${(100 * Number(x)).toFixed(0)}%`;
   console.log(`${rounds} interleaved rounds, medians; batch ${batch}, ${threads} threads each\n`);

@@ -37,6 +37,6 @@ export { CONFIGS, type GPTConfig } from './model/config.ts';
 export { paramLayout, type ParamLayout, type ParamSpec } from './model/params.ts';
 export { sample } from './model/sample.ts';
 export { loadModel, saveModel } from './model/checkpoint.ts';
-export { train, type TrainHooks, type TrainOptions, type TrainSummary } from './train/trainer.ts';
+export { train, type ProgressSink, type TrainHooks, type TrainOptions, type TrainSummary } from './train/trainer.ts';
 export { withDefaults } from './train/options.ts';
 export { UserError } from './errors.ts';

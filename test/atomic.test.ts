@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
 import { isTempName, writeDirAtomic, writeFileAtomic } from '../src/io/atomic.ts';
-import { MetricsLog, readMetrics } from '../src/io/metrics.ts';
+import { MetricsLog, parseMetricsLine, readMetrics } from '../src/io/metrics.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-atomic-'));
 process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
@@ -125,6 +125,17 @@ describe('metrics.jsonl', () => {
     b.write({ step: 2, loss: 1 });
     b.close();
     assert.deepEqual(readMetrics(f), [{ step: 1 }, { step: 2, loss: 1 }]);
+  });
+
+  test("Python's bare NaN / Infinity read as null, like Keel's own spelling; strings are left alone", () => {
+    const f = path.join(freshDir(), 'py.jsonl');
+    fs.writeFileSync(f, '{"step": 1, "loss": NaN, "grad_norm": Infinity, "x": [-Infinity, 1]}\n{"step": 2, "note": "NaN, Infinity"}\n');
+    assert.deepEqual(readMetrics(f), [
+      { step: 1, loss: null, grad_norm: null, x: [null, 1] },
+      { step: 2, note: 'NaN, Infinity' },
+    ]);
+    assert.deepEqual(parseMetricsLine('  {"step": 3, "loss": -Infinity}  '), { step: 3, loss: null });
+    assert.equal(parseMetricsLine('{"step": 4, "loss": NaNa}'), null, 'not a bare token: a broken line');
   });
 
   test('skips blank lines and non-object lines; a missing file is a UserError', () => {

@@ -80,8 +80,8 @@ describe('keel average native bodies: conversions value by value', () => {
           const got = new Uint32Array((await averageOne(file, 'f32', body.portable, chunkElements)).slice().buffer);
           for (let h = 0; h < n; h++) {
             const want = dtype === 'BF16' ? (h << 16) >>> 0 : halfBitsToFloatBits(h);
-            const isNaN = (u: number) => (u & 0x7fffffff) > 0x7f800000;
-            if (isNaN(want)) assert.ok(isNaN(got[h]), `${dtype} 0x${h.toString(16)}: want NaN`);
+            const isNaNBits = (u: number) => (u & 0x7fffffff) > 0x7f800000;
+            if (isNaNBits(want)) assert.ok(isNaNBits(got[h]), `${dtype} 0x${h.toString(16)}: want NaN`);
             else assert.equal(got[h], want, `${dtype} 0x${h.toString(16)}`);
           }
         }

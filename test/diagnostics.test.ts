@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { referenceKernels } from '../src/kernels/reference/index.ts';
-import { Diagnostics, median, type DiagRecord, type TensorDiag } from '../src/monitor/diagnostics.ts';
+import { Diagnostics, type DiagRecord, type TensorDiag } from '../src/monitor/diagnostics.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { lion } from '../src/optim/lion.ts';
 import { sgd } from '../src/optim/momentum.ts';
@@ -308,17 +308,6 @@ test('diagnostics: Gaussian r (SGD, r = g) ⇒ kurtosis ≈ 3, skewness ≈ 0, b
   assert.ok(Math.abs(pure.bimodality! - 1 / 3) < 0.03, `bimodality ${pure.bimodality}`);
   close(pure.grad_rms, 0.5, 'grad_rms', 0.02);
   close(pure.update_rms, 0.5e-3, 'update_rms', 0.02);
-});
-
-test('median: exact, odd and even counts, duplicates', () => {
-  const rng = new Rng(2);
-  for (const k of [1, 2, 3, 10, 11, 1000, 1001]) {
-    const xs = Array.from({ length: k }, () => (rng.int(4) === 0 ? 0.5 : rng.normal()));
-    const s = new Float64Array(k + 5).fill(99);
-    s.set(xs);
-    assert.equal(median(s, k), exactMedian(xs), `k = ${k}`);
-  }
-  assert.ok(Number.isNaN(median(new Float64Array(3), 0)));
 });
 
 test('diagnostics: cost contract: buffers allocated once and reused; work only on diagnosed steps and the step before', () => {

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
-import {
-  lrDirName, runOptimizerExperiment, sweepLrs, type ExperimentResults, type OptimizerExperimentOptions,
-} from '../src/experiments/optimizers.ts';
-import { verdictText } from '../src/experiments/report.ts';
+import { lrDirName } from '../src/experiments/common.ts';
+import { runOptimizerExperiment, sweepLrs, type OptimizerExperimentOptions } from '../src/experiments/optimizers.ts';
+import type { OptimizerExperimentResults } from '../src/experiments/optimizers_results.ts';
+import { verdictText, writeOptimizerReport } from '../src/experiments/optimizers_report.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
 import { OPTIMIZERS } from '../src/optim/registry.ts';
 import { paramLayout } from '../src/model/params.ts';
@@ -36,7 +36,7 @@ const base = (out: string, over: Partial<OptimizerExperimentOptions> = {}): Opti
   ...over,
 });
 
-const readResults = (out: string): ExperimentResults => JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+const readResults = (out: string): OptimizerExperimentResults => JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
 
 /** Bytes of the optimizer state a checkpoint actually saved (every tensor is float32). */
 function savedStateBytes(runDir: string): number {
@@ -48,11 +48,12 @@ function savedStateBytes(runDir: string): number {
 
 describe('runOptimizerExperiment on the micro model', () => {
   let out: string;
-  let results: ExperimentResults;
+  let results: OptimizerExperimentResults;
   const lines: string[] = [];
   before(async () => {
     out = fresh('exp');
     results = await runOptimizerExperiment(base(out, { log: (l) => lines.push(l) }));
+    writeOptimizerReport(out, results); // as `keel experiment optimizers` does
   });
 
   test('results.json: a sweep per optimizer, the best lr, and a final run at it', () => {
@@ -164,6 +165,7 @@ describe('runOptimizerExperiment on the micro model', () => {
 test('a diverged sweep run counts as +∞ and is recorded, not fatal', async () => {
   const out = fresh('diverge');
   const r = await runOptimizerExperiment(base(out, { optimizers: ['sgd'], lrFactors: [1, 1e30], steps: 6 }));
+  writeOptimizerReport(out, r);
   const [sgd] = r.optimizers;
   const bad = sgd.sweep.find((p) => p.lr > 1e20)!;
   assert.equal(bad.diverged, true);
@@ -177,6 +179,24 @@ test('a diverged sweep run counts as +∞ and is recorded, not fatal', async () 
   assert.equal(r.adafactor_target.met, null, 'no adamw/adafactor: the target is not evaluated');
   assert.match(verdictText(r.adafactor_target, r), /not evaluated.*missing: adamw, adafactor/);
   assert.match(fs.readFileSync(path.join(out, 'report.html'), 'utf8'), /diverged/);
+});
+
+test('Ctrl-C (shouldStop) ends the experiment after the run in flight; a second call continues it', async () => {
+  const out = fresh('interrupt');
+  const lines: string[] = [];
+  const opts = base(out, { optimizers: ['adamw'], log: (l) => lines.push(l) });
+  const r = await runOptimizerExperiment({ ...opts, shouldStop: () => lines.length >= 1 });
+  assert.equal(r.interrupted, true);
+  assert.equal(r.complete, false);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.equal(readResults(out).optimizers[0].sweep.length, 1, 'results.json holds the finished run');
+  assert.equal(fs.existsSync(path.join(out, 'adamw', lrDirName(r.optimizers[0].sweep[0].lr * 2))), false, 'the next run was not started');
+  const again: string[] = [];
+  const r2 = await runOptimizerExperiment(base(out, { optimizers: ['adamw'], log: (l) => again.push(l) }));
+  assert.equal(r2.interrupted, false);
+  assert.equal(r2.complete, true);
+  assert.equal(again.filter((l) => l.endsWith('(done earlier)')).length, 1, again.join('\n'));
+  assert.equal(again.length, 3);
 });
 
 describe('keel experiment optimizers: command line', () => {

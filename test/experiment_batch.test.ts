@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
-import { crossing, fitCriticalBatch, fitRules, logSlope, runBatchExperiment, valueAt, type BatchExperimentOptions, type BatchResults } from '../src/experiments/batch.ts';
-import { findings } from '../src/experiments/batch_report.ts';
+import { crossing, fitCriticalBatch, fitRules, logSlope, runBatchExperiment, valueAt, type BatchExperimentOptions } from '../src/experiments/batch.ts';
+import type { BatchResults } from '../src/experiments/batch_results.ts';
+import { batchFindings, writeBatchReport } from '../src/experiments/batch_report.ts';
 import { lrForBatch } from '../src/schedule/rules.ts';
 import { keel, MICRO, tempRoot, writeCorpus } from './helpers.ts';
 
@@ -89,6 +90,7 @@ test('micro end-to-end: pilot, 2 batches × 2 lrs × 1 ε, results.json, report,
   const out = fresh('e2e');
   const lines: string[] = [];
   const r = await runBatchExperiment(base(out, { log: (l) => lines.push(l) }));
+  writeBatchReport(out, r); // as `keel experiment batch` does
   assert.equal(r.experiment, 'batch');
   assert.ok(r.complete);
   assert.ok(r.pilot && r.pilot.steps === 8);
@@ -115,7 +117,7 @@ test('micro end-to-end: pilot, 2 batches × 2 lrs × 1 ε, results.json, report,
   const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
   assert.match(html, /B_crit/);
   assert.match(html, /<svg/);
-  assert.ok(findings(r).length >= 3);
+  assert.ok(batchFindings(r).length >= 3);
   // Rerun: everything reused, no training.
   const lines2: string[] = [];
   const r2 = await runBatchExperiment(base(out, { log: (l) => lines2.push(l) }));

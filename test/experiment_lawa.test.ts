@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { firstReach, rises, runLawaExperiment, stepsToTargets } from '../src/experiments/lawa.ts';
+import { writeLawaReport } from '../src/experiments/lawa_report.ts';
 import { MICRO, tempRoot, writeCorpus } from './helpers.ts';
 
 const { root, fresh } = tempRoot('exp-lawa');
@@ -30,6 +31,7 @@ test('a micro run writes results.json and report.html with raw, LAWA and EMA cur
     out, config: MICRO, configName: 'micro', data: corpus, lrs: [3e-2, 3e-3], steps: 12, batch: 2, k: 2, every: 2,
     ema: 0.9, evalEvery: 4, evalTokens: 257, progress: false,
   });
+  writeLawaReport(out, r); // as `keel experiment lawa` does
   assert.equal(r.runs.length, 2);
   for (const run of r.runs) {
     assert.deepEqual(run.curve.step, [4, 8, 12]);

@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
-import {
-  analyzeRunLog, divergenceOnset, earlyExcursion, LEAD_STATS, lrSensitivity, parseRunLog, precursorLead, runSpikeExperiment, summarizeLeads,
-  type SpikeExperimentOptions, type SpikeResults, type SpikeRunRecord,
-} from '../src/experiments/spikes.ts';
-import { findings } from '../src/experiments/spikes_report.ts';
+import { analyzeRunLog, divergenceOnset, earlyExcursion, LEAD_STATS, parseRunLog, precursorLead } from '../src/monitor/spike_log.ts';
+import { lrSensitivity, runSpikeExperiment, summarizeLeads, type SpikeExperimentOptions } from '../src/experiments/spikes.ts';
+import type { SpikeResults, SpikeRunRecord } from '../src/experiments/spikes_results.ts';
+import { spikeFindings, writeSpikeReport } from '../src/experiments/spikes_report.ts';
 import { keel, MICRO, tempRoot, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('experiment-spikes');
@@ -45,6 +44,7 @@ describe('runSpikeExperiment on the micro model', () => {
   before(async () => {
     out = fresh('exp');
     results = await runSpikeExperiment(base(out, { log: (l) => lines.push(l) }));
+    writeSpikeReport(out, results); // as `keel experiment spikes` does
   });
 
   test('the grid: every variant at the first ε, the baseline also at the second', () => {
@@ -118,8 +118,8 @@ describe('runSpikeExperiment on the micro model', () => {
   test('report.html: findings from the numbers, tables, the log-x chart, offline', () => {
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.ok(html.includes('What we measured'));
-    for (const f of findings(results)) assert.ok(html.includes(f.replace(/&/g, '&#38;').replace(/</g, '&#60;').replace(/>/g, '&#62;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')), f);
-    assert.match(findings(results)[0], /^8 of 8 runs finished/);
+    for (const f of spikeFindings(results)) assert.ok(html.includes(f.replace(/&/g, '&#38;').replace(/</g, '&#60;').replace(/>/g, '&#62;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')), f);
+    assert.match(spikeFindings(results)[0], /^8 of 8 runs finished/);
     assert.ok(html.includes('<svg class="lrplot"'), 'final loss vs lr chart');
     assert.ok(html.includes('learning rate (log scale)'));
     assert.ok(html.includes('Spikes per run') && html.includes('Did the diagnostics move before the spikes?'));

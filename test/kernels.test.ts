@@ -3,8 +3,8 @@
 // checks; then float64 finite-difference checks of each backward on the reference. The
 // optimizer kernels (adam, momentum, adafactor, triad) are tested in optim_kernels.test.ts.
 //
-// The portable bodies are selected with the addon's opsSetSimd(false) (KEEL_SIMD=0 does the
-// same for a whole process); on a CPU without AVX2/FMA only the portable mode runs.
+// The portable bodies are selected with kernelsSetSimd(false) (KEEL_SIMD=0 does the same for
+// a whole process); on a CPU without AVX2/FMA only the portable mode runs.
 //
 // Glossary: B batch, T time, C channels, NH heads (hs = C/NH), V vocabulary, BT = B·T.
 import { test } from 'node:test';

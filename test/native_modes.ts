@@ -6,10 +6,10 @@ import { after } from 'node:test';
 import { nativeKernels } from '../src/kernels/native.ts';
 
 export const nk = nativeKernels();
-const isaBefore = nk.opsSetIsa();
+const isaBefore = nk.kernelsSetIsa();
 const threadsBefore = nk.threads();
 after(() => {
-  nk.opsSetIsa(isaBefore);
+  nk.kernelsSetIsa(isaBefore);
   nk.threads(threadsBefore);
 });
 const LEVELS = ['avx512f', 'avx2', 'portable'] as const;
@@ -24,13 +24,13 @@ export function eachMode(fn: (mode: string) => void): void {
   try {
     for (const level of isaModes) {
       for (const threads of [1, 2]) {
-        nk.opsSetIsa(level);
+        nk.kernelsSetIsa(level);
         nk.threads(threads);
         fn(`${level}/${threads}t`);
       }
     }
   } finally {
-    nk.opsSetIsa(isaBefore);
+    nk.kernelsSetIsa(isaBefore);
     nk.threads(threadsBefore);
   }
 }

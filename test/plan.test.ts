@@ -240,6 +240,15 @@ test('keel plan --from RUN_DIR reads the last b_simple and the run’s lr and ba
   assert.equal(o.base_batch, 32);
 });
 
+test('keel plan --from: a line Python wrote with a bare NaN still counts (one metrics reader for every tool)', () => {
+  const dir = fresh('py-run');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'metrics.jsonl'), '{"step": 10, "b_simple": 40}\n{"step": 20, "b_simple": 70, "noise_grad_rms": 2e-4, "loss": NaN}\n');
+  const r = keel(['plan', '--from', dir, '--eps', '1e-4', '--base-lr', '1e-3', '--base-batch', '32', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).b_noise, 70);
+});
+
 test('keel plan: clear errors for missing inputs', () => {
   const none = keel(['plan']);
   assert.equal(none.status, 2);

@@ -10,7 +10,7 @@ import { bf16, fp16, roundGradients } from '../src/guard/precision.ts';
 import { climb, emptyLadder } from '../src/control/ladder.ts';
 import { defaultPolicy, recoveryDefaults } from '../src/control/types.ts';
 import { readSafetensors } from '../src/io/safetensors.ts';
-import { Guards, parseOptSchedule } from '../src/train/guards.ts';
+import { Guards, parseOptSchedule } from '../src/guard/guards.ts';
 import { checkpointDir, loadCheckpoint } from '../src/train/checkpoints.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
 import { UserError } from '../src/errors.ts';

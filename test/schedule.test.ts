@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UserError } from '../src/errors.ts';
-import { learningRate, parsePoints, piecewiseLinear } from '../src/train/schedule.ts';
+import { learningRate, parsePoints, piecewiseLinear } from '../src/schedule/lr.ts';
 
 const base = { lr: 1, minLr: 0.1, warmup: 10, steps: 110 };
 

@@ -65,7 +65,7 @@ export type OutputDtype = 'keep' | 'f32' | 'bf16' | 'f16';
 export const OUTPUT_DTYPES: readonly OutputDtype[] = ['keep', 'f32', 'bf16', 'f16'];
 
 export const INDEX_FILE = 'model.safetensors.index.json';
-export const MODEL_FILE = 'model.safetensors';
+const MODEL_FILE = 'model.safetensors';
 
 /**
  * Default chunk: 1 Mi elements, the unit handed to the addon (it reads, averages and writes it

@@ -10,6 +10,7 @@ import { int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 import { UserError } from '../errors.ts';
 import { checkMemory, modelMemory, optimizerStateBytes } from '../train/memory.ts';
+import { median } from '../util/stats.ts';
 
 /** What keel bench holds at once: the model, the optimizer's state and matmulGflops' buffers. */
 function benchMemory(cfg: GPTConfig, batch: number, optimizer: string, options: Record<string, unknown>) {
@@ -27,7 +28,7 @@ function benchMemory(cfg: GPTConfig, batch: number, optimizer: string, options: 
  * plus causal attention (QKᵀ and AV over on average T/2 keys: 2·2·(T/2)·C forward, ×3 with backward).
  * The embedding lookups are not multiplies; the tied head is a V×C matmul.
  */
-export function flopsPerToken(cfg: GPTConfig): number {
+function flopsPerToken(cfg: GPTConfig): number {
   const { nLayer: L, nEmbd: C, blockSize: T, vocabSize: V } = cfg;
   const matmulParams = L * 12 * C * C + V * C;
   const attention = L * 2 * 2 * (T / 2) * C;
@@ -36,12 +37,7 @@ export function flopsPerToken(cfg: GPTConfig): number {
 
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-export function runBench(
+function runBench(
   cfg: GPTConfig, batch: number, steps: number, warmup: number, optimizerName = 'adamw',
   optimizerOptions: Record<string, unknown> = {}, precision: MatmulPrecision = 'fp32',
 ) {
@@ -72,16 +68,16 @@ export function runBench(
     if (s >= warmup) optTimes.push(performance.now() - t1);
     if (s >= warmup) times.push(performance.now() - t0);
   }
-  const stepMs = median(times);
+  const stepMs = median(times)!;
   const tokensPerS = (n / stepMs) * 1000;
   return {
     tokensPerS, stepMs, params: model.numParams, modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9,
-    optimizer: optimizer.name, optimizerMs: median(optTimes), optimizerStateBytes: stateBytes(opt),
+    optimizer: optimizer.name, optimizerMs: median(optTimes)!, optimizerStateBytes: stateBytes(opt),
   };
 }
 
 /** GFLOP/s of the matmul kernel alone on the model's largest forward and backward shape. */
-export function matmulGflops(cfg: GPTConfig, batch: number, precision: MatmulPrecision = 'fp32'): number {
+function matmulGflops(cfg: GPTConfig, batch: number, precision: MatmulPrecision = 'fp32'): number {
   const k = nativeKernels();
   const BT = batch * cfg.blockSize;
   const C = cfg.nEmbd;
@@ -98,7 +94,7 @@ export function matmulGflops(cfg: GPTConfig, batch: number, precision: MatmulPre
     k.matmulBackward(dinp, dw, null, out, inp, w, BT, C, OC, precision);
     if (r >= 2) times.push(performance.now() - t0);
   }
-  return (6 * BT * C * OC) / (median(times) / 1000) / 1e9;
+  return (6 * BT * C * OC) / (median(times)! / 1000) / 1e9;
 }
 
 export function benchCommand(): Command {

@@ -7,13 +7,17 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { UserError } from '../errors.ts';
-import { DEFAULT_LR_FACTORS, runOptimizerExperiment } from '../experiments/optimizers.ts';
-import { DEFAULT_EPS, DEFAULT_LRS, runSpikeExperiment, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS } from '../experiments/spikes.ts';
-import { findings } from '../experiments/spikes_report.ts';
+import { runOptimizerExperiment } from '../experiments/optimizers.ts';
+import { DEFAULT_LR_FACTORS, type OptimizerExperimentResults } from '../experiments/optimizers_results.ts';
+import { writeOptimizerReport } from '../experiments/optimizers_report.ts';
+import { runSpikeExperiment } from '../experiments/spikes.ts';
+import { DEFAULT_EPS, DEFAULT_LRS, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, type SpikeResults } from '../experiments/spikes_results.ts';
+import { spikeFindings, writeSpikeReport } from '../experiments/spikes_report.ts';
 import { runLawaExperiment } from '../experiments/lawa.ts';
-import { findings as lawaFindings } from '../experiments/lawa_report.ts';
-import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS, runBatchExperiment } from '../experiments/batch.ts';
-import { findings as batchFindings } from '../experiments/batch_report.ts';
+import { lawaFindings, writeLawaReport } from '../experiments/lawa_report.ts';
+import { runBatchExperiment } from '../experiments/batch.ts';
+import { DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS as BATCH_LRS, DEFAULT_TOKENS, type BatchResults } from '../experiments/batch_results.ts';
+import { batchFindings, writeBatchReport } from '../experiments/batch_report.ts';
 import { resolveConfig } from '../model/config.ts';
 import { OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { int } from './args.ts';
@@ -43,6 +47,29 @@ function interruptible(): { shouldStop: () => boolean; done: () => void } {
   };
   process.on('SIGINT', onSigint);
   return { shouldStop: () => stop, done: () => process.off('SIGINT', onSigint) };
+}
+
+/**
+ * Runs an experiment that Ctrl-C stops, then writes its report.html, prints where it is with
+ * `lines` (and how to continue an interrupted one), and with --json results.json as the last
+ * line of stdout. An interrupted experiment exits 130.
+ */
+async function runExperiment<R extends { complete: boolean; interrupted: boolean }>(
+  name: string,
+  out: string,
+  json: boolean,
+  run: (shouldStop: () => boolean) => Promise<R>,
+  report: { write: (out: string, results: R) => string; lines: (results: R) => string[] },
+): Promise<void> {
+  const sig = interruptible();
+  const results = await run(sig.shouldStop).finally(sig.done);
+  report.write(out, results);
+  process.stderr.write(
+    `${results.complete ? 'done' : 'stopped'}: ${path.resolve(out)}/report.html, results.json\n${report.lines(results).join('\n')}\n` +
+      (results.interrupted ? `continue with: keel experiment ${name} --out ${out} (and the same settings)\n` : ''),
+  );
+  if (json) process.stdout.write(JSON.stringify(results) + '\n');
+  if (results.interrupted) process.exit(130);
 }
 
 /** "a,b,c" → ['a', 'b', 'c'] (blanks around commas ignored). */
@@ -85,8 +112,7 @@ export function experimentCommand(): Command {
       const lrFactors = cmd.getOptionValueSource('lrFactors') === 'default' ? DEFAULT_LR_FACTORS : factors(o.lrFactors);
       const config = resolveConfig(o.config);
       const out = o.out ?? defaultOut();
-      const sig = interruptible();
-      const results = await runOptimizerExperiment({
+      const run = (shouldStop: () => boolean) => runOptimizerExperiment({
         out,
         optimizers: names,
         steps: o.steps,
@@ -100,22 +126,15 @@ export function experimentCommand(): Command {
         seed: o.seed,
         keepSweepCheckpoints: !!o.keepSweepCheckpoints,
         progress: true,
-        shouldStop: sig.shouldStop,
+        shouldStop,
       });
-      sig.done();
-      const dir = path.resolve(out);
-      const lines = results.optimizers.map(
+      const lines = (results: OptimizerExperimentResults) => results.optimizers.map(
         (r) =>
           `  ${r.optimizer.padEnd(10)} best lr ${r.best_lr ?? '—'}  val loss ${r.val_loss?.toFixed(4) ?? r.status}` +
           (r.state_bytes === null ? '' : `  state ${(r.state_bytes / 1e6).toFixed(3)} MB`) +
           (r.tokens_per_s === null ? '' : `  ${Math.round(r.tokens_per_s)} tok/s`),
       );
-      process.stderr.write(
-        `${results.complete ? 'done' : 'stopped'}: ${dir}/report.html, results.json\n${lines.join('\n')}\n` +
-          (results.interrupted ? `continue with: keel experiment optimizers --out ${out} (and the same settings)\n` : ''),
-      );
-      if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
-      if (results.interrupted) process.exit(130);
+      await runExperiment('optimizers', out, !!o.json, run, { write: writeOptimizerReport, lines });
     });
   return experiment.addCommand(optimizers).addCommand(spikesCommand()).addCommand(lawaCommand()).addCommand(batchCommand());
 }
@@ -148,8 +167,7 @@ function spikesCommand(): Command {
       const epsValues = numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0');
       const config = o.config === undefined ? undefined : resolveConfig(o.config);
       const out = o.out ?? defaultOut('spikes');
-      const sig = interruptible();
-      const results = await runSpikeExperiment({
+      const run = (shouldStop: () => boolean) => runSpikeExperiment({
         out,
         variants,
         lrs,
@@ -165,22 +183,17 @@ function spikesCommand(): Command {
         diagEvery: o.diagEvery,
         seed: o.seed,
         progress: true,
-        shouldStop: sig.shouldStop,
+        shouldStop,
       });
-      sig.done();
-      const dir = path.resolve(out);
-      const lines = results.variants.map(
-        (v) =>
-          `  ${v.label.padEnd(20)} LR sensitivity ${v.lr_sensitivity?.toFixed(3) ?? '—'}  best ${v.best_loss?.toFixed(4) ?? '—'}` +
-          `  spikes ${v.spikes}  diverged ${v.diverged}/${v.runs}  precursor ${v.lead.with_any_precursor}/${v.lead.testable}`,
-      );
-      process.stderr.write(
-        `${results.complete ? 'done' : 'stopped'}: ${dir}/report.html, results.json\n${lines.join('\n')}\n` +
-          findings(results).map((f) => `- ${f}`).join('\n') + '\n' +
-          (results.interrupted ? `continue with: keel experiment spikes --out ${out} (and the same settings)\n` : ''),
-      );
-      if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
-      if (results.interrupted) process.exit(130);
+      const lines = (results: SpikeResults) => [
+        ...results.variants.map(
+          (v) =>
+            `  ${v.label.padEnd(20)} LR sensitivity ${v.lr_sensitivity?.toFixed(3) ?? '—'}  best ${v.best_loss?.toFixed(4) ?? '—'}` +
+            `  spikes ${v.spikes}  diverged ${v.diverged}/${v.runs}  precursor ${v.lead.with_any_precursor}/${v.lead.testable}`,
+        ),
+        ...spikeFindings(results).map((f) => `- ${f}`),
+      ];
+      await runExperiment('spikes', out, !!o.json, run, { write: writeSpikeReport, lines });
     });
 }
 
@@ -201,11 +214,13 @@ function lawaCommand(): Command {
     .option('--seed <n>', 'seed (default: 1337)', int(0))
     .option('--json', 'print results.json as the last line of stdout')
     .action(async (o) => {
+      const out = o.out ?? defaultOut('lawa');
       const r = await runLawaExperiment({
-        out: o.out ?? defaultOut('lawa'), config: resolveConfig(o.config), configName: o.config,
+        out: out, config: resolveConfig(o.config), configName: o.config,
         data: o.data === undefined ? undefined : path.resolve(o.data),
         lrs: o.lrs, steps: o.steps, batch: o.batch, k: o.k, every: o.every, ema: o.ema, evalEvery: o.evalEvery, evalTokens: o.evalTokens, seed: o.seed,
       });
+      writeLawaReport(out, r);
       for (const f of lawaFindings(r)) process.stderr.write(f + '\n');
       if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
     });
@@ -237,8 +252,7 @@ function batchCommand(): Command {
       const num1 = (flag: string, v: string) => numberList(flag, v, (n) => n > 0, 'a positive number')[0];
       const config = o.config === undefined ? undefined : resolveConfig(o.config);
       const out = o.out ?? defaultOut('batch');
-      const sig = interruptible();
-      const results = await runBatchExperiment({
+      const run = (shouldStop: () => boolean) => runBatchExperiment({
         out,
         batches: numberList('--batches', o.batches, (n) => Number.isSafeInteger(n) && n >= 2 && n % 2 === 0, 'even integers ≥ 2'),
         lrs: numberList('--lrs', o.lrs, (n) => n > 0, 'positive numbers'),
@@ -255,15 +269,9 @@ function batchCommand(): Command {
         pilotBatch: o.pilotBatch,
         seed: o.seed,
         progress: false,
-        shouldStop: sig.shouldStop,
+        shouldStop,
       });
-      sig.done();
-      process.stderr.write(
-        `${results.complete ? 'done' : 'stopped'}: ${path.resolve(out)}/report.html, results.json\n` +
-          batchFindings(results).map((f) => `- ${f}`).join('\n') + '\n' +
-          (results.interrupted ? `continue with: keel experiment batch --out ${out} (and the same settings)\n` : ''),
-      );
-      if (o.json) process.stdout.write(JSON.stringify(results) + '\n');
-      if (results.interrupted) process.exit(130);
+      const lines = (results: BatchResults) => batchFindings(results).map((f) => `- ${f}`);
+      await runExperiment('batch', out, !!o.json, run, { write: writeBatchReport, lines });
     });
 }

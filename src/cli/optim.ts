@@ -9,7 +9,7 @@ import { replay } from '../optim/replay.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 
 /** param and grad.1 … grad.N of a trace file, checked. */
-export function readTrace(file: string): { param: Float32Array; shape: number[]; grads: Float32Array[] } {
+function readTrace(file: string): { param: Float32Array; shape: number[]; grads: Float32Array[] } {
   if (!fs.existsSync(file)) throw new UserError(`--trace ${file} does not exist`);
   const f = readSafetensors(file);
   const info = (name: string) => f.infos.find((i) => i.name === name);

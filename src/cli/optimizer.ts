@@ -1,5 +1,5 @@
 /** The optimizer flags shared by `keel train`, `keel optim replay` and experiments. */
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { UserError } from '../errors.ts';
 import { describeSchema, parseOptionText } from '../optim/options.ts';
 import { OPTIMIZER_NAMES, OPTIMIZERS, optimizerEntry } from '../optim/registry.ts';
@@ -15,7 +15,7 @@ export function addOptimizerFlags(cmd: Command, defaultName?: string): Command {
 }
 
 /** Every optimizer with its options, for the end of --help. */
-export function optimizerHelp(): string {
+function optimizerHelp(): string {
   const lines = ['', 'Optimizers and their --opt options (library API names):'];
   for (const name of OPTIMIZER_NAMES) {
     lines.push(`  ${name}: ${OPTIMIZERS[name].summary}`);

@@ -17,20 +17,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { UserError } from '../errors.ts';
+import { readMetrics, type MetricsRecord } from '../io/metrics.ts';
 import { formatNumber } from '../report/format.ts';
 import { lrForBatch, PLAN_RULES, softsignNu2, surgePeak, type RuleParams } from '../schedule/rules.ts';
 import { float } from './args.ts';
 
 type PlanRule = (typeof PLAN_RULES)[number];
 
-export interface PlanRow {
+interface PlanRow {
   batch: number;
   steps_ratio: number;
   examples_ratio: number;
   lr: Record<PlanRule, number | null> | null;
 }
 
-export interface Plan {
+interface Plan {
   b_noise: number;
   b_crit: number;
   b_noise_tokens: number | null;
@@ -44,7 +45,7 @@ export interface Plan {
   warnings: string[];
 }
 
-export interface PlanInputs {
+interface PlanInputs {
   bNoise: number;
   bNoiseTokens?: number | null;
   source?: string;
@@ -59,7 +60,7 @@ export interface PlanInputs {
 }
 
 /** Powers of two from about B_noise/16 to 16·B_noise, plus the base batch. */
-export function defaultBatches(bNoise: number, baseBatch?: number): number[] {
+function defaultBatches(bNoise: number, baseBatch?: number): number[] {
   const lo = Math.max(0, Math.floor(Math.log2(bNoise / 16)));
   const hi = Math.max(lo + 4, Math.ceil(Math.log2(bNoise * 16)));
   const out = new Set<number>();
@@ -69,7 +70,7 @@ export function defaultBatches(bNoise: number, baseBatch?: number): number[] {
 }
 
 /** The plan as data (what --json prints). */
-export function makePlan(inp: PlanInputs): Plan {
+function makePlan(inp: PlanInputs): Plan {
   const bn = inp.bNoise;
   if (!(Number.isFinite(bn) && bn > 0)) throw new UserError(`the noise scale must be a positive number, got ${bn}`);
   const hasBase = inp.baseLr !== undefined && inp.baseBatch !== undefined;
@@ -126,20 +127,13 @@ interface RunInfo {
 }
 
 /** The last positive b_simple of a run (directory or metrics.jsonl) and the run's config defaults. */
-export function readRunNoise(from: string): RunInfo {
+function readRunNoise(from: string): RunInfo {
   if (!fs.existsSync(from)) throw new UserError(`--from ${from}: no such run directory or file`);
   const dir = fs.statSync(from).isDirectory() ? from : path.dirname(from);
   const file = fs.statSync(from).isDirectory() ? path.join(from, 'metrics.jsonl') : from;
   if (!fs.existsSync(file)) throw new UserError(`--from ${from}: no metrics.jsonl there (is it a keel train run directory?)`);
-  let last: Record<string, unknown> | null = null;
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    if (!line.includes('"b_simple"')) continue;
-    let r: Record<string, unknown>;
-    try {
-      r = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
+  let last: MetricsRecord | null = null;
+  for (const r of readMetrics(file)) {
     if (typeof r.b_simple === 'number' && Number.isFinite(r.b_simple) && r.b_simple > 0) last = r;
   }
   if (!last) {

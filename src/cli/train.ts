@@ -5,7 +5,7 @@ import { resolveConfig } from '../model/config.ts';
 import { isDeepStrictEqual } from 'node:util';
 import { loadCheckpoint, type Checkpoint } from '../train/checkpoints.ts';
 import { autoResume } from '../train/auto_resume.ts';
-import { SCHEDULES } from '../train/schedule.ts';
+import { SCHEDULES } from '../schedule/lr.ts';
 import { RecoveryExhausted } from '../errors.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
@@ -19,7 +19,7 @@ import { runDirOf } from '../train/checkpoints.ts';
 import { writeReport } from '../report/html.ts';
 import { createProgress } from '../util/progress.ts';
 import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
-import { Guards } from '../train/guards.ts';
+import { Guards } from '../guard/guards.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
 import { findServer } from '../serve/home.ts';
 import { Mirror } from '../serve/mirror.ts';
@@ -130,7 +130,26 @@ export function trainCommand(): Command {
   });
 }
 
-type Flags = Record<string, any>; // commander's parsed flags
+/** The flags these functions read by name (commander's parsed values); the rest go through resolveFlagOptions. */
+interface Flags extends Record<string, unknown> {
+  config: string;
+  data?: string;
+  tokenizer?: TokenizerName;
+  qkNorm?: boolean;
+  optimizer: string;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  opt?: string[];
+  lr?: number;
+  minLr?: number;
+  out?: string;
+  lawa?: string;
+  resume?: string;
+  serve?: string | true;
+  json?: boolean;
+}
 
 /** The model, its tokenizer and the optimizer: from the flags, or (resuming) fixed by the checkpoint. */
 function resolveModel(o: Flags, given: (key: string) => boolean, ckpt: Checkpoint | undefined) {
@@ -146,7 +165,7 @@ function resolveModel(o: Flags, given: (key: string) => boolean, ckpt: Checkpoin
     throw new UserError('--config cannot change when resuming: the checkpoint fixes the model');
   }
   if (ckpt && o.qkNorm && !ckpt.state.config.qkNorm) throw new UserError('--qk-norm cannot change when resuming: the checkpoint fixes the model');
-  const optimizer = ckpt && !given('optimizer') && base.optimizer !== undefined ? (base.optimizer as string) : (o.optimizer as string);
+  const optimizer = ckpt && !given('optimizer') && base.optimizer !== undefined ? (base.optimizer as string) : o.optimizer;
   if (ckpt && given('optimizer') && optimizer !== (base.optimizer ?? 'adamw')) {
     throw new UserError(`--optimizer cannot change when resuming: the checkpoint holds ${base.optimizer ?? 'adamw'} state`);
   }

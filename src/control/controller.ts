@@ -354,7 +354,7 @@ export class Controller {
 }
 
 /** The shortest warm-up window: fewer values make σ too noisy for a 6σ test. */
-export const MIN_SPIKE_WARMUP = 16;
+const MIN_SPIKE_WARMUP = 16;
 
 /**
  * A shorter warm-up for a window the run cannot afford: when filling it would take more than

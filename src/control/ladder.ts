@@ -18,9 +18,9 @@
 import type { Policy, Rung } from './types.ts';
 
 /** Steps around an episode's flagged steps that count as the same place. */
-export const SAME_PLACE = 5;
+const SAME_PLACE = 5;
 
-export interface Episode {
+interface Episode {
   /** First and last step flagged in this episode. */
   first: number;
   last: number;
@@ -31,12 +31,12 @@ export interface Episode {
   attempt: number;
 }
 
-export interface Zone {
+interface Zone {
   from: number;
   to: number;
 }
 
-export interface LrZone extends Zone {
+interface LrZone extends Zone {
   factor: number;
 }
 

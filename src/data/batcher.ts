@@ -120,7 +120,7 @@ function checkCount(what: string, v: number): void {
  * fixed seed the map index → word 0 is a bijection over 2³² indices (fmix32 and xor with a
  * constant are bijections), so distinct batches never share a state.
  */
-export function batchRng(seed: number, index: number): Rng {
+function batchRng(seed: number, index: number): Rng {
   const words = [split(seed), split(index)];
   const state: RngState = [0, 0, 0, 0];
   for (let k = 0; k < 4; k++) {

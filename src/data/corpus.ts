@@ -34,7 +34,7 @@ export interface Corpus {
   val?: Tokens;
 }
 
-export const DEFAULT_CORPUS = 'sotu (built-in: State of the Union addresses, 1790–2021)';
+const DEFAULT_CORPUS = 'sotu (built-in: State of the Union addresses, 1790–2021)';
 const DEFAULT_FILE = new URL('../../data/sotu.txt.br', import.meta.url);
 
 /**

@@ -32,30 +32,23 @@ import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
 import { readMetrics, type MetricsRecord } from '../io/metrics.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import { validateConfig, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer } from '../optim/registry.ts';
-import { lrForBatch, type ScalingRule } from '../schedule/rules.ts';
-import { TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { lrForBatch } from '../schedule/rules.ts';
+import type { TrainOptions } from '../train/trainer.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
-import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes.ts';
-import { writeBatchReport } from './batch_report.ts';
-import { ensureOutDir } from '../io/out_dir.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
+import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes_results.ts';
+import {
+  DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS, DEFAULT_TOKENS, NEAR_TIE, RULES, TARGET_MARGIN,
+  type BatchResults, type BatchRow, type BatchRunRecord, type BatchSettings, type CritFit, type EpsResult, type EvalPoint, type PilotRecord, type RuleFit,
+} from './batch_results.ts';
+import { median } from '../util/stats.ts';
 
-export const DEFAULT_BATCHES = [2, 4, 8, 16, 32, 64];
-/** 1e-4 … 0.2 in ×√2 steps (3 significant digits). */
-export const DEFAULT_LRS = Array.from({ length: 23 }, (_, k) => sig3(1e-4 * 2 ** (k / 2)));
-export const DEFAULT_LR_START = 1e-3;
-/** Tokens per run: 2^18 (the largest default batch, 64 × 64 tokens, gets 64 steps; B = 2 gets 2048). */
-export const DEFAULT_TOKENS = 262144;
-export const TARGET_MARGIN = 0.05;
-/** Final losses this close (nats) to the best are a tie for one seed. */
-export const NEAR_TIE = 0.01;
-export const RULES: ScalingRule[] = ['none', 'linear', 'sqrt', 'sgd', 'signsgd', 'softsign'];
-
-export interface BatchExperimentOptions {
+export interface BatchExperimentOptions extends RunnerOptions {
   out: string;
   batches?: number[];
   /** The lr grid the sweep walks on (sorted; 3 significant digits). */
@@ -76,145 +69,8 @@ export interface BatchExperimentOptions {
   pilotBatch?: number;
   pilotSteps?: number;
   seed?: number;
-  progress?: boolean;
-  log?: (line: string) => void;
-  shouldStop?: () => boolean;
 }
 
-export interface BatchSettings {
-  configName: string;
-  config: GPTConfig;
-  data: string | null;
-  tokens: number;
-  evalTokens: number;
-  evalPoints: number;
-  /** Linear warm-up: this fraction of each run's steps (at least 1). */
-  warmupFraction: number;
-  schedule: 'constant';
-  clip: number;
-  optimizer: 'adamw';
-  pilotBatch: number;
-  pilotAccum: number;
-  pilotSteps: number;
-  pilotLr: number;
-  pilotEps: number;
-  seed: number;
-  initialLoss: number;
-  threads: number;
-}
-
-export interface EvalPoint {
-  step: number;
-  val_loss: number;
-}
-
-/** summary.json of one sweep run. */
-export interface BatchRunRecord {
-  eps: number;
-  batch: number;
-  lr: number;
-  steps: number;
-  tokens: number;
-  diverged: boolean;
-  val_loss: number | null;
-  /** min(val_loss, L0); L0 when diverged. */
-  final_loss: number;
-  /** The evaluations over the run (step, val loss). */
-  evals: EvalPoint[];
-  /** Last logged b_simple (sequences) and median gradient RMS of the second half. */
-  b_simple: number | null;
-  /** (step, b_simple) at about evalPoints steps along the run: B_simple at the target loss. */
-  b_curve?: [number, number][];
-  grad_rms: number | null;
-  wall_seconds: number;
-  error?: string;
-}
-
-export interface PilotRecord {
-  batch: number;
-  accum: number;
-  steps: number;
-  lr: number;
-  eps: number;
-  b_simple: number | null;
-  b_simple_final: number | null;
-  grad_rms: number | null;
-  val_loss: number | null;
-  /** (step, b_simple) for the report. */
-  curve: [number, number][];
-  wall_seconds: number;
-}
-
-export interface BatchRow {
-  batch: number;
-  steps: number;
-  lrs_tried: number[];
-  best_lr: number | null;
-  best_loss: number | null;
-  /** The best lr is at the edge of the grid (the optimum may lie beyond). */
-  at_grid_edge: boolean;
-  /** Lowest and highest lr whose final loss is within NEAR_TIE nats of the best: how flat the valley is. */
-  near_best_lrs: [number, number] | null;
-  steps_to_target: number | null;
-  examples_to_target: number | null;
-  tokens_to_target: number | null;
-  b_simple: number | null;
-  /** The online b_simple of the best run at its crossing of the target (interpolated). */
-  b_simple_at_target: number | null;
-}
-
-export interface CritFit {
-  s_min: number;
-  e_min: number;
-  b_crit: number;
-  /** rms of log(S_fit/S) over the batches. */
-  rms_log: number;
-  points: number;
-}
-
-export interface RuleFit {
-  rule: ScalingRule;
-  /** lr at B = 1 of the fitted curve (the constant factor). */
-  scale: number;
-  /** rms of log2(lr_best/lr_rule) over B. */
-  rms_log2: number;
-}
-
-export interface EpsResult {
-  eps: number;
-  rows: BatchRow[];
-  complete: boolean;
-  target: number | null;
-  fit: CritFit | null;
-  /** B_crit / B_simple (pilot). */
-  ratio: number | null;
-  /** Median over the batches of b_simple at the target crossing, and B_crit / it. */
-  b_simple_at_target: number | null;
-  ratio_at_target: number | null;
-  rules: RuleFit[];
-  best_rule: ScalingRule | null;
-  /** Slope of log lr_best vs log B (least squares): 0 = flat, 0.5 = sqrt, 1 = linear. */
-  slope: number | null;
-  /** Batch with the largest best lr when it is interior (a peak), else null. */
-  peak_batch: number | null;
-}
-
-export interface BatchResults {
-  version: 1;
-  experiment: 'batch';
-  settings: BatchSettings;
-  grid: { batches: number[]; lrs: number[]; eps_values: number[]; lr_start: number; target_margin: number; target_override: number | null };
-  params: number;
-  pilot: PilotRecord | null;
-  b_simple: number | null;
-  grad_rms: number | null;
-  complete: boolean;
-  interrupted: boolean;
-  eps: EpsResult[];
-  runs: (BatchRunRecord & { run_dir: string })[];
-  wall_seconds: number;
-  updated: string;
-}
 
 function numbers(name: string, values: number[] | undefined, fallback: number[], ok: (x: number) => boolean, what: string): number[] {
   const out = [...new Set(values ?? fallback)];
@@ -231,12 +87,10 @@ interface Resolved {
   epsValues: number[] | undefined;
   target: number | undefined;
   settings: BatchSettings;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
-export function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
+function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
   const batches = numbers('--batches', o.batches, DEFAULT_BATCHES, (x) => Number.isSafeInteger(x) && x >= 2 && x % 2 === 0, 'even integers ≥ 2 (micro-batch B/2 × accum 2)')
     .sort((a, b) => a - b);
   if (batches.length < 2) throw new UserError('--batches needs at least 2 batch sizes to fit S_min and B_crit');
@@ -288,9 +142,7 @@ export function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
       initialLoss: Math.log(config.vocabSize),
       threads: nativeKernels().threads(),
     },
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
@@ -333,7 +185,7 @@ export function fitCriticalBatch(points: readonly { batch: number; steps: number
     return { sse, logSmin: m, bc };
   };
   const bMin = Math.min(...pts.map((p) => p.batch)), bMax = Math.max(...pts.map((p) => p.batch));
-  let lo = Math.log(bMin * 1e-4), hi = Math.log(bMax * 1e4);
+  const lo = Math.log(bMin * 1e-4), hi = Math.log(bMax * 1e4);
   const N = 200;
   let bestK = 0, bestSse = Infinity;
   for (let k = 0; k <= N; k++) {
@@ -378,13 +230,6 @@ export function logSlope(points: readonly { batch: number; lr: number }[]): numb
   return sxx > 0 ? x.reduce((a, v, i) => a + (v - mx) * (y[i] - my), 0) / sxx : null;
 }
 
-function median(xs: number[]): number | null {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 const sig2 = (x: number) => Number(x.toPrecision(2));
 
 /** About n points of a series, the last included. */
@@ -411,15 +256,15 @@ export function valueAt(curve: readonly [number, number][], step: number): numbe
 // ---------------------------------------------------------------------------------------------
 // Running.
 
-export function runDirOf(out: string, eps: number, batch: number, lr: number): string {
+function batchRunDir(out: string, eps: number, batch: number, lr: number): string {
   return path.join(out, `eps-${String(eps)}`, `B-${batch}`, lrDirName(lr));
 }
 
-export function stepsOf(s: BatchSettings, batch: number): number {
+function stepsOf(s: BatchSettings, batch: number): number {
   return Math.max(1, Math.round(s.tokens / (batch * s.config.blockSize)));
 }
 
-export function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
+function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
   const steps = stepsOf(s, batch);
   return withDefaults({
     configName: s.configName,
@@ -462,133 +307,142 @@ function logStats(records: readonly MetricsRecord[]) {
   };
 }
 
-async function runOne(opts: TrainOptions, r: Resolved): Promise<{ records: MetricsRecord[]; val_loss: number | null; error?: string; interrupted: boolean }> {
-  if (fs.existsSync(opts.out)) fs.rmSync(opts.out, { recursive: true, force: true });
-  let val: number | null = null;
-  let error: string | undefined;
-  let interrupted = false;
-  try {
-    const res = await trainRun(opts, r.progress, r.shouldStop);
-    interrupted = res.interrupted;
-    val = res.val_loss;
-  } catch (err) {
-    if (!(err instanceof TrainingDiverged)) throw err;
-    error = err.message;
-  }
-  fs.rmSync(path.join(opts.out, 'checkpoints'), { recursive: true, force: true });
-  const file = path.join(opts.out, 'metrics.jsonl');
-  return { records: fs.existsSync(file) ? readMetrics(file) : [], val_loss: val, error, interrupted };
-}
-
-class Interrupted extends Error {}
-
 export async function runBatchExperiment(opts: BatchExperimentOptions): Promise<BatchResults> {
   const r = resolveBatchOptions(opts);
-  const s = r.settings;
-  checkExperimentDir(r.out, 'batch', 'a batch experiment', s);
+  checkExperimentDir(r.out, 'batch', 'a batch experiment', r.settings);
   ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
-  const params = paramLayout(s.config).total;
-  const records = new Map<string, BatchRunRecord>();
+  const params = paramLayout(r.settings.config).total;
   let pilot: PilotRecord | null = null;
-  let interrupted = false;
   let epsValues: number[] = r.epsValues ?? [];
-
   const save = () => {
-    const results = assembleBatchResults(r, epsValues, pilot, records, params, interrupted);
+    const results = assembleBatchResults(r, epsValues, pilot, grid.records, params, grid.interrupted);
     writeResults(r.out, results);
     return results;
   };
-
-  try {
-    // 1. Pilot.
-    const pilotDir = path.join(r.out, 'pilot');
-    pilot = readSummary<PilotRecord>(pilotDir, (p) => p.steps === s.pilotSteps && p.batch === s.pilotBatch && Array.isArray(p.curve)) ?? null;
-    if (pilot) r.log(`pilot: B_simple ${pilot.b_simple?.toPrecision(3)} (done earlier)`);
-    else {
-      const t0 = performance.now();
-      const po = withDefaults({
-        configName: s.configName, config: s.config, data: s.data ?? undefined, steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
-        lr: s.pilotLr, minLr: s.pilotLr, warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)), schedule: 'constant', optimizer: 'adamw',
-        optimizerOptions: { eps: s.pilotEps }, clip: s.clip, evalEvery: 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: pilotDir, seed: s.seed,
-      });
-      const res = await runOne(po, r);
-      if (res.interrupted) throw new Interrupted();
-      const st = logStats(res.records);
-      pilot = {
-        batch: s.pilotBatch, accum: s.pilotAccum, steps: s.pilotSteps, lr: s.pilotLr, eps: s.pilotEps, b_simple: st.b_simple_median, b_simple_final: st.b_simple_final,
-        grad_rms: st.grad_rms, val_loss: res.val_loss, curve: st.curve, wall_seconds: (performance.now() - t0) / 1000,
-      };
-      writeSummary(pilotDir, pilot);
-      r.log(`pilot: B_simple ${pilot.b_simple?.toPrecision(3)} sequences (median of the second half), gradient RMS ${pilot.grad_rms?.toPrecision(3)}, ${pilot.wall_seconds.toFixed(1)} s`);
-    }
-    if (r.epsValues === undefined) {
-      const g = pilot.grad_rms;
-      if (g === null || !(g > 0)) throw new UserError('the pilot measured no gradient RMS: give --eps-values');
-      epsValues = [1e-8, sig2(g / 4), sig2(4 * g)];
-    }
-    // Reuse finished runs.
-    for (const eps of epsValues) for (const B of r.batches) for (const lr of r.lrs) {
-      const dir = runDirOf(r.out, eps, B, lr);
-      const rec = readSummary<BatchRunRecord>(dir, (x) => x.eps === eps && x.batch === B && x.lr === lr && x.tokens === s.tokens && Array.isArray(x.evals));
-      if (rec && rec.b_curve === undefined && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
-        rec.b_curve = thin(logStats(readMetrics(path.join(dir, 'metrics.jsonl'))).curve, s.evalPoints * 2);
-        writeSummary(dir, rec);
-      }
-      if (rec) records.set(dir, rec);
-    }
+  const gridOptions = { ...r.runner, saved: save };
+  // Reused sweep runs are not logged: which ones the adaptive sweep visits again is its own business.
+  const grid: Grid<BatchRunRecord> = new Grid({ ...gridOptions, describe: describeRun, logReused: false });
+  const pilotGrid = new Grid<PilotRecord>({ ...gridOptions, saved: undefined, describe: describePilot });
+  await grid.untilInterrupted(async () => {
+    pilot = await runPilot(r, pilotGrid);
+    epsValues = r.epsValues ?? pilotEps(pilot);
+    reuseFinished(r, grid, epsValues);
     save();
-
-    // 2. The sweeps.
-    const nearest = (lr: number) => r.lrs.reduce((bi, x, i) => (Math.abs(Math.log(x / lr)) < Math.abs(Math.log(r.lrs[bi] / lr)) ? i : bi), 0);
-    let firstCenter = nearest(r.lrStart);
+    let firstCenter = nearestLr(r.lrs, r.lrStart);
     for (const eps of epsValues) {
       let center = firstCenter;
       for (const [bi, B] of r.batches.entries()) {
-        const loss = new Map<number, number>();
-        const run = async (k: number) => {
-          const lr = r.lrs[k];
-          const dir = runDirOf(r.out, eps, B, lr);
-          let rec = records.get(dir);
-          if (!rec) {
-            const t0 = performance.now();
-            const res = await runOne(batchTrainOptions(s, B, eps, lr, dir), r);
-            if (res.interrupted) throw new Interrupted();
-            const st = logStats(res.records);
-            const diverged = res.error !== undefined || res.val_loss === null || !Number.isFinite(res.val_loss) || res.val_loss >= s.initialLoss;
-            rec = {
-              eps, batch: B, lr, steps: stepsOf(s, B), tokens: s.tokens, diverged, val_loss: res.val_loss !== null && Number.isFinite(res.val_loss) ? res.val_loss : null,
-              final_loss: diverged ? s.initialLoss : Math.min(res.val_loss!, s.initialLoss), evals: st.evals, b_simple: st.b_simple_final, b_curve: thin(st.curve, s.evalPoints * 2), grad_rms: st.grad_rms,
-              wall_seconds: (performance.now() - t0) / 1000, ...(res.error !== undefined ? { error: res.error } : {}),
-            };
-            writeSummary(dir, rec);
-            records.set(dir, rec);
-            r.log(`ε ${eps} B ${B} lr ${lr}: ${rec.diverged ? 'diverged' : `val loss ${rec.val_loss!.toFixed(4)}`}, ${rec.steps} steps, ${rec.wall_seconds.toFixed(1)} s`);
-            save();
-            if (r.shouldStop?.()) throw new Interrupted();
-          }
-          loss.set(k, rec.final_loss);
-        };
-        const lo0 = Math.max(0, Math.min(center - 1, r.lrs.length - 3)), hi0 = Math.min(r.lrs.length - 1, lo0 + 2);
-        for (let k = lo0; k <= hi0; k++) await run(k);
-        for (;;) {
-          const ks = [...loss.keys()].sort((a, b) => a - b);
-          const best = ks.reduce((a, k) => (loss.get(k)! < loss.get(a)! ? k : a), ks[0]);
-          // Extend until the best has two evaluated lrs on each side (or the grid ends): a
-          // flat valley otherwise stops the walk at a shallow local minimum.
-          if (best - ks[0] < 2 && ks[0] > 0) await run(ks[0] - 1);
-          else if (ks[ks.length - 1] - best < 2 && ks[ks.length - 1] < r.lrs.length - 1) await run(ks[ks.length - 1] + 1);
-          else { center = best; break; }
-        }
+        center = await sweepLrs(r, grid, eps, B, center);
         if (bi === 0 && eps === epsValues[0]) firstCenter = center;
       }
     }
-  } catch (err) {
-    if (!(err instanceof Interrupted)) throw err;
-    interrupted = true;
+  });
+  return save();
+}
+
+/** 1. The pilot run: B_simple and the gradient RMS that the default ε values are set from. */
+function runPilot(r: Resolved, grid: Grid<PilotRecord>): Promise<PilotRecord> {
+  const s = r.settings;
+  const dir = path.join(r.out, 'pilot');
+  grid.reuse(dir, (p) => p.steps === s.pilotSteps && p.batch === s.pilotBatch && Array.isArray(p.curve));
+  return grid.run({
+    dir,
+    label: 'pilot',
+    options: () => withDefaults({
+      configName: s.configName, config: s.config, data: s.data ?? undefined, steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
+      lr: s.pilotLr, minLr: s.pilotLr, warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)), schedule: 'constant', optimizer: 'adamw',
+      optimizerOptions: { eps: s.pilotEps }, clip: s.clip, evalEvery: 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed,
+    }),
+    record: (o) => {
+      const st = logStats(metricsOf(dir));
+      return {
+        batch: s.pilotBatch, accum: s.pilotAccum, steps: s.pilotSteps, lr: s.pilotLr, eps: s.pilotEps, b_simple: st.b_simple_median, b_simple_final: st.b_simple_final,
+        grad_rms: st.grad_rms, val_loss: o.summary?.val_loss ?? null, curve: st.curve, wall_seconds: o.wall_seconds,
+      };
+    },
+  });
+}
+
+/** With no --eps-values: 1e-8, g/4 and 4g for the pilot's gradient RMS g. */
+function pilotEps(pilot: PilotRecord): number[] {
+  const g = pilot.grad_rms;
+  if (g === null || !(g > 0)) throw new UserError('the pilot measured no gradient RMS: give --eps-values');
+  return [1e-8, sig2(g / 4), sig2(4 * g)];
+}
+
+/** Finished sweep runs of an earlier invocation (older summaries gain the b_simple curve from their log). */
+function reuseFinished(r: Resolved, grid: Grid<BatchRunRecord>, epsValues: number[]): void {
+  const s = r.settings;
+  for (const eps of epsValues) for (const B of r.batches) for (const lr of r.lrs) {
+    const dir = batchRunDir(r.out, eps, B, lr);
+    const rec = grid.reuse(dir, (x) => x.eps === eps && x.batch === B && x.lr === lr && x.tokens === s.tokens && Array.isArray(x.evals));
+    if (rec && rec.b_curve === undefined && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+      rec.b_curve = thin(logStats(metricsOf(dir)).curve, s.evalPoints * 2);
+      writeSummary(dir, rec);
+    }
   }
-  const results = save();
-  writeBatchReport(r.out, results);
-  return results;
+}
+
+/** Index of the grid lr nearest to `lr` (on a log scale). */
+function nearestLr(lrs: number[], lr: number): number {
+  return lrs.reduce((bi, x, i) => (Math.abs(Math.log(x / lr)) < Math.abs(Math.log(lrs[bi] / lr)) ? i : bi), 0);
+}
+
+/**
+ * 2. The lr sweep of one (ε, B): 3 neighbouring lrs around `center`, extended until the best
+ * has two evaluated lrs on each side (or the grid ends). Returns the best lr's index.
+ */
+async function sweepLrs(r: Resolved, grid: Grid<BatchRunRecord>, eps: number, B: number, center: number): Promise<number> {
+  const loss = new Map<number, number>();
+  const run = async (k: number) => {
+    const rec = await grid.run(sweepJob(r, eps, B, r.lrs[k]));
+    loss.set(k, rec.final_loss);
+  };
+  const lo0 = Math.max(0, Math.min(center - 1, r.lrs.length - 3)), hi0 = Math.min(r.lrs.length - 1, lo0 + 2);
+  for (let k = lo0; k <= hi0; k++) await run(k);
+  for (;;) {
+    const ks = [...loss.keys()].sort((a, b) => a - b);
+    const best = ks.reduce((a, k) => (loss.get(k)! < loss.get(a)! ? k : a), ks[0]);
+    // Two evaluated lrs on each side of the best: a flat valley otherwise stops the walk at a
+    // shallow local minimum.
+    if (best - ks[0] < 2 && ks[0] > 0) await run(ks[0] - 1);
+    else if (ks[ks.length - 1] - best < 2 && ks[ks.length - 1] < r.lrs.length - 1) await run(ks[ks.length - 1] + 1);
+    else return best;
+  }
+}
+
+function sweepJob(r: Resolved, eps: number, B: number, lr: number) {
+  const s = r.settings;
+  const dir = batchRunDir(r.out, eps, B, lr);
+  return {
+    dir,
+    label: `ε ${eps} B ${B} lr ${lr}`,
+    options: () => batchTrainOptions(s, B, eps, lr, dir),
+    record: (o: RunOutcome): BatchRunRecord => {
+      const st = logStats(metricsOf(dir));
+      const val = o.summary?.val_loss ?? null;
+      const finite = val !== null && Number.isFinite(val);
+      const diverged = !finite || val >= s.initialLoss;
+      return {
+        eps, batch: B, lr, steps: stepsOf(s, B), tokens: s.tokens, diverged, val_loss: finite ? val : null,
+        final_loss: diverged ? s.initialLoss : Math.min(val, s.initialLoss), evals: st.evals, b_simple: st.b_simple_final,
+        b_curve: thin(st.curve, s.evalPoints * 2), grad_rms: st.grad_rms, wall_seconds: o.wall_seconds, ...(o.error !== undefined ? { error: o.error } : {}),
+      };
+    },
+  };
+}
+
+function metricsOf(dir: string): MetricsRecord[] {
+  const file = path.join(dir, 'metrics.jsonl');
+  return fs.existsSync(file) ? readMetrics(file) : [];
+}
+
+function describeRun(rec: BatchRunRecord): string {
+  return `${rec.diverged ? 'diverged' : `val loss ${rec.val_loss!.toFixed(4)}`}, ${rec.steps} steps, ${rec.wall_seconds.toFixed(1)} s`;
+}
+
+function describePilot(p: PilotRecord): string {
+  return `B_simple ${p.b_simple?.toPrecision(3)} sequences (median of the second half), gradient RMS ${p.grad_rms?.toPrecision(3)}, ${p.wall_seconds.toFixed(1)} s`;
 }
 
 /** The best run per (ε, B) among those that were run. */
@@ -642,7 +496,7 @@ function assembleBatchResults(r: Resolved, epsValues: number[], pilot: PilotReco
       slope: logSlope(lrPts), peak_batch: peak,
     };
   });
-  const runs = all.map((m) => ({ ...m, run_dir: path.relative(r.out, runDirOf(r.out, m.eps, m.batch, m.lr)) }));
+  const runs = all.map((m) => ({ ...m, run_dir: path.relative(r.out, batchRunDir(r.out, m.eps, m.batch, m.lr)) }));
   return {
     version: 1,
     experiment: 'batch',

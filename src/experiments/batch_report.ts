@@ -4,14 +4,13 @@
  * with each scaling rule at its best constant factor); the findings are sentences generated from
  * the numbers, including where they contradict the prediction.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { escapeHtml, reportStyles } from '../report/html.ts';
-import { formatDuration, formatNumber } from '../report/format.ts';
+import { formatDuration, formatFixed, formatNumber } from '../report/format.ts';
 import { lrForBatch } from '../schedule/rules.ts';
 import { PALETTE } from './common.ts';
-import { NEAR_TIE, type BatchResults, type EpsResult } from './batch.ts';
+import { NEAR_TIE, type BatchResults, type EpsResult } from './batch_results.ts';
 
 export function writeBatchReport(outDir: string, results: BatchResults): string {
   const file = path.join(outDir, 'report.html');
@@ -19,15 +18,10 @@ export function writeBatchReport(outDir: string, results: BatchResults): string 
   return file;
 }
 
-export function rewriteBatchReport(outDir: string): string {
-  return writeBatchReport(outDir, JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as BatchResults);
-}
-
 const p3 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : formatNumber(Number(v.toPrecision(3))));
-const f4 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(4));
 
 /** Sentences from the numbers. */
-export function findings(r: BatchResults): string[] {
+export function batchFindings(r: BatchResults): string[] {
   const out: string[] = [];
   const bs = r.b_simple;
   if (bs !== null) {
@@ -42,7 +36,7 @@ export function findings(r: BatchResults): string[] {
     const verdict = ratio === null ? '' : ratio > 0.5 && ratio < 2 ? ' — within a factor 2, as the paper says (B_crit ≈ B_simple)' :
       ratio >= 2 ? ` — B_crit is ${ratio.toFixed(1)}× B_simple: the online estimate UNDER-states the critical batch here` :
         ` — B_crit is ${(1 / ratio).toFixed(1)}× smaller than B_simple: the online estimate OVER-states it here`;
-    out.push(`At ε ${formatNumber(e0.eps)}, the steps to reach val loss ${f4(e0.target)} fit S = S_min(1 + B_crit/B) with S_min ≈ ${p3(f.s_min)} steps, ` +
+    out.push(`At ε ${formatNumber(e0.eps)}, the steps to reach val loss ${formatFixed(e0.target, 4)} fit S = S_min(1 + B_crit/B) with S_min ≈ ${p3(f.s_min)} steps, ` +
       `E_min ≈ ${p3(f.e_min)} sequences (${p3(f.e_min * r.settings.config.blockSize)} tokens), B_crit = E_min/S_min ≈ ${p3(f.b_crit)} sequences ` +
       `(rms error ${(100 * (Math.exp(f.rms_log) - 1)).toFixed(0)} % in S); B_crit/B_simple = ${p3(ratio)}${verdict}.` +
       (e0.b_simple_at_target !== null ? ` Measured where it applies — the online b_simple of the best runs at their target crossing, median over the batches — ` +
@@ -59,7 +53,7 @@ export function findings(r: BatchResults): string[] {
     const top = e.rules.slice(0, 3).map((q) => `${q.rule} ${q.rms_log2.toFixed(2)}`).join(', ');
     const edge = e.rows.filter((x) => x.at_grid_edge).map((x) => x.batch);
     const flat = e.rows.filter((x) => x.near_best_lrs && x.near_best_lrs[1] / x.near_best_lrs[0] > 1.5).map((x) => `B ${x.batch}: ${x.near_best_lrs![0]}–${x.near_best_lrs![1]}`);
-    const fitText = e !== r.eps[0] && e.fit ? ` Steps to val loss ${f4(e.target)}: B_crit ≈ ${p3(e.fit.b_crit)} (S_min ${p3(e.fit.s_min)}, rms error ${(100 * (Math.exp(e.fit.rms_log) - 1)).toFixed(0)} % in S), ` +
+    const fitText = e !== r.eps[0] && e.fit ? ` Steps to val loss ${formatFixed(e.target, 4)}: B_crit ≈ ${p3(e.fit.b_crit)} (S_min ${p3(e.fit.s_min)}, rms error ${(100 * (Math.exp(e.fit.rms_log) - 1)).toFixed(0)} % in S), ` +
       `B_crit/B_simple ${p3(e.ratio)} (pilot), ${p3(e.ratio_at_target)} (at the target)${e.fit.b_crit < r.grid.batches[0] ? ', below the smallest batch: an extrapolation' : ''}.` : '';
     out.push(`ε ${formatNumber(e.eps)}:${fitText} best lr per B (${lrs}); log-log slope ${p3(e.slope)}; the curve ${shape}. ` +
       `Rules by rms of log2(lr_best/lr_rule) (one ×√2 grid step = 0.5): ${top}${e.best_rule ? ` — ${e.best_rule} fits best` : ''}.` +
@@ -144,13 +138,13 @@ function lrSvg(r: BatchResults, e: EpsResult): string {
   return logLogSvg(series, 'batch B (sequences, log)', 'learning rate (log)');
 }
 
-export function renderBatchReport(r: BatchResults): string {
+function renderBatchReport(r: BatchResults): string {
   const s = r.settings;
   const c = s.config;
   const tables = r.eps.map((e) => `
-<h3>ε ${escapeHtml(formatNumber(e.eps))} — target val loss ${f4(e.target)}</h3>
+<h3>ε ${escapeHtml(formatNumber(e.eps))} — target val loss ${formatFixed(e.target, 4)}</h3>
 <table><thead><tr><th>B</th><th>steps</th><th>lrs tried</th><th>best lr</th><th>best val loss</th><th>steps to target</th><th>examples</th><th>tokens</th><th>b_simple at target</th><th>b_simple (end)</th></tr></thead><tbody>
-${e.rows.map((x) => `<tr><td>${x.batch}</td><td>${x.steps}</td><td>${x.lrs_tried.join(', ')}</td><td>${x.best_lr ?? '—'}${x.at_grid_edge ? ' (grid edge)' : ''}${x.near_best_lrs && x.near_best_lrs[0] !== x.near_best_lrs[1] ? ` (tie ${x.near_best_lrs[0]}–${x.near_best_lrs[1]})` : ''}</td><td>${f4(x.best_loss)}</td><td>${p3(x.steps_to_target)}</td><td>${p3(x.examples_to_target)}</td><td>${p3(x.tokens_to_target)}</td><td>${p3(x.b_simple_at_target)}</td><td>${p3(x.b_simple)}</td></tr>`).join('\n')}
+${e.rows.map((x) => `<tr><td>${x.batch}</td><td>${x.steps}</td><td>${x.lrs_tried.join(', ')}</td><td>${x.best_lr ?? '—'}${x.at_grid_edge ? ' (grid edge)' : ''}${x.near_best_lrs && x.near_best_lrs[0] !== x.near_best_lrs[1] ? ` (tie ${x.near_best_lrs[0]}–${x.near_best_lrs[1]})` : ''}</td><td>${formatFixed(x.best_loss, 4)}</td><td>${p3(x.steps_to_target)}</td><td>${p3(x.examples_to_target)}</td><td>${p3(x.tokens_to_target)}</td><td>${p3(x.b_simple_at_target)}</td><td>${p3(x.b_simple)}</td></tr>`).join('\n')}
 </tbody></table>
 <p>Fit: ${e.fit ? `S_min ${p3(e.fit.s_min)} steps, E_min ${p3(e.fit.e_min)} sequences, B_crit ${p3(e.fit.b_crit)} sequences (B_crit/B_simple ${p3(e.ratio)}; B_simple at the target ${p3(e.b_simple_at_target)}, ratio ${p3(e.ratio_at_target)}), rms log error ${e.fit.rms_log.toFixed(3)}` : '—'}.
 Rules (rms of log2 lr error, best constant each): ${e.rules.map((q) => `${q.rule} ${q.rms_log2.toFixed(2)}`).join(', ') || '—'}; slope ${p3(e.slope)}.</p>
@@ -162,7 +156,7 @@ ${reportStyles()}
 <h1>Batch size, critical batch and learning rate</h1>
 <p>${escapeHtml(`${r.params.toLocaleString('en-US')} parameters (${s.configName}: ${c.nLayer} layers, C ${c.nEmbd}, T ${c.blockSize}), AdamW, constant lr after a ${Math.round(s.warmupFraction * 100)} % linear warm-up, clip ${s.clip}, ${s.tokens.toLocaleString('en-US')} tokens per run (steps = tokens / (B·T)), micro-batch B/2 × accum 2, ${s.evalPoints} evaluations per run on ${s.evalTokens} validation tokens, seed ${s.seed}, ${s.threads} thread(s). ${r.runs.length} runs, ${formatDuration(r.wall_seconds)} of training${r.complete ? '' : ' — INCOMPLETE'}.`)}</p>
 <h2>What was measured</h2>
-<ul>${findings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>
+<ul>${batchFindings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>
 <h2>Method</h2>
 <p>Pilot: ${r.pilot ? escapeHtml(`B = ${r.pilot.batch} (${r.pilot.batch / r.pilot.accum} × accum ${r.pilot.accum}), ${r.pilot.steps} steps at lr ${r.pilot.lr}, ε ${r.pilot.eps}: B_simple ${p3(r.pilot.b_simple)} (median of the second half; last ${p3(r.pilot.b_simple_final)}), gradient RMS ${p3(r.pilot.grad_rms)}.`) : '—'}
 For each ε and B, an lr sweep on the grid ${escapeHtml(r.grid.lrs.join(', '))}: three neighbouring lrs around the previous batch's best, extended until the best has two evaluated lrs on each side (or the grid ends); best = lowest final validation loss (diverged = ln V).

@@ -3,20 +3,20 @@
  * each run evaluating its raw weights, LAWA (k latest snapshots every ν steps) and an EMA at
  * every evaluation. Measures, from the runs' metrics.jsonl: validation loss of the three over
  * training, the steps LAWA saves to reach given losses, and whether it damps evaluation spikes.
- * Results: OUT/results.json and OUT/report.html (src/experiments/lawa_report.ts).
+ * Results: OUT/results.json; the command writes OUT/report.html from them (src/experiments/lawa_report.ts).
  */
-import { trainRun } from './common.ts';
-import { withDefaults } from '../train/options.ts';
-import fs from 'node:fs';
 import path from 'node:path';
+import { formatFixed } from '../report/format.ts';
 import { UserError } from '../errors.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
 import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
-import { writeLawaReport } from './lawa_report.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
+import { withDefaults } from '../train/options.ts';
+import { Grid, runnerOf, type RunnerOptions, writeResults } from './common.ts';
+import type { Curve, LawaResults, LawaRun } from './lawa_results.ts';
 
-export interface LawaExperimentOptions {
+/** Not stoppable (no shouldStop): a stopped lawa experiment has no partial results to keep. */
+export interface LawaExperimentOptions extends Omit<RunnerOptions, 'shouldStop'> {
   out: string;
   config?: GPTConfig;
   configName?: string;
@@ -30,31 +30,6 @@ export interface LawaExperimentOptions {
   evalEvery?: number;
   evalTokens?: number;
   seed?: number;
-  progress?: boolean;
-}
-
-export interface Curve {
-  step: number[];
-  raw: number[];
-  lawa: (number | null)[];
-  ema: (number | null)[];
-}
-
-export interface LawaRun {
-  lr: number;
-  run_dir: string;
-  curve: Curve;
-  /** For loss targets reached by the raw weights: first evaluation step of raw and of LAWA/EMA. */
-  targets: { loss: number; raw: number; lawa: number | null; ema: number | null }[];
-  /** Σ over evaluations of the rises of the validation loss (a spike measure), and the largest rise. */
-  rises: Record<'raw' | 'lawa' | 'ema', { total: number; max: number }>;
-  final: Record<'raw' | 'lawa' | 'ema', number | null>;
-  best: Record<'raw' | 'lawa' | 'ema', number | null>;
-}
-
-export interface LawaResults {
-  settings: Required<Omit<LawaExperimentOptions, 'out' | 'config' | 'progress' | 'data'>> & { config: GPTConfig; data: string | null };
-  runs: LawaRun[];
 }
 
 export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaResults> {
@@ -74,25 +49,33 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
   if (s.lrs.length === 0 || s.lrs.some((x) => !(x > 0))) throw new UserError('--lrs: give positive learning rates, e.g. 6e-3,1e-3');
   if (!(s.ema > 0 && s.ema < 1)) throw new UserError(`--ema ${s.ema}: β must be in (0, 1)`);
   ensureOutDir(o.out, '--out'); // one line for an impossible --out (and no spin under /proc)
-  const runs: LawaRun[] = [];
+  const log = o.log ?? ((line: string) => process.stderr.write(`keel experiment lawa: ${line}\n`));
+  // Not resumable: every run is trained afresh (results.json holds no settings to check against).
+  const grid = new Grid<LawaRun>({ ...runnerOf({ progress: o.progress ?? true, log }), describe });
   for (const lr of s.lrs) {
     const dir = path.join(o.out, `lr-${lr}`);
-    if (fs.existsSync(path.join(dir, 'metrics.jsonl'))) fs.rmSync(dir, { recursive: true, force: true }); // unfinished earlier try
-    process.stderr.write(`keel experiment lawa: lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})\n`);
-    await trainRun(withDefaults({
-      configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
-      evalEvery: s.evalEvery, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
-    }), o.progress ?? true);
-    runs.push(analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')));
+    await grid.run({
+      dir,
+      label: `lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})`,
+      keepCheckpoints: true,
+      options: () => withDefaults({
+        configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
+        evalEvery: s.evalEvery, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
+      }),
+      record: () => analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')),
+    });
   }
-  const results: LawaResults = { settings: { ...s, config, data: o.data ?? null }, runs };
-  writeFileAtomic(path.join(o.out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
-  writeLawaReport(o.out, results);
+  const results: LawaResults = { settings: { ...s, config, data: o.data ?? null }, runs: [...grid.records.values()] };
+  writeResults(o.out, results);
   return results;
 }
 
+function describe(run: LawaRun): string {
+  return `final val loss raw ${formatFixed(run.final.raw, 4)}, LAWA ${formatFixed(run.final.lawa, 4)}, EMA ${formatFixed(run.final.ema, 4)}`;
+}
+
 /** The evaluation curves of a run and what the experiment measures on them. */
-export function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
+function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
   const byStep = new Map<number, Record<string, unknown>>();
   for (const m of readMetrics(metricsFile)) if (typeof m.step === 'number' && 'val_loss' in m) byStep.set(m.step, m);
   const steps = [...byStep.keys()].sort((a, b) => a - b);

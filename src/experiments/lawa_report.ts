@@ -1,11 +1,11 @@
 /** report.html of `keel experiment lawa`: curves of raw / LAWA / EMA and the measured tables. */
 import path from 'node:path';
+import { formatFixed } from '../report/format.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import type { XY } from '../report/downsample.ts';
-import type { LawaResults, LawaRun } from './lawa.ts';
+import type { LawaResults, LawaRun } from './lawa_results.ts';
 
-const f4 = (v: number | null) => (v === null || !Number.isFinite(v) ? '—' : v.toFixed(4));
 
 function payload(r: LawaResults): ChartPayload {
   const data: Record<string, XY> = {};
@@ -23,20 +23,20 @@ function payload(r: LawaResults): ChartPayload {
 
 function targetsTable(run: LawaRun): string {
   const saved = (s: number | null, raw: number) => (s === null ? 'not reached' : `${s} (${raw - s >= 0 ? 'saves' : 'costs'} ${Math.abs(raw - s)})`);
-  const rows = run.targets.map((t) => `<tr><td class="n">${f4(t.loss)}</td><td class="n">${t.raw}</td><td class="n">${saved(t.lawa, t.raw)}</td><td class="n">${saved(t.ema, t.raw)}</td></tr>`);
+  const rows = run.targets.map((t) => `<tr><td class="n">${formatFixed(t.loss, 4)}</td><td class="n">${t.raw}</td><td class="n">${saved(t.lawa, t.raw)}</td><td class="n">${saved(t.ema, t.raw)}</td></tr>`);
   return `<table><tr><th>target val loss</th><th>raw reaches it at step</th><th>LAWA</th><th>EMA</th></tr>${rows.join('')}</table>`;
 }
 
 /** A few sentences computed from the numbers. */
-export function findings(r: LawaResults): string[] {
+export function lawaFindings(r: LawaResults): string[] {
   return r.runs.map((run) => {
     const early = run.targets[0];
     const last = run.targets.at(-1)!;
     const sv = (s: number | null, raw: number) => (s === null ? 'never reaches it' : `${raw - s >= 0 ? 'saves' : 'costs'} ${Math.abs(raw - s)} steps`);
     return (
-      `lr ${run.lr}: to the raw weights' loss after ${early.raw} steps (${f4(early.loss)}) LAWA ${sv(early.lawa, early.raw)}, EMA ${sv(early.ema, early.raw)}; ` +
-      `to the final raw loss (${f4(last.loss)}) LAWA ${sv(last.lawa, last.raw)}. Final: raw ${f4(run.final.raw)}, LAWA ${f4(run.final.lawa)}, EMA ${f4(run.final.ema)}. ` +
-      `Evaluation-loss rises (spikes) sum to ${f4(run.rises.raw.total)} raw vs ${f4(run.rises.lawa.total)} LAWA (largest ${f4(run.rises.raw.max)} vs ${f4(run.rises.lawa.max)}): ` +
+      `lr ${run.lr}: to the raw weights' loss after ${early.raw} steps (${formatFixed(early.loss, 4)}) LAWA ${sv(early.lawa, early.raw)}, EMA ${sv(early.ema, early.raw)}; ` +
+      `to the final raw loss (${formatFixed(last.loss, 4)}) LAWA ${sv(last.lawa, last.raw)}. Final: raw ${formatFixed(run.final.raw, 4)}, LAWA ${formatFixed(run.final.lawa, 4)}, EMA ${formatFixed(run.final.ema, 4)}. ` +
+      `Evaluation-loss rises (spikes) sum to ${formatFixed(run.rises.raw.total, 4)} raw vs ${formatFixed(run.rises.lawa.total, 4)} LAWA (largest ${formatFixed(run.rises.raw.max, 4)} vs ${formatFixed(run.rises.lawa.max, 4)}): ` +
       `${run.rises.lawa.total < run.rises.raw.total ? 'LAWA damps them' : 'LAWA does not damp them here'}.`
     );
   });
@@ -51,7 +51,7 @@ export function writeLawaReport(outDir: string, r: LawaResults): string {
     ['evaluation', `every ${s.evalEvery} steps on ${s.evalTokens} validation tokens`],
   ];
   const html = `${pageHead('LAWA and EMA vs raw weights', path.resolve(outDir), facts.map(([label, value]) => ({ label, value })))}
-<section class="findings"><h2>What we measured</h2><ul>${findings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></section>
+<section class="findings"><h2>What we measured</h2><ul>${lawaFindings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></section>
 ${body}
 <main id="panels"></main>
 ${chartScripts(payload(r))}</body></html>`;

@@ -10,12 +10,12 @@
  *   out/<optimizer>/lr-<lr>/   sweep runs (checkpoints pruned unless keepSweepCheckpoints)
  *   out/<optimizer>/final/     the final run
  *   out/results.json           settings and per-optimizer results, rewritten after every run
- *   out/report.html            table, validation-loss curves, memory and throughput
+ *   out/report.html            table, validation-loss curves, memory and throughput (optimizers_report.ts;
+ *                              the command writes it from the results)
  *
  * A finished run leaves `summary.json` in its directory; running again with the same `out` and
  * settings reuses those and redoes only what is missing (an interrupted run is started over).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
@@ -23,15 +23,15 @@ import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
-import { TrainingDiverged, type TrainSummary } from '../train/trainer.ts';
-import { writeExperimentReport } from './report.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, writeResults, writeSummary } from './common.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeResults } from './common.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
+import {
+  DEFAULT_LR_FACTORS, STATE_TARGET, VAL_LOSS_TARGET,
+  type OptimizerExperimentResults, type OptimizerExperimentSettings, type OptimizerResult, type OptimizerRunRecord, type SweepPoint,
+} from './optimizers_results.ts';
 
-export { lrDirName } from './common.ts';
-
-export interface OptimizerExperimentOptions {
+export interface OptimizerExperimentOptions extends RunnerOptions {
   /** Experiment directory; reused (completed runs skipped) when it holds this experiment already. */
   out: string;
   /** Default: every optimizer of the registry. */
@@ -56,115 +56,7 @@ export interface OptimizerExperimentOptions {
   seed?: number;
   /** Keep the sweep runs' checkpoints (default: pruned after the run; final runs keep theirs). */
   keepSweepCheckpoints?: boolean;
-  /** The trainer's progress bar for each run (default false). */
-  progress?: boolean;
-  /** One line per run (default: stderr). */
-  log?: (line: string) => void;
-  /** Polled between steps (Ctrl-C): the current run stops, the experiment returns with interrupted. */
-  shouldStop?: () => boolean;
 }
-
-/** What results.json records about how the runs were made; a reused `out` must match it. */
-export interface ExperimentSettings {
-  configName: string;
-  config: GPTConfig;
-  data: string | null;
-  steps: number;
-  sweepSteps: number;
-  batch: number;
-  evalTokens: number;
-  evalEvery: number;
-  seed: number;
-  schedule: 'cosine';
-  clip: number;
-}
-
-/** summary.json of one run directory. */
-export interface RunRecord {
-  optimizer: string;
-  kind: 'sweep' | 'final';
-  lr: number;
-  steps: number;
-  status: 'ok' | 'diverged';
-  /** null when diverged (it scores as +∞). */
-  val_loss: number | null;
-  train_loss: number | null;
-  tokens_per_s: number | null;
-  /** Seconds in training steps (evaluation and checkpoints excluded). */
-  seconds: number | null;
-  /** Wall-clock seconds of the whole run. */
-  wall_seconds: number;
-  params: number;
-  state_bytes: number;
-  state_bytes_per_param: number;
-  error?: string;
-}
-
-export interface SweepPoint {
-  lr: number;
-  factor: number;
-  /** null = diverged (+∞). */
-  val_loss: number | null;
-  diverged: boolean;
-  run_dir: string;
-}
-
-export interface OptimizerResult {
-  optimizer: string;
-  recommended_lr: number;
-  /** Options besides lr, as the runs used them. */
-  options: Record<string, unknown>;
-  sweep: SweepPoint[];
-  /** null until the sweep is complete, or when every sweep run diverged. */
-  best_lr: number | null;
-  /** The best lr is the smallest or largest of the grid: the optimum may lie outside it. */
-  best_at_edge: boolean;
-  status: 'ok' | 'diverged' | 'all_sweep_runs_diverged' | 'incomplete';
-  /** Final run at best_lr (null until it ran, or when it diverged). */
-  val_loss: number | null;
-  train_loss: number | null;
-  /** Optimizer state of the final run (from the trainer's actual buffers). */
-  state_bytes: number | null;
-  state_bytes_per_param: number | null;
-  /** This optimizer's state bytes / AdamW's; null without both. */
-  state_ratio_vs_adamw: number | null;
-  /** Final val loss / AdamW's; null without both. */
-  val_loss_ratio_vs_adamw: number | null;
-  tokens_per_s: number | null;
-  seconds: number | null;
-  run_dir: string | null;
-}
-
-/** The paper's claim for Adafactor: state ≤ 5% of AdamW's at ≤ 3% higher validation loss. */
-export interface AdafactorTarget {
-  state_limit: number;
-  val_loss_limit: number;
-  /** adafactor / adamw; null when either final run is missing. */
-  state_ratio: number | null;
-  val_loss_ratio: number | null;
-  adafactor_val_loss: number | null;
-  adamw_val_loss: number | null;
-  state_ok: boolean | null;
-  val_loss_ok: boolean | null;
-  met: boolean | null;
-}
-
-export interface ExperimentResults {
-  version: 1;
-  experiment: 'optimizers';
-  settings: ExperimentSettings;
-  lr_factors: number[];
-  params: number;
-  complete: boolean;
-  interrupted: boolean;
-  optimizers: OptimizerResult[];
-  adafactor_target: AdafactorTarget;
-  updated: string;
-}
-
-export const DEFAULT_LR_FACTORS = [1 / 3, 1, 3];
-export const STATE_TARGET = 0.05;
-export const VAL_LOSS_TARGET = 0.03;
 
 /** The sweep's learning rates: 3 significant digits, so the value and its directory name agree. */
 export function sweepLrs(recommended: number, factors: number[]): { lr: number; factor: number }[] {
@@ -180,15 +72,13 @@ interface Resolved {
   out: string;
   optimizers: string[];
   lrFactors: number[];
-  settings: ExperimentSettings;
+  settings: OptimizerExperimentSettings;
   keepSweepCheckpoints: boolean;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
-export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolved {
+function resolveOptimizerOptions(o: OptimizerExperimentOptions): Resolved {
   const optimizers = [...new Set(o.optimizers ?? OPTIMIZER_NAMES)];
   if (optimizers.length === 0) throw new UserError(`--optimizers is empty: name one or more of ${OPTIMIZER_NAMES.join(', ')}`);
   for (const name of optimizers) optimizerEntry(name); // unknown name → UserError listing the known ones
@@ -228,19 +118,12 @@ export function resolveExperimentOptions(o: OptimizerExperimentOptions): Resolve
       clip: 1,
     },
     keepSweepCheckpoints: o.keepSweepCheckpoints ?? false,
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
-/** A fresh or compatible experiment directory; anything else is refused before it is touched. */
-function checkOut(r: Resolved): void {
-  checkExperimentDir(r.out, 'optimizers', 'an optimizer experiment', r.settings);
-}
-
 /** Exact optimizer-state bytes for a model, without training (for runs that diverged before reporting it). */
-export function plannedStateBytes(name: string, options: Record<string, unknown>, config: GPTConfig): { bytes: number; params: number } {
+function plannedStateBytes(name: string, options: Record<string, unknown>, config: GPTConfig): { bytes: number; params: number } {
   const layout = paramLayout(config);
   const opt = createOptimizer(name, options);
   return { bytes: stateBytes(opt.init(new Float32Array(layout.total), layout.tensors)), params: layout.total };
@@ -251,7 +134,7 @@ export function plannedStateBytes(name: string, options: Record<string, unknown>
  * to be built without an lr (Adafactor with relativeStep=false) also gets the run's peak lr; the
  * trainer still passes the schedule's lr at every step, which takes precedence.
  */
-export function runOptions(name: string, lr: number): Record<string, unknown> {
+function runOptions(name: string, lr: number): Record<string, unknown> {
   const options = { ...optimizerEntry(name).train.options };
   try {
     createOptimizer(name, options);
@@ -263,132 +146,116 @@ export function runOptions(name: string, lr: number): Record<string, unknown> {
   }
 }
 
-function readRecord(dir: string): RunRecord | undefined {
-  return readSummary<RunRecord>(dir, (rec) => rec.status === 'ok' || rec.status === 'diverged');
+interface Plan {
+  name: string;
+  recommendedLr: number;
+  options: Record<string, unknown>;
+  grid: { lr: number; factor: number }[];
 }
 
-export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<ExperimentResults> {
-  const r = resolveExperimentOptions(opts);
-  checkOut(r);
+export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): Promise<OptimizerExperimentResults> {
+  const r = resolveOptimizerOptions(opts);
+  checkExperimentDir(r.out, 'optimizers', 'an optimizer experiment', r.settings);
   ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
-  const s = r.settings;
-  const params = paramLayout(s.config).total;
-
-  const plans = r.optimizers.map((name) => {
+  const params = paramLayout(r.settings.config).total;
+  const plans: Plan[] = r.optimizers.map((name) => {
     const entry = optimizerEntry(name);
     return { name, recommendedLr: entry.train.lr, options: { ...entry.train.options }, grid: sweepLrs(entry.train.lr, r.lrFactors) };
   });
-  const records = new Map<string, RunRecord>(); // run dir → record
-  const total = plans.reduce((a, p) => a + p.grid.length + 1, 0);
-  let done = 0;
-  let interrupted = false;
-  // Runs finished by an earlier invocation count in results.json from the start.
-  for (const plan of plans) {
-    const runs = [...plan.grid.map((g) => ({ dir: lrDirName(g.lr), lr: g.lr, steps: s.sweepSteps })), { dir: 'final', lr: NaN, steps: s.steps }];
-    for (const run of runs) {
-      const dir = path.join(r.out, plan.name, run.dir);
-      const rec = readRecord(dir);
-      if (rec && rec.steps === run.steps && (Number.isNaN(run.lr) || rec.lr === run.lr)) records.set(dir, rec);
-    }
-  }
-
   const save = () => {
-    const results = assembleResults(r, plans, records, params, interrupted);
+    const results = assembleResults(r, plans, grid.records, params, grid.interrupted);
     writeResults(r.out, results);
     return results;
   };
+  const grid: Grid<OptimizerRunRecord> = new Grid({
+    ...r.runner, describe, saved: save,
+    total: plans.reduce((a, p) => a + p.grid.length + 1, 0),
+  });
+  reuseFinished(r, plans, grid);
   save();
-
-  /** One run: reused when its summary.json is there, otherwise (re)started from scratch. */
-  const run = async (name: string, kind: 'sweep' | 'final', lr: number): Promise<RunRecord | undefined> => {
-    const dir = path.join(r.out, name, kind === 'final' ? 'final' : lrDirName(lr));
-    const steps = kind === 'final' ? s.steps : s.sweepSteps;
-    const tag = `[${String(++done).padStart(String(total).length)}/${total}] ${name} ${kind} lr ${lr} (${steps} steps)`;
-    const old = readRecord(dir);
-    if (old && old.lr === lr && old.steps === steps) {
-      records.set(dir, old);
-      r.log(`${tag}: ${describe(old)} (done earlier)`);
-      return old;
-    }
-    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true }); // an unfinished run: start it over
-    const options = runOptions(name, lr);
-    const trainOpts = withDefaults({
-      configName: s.configName,
-      config: s.config,
-      data: s.data ?? undefined,
-      steps,
-      batch: s.batch,
-      accum: 1,
-      lr,
-      minLr: lr / 10,
-      warmup: Math.min(100, Math.floor(steps / 10)),
-      schedule: s.schedule,
-      optimizer: name,
-      optimizerOptions: options,
-      clip: s.clip,
-      evalEvery: kind === 'final' ? s.evalEvery : 0,
-      evalTokens: s.evalTokens,
-      checkpointEvery: 0,
-      keep: 1,
-      out: dir,
-      seed: s.seed,
-    });
-    const t0 = performance.now();
-    let record: RunRecord;
-    try {
-      const sum: TrainSummary = await trainRun(trainOpts, r.progress, r.shouldStop);
-      if (sum.interrupted) {
-        interrupted = true;
-        r.log(`${tag}: interrupted at step ${sum.steps}`);
-        return undefined;
-      }
-      const finite = sum.val_loss !== null && Number.isFinite(sum.val_loss);
-      record = {
-        optimizer: name, kind, lr, steps, status: finite ? 'ok' : 'diverged',
-        val_loss: finite ? sum.val_loss : null,
-        train_loss: Number.isFinite(sum.train_loss) ? sum.train_loss : null,
-        tokens_per_s: sum.tokens_per_s, seconds: sum.seconds, wall_seconds: (performance.now() - t0) / 1000,
-        params: sum.params, state_bytes: sum.optimizer_state_bytes, state_bytes_per_param: sum.optimizer_state_bytes_per_param,
-        ...(finite ? {} : { error: `validation loss is ${sum.val_loss}` }),
-      };
-    } catch (err) {
-      if (!(err instanceof TrainingDiverged)) throw err;
-      const planned = plannedStateBytes(name, options, s.config);
-      record = {
-        optimizer: name, kind, lr, steps, status: 'diverged', val_loss: null, train_loss: null, tokens_per_s: null, seconds: null,
-        wall_seconds: (performance.now() - t0) / 1000, params: planned.params, state_bytes: planned.bytes,
-        state_bytes_per_param: planned.bytes / planned.params, error: err.message,
-      };
-    }
-    if (kind === 'sweep' && !r.keepSweepCheckpoints) fs.rmSync(path.join(dir, 'checkpoints'), { recursive: true, force: true });
-    writeSummary(dir, record);
-    records.set(dir, record);
-    r.log(`${tag}: ${describe(record)}`);
-    save();
-    return record;
-  };
-
-  outer: for (const plan of plans) {
-    let best: { lr: number; loss: number } | undefined;
-    for (const { lr } of plan.grid) {
-      const rec = await run(plan.name, 'sweep', lr);
-      if (!rec) break outer;
-      const loss = rec.val_loss ?? Infinity;
-      if (loss < (best?.loss ?? Infinity)) best = { lr, loss };
-    }
-    if (!best) {
-      done++;
-      r.log(`${plan.name}: every sweep run diverged; no final run`);
-      continue;
-    }
-    if (!(await run(plan.name, 'final', best.lr))) break;
-  }
-  const results = save();
-  writeExperimentReport(r.out, results);
-  return results;
+  await grid.untilInterrupted(async () => {
+    for (const plan of plans) await sweepThenFinal(r, plan, grid);
+  });
+  return save();
 }
 
-function describe(rec: RunRecord): string {
+/** Runs finished by an earlier invocation count in results.json from the start. */
+function reuseFinished(r: Resolved, plans: Plan[], grid: Grid<OptimizerRunRecord>): void {
+  const s = r.settings;
+  for (const plan of plans) {
+    for (const g of plan.grid) grid.reuse(path.join(r.out, plan.name, lrDirName(g.lr)), (rec) => finished(rec) && rec.steps === s.sweepSteps && rec.lr === g.lr);
+    grid.reuse(path.join(r.out, plan.name, 'final'), (rec) => finished(rec) && rec.steps === s.steps);
+  }
+}
+
+const finished = (rec: OptimizerRunRecord) => rec.status === 'ok' || rec.status === 'diverged';
+
+/** One optimizer: the sweep, then the final run at its best lr (none when every sweep run diverged). */
+async function sweepThenFinal(r: Resolved, plan: Plan, grid: Grid<OptimizerRunRecord>): Promise<void> {
+  let best: { lr: number; loss: number } | undefined;
+  for (const { lr } of plan.grid) {
+    const rec = await grid.run(runJob(r, plan.name, 'sweep', lr));
+    const loss = rec.val_loss ?? Infinity;
+    if (loss < (best?.loss ?? Infinity)) best = { lr, loss };
+  }
+  if (!best) {
+    grid.skip();
+    r.runner.log(`${plan.name}: every sweep run diverged; no final run`);
+    return;
+  }
+  const finalDir = path.join(r.out, plan.name, 'final');
+  if (grid.records.get(finalDir)?.lr !== best.lr) grid.records.delete(finalDir); // a final run at another lr is redone
+  await grid.run(runJob(r, plan.name, 'final', best.lr));
+}
+
+/** A sweep or final run of one optimizer at `lr`. */
+function runJob(r: Resolved, name: string, kind: 'sweep' | 'final', lr: number) {
+  const s = r.settings;
+  const dir = path.join(r.out, name, kind === 'final' ? 'final' : lrDirName(lr));
+  const steps = kind === 'final' ? s.steps : s.sweepSteps;
+  const options = runOptions(name, lr);
+  return {
+    dir,
+    label: `${name} ${kind} lr ${lr} (${steps} steps)`,
+    keepCheckpoints: kind === 'final' || r.keepSweepCheckpoints,
+    options: () => withDefaults({
+      configName: s.configName, config: s.config, data: s.data ?? undefined, steps, batch: s.batch, accum: 1,
+      lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(steps / 10)), schedule: s.schedule,
+      optimizer: name, optimizerOptions: options, clip: s.clip,
+      evalEvery: kind === 'final' ? s.evalEvery : 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed,
+    }),
+    record: (o: RunOutcome) => runRecord(s, { optimizer: name, kind, lr, steps }, options, o),
+  };
+}
+
+/** summary.json of a run; a run that diverged before reporting its state gets the planned state size. */
+function runRecord(
+  s: OptimizerExperimentSettings,
+  base: Pick<OptimizerRunRecord, 'optimizer' | 'kind' | 'lr' | 'steps'>,
+  options: Record<string, unknown>,
+  o: RunOutcome,
+): OptimizerRunRecord {
+  const sum = o.summary;
+  if (!sum) {
+    const planned = plannedStateBytes(base.optimizer, options, s.config);
+    return {
+      ...base, status: 'diverged', val_loss: null, train_loss: null, tokens_per_s: null, seconds: null,
+      wall_seconds: o.wall_seconds, params: planned.params, state_bytes: planned.bytes,
+      state_bytes_per_param: planned.bytes / planned.params, error: o.error,
+    };
+  }
+  const finite = sum.val_loss !== null && Number.isFinite(sum.val_loss);
+  return {
+    ...base, status: finite ? 'ok' : 'diverged',
+    val_loss: finite ? sum.val_loss : null,
+    train_loss: Number.isFinite(sum.train_loss) ? sum.train_loss : null,
+    tokens_per_s: sum.tokens_per_s, seconds: sum.seconds, wall_seconds: o.wall_seconds,
+    params: sum.params, state_bytes: sum.optimizer_state_bytes, state_bytes_per_param: sum.optimizer_state_bytes_per_param,
+    ...(finite ? {} : { error: `validation loss is ${sum.val_loss}` }),
+  };
+}
+
+function describe(rec: OptimizerRunRecord): string {
   if (rec.status === 'diverged') return `diverged (${rec.error ?? 'non-finite loss'})`;
   return `val loss ${rec.val_loss!.toFixed(4)}, ${Math.round(rec.tokens_per_s ?? 0)} tok/s, ${rec.wall_seconds.toFixed(1)} s`;
 }
@@ -396,11 +263,11 @@ function describe(rec: RunRecord): string {
 /** results.json from the runs so far (pure apart from the paths). */
 function assembleResults(
   r: Resolved,
-  plans: { name: string; recommendedLr: number; options: Record<string, unknown>; grid: { lr: number; factor: number }[] }[],
-  records: Map<string, RunRecord>,
+  plans: Plan[],
+  records: Map<string, OptimizerRunRecord>,
   params: number,
   interrupted: boolean,
-): ExperimentResults {
+): OptimizerExperimentResults {
   const rel = (dir: string) => path.relative(r.out, dir);
   const optimizers: OptimizerResult[] = plans.map((plan) => {
     const sweep: SweepPoint[] = [];

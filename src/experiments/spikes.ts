@@ -20,108 +20,39 @@
  *   out/<variant>/eps-<ε>/lr-<lr>/   metrics.jsonl, config.json, report.html, summary.json
  *   out/results.json                 settings, grid, per-run and per-variant results (rewritten after every run)
  *   out/report.html                  tables, final loss vs lr, spikes per run, lead times, what was measured
+ *                                    (spikes_report.ts; the command writes it from the results)
  *
  * Checkpoints are deleted after each run (rollback uses in-memory snapshots). A finished run
  * leaves summary.json; running again with the same `out` and settings reuses it and redoes only
  * what is missing (an interrupted run is started over). The lr grid, ε values and variants are
  * not settings: a rerun with a wider grid reuses the runs it shares with the earlier one.
  *
- * Spike counting. The training-loss series is taken in the order the steps ran, except that
- * the steps a rollback abandons are dropped (its trigger step is kept, so a spike that
- * triggered a rollback is still counted, and the replay does not look like a jump), and analysed with a window of `spikeWindow` steps, threshold 6σ
- * and a 50 % jump over the EMA (the trainer's detector defaults), recovery back within 2σ.
- * The detector is blind while its window fills, which is exactly when a run without warm-up
- * blows up (at a high lr the loss climbs far above its initial value in the first steps and
- * comes back). So an early excursion counts as a spike too: the first loss after step 1,
- * within the first `spikeWindow` steps, more than EARLY_MARGIN (0.5 nats) above L0, lasting
- * until the loss is back below L0 (kind 'early').
- * A run that diverged (non-finite loss, or a final validation loss ≥ L0: no better than
- * chance) is cut at its divergence onset: the first step at which its loss, having once been
- * below L0 − EARLY_MARGIN, is back at L0 or above, or non-finite (step 1 when it never got
- * there). Spikes are counted before the onset only; the divergence itself is listed as an
- * event of kind 'divergence' (not counted in `spikes`).
- *
- * Lead time. For each spike (early excursion, divergence) starting at step S, and each watched
- * statistic (LEAD_STATS), take the diagnosed values before S — excluding the first
- * `spikeWindow` steps (early-training transients) and steps inside an earlier spike — and find
- * the earliest diagnosed step s_j such that every value from s_j through the last diagnosed
- * step s_k before S lies outside mean ± 3σ of all the diagnosed values before s_j (the
- * baseline; at least MIN_BASELINE = 8 of them). The last diagnosed step must be within
- * 2·diagEvery steps of S (else there is no coverage), and s_k needs MIN_BASELINE values before
- * it (else the event is not testable). Lead time = S − s_j; none when even s_k is inside the
- * band. A statistic that merely drifts as training goes on eventually leaves the band of its
- * own early values too; the control measures how often that happens: it repeats the test at
- * every ordinary diagnosed step c — past the first `spikeWindow` steps, not inside a spike,
- * and with no spike starting within the next `spikeWindow` steps — as if a spike started at
- * c + 1. The fraction of those that "have a precursor" is the false-alarm rate the precursor
- * fraction must beat.
+ * The offline analysis of each run's log (spike counting, divergence onset, lead times) is
+ * src/monitor/spike_log.ts.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { checkCorpusSize, loadCorpus } from '../data/corpus.ts';
 import { readMetrics, type MetricsRecord } from '../io/metrics.ts';
+import { ensureOutDir } from '../io/out_dir.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import { validateConfig, type GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
-import { formatNumber } from '../report/format.ts';
-import { analyzeSeries, SPIKE_DEFAULTS } from '../monitor/spikes.ts';
+import { analyzeRunLog, LEAD_STATS, parseRunLog } from '../monitor/spike_log.ts';
+import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { createOptimizer } from '../optim/registry.ts';
-import { RecoveryExhausted, TrainingDiverged, type TrainOptions } from '../train/trainer.ts';
+import { formatNumber } from '../report/format.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, trainRun, lrDirName, positiveInt, readSummary, sig3, writeResults, writeSummary } from './common.ts';
-import { writeSpikeReport } from './spikes_report.ts';
-import { ensureOutDir } from '../io/out_dir.ts';
+import type { TrainOptions } from '../train/trainer.ts';
+import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, readSummary, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
+import {
+  ANALYSIS_VERSION, DEFAULT_EPS, DEFAULT_LRS, EMBED_SHRINK, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, VARIANT_DOC, Z_LOSS,
+  type LeadSummary, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type SpikeSettings, type SpikeVariant, type StatLeadSummary, type VariantResult,
+} from './spikes_results.ts';
+import { median } from '../util/stats.ts';
 
-export const SPIKE_VARIANTS = ['baseline', 'skip', 'rollback', 'qk-norm', 'z-loss', 'embed-shrink', 'atan2', 'eps-zero'] as const;
-export type SpikeVariant = (typeof SPIKE_VARIANTS)[number];
-
-/** What each variant changes relative to the baseline (AdamW, ε as given, recovery off). */
-export const VARIANT_DOC: Record<SpikeVariant, string> = {
-  baseline: 'AdamW, no mitigation',
-  skip: 'skip the step on a loss or grad-norm spike (onSpike skip)',
-  rollback: 'PaLM rollback and data skip on a spike (onSpike rollback)',
-  'qk-norm': 'QK-layernorm (Wortsman et al.)',
-  'z-loss': 'z-loss 1e-4·(log Z)² (Wortsman et al.)',
-  'embed-shrink': 'token-embedding gradient × 0.1 (GLM-130B)',
-  atan2: 'Adam-atan2: ε-free update atan2(m̂, √v̂)',
-  'eps-zero': 'ε = 0 with 0/0 := 0',
-};
-
-/** The default model: small enough that the whole default grid takes minutes on 2 cores. */
-export const SPIKE_CONFIG: GPTConfig = Object.freeze({ nLayer: 2, nHead: 4, nEmbd: 64, blockSize: 64, vocabSize: 256 });
-export const SPIKE_CONFIG_NAME = 'spikes-small';
-/**
- * 1e-3 … 1 in quarter decades (×1.78; 3 significant digits): three orders of magnitude, and
- * fine enough near the edge of stability (0.3–0.6 on the default model) that runs which spike
- * and recover, or spike and then diverge, fall on the grid (a ×√10 grid jumped from runs that
- * never spiked at 0.316 to one that never learned at 1).
- */
-export const DEFAULT_LRS = Array.from({ length: 13 }, (_, k) => sig3(10 ** (-3 + k / 4)));
-export const DEFAULT_EPS = [1e-8, 1e-5];
-export const Z_LOSS = 1e-4;
-export const EMBED_SHRINK = 0.1;
-
-/** Statistics watched for precursors: metrics.jsonl keys, `wte.` = the token embedding's own entry in `diag`. */
-export const LEAD_STATS = ['diag_update_rms', 'diag_bimodality_max', 'diag_eps_frac', 'diag_cos_g', 'wte.update_rms', 'wte.eps_frac'] as const;
-export type LeadStat = (typeof LEAD_STATS)[number];
-const WTE = 'transformer.wte.weight';
-export const LEAD_SIGMA = 3;
-/** Nats above L0 that make an early loss rise an excursion; also what "has learned" means for the divergence onset. */
-export const EARLY_MARGIN = 0.5;
-/** Diagnosed values the precursor test's baseline needs at least. */
-export const MIN_BASELINE = 8;
-/**
- * How many diagnosed values before a candidate start form its baseline: all of them (the
- * measured default). A trailing window (e.g. 8) ignores slow drift, but on the default
- * experiment it gave more false alarms at ordinary steps (update RMS 15 % vs 8 %) for the
- * same precursor fraction: the statistics are smooth but wander.
- */
-export const BASELINE_WINDOW = Infinity;
-/** Bump when the offline analysis changes: older summaries are re-analysed from their metrics.jsonl. */
-export const ANALYSIS_VERSION = 7;
-
-export interface SpikeExperimentOptions {
+export interface SpikeExperimentOptions extends RunnerOptions {
   out: string;
   /** Default: all of SPIKE_VARIANTS. */
   variants?: string[];
@@ -145,166 +76,8 @@ export interface SpikeExperimentOptions {
   spikeWindow?: number;
   /** Diagnostics every n steps (default 5). */
   diagEvery?: number;
-  progress?: boolean;
-  log?: (line: string) => void;
-  shouldStop?: () => boolean;
 }
 
-/** What results.json records about how each run was made; a reused `out` must match it. */
-export interface SpikeSettings {
-  configName: string;
-  config: GPTConfig;
-  data: string | null;
-  steps: number;
-  batch: number;
-  warmup: number;
-  schedule: 'constant';
-  clip: number;
-  optimizer: 'adamw';
-  evalTokens: number;
-  seed: number;
-  spikeWindow: number;
-  spikeThreshold: number;
-  spikeJump: number;
-  diagEvery: number;
-  zLoss: number;
-  embedGradShrink: number;
-  /** L0 = ln(vocabSize): the loss of a uniform prediction, the cap of a diverged run. */
-  initialLoss: number;
-  /** Kernel threads (KEEL_THREADS): training is bit-reproducible for a given seed and thread count. */
-  threads: number;
-}
-
-export interface Precursor {
-  /** Steps from the first anomalous diagnosed step to the spike's start; null = no precursor. */
-  lead: number | null;
-  /** 'up' / 'down': the side of the band the first anomalous value lies on. */
-  direction?: 'up' | 'down';
-  /** False when there were not enough diagnosed values before it (or none close to it). */
-  testable: boolean;
-}
-
-export interface SpikeEventInfo {
-  /** 'early': the loss rose above L0 + EARLY_MARGIN before the detector's window filled. */
-  kind: 'early' | 'spike' | 'divergence';
-  /** Training steps (as logged; after a rollback, steps repeat). */
-  start: number;
-  peak: number;
-  end: number | null;
-  recovered: boolean;
-  /** Peak − pre-spike mean (nats) and in σ; for a divergence, the loss at onset − L0. */
-  height: number;
-  height_sigma: number | null;
-  /** Position in the order the steps ran (1-based). */
-  index: number;
-  precursors: Record<LeadStat, Precursor>;
-  /** Largest lead over the statistics; null when none moved. */
-  lead: number | null;
-}
-
-export interface ControlCounts {
-  /** Ordinary diagnosed steps tested and how many "had a precursor" there. */
-  tested: number;
-  flagged: number;
-}
-
-/** summary.json of one run. */
-export interface SpikeRunRecord {
-  variant: SpikeVariant;
-  eps: number;
-  lr: number;
-  steps: number;
-  analysis_version: number;
-  status: 'ok' | 'diverged';
-  diverged: boolean;
-  /** Step where the divergence began (null: not diverged, or no such stretch in the log). */
-  diverged_at: number | null;
-  /** Raw final validation loss; null when non-finite or the run stopped. */
-  val_loss: number | null;
-  train_loss: number | null;
-  /** min(val_loss, L0); L0 when diverged. What LR sensitivity uses. */
-  final_loss: number;
-  first_loss: number | null;
-  /** Spikes found offline before any divergence (the early excursion, if any, included). */
-  spikes: number;
-  events: SpikeEventInfo[];
-  control: Record<LeadStat, ControlCounts>;
-  /** The trainer's own detections (loss and grad norm) and recovery actions. */
-  online_spikes: number;
-  skipped_steps: number;
-  rollbacks: number;
-  /** Training-loss series in the order the steps ran (4 significant digits; null = non-finite). */
-  loss_curve: (number | null)[];
-  tokens_per_s: number | null;
-  wall_seconds: number;
-  error?: string;
-}
-
-export type SpikeRunResult = Omit<SpikeRunRecord, 'loss_curve'> & { run_dir: string };
-
-export interface StatLeadSummary {
-  stat: LeadStat;
-  /** Spikes (and divergences) where the test could run, those with a precursor, their fraction. */
-  testable: number;
-  with_precursor: number;
-  fraction: number | null;
-  median_lead: number | null;
-  /** The same test at ordinary steps: false-alarm rate. */
-  control_tested: number;
-  control_flagged: number;
-  control_fraction: number | null;
-}
-
-export interface LeadSummary {
-  spikes: number;
-  testable: number;
-  /** Spikes where at least one statistic moved. */
-  with_any_precursor: number;
-  any_fraction: number | null;
-  median_lead: number | null;
-  per_stat: StatLeadSummary[];
-}
-
-export interface VariantResult {
-  /** "baseline", "skip", …; a further ε appears as its own entry with the same variant. */
-  key: string;
-  variant: SpikeVariant;
-  eps: number;
-  label: string;
-  description: string;
-  /** Runs done / planned. */
-  runs: number;
-  planned: number;
-  complete: boolean;
-  /** E over the lr grid of [min(final, L0) − min final]; null until the grid is complete. */
-  lr_sensitivity: number | null;
-  best_loss: number | null;
-  best_lr: number | null;
-  /** Spikes of all runs, early excursions included; and those early excursions alone. */
-  spikes: number;
-  early_spikes: number;
-  runs_with_spikes: number;
-  diverged: number;
-  skipped_steps: number;
-  rollbacks: number;
-  lead: LeadSummary;
-}
-
-export interface SpikeResults {
-  version: 1;
-  experiment: 'spikes';
-  settings: SpikeSettings;
-  grid: { lrs: number[]; eps_values: number[]; variants: SpikeVariant[]; runs: number; description: string };
-  params: number;
-  complete: boolean;
-  interrupted: boolean;
-  runs: SpikeRunResult[];
-  variants: VariantResult[];
-  lead: LeadSummary;
-  /** Seconds of all the runs' wall time (including runs done by earlier invocations). */
-  wall_seconds: number;
-  updated: string;
-}
 
 interface Resolved {
   out: string;
@@ -312,9 +85,7 @@ interface Resolved {
   lrs: number[];
   epsValues: number[];
   settings: SpikeSettings;
-  progress: boolean;
-  log: (line: string) => void;
-  shouldStop?: () => boolean;
+  runner: Runner;
 }
 
 interface Plan {
@@ -332,7 +103,7 @@ function numbers(name: string, values: number[] | undefined, fallback: number[],
 }
 
 /** Checks everything the runs need before anything is written; throws UserError naming the problem. */
-export function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
+function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
   const variants = [...new Set(o.variants ?? SPIKE_VARIANTS)];
   if (variants.length === 0) throw new UserError(`--variants is empty: name one or more of ${SPIKE_VARIANTS.join(', ')}`);
   for (const v of variants) {
@@ -383,9 +154,7 @@ export function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
       initialLoss: Math.log(config.vocabSize),
       threads: nativeKernels().threads(),
     },
-    progress: o.progress ?? false,
-    log: o.log ?? ((line) => process.stderr.write(line + '\n')),
-    shouldStop: o.shouldStop,
+    runner: runnerOf(o),
   };
 }
 
@@ -411,12 +180,12 @@ function gridDescription(r: Resolved): string {
   return others.length && r.variants.includes('baseline') ? `${base}; the baseline also at ε ${others.map(formatNumber).join(', ')}` : base;
 }
 
-export function runDirOf(out: string, variant: SpikeVariant, eps: number, lr: number): string {
+function spikeRunDir(out: string, variant: SpikeVariant, eps: number, lr: number): string {
   return path.join(out, variant, `eps-${String(eps)}`, lrDirName(lr));
 }
 
 /** The trainer options of one run: the baseline plus the variant's one change. */
-export function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number, lr: number, dir: string): TrainOptions {
+function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number, lr: number, dir: string): TrainOptions {
   const opt: Record<string, unknown> = { eps };
   if (variant === 'atan2') opt.epsMode = 'atan2';
   if (variant === 'eps-zero') opt.epsMode = 'zero';
@@ -451,245 +220,6 @@ export function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: 
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Offline analysis of one run's log.
-
-/** A training step or a diagnosed step, at its position in the order the steps ran. */
-export interface ChronoPoint {
-  index: number;
-  step: number;
-}
-
-export interface RunLog {
-  losses: (ChronoPoint & { value: number })[];
-  diag: (ChronoPoint & { values: Partial<Record<LeadStat, number>> })[];
-}
-
-const finiteOr = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-
-/**
- * The log in the order the steps ran: training lines (`{step, loss, lr, …}`, loss null = NaN)
- * numbered 1, 2, …; a diagnostics line takes the number of the training line of its step just
- * before it (the trainer writes it right after that line).
- *
- * A rollback (`{event: 'rollback', step: n, to}`) abandons steps to+1 … n−1 and replays them
- * from the restored state: those abandoned lines are dropped, the spike step n that triggered
- * it is kept (it was seen), and the replay follows it. So the series is the trajectory the run
- * kept plus each rollback's trigger, with no artificial jump where the state was restored.
- */
-export function parseRunLog(records: readonly MetricsRecord[]): RunLog {
-  let losses: RunLog['losses'] = [];
-  let diag: RunLog['diag'] = [];
-  let n = 0;
-  for (const r of records) {
-    if (r.event === 'rollback' && typeof r.to === 'number') {
-      const last = losses.at(-1);
-      if (!last) continue;
-      let from = losses.length - 2;
-      while (from >= 0 && losses[from].step > r.to) from--;
-      const dropped = new Set(losses.slice(from + 1, -1).map((p) => p.index));
-      losses = [...losses.slice(0, from + 1), last];
-      diag = diag.filter((d) => !dropped.has(d.index));
-      continue;
-    }
-    if (typeof r.step !== 'number' || 'event' in r) continue;
-    if ('diag' in r) {
-      const last = losses.at(-1);
-      if (!last || last.step !== r.step) continue;
-      const values: Partial<Record<LeadStat, number>> = {};
-      const wte = (r.diag as Record<string, Record<string, unknown>> | null)?.[WTE] ?? {};
-      for (const stat of LEAD_STATS) {
-        const v = stat.startsWith('wte.') ? finiteOr(wte[stat.slice(4)]) : finiteOr(r[stat]);
-        if (v !== undefined) values[stat] = v;
-      }
-      diag.push({ index: last.index, step: r.step, values });
-      continue;
-    }
-    if ('loss' in r && 'lr' in r) {
-      const v = typeof r.loss === 'number' ? r.loss : NaN;
-      losses.push({ index: ++n, step: r.step, value: v });
-    }
-  }
-  // Number the kept lines 1, 2, … so index differences count steps of the kept series.
-  const renumber = new Map(losses.map((p, i) => [p.index, i + 1]));
-  return {
-    losses: losses.map((p) => ({ ...p, index: renumber.get(p.index)! })),
-    diag: diag.filter((d) => renumber.has(d.index)).map((d) => ({ ...d, index: renumber.get(d.index)! })),
-  };
-}
-
-/**
- * Index (1-based, chronological) of a diverged run's onset: the first step at which the loss,
- * having been below L0 − EARLY_MARGIN at some earlier step (the run had learned something), is
- * back at L0 or above (or non-finite); the first step when it never got there. A diverged run
- * ends at chance level or worse, so its first return there is where the divergence began:
- * later dips below L0 are part of the divergence (large-lr runs oscillate wildly), not spikes.
- */
-export function divergenceOnset(losses: readonly { index: number; value: number }[], l0: number): number | null {
-  if (losses.length === 0) return null;
-  let learned = false;
-  for (const p of losses) {
-    if (learned && !(p.value < l0)) return p.index;
-    if (p.value < l0 - EARLY_MARGIN) learned = true;
-  }
-  return learned ? null : losses[0].index;
-}
-
-function meanStd(xs: readonly number[]): { mean: number; std: number } {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-  const m2 = xs.reduce((a, b) => a + (b - mean) ** 2, 0);
-  return { mean, std: xs.length > 1 ? Math.sqrt(m2 / (xs.length - 1)) : 0 };
-}
-
-/**
- * The precursor test for one statistic before a spike at chronological index `start` (see the
- * module comment). `points` are the statistic's diagnosed values in order; `exclude` says which
- * indices may not serve (warm-up, earlier spikes). `coverage`: the last usable value must be at
- * most this many steps before `start`.
- */
-export function precursorLead(
-  points: readonly { index: number; value: number }[],
-  start: number,
-  opts: { sigma?: number; baseline?: number; coverage: number; exclude?: (index: number) => boolean },
-): Precursor {
-  const sigma = opts.sigma ?? LEAD_SIGMA;
-  // Infinity: every earlier value is the baseline (at least MIN_BASELINE of them).
-  const B = opts.baseline ?? BASELINE_WINDOW;
-  const need = Number.isFinite(B) ? Math.max(B, 1) : MIN_BASELINE;
-  const pts = points.filter((p) => p.index < start && Number.isFinite(p.value) && !(opts.exclude?.(p.index) ?? false));
-  const k = pts.length - 1;
-  if (pts.length < need + 1 || start - pts[k].index > opts.coverage) return { lead: null, testable: false };
-  // The earliest j whose values j…k all lie outside the band of the (B) values before j.
-  for (let j = need; j <= k; j++) {
-    const { mean, std } = meanStd(pts.slice(Number.isFinite(B) ? j - B : 0, j).map((p) => p.value));
-    const band = sigma * Math.max(std, 1e-12 * Math.abs(mean));
-    let all = true;
-    for (let i = j; i <= k; i++) {
-      if (!(Math.abs(pts[i].value - mean) > band)) {
-        all = false;
-        break;
-      }
-    }
-    if (all) return { lead: start - pts[j].index, direction: pts[j].value > mean ? 'up' : 'down', testable: true };
-  }
-  return { lead: null, testable: true };
-}
-
-export interface RunAnalysis {
-  diverged_at: number | null;
-  diverged_index: number | null;
-  spikes: number;
-  events: SpikeEventInfo[];
-  control: Record<LeadStat, ControlCounts>;
-  first_loss: number | null;
-}
-
-/** Spikes, early excursion, divergence, precursors and control of one run's log. */
-export function analyzeRunLog(
-  log: RunLog,
-  o: { l0: number; window: number; threshold: number; jump: number; diagEvery: number; diverged: boolean; baseline?: number; sigma?: number },
-): RunAnalysis {
-  const byIndex = new Map(log.losses.map((p) => [p.index, p]));
-  const stepAt = (index: number) => byIndex.get(index)?.step ?? index;
-  const onset = o.diverged ? divergenceOnset(log.losses, o.l0) : null;
-  const healthy = log.losses.filter((p) => onset === null || p.index < onset);
-  const early = earlyExcursion(healthy, o.l0, o.window);
-  // The detector's spikes; one that starts inside the early excursion is part of it.
-  const found = analyzeSeries(healthy.map((p) => ({ step: p.index, value: p.value })), {
-    // minRise 0: the counts are those the figures in docs/stability.md#experiment-spikes were measured with.
-    metric: 'loss', window: o.window, threshold: o.threshold, jump: o.jump, minRise: 0,
-  }).spikes.filter((sp) => !early || sp.start < early.start || sp.start >= (early.end ?? Infinity));
-  const coverage = 2 * o.diagEvery;
-  /** Intervals [start, end) of spikes (open ones to +∞) in chronological indices. */
-  const intervals = [...found.map((sp) => [sp.start, sp.end ?? Infinity] as const), ...(early ? [[early.start, early.end ?? Infinity] as const] : [])];
-  const inSpike = (i: number) => intervals.some(([x, y]) => i >= x && i < y);
-  const series = Object.fromEntries(
-    LEAD_STATS.map((stat) => [stat, log.diag.filter((d) => d.values[stat] !== undefined).map((d) => ({ index: d.index, value: d.values[stat]! }))]),
-  ) as Record<LeadStat, { index: number; value: number }[]>;
-  const exclude = (i: number) => i <= o.window || inSpike(i);
-  const precursorsAt = (start: number): Record<LeadStat, Precursor> =>
-    Object.fromEntries(
-      LEAD_STATS.map((stat) => [stat, precursorLead(series[stat], start, { coverage, exclude, baseline: o.baseline, sigma: o.sigma })]),
-    ) as Record<LeadStat, Precursor>;
-  const leadOf = (p: Record<LeadStat, Precursor>) => {
-    const leads = Object.values(p).map((x) => x.lead).filter((x): x is number => x !== null);
-    return leads.length ? Math.max(...leads) : null;
-  };
-
-  const events: SpikeEventInfo[] = [];
-  if (early) {
-    const precursors = precursorsAt(early.start);
-    events.push({
-      kind: 'early', start: stepAt(early.start), peak: stepAt(early.peak), end: early.end === null ? null : stepAt(early.end), recovered: early.end !== null,
-      height: early.height, height_sigma: null, index: early.start, precursors, lead: leadOf(precursors),
-    });
-  }
-  for (const sp of found) {
-    const precursors = precursorsAt(sp.start);
-    events.push({
-      kind: 'spike', start: stepAt(sp.start), peak: stepAt(sp.peak), end: sp.end === null ? null : stepAt(sp.end), recovered: sp.recovered,
-      height: sp.height, height_sigma: Number.isFinite(sp.height_sigma) ? sp.height_sigma : null, index: sp.start, precursors, lead: leadOf(precursors),
-    });
-  }
-  if (onset !== null) {
-    const precursors = precursorsAt(onset);
-    const v = byIndex.get(onset)!.value;
-    events.push({
-      kind: 'divergence', start: stepAt(onset), peak: stepAt(onset), end: null, recovered: false,
-      height: Number.isFinite(v) ? v - o.l0 : Infinity, height_sigma: null, index: onset, precursors, lead: leadOf(precursors),
-    });
-  }
-  // Control: ordinary diagnosed steps, no spike (or divergence) starting within `window` steps
-  // after them (so a precursor's own early part is not counted as a false alarm).
-  const starts = events.map((e) => e.index);
-  const control = Object.fromEntries(LEAD_STATS.map((stat) => [stat, { tested: 0, flagged: 0 }])) as Record<LeadStat, ControlCounts>;
-  const diagIdx = [...new Set(log.diag.map((d) => d.index))];
-  for (const c of diagIdx) {
-    if (onset !== null && c >= onset) continue;
-    if (exclude(c)) continue;
-    if (starts.some((st) => st > c && st <= c + o.window)) continue;
-    for (const stat of LEAD_STATS) {
-      const p = precursorLead(series[stat], c + 1, { coverage, exclude, baseline: o.baseline, sigma: o.sigma });
-      if (!p.testable) continue;
-      control[stat].tested++;
-      if (p.lead !== null) control[stat].flagged++;
-    }
-  }
-  const first = log.losses[0]?.value;
-  return {
-    diverged_at: onset === null ? null : stepAt(onset),
-    diverged_index: onset,
-    spikes: found.length + (early ? 1 : 0),
-    events,
-    control,
-    first_loss: first !== undefined && Number.isFinite(first) ? first : null,
-  };
-}
-
-/**
- * The no-warm-up instability the detector cannot see (its window is not full yet): the first
- * loss after step 1, among the first `window` steps, more than EARLY_MARGIN above L0 (or
- * non-finite); it lasts until the loss is back below L0. Chronological indices; null if none.
- */
-export function earlyExcursion(
-  losses: readonly { index: number; value: number }[],
-  l0: number,
-  window: number,
-): { start: number; peak: number; end: number | null; height: number } | null {
-  const i0 = losses.findIndex((p, i) => i > 0 && p.index <= window && !(p.value <= l0 + EARLY_MARGIN));
-  if (i0 < 0) return null;
-  let peak = losses[i0];
-  let end: number | null = null;
-  for (let i = i0; i < losses.length; i++) {
-    const p = losses[i];
-    if (i > i0 && Number.isFinite(p.value) && p.value < l0) {
-      end = p.index;
-      break;
-    }
-    if (Number.isFinite(peak.value) && !(p.value <= peak.value)) peak = p; // NaN counts as the largest
-  }
-  return { start: losses[i0].index, peak: peak.index, end, height: Number.isFinite(peak.value) ? peak.value - l0 : Infinity };
-}
 
 /** LR sensitivity (Wortsman et al.): mean over the grid of min(ℓ, L0) − min ℓ. */
 export function lrSensitivity(finalLosses: readonly number[], l0: number): number | null {
@@ -697,13 +227,6 @@ export function lrSensitivity(finalLosses: readonly number[], l0: number): numbe
   const capped = finalLosses.map((l) => (Number.isFinite(l) ? Math.min(l, l0) : l0));
   const best = Math.min(...capped);
   return capped.reduce((a, l) => a + (l - best), 0) / capped.length;
-}
-
-export function median(xs: readonly number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 export function summarizeLeads(runs: readonly Pick<SpikeRunRecord, 'events' | 'control'>[]): LeadSummary {
@@ -731,10 +254,6 @@ export function summarizeLeads(runs: readonly Pick<SpikeRunRecord, 'events' | 'c
 }
 
 // ---------------------------------------------------------------------------------------------
-
-function readRecord(dir: string): SpikeRunRecord | undefined {
-  return readSummary<SpikeRunRecord>(dir, (r) => (r.status === 'ok' || r.status === 'diverged') && Array.isArray(r.events));
-}
 
 const round4 = (x: number): number | null => (Number.isFinite(x) ? Number(x.toPrecision(4)) : null);
 
@@ -789,80 +308,51 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
   const r = resolveSpikeOptions(opts);
   checkExperimentDir(r.out, 'spikes', 'a spike experiment', r.settings);
   ensureOutDir(r.out, '--out'); // one line for an impossible --out (and no spin under /proc)
-  const s = r.settings;
-  const params = paramLayout(s.config).total;
+  const params = paramLayout(r.settings.config).total;
   const plans = plansOf(r);
-  const records = new Map<string, SpikeRunRecord>();
-  const total = plans.reduce((a, p) => a + p.lrs.length, 0);
-  let done = 0;
-  let interrupted = false;
-
-  const matches = (rec: SpikeRunRecord, p: Plan, lr: number) => rec.variant === p.variant && rec.eps === p.eps && rec.lr === lr && rec.steps === s.steps;
-  const reuse = (dir: string, p: Plan, lr: number): SpikeRunRecord | undefined => {
-    const old = readRecord(dir);
-    if (!old || !matches(old, p, lr)) return undefined;
-    if (old.analysis_version === ANALYSIS_VERSION) return old;
-    const rec = reanalyze(s, dir, old);
-    if (rec) writeSummary(dir, rec);
-    return rec;
-  };
-  for (const p of plans) {
-    for (const lr of p.lrs) {
-      const dir = runDirOf(r.out, p.variant, p.eps, lr);
-      const rec = reuse(dir, p, lr);
-      if (rec) records.set(dir, rec);
-    }
-  }
   const save = () => {
-    const results = assembleSpikeResults(r, plans, records, params, interrupted);
+    const results = assembleSpikeResults(r, plans, grid.records, params, grid.interrupted);
     writeResults(r.out, results);
     return results;
   };
+  const grid: Grid<SpikeRunRecord> = new Grid({
+    ...r.runner, describe, saved: save,
+    total: plans.reduce((a, p) => a + p.lrs.length, 0),
+  });
+  for (const p of plans) for (const lr of p.lrs) reuseFinished(r.settings, grid, p, lr, spikeRunDir(r.out, p.variant, p.eps, lr));
   save();
-
-  outer: for (const p of plans) {
-    for (const lr of p.lrs) {
-      const dir = runDirOf(r.out, p.variant, p.eps, lr);
-      const tag = `[${String(++done).padStart(String(total).length)}/${total}] ${p.key} lr ${lr}`;
-      const old = records.get(dir);
-      if (old) {
-        r.log(`${tag}: ${describe(old)} (done earlier)`);
-        continue;
-      }
-      if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true }); // an unfinished run: start it over
-      const t0 = performance.now();
-      const trainOpts = spikeTrainOptions(s, p.variant, p.eps, lr, dir);
-      let sum: { val_loss: number | null; train_loss: number | null; tokens_per_s: number | null; error?: string };
-      try {
-        const res = await trainRun(trainOpts, r.progress, r.shouldStop);
-        if (res.interrupted) {
-          interrupted = true;
-          r.log(`${tag}: interrupted at step ${res.steps}`);
-          break outer;
-        }
-        sum = { val_loss: res.val_loss, train_loss: res.train_loss, tokens_per_s: res.tokens_per_s };
-      } catch (err) {
-        // A run the recovery ladder stopped did not finish either: it scores like a diverged one.
-        if (!(err instanceof TrainingDiverged || err instanceof RecoveryExhausted)) throw err;
-        sum = { val_loss: null, train_loss: null, tokens_per_s: null, error: err.message };
-      }
-      fs.rmSync(path.join(dir, 'checkpoints'), { recursive: true, force: true });
-      const rec = recordOf(s, { variant: p.variant, eps: p.eps, lr }, readMetrics(path.join(dir, 'metrics.jsonl')), {
-        ...sum, wall_seconds: (performance.now() - t0) / 1000,
-      });
-      writeSummary(dir, rec);
-      records.set(dir, rec);
-      r.log(`${tag}: ${describe(rec)}`);
-      save();
-      if (r.shouldStop?.()) {
-        interrupted = true;
-        break outer;
+  await grid.untilInterrupted(async () => {
+    for (const p of plans) {
+      for (const lr of p.lrs) {
+        const dir = spikeRunDir(r.out, p.variant, p.eps, lr);
+        await grid.run({
+          dir,
+          label: `${p.key} lr ${lr}`,
+          options: () => spikeTrainOptions(r.settings, p.variant, p.eps, lr, dir),
+          record: (o) => recordOf(r.settings, { variant: p.variant, eps: p.eps, lr }, readMetrics(path.join(dir, 'metrics.jsonl')), outcomeNumbers(o)),
+        });
       }
     }
-  }
-  const results = save();
-  writeSpikeReport(r.out, results, (run) => records.get(path.join(r.out, run.run_dir))?.loss_curve ?? []);
-  return results;
+  });
+  return save();
+}
+
+/** An earlier invocation's record of this run, re-analysed from its log when the analysis changed since. */
+function reuseFinished(s: SpikeSettings, grid: Grid<SpikeRunRecord>, p: Plan, lr: number, dir: string): void {
+  const old = readSummary<SpikeRunRecord>(dir, (x) => (x.status === 'ok' || x.status === 'diverged') && Array.isArray(x.events));
+  if (!old || old.variant !== p.variant || old.eps !== p.eps || old.lr !== lr || old.steps !== s.steps) return;
+  const rec = old.analysis_version === ANALYSIS_VERSION ? old : reanalyze(s, dir, old);
+  if (!rec) return;
+  if (rec !== old) writeSummary(dir, rec);
+  grid.records.set(dir, rec);
+}
+
+function outcomeNumbers(o: RunOutcome): Parameters<typeof recordOf>[3] {
+  const sum = o.summary;
+  return {
+    val_loss: sum?.val_loss ?? null, train_loss: sum?.train_loss ?? null, tokens_per_s: sum?.tokens_per_s ?? null, wall_seconds: o.wall_seconds,
+    ...(o.error !== undefined ? { error: o.error } : {}),
+  };
 }
 
 function describe(rec: SpikeRunRecord): string {
@@ -878,7 +368,7 @@ function assembleSpikeResults(r: Resolved, plans: Plan[], records: Map<string, S
   const variants: VariantResult[] = plans.map((p) => {
     const mine: SpikeRunRecord[] = [];
     for (const lr of p.lrs) {
-      const dir = runDirOf(r.out, p.variant, p.eps, lr);
+      const dir = spikeRunDir(r.out, p.variant, p.eps, lr);
       const rec = records.get(dir);
       if (!rec) continue;
       mine.push(rec);

@@ -1,34 +1,27 @@
 /**
  * The spike experiment's report.html: one offline file. Everything shown is computed from
  * results.json (and the runs' loss curves from their summary.json); the "what we measured"
- * paragraph is generated from the numbers, including where they contradict the seed
+ * paragraph is generated from the numbers, including where they contradict the stability notes
  * (docs/stability.md), never written by hand.
  *
  * Final loss vs lr is an inline SVG with a log-x axis (the uPlot charts of src/report are
  * linear in x); the training-loss curves per lr use the shared uPlot machinery.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
-import { formatDuration, formatNumber } from '../report/format.ts';
-import { PALETTE, readSummary } from './common.ts';
-import {
-  EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type VariantResult,
-} from './spikes.ts';
+import { mean } from '../util/stats.ts';
+import { formatDuration, formatFixed, formatNumber } from '../report/format.ts';
+import { modelFacts, PALETTE, readSummary } from './common.ts';
+import { EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat } from '../monitor/spike_log.ts';
+import type { SpikeResults, SpikeRunRecord, SpikeRunResult, VariantResult } from './spikes_results.ts';
 
-/** Writes OUT/report.html (atomically) and returns its path. `curveOf` gives a run's training-loss series. */
-export function writeSpikeReport(outDir: string, results: SpikeResults, curveOf?: (run: SpikeRunResult) => (number | null)[]): string {
-  const curves = curveOf ?? ((run: SpikeRunResult) => readSummary<SpikeRunRecord>(path.join(outDir, run.run_dir), () => true)?.loss_curve ?? []);
+/** Writes OUT/report.html (atomically) and returns its path; each run's training-loss series is in its summary.json. */
+export function writeSpikeReport(outDir: string, results: SpikeResults): string {
+  const curves = (run: SpikeRunResult) => readSummary<SpikeRunRecord>(path.join(outDir, run.run_dir), () => true)?.loss_curve ?? [];
   const file = path.join(outDir, 'report.html');
   writeFileAtomic(file, renderSpikeReport(outDir, results, curves));
   return file;
-}
-
-/** For tools: the report of an experiment directory from its results.json. */
-export function rewriteSpikeReport(outDir: string): string {
-  const results = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as SpikeResults;
-  return writeSpikeReport(outDir, results);
 }
 
 const STAT_LABEL: Record<LeadStat, string> = {
@@ -40,12 +33,10 @@ const STAT_LABEL: Record<LeadStat, string> = {
   'wte.eps_frac': 'ε-dominated fraction (token embedding)',
 };
 
-const f4 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(4));
-const f3 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : v.toFixed(3));
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${Math.round(v * 100)}%`);
 const plural = (n: number, word: string, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;
 /** Loss differences below this (nats) are called a tie: one seed cannot resolve them. */
-export const TIE = 0.02;
+const TIE = 0.02;
 const cmp = (d: number) => (Math.abs(d) < TIE ? 0 : Math.sign(d));
 
 // ---------------------------------------------------------------------------------------------
@@ -62,7 +53,7 @@ const MITIGATION_CLAIM: Record<string, string> = {
 };
 
 /** Counts below this are too small for one seed to tell a difference from chance. */
-export const SMALL_COUNT = 10;
+const SMALL_COUNT = 10;
 /** Early blow-ups count as larger/smaller when their mean peak differs by more than this fraction. */
 const EARLY_REL = 0.2;
 
@@ -71,7 +62,7 @@ const EARLY_REL = 0.2;
  * L0 and mean steps until the loss was back below L0 (recovered ones). sign: +1 when the
  * second's peaks are more than EARLY_REL higher, −1 lower, 0 otherwise.
  */
-export function compareEarly(base: readonly SpikeRunResult[], other: readonly SpikeRunResult[]): { text: string; sign: number } | null {
+function compareEarly(base: readonly SpikeRunResult[], other: readonly SpikeRunResult[]): { text: string; sign: number } | null {
   const early = (r: SpikeRunResult) => r.events.find((e) => e.kind === 'early');
   const pairs = base.flatMap((b) => {
     const o = other.find((x) => x.lr === b.lr);
@@ -79,7 +70,6 @@ export function compareEarly(base: readonly SpikeRunResult[], other: readonly Sp
     return eb && eo && Number.isFinite(eb.height) && Number.isFinite(eo.height) ? [{ lr: b.lr, b: eb, o: eo }] : [];
   });
   if (pairs.length === 0) return null;
-  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, x) => a + x, 0) / xs.length : null);
   const hb = mean(pairs.map((p) => p.b.height))!, ho = mean(pairs.map((p) => p.o.height))!;
   const dur = (e: { start: number; end: number | null }) => (e.end === null ? [] : [e.end - e.start]);
   const db = mean(pairs.flatMap((p) => dur(p.b))), dO = mean(pairs.flatMap((p) => dur(p.o)));
@@ -91,7 +81,7 @@ export function compareEarly(base: readonly SpikeRunResult[], other: readonly Sp
 }
 
 /** The generated findings, one plain-text paragraph each (also used by the CLI and tests). */
-export function findings(results: SpikeResults): string[] {
+export function spikeFindings(results: SpikeResults): string[] {
   const out: string[] = [];
   const s = results.settings;
   const vs = results.variants;
@@ -121,81 +111,12 @@ export function findings(results: SpikeResults): string[] {
       `Baseline (AdamW, ε ${primaryEps}): ${plural(base.spikes, 'spike')} over ${plural(base.runs, 'run')}` +
         (spiky.length ? ` (at lr ${spiky.join(', ')})` : '') +
         `, ${div.length ? `diverged at lr ${div.join(', ')}` : 'no run diverged'}; ` +
-        `best final loss ${f4(base.best_loss)} at lr ${base.best_lr === null ? '—' : formatNumber(base.best_lr)}, LR sensitivity ${f3(base.lr_sensitivity)} nats.`,
+        `best final loss ${formatFixed(base.best_loss, 4)} at lr ${base.best_lr === null ? '—' : formatNumber(base.best_lr)}, LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} nats.`,
     );
   }
-  const small = (n: number) => n < SMALL_COUNT;
-  const runsOf = (v: VariantResult) => results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps);
-  for (const v of vs) {
-    if (v.variant === 'baseline' || !base) continue;
-    const claim = MITIGATION_CLAIM[v.variant];
-    const parts: string[] = [];
-    const dS = v.spikes - base.spikes;
-    const split = `early excursions ${base.early_spikes} → ${v.early_spikes}, later spikes ${base.spikes - base.early_spikes} → ${v.spikes - v.early_spikes}`;
-    parts.push(dS < 0 ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})` : dS > 0 ? `more spikes (${base.spikes} → ${v.spikes}: ${split})` : `as many spikes (${v.spikes}: ${split})`);
-    const early = compareEarly(runsOf(base), runsOf(v));
-    if (early) parts.push(early.text);
-    if (v.diverged !== base.diverged) parts.push(`${v.diverged < base.diverged ? 'fewer' : 'more'} diverged runs (${base.diverged} → ${v.diverged})`);
-    let sensUp = false;
-    let sensDown = false;
-    if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
-      const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
-      parts.push(`LR sensitivity ${f3(base.lr_sensitivity)} → ${f3(v.lr_sensitivity)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
-      sensUp = d > 0;
-      sensDown = d < 0;
-    }
-    if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${f4(base.best_loss)} → ${f4(v.best_loss)}`);
-    const contradicts: string[] = [];
-    const supports: string[] = [];
-    if (dS > 0 || (dS === 0 && base.spikes > 0 && v.diverged >= base.diverged)) contradicts.push('it did not reduce the spike count');
-    if (dS < 0) supports.push('fewer spikes');
-    if (sensUp) contradicts.push('it raised the LR sensitivity');
-    if (sensDown) supports.push('a lower LR sensitivity');
-    if (early?.sign === 1) contradicts.push('its early blow-ups were larger');
-    if (early?.sign === -1) supports.push('smaller early blow-ups');
-    let verdict = '';
-    if (contradicts.length) {
-      verdict = ` This contradicts the seed, which lists ${claim} as a mitigation: ${contradicts.join(' and ')}` + (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
-      if (v.variant === 'skip' || v.variant === 'rollback') {
-        verdict += ` (Recovery acts after the spike is seen, so the flagged step itself is always counted, and the detector is blind for the first ${s.spikeWindow} steps, where the early excursions happen.)`;
-      }
-    } else if (supports.length) {
-      verdict = ` Consistent with the seed's claim for ${claim}: ${supports.join(', ')}.`;
-    }
-    if (small(Math.max(v.spikes, base.spikes)) && dS !== 0) verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
-    if (v.variant === 'skip' || v.variant === 'rollback') {
-      // Interventions where there was nothing to mitigate: the baseline twin neither spiked nor diverged.
-      const calm = results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps).filter((r) => {
-        const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
-        return twin && twin.spikes === 0 && !twin.diverged;
-      });
-      const acts = calm.reduce((a, r) => a + r.skipped_steps + r.rollbacks, 0);
-      if (calm.length) {
-        verdict += ` The online detectors (loss and gradient norm, window ${s.spikeWindow}) intervened ${acts} times (skipped steps + rollbacks) in the ${plural(calm.length, 'run')} whose baseline twin had no spike and did not diverge.`;
-      }
-    }
-    out.push(`${v.label} vs baseline: ${parts.join('; ')}.${verdict}`);
-  }
-  for (const v of vs) {
-    if (v.variant !== 'baseline' || v.eps === primaryEps || !base) continue;
-    const sens = v.lr_sensitivity !== null && base.lr_sensitivity !== null ? cmp(v.lr_sensitivity - base.lr_sensitivity) : null;
-    const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
-    let text =
-      `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
-      (sens !== null ? `, LR sensitivity ${f3(v.lr_sensitivity)} vs ${f3(base.lr_sensitivity)} nats` : '') +
-      `, best final loss ${f4(v.best_loss)} vs ${f4(base.best_loss)}.`;
-    // Worse = more spikes, more divergences, or a higher LR sensitivity (beyond the tie).
-    const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
-    const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
-    const larger = v.eps > primaryEps;
-    const seed = 'the seed lists lowering ε as a mitigation (docs/optimizers.md#adamw)';
-    if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts the seed, which lists lowering ε as a mitigation (docs/optimizers.md#adamw).`;
-    else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts the seed, which lists lowering ε as a mitigation (docs/optimizers.md#adamw); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
-    else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
-    if ((worse || better) && small(Math.max(v.spikes, base.spikes)) && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
-      text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;
-    }
-    out.push(text);
+  if (base) {
+    for (const v of vs) if (v.variant !== 'baseline') out.push(mitigationFinding(results, v, base));
+    for (const v of vs) if (v.variant === 'baseline' && v.eps !== primaryEps) out.push(epsFinding(v, base, primaryEps));
   }
   const precursors = precursorFinding(results);
   if (precursors) out.push(precursors);
@@ -203,7 +124,82 @@ export function findings(results: SpikeResults): string[] {
   return out;
 }
 
-/** The lead-time paragraph, with the control (false-alarm rate) and the seed's mechanism checked. */
+/** A mitigation against the baseline at the same ε: spikes, early blow-ups, divergences, LR sensitivity, and the stability notes' claim. */
+function mitigationFinding(results: SpikeResults, v: VariantResult, base: VariantResult): string {
+  const s = results.settings;
+  const runsOf = (x: VariantResult) => results.runs.filter((r) => r.variant === x.variant && r.eps === x.eps);
+  const claim = MITIGATION_CLAIM[v.variant];
+  const parts: string[] = [];
+  const dS = v.spikes - base.spikes;
+  const split = `early excursions ${base.early_spikes} → ${v.early_spikes}, later spikes ${base.spikes - base.early_spikes} → ${v.spikes - v.early_spikes}`;
+  parts.push(dS < 0 ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})` : dS > 0 ? `more spikes (${base.spikes} → ${v.spikes}: ${split})` : `as many spikes (${v.spikes}: ${split})`);
+  const early = compareEarly(runsOf(base), runsOf(v));
+  if (early) parts.push(early.text);
+  if (v.diverged !== base.diverged) parts.push(`${v.diverged < base.diverged ? 'fewer' : 'more'} diverged runs (${base.diverged} → ${v.diverged})`);
+  let sensUp = false;
+  let sensDown = false;
+  if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
+    const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
+    parts.push(`LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} → ${formatFixed(v.lr_sensitivity, 3)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
+    sensUp = d > 0;
+    sensDown = d < 0;
+  }
+  if (v.best_loss !== null && base.best_loss !== null) parts.push(`best final loss ${formatFixed(base.best_loss, 4)} → ${formatFixed(v.best_loss, 4)}`);
+  const contradicts: string[] = [];
+  const supports: string[] = [];
+  if (dS > 0 || (dS === 0 && base.spikes > 0 && v.diverged >= base.diverged)) contradicts.push('it did not reduce the spike count');
+  if (dS < 0) supports.push('fewer spikes');
+  if (sensUp) contradicts.push('it raised the LR sensitivity');
+  if (sensDown) supports.push('a lower LR sensitivity');
+  if (early?.sign === 1) contradicts.push('its early blow-ups were larger');
+  if (early?.sign === -1) supports.push('smaller early blow-ups');
+  let verdict = '';
+  if (contradicts.length) {
+    verdict = ` This contradicts Keel's stability notes (docs/stability.md), which list ${claim} as a mitigation: ${contradicts.join(' and ')}` + (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
+    if (v.variant === 'skip' || v.variant === 'rollback') {
+      verdict += ` (Recovery acts after the spike is seen, so the flagged step itself is always counted, and the detector is blind for the first ${s.spikeWindow} steps, where the early excursions happen.)`;
+    }
+  } else if (supports.length) {
+    verdict = ` Consistent with the stability notes' claim for ${claim}: ${supports.join(', ')}.`;
+  }
+  if (Math.max(v.spikes, base.spikes) < SMALL_COUNT && dS !== 0) verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
+  if (v.variant === 'skip' || v.variant === 'rollback') {
+    // Interventions where there was nothing to mitigate: the baseline twin neither spiked nor diverged.
+    const calm = results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps).filter((r) => {
+      const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
+      return twin && twin.spikes === 0 && !twin.diverged;
+    });
+    const acts = calm.reduce((a, r) => a + r.skipped_steps + r.rollbacks, 0);
+    if (calm.length) {
+      verdict += ` The online detectors (loss and gradient norm, window ${s.spikeWindow}) intervened ${acts} times (skipped steps + rollbacks) in the ${plural(calm.length, 'run')} whose baseline twin had no spike and did not diverge.`;
+    }
+  }
+  return `${v.label} vs baseline: ${parts.join('; ')}.${verdict}`;
+}
+
+/** The baseline at a further ε against the baseline at the first. */
+function epsFinding(v: VariantResult, base: VariantResult, primaryEps: number): string {
+  const sens = v.lr_sensitivity !== null && base.lr_sensitivity !== null ? cmp(v.lr_sensitivity - base.lr_sensitivity) : null;
+  const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
+  let text =
+    `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
+    (sens !== null ? `, LR sensitivity ${formatFixed(v.lr_sensitivity, 3)} vs ${formatFixed(base.lr_sensitivity, 3)} nats` : '') +
+    `, best final loss ${formatFixed(v.best_loss, 4)} vs ${formatFixed(base.best_loss, 4)}.`;
+  // Worse = more spikes, more divergences, or a higher LR sensitivity (beyond the tie).
+  const worse = v.spikes > base.spikes || v.diverged > base.diverged || sens === 1;
+  const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
+  const larger = v.eps > primaryEps;
+  const seed = 'the stability notes list lowering ε as a mitigation (docs/optimizers.md#adamw)';
+  if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw).`;
+  else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
+  else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
+  if ((worse || better) && Math.max(v.spikes, base.spikes) < SMALL_COUNT && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
+    text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;
+  }
+  return text;
+}
+
+/** The lead-time paragraph, with the control (false-alarm rate) and the stability notes' mechanism checked. */
 function precursorFinding(results: SpikeResults): string | null {
   const lead = results.lead;
   const s = results.settings;
@@ -234,7 +230,7 @@ function precursorFinding(results: SpikeResults): string | null {
     .filter((p) => p.testable > 0 && !(p.fraction !== null && p.control_fraction !== null && p.fraction > p.control_fraction));
   if (weak.length) {
     const few = lead.testable < SMALL_COUNT ? `On these ${lead.testable} events (too few to be conclusive) this` : 'This';
-    text += ` ${few} contradicts the seed's mechanism (Molybog et al.: before a spike the update distribution turns bimodal and the update norm jumps) for ${weak
+    text += ` ${few} contradicts the mechanism the stability notes describe (Molybog et al.: before a spike the update distribution turns bimodal and the update norm jumps) for ${weak
       .map((p) => STAT_LABEL[p.stat])
       .join(' and ')}, which moved before spikes no more often than at ordinary steps.`;
   }
@@ -250,8 +246,8 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
   const rows = results.variants.map((v) =>
     `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>` +
       `<td class="muted desc">${escapeHtml(v.description)}</td>` +
-      num(v.lr_sensitivity === null ? `<span class="muted">${v.runs}/${v.planned} runs</span>` : f3(v.lr_sensitivity)) +
-      num(f4(v.best_loss)) +
+      num(v.lr_sensitivity === null ? `<span class="muted">${v.runs}/${v.planned} runs</span>` : formatFixed(v.lr_sensitivity, 3)) +
+      num(formatFixed(v.best_loss, 4)) +
       num(v.best_lr === null ? '—' : escapeHtml(formatNumber(v.best_lr))) +
       num(`${v.spikes} (${v.early_spikes})`) +
       num(`${v.runs_with_spikes}/${v.runs}`) +
@@ -265,7 +261,7 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
 }
 
 /** Final loss vs lr, log-x, one line per variant; diverged runs drawn at L0 as open markers. */
-export function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string {
+function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string {
   const runs = results.runs;
   if (runs.length === 0) return '<p class="note">No finished runs yet.</p>';
   const W = 820, H = 420, L = 60, R = 170, T = 16, B = 44;
@@ -294,7 +290,7 @@ export function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>):
     const dash = v.variant === 'baseline' && v.eps !== results.grid.eps_values[0] ? ' stroke-dasharray="5 3"' : '';
     parts.push(`<polyline fill="none" stroke="${c}" stroke-width="1.6"${dash} points="${pts.map((p) => `${X(p.lr).toFixed(1)},${Y(p.final_loss).toFixed(1)}`).join(' ')}"/>`);
     for (const p of pts) {
-      const title = `${v.label}, lr ${p.lr}: ${p.diverged ? `diverged${p.diverged_at !== null ? ` at step ${p.diverged_at}` : ''} (capped at L0)` : `final val loss ${f4(p.final_loss)}`}; ${plural(p.spikes, 'spike')}`;
+      const title = `${v.label}, lr ${p.lr}: ${p.diverged ? `diverged${p.diverged_at !== null ? ` at step ${p.diverged_at}` : ''} (capped at L0)` : `final val loss ${formatFixed(p.final_loss, 4)}`}; ${plural(p.spikes, 'spike')}`;
       parts.push(p.diverged
         ? `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="4" fill="#fff" stroke="${c}" stroke-width="1.6"><title>${escapeHtml(title)}</title></circle>`
         : `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="3" fill="${c}"><title>${escapeHtml(title)}</title></circle>`);
@@ -317,7 +313,7 @@ function spikeMatrix(results: SpikeResults, colors: Map<string, string>): string
       const shade = r.spikes > 0 ? ` style="background:rgba(220,38,38,${Math.min(0.55, 0.12 + 0.1 * r.spikes)})"` : '';
       const div = r.diverged ? `<br><span class="div">diverged${r.diverged_at !== null ? ` @${r.diverged_at}` : ''}</span>` : '';
       const rec = r.skipped_steps || r.rollbacks ? `<br><span class="muted">${r.skipped_steps} skip · ${r.rollbacks} rb</span>` : '';
-      const loss = r.diverged ? '' : `<br><span class="muted">${f3(r.val_loss)}</span>`;
+      const loss = r.diverged ? '' : `<br><span class="muted">${formatFixed(r.val_loss, 3)}</span>`;
       return `<td class="n"${shade} title="${escapeHtml(r.run_dir)}"><b>${r.spikes}</b>${loss}${div}${rec}</td>`;
     });
     return `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>${cells.join('')}</tr>`;
@@ -392,14 +388,12 @@ svg.lrplot .cap { stroke: #9a3412; stroke-dasharray: 3 3; }
 svg.lrplot .muted { fill: #9a3412; }
 `;
 
-export function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[] = () => []): string {
+function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: SpikeRunResult) => (number | null)[]): string {
   const colors = new Map(results.variants.map((v, i) => [v.key, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;
   const facts: [string, string][] = [
-    ['model', `${s.configName}: ${c.nLayer} layers · ${c.nHead} heads · C ${c.nEmbd} · T ${c.blockSize}`],
-    ['parameters', results.params.toLocaleString('en-US')],
-    ['data', s.data ?? 'built-in corpus (State of the Union)'],
+    ...modelFacts(s, results.params),
     ['runs', `${results.runs.length} of ${results.grid.runs}`],
     ['steps', `${s.steps} per run, batch ${s.batch} × ${c.blockSize} tokens`],
     ['optimizer', `AdamW (β 0.9, 0.95, λ 0.1), clip ${s.clip}`],
@@ -417,7 +411,7 @@ export function renderSpikeReport(outDir: string, results: SpikeResults, curves:
   return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
 <section class="findings">
 <h2>What we measured</h2>
-<ul class="findings">${findings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
+<ul class="findings">${spikeFindings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
 <p class="note">Generated from results.json. Grid: ${escapeHtml(results.grid.description)}.</p>
 </section>
 <section class="table">

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 
-export const LOCK_FILE = '.lock';
+const LOCK_FILE = '.lock';
 
 interface LockInfo {
   pid: number;

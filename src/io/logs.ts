@@ -6,7 +6,8 @@
  *   (`loss`, `train/loss`; nested objects are flattened with `/`) plus a step (`step`, `iter`,
  *   `iteration`, `global_step` or `_step`). Lines without a step, blank or unparsable lines (a
  *   torn last line) and Keel's event records (`{"event": …}`) are skipped. `null` reads as NaN
- *   (that is how Keel writes a diverged loss), and so do Python's bare `NaN`/`Infinity` tokens.
+ *   (that is how Keel writes a diverged loss), and so do Python's bare `NaN`/`Infinity` tokens
+ *   (the lines are read by src/io/metrics.ts's parseMetricsLine, which makes them null).
  * - llm.c text logs: `s:%d trl:%f lr:%f norm:%f` lines (step `s`, other `key:value` pairs).
  * - CSV with a header row: a step column (same names, any case) and numeric columns; quoted
  *   fields with `""` escapes; `nan`/`inf` spellings; empty cells are missing values.
@@ -22,6 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
+import { parseMetricsLine } from './metrics.ts';
 
 export type LogFormat = 'jsonl' | 'llmc' | 'csv' | 'tfevents';
 
@@ -32,7 +34,7 @@ export const FORMAT_NAMES: Record<LogFormat, string> = {
   tfevents: 'TensorBoard events',
 };
 
-export interface Point {
+interface Point {
   step: number;
   value: number;
 }
@@ -48,7 +50,7 @@ export interface RunLog {
 }
 
 /** Column / key names accepted as the step, in order of preference. */
-export const STEP_KEYS = ['step', 'global_step', 'iter', 'iteration', '_step'];
+const STEP_KEYS = ['step', 'global_step', 'iter', 'iteration', '_step'];
 
 /** metric → step → value; Map.set makes the last write win. */
 class SeriesTable {
@@ -109,7 +111,7 @@ export function readLog(spec: string): RunLog {
   }
 }
 
-export function resolveLogFile(spec: string): string {
+function resolveLogFile(spec: string): string {
   let st: fs.Stats;
   try {
     st = fs.statSync(spec);
@@ -130,7 +132,7 @@ export function resolveLogFile(spec: string): string {
   throw new UserError(`${spec} is a directory with neither metrics.jsonl nor an events.out.tfevents.* file`);
 }
 
-export function detectFormat(file: string, buf: Buffer): LogFormat {
+function detectFormat(file: string, buf: Buffer): LogFormat {
   const base = path.basename(file);
   if (base.includes('tfevents')) return 'tfevents';
   if (/\.(csv|tsv)$/i.test(base)) return 'csv';
@@ -174,12 +176,6 @@ export function resolveMetric(log: Pick<RunLog, 'file' | 'metrics'>, name: strin
 // ---------------------------------------------------------------------------------------------
 // JSONL and llm.c logs.
 
-const NON_FINITE = new Map<string, number>([
-  ['\u0000NaN', NaN],
-  ['\u0000Infinity', Infinity],
-  ['\u0000-Infinity', -Infinity],
-]);
-
 export function parseJsonl(text: string, file = '<jsonl>'): RunLog {
   const table = new SeriesTable();
   for (const rec of jsonRecords(text)) {
@@ -213,29 +209,9 @@ function* jsonRecords(text: string): Generator<Record<string, unknown>> {
     }
   }
   for (const line of text.split('\n')) {
-    const rec = parseJsonLine(line);
+    const rec = parseMetricsLine(line);
     if (rec) yield rec;
   }
-}
-
-function parseJsonLine(line: string): Record<string, unknown> | null {
-  const s = line.trim();
-  if (!s.startsWith('{')) return null;
-  let v: unknown;
-  try {
-    v = JSON.parse(s);
-  } catch {
-    // Python's json.dumps writes bare NaN / Infinity / -Infinity; give them a spelling JSON
-    // accepts (a string key no real value uses) and retry. Anything else is a torn line.
-    const fixed = s.replace(/([:,\[]\s*)(-?Infinity|NaN)(?=\s*[,}\]])/g, (_, pre: string, tok: string) => `${pre}"\\u0000${tok}"`);
-    if (fixed === s) return null;
-    try {
-      v = JSON.parse(fixed);
-    } catch {
-      return null;
-    }
-  }
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
 }
 
 function flatten(o: Record<string, unknown>, prefix: string, out: Record<string, unknown>): void {
@@ -246,16 +222,15 @@ function flatten(o: Record<string, unknown>, prefix: string, out: Record<string,
   }
 }
 
-/** A JSON value as a metric value: numbers, null (= NaN) and the non-finite sentinels. */
+/** A JSON value as a metric value: numbers, and null (a non-finite number) as NaN. */
 function jsonNumber(v: unknown): number | undefined {
   if (typeof v === 'number') return v;
   if (v === null) return NaN;
-  if (typeof v === 'string') return NON_FINITE.get(v);
   return undefined;
 }
 
 /** llm.c's logger: `s:%d trl:%f lr:%f norm:%f` and `s:%d tel:%f` lines. */
-export function parseLlmc(text: string, file = '<llm.c log>'): RunLog {
+function parseLlmc(text: string, file = '<llm.c log>'): RunLog {
   const table = new SeriesTable();
   for (const line of text.split('\n')) {
     const parts = line.trim().split(/\s+/);
@@ -507,7 +482,7 @@ const DT_INT64 = 9;
 const DT_BFLOAT16 = 14;
 const DT_HALF = 19;
 
-export function parseTfEvents(buf: Uint8Array, file = '<events>'): RunLog {
+function parseTfEvents(buf: Uint8Array, file = '<events>'): RunLog {
   const table = new SeriesTable();
   for (const rec of readTfRecords(buf, file)) {
     const ev = new Proto(rec, file);

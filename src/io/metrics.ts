@@ -6,6 +6,11 @@
  * Non-finite numbers (NaN, ±Infinity) are written as `null`, which is what JSON.stringify
  * does: JSON has no spelling for them, and a string such as "NaN" would turn a numeric column
  * into a mixed one for every downstream tool. So a diverged loss reads back as null.
+ *
+ * This module's reader is the one every consumer of a metrics log builds on (src/io/logs.ts,
+ * src/report/metrics.ts, the experiments, keel plan). It is tolerant: a blank, torn or non-object
+ * line is skipped, and the bare NaN / Infinity / -Infinity tokens that Python's json module
+ * writes read as null too, the same as Keel's own spelling of a non-finite number.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -91,9 +96,8 @@ function endPartialLine(fd: number, file: string): void {
 }
 
 /**
- * Reads every record of a metrics file. Lines that are blank, not valid JSON or not an object
- * are skipped: a crash can leave a truncated last line, and after a resume that fragment sits
- * in the middle of the file.
+ * Reads every record of a metrics file (parseMetricsLine for each line). A crash can leave a
+ * truncated last line, and after a resume that fragment sits in the middle of the file.
  */
 export function readMetrics(file: string): MetricsRecord[] {
   let text: string;
@@ -106,17 +110,30 @@ export function readMetrics(file: string): MetricsRecord[] {
   }
   const out: MetricsRecord[] = [];
   for (const line of text.split('\n')) {
-    const record = parseLine(line);
+    const record = parseMetricsLine(line);
     if (record) out.push(record);
   }
   return out;
 }
 
-function parseLine(line: string): MetricsRecord | null {
-  if (line.trim() === '') return null;
+/** A bare non-finite token where a JSON value stands (after `:`, `,` or `[`, before `,`, `}` or `]`). */
+const BARE_NON_FINITE = /([:,[]\s*)-?(?:NaN|Infinity)(?=\s*[,}\]])/g;
+
+/**
+ * One line as a record; null for a line that is blank, not valid JSON (a torn line) or not an
+ * object. Bare NaN / ±Infinity values read as null; they are only looked for in a line that
+ * does not parse as it is, so a string that spells "NaN" is left alone.
+ */
+export function parseMetricsLine(line: string): MetricsRecord | null {
+  const s = line.trim();
+  if (!s.startsWith('{')) return null;
+  const v = parseJson(s) ?? parseJson(s.replace(BARE_NON_FINITE, '$1null'));
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as MetricsRecord) : null;
+}
+
+function parseJson(s: string): unknown {
   try {
-    const v: unknown = JSON.parse(line);
-    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as MetricsRecord) : null;
+    return JSON.parse(s);
   } catch {
     return null;
   }

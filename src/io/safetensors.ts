@@ -346,7 +346,7 @@ function describe(v: unknown): string {
 // dtype conversion
 
 /** Converts a tensor's raw little-endian bytes to float32; views the bytes when F32 and aligned. */
-export function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
+function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
   const size = DTYPE_SIZE[dtype];
   const n = bytes.byteLength / size;
   // Typed arrays need offsets aligned to their element size: copy when the data is not.
@@ -608,7 +608,7 @@ function roundToOddBits(src: Float64Array, f32: Float32Array, u32: Uint32Array, 
   for (let i = 0; i < n; i++) {
     const x = src[i];
     const f = f32[i];
-    if (f !== x && x === x) {
+    if (f !== x && !Number.isNaN(x)) {
       let u = u32[i];
       if (Math.abs(f) > Math.abs(x)) u--; // rounded away from zero (also ±inf): step back
       u32[i] = u | 1;
@@ -630,7 +630,7 @@ function oddBits(x: number): number {
   F32_SCRATCH[0] = x;
   const f = F32_SCRATCH[0];
   let u = U32_SCRATCH[0];
-  if (f !== x && x === x) {
+  if (f !== x && !Number.isNaN(x)) {
     if (Math.abs(f) > Math.abs(x)) u--;
     u = (u | 1) >>> 0;
   }

@@ -6,9 +6,9 @@ import type { DType } from '../io/safetensors.ts';
 import type { Kernels, MatmulPrecision } from './types.ts';
 
 /** Instruction-set paths, best first (native/isa.h). */
-export type IsaPath = 'avx512bf16' | 'avx512f' | 'avx2' | 'portable';
+type IsaPath = 'avx512bf16' | 'avx512f' | 'avx2' | 'portable';
 /** Names matmulSetKernel accepts; "avx512bf16" = avx512f for fp32 plus native bf16 products. */
-export type MatmulKernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2-fma' | 'portable';
+type MatmulKernelName = 'auto' | 'avx512bf16' | 'avx512f' | 'avx2-fma' | 'portable';
 
 export interface NativeAddon extends Kernels<Float32Array> {
   /** Sets (when given) and returns the number of kernel threads. */
@@ -37,16 +37,25 @@ export interface NativeAddon extends Kernels<Float32Array> {
    * `eof` (the input ended early). The descriptors must stay open until it settles.
    */
   averageChunk(task: AverageChunkTask): Promise<void>;
-  /** Switches ops/attention/optim kernels between SIMD and portable bodies; returns what is in effect. */
-  opsSetSimd(on?: boolean): boolean;
   /**
-   * Sets (when given; capped at isa()) and returns the ISA level of the ops/attention/optim
-   * kernels: "avx512f" (the AVX-512 bodies of attention, LayerNorm and GELU; the rest run AVX2), "avx2" or "portable".
+   * Switches every kernel of native/ops.cc, attention.cc and optim.cc (all but the matmul, which
+   * has matmulSetKernel) between SIMD and portable bodies; returns what is in effect.
    */
+  kernelsSetSimd(on?: boolean): boolean;
+  /**
+   * Sets (when given; capped at isa()) and returns the ISA level of those same kernels:
+   * "avx512f" (the AVX-512 bodies of attention, LayerNorm and GELU; the rest run AVX2), "avx2" or "portable".
+   */
+  kernelsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
+}
+
+/** The addon's own names for the two switches (native/ops.cc), older than what they switch. */
+interface AddonSwitches {
+  opsSetSimd(on?: boolean): boolean;
   opsSetIsa(level?: IsaPath): 'avx512f' | 'avx2' | 'portable';
 }
 
-export interface AverageChunkTask {
+interface AverageChunkTask {
   inputs: { fd: number; position: number }[];
   /** Every input's dtype (they agree). */
   dtype: DType;
@@ -65,9 +74,10 @@ let addon: NativeAddon | undefined;
 export function nativeKernels(): NativeAddon {
   if (!addon) {
     const require = createRequire(import.meta.url);
-    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+    const load = require('node-gyp-build') as (dir: string) => Omit<NativeAddon, 'kernelsSetSimd' | 'kernelsSetIsa'> & AddonSwitches;
     try {
-      addon = load(root);
+      const raw = load(root);
+      addon = Object.assign(raw, { kernelsSetSimd: raw.opsSetSimd, kernelsSetIsa: raw.opsSetIsa });
     } catch (err) {
       throw new Error(`Keel's native addon is not built (${(err as Error).message.split('\n')[0]}). Run \`npm ci\` or \`npm run build:native\`.`);
     }

@@ -353,8 +353,3 @@ export class GPT<F extends Floats = Float32Array> {
   }
 }
 
-export function createModel(
-  config: GPTConfig, kernels: Kernels<Float32Array>, maxBatch: number, zLoss = 0, precision: MatmulPrecision = 'fp32',
-): GPT<Float32Array> {
-  return new GPT(config, kernels, { maxBatch, zLoss, precision });
-}

@@ -70,6 +70,7 @@
 import { UserError } from '../errors.ts';
 import { checkTensors, decays, slotOffsets } from '../optim/base.ts';
 import type { Optimizer, OptState, TensorSpec } from '../optim/types.ts';
+import { medianInPlace } from '../util/stats.ts';
 
 export interface DiagOptions {
   /** Diagnose steps that are multiples of this (default 50); the step before each is captured. */
@@ -78,10 +79,10 @@ export interface DiagOptions {
   bins: number;
 }
 
-export const DEFAULT_DIAG_OPTIONS: Readonly<DiagOptions> = { every: 50, bins: 41 };
+const DEFAULT_DIAG_OPTIONS: Readonly<DiagOptions> = { every: 50, bins: 41 };
 
 /** Half-width of the histogram's range: r ∈ [−HIST_RANGE, HIST_RANGE]. */
-export const HIST_RANGE = 2;
+const HIST_RANGE = 2;
 
 /** One tensor's statistics at a diagnosed step (see the module comment for definitions). */
 export interface TensorDiag {
@@ -122,14 +123,8 @@ export interface DiagRecord {
   diag_bimodality_max: number | null;
 }
 
-/** Statistic keys of TensorDiag other than hist, in display order. */
-export const DIAG_STATS = [
-  'grad_rms', 'update_rms', 'param_rms', 'max_abs', 'zero_frac', 'eps_frac', 'decoupling',
-  'cos_g', 'cos_gm', 'cos_u', 'skewness', 'kurtosis', 'bimodality', 'mass_near_1',
-] as const;
-
 /** 4 significant digits (about 6 characters of JSON); non-finite → null. */
-export function round4(x: number): number | null {
+function round4(x: number): number | null {
   return Number.isFinite(x) ? Number(x.toPrecision(4)) : null;
 }
 
@@ -312,7 +307,7 @@ export class Diagnostics {
     const mSlot = opt.moments.m !== null && full(opt.moments.m) !== null ? opt.moments.m : null;
     const mOff = mSlot ? full(mSlot)! : new Int32Array(T.length).fill(-1);
     let adam = adamForm(opt);
-    const allFull = (o: Int32Array | null) => o !== null && o.every((x, i) => x === T[i].offset);
+    const allFull = (o: Int32Array | null) => o?.every((x, i) => x === T[i].offset) === true;
     const { m, v } = opt.moments;
     const adamOk = adam !== null && m !== null && v !== null && allFull(full(m)) && allFull(full(v));
     if (!adamOk) adam = null;
@@ -339,7 +334,7 @@ export class Diagnostics {
       const mo = v.mOff[ti];
       if (m && mo >= 0) dotNorm(g, m, lo, hi, mo - lo, acc, a + A_GM);
       else acc[a + A_GM] = acc[a + A_M2] = 0;
-      acc[a + A_DEC] = vs && vScale > 0 ? median(this.scratch, ratios(g, vs, lo, hi, vScale, this.scratch)) : NaN;
+      acc[a + A_DEC] = vs && vScale > 0 ? medianInPlace(this.scratch, ratios(g, vs, lo, hi, vScale, this.scratch)) : NaN;
     }
   }
 
@@ -549,48 +544,4 @@ function deltaR(p: Float32Array, w: Float32Array, lo: number, hi: number, keep: 
 /** a·b/(‖a‖‖b‖) from the dot product and the squared norms; NaN when either is zero. */
 function cos(dot: number, a2: number, b2: number): number {
   return a2 > 0 && b2 > 0 ? dot / Math.sqrt(a2 * b2) : NaN;
-}
-
-/** Exact median of s[0, k) (reorders it); NaN when k = 0. */
-export function median(s: Float64Array, k: number): number {
-  if (k === 0) return NaN;
-  const hiIdx = k >> 1;
-  select(s, k, hiIdx);
-  if (k & 1) return s[hiIdx];
-  let lower = -Infinity;
-  for (let i = 0; i < hiIdx; i++) if (s[i] > lower) lower = s[i];
-  return (lower + s[hiIdx]) / 2;
-}
-
-/** Quickselect (Hoare partition, median-of-three pivot): s[idx] ends as the idx-th smallest, smaller ones before it. */
-function select(s: Float64Array, k: number, idx: number): void {
-  let lo = 0, hi = k - 1;
-  while (hi > lo) {
-    const mid = (lo + hi) >> 1;
-    // Median of three into s[mid], then use it as the pivot.
-    if (s[mid] < s[lo]) swap(s, mid, lo);
-    if (s[hi] < s[lo]) swap(s, hi, lo);
-    if (s[hi] < s[mid]) swap(s, hi, mid);
-    const pivot = s[mid];
-    let i = lo, j = hi;
-    while (i <= j) {
-      while (s[i] < pivot) i++;
-      while (s[j] > pivot) j--;
-      if (i <= j) {
-        swap(s, i, j);
-        i++;
-        j--;
-      }
-    }
-    // Now s[lo..j] ≤ pivot ≤ s[i..hi], and j < i.
-    if (idx <= j) hi = j;
-    else if (idx >= i) lo = i;
-    else return; // j < idx < i: s[idx] equals the pivot
-  }
-}
-
-function swap(s: Float64Array, a: number, b: number): void {
-  const t = s[a];
-  s[a] = s[b];
-  s[b] = t;
 }

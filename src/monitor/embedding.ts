@@ -4,6 +4,7 @@
  * the loss looks normal. Cheap enough for every evaluation: one pass over the embedding matrix.
  */
 import type { ParamSpec } from '../model/params.ts';
+import { medianInPlace } from '../util/stats.ts';
 
 export interface EmbeddingDrift {
   /** max |θ| over the matrix. */
@@ -15,7 +16,7 @@ export interface EmbeddingDrift {
   embed_drift_rows: number;
 }
 
-export const DRIFT_FACTOR = 5;
+const DRIFT_FACTOR = 5;
 
 export function embeddingDrift(params: Float32Array | Float64Array, t: ParamSpec): EmbeddingDrift {
   const C = t.shape[t.shape.length - 1];
@@ -32,9 +33,12 @@ export function embeddingDrift(params: Float32Array | Float64Array, t: ParamSpec
     }
     rms[r] = Math.sqrt(s / C);
   }
-  const sorted = Float64Array.from(rms).sort();
-  const median = rows % 2 ? sorted[(rows - 1) / 2] : (sorted[rows / 2 - 1] + sorted[rows / 2]) / 2;
+  const mid = medianInPlace(Float64Array.from(rms), rows);
+  let rmsMax = 0;
   let drift = 0;
-  for (const x of rms) if (x > DRIFT_FACTOR * median) drift++;
-  return { embed_max_abs: maxAbs, embed_row_rms_max: sorted[rows - 1], embed_row_rms_median: median, embed_drift_rows: drift };
+  for (const x of rms) {
+    if (x > rmsMax) rmsMax = x;
+    if (x > DRIFT_FACTOR * mid) drift++;
+  }
+  return { embed_max_abs: maxAbs, embed_row_rms_max: rmsMax, embed_row_rms_median: mid, embed_drift_rows: drift };
 }

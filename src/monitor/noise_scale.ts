@@ -58,7 +58,7 @@ import type { TensorSpec } from '../optim/types.ts';
 
 export type NoiseGroups = 'model' | 'layer-kind';
 export type NoiseGroupName = 'embeddings' | 'attention' | 'mlp' | 'norms' | 'other';
-export const NOISE_GROUP_NAMES: readonly NoiseGroupName[] = ['embeddings', 'attention', 'mlp', 'norms', 'other'];
+const NOISE_GROUP_NAMES: readonly NoiseGroupName[] = ['embeddings', 'attention', 'mlp', 'norms', 'other'];
 export const DEFAULT_NOISE_BETA = 0.95;
 
 export interface NoiseScaleOptions {
@@ -129,7 +129,7 @@ export function noiseGroupOf(t: Pick<TensorSpec, 'name' | 'kind'>): NoiseGroupNa
 }
 
 /** Why the estimator cannot run with this accumulation, or null when it can. */
-export function noiseRequirement(accum: number): string | null {
+function noiseRequirement(accum: number): string | null {
   if (!(Number.isInteger(accum) && accum >= 2)) {
     return `the gradient noise scale needs gradient accumulation with at least 2 micro-batches per step (--accum ≥ 2; got ${accum}): it compares one micro-batch's gradient with the step's, at no extra cost`;
   }
@@ -316,7 +316,7 @@ export class NoiseScale {
 
   /** Restores EMAs saved by toJSON (same tensors); the options come from the state. */
   static fromJSON(tensors: readonly TensorSpec[], n: number, state: NoiseScaleState, kernels?: Kernels<Float32Array>): NoiseScale {
-    if (!state || state.version !== 1) throw new UserError('noise scale: unsupported saved state (expected version 1)');
+    if (state?.version !== 1) throw new UserError('noise scale: unsupported saved state (expected version 1)');
     const ns = new NoiseScale(tensors, n, { beta: state.beta, groups: state.groups, folded: state.folded, kernels });
     ns.count = state.count;
     const G = ns.groupNames.length;

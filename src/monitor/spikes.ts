@@ -87,7 +87,7 @@ export interface SpikeEvent {
  */
 const STD_FLOOR_REL = 1e-9;
 
-export function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
+function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
   if (!Number.isInteger(o.window) || o.window < 2) throw new UserError(`spike window must be an integer ≥ 2, got ${o.window}`);
   if (!(o.threshold > 0) || !Number.isFinite(o.threshold)) throw new UserError(`spike threshold must be a number > 0, got ${o.threshold}`);
   if (!(o.jump >= 0) || !Number.isFinite(o.jump)) throw new UserError(`spike jump must be a number ≥ 0 (0 disables it), got ${o.jump}`);

@@ -35,7 +35,7 @@ export const adamwSchema: Schema = {
 };
 
 /** The per-element coefficients of one AdamW step at (1-based) step t. */
-export function adamwCoefs(o: Required<Omit<AdamWOptions, 'lr'>>, lr: number, t: number, decay: boolean) {
+function adamwCoefs(o: Required<Omit<AdamWOptions, 'lr'>>, lr: number, t: number, decay: boolean) {
   return {
     beta1: o.beta1, g1: 1 - o.beta1, beta2: o.beta2, g2: 1 - o.beta2,
     mScale: 1 / (1 - Math.pow(o.beta1, t)), rootVScale: 1 / Math.sqrt(1 - Math.pow(o.beta2, t)),

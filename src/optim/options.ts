@@ -4,7 +4,7 @@
  */
 import { UserError } from '../errors.ts';
 
-export type OptionSpec =
+type OptionSpec =
   | { type: 'number'; default?: number; min?: number; max?: number; exclusiveMin?: boolean; exclusiveMax?: boolean; integer?: boolean; doc: string }
   | { type: 'boolean'; default?: boolean; doc: string }
   | { type: 'enum'; values: readonly string[]; default?: string; doc: string };

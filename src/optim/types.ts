@@ -15,8 +15,6 @@
 import type { Floats, Kernels } from '../kernels/types.ts';
 import type { ParamKind } from '../model/params.ts';
 
-export type { ParamKind };
-
 /** One tensor of the flat buffer: elements [offset, offset + size), row-major `shape`. */
 export interface TensorSpec {
   name: string;

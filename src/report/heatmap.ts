@@ -11,7 +11,7 @@
  */
 import type { DiagStep, MetricEvent } from './metrics.ts';
 
-export interface HeatmapStat {
+interface HeatmapStat {
   key: string;
   label: string;
   /** Colour scale: sequential linear, sequential log10, or diverging around 0. */
@@ -26,7 +26,7 @@ export interface HeatmapStat {
 }
 
 /** The statistics the report knows how to colour, in menu order. */
-export const HEATMAP_STATS: readonly HeatmapStat[] = [
+const HEATMAP_STATS: readonly HeatmapStat[] = [
   { key: 'eps_frac', label: 'ε-dominated fraction', scale: 'linear', min: 0, max: 1, doc: 'fraction of coordinates with √v̂ < ε: the tensor has stopped moving (Molybog et al.)' },
   { key: 'update_rms', label: 'update RMS', scale: 'log', doc: '‖Δθ‖/√n' },
   { key: 'bimodality', label: 'bimodality of r', scale: 'linear', min: 0, max: 1, ref: 5 / 9, refLabel: '5/9', doc: "Sarle's b = (skew² + 1)/kurtosis of r = m̂/(√v̂+ε); > 5/9 suggests two modes (r ≈ ±1)" },
@@ -44,12 +44,12 @@ export const HEATMAP_STATS: readonly HeatmapStat[] = [
 ];
 
 /** Drawn when the report opens (each can be switched to any other statistic). */
-export const HEATMAP_INITIAL = ['eps_frac', 'update_rms', 'bimodality', 'cos_g', 'decoupling'] as const;
+const HEATMAP_INITIAL = ['eps_frac', 'update_rms', 'bimodality', 'cos_g', 'decoupling'] as const;
 
 export const HEATMAP_MAX_COLUMNS = 400;
-export const HEATMAP_MAX_HIST_VALUES = 300_000;
+const HEATMAP_MAX_HIST_VALUES = 300_000;
 /** Routine events that would only clutter the heatmaps. */
-export const HEATMAP_UNMARKED_EVENTS: ReadonlySet<string> = new Set(['checkpoint', 'resume']);
+const HEATMAP_UNMARKED_EVENTS: ReadonlySet<string> = new Set(['checkpoint', 'resume']);
 
 export interface HeatmapPayload {
   /** Diagnosed steps drawn (columns), ascending. */

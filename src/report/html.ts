@@ -21,7 +21,7 @@ import { loadRunMetrics, seriesOf, type MetricEvent, type RunMetrics } from './m
 import { buildHeatmaps, type HeatmapPayload } from './heatmap.ts';
 import { configFacts, summaryFacts, type Fact } from './summary.ts';
 
-export interface SeriesSpec {
+interface SeriesSpec {
   /** Field name in metrics.jsonl. */
   key: string;
   /** Legend text. */
@@ -132,7 +132,7 @@ export function writeReport(runDir: string, opts: ReportOptions = {}): string {
   return file;
 }
 
-export interface RenderInput {
+interface RenderInput {
   title: string;
   runDir: string;
   metrics: RunMetrics;
@@ -142,7 +142,7 @@ export interface RenderInput {
 }
 
 /** The whole HTML document as a string (pure apart from reading uPlot's files). */
-export function renderReport(input: RenderInput): string {
+function renderReport(input: RenderInput): string {
   const payload = buildPayload(input.metrics, input.panels, input.maxPoints ?? DEFAULT_MAX_POINTS);
   const facts = configFacts(input.config);
   const summary = summaryFacts(input.metrics);
@@ -205,7 +205,7 @@ export function chartScripts(payload: ChartPayload): string {
   const assets = uplotAssets();
   return `<script type="application/json" id="keel-data">${jsonForScript(payload)}</script>
 <script>${inlineSafe(assets.js, 'script')}</script>
-<script>${inlineSafe(readAsset('client.js'), 'script')}</script>`;
+<script type="module">${inlineSafe(readAsset('client.js'), 'script')}</script>`;
 }
 
 /** A series as the charts embed it: min/max-downsampled to `maxPoints`, six significant digits. */
@@ -214,7 +214,7 @@ export function chartSeries(xy: XY, maxPoints = DEFAULT_MAX_POINTS): XY {
 }
 
 /** Panels with their series resolved against the data: missing keys and empty panels dropped. */
-export function buildPayload(metrics: RunMetrics, panels: readonly PanelSpec[], maxPoints: number): Payload {
+function buildPayload(metrics: RunMetrics, panels: readonly PanelSpec[], maxPoints: number): Payload {
   const data: Record<string, XY> = {};
   const kept: PanelSpec[] = [];
   for (const panel of panels) {

@@ -2,7 +2,8 @@
  * Reading a run's metrics.jsonl into step-merged rows and a list of events.
  *
  * The log is append-only and written by a process that may crash or be resumed, so the reader
- * is forgiving: a torn line (crash mid-write) is skipped, a step logged twice keeps the later
+ * (lines parsed by src/io/metrics.ts's parseMetricsLine) is forgiving: a torn line (crash
+ * mid-write) is skipped, a step logged twice keeps the later
  * value of each field (a resume replays steps after its checkpoint), and non-finite values
  * become null, which the charts draw as gaps.
  *
@@ -13,6 +14,7 @@
  */
 import fs from 'node:fs';
 import { UserError } from '../errors.ts';
+import { parseMetricsLine } from '../io/metrics.ts';
 
 /** One step: every numeric field any line logged for it. null marks a non-finite value. */
 export interface MetricRow {
@@ -29,7 +31,7 @@ export interface MetricEvent {
 }
 
 /** One tensor's statistics at a diagnosed step: numbers (null = non-finite or undefined) and the r histogram. */
-export interface TensorStats {
+interface TensorStats {
   stats: Record<string, number | null>;
   hist?: number[];
 }
@@ -56,24 +58,6 @@ function metricValue(v: unknown): number | null | undefined {
   if (v === null) return null;
   if (typeof v === 'number') return Number.isFinite(v) ? v : null;
   return undefined;
-}
-
-/**
- * JSON.parse, but also accepting bare NaN / Infinity as values, which Python's json module and
- * hand-rolled writers emit for a diverged loss. They become null.
- */
-function parseLine(line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    const patched = line.replace(/([:[,]\s*)-?(?:NaN|Infinity)(?=\s*[,}\]])/g, '$1null');
-    if (patched === line) return undefined;
-    try {
-      return JSON.parse(patched);
-    } catch {
-      return undefined;
-    }
-  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -106,11 +90,10 @@ export function parseMetrics(text: string): RunMetrics {
   const diagByStep = new Map<number, DiagStep>();
   const events: MetricEvent[] = [];
   let skippedLines = 0;
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '') continue;
-    const obj = parseLine(line);
-    if (!isObject(obj)) {
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const obj = parseMetricsLine(line);
+    if (!obj) {
       skippedLines++;
       continue;
     }

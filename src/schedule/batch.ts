@@ -50,7 +50,7 @@
 import { UserError } from '../errors.ts';
 
 export const BATCH_PRESETS = ['palm', 'glm', 'mtnlg', 'gpt3'] as const;
-export type BatchPreset = (typeof BATCH_PRESETS)[number];
+type BatchPreset = (typeof BATCH_PRESETS)[number];
 
 export type BatchSpec =
   | { kind: 'constant' }
@@ -146,7 +146,7 @@ function sampleProgress(ctx: BatchContext, name: string): number {
 }
 
 /** The unrounded batch of a preset at this point (sequences). */
-export function presetBatch(name: BatchPreset, step: number, ctx: BatchContext): number {
+function presetBatch(name: BatchPreset, step: number, ctx: BatchContext): number {
   const F = ctx.finalBatch;
   switch (name) {
     case 'palm': {
@@ -206,9 +206,4 @@ export function batchAt(spec: BatchSpec, step: number, ctx: BatchContext): numbe
       return Math.max(current, target);
     }
   }
-}
-
-/** Micro-batches per step for a batch from batchAt. */
-export function accumFor(batch: number, microBatch: number): number {
-  return Math.round(batch / microBatch);
 }

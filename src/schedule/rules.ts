@@ -70,7 +70,7 @@ export interface RuleParams {
 /** Default κ₀²/B_noise: (1 + 4/π), which puts the sign surge peak at κ₀². */
 export const KAPPA2_OVER_BNOISE = 1 + 4 / Math.PI;
 
-export function isScalingRule(s: string): s is ScalingRule {
+function isScalingRule(s: string): s is ScalingRule {
   return (SCALING_RULES as readonly string[]).includes(s);
 }
 
@@ -104,7 +104,7 @@ export function surgePeak(bNoise: number, nu2 = 1, kappa2?: number): number | nu
 }
 
 /** The unnormalised shape f(B) of a rule (any positive factor is irrelevant). */
-export function ruleShape(rule: ScalingRule, B: number, p: Omit<RuleParams, 'baseLr' | 'baseBatch'>): number {
+function ruleShape(rule: ScalingRule, B: number, p: Omit<RuleParams, 'baseLr' | 'baseBatch'>): number {
   switch (rule) {
     case 'none':
       return 1;

@@ -53,7 +53,7 @@ function addRow(row) {
 
 function dropOldest() {
   const first = jobs.find((j) => j.route === 'log');
-  if (!first || first.route !== 'log') return;
+  if (first?.route !== 'log') return;
   first.rows.shift();
   if (first.rows.length === 0) jobs.splice(jobs.indexOf(first), 1);
   queued -= 1;

@@ -11,7 +11,7 @@ const Int = (min = 0) => Type.Integer({ minimum: min });
 const Num = Type.Number();
 const NumOrNull = Type.Union([Type.Number(), Type.Null()]);
 
-export const StepReportSchema = Type.Object({
+const StepReportSchema = Type.Object({
   v: Type.Literal(1),
   step: Int(1),
   attempt: Int(0),
@@ -26,7 +26,7 @@ export const StepReportSchema = Type.Object({
   diag: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 }, { additionalProperties: false });
 
-export const PolicySchema = Type.Object({
+const PolicySchema = Type.Object({
   on_spike: Type.Union(ON_SPIKE.map((s) => Type.Literal(s))),
   spike_window: Type.Optional(Int(2)),
   spike_threshold: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
@@ -42,7 +42,7 @@ export const PolicySchema = Type.Object({
   b_noise: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
 }, { additionalProperties: false });
 
-export const RunFactsSchema = Type.Object({
+const RunFactsSchema = Type.Object({
   steps: Int(1),
   batch: Int(1),
   micro_batch: Int(1),
@@ -63,7 +63,7 @@ export const CreateRunSchema = Type.Object({
 }, { additionalProperties: false });
 
 /** A decision a mirrored run made itself (src/control/types.ts; the fields the dashboard reads are checked). */
-export const DecisionSchema = Type.Object({
+const DecisionSchema = Type.Object({
   v: Type.Literal(1),
   seq: Int(0),
   step: Int(1),

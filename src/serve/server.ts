@@ -33,8 +33,8 @@ import {
 import { NotFound, SCHEMA_VERSION, Store } from './store.ts';
 import { uplotAssets } from '../report/html.ts';
 
-export const API_VERSION = 1;
-export const MAX_BODY = 4 * 1024 * 1024;
+const API_VERSION = 1;
+const MAX_BODY = 4 * 1024 * 1024;
 
 export interface ServeOptions {
   host: string;
@@ -63,42 +63,38 @@ class HttpError extends Error {
   }
 }
 
-export async function serve(o: ServeOptions): Promise<Serving> {
-  const store = new Store(o.db);
-  const token = o.token ?? store.token(o.newToken === true);
-  const tokenHash = sha256(token);
-  let allowedHosts = new Set<string>();
-  const loginCodes = new Set<string>([crypto.randomBytes(16).toString('hex')]);
-  const sessions = new Set<string>();
+/** The routes and their state: tokens, dashboard sessions, live event streams. */
+class Api {
+  allowedHosts = new Set<string>();
+  readonly loginCodes = new Set<string>([crypto.randomBytes(16).toString('hex')]);
+  private readonly sessions = new Set<string>();
   /** Live event streams per run id. */
-  const streams = new Map<number, Set<http.ServerResponse>>();
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      if (e instanceof HttpError) return reply(req, res, e.status, { error: e.message });
-      process.stderr.write(`keel serve: ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}\n`); // a bug: say so, stay up
-      reply(req, res, 500, { error: 'internal error' });
-    });
-  });
+  readonly streams = new Map<number, Set<http.ServerResponse>>();
 
-  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    if (!allowedHosts.has(String(req.headers.host ?? '').toLowerCase())) throw new HttpError(421, 'Host header does not name this server');
+  constructor(
+    private readonly store: Store,
+    private readonly tokenHash: Buffer,
+  ) {}
+
+  async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (!this.allowedHosts.has(String(req.headers.host ?? '').toLowerCase())) throw new HttpError(421, 'Host header does not name this server');
     const origin = req.headers.origin;
-    if (origin !== undefined && !allowedHosts.has(origin.replace(/^https?:\/\//, '').toLowerCase())) throw new HttpError(403, 'Origin is not this server');
+    if (origin !== undefined && !this.allowedHosts.has(origin.replace(/^https?:\/\//, '').toLowerCase())) throw new HttpError(403, 'Origin is not this server');
     const url = new URL(req.url ?? '/', 'http://x');
     const parts = url.pathname.split('/').filter(Boolean);
-    if (parts[0] !== 'api') return page(req, res, url);
+    if (parts[0] !== 'api') return this.page(req, res, url);
     const auth = String(req.headers.authorization ?? '');
     const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
-    if (!crypto.timingSafeEqual(sha256(given), tokenHash) && !hasSession(req)) throw new HttpError(401, 'missing or wrong bearer token');
+    if (!crypto.timingSafeEqual(sha256(given), this.tokenHash) && !this.hasSession(req)) throw new HttpError(401, 'missing or wrong bearer token');
     if (parts[1] !== `v${API_VERSION}`) throw new HttpError(404, `no route ${url.pathname} (API: /api/v${API_VERSION}/…)`);
     const route = parts.slice(2);
     const method = req.method ?? 'GET';
-    if (method === 'GET' && route[0] === 'runs' && route[2] === 'events' && route.length === 3) return subscribe(req, res, Number(route[1]));
+    if (method === 'GET' && route[0] === 'runs' && route[2] === 'events' && route.length === 3) return this.subscribe(req, res, Number(route[1]));
     const body = method === 'POST' ? await readJson(req) : undefined;
-    reply(req, res, 200, dispatch(method, route, body, url.searchParams));
+    reply(req, res, 200, this.dispatch(method, route, body, url.searchParams));
   }
 
-  function dispatch(method: string, route: string[], body: unknown, query: URLSearchParams): unknown {
+  private dispatch(method: string, route: string[], body: unknown, query: URLSearchParams): unknown {
     const [a, idText, b] = route;
     const only = (m: string) => {
       if (method !== m) throw new HttpError(405, `${method} not allowed here (use ${m})`);
@@ -109,11 +105,11 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     }
     if (a !== 'runs') throw new HttpError(404, `no route /${route.join('/')}`);
     if (route.length === 1) {
-      if (method === 'GET') return { runs: store.runs() };
+      if (method === 'GET') return { runs: this.store.runs() };
       only('POST');
       const r = check<CreateRun>(CreateRunSchema, body);
-      const { id, resumed } = userErrors(() => store.createRun(r.name, r.config ?? {}, r.policy, r.run, r.resume === true, r.mirror === true));
-      const c = store.controller(id);
+      const { id, resumed } = userErrors(() => this.store.createRun(r.name, r.config ?? {}, r.policy, r.run, r.resume === true, r.mirror === true));
+      const c = this.store.controller(id);
       return { id, resumed, batch: c.inEffect.batch, lr_multiplier: c.inEffect.lr_multiplier, attempt: c.attempt };
     }
     const id = Number(idText);
@@ -121,56 +117,56 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     if (b === 'reports') {
       only('POST');
       const r = check<Reports>(ReportsSchema, body);
-      const decisions = userErrors(() => store.report(id, r.reports));
-      publish(id, { rows: r.reports.map((report, i) => ({ report, decision: decisions[i] })) });
+      const decisions = userErrors(() => this.store.report(id, r.reports));
+      this.publish(id, { rows: r.reports.map((report, i) => ({ report, decision: decisions[i] })) });
       return { decisions };
     }
     if (b === 'log') {
       only('POST');
       const r = check<Log>(LogSchema, body);
-      userErrors(() => store.mirror(id, r.rows as { report: StepReport; decision: Decision }[]));
-      publish(id, { rows: r.rows });
+      userErrors(() => this.store.mirror(id, r.rows as { report: StepReport; decision: Decision }[]));
+      this.publish(id, { rows: r.rows });
       return { ok: true };
     }
     if (b === 'evals') {
       only('POST');
       const r = check<EvalBody>(EvalSchema, body);
-      userErrors(() => store.evaluation(id, r.step, r.metrics));
-      publish(id, { evals: [r] });
+      userErrors(() => this.store.evaluation(id, r.step, r.metrics));
+      this.publish(id, { evals: [r] });
       return { ok: true };
     }
     if (b === 'checkpoints') {
       only('POST');
       const r = check<CheckpointBody>(CheckpointSchema, body);
-      userErrors(() => store.checkpoint(id, r.step, r.data, r.path));
+      userErrors(() => this.store.checkpoint(id, r.step, r.data, r.path));
       return { ok: true };
     }
     if (b === 'metrics') {
       only('GET');
       const max = Number(query.get('max') ?? 2000);
       if (!(Number.isInteger(max) && max >= 1)) throw new HttpError(400, 'max: expected an integer ≥ 1');
-      return { rows: userErrors(() => store.metrics(id, max)), evals: store.evals(id) };
+      return { rows: userErrors(() => this.store.metrics(id, max)), evals: this.store.evals(id) };
     }
     throw new HttpError(404, `no route /${route.join('/')}`);
   }
 
-  function hasSession(req: http.IncomingMessage): boolean {
+  private hasSession(req: http.IncomingMessage): boolean {
     const m = /(?:^|;\s*)keel_session=([0-9a-f]+)/.exec(String(req.headers.cookie ?? ''));
-    return m !== null && sessions.has(m[1]);
+    return m !== null && this.sessions.has(m[1]);
   }
 
   /** The dashboard: its login (a one-time code for a session cookie), the page and its scripts. */
-  function page(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
+  private page(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
     const code = url.searchParams.get('login');
     if (url.pathname === '/' && code !== null) {
-      if (!loginCodes.delete(code)) throw new HttpError(401, 'this login link was used already: restart keel serve for a new one');
+      if (!this.loginCodes.delete(code)) throw new HttpError(401, 'this login link was used already: restart keel serve for a new one');
       const session = crypto.randomBytes(24).toString('hex');
-      sessions.add(session);
+      this.sessions.add(session);
       res.writeHead(303, { location: '/', 'set-cookie': `keel_session=${session}; HttpOnly; SameSite=Strict; Path=/` });
       res.end();
       return;
     }
-    if (!hasSession(req)) throw new HttpError(401, 'open the dashboard link keel serve printed (it logs this browser in)');
+    if (!this.hasSession(req)) throw new HttpError(401, 'open the dashboard link keel serve printed (it logs this browser in)');
     const asset = DASHBOARD_ASSETS[url.pathname];
     if (!asset) throw new HttpError(404, `no page ${url.pathname}`);
     const [type, text] = asset();
@@ -179,12 +175,12 @@ export async function serve(o: ServeOptions): Promise<Serving> {
   }
 
   /** Server-Sent Events: every report stored for the run from now on, with its decision. */
-  function subscribe(req: http.IncomingMessage, res: http.ServerResponse, id: number): void {
-    userErrors(() => store.controller(id));
+  private subscribe(req: http.IncomingMessage, res: http.ServerResponse, id: number): void {
+    userErrors(() => this.store.controller(id));
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write(': keel\n\n');
-    const set = streams.get(id) ?? new Set();
-    streams.set(id, set.add(res));
+    const set = this.streams.get(id) ?? new Set();
+    this.streams.set(id, set.add(res));
     const beat = setInterval(() => res.write(': beat\n\n'), 15_000);
     req.on('close', () => {
       clearInterval(beat);
@@ -192,11 +188,23 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     });
   }
 
-  function publish(id: number, event: { rows?: unknown[]; evals?: unknown[] }): void {
+  private publish(id: number, event: { rows?: unknown[]; evals?: unknown[] }): void {
     const text = `data: ${JSON.stringify(event)}\n\n`;
-    for (const res of streams.get(id) ?? []) res.write(text);
+    for (const res of this.streams.get(id) ?? []) res.write(text);
   }
+}
 
+export async function serve(o: ServeOptions): Promise<Serving> {
+  const store = new Store(o.db);
+  const token = o.token ?? store.token(o.newToken === true);
+  const api = new Api(store, sha256(token));
+  const server = http.createServer((req, res) => {
+    api.handle(req, res).catch((e: unknown) => {
+      if (e instanceof HttpError) return reply(req, res, e.status, { error: e.message });
+      process.stderr.write(`keel serve: ${req.method} ${req.url}: ${(e as Error).stack ?? String(e)}\n`); // a bug: say so, stay up
+      reply(req, res, 500, { error: 'internal error' });
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new UserError(`cannot listen on ${o.host}:${o.port}: ${e.code ?? e.message}`)));
     server.listen(o.port, o.host, () => resolve());
@@ -204,16 +212,16 @@ export async function serve(o: ServeOptions): Promise<Serving> {
   const port = (server.address() as AddressInfo).port;
   const hostPart = o.host.includes(':') ? `[${o.host}]` : o.host;
   const loopback = ['127.0.0.1', 'localhost', '::1'].includes(o.host);
-  allowedHosts = new Set((loopback ? ['127.0.0.1', 'localhost', '[::1]'] : [hostPart]).map((h) => `${h}:${port}`.toLowerCase()));
+  api.allowedHosts = new Set((loopback ? ['127.0.0.1', 'localhost', '[::1]'] : [hostPart]).map((h) => `${h}:${port}`.toLowerCase()));
   const base = `http://${hostPart}:${port}`;
   return {
     url: base,
     token,
-    dashboard: `${base}/?login=${[...loginCodes][0]}`,
+    dashboard: `${base}/?login=${[...api.loginCodes][0]}`,
     server,
     store,
     close: () => new Promise<void>((resolve) => {
-      for (const set of streams.values()) for (const res of set) res.end();
+      for (const set of api.streams.values()) for (const res of set) res.end();
       server.close(() => {
         store.close();
         resolve();
@@ -238,7 +246,7 @@ nav li{cursor:pointer;padding:.2rem 0}main{flex:1;padding:1rem}table{border-coll
 </head><body><nav><h1>Keel</h1><ul id="runs"></ul></nav>
 <main><h1 id="title">no run yet</h1><p id="status"></p><p>reports shown: <span id="last">0</span></p><div id="panels"></div>
 <h2>Decisions</h2><table><thead><tr><th>step</th><th>attempt</th><th>decision</th><th>reason</th></tr></thead><tbody id="decisions"></tbody></table></main>
-<script src="/uplot.js"></script><script src="/dashboard.js"></script></body></html>`;
+<script src="/uplot.js"></script><script type="module" src="/dashboard.js"></script></body></html>`;
 
 function check<T>(schema: TSchema, body: unknown): T {
   const err = firstError(schema, body);

@@ -14,9 +14,9 @@ import { paramLayout } from '../model/params.ts';
 import { checkpointDir, listCheckpoints, runDirOf, strayCheckpoints } from '../io/run_layout.ts';
 
 export { checkpointDir, listCheckpoints, runDirOf };
-import type { GuardState } from './guards.ts';
+import type { GuardState } from '../guard/guards.ts';
 
-export const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors', 'trainer.json'] as const;
+const CHECKPOINT_FILES = ['model.safetensors', 'optimizer.safetensors', 'trainer.json'] as const;
 
 /** What trainer.json holds besides the tensors: enough to continue bit-identically. */
 export interface TrainerState {
@@ -30,7 +30,7 @@ export interface TrainerState {
   optimizerT: number;
   /** Optimizer name (absent in checkpoints from before there was a choice: adamw). */
   optimizer?: string;
-  /** Faults fired and bad batches left (src/train/guards.ts). */
+  /** Faults fired and bad batches left (src/guard/guards.ts). */
   guard?: GuardState;
   /** Noise-scale EMAs (src/monitor/noise_scale.ts). */
   noise?: unknown;
@@ -44,7 +44,7 @@ export interface TrainerState {
 }
 
 /** The optimizer's state as stored: named tensors plus metadata (see src/optim/state.ts). */
-export interface StoredOptimizerState {
+interface StoredOptimizerState {
   tensors: TensorToWrite[];
   metadata: Record<string, string>;
 }

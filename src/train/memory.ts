@@ -49,7 +49,7 @@ export function activationFloats(cfg: GPTConfig, B: number): number {
 }
 
 /** The largest single activation buffer (a typed array cannot exceed 2³² elements). */
-export function largestActivation(cfg: GPTConfig, B: number): number {
+function largestActivation(cfg: GPTConfig, B: number): number {
   const { nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = cfg;
   return Math.max(B * T * V, B * NH * T * T, B * T * 4 * C);
 }
@@ -104,7 +104,7 @@ export function trainingMemory(o: TrainOptions, rollbackSteps: number | null): M
 }
 
 /** The machine's memory a new allocation can use: MemAvailable (Linux), else the total. */
-export function availableMemory(): { bytes: number; source: string } {
+function availableMemory(): { bytes: number; source: string } {
   try {
     const m = /^MemAvailable:\s+(\d+)\s+kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
     if (m) return { bytes: Number(m[1]) * 1024, source: 'MemAvailable' };

@@ -13,8 +13,8 @@ import type { GPTConfig } from '../model/config.ts';
 import type { TokenizerName } from '../data/tokenizer.ts';
 import type { MatmulPrecision } from '../kernels/types.ts';
 import type { ScalingRule } from '../schedule/rules.ts';
-import type { StabilityOptions } from './guards.ts';
-import { parsePoints, parseSchedule, type ScheduleKind } from './schedule.ts';
+import type { StabilityOptions } from '../guard/guards.ts';
+import { parsePoints, parseSchedule, type ScheduleKind } from '../schedule/lr.ts';
 
 export interface TrainOptions extends StabilityOptions {
   /** Preset name or JSON path the model config came from (for the record). */
@@ -83,8 +83,8 @@ export function runFactsOf(o: TrainOptions, params: number, eps: number): RunFac
   return { steps: o.steps, batch: o.batch * o.accum, micro_batch: o.batch, seq_len: o.config.blockSize, params, eps };
 }
 
-export const OPTION_GROUPS = ['model', 'data', 'schedule', 'optimizer', 'stability', 'averaging', 'output'] as const;
-export type OptionGroup = (typeof OPTION_GROUPS)[number];
+const OPTION_GROUPS = ['model', 'data', 'schedule', 'optimizer', 'stability', 'averaging', 'output'] as const;
+type OptionGroup = (typeof OPTION_GROUPS)[number];
 
 interface OptionSpec {
   group: OptionGroup;
@@ -101,7 +101,7 @@ interface OptionSpec {
  * from other options (the model, the optimizer and its lr, the LAWA pair, the run directory)
  * have `flag: null` and are resolved by the CLI (src/cli/train.ts) before the rest.
  */
-export const TRAIN_OPTIONS: { readonly [K in keyof Required<TrainOptions>]: OptionSpec } = {
+const TRAIN_OPTIONS: { readonly [K in keyof Required<TrainOptions>]: OptionSpec } = {
   configName: { group: 'model', flag: null },
   config: { group: 'model', flag: null },
   precision: { group: 'model' },

@@ -13,7 +13,7 @@ import { checkMemory, formatBytes, trainingMemory } from './memory.ts';
 import type { TrainOptions } from './options.ts';
 
 /** The model must have an embedding row for every id the tokenizer produces. */
-export function checkVocab(cfg: GPTConfig, tokenizer: Tokenizer): void {
+function checkVocab(cfg: GPTConfig, tokenizer: Tokenizer): void {
   if (cfg.vocabSize < tokenizer.alphabet) {
     throw new UserError(
       `vocabSize ${cfg.vocabSize} is smaller than the tokenizer's alphabet: ${tokenizer.name} tokens take ${tokenizer.alphabet} values; set "vocabSize": ${tokenizer.vocabSize}`,

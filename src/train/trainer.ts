@@ -31,7 +31,7 @@ import { loadStateTensors, stateBytes, stateMetadata, stateTensors } from '../op
 import type { Optimizer, OptState } from '../optim/types.ts';
 import { embeddingDrift } from '../monitor/embedding.ts';
 import { Rng } from '../util/rng.ts';
-import { Guards } from './guards.ts';
+import { Guards } from '../guard/guards.ts';
 import { Diagnostics } from '../monitor/diagnostics.ts';
 import { Lawa } from '../average/lawa.ts';
 import { NoiseScale, noiseLogFields, type NoiseRecord } from '../monitor/noise_scale.ts';
@@ -41,7 +41,7 @@ import type { ParamLayout } from '../model/params.ts';
 import { readSafetensors } from '../io/safetensors.ts';
 import { Controller } from '../control/controller.ts';
 import { finiteOrNull, REPORT_VERSION, type Decision, type Policy, type RunFacts, type StepReport } from '../control/types.ts';
-import { learningRate, type ScheduleOptions } from './schedule.ts';
+import { learningRate, type ScheduleOptions } from '../schedule/lr.ts';
 import { evaluate } from './evaluate.ts';
 import {
   checkpointDir, listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
@@ -99,7 +99,6 @@ export interface TrainHooks {
   observer?: RunObserver;
 }
 
-export { RecoveryExhausted, TrainingDiverged } from '../errors.ts';
 
 /** The parts of a run, built once. */
 interface Run {

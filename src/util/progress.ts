@@ -40,7 +40,7 @@ export interface ProgressOptions {
   now?: () => number;
 }
 
-export type ProgressFields = Record<string, number | string>;
+type ProgressFields = Record<string, number | string>;
 
 export interface Progress {
   /** Reports that `step` of `total` is done; `fields` are shown after the count (loss, tok/s, …). */
@@ -103,7 +103,7 @@ export function renderBar(fraction: number, width: number): string {
 }
 
 /** The terminal status line, fitted to `columns` (a wrapped line could not be redrawn with \r). */
-export function ttyLine(s: State, columns: number): string {
+function ttyLine(s: State, columns: number): string {
   const p = statusParts(s);
   const text = [p.count, p.fields, p.time].filter(Boolean).join('  ');
   const head = s.label ? `${s.label} ` : '';
@@ -115,7 +115,7 @@ export function ttyLine(s: State, columns: number): string {
 }
 
 /** A log-friendly line: "train 450/1000 (45%)  loss 2.345  elapsed 1m23s  eta 2m10s". */
-export function plainLine(s: State): string {
+function plainLine(s: State): string {
   const count = hasTotal(s)
     ? `${s.step}/${s.total} (${Math.floor((100 * Math.min(s.step, s.total)) / s.total)}%)`
     : `step ${s.step}`;

@@ -5,8 +5,8 @@
  * controller's (src/control). Its state goes into checkpoints.
  */
 import { UserError } from '../errors.ts';
-import { FaultPlan, parseFault } from '../guard/faults.ts';
-import { roundGradients, type GradPrecision } from '../guard/precision.ts';
+import { FaultPlan, parseFault } from './faults.ts';
+import { roundGradients, type GradPrecision } from './precision.ts';
 import type { OnSpike } from '../control/types.ts';
 
 /** Stability options of `keel train`; every one is optional (off or a documented default). */

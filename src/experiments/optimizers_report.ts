@@ -4,27 +4,25 @@
  * src/report/html.ts) and bar views of optimizer-state memory and throughput. Everything shown
  * is computed from results.json and the final runs' metrics.jsonl; nothing is hard-coded.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
-import { formatNumber } from '../report/format.ts';
+import { formatFixed, formatNumber } from '../report/format.ts';
 import { loadRunMetrics, seriesOf } from '../report/metrics.ts';
 import type { XY } from '../report/downsample.ts';
-import type { AdafactorTarget, ExperimentResults, OptimizerResult } from './optimizers.ts';
-import { PALETTE } from './common.ts';
+import type { AdafactorTarget, OptimizerExperimentResults, OptimizerResult } from './optimizers_results.ts';
+import { modelFacts, PALETTE } from './common.ts';
 
 /** Writes OUT/report.html (atomically) and returns its path. */
-export function writeExperimentReport(outDir: string, results: ExperimentResults): string {
+export function writeOptimizerReport(outDir: string, results: OptimizerExperimentResults): string {
   const file = path.join(outDir, 'report.html');
-  writeFileAtomic(file, renderExperimentReport(outDir, results));
+  writeFileAtomic(file, renderOptimizerReport(outDir, results));
   return file;
 }
 
 const pct = (ratio: number, digits = 2) => `${(ratio * 100).toFixed(digits)}%`;
-const loss = (v: number | null) => (v === null ? '—' : v.toFixed(4));
 
-export function formatBytes(n: number): string {
+function formatBytes(n: number): string {
   if (n < 1000) return `${n} B`;
   if (n < 1e6) return `${Number((n / 1e3).toPrecision(3))} kB`;
   if (n < 1e9) return `${Number((n / 1e6).toPrecision(3))} MB`;
@@ -38,7 +36,7 @@ function relative(ratio: number): string {
 }
 
 /** The paper's Adafactor target against the measured numbers, as one sentence (plain text). */
-export function verdictText(t: AdafactorTarget, results?: Pick<ExperimentResults, 'optimizers'>): string {
+export function verdictText(t: AdafactorTarget, results?: Pick<OptimizerExperimentResults, 'optimizers'>): string {
   const claim = `Paper's target — Adafactor's optimizer state ≤ ${pct(t.state_limit, 0)} of AdamW's at ≤ ${pct(t.val_loss_limit, 0)} higher validation loss`;
   if (t.met === null || t.state_ratio === null || t.val_loss_ratio === null) {
     const have = new Set((results?.optimizers ?? []).filter((o) => o.val_loss !== null).map((o) => o.optimizer));
@@ -52,7 +50,7 @@ export function verdictText(t: AdafactorTarget, results?: Pick<ExperimentResults
   return (
     `${claim}: ${t.met ? 'MET' : 'NOT MET'} on this run. ` +
     `State: ${pct(t.state_ratio)} of AdamW's${bytes} — ≤ ${pct(t.state_limit, 0)}: ${yn(t.state_ok)}. ` +
-    `Validation loss: ${loss(t.adafactor_val_loss)} vs AdamW's ${loss(t.adamw_val_loss)}, ${relative(t.val_loss_ratio)} — ` +
+    `Validation loss: ${formatFixed(t.adafactor_val_loss, 4)} vs AdamW's ${formatFixed(t.adamw_val_loss, 4)}, ${relative(t.val_loss_ratio)} — ` +
     `≤ ${pct(t.val_loss_limit, 0)} higher: ${yn(t.val_loss_ok)}.`
   );
 }
@@ -69,7 +67,7 @@ function ema(xy: XY, beta = 0.9): XY {
   return { x: xy.x, y };
 }
 
-function payloadOf(outDir: string, results: ExperimentResults, colors: Map<string, string>): ChartPayload {
+function payloadOf(outDir: string, results: OptimizerExperimentResults, colors: Map<string, string>): ChartPayload {
   const data: Record<string, XY> = {};
   const val: PanelSpec = { title: 'Validation loss of the final runs', yLabel: 'val loss (nats)', wide: true, series: [] };
   const trn: PanelSpec = { title: 'Training loss of the final runs (EMA 0.9)', yLabel: 'loss (nats)', wide: true, series: [] };
@@ -100,7 +98,7 @@ function sweepCell(o: OptimizerResult): string {
   if (o.sweep.length === 0) return '—';
   return o.sweep
     .map((p) => {
-      const text = `${formatNumber(p.lr)}: ${p.diverged ? 'diverged' : loss(p.val_loss)}`;
+      const text = `${formatNumber(p.lr)}: ${p.diverged ? 'diverged' : formatFixed(p.val_loss, 4)}`;
       return p.lr === o.best_lr ? `<b>${escapeHtml(text)}</b>` : escapeHtml(text);
     })
     .join('<br>');
@@ -115,7 +113,7 @@ function statusNote(o: OptimizerResult): string {
   }
 }
 
-function resultsTable(results: ExperimentResults, colors: Map<string, string>): string {
+function resultsTable(results: OptimizerExperimentResults, colors: Map<string, string>): string {
   const head = [
     'optimizer', 'best lr', 'sweep (lr: val loss)', 'final val loss', 'Δ vs AdamW', 'state MB', 'state B/param', 'state % of AdamW', 'tokens/s', 'train s',
   ];
@@ -123,7 +121,7 @@ function resultsTable(results: ExperimentResults, colors: Map<string, string>): 
   const rows = results.optimizers.map((o) => {
     const note = statusNote(o);
     const best = o.best_lr === null ? '—' : `${escapeHtml(formatNumber(o.best_lr))}${o.best_at_edge ? ' †' : ''}`;
-    const finalCell = o.val_loss !== null ? loss(o.val_loss) : `<span class="muted">${escapeHtml(note || '—')}</span>`;
+    const finalCell = o.val_loss !== null ? formatFixed(o.val_loss, 4) : `<span class="muted">${escapeHtml(note || '—')}</span>`;
     return (
       `<tr><td><span class="swatch" style="background:${colors.get(o.optimizer)}"></span>${escapeHtml(o.optimizer)}</td>` +
       num(best) +
@@ -169,14 +167,12 @@ p.verdict.met { color: #166534; } p.verdict.not-met { color: #9a3412; }
 .bar-value { font-variant-numeric: tabular-nums; font-size: 12px; }
 `;
 
-export function renderExperimentReport(outDir: string, results: ExperimentResults): string {
+function renderOptimizerReport(outDir: string, results: OptimizerExperimentResults): string {
   const colors = new Map(results.optimizers.map((o, i) => [o.optimizer, PALETTE[i % PALETTE.length]]));
   const s = results.settings;
   const c = s.config;
   const facts: [string, string][] = [
-    ['model', `${s.configName}: ${c.nLayer} layers · ${c.nHead} heads · C ${c.nEmbd} · T ${c.blockSize}`],
-    ['parameters', results.params.toLocaleString('en-US')],
-    ['data', s.data ?? 'built-in corpus (State of the Union)'],
+    ...modelFacts(s, results.params),
     ['final run', `${s.steps} steps`],
     ['sweep runs', `${s.sweepSteps} steps, lr × ${results.lr_factors.map((f) => formatNumber(f)).join(', ')}`],
     ['batch', `${s.batch} × ${c.blockSize} tokens`],
@@ -233,10 +229,4 @@ ${chartScripts(payload)}
 </body>
 </html>
 `;
-}
-
-/** For tools: the report of an experiment directory from its results.json. */
-export function rewriteExperimentReport(outDir: string): string {
-  const results = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8')) as ExperimentResults;
-  return writeExperimentReport(outDir, results);
 }
