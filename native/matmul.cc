@@ -904,31 +904,15 @@ bool gemm(const Gemm& g) {
 
 // ---- JavaScript bindings ---------------------------------------------------------------
 
-// Reads info[i] as a size: an integer in [0, 2^31).
-bool size_at(const Napi::CallbackInfo& info, size_t i, int64_t* out) {
-  Napi::Value v = info[i];
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
-  if (!(d >= 0.0 && d < 2147483648.0) || d != (double)(int64_t)d) {
-    return arg_error(info, "argument " + std::to_string(i) + " must be a non-negative integer size");
-  }
-  *out = (int64_t)d;
-  return true;
-}
+// Sizes read with matmul's wording of the error.
+int64_t mm_size(Args& a, size_t i) { return a.size(i, 0, "must be a non-negative integer size"); }
 
-bool enough_args(const Napi::CallbackInfo& info, size_t n, const char* name) {
-  if (info.Length() >= n) return true;
-  return arg_error(info, std::string(name) + " expects " + std::to_string(n) + " arguments");
-}
-
-// Reads the optional precision argument info[i]: absent/undefined or "fp32" → false,
-// "bf16" → true; anything else fails.
-bool precision_at(const Napi::CallbackInfo& info, size_t i, bool* bf16) {
-  *bf16 = false;
-  if (info.Length() <= i || info[i].IsUndefined()) return true;
-  const std::string p = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
-  if (p == "fp32") return true;
-  if (p == "bf16") return *bf16 = true, true;
-  return arg_error(info, "argument " + std::to_string(i) + " (precision) must be \"fp32\" or \"bf16\"");
+// Reads the optional precision argument i: absent/undefined or "fp32" → false, "bf16" →
+// true; anything else fails.
+bool read_precision(Args& a, size_t i) {
+  const std::string p = a.given(i) ? a.text(i) : "fp32";
+  if (p != "fp32" && p != "bf16") a.fail("argument " + std::to_string(i) + " (precision) must be \"fp32\" or \"bf16\"");
+  return p == "bf16";
 }
 
 Napi::Value oom(const Napi::CallbackInfo& info) {
@@ -936,53 +920,53 @@ Napi::Value oom(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matmulForward(out, inp, weight, bias|null, BT, C, OC, precision?)
-Napi::Value MatmulForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t BT, C, OC;
-  bool bf16;
-  if (!enough_args(info, 7, "matmulForward") || !size_at(info, 4, &BT) || !size_at(info, 5, &C) ||
-      !size_at(info, 6, &OC) || !precision_at(info, 7, &bf16)) {
-    return env.Undefined();
-  }
-  bool failed = false;
-  float* out = f32(info, 0, BT * OC, false, &failed);
-  const float* inp = failed ? nullptr : f32(info, 1, BT * C, false, &failed);
-  const float* w = failed ? nullptr : f32(info, 2, OC * C, false, &failed);
-  const float* bias = failed ? nullptr : f32(info, 3, OC, true, &failed);
-  if (failed) return env.Undefined();
-  if (!gemm(Gemm{BT, OC, C, {inp, C, 1}, {w, 1, C}, out, OC, bias, true, nullptr, bf16})) return oom(info);
-  return env.Undefined();
+// out[BT,OC] = inp[BT,C]·Wᵀ (+ bias). False when the packing buffers cannot be allocated.
+bool matmul_forward(float* out, const float* inp, const float* w, const float* bias, int64_t BT, int64_t C,
+                    int64_t OC, bool bf16) {
+  return gemm(Gemm{BT, OC, C, {inp, C, 1}, {w, 1, C}, out, OC, bias, true, nullptr, bf16});
 }
 
-// matmulBackward(dinp, dweight, dbias|null, dout, inp, weight, BT, C, OC, precision?)
-Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t BT, C, OC;
-  bool bf16;
-  if (!enough_args(info, 9, "matmulBackward") || !size_at(info, 6, &BT) || !size_at(info, 7, &C) ||
-      !size_at(info, 8, &OC) || !precision_at(info, 9, &bf16)) {
-    return env.Undefined();
-  }
-  bool failed = false;
-  float* dinp = f32(info, 0, BT * C, false, &failed);
-  float* dw = failed ? nullptr : f32(info, 1, OC * C, false, &failed);
-  float* dbias = failed ? nullptr : f32(info, 2, OC, true, &failed);
-  const float* dout = failed ? nullptr : f32(info, 3, BT * OC, false, &failed);
-  const float* inp = failed ? nullptr : f32(info, 4, BT * C, false, &failed);
-  const float* w = failed ? nullptr : f32(info, 5, OC * C, false, &failed);
-  if (failed) return env.Undefined();
+// dinp += dout·W, dW += doutᵀ·inp, dbias += Σ_rows dout. False on allocation failure.
+bool matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
+                     int64_t BT, int64_t C, int64_t OC, bool bf16) {
   // dinp[BT,C] += dout[BT,OC] · W[OC,C]
-  if (!gemm(Gemm{BT, C, OC, {dout, OC, 1}, {w, C, 1}, dinp, C, nullptr, false, nullptr, bf16})) return oom(info);
+  if (!gemm(Gemm{BT, C, OC, {dout, OC, 1}, {w, C, 1}, dinp, C, nullptr, false, nullptr, bf16})) return false;
   // dW[OC,C] += doutᵀ · inp, with dbias summed while packing doutᵀ
-  if (C > 0) {
-    if (!gemm(Gemm{OC, C, BT, {dout, 1, OC}, {inp, C, 1}, dw, C, nullptr, false, dbias, bf16})) return oom(info);
-  } else if (dbias) {  // no dW product to ride on
+  if (C > 0) return gemm(Gemm{OC, C, BT, {dout, 1, OC}, {inp, C, 1}, dw, C, nullptr, false, dbias, bf16});
+  if (dbias) {  // no dW product to ride on
     for (int64_t r = 0; r < BT; ++r) {
       for (int64_t o = 0; o < OC; ++o) dbias[o] += dout[r * OC + o];
     }
   }
-  return env.Undefined();
+  return true;
+}
+
+// matmulForward(out, inp, weight, bias|null, BT, C, OC, precision?)
+Napi::Value MatmulForward(const Napi::CallbackInfo& info) {
+  Args a(info, "matmulForward", 7);
+  const int64_t BT = mm_size(a, 4), C = mm_size(a, 5), OC = mm_size(a, 6);
+  const bool bf16 = read_precision(a, 7);
+  float* out = a.f32(0, BT * OC);
+  const float* inp = a.f32(1, BT * C);
+  const float* w = a.f32(2, OC * C);
+  const float* bias = a.f32(3, OC, true);
+  if (!a.ok()) return a.env().Undefined();
+  return matmul_forward(out, inp, w, bias, BT, C, OC, bf16) ? a.env().Undefined() : oom(info);
+}
+
+// matmulBackward(dinp, dweight, dbias|null, dout, inp, weight, BT, C, OC, precision?)
+Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "matmulBackward", 9);
+  const int64_t BT = mm_size(a, 6), C = mm_size(a, 7), OC = mm_size(a, 8);
+  const bool bf16 = read_precision(a, 9);
+  float* dinp = a.f32(0, BT * C);
+  float* dw = a.f32(1, OC * C);
+  float* dbias = a.f32(2, OC, true);
+  const float* dout = a.f32(3, BT * OC);
+  const float* inp = a.f32(4, BT * C);
+  const float* w = a.f32(5, OC * C);
+  if (!a.ok()) return a.env().Undefined();
+  return matmul_backward(dinp, dw, dbias, dout, inp, w, BT, C, OC, bf16) ? a.env().Undefined() : oom(info);
 }
 
 // The name of the kernel serving `bf16` products: the fp32 kernel's, the pair kernel's, or
@@ -995,9 +979,10 @@ std::string kernel_label(bool bf16) {
 
 // matmulKernel(precision?) → the kernel serving that precision (default fp32).
 Napi::Value MatmulKernel(const Napi::CallbackInfo& info) {
-  bool bf16;
-  if (!precision_at(info, 0, &bf16)) return info.Env().Undefined();
-  return Napi::String::New(info.Env(), kernel_label(bf16));
+  Args a(info, "matmulKernel", 0);
+  const bool bf16 = read_precision(a, 0);
+  if (!a.ok()) return a.env().Undefined();
+  return Napi::String::New(a.env(), kernel_label(bf16));
 }
 
 // matmulSetKernel("auto" | "portable" | "avx2-fma" | "avx512f" | "avx512bf16") → the name now
@@ -1037,10 +1022,11 @@ Napi::Value MatmulSetKernel(const Napi::CallbackInfo& info) {
 // matmulPeakGflops(precision?) → measured peak GFLOP/s of the multiply-add instruction the
 // kernel serving that precision uses, over the pool's threads.
 Napi::Value MatmulPeakGflops(const Napi::CallbackInfo& info) {
-  bool bf16;
-  if (!precision_at(info, 0, &bf16)) return info.Env().Undefined();
+  Args a(info, "matmulPeakGflops", 0);
+  const bool bf16 = read_precision(a, 0);
+  if (!a.ok()) return a.env().Undefined();
   const Kernel& k = kernel_for(bf16);
-  return Napi::Number::New(info.Env(), isa_peak_gflops(k.isa, k.pairs, pool_threads()));
+  return Napi::Number::New(a.env(), isa_peak_gflops(k.isa, k.pairs, pool_threads()));
 }
 
 }  // namespace

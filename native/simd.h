@@ -49,6 +49,25 @@ inline Isa ops_set_isa(Isa want) { return ops_isa_level() = want < isa_active() 
 // on: the best level this process has; off: portable. Returns whether SIMD is now on.
 inline bool simd_set(bool on) { return ops_set_isa(on ? isa_active() : Isa::kPortable) >= Isa::kAvx2; }
 
+// ---- dispatch ----------------------------------------------------------------------------
+// A kernel file puts each body of a kernel under the same name in namespaces port, avx2 and
+// (when it has one) avx512; KEEL_PICK(name) is the body for the level in effect, read once
+// per call on the JS thread, and KEEL_PICK_AVX2(name) the same for a kernel whose best body
+// is the AVX2 one. Template bodies work too: KEEL_PICK(adam<kMode>). Without x86 only the
+// portable bodies exist.
+template <class Fn>
+inline Fn pick_body(Fn port, Fn avx2, Fn avx512) {
+  const Isa isa = ops_isa();
+  return isa >= Isa::kAvx512f ? avx512 : isa >= Isa::kAvx2 ? avx2 : port;
+}
+#if KEEL_X86
+#define KEEL_PICK(...) ::keel::pick_body(&port::__VA_ARGS__, &avx2::__VA_ARGS__, &avx512::__VA_ARGS__)
+#define KEEL_PICK_AVX2(...) ::keel::pick_body(&port::__VA_ARGS__, &avx2::__VA_ARGS__, &avx2::__VA_ARGS__)
+#else
+#define KEEL_PICK(...) (&port::__VA_ARGS__)
+#define KEEL_PICK_AVX2(...) (&port::__VA_ARGS__)
+#endif
+
 // ---- exp ---------------------------------------------------------------------------------
 // e^x = 2^n · e^r with n = round(x·log2 e) and r = x − n·ln2 (|r| ≤ ln2/2, ln2 split in a
 // high part exact in float and a low correction). e^r ≈ 1 + r + r²·P(r) with P of degree 3,
