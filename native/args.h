@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace keel {
@@ -191,6 +192,11 @@ class Args {
     ok_ = !bad;
     return p;
   }
+  // Arguments 0..n−1 as Float32Arrays of `need` elements each, into out[0..n): the layout
+  // of the elementwise and optimizer kernels (buffers first, then their length).
+  void f32s(size_t n, int64_t need, float** out) {
+    for (size_t i = 0; i < n; ++i) out[i] = f32(i, need);
+  }
   int32_t* i32(size_t i, int64_t need) {
     if (!ok_) return nullptr;
     bool bad = false;
@@ -244,6 +250,18 @@ inline int64_t Coefs::integer(const char* key, int64_t lo, int64_t hi) {
     return 0;
   }
   return (int64_t)d;
+}
+
+// ---- exports -----------------------------------------------------------------------------
+
+// A binding and its JS name (src/kernels/types.ts); each kernel file's Init* adds its list.
+struct Export {
+  const char* name;
+  Napi::Value (*fn)(const Napi::CallbackInfo&);
+};
+
+inline void add_exports(Napi::Env env, Napi::Object exports, std::initializer_list<Export> list) {
+  for (const Export& e : list) exports.Set(e.name, Napi::Function::New(env, e.fn));
 }
 
 }  // namespace keel

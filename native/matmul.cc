@@ -1032,11 +1032,9 @@ Napi::Value MatmulPeakGflops(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitMatmul(Napi::Env env, Napi::Object exports) {
-  exports.Set("matmulForward", Napi::Function::New(env, MatmulForward));
-  exports.Set("matmulBackward", Napi::Function::New(env, MatmulBackward));
-  exports.Set("matmulKernel", Napi::Function::New(env, MatmulKernel));
-  exports.Set("matmulSetKernel", Napi::Function::New(env, MatmulSetKernel));
-  exports.Set("matmulPeakGflops", Napi::Function::New(env, MatmulPeakGflops));
+  add_exports(env, exports, {{"matmulForward", MatmulForward}, {"matmulBackward", MatmulBackward},
+                             {"matmulKernel", MatmulKernel}, {"matmulSetKernel", MatmulSetKernel},
+                             {"matmulPeakGflops", MatmulPeakGflops}});
 }
 
 }  // namespace keel

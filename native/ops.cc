@@ -697,41 +697,43 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   return a.env().Undefined();
 }
 
+// geluForward(out, inp, N)
 Napi::Value GeluForward(const Napi::CallbackInfo& info) {
   Args a(info, "geluForward", 3);
   const int64_t N = a.size(2);
-  float* out = a.f32(0, N);
-  const float* inp = a.f32(1, N);
-  if (a.ok()) gelu_forward(out, inp, N);
+  float* x[2];
+  a.f32s(2, N, x);
+  if (a.ok()) gelu_forward(x[0], x[1], N);
   return a.env().Undefined();
 }
 
+// geluBackward(dinp, inp, dout, N)
 Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   Args a(info, "geluBackward", 4);
   const int64_t N = a.size(3);
-  float* dinp = a.f32(0, N);
-  const float* inp = a.f32(1, N);
-  const float* dout = a.f32(2, N);
-  if (a.ok()) gelu_backward(dinp, inp, dout, N);
+  float* x[3];
+  a.f32s(3, N, x);
+  if (a.ok()) gelu_backward(x[0], x[1], x[2], N);
   return a.env().Undefined();
 }
 
+// residualForward(out, a, b, N)
 Napi::Value ResidualForward(const Napi::CallbackInfo& info) {
   Args a(info, "residualForward", 4);
   const int64_t N = a.size(3);
-  float* out = a.f32(0, N);
-  const float* x = a.f32(1, N);
-  const float* y = a.f32(2, N);
-  if (a.ok()) add_parallel(out, x, y, N);
+  float* x[3];
+  a.f32s(3, N, x);
+  if (a.ok()) add_parallel(x[0], x[1], x[2], N);
   return a.env().Undefined();
 }
 
+// accumulate(dst, src, N): dst += src
 Napi::Value Accumulate(const Napi::CallbackInfo& info) {
   Args a(info, "accumulate", 3);
   const int64_t N = a.size(2);
-  float* dst = a.f32(0, N);
-  const float* src = a.f32(1, N);
-  if (a.ok()) add_parallel(dst, dst, src, N);
+  float* x[2];
+  a.f32s(2, N, x);
+  if (a.ok()) add_parallel(x[0], x[0], x[1], N);
   return a.env().Undefined();
 }
 
@@ -812,17 +814,12 @@ Napi::Value OpsSetIsa(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("layernormForward", Napi::Function::New(env, LayernormForward));
-  exports.Set("layernormBackward", Napi::Function::New(env, LayernormBackward));
-  exports.Set("geluForward", Napi::Function::New(env, GeluForward));
-  exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
-  exports.Set("residualForward", Napi::Function::New(env, ResidualForward));
-  exports.Set("accumulate", Napi::Function::New(env, Accumulate));
-  exports.Set("encoderForward", Napi::Function::New(env, EncoderForward));
-  exports.Set("encoderBackward", Napi::Function::New(env, EncoderBackward));
-  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
-  exports.Set("opsSetSimd", Napi::Function::New(env, OpsSetSimd));
-  exports.Set("opsSetIsa", Napi::Function::New(env, OpsSetIsa));
+  add_exports(env, exports, {{"layernormForward", LayernormForward}, {"layernormBackward", LayernormBackward},
+                             {"geluForward", GeluForward}, {"geluBackward", GeluBackward},
+                             {"residualForward", ResidualForward}, {"accumulate", Accumulate},
+                             {"encoderForward", EncoderForward}, {"encoderBackward", EncoderBackward},
+                             {"crossEntropy", CrossEntropy}, {"opsSetSimd", OpsSetSimd},
+                             {"opsSetIsa", OpsSetIsa}});
 }
 
 }  // namespace keel

@@ -232,10 +232,8 @@ void adam(float* p, const float* g, float* m, float* v, int64_t N, const AdamK& 
 Napi::Value Adam(const Napi::CallbackInfo& info) {
   Args a(info, "adam", 6);
   const int64_t N = a.size(4);
-  float* p = a.f32(0, N);
-  const float* g = a.f32(1, N);
-  float* m = a.f32(2, N);
-  float* v = a.f32(3, N);
+  float* x[4];  // params, grads, m, v
+  a.f32s(4, N, x);
   Coefs c = a.coefs(5, "AdamCoefs");
   const double beta1 = c.num("beta1"), g1 = c.num("g1"), beta2 = c.num("beta2"), g2 = c.num("g2");
   const double mScale = c.num("mScale"), rootVScale = c.num("rootVScale"), lr = c.num("lr"), eps = c.num("eps");
@@ -245,7 +243,7 @@ Napi::Value Adam(const Napi::CallbackInfo& info) {
   const AdamK k{(float)beta1, (float)g1, (float)beta2, (float)g2,
                 (float)(lr * mScale), (float)rootVScale, (float)(rootVScale * rootVScale),
                 (float)eps, (float)(eps * eps), (float)lr, (float)mScale, (float)decay};
-  adam(p, g, m, v, N, k, (int)mode);
+  adam(x[0], x[1], x[2], x[3], N, k, (int)mode);
   return a.env().Undefined();
 }
 
@@ -422,9 +420,8 @@ void momentum(float* p, const float* g, float* m, int64_t N, const MomK& k, int 
 Napi::Value Momentum(const Napi::CallbackInfo& info) {
   Args a(info, "momentum", 5);
   const int64_t N = a.size(3);
-  float* p = a.f32(0, N);
-  const float* g = a.f32(1, N);
-  float* m = a.f32(2, N);
+  float* x[3];  // params, grads, m
+  a.f32s(3, N, x);
   Coefs c = a.coefs(4, "MomentumCoefs");
   const double dirM = c.num("dirM"), dirG = c.num("dirG"), keepM = c.num("keepM"), addG = c.num("addG");
   MomSteps s{};
@@ -442,7 +439,7 @@ Napi::Value Momentum(const Napi::CallbackInfo& info) {
     a.fail_range(std::string("momentum: ") + (s.skip ? "skipZeroRows" : "rmsScale") + " needs block > 0");
   if (!a.ok()) return a.env().Undefined();
   const MomK k{(float)dirM, (float)dirG, (float)keepM, (float)addG, (float)wd, (float)(eps * eps)};
-  momentum(p, g, m, N, k, (int)phi, s);
+  momentum(x[0], x[1], x[2], N, k, (int)phi, s);
   return a.env().Undefined();
 }
 
@@ -707,10 +704,9 @@ Napi::Value Triad(const Napi::CallbackInfo& info) {
   Args a(info, "triad", 5);
   const int64_t N = a.size(3);
   const double s = a.number(4);
-  float* x = a.f32(0, N);
-  const float* y = a.f32(1, N);
-  const float* z = a.f32(2, N);
-  if (a.ok()) triad(x, y, z, (float)s, N);
+  float* x[3];
+  a.f32s(3, N, x);
+  if (a.ok()) triad(x[0], x[1], x[2], (float)s, N);
   return a.env().Undefined();
 }
 
@@ -719,9 +715,9 @@ Napi::Value Lerp(const Napi::CallbackInfo& info) {
   Args a(info, "lerp", 4);
   const int64_t N = a.size(2);
   const double w = a.number(3);
-  float* dst = a.f32(0, N);
-  const float* src = a.f32(1, N);
-  if (a.ok()) lerp(dst, src, (float)w, N);
+  float* x[2];  // dst, src
+  a.f32s(2, N, x);
+  if (a.ok()) lerp(x[0], x[1], (float)w, N);
   return a.env().Undefined();
 }
 
@@ -747,13 +743,8 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitOptim(Napi::Env env, Napi::Object exports) {
-  exports.Set("adam", Napi::Function::New(env, Adam));
-  exports.Set("momentum", Napi::Function::New(env, Momentum));
-  exports.Set("adafactor", Napi::Function::New(env, Adafactor));
-  exports.Set("triad", Napi::Function::New(env, Triad));
-  exports.Set("lerp", Napi::Function::New(env, Lerp));
-  exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
-  exports.Set("scale", Napi::Function::New(env, Scale));
+  add_exports(env, exports, {{"adam", Adam}, {"momentum", Momentum}, {"adafactor", Adafactor}, {"triad", Triad},
+                             {"lerp", Lerp}, {"sumSquares", SumSquares}, {"scale", Scale}});
 }
 
 }  // namespace keel

@@ -73,16 +73,16 @@ double sq_diff_copy(float* prev, const float* cur, int64_t N) {
 Napi::Value SqDiffCopy(const Napi::CallbackInfo& info) {
   Args a(info, "sqDiffCopy", 3);
   const int64_t N = a.size(2);
-  float* prev = a.f32(0, N);
-  const float* cur = a.f32(1, N);
+  float* x[2];  // prev, cur
+  a.f32s(2, N, x);
   if (!a.ok()) return a.env().Undefined();
-  return Napi::Number::New(a.env(), sq_diff_copy(prev, cur, N));
+  return Napi::Number::New(a.env(), sq_diff_copy(x[0], x[1], N));
 }
 
 }  // namespace
 
 void InitReduce(Napi::Env env, Napi::Object exports) {
-  exports.Set("sqDiffCopy", Napi::Function::New(env, SqDiffCopy));
+  add_exports(env, exports, {{"sqDiffCopy", SqDiffCopy}});
 }
 
 }  // namespace keel
