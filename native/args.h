@@ -252,6 +252,18 @@ inline int64_t Coefs::integer(const char* key, int64_t lo, int64_t hi) {
   return (int64_t)d;
 }
 
+// The binding of a kernel over n ≤ 4 Float32Arrays of N elements with N after them (GELU,
+// residual, accumulate): reads them and calls run(buffers, N) when they are good.
+template <class Run>
+Napi::Value flat_binding(const Napi::CallbackInfo& info, const char* name, size_t n, Run run) {
+  Args a(info, name, n + 1);
+  const int64_t N = a.size(n);
+  float* x[4];
+  a.f32s(n < 4 ? n : 4, N, x);
+  if (a.ok()) run(x, N);
+  return a.env().Undefined();
+}
+
 // ---- exports -----------------------------------------------------------------------------
 
 // A binding and its JS name (src/kernels/types.ts); each kernel file's Init* adds its list.

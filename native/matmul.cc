@@ -15,7 +15,8 @@
 // directly, which saves a transposing copy whose cost is not small next to the arithmetic
 // when N is only 128.
 //
-// One micro-kernel per ISA path (isa.h), each with its own tile and depth block:
+// One micro-kernel per ISA path (isa.h), each with its own tile and depth block (avx2-fma and
+// avx512f are one body, matmul_ukr.inc, on 8 or 16 lanes):
 //   portable   6×16, vector extensions (4 floats)
 //   avx2-fma   6×16: 12 ymm accumulators + 2 B + 1 broadcast of the 16 registers
 //   avx512f    12×32: 24 zmm accumulators + 2 B + 1 broadcast of the 32; per k 24 FMAs
@@ -273,47 +274,18 @@ const Kernel kPortable = {"portable", Isa::kPortable, kMrP, kNrP, 256, false,
 
 // ---- AVX2 + FMA ------------------------------------------------------------------------
 #if KEEL_MM_X86
-constexpr int kMr2 = 6, kNr2 = 16;
-
-template <bool kDirect>
-KEEL_MM_AVX2 void ukr_avx2(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-                           const float* bias, bool overwrite) {
-  constexpr int MR = kMr2, NR = kNr2;
-  // The C tile is touched only after the k loop; start fetching it now.
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
-  __m256 acc[MR][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b + k * NR);
-    const __m256 b1 = _mm256_load_ps(b + k * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(kDirect ? a + i * lda + k : a + k * MR + i);
-      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
-  if (overwrite) {
-    const __m256 z0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    const __m256 z1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(acc[i][0], z0));
-      _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(acc[i][1], z1));
-    }
-  } else {
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), acc[i][0]));
-      _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), acc[i][1]));
-    }
-  }
-}
+namespace mm_avx2 {
+#define KEEL_VEC Vec8
+#define KEEL_MM_FN KEEL_MM_AVX2
+#define KEEL_MR 6
+#define KEEL_UNROLL_K _Pragma("GCC unroll 4")
+#include "matmul_ukr.inc"
+#undef KEEL_VEC
+#undef KEEL_MM_FN
+#undef KEEL_MR
+#undef KEEL_UNROLL_K
+}  // namespace mm_avx2
+constexpr int kMr2 = mm_avx2::kMr, kNr2 = mm_avx2::kNr;  // 6×16
 
 // Lane mask selecting the first n lanes (n clamped to 0..8).
 KEEL_MM_AVX2 inline __m256i first_lanes(int64_t n) {
@@ -416,55 +388,21 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
 }
 
 const Kernel kAvx2 = {"avx2-fma", Isa::kAvx2, kMr2, kNr2, 256, false,
-                      ukr_avx2<false>, ukr_avx2<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port, nullptr};
+                      mm_avx2::ukr<false>, mm_avx2::ukr<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port, nullptr};
 
 // ---- AVX-512F --------------------------------------------------------------------------
-constexpr int kMr5 = 12, kNr5 = 32;
-
-// Stores the accumulated tile: C = acc + bias, or C += acc.
-template <int MR>
-KEEL_MM_AVX512 inline void store_tile512(__m512 acc[][2], float* c, int64_t ldc, const float* bias, bool overwrite) {
-  if (overwrite) {
-    const __m512 z0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    const __m512 z1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(c + i * ldc, _mm512_add_ps(acc[i][0], z0));
-      _mm512_storeu_ps(c + i * ldc + 16, _mm512_add_ps(acc[i][1], z1));
-    }
-  } else {
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(c + i * ldc, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), acc[i][0]));
-      _mm512_storeu_ps(c + i * ldc + 16, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), acc[i][1]));
-    }
-  }
-}
-
-template <bool kDirect>
-KEEL_MM_AVX512 void ukr_avx512(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-                               const float* bias, bool overwrite) {
-  constexpr int MR = kMr5, NR = kNr5;
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
-  __m512 acc[MR][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-#pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b + k * NR);
-    const __m512 b1 = _mm512_load_ps(b + k * NR + 16);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      const __m512 ai = _mm512_set1_ps(kDirect ? a[i * lda + k] : a[k * MR + i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
-  store_tile512<MR>(acc, c, ldc, bias, overwrite);
-}
+namespace mm_avx512 {
+#define KEEL_VEC Vec16
+#define KEEL_MM_FN KEEL_MM_AVX512
+#define KEEL_MR 12
+#define KEEL_UNROLL_K _Pragma("GCC unroll 2")
+#include "matmul_ukr.inc"
+#undef KEEL_VEC
+#undef KEEL_MM_FN
+#undef KEEL_MR
+#undef KEEL_UNROLL_K
+}  // namespace mm_avx512
+constexpr int kMr5 = mm_avx512::kMr, kNr5 = mm_avx512::kNr;  // 12×32
 
 // Rounds packed floats to bf16 in place, 16 at a time (tail scalar).
 KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
@@ -486,7 +424,7 @@ KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
 }
 
 const Kernel kAvx512 = {"avx512f", Isa::kAvx512f, kMr5, kNr5, 192, false,
-                        ukr_avx512<false>, ukr_avx512<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512, nullptr};
+                        mm_avx512::ukr<false>, mm_avx512::ukr<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512, nullptr};
 
 // ---- AVX512-BF16 (bf16 precision only) ---------------------------------------------------
 // Panels of bf16 k-pairs: word (p, i) of an A panel holds A(i, 2p) in its low half and
@@ -636,13 +574,8 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const floa
   const uint32_t* bp = reinterpret_cast<const uint32_t*>(b);
   // Word (p, i) of A: packed panel or pair rows.
   const int64_t rs = lda ? lda : 1, ps = lda ? 1 : MR;
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
   __m512 acc[MR][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  mm_avx512::start_tile(acc, c, ldc);
 #pragma GCC unroll 2
   for (int64_t p = 0; p < kp; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(bp + p * NR);
@@ -654,7 +587,7 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const floa
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
   }
-  store_tile512<MR>(acc, c, ldc, bias, overwrite);
+  mm_avx512::store_tile(acc, c, ldc, bias, overwrite);
 }
 
 // A row-major A (a.cs == 1) is not transposed into panels: each row's k range becomes a row

@@ -697,44 +697,20 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   return a.env().Undefined();
 }
 
-// geluForward(out, inp, N)
-Napi::Value GeluForward(const Napi::CallbackInfo& info) {
-  Args a(info, "geluForward", 3);
-  const int64_t N = a.size(2);
-  float* x[2];
-  a.f32s(2, N, x);
-  if (a.ok()) gelu_forward(x[0], x[1], N);
-  return a.env().Undefined();
+Napi::Value GeluForward(const Napi::CallbackInfo& info) {  // (out, inp, N)
+  return flat_binding(info, "geluForward", 2, [](float** x, int64_t N) { gelu_forward(x[0], x[1], N); });
 }
 
-// geluBackward(dinp, inp, dout, N)
-Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "geluBackward", 4);
-  const int64_t N = a.size(3);
-  float* x[3];
-  a.f32s(3, N, x);
-  if (a.ok()) gelu_backward(x[0], x[1], x[2], N);
-  return a.env().Undefined();
+Napi::Value GeluBackward(const Napi::CallbackInfo& info) {  // (dinp, inp, dout, N)
+  return flat_binding(info, "geluBackward", 3, [](float** x, int64_t N) { gelu_backward(x[0], x[1], x[2], N); });
 }
 
-// residualForward(out, a, b, N)
-Napi::Value ResidualForward(const Napi::CallbackInfo& info) {
-  Args a(info, "residualForward", 4);
-  const int64_t N = a.size(3);
-  float* x[3];
-  a.f32s(3, N, x);
-  if (a.ok()) add_parallel(x[0], x[1], x[2], N);
-  return a.env().Undefined();
+Napi::Value ResidualForward(const Napi::CallbackInfo& info) {  // (out, a, b, N)
+  return flat_binding(info, "residualForward", 3, [](float** x, int64_t N) { add_parallel(x[0], x[1], x[2], N); });
 }
 
-// accumulate(dst, src, N): dst += src
-Napi::Value Accumulate(const Napi::CallbackInfo& info) {
-  Args a(info, "accumulate", 3);
-  const int64_t N = a.size(2);
-  float* x[2];
-  a.f32s(2, N, x);
-  if (a.ok()) add_parallel(x[0], x[0], x[1], N);
-  return a.env().Undefined();
+Napi::Value Accumulate(const Napi::CallbackInfo& info) {  // (dst, src, N): dst += src
+  return flat_binding(info, "accumulate", 2, [](float** x, int64_t N) { add_parallel(x[0], x[0], x[1], N); });
 }
 
 // Checks every token/target against [0, limit) up front: the kernels index with them.

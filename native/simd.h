@@ -116,28 +116,75 @@ inline float exp_scalar(float x) {
 }
 
 #if KEEL_X86
+// Functions that use AVX-512F intrinsics (with the AVX2 ones, which they may call).
+#define KEEL_AVX512F __attribute__((target("avx2,fma,avx512f")))
+
+// ---- vector operations -------------------------------------------------------------------
+// The bodies written once for several ISAs (simd_exp.inc, matmul_ukr.inc) use these names;
+// each struct maps them to one ISA's intrinsics, so a body included once per ISA compiles to
+// that ISA's instructions (a template alone cannot: the target attribute is per function).
+struct Vec8 {  // AVX2 + FMA
+  using V = __m256;
+  using Mask = __m256;  // all-ones lanes
+  static constexpr int kLanes = 8;
+  KEEL_AVX2 static V zero() { return _mm256_setzero_ps(); }
+  KEEL_AVX2 static V set1(float x) { return _mm256_set1_ps(x); }
+  KEEL_AVX2 static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  KEEL_AVX2 static V load(const float* p) { return _mm256_load_ps(p); }  // 32-byte aligned
+  KEEL_AVX2 static V loadu(const float* p) { return _mm256_loadu_ps(p); }
+  KEEL_AVX2 static void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
+  KEEL_AVX2 static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  KEEL_AVX2 static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  KEEL_AVX2 static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  KEEL_AVX2 static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  KEEL_AVX2 static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  KEEL_AVX2 static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  KEEL_AVX2 static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  KEEL_AVX2 static Mask lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  KEEL_AVX2 static V zero_where(Mask m, V v) { return _mm256_andnot_ps(m, v); }
+  // The float whose bits are those of t shifted left by 23 (2^n when t's low bits hold n + 127).
+  KEEL_AVX2 static V shl23(V t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
+};
+
+struct Vec16 {  // AVX-512F
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  KEEL_AVX512F static V zero() { return _mm512_setzero_ps(); }
+  KEEL_AVX512F static V set1(float x) { return _mm512_set1_ps(x); }
+  KEEL_AVX512F static V bcast(const float* p) { return _mm512_set1_ps(*p); }
+  KEEL_AVX512F static V load(const float* p) { return _mm512_load_ps(p); }  // 64-byte aligned
+  KEEL_AVX512F static V loadu(const float* p) { return _mm512_loadu_ps(p); }
+  KEEL_AVX512F static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
+  KEEL_AVX512F static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  KEEL_AVX512F static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  KEEL_AVX512F static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  KEEL_AVX512F static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  KEEL_AVX512F static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  KEEL_AVX512F static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  KEEL_AVX512F static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  KEEL_AVX512F static Mask lt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  KEEL_AVX512F static V zero_where(Mask m, V v) { return _mm512_mask_mov_ps(v, m, _mm512_setzero_ps()); }
+  KEEL_AVX512F static V shl23(V t) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)); }
+};
+
+// exp256 and exp512: one body (simd_exp.inc) on 8 and 16 lanes, hence the same value per lane.
 // kFlush: inputs below kMin give exactly 0 (softmax relies on e^−inf = 0 for masked lanes).
 // Without it they give e^kMin ≈ 1.2e−38, two instructions cheaper (GELU, which adds 1).
-template <bool kFlush = true>
-KEEL_AVX2 static inline __m256 exp256(__m256 x) {
-  using namespace expc;
-  __m256 tiny = _mm256_setzero_ps();
-  if constexpr (kFlush) tiny = _mm256_cmp_ps(x, _mm256_set1_ps(kMin), _CMP_LT_OQ);
-  // min/max return their second operand when either is NaN: x second keeps NaN a NaN.
-  x = _mm256_min_ps(_mm256_set1_ps(kMax), x);
-  x = _mm256_max_ps(_mm256_set1_ps(kMin), x);
-  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), _mm256_set1_ps(kRoundBias));
-  const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(kRoundBias));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kP3), r, _mm256_set1_ps(kP2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP0));
-  __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)));
-  if constexpr (kFlush) y = _mm256_andnot_ps(tiny, y);  // NaN compares false → kept
-  return y;
-}
+#define KEEL_VEC Vec8
+#define KEEL_VEC_FN KEEL_AVX2
+#define KEEL_EXP exp256
+#include "simd_exp.inc"
+#undef KEEL_VEC
+#undef KEEL_VEC_FN
+#undef KEEL_EXP
+#define KEEL_VEC Vec16
+#define KEEL_VEC_FN KEEL_AVX512F
+#define KEEL_EXP exp512
+#include "simd_exp.inc"
+#undef KEEL_VEC
+#undef KEEL_VEC_FN
+#undef KEEL_EXP
 
 KEEL_AVX2 static inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -157,28 +204,6 @@ KEEL_AVX2 static inline double hsum256d(__m256d v) {
   __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
   return _mm_cvtsd_f64(s);
-}
-
-// AVX-512F twin of exp256 (the same steps on 16 lanes, hence the same value per lane).
-#define KEEL_AVX512F __attribute__((target("avx2,fma,avx512f")))
-template <bool kFlush = true>
-KEEL_AVX512F static inline __m512 exp512(__m512 x) {
-  using namespace expc;
-  __mmask16 tiny = 0;
-  if constexpr (kFlush) tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMin), _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_set1_ps(kMax), x);  // (second operand on NaN, as in exp256)
-  x = _mm512_max_ps(_mm512_set1_ps(kMin), x);
-  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), _mm512_set1_ps(kRoundBias));
-  const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(kRoundBias));
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kP3), r, _mm512_set1_ps(kP2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP1));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP0));
-  __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
-  if constexpr (kFlush) y = _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps());
-  return y;
 }
 
 // Lane mask for the first `rem` (0..16) lanes of a 16-lane AVX-512 tail.
