@@ -212,60 +212,51 @@ void ukr_port(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
 }
 #endif
 
-// Packs A[m0:m0+mc, k0:k0+kc] into MR-high panels (dst[panel][k][i]), zero-padding the last
-// panel, and adds each row's sum over this k range to rowsum (when given).
-template <int MR>
-void pack_a_port(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst, float* rowsum) {
-  for (int64_t i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
-    const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
-    const float* src = a.p + (m0 + i0) * a.rs + k0 * a.cs;
-    if (a.rs == 1) {  // consecutive rows are adjacent: copy MR floats per k
+// Packs X[r0:r0+rows, k0:k0+kc] into W-wide panels (dst[panel][k][r]), zero-padding the
+// last: A's MR-high row panels, or B's NR-wide column panels with X = Bᵀ.
+template <int W>
+void pack_panels(const View& x, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+  for (int64_t i0 = 0; i0 < rows; i0 += W, dst += W * kc) {
+    const int64_t w = rows - i0 < W ? rows - i0 : W;
+    const float* src = x.p + (r0 + i0) * x.rs + k0 * x.cs;
+    if (x.rs == 1) {  // consecutive rows are adjacent: copy W floats per k
       for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * a.cs;
-        for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? s[i] : 0.0f;
+        const float* s = src + k * x.cs;
+        for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < w ? s[i] : 0.0f;
       }
     } else {  // walk each row along k
-      for (int64_t i = 0; i < MR; ++i) {
-        const float* s = src + i * a.rs;
-        if (i < mr) {
-          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * a.cs];
+      for (int64_t i = 0; i < W; ++i) {
+        const float* s = src + i * x.rs;
+        if (i < w) {
+          for (int64_t k = 0; k < kc; ++k) dst[k * W + i] = s[k * x.cs];
         } else {
-          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.0f;
+          for (int64_t k = 0; k < kc; ++k) dst[k * W + i] = 0.0f;
         }
-      }
-    }
-    if (rowsum) {
-      for (int64_t i = 0; i < mr; ++i) {
-        float s = 0.0f;
-        for (int64_t k = 0; k < kc; ++k) s += dst[k * MR + i];
-        rowsum[m0 + i0 + i] += s;
       }
     }
   }
 }
 
-// Packs B[k0:k0+kc, n0:n0+nc] into NR-wide panels (dst[panel][k][j]), zero-padding the last.
-template <int NR>
-void pack_b_port(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
-  for (int64_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
-    const int64_t nr = nc - j0 < NR ? nc - j0 : NR;
-    const float* src = b.p + k0 * b.rs + (n0 + j0) * b.cs;
-    if (b.cs == 1) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * b.rs;
-        for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < nr ? s[j] : 0.0f;
-      }
-    } else {
-      for (int64_t j = 0; j < NR; ++j) {
-        const float* s = src + j * b.cs;
-        if (j < nr) {
-          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * b.rs];
-        } else {
-          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.0f;
-        }
-      }
+// Packs A[m0:m0+mc, k0:k0+kc] into MR-high panels and adds each row's sum over this k range
+// to rowsum (when given).
+template <int MR>
+void pack_a_port(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst, float* rowsum) {
+  pack_panels<MR>(a, m0, mc, k0, kc, dst);
+  if (!rowsum) return;
+  for (int64_t i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
+    const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+    for (int64_t i = 0; i < mr; ++i) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < kc; ++k) s += dst[k * MR + i];
+      rowsum[m0 + i0 + i] += s;
     }
   }
+}
+
+// Packs B[k0:k0+kc, n0:n0+nc] into NR-wide panels (dst[panel][k][j]).
+template <int NR>
+void pack_b_port(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
+  pack_panels<NR>(View{b.p, b.cs, b.rs}, n0, nc, k0, kc, dst);
 }
 
 // KC: 256 × 16 floats = 16 KiB of B panel, half of a 32 KiB L1.

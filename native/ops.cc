@@ -6,8 +6,8 @@
 // flat element count (elementwise kernels), BT = B*T rows.
 //
 // Each kernel has a portable body (namespace port) and an AVX2/FMA body (namespace avx2),
-// LayerNorm and GELU also an AVX-512F one (namespace avx512); simd.h explains the run-time
-// choice (KEEL_PICK). Work is split over rows (or elements, or channels for the encoder
+// LayerNorm and GELU also an AVX-512F one (namespace avx512); those two kernels' SIMD bodies
+// are written once, in ops_simd.inc. simd.h explains the run-time choice (KEEL_PICK). Work is split over rows (or elements, or channels for the encoder
 // backward, whose rows scatter into shared embedding rows) with keel::parallel_for.
 #include <napi.h>
 
@@ -191,130 +191,11 @@ void xent(float* losses, float* lse, float* dl, const float* logits, const int32
 
 #if KEEL_X86
 namespace avx2 {
-
-KEEL_AVX2 void ln_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                           const float* b, int64_t r0, int64_t r1, int64_t C) {
-  const int64_t C8 = C & ~int64_t(7);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    float* o = out + r * C;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16) {
-      s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-      s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
-    }
-    for (; i < C8; i += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-    float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < C; ++i) s += x[i];
-    const float m = s / (float)C;
-    const __m256 vm = _mm256_set1_ps(m);
-    s0 = _mm256_setzero_ps();
-    s1 = _mm256_setzero_ps();
-    for (i = 0; i + 16 <= C; i += 16) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
-      s0 = _mm256_fmadd_ps(d0, d0, s0);
-      s1 = _mm256_fmadd_ps(d1, d1, s1);
-    }
-    for (; i < C8; i += 8) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-      s0 = _mm256_fmadd_ps(d0, d0, s0);
-    }
-    float v = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < C; ++i) v += (x[i] - m) * (x[i] - m);
-    const float rs = 1.0f / std::sqrt(v / (float)C + kLnEps);
-    const __m256 vr = _mm256_set1_ps(rs);
-    for (i = 0; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      _mm256_storeu_ps(o + i, _mm256_fmadd_ps(n, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
-    }
-    for (; i < C; ++i) o[i] = (x[i] - m) * rs * w[i] + b[i];
-    mean[r] = m;
-    rstd[r] = rs;
-  }
-}
-
-KEEL_AVX2 void ln_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                           const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
-                           int64_t C) {
-  const int64_t C8 = C & ~int64_t(7);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    const float* g = dout + r * C;
-    float* dx = dinp + r * C;
-    const float m = mean[r], rs = rstd[r];
-    const __m256 vm = _mm256_set1_ps(m), vr = _mm256_set1_ps(rs);
-    __m256 a0 = _mm256_setzero_ps(), c0 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      const __m256 gi = _mm256_loadu_ps(g + i);
-      const __m256 dn = _mm256_mul_ps(_mm256_loadu_ps(w + i), gi);
-      a0 = _mm256_add_ps(a0, dn);
-      c0 = _mm256_fmadd_ps(dn, n, c0);
-      _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), gi));
-      _mm256_storeu_ps(dw + i, _mm256_fmadd_ps(n, gi, _mm256_loadu_ps(dw + i)));
-    }
-    float sum_dn = hsum256(a0), sum_dn_n = hsum256(c0);
-    for (; i < C; ++i) {
-      const float n = (x[i] - m) * rs;
-      const float dn = w[i] * g[i];
-      sum_dn += dn;
-      sum_dn_n += dn * n;
-      db[i] += g[i];
-      dw[i] += n * g[i];
-    }
-    const float a = sum_dn / (float)C, c = sum_dn_n / (float)C;
-    const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(c);
-    for (i = 0; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      __m256 t = _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(g + i));
-      t = _mm256_sub_ps(_mm256_sub_ps(t, va), _mm256_mul_ps(n, vc));
-      _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(t, vr, _mm256_loadu_ps(dx + i)));
-    }
-    for (; i < C; ++i) {
-      const float n = (x[i] - m) * rs;
-      dx[i] += (w[i] * g[i] - a - n * c) * rs;
-    }
-  }
-}
-
-// e^(−2u) for u = k(x + a·x³), capped; shared by the GELU forward and backward.
-KEEL_AVX2 static inline __m256 gelu_exp(__m256 x, __m256 x2) {
-  const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluA), x2), x, x);
-  const __m256 t = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * kGeluK));
-  return exp256<false>(_mm256_min_ps(t, _mm256_set1_ps(kGeluExpCap)));  // +1 follows: no flush needed
-}
-
-KEEL_AVX2 void gelu_fwd(float* out, const float* inp, int64_t i0, int64_t i1) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 x = _mm256_loadu_ps(inp + i);
-    const __m256 e = gelu_exp(x, _mm256_mul_ps(x, x));
-    _mm256_storeu_ps(out + i, _mm256_div_ps(x, _mm256_add_ps(one, e)));
-  }
-  if (i < i1) port::gelu_fwd(out, inp, i, i1);
-}
-
-KEEL_AVX2 void gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 k2 = _mm256_set1_ps(2.0f * kGeluK), a3 = _mm256_set1_ps(3.0f * kGeluA);
-  int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 x = _mm256_loadu_ps(inp + i);
-    const __m256 x2 = _mm256_mul_ps(x, x);
-    const __m256 e = gelu_exp(x, x2);
-    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-    const __m256 ds = _mm256_mul_ps(_mm256_mul_ps(e, s), s);
-    const __m256 poly = _mm256_mul_ps(k2, _mm256_fmadd_ps(a3, x2, one));
-    const __m256 grad = _mm256_fmadd_ps(_mm256_mul_ps(x, ds), poly, s);
-    _mm256_storeu_ps(dinp + i, _mm256_fmadd_ps(grad, _mm256_loadu_ps(dout + i), _mm256_loadu_ps(dinp + i)));
-  }
-  if (i < i1) port::gelu_bwd(dinp, inp, dout, i, i1);
-}
-
+#define KEEL_VEC Vec8
+#define KEEL_OPS_FN KEEL_AVX2
+#include "ops_simd.inc"
+#undef KEEL_VEC
+#undef KEEL_OPS_FN
 
 KEEL_AVX2 void add(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
   int64_t i = i0;
@@ -419,165 +300,11 @@ KEEL_AVX2 void xent(float* losses, float* lse, float* dl, const float* logits, c
 }  // namespace avx2
 
 namespace avx512 {
-
-// AVX-512F LayerNorm: the AVX2 body's passes on 16 lanes, two accumulators per reduction, the
-// last partial vector of a row masked (masked-off lanes add exact zeros), so a row's result
-// depends on C alone, not on how the threads split the rows.
-KEEL_AVX512F void ln_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                const float* b, int64_t r0, int64_t r1, int64_t C) {
-  const int64_t C16 = C & ~int64_t(15);
-  const __mmask16 tail = tail_mask16(C - C16);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    float* o = out + r * C;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= C; i += 32) {
-      s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
-      s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16));
-    }
-    for (; i < C16; i += 16) s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
-    if (tail) s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(tail, x + C16));
-    const float m = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C;
-    const __m512 vm = _mm512_set1_ps(m);
-    s0 = _mm512_setzero_ps();
-    s1 = _mm512_setzero_ps();
-    for (i = 0; i + 32 <= C; i += 32) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
-      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vm);
-      s0 = _mm512_fmadd_ps(d0, d0, s0);
-      s1 = _mm512_fmadd_ps(d1, d1, s1);
-    }
-    for (; i < C16; i += 16) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
-      s0 = _mm512_fmadd_ps(d0, d0, s0);
-    }
-    if (tail) {
-      const __m512 d1 = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + C16), vm);
-      s1 = _mm512_fmadd_ps(d1, d1, s1);
-    }
-    const float rs = 1.0f / std::sqrt(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C + kLnEps);
-    const __m512 vr = _mm512_set1_ps(rs);
-    for (i = 0; i < C16; i += 16) {
-      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vr);
-      _mm512_storeu_ps(o + i, _mm512_fmadd_ps(n, _mm512_loadu_ps(w + i), _mm512_loadu_ps(b + i)));
-    }
-    if (tail) {
-      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + C16), vm), vr);
-      const __m512 y = _mm512_fmadd_ps(n, _mm512_maskz_loadu_ps(tail, w + C16), _mm512_maskz_loadu_ps(tail, b + C16));
-      _mm512_mask_storeu_ps(o + C16, tail, y);
-    }
-    mean[r] = m;
-    rstd[r] = rs;
-  }
-}
-
-// The backward's passes on 16 lanes; kTail: the row's last, partial vector (masked), else
-// plain loads and stores (masked ones slow a full vector down).
-template <bool kTail>
-KEEL_AVX512F static inline __m512 load16(__mmask16 k, const float* p) {
-  if constexpr (kTail) return _mm512_maskz_loadu_ps(k, p);
-  (void)k;
-  return _mm512_loadu_ps(p);
-}
-
-template <bool kTail>
-KEEL_AVX512F static inline void store16(__mmask16 k, float* p, __m512 v) {
-  if constexpr (kTail) return _mm512_mask_storeu_ps(p, k, v);
-  (void)k;
-  _mm512_storeu_ps(p, v);
-}
-
-// First pass: the row sums a += w·g, c += w·g·n, and this range's partial dw, db.
-template <bool kTail>
-KEEL_AVX512F static inline void ln_bwd_sums16(__mmask16 k, const float* x, const float* g, const float* w, float* dw,
-                                              float* db, __m512 vm, __m512 vr, __m512* a, __m512* c) {
-  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
-  const __m512 gi = load16<kTail>(k, g);
-  const __m512 dn = _mm512_mul_ps(load16<kTail>(k, w), gi);  // 0 in masked-off lanes
-  *a = _mm512_add_ps(*a, dn);
-  *c = _mm512_fmadd_ps(dn, n, *c);
-  store16<kTail>(k, db, _mm512_add_ps(load16<kTail>(k, db), gi));
-  store16<kTail>(k, dw, _mm512_fmadd_ps(n, gi, load16<kTail>(k, dw)));
-}
-
-// Second pass: dx += (w·g − a − n·c)·rstd.
-template <bool kTail>
-KEEL_AVX512F static inline void ln_bwd_dx16(__mmask16 k, float* dx, const float* x, const float* g, const float* w,
-                                            __m512 vm, __m512 vr, __m512 va, __m512 vc) {
-  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
-  __m512 t = _mm512_mul_ps(load16<kTail>(k, w), load16<kTail>(k, g));
-  t = _mm512_sub_ps(_mm512_sub_ps(t, va), _mm512_mul_ps(n, vc));
-  store16<kTail>(k, dx, _mm512_fmadd_ps(t, vr, load16<kTail>(k, dx)));
-}
-
-KEEL_AVX512F void ln_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
-                                int64_t C) {
-  const int64_t C16 = C & ~int64_t(15);
-  const __mmask16 tail = tail_mask16(C - C16);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    const float* g = dout + r * C;
-    float* dx = dinp + r * C;
-    const __m512 vm = _mm512_set1_ps(mean[r]), vr = _mm512_set1_ps(rstd[r]);
-    __m512 a0 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < C16; i += 16) ln_bwd_sums16<false>(0, x + i, g + i, w + i, dw + i, db + i, vm, vr, &a0, &c0);
-    if (tail) ln_bwd_sums16<true>(tail, x + C16, g + C16, w + C16, dw + C16, db + C16, vm, vr, &a0, &c0);
-    const __m512 va = _mm512_set1_ps(_mm512_reduce_add_ps(a0) / (float)C);
-    const __m512 vc = _mm512_set1_ps(_mm512_reduce_add_ps(c0) / (float)C);
-    for (int64_t i = 0; i < C16; i += 16) ln_bwd_dx16<false>(0, dx + i, x + i, g + i, w + i, vm, vr, va, vc);
-    if (tail) ln_bwd_dx16<true>(tail, dx + C16, x + C16, g + C16, w + C16, vm, vr, va, vc);
-  }
-}
-
-// AVX-512F GELU: the AVX2 steps on 16 lanes; the last partial vector is masked rather than
-// scalar, so every element takes the same arithmetic wherever the threads' ranges split
-// (the full vectors use plain loads and stores: masked ones slowed the memory-bound case).
-KEEL_AVX512F static inline __m512 gelu_exp512(__m512 x, __m512 x2) {
-  const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluA), x2), x, x);
-  const __m512 t = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0f * kGeluK));
-  return exp512<false>(_mm512_min_ps(t, _mm512_set1_ps(kGeluExpCap)));
-}
-
-KEEL_AVX512F static inline __m512 gelu16(__m512 x) {
-  const __m512 e = gelu_exp512(x, _mm512_mul_ps(x, x));
-  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-KEEL_AVX512F void gelu_fwd(float* out, const float* inp, int64_t i0, int64_t i1) {
-  int64_t i = i0;
-  for (; i + 16 <= i1; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(inp + i)));
-  if (i < i1) {
-    const __mmask16 m = tail_mask16(i1 - i);
-    _mm512_mask_storeu_ps(out + i, m, gelu16(_mm512_maskz_loadu_ps(m, inp + i)));
-  }
-}
-
-// dinp + gelu'(x)·dout on 16 lanes (the formula of port::gelu_bwd).
-KEEL_AVX512F static inline __m512 gelu_bwd16(__m512 x, __m512 dout, __m512 dinp) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  const __m512 e = gelu_exp512(x, x2);
-  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
-  const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(e, s), s);
-  const __m512 poly = _mm512_mul_ps(_mm512_set1_ps(2.0f * kGeluK), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * kGeluA), x2, one));
-  const __m512 grad = _mm512_fmadd_ps(_mm512_mul_ps(x, ds), poly, s);
-  return _mm512_fmadd_ps(grad, dout, dinp);
-}
-
-KEEL_AVX512F void gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
-  int64_t i = i0;
-  for (; i + 16 <= i1; i += 16) {
-    _mm512_storeu_ps(dinp + i, gelu_bwd16(_mm512_loadu_ps(inp + i), _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
-  }
-  if (i < i1) {
-    const __mmask16 m = tail_mask16(i1 - i);
-    const __m512 r = gelu_bwd16(_mm512_maskz_loadu_ps(m, inp + i), _mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, dinp + i));
-    _mm512_mask_storeu_ps(dinp + i, m, r);
-  }
-}
-
+#define KEEL_VEC Vec16
+#define KEEL_OPS_FN KEEL_AVX512F
+#include "ops_simd.inc"
+#undef KEEL_VEC
+#undef KEEL_OPS_FN
 }  // namespace avx512
 #endif  // KEEL_X86
 
@@ -723,6 +450,11 @@ void check_indices(Args& a, const int32_t* idx, int64_t n, int64_t limit, const 
   }
 }
 
+// The tokens of an encoder call index rows of wte (argument wte_at, C floats a row).
+void check_tokens(Args& a, const int32_t* tok, int64_t n, size_t wte_at, int64_t C) {
+  check_indices(a, tok, n, a.ok() ? a.length(wte_at) / C : 0, "tokens");
+}
+
 Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
   Args a(info, "encoderForward", 7);
   const int64_t B = a.size(4), T = a.size(5, 1), C = a.size(6, 1);
@@ -730,8 +462,7 @@ Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
   const int32_t* tok = a.i32(1, B * T);
   const float* wte = a.f32(2, C);
   const float* wpe = a.f32(3, T * C);
-  const int64_t vocab = a.ok() ? a.length(2) / C : 0;
-  check_indices(a, tok, B * T, vocab, "tokens");
+  check_tokens(a, tok, B * T, 2, C);
   if (a.ok()) encoder_forward(out, tok, wte, wpe, B, T, C);
   return a.env().Undefined();
 }
@@ -743,8 +474,7 @@ Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
   float* dwpe = a.f32(1, T * C);
   const float* dout = a.f32(2, B * T * C);
   const int32_t* tok = a.i32(3, B * T);
-  const int64_t vocab = a.ok() ? a.length(0) / C : 0;
-  check_indices(a, tok, B * T, vocab, "tokens");
+  check_tokens(a, tok, B * T, 0, C);
   if (a.ok()) encoder_backward(dwte, dwpe, dout, tok, B, T, C);
   return a.env().Undefined();
 }
