@@ -396,30 +396,23 @@ double cross_entropy(float* losses, float* lse, float* dl, const float* logits, 
 
 // ---- JS bindings --------------------------------------------------------------------------
 
+// layernormForward(out, mean, rstd, inp, weight, bias, N, C); declarators are read in order.
 Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
   Args a(info, "layernormForward", 8);
   const int64_t N = a.size(6), C = a.size(7, 1);
-  float* out = a.f32(0, N * C);
-  float* mean = a.f32(1, N);
-  float* rstd = a.f32(2, N);
-  const float* inp = a.f32(3, N * C);
-  const float* w = a.f32(4, C);
-  const float* b = a.f32(5, C);
+  float *out = a.f32(0, N * C), *mean = a.f32(1, N), *rstd = a.f32(2, N);
+  const float *inp = a.f32(3, N * C), *w = a.f32(4, C), *b = a.f32(5, C);
   if (a.ok()) layernorm_forward(out, mean, rstd, inp, w, b, N, C);
   return a.env().Undefined();
 }
 
+// layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C)
 Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   Args a(info, "layernormBackward", 10);
   const int64_t N = a.size(8), C = a.size(9, 1);
-  float* dinp = a.f32(0, N * C);
-  float* dweight = a.f32(1, C);
-  float* dbias = a.f32(2, C);
-  const float* dout = a.f32(3, N * C);
-  const float* inp = a.f32(4, N * C);
-  const float* w = a.f32(5, C);
-  const float* mean = a.f32(6, N);
-  const float* rstd = a.f32(7, N);
+  float *dinp = a.f32(0, N * C), *dweight = a.f32(1, C), *dbias = a.f32(2, C);
+  const float *dout = a.f32(3, N * C), *inp = a.f32(4, N * C), *w = a.f32(5, C);
+  const float *mean = a.f32(6, N), *rstd = a.f32(7, N);
   if (a.ok()) layernorm_backward(dinp, dweight, dbias, dout, inp, w, mean, rstd, N, C);
   return a.env().Undefined();
 }
@@ -450,32 +443,38 @@ void check_indices(Args& a, const int32_t* idx, int64_t n, int64_t limit, const 
   }
 }
 
-// The tokens of an encoder call index rows of wte (argument wte_at, C floats a row).
-void check_tokens(Args& a, const int32_t* tok, int64_t n, size_t wte_at, int64_t C) {
+// An encoder call's B, T, C (arguments 4 to 6).
+struct EncShape {
+  int64_t B, T, C;
+};
+EncShape enc_shape(Args& a) { return {a.size(4), a.size(5, 1), a.size(6, 1)}; }  // read in order
+
+// Whether the call is good so far and its tokens index rows of wte (argument wte_at, C floats
+// a row).
+bool tokens_ok(Args& a, const int32_t* tok, int64_t n, size_t wte_at, int64_t C) {
   check_indices(a, tok, n, a.ok() ? a.length(wte_at) / C : 0, "tokens");
+  return a.ok();
 }
 
 Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
   Args a(info, "encoderForward", 7);
-  const int64_t B = a.size(4), T = a.size(5, 1), C = a.size(6, 1);
+  const auto [B, T, C] = enc_shape(a);
   float* out = a.f32(0, B * T * C);
   const int32_t* tok = a.i32(1, B * T);
   const float* wte = a.f32(2, C);
   const float* wpe = a.f32(3, T * C);
-  check_tokens(a, tok, B * T, 2, C);
-  if (a.ok()) encoder_forward(out, tok, wte, wpe, B, T, C);
+  if (tokens_ok(a, tok, B * T, 2, C)) encoder_forward(out, tok, wte, wpe, B, T, C);
   return a.env().Undefined();
 }
 
 Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
   Args a(info, "encoderBackward", 7);
-  const int64_t B = a.size(4), T = a.size(5, 1), C = a.size(6, 1);
+  const auto [B, T, C] = enc_shape(a);
   float* dwte = a.f32(0, C);
   float* dwpe = a.f32(1, T * C);
   const float* dout = a.f32(2, B * T * C);
   const int32_t* tok = a.i32(3, B * T);
-  check_tokens(a, tok, B * T, 0, C);
-  if (a.ok()) encoder_backward(dwte, dwpe, dout, tok, B, T, C);
+  if (tokens_ok(a, tok, B * T, 0, C)) encoder_backward(dwte, dwpe, dout, tok, B, T, C);
   return a.env().Undefined();
 }
 
