@@ -278,11 +278,6 @@ namespace mm_avx2 {
 }  // namespace mm_avx2
 constexpr int kMr2 = mm_avx2::kMr, kNr2 = mm_avx2::kNr;  // 6×16
 
-// Lane mask selecting the first n lanes (n clamped to 0..8).
-KEEL_MM_AVX2 inline __m256i first_lanes(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 // As pack_a_port. The case that matters is doutᵀ for dW (a.rs == 1): MR adjacent floats
 // per k, moved 8 at a time with masked loads and 8-wide stores that the next k overwrites
 // past MR (the buffer has 16 floats of slack for the last one), summing rows on the way.
@@ -300,7 +295,7 @@ KEEL_MM_AVX2 void pack_a_avx2(const View& a, int64_t m0, int64_t mc, int64_t k0,
     __m256i mask[G];
     __m256 sum[G];
     for (int g = 0; g < G; ++g) {
-      mask[g] = first_lanes(mr - 8 * g);
+      mask[g] = tail_mask(mr - 8 * g);
       sum[g] = _mm256_setzero_ps();
     }
     const float* s = a.p + (m0 + i0) + k0 * a.cs;
@@ -354,7 +349,7 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
       } else {
         for (int64_t k = 0; k < kc; ++k) {
           for (int h = 0; h < NR; h += 8) {
-            _mm256_store_ps(dst + k * NR + h, _mm256_maskload_ps(src + k * b.rs + h, first_lanes(nr - h)));
+            _mm256_store_ps(dst + k * NR + h, _mm256_maskload_ps(src + k * b.rs + h, tail_mask(nr - h)));
           }
         }
       }

@@ -32,8 +32,6 @@
 
 namespace keel {
 
-inline bool simd_supported() { return isa_active() >= Isa::kAvx2; }
-
 // The switch itself: the ISA level the ops/attention/optim bodies may use (attention, LayerNorm
 // and GELU have AVX-512 bodies; everything else tops out at AVX2). Written only from the JS thread between
 // kernel calls, read at the start of each kernel, so a plain variable suffices.
@@ -222,7 +220,7 @@ KEEL_AVX2 static inline __m256 vexp(__m256 x) { return exp256<kFlush>(x); }
 template <bool kFlush = true>
 KEEL_AVX512F static inline __m512 vexp(__m512 x) { return exp512<kFlush>(x); }
 
-// Lane mask for the first `rem` (0..8) lanes, for maskload/maskstore tails.
+// Lane mask for the first `rem` lanes (rem clamped to 0..8), for maskload/maskstore tails.
 KEEL_AVX2 static inline __m256i tail_mask(int64_t rem) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), idx);
