@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "args.h"
 #include "pool.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -64,60 +65,42 @@ Isa from_env(Isa best) {
 // Each returns a value derived from the accumulators so the loop is not optimised away.
 constexpr int kChains = 12;
 
+// One body for every path's loop (a macro, as each needs its own target attribute): kChains
+// chains of a = STEP(a) on vectors of type V, started at SET1(i), summed by ADD and REDUCE.
+#define KEEL_PEAK_LOOP(NAME, TARGET, V, SET1, STEP, ADD, REDUCE)   \
+  TARGET float NAME(long n) {                                       \
+    V a[kChains];                                                   \
+    for (int i = 0; i < kChains; ++i) a[i] = SET1((float)i);        \
+    for (long k = 0; k < n; ++k) {                                  \
+      _Pragma("GCC unroll 12")                                      \
+      for (int i = 0; i < kChains; ++i) a[i] = STEP(a[i]);          \
+    }                                                               \
+    V s = a[0];                                                     \
+    for (int i = 1; i < kChains; ++i) s = ADD(s, a[i]);             \
+    return REDUCE(s);                                               \
+  }
+
 #if KEEL_ISA_X86
-__attribute__((target("avx2,fma"))) float loop_avx2(long n) {
-  __m256 a[kChains];
-  for (int i = 0; i < kChains; ++i) a[i] = _mm256_set1_ps((float)i);
-  const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
-  for (long k = 0; k < n; ++k) {
-#pragma GCC unroll 12
-    for (int i = 0; i < kChains; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
-  }
-  __m256 s = a[0];
-  for (int i = 1; i < kChains; ++i) s = _mm256_add_ps(s, a[i]);
-  return _mm256_cvtss_f32(s);
+#define KEEL_PEAK_AVX2 __attribute__((target("avx2,fma")))
+#define KEEL_PEAK_AVX512 __attribute__((target("avx512f")))
+#define KEEL_PEAK_BF16 __attribute__((target("avx512f,avx512bf16")))
+KEEL_PEAK_AVX2 inline __m256 fma256(__m256 a) { return _mm256_fmadd_ps(a, _mm256_set1_ps(0.999f), _mm256_set1_ps(0.001f)); }
+KEEL_PEAK_AVX512 inline __m512 fma512(__m512 a) { return _mm512_fmadd_ps(a, _mm512_set1_ps(0.999f), _mm512_set1_ps(0.001f)); }
+// bf16 1.0 times bf16 ~0.001, pairwise.
+KEEL_PEAK_BF16 inline __m512 dpbf16(__m512 a) {
+  return _mm512_dpbf16_ps(a, (__m512bh)_mm512_set1_epi16(0x3f80), (__m512bh)_mm512_set1_epi16(0x3a83));
 }
-
-__attribute__((target("avx512f"))) float loop_avx512(long n) {
-  __m512 a[kChains];
-  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps((float)i);
-  const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
-  for (long k = 0; k < n; ++k) {
-#pragma GCC unroll 12
-    for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
-  }
-  __m512 s = a[0];
-  for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx512f,avx512bf16"))) float loop_dpbf16(long n) {
-  __m512 a[kChains];
-  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps((float)i);
-  const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80);  // bf16 1.0
-  const __m512bh y = (__m512bh)_mm512_set1_epi16(0x3a83);  // bf16 ~0.001
-  for (long k = 0; k < n; ++k) {
-#pragma GCC unroll 12
-    for (int i = 0; i < kChains; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
-  }
-  __m512 s = a[0];
-  for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
-}
+KEEL_PEAK_LOOP(loop_avx2, KEEL_PEAK_AVX2, __m256, _mm256_set1_ps, fma256, _mm256_add_ps, _mm256_cvtss_f32)
+KEEL_PEAK_LOOP(loop_avx512, KEEL_PEAK_AVX512, __m512, _mm512_set1_ps, fma512, _mm512_add_ps, _mm512_reduce_add_ps)
+KEEL_PEAK_LOOP(loop_dpbf16, KEEL_PEAK_BF16, __m512, _mm512_set1_ps, dpbf16, _mm512_add_ps, _mm512_reduce_add_ps)
 #endif
 
 typedef float v4f __attribute__((vector_size(16)));
-float loop_portable(long n) {
-  v4f a[kChains];
-  for (int i = 0; i < kChains; ++i) a[i] = v4f{(float)i, (float)i, (float)i, (float)i};
-  const v4f m = {0.999f, 0.999f, 0.999f, 0.999f}, c = {0.001f, 0.001f, 0.001f, 0.001f};
-  for (long k = 0; k < n; ++k) {
-    for (int i = 0; i < kChains; ++i) a[i] = a[i] * m + c;
-  }
-  v4f s = a[0];
-  for (int i = 1; i < kChains; ++i) s += a[i];
-  return s[0];
-}
+inline v4f set4(float x) { return v4f{x, x, x, x}; }
+inline v4f mul_add4(v4f a) { return a * set4(0.999f) + set4(0.001f); }
+inline v4f add4(v4f a, v4f b) { return a + b; }
+inline float first4(v4f a) { return a[0]; }
+KEEL_PEAK_LOOP(loop_portable, , v4f, set4, mul_add4, add4, first4)
 
 // Runs the path's loop for n iterations; returns flops per iteration and stores a sink value.
 double run_loop(Isa isa, bool bf16, long n, float* sink) {
@@ -187,8 +170,7 @@ Napi::Value IsaSupported(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitIsa(Napi::Env env, Napi::Object exports) {
-  exports.Set("isa", Napi::Function::New(env, IsaName));
-  exports.Set("isaSupported", Napi::Function::New(env, IsaSupported));
+  add_exports(env, exports, {{"isa", IsaName}, {"isaSupported", IsaSupported}});
 }
 
 }  // namespace keel

@@ -6,8 +6,9 @@
 // refused with a warning on stderr and the best supported is used). AMX is not implemented:
 // the machine this was written on has none to test it on.
 //
-// The ops/attention/optimizer kernels have AVX2 bodies only (see simd.h); every path from
-// avx2 up runs them. The matmul has a body per path (matmul.cc).
+// The ops/attention/optimizer kernels have AVX2 bodies, LayerNorm, GELU and attention also
+// AVX-512F ones (see simd.h); every path from avx2 up runs them. The matmul has a body per
+// path (matmul.cc).
 #pragma once
 
 namespace keel {

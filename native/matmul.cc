@@ -15,7 +15,8 @@
 // directly, which saves a transposing copy whose cost is not small next to the arithmetic
 // when N is only 128.
 //
-// One micro-kernel per ISA path (isa.h), each with its own tile and depth block:
+// One micro-kernel per ISA path (isa.h), each with its own tile and depth block (avx2-fma and
+// avx512f are one body, matmul_ukr.inc, on 8 or 16 lanes):
 //   portable   6×16, vector extensions (4 floats)
 //   avx2-fma   6×16: 12 ymm accumulators + 2 B + 1 broadcast of the 16 registers
 //   avx512f    12×32: 24 zmm accumulators + 2 B + 1 broadcast of the 32; per k 24 FMAs
@@ -211,60 +212,51 @@ void ukr_port(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
 }
 #endif
 
-// Packs A[m0:m0+mc, k0:k0+kc] into MR-high panels (dst[panel][k][i]), zero-padding the last
-// panel, and adds each row's sum over this k range to rowsum (when given).
-template <int MR>
-void pack_a_port(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst, float* rowsum) {
-  for (int64_t i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
-    const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
-    const float* src = a.p + (m0 + i0) * a.rs + k0 * a.cs;
-    if (a.rs == 1) {  // consecutive rows are adjacent: copy MR floats per k
+// Packs X[r0:r0+rows, k0:k0+kc] into W-wide panels (dst[panel][k][r]), zero-padding the
+// last: A's MR-high row panels, or B's NR-wide column panels with X = Bᵀ.
+template <int W>
+void pack_panels(const View& x, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+  for (int64_t i0 = 0; i0 < rows; i0 += W, dst += W * kc) {
+    const int64_t w = rows - i0 < W ? rows - i0 : W;
+    const float* src = x.p + (r0 + i0) * x.rs + k0 * x.cs;
+    if (x.rs == 1) {  // consecutive rows are adjacent: copy W floats per k
       for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * a.cs;
-        for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? s[i] : 0.0f;
+        const float* s = src + k * x.cs;
+        for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < w ? s[i] : 0.0f;
       }
     } else {  // walk each row along k
-      for (int64_t i = 0; i < MR; ++i) {
-        const float* s = src + i * a.rs;
-        if (i < mr) {
-          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * a.cs];
+      for (int64_t i = 0; i < W; ++i) {
+        const float* s = src + i * x.rs;
+        if (i < w) {
+          for (int64_t k = 0; k < kc; ++k) dst[k * W + i] = s[k * x.cs];
         } else {
-          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.0f;
+          for (int64_t k = 0; k < kc; ++k) dst[k * W + i] = 0.0f;
         }
-      }
-    }
-    if (rowsum) {
-      for (int64_t i = 0; i < mr; ++i) {
-        float s = 0.0f;
-        for (int64_t k = 0; k < kc; ++k) s += dst[k * MR + i];
-        rowsum[m0 + i0 + i] += s;
       }
     }
   }
 }
 
-// Packs B[k0:k0+kc, n0:n0+nc] into NR-wide panels (dst[panel][k][j]), zero-padding the last.
-template <int NR>
-void pack_b_port(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
-  for (int64_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
-    const int64_t nr = nc - j0 < NR ? nc - j0 : NR;
-    const float* src = b.p + k0 * b.rs + (n0 + j0) * b.cs;
-    if (b.cs == 1) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * b.rs;
-        for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < nr ? s[j] : 0.0f;
-      }
-    } else {
-      for (int64_t j = 0; j < NR; ++j) {
-        const float* s = src + j * b.cs;
-        if (j < nr) {
-          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * b.rs];
-        } else {
-          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.0f;
-        }
-      }
+// Packs A[m0:m0+mc, k0:k0+kc] into MR-high panels and adds each row's sum over this k range
+// to rowsum (when given).
+template <int MR>
+void pack_a_port(const View& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst, float* rowsum) {
+  pack_panels<MR>(a, m0, mc, k0, kc, dst);
+  if (!rowsum) return;
+  for (int64_t i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
+    const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+    for (int64_t i = 0; i < mr; ++i) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < kc; ++k) s += dst[k * MR + i];
+      rowsum[m0 + i0 + i] += s;
     }
   }
+}
+
+// Packs B[k0:k0+kc, n0:n0+nc] into NR-wide panels (dst[panel][k][j]).
+template <int NR>
+void pack_b_port(const View& b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
+  pack_panels<NR>(View{b.p, b.cs, b.rs}, n0, nc, k0, kc, dst);
 }
 
 // KC: 256 × 16 floats = 16 KiB of B panel, half of a 32 KiB L1.
@@ -273,52 +265,18 @@ const Kernel kPortable = {"portable", Isa::kPortable, kMrP, kNrP, 256, false,
 
 // ---- AVX2 + FMA ------------------------------------------------------------------------
 #if KEEL_MM_X86
-constexpr int kMr2 = 6, kNr2 = 16;
-
-template <bool kDirect>
-KEEL_MM_AVX2 void ukr_avx2(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-                           const float* bias, bool overwrite) {
-  constexpr int MR = kMr2, NR = kNr2;
-  // The C tile is touched only after the k loop; start fetching it now.
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
-  __m256 acc[MR][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b + k * NR);
-    const __m256 b1 = _mm256_load_ps(b + k * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(kDirect ? a + i * lda + k : a + k * MR + i);
-      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
-  if (overwrite) {
-    const __m256 z0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    const __m256 z1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(acc[i][0], z0));
-      _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(acc[i][1], z1));
-    }
-  } else {
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), acc[i][0]));
-      _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), acc[i][1]));
-    }
-  }
-}
-
-// Lane mask selecting the first n lanes (n clamped to 0..8).
-KEEL_MM_AVX2 inline __m256i first_lanes(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
+namespace mm_avx2 {
+#define KEEL_VEC Vec8
+#define KEEL_MM_FN KEEL_MM_AVX2
+#define KEEL_MR 6
+#define KEEL_UNROLL_K _Pragma("GCC unroll 4")
+#include "matmul_ukr.inc"
+#undef KEEL_VEC
+#undef KEEL_MM_FN
+#undef KEEL_MR
+#undef KEEL_UNROLL_K
+}  // namespace mm_avx2
+constexpr int kMr2 = mm_avx2::kMr, kNr2 = mm_avx2::kNr;  // 6×16
 
 // As pack_a_port. The case that matters is doutᵀ for dW (a.rs == 1): MR adjacent floats
 // per k, moved 8 at a time with masked loads and 8-wide stores that the next k overwrites
@@ -337,7 +295,7 @@ KEEL_MM_AVX2 void pack_a_avx2(const View& a, int64_t m0, int64_t mc, int64_t k0,
     __m256i mask[G];
     __m256 sum[G];
     for (int g = 0; g < G; ++g) {
-      mask[g] = first_lanes(mr - 8 * g);
+      mask[g] = tail_mask(mr - 8 * g);
       sum[g] = _mm256_setzero_ps();
     }
     const float* s = a.p + (m0 + i0) + k0 * a.cs;
@@ -391,7 +349,7 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
       } else {
         for (int64_t k = 0; k < kc; ++k) {
           for (int h = 0; h < NR; h += 8) {
-            _mm256_store_ps(dst + k * NR + h, _mm256_maskload_ps(src + k * b.rs + h, first_lanes(nr - h)));
+            _mm256_store_ps(dst + k * NR + h, _mm256_maskload_ps(src + k * b.rs + h, tail_mask(nr - h)));
           }
         }
       }
@@ -416,55 +374,21 @@ KEEL_MM_AVX2 void pack_b_avx2(const View& b, int64_t k0, int64_t kc, int64_t n0,
 }
 
 const Kernel kAvx2 = {"avx2-fma", Isa::kAvx2, kMr2, kNr2, 256, false,
-                      ukr_avx2<false>, ukr_avx2<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port, nullptr};
+                      mm_avx2::ukr<false>, mm_avx2::ukr<true>, pack_a_avx2<kMr2>, pack_b_avx2<kNr2>, round_port, nullptr};
 
 // ---- AVX-512F --------------------------------------------------------------------------
-constexpr int kMr5 = 12, kNr5 = 32;
-
-// Stores the accumulated tile: C = acc + bias, or C += acc.
-template <int MR>
-KEEL_MM_AVX512 inline void store_tile512(__m512 acc[][2], float* c, int64_t ldc, const float* bias, bool overwrite) {
-  if (overwrite) {
-    const __m512 z0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    const __m512 z1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(c + i * ldc, _mm512_add_ps(acc[i][0], z0));
-      _mm512_storeu_ps(c + i * ldc + 16, _mm512_add_ps(acc[i][1], z1));
-    }
-  } else {
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(c + i * ldc, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc), acc[i][0]));
-      _mm512_storeu_ps(c + i * ldc + 16, _mm512_add_ps(_mm512_loadu_ps(c + i * ldc + 16), acc[i][1]));
-    }
-  }
-}
-
-template <bool kDirect>
-KEEL_MM_AVX512 void ukr_avx512(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-                               const float* bias, bool overwrite) {
-  constexpr int MR = kMr5, NR = kNr5;
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
-  __m512 acc[MR][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-#pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b + k * NR);
-    const __m512 b1 = _mm512_load_ps(b + k * NR + 16);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      const __m512 ai = _mm512_set1_ps(kDirect ? a[i * lda + k] : a[k * MR + i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-  }
-  store_tile512<MR>(acc, c, ldc, bias, overwrite);
-}
+namespace mm_avx512 {
+#define KEEL_VEC Vec16
+#define KEEL_MM_FN KEEL_MM_AVX512
+#define KEEL_MR 12
+#define KEEL_UNROLL_K _Pragma("GCC unroll 2")
+#include "matmul_ukr.inc"
+#undef KEEL_VEC
+#undef KEEL_MM_FN
+#undef KEEL_MR
+#undef KEEL_UNROLL_K
+}  // namespace mm_avx512
+constexpr int kMr5 = mm_avx512::kMr, kNr5 = mm_avx512::kNr;  // 12×32
 
 // Rounds packed floats to bf16 in place, 16 at a time (tail scalar).
 KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
@@ -486,7 +410,7 @@ KEEL_MM_AVX512 void round_avx512(float* p, int64_t n) {
 }
 
 const Kernel kAvx512 = {"avx512f", Isa::kAvx512f, kMr5, kNr5, 192, false,
-                        ukr_avx512<false>, ukr_avx512<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512, nullptr};
+                        mm_avx512::ukr<false>, mm_avx512::ukr<true>, pack_a_avx2<kMr5>, pack_b_avx2<kNr5>, round_avx512, nullptr};
 
 // ---- AVX512-BF16 (bf16 precision only) ---------------------------------------------------
 // Panels of bf16 k-pairs: word (p, i) of an A panel holds A(i, 2p) in its low half and
@@ -636,13 +560,8 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const floa
   const uint32_t* bp = reinterpret_cast<const uint32_t*>(b);
   // Word (p, i) of A: packed panel or pair rows.
   const int64_t rs = lda ? lda : 1, ps = lda ? 1 : MR;
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
   __m512 acc[MR][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  mm_avx512::start_tile(acc, c, ldc);
 #pragma GCC unroll 2
   for (int64_t p = 0; p < kp; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(bp + p * NR);
@@ -654,7 +573,7 @@ KEEL_MM_BF16 void ukr_dpbf16(int64_t kc, const float* a, int64_t lda, const floa
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
   }
-  store_tile512<MR>(acc, c, ldc, bias, overwrite);
+  mm_avx512::store_tile(acc, c, ldc, bias, overwrite);
 }
 
 // A row-major A (a.cs == 1) is not transposed into panels: each row's k range becomes a row
@@ -904,31 +823,15 @@ bool gemm(const Gemm& g) {
 
 // ---- JavaScript bindings ---------------------------------------------------------------
 
-// Reads info[i] as a size: an integer in [0, 2^31).
-bool size_at(const Napi::CallbackInfo& info, size_t i, int64_t* out) {
-  Napi::Value v = info[i];
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
-  if (!(d >= 0.0 && d < 2147483648.0) || d != (double)(int64_t)d) {
-    return arg_error(info, "argument " + std::to_string(i) + " must be a non-negative integer size");
-  }
-  *out = (int64_t)d;
-  return true;
-}
+// Sizes read with matmul's wording of the error.
+int64_t mm_size(Args& a, size_t i) { return a.size(i, 0, "must be a non-negative integer size"); }
 
-bool enough_args(const Napi::CallbackInfo& info, size_t n, const char* name) {
-  if (info.Length() >= n) return true;
-  return arg_error(info, std::string(name) + " expects " + std::to_string(n) + " arguments");
-}
-
-// Reads the optional precision argument info[i]: absent/undefined or "fp32" → false,
-// "bf16" → true; anything else fails.
-bool precision_at(const Napi::CallbackInfo& info, size_t i, bool* bf16) {
-  *bf16 = false;
-  if (info.Length() <= i || info[i].IsUndefined()) return true;
-  const std::string p = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
-  if (p == "fp32") return true;
-  if (p == "bf16") return *bf16 = true, true;
-  return arg_error(info, "argument " + std::to_string(i) + " (precision) must be \"fp32\" or \"bf16\"");
+// Reads the optional precision argument i: absent/undefined or "fp32" → false, "bf16" →
+// true; anything else fails.
+bool read_precision(Args& a, size_t i) {
+  const std::string p = a.given(i) ? a.text(i) : "fp32";
+  if (p != "fp32" && p != "bf16") a.fail("argument " + std::to_string(i) + " (precision) must be \"fp32\" or \"bf16\"");
+  return p == "bf16";
 }
 
 Napi::Value oom(const Napi::CallbackInfo& info) {
@@ -936,53 +839,53 @@ Napi::Value oom(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matmulForward(out, inp, weight, bias|null, BT, C, OC, precision?)
-Napi::Value MatmulForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t BT, C, OC;
-  bool bf16;
-  if (!enough_args(info, 7, "matmulForward") || !size_at(info, 4, &BT) || !size_at(info, 5, &C) ||
-      !size_at(info, 6, &OC) || !precision_at(info, 7, &bf16)) {
-    return env.Undefined();
-  }
-  bool failed = false;
-  float* out = f32(info, 0, BT * OC, false, &failed);
-  const float* inp = failed ? nullptr : f32(info, 1, BT * C, false, &failed);
-  const float* w = failed ? nullptr : f32(info, 2, OC * C, false, &failed);
-  const float* bias = failed ? nullptr : f32(info, 3, OC, true, &failed);
-  if (failed) return env.Undefined();
-  if (!gemm(Gemm{BT, OC, C, {inp, C, 1}, {w, 1, C}, out, OC, bias, true, nullptr, bf16})) return oom(info);
-  return env.Undefined();
+// out[BT,OC] = inp[BT,C]·Wᵀ (+ bias). False when the packing buffers cannot be allocated.
+bool matmul_forward(float* out, const float* inp, const float* w, const float* bias, int64_t BT, int64_t C,
+                    int64_t OC, bool bf16) {
+  return gemm(Gemm{BT, OC, C, {inp, C, 1}, {w, 1, C}, out, OC, bias, true, nullptr, bf16});
 }
 
-// matmulBackward(dinp, dweight, dbias|null, dout, inp, weight, BT, C, OC, precision?)
-Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t BT, C, OC;
-  bool bf16;
-  if (!enough_args(info, 9, "matmulBackward") || !size_at(info, 6, &BT) || !size_at(info, 7, &C) ||
-      !size_at(info, 8, &OC) || !precision_at(info, 9, &bf16)) {
-    return env.Undefined();
-  }
-  bool failed = false;
-  float* dinp = f32(info, 0, BT * C, false, &failed);
-  float* dw = failed ? nullptr : f32(info, 1, OC * C, false, &failed);
-  float* dbias = failed ? nullptr : f32(info, 2, OC, true, &failed);
-  const float* dout = failed ? nullptr : f32(info, 3, BT * OC, false, &failed);
-  const float* inp = failed ? nullptr : f32(info, 4, BT * C, false, &failed);
-  const float* w = failed ? nullptr : f32(info, 5, OC * C, false, &failed);
-  if (failed) return env.Undefined();
+// dinp += dout·W, dW += doutᵀ·inp, dbias += Σ_rows dout. False on allocation failure.
+bool matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
+                     int64_t BT, int64_t C, int64_t OC, bool bf16) {
   // dinp[BT,C] += dout[BT,OC] · W[OC,C]
-  if (!gemm(Gemm{BT, C, OC, {dout, OC, 1}, {w, C, 1}, dinp, C, nullptr, false, nullptr, bf16})) return oom(info);
+  if (!gemm(Gemm{BT, C, OC, {dout, OC, 1}, {w, C, 1}, dinp, C, nullptr, false, nullptr, bf16})) return false;
   // dW[OC,C] += doutᵀ · inp, with dbias summed while packing doutᵀ
-  if (C > 0) {
-    if (!gemm(Gemm{OC, C, BT, {dout, 1, OC}, {inp, C, 1}, dw, C, nullptr, false, dbias, bf16})) return oom(info);
-  } else if (dbias) {  // no dW product to ride on
+  if (C > 0) return gemm(Gemm{OC, C, BT, {dout, 1, OC}, {inp, C, 1}, dw, C, nullptr, false, dbias, bf16});
+  if (dbias) {  // no dW product to ride on
     for (int64_t r = 0; r < BT; ++r) {
       for (int64_t o = 0; o < OC; ++o) dbias[o] += dout[r * OC + o];
     }
   }
-  return env.Undefined();
+  return true;
+}
+
+// matmulForward(out, inp, weight, bias|null, BT, C, OC, precision?)
+Napi::Value MatmulForward(const Napi::CallbackInfo& info) {
+  Args a(info, "matmulForward", 7);
+  const int64_t BT = mm_size(a, 4), C = mm_size(a, 5), OC = mm_size(a, 6);
+  const bool bf16 = read_precision(a, 7);
+  float* out = a.f32(0, BT * OC);
+  const float* inp = a.f32(1, BT * C);
+  const float* w = a.f32(2, OC * C);
+  const float* bias = a.f32(3, OC, true);
+  if (!a.ok()) return a.env().Undefined();
+  return matmul_forward(out, inp, w, bias, BT, C, OC, bf16) ? a.env().Undefined() : oom(info);
+}
+
+// matmulBackward(dinp, dweight, dbias|null, dout, inp, weight, BT, C, OC, precision?)
+Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "matmulBackward", 9);
+  const int64_t BT = mm_size(a, 6), C = mm_size(a, 7), OC = mm_size(a, 8);
+  const bool bf16 = read_precision(a, 9);
+  float* dinp = a.f32(0, BT * C);
+  float* dw = a.f32(1, OC * C);
+  float* dbias = a.f32(2, OC, true);
+  const float* dout = a.f32(3, BT * OC);
+  const float* inp = a.f32(4, BT * C);
+  const float* w = a.f32(5, OC * C);
+  if (!a.ok()) return a.env().Undefined();
+  return matmul_backward(dinp, dw, dbias, dout, inp, w, BT, C, OC, bf16) ? a.env().Undefined() : oom(info);
 }
 
 // The name of the kernel serving `bf16` products: the fp32 kernel's, the pair kernel's, or
@@ -995,9 +898,10 @@ std::string kernel_label(bool bf16) {
 
 // matmulKernel(precision?) → the kernel serving that precision (default fp32).
 Napi::Value MatmulKernel(const Napi::CallbackInfo& info) {
-  bool bf16;
-  if (!precision_at(info, 0, &bf16)) return info.Env().Undefined();
-  return Napi::String::New(info.Env(), kernel_label(bf16));
+  Args a(info, "matmulKernel", 0);
+  const bool bf16 = read_precision(a, 0);
+  if (!a.ok()) return a.env().Undefined();
+  return Napi::String::New(a.env(), kernel_label(bf16));
 }
 
 // matmulSetKernel("auto" | "portable" | "avx2-fma" | "avx512f" | "avx512bf16") → the name now
@@ -1037,20 +941,19 @@ Napi::Value MatmulSetKernel(const Napi::CallbackInfo& info) {
 // matmulPeakGflops(precision?) → measured peak GFLOP/s of the multiply-add instruction the
 // kernel serving that precision uses, over the pool's threads.
 Napi::Value MatmulPeakGflops(const Napi::CallbackInfo& info) {
-  bool bf16;
-  if (!precision_at(info, 0, &bf16)) return info.Env().Undefined();
+  Args a(info, "matmulPeakGflops", 0);
+  const bool bf16 = read_precision(a, 0);
+  if (!a.ok()) return a.env().Undefined();
   const Kernel& k = kernel_for(bf16);
-  return Napi::Number::New(info.Env(), isa_peak_gflops(k.isa, k.pairs, pool_threads()));
+  return Napi::Number::New(a.env(), isa_peak_gflops(k.isa, k.pairs, pool_threads()));
 }
 
 }  // namespace
 
 void InitMatmul(Napi::Env env, Napi::Object exports) {
-  exports.Set("matmulForward", Napi::Function::New(env, MatmulForward));
-  exports.Set("matmulBackward", Napi::Function::New(env, MatmulBackward));
-  exports.Set("matmulKernel", Napi::Function::New(env, MatmulKernel));
-  exports.Set("matmulSetKernel", Napi::Function::New(env, MatmulSetKernel));
-  exports.Set("matmulPeakGflops", Napi::Function::New(env, MatmulPeakGflops));
+  add_exports(env, exports, {{"matmulForward", MatmulForward}, {"matmulBackward", MatmulBackward},
+                             {"matmulKernel", MatmulKernel}, {"matmulSetKernel", MatmulSetKernel},
+                             {"matmulPeakGflops", MatmulPeakGflops}});
 }
 
 }  // namespace keel

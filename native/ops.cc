@@ -5,8 +5,9 @@
 // Glossary: B batch, T time (sequence), C channels, V vocabulary, N rows (LayerNorm) or a
 // flat element count (elementwise kernels), BT = B*T rows.
 //
-// Each kernel has a portable body (*_port) and an AVX2/FMA body (*_avx2), LayerNorm and GELU
-// also an AVX-512F one (*_avx512); simd.h explains the run-time choice. Work is split over rows (or elements, or channels for the encoder
+// Each kernel has a portable body (namespace port) and an AVX2/FMA body (namespace avx2),
+// LayerNorm and GELU also an AVX-512F one (namespace avx512); those two kernels' SIMD bodies
+// are written once, in ops_simd.inc. simd.h explains the run-time choice (KEEL_PICK). Work is split over rows (or elements, or channels for the encoder
 // backward, whose rows scatter into shared embedding rows) with keel::parallel_for.
 #include <napi.h>
 
@@ -29,11 +30,24 @@ constexpr float kGeluA = 0.044715f;
 // so that σ and e·σ² stay normal floats instead of becoming inf·0.
 constexpr float kGeluExpCap = 80.0f;
 
+// ---- cross-entropy ---------------------------------------------------------------------------
+// Row r of logits[BT,V]: loss = log Σ e^(x−max) − (x[target] − max); lse (may be null) =
+// log Z = log Σ e^(x−max) + max. dlogits (may alias logits) = (softmax·(1 + 2·zc·lse) −
+// onehot)·scale, the gradient of scale·(loss + zc·lse²) (z-loss): e^(x−max) is stored first,
+// then rescaled by xent_factor. zc = 0 keeps the plain factor scale/Σ bit for bit.
+inline float xent_factor(float scale, float sum, float mx, double zc) {
+  if (zc == 0.0) return scale / sum;
+  const double lse = std::log((double)sum) + (double)mx;
+  return (float)((double)scale * (1.0 + 2.0 * zc * lse) / (double)sum);
+}
+
+namespace port {
+
 // ---- LayerNorm ---------------------------------------------------------------------------
 // out[N,C] = (inp − mean)·rstd·weight + bias; mean[N], rstd[N] saved. Biased variance,
 // computed in two passes over the (L1-resident) row for accuracy.
 
-void ln_fwd_port(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+void ln_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                  int64_t r0, int64_t r1, int64_t C) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = inp + r * C;
@@ -52,7 +66,7 @@ void ln_fwd_port(float* out, float* mean, float* rstd, const float* inp, const f
 
 // dinp[N,C] += ∂L/∂inp; dweight[C] and dbias[C] receive this range's partial sums (the
 // caller reduces the per-thread partials, so rows never race on them).
-void ln_bwd_port(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+void ln_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                  const float* mean, const float* rstd, int64_t r0, int64_t r1, int64_t C) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = inp + r * C;
@@ -78,7 +92,7 @@ void ln_bwd_port(float* dinp, float* dw, float* db, const float* dout, const flo
 
 // ---- GELU ----------------------------------------------------------------------------------
 
-void gelu_fwd_port(float* out, const float* inp, int64_t i0, int64_t i1) {
+void gelu_fwd(float* out, const float* inp, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const float x = inp[i];
     const float u = kGeluK * (x + kGeluA * x * x * x);
@@ -89,7 +103,7 @@ void gelu_fwd_port(float* out, const float* inp, int64_t i0, int64_t i1) {
 }
 
 // gelu'(x) = s + x·s(1−s)·2k(1 + 3a·x²) with s = σ(2u), and s(1−s) = e·s², e = e^(−2u).
-void gelu_bwd_port(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
+void gelu_bwd(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const float x = inp[i];
     const float x2 = x * x;
@@ -106,13 +120,13 @@ void gelu_bwd_port(float* dinp, const float* inp, const float* dout, int64_t i0,
 
 // ---- residual / accumulate ------------------------------------------------------------------
 
-void add_port(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
+void add(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) out[i] = a[i] + b[i];
 }
 
 // ---- encoder -------------------------------------------------------------------------------
 // out[B,T,C] = wte[tokens[b,t]] + wpe[t], rows [r0, r1) of BT.
-void enc_fwd_port(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0, int64_t r1,
+void enc_fwd(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0, int64_t r1,
                   int64_t T, int64_t C) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* e = wte + (int64_t)tok[r] * C;
@@ -124,7 +138,7 @@ void enc_fwd_port(float* out, const int32_t* tok, const float* wte, const float*
 
 // dwte: channels [c0, c1) of every row. Rows sharing a token scatter into the same dwte
 // row, so threads split channels (disjoint, fixed summation order) rather than rows.
-void enc_bwd_wte_port(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C, int64_t c0,
+void enc_bwd_wte(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C, int64_t c0,
                       int64_t c1) {
   for (int64_t r = 0; r < BT; ++r) {
     const float* g = dout + r * C;
@@ -134,7 +148,7 @@ void enc_bwd_wte_port(float* dwte, const float* dout, const int32_t* tok, int64_
 }
 
 // dwpe: positions [t0, t1), each summed over the batch (threads split positions).
-void enc_bwd_wpe_port(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0, int64_t t1) {
+void enc_bwd_wpe(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
     float* dpe = dwpe + t * C;
     for (int64_t b = 0; b < B; ++b) {
@@ -144,18 +158,8 @@ void enc_bwd_wpe_port(float* dwpe, const float* dout, int64_t B, int64_t T, int6
   }
 }
 
-// ---- cross-entropy ---------------------------------------------------------------------------
-// Row r of logits[BT,V]: loss = log Σ e^(x−max) − (x[target] − max); lse (may be null) =
-// log Z = log Σ e^(x−max) + max. dlogits (may alias logits) = (softmax·(1 + 2·zc·lse) −
-// onehot)·scale, the gradient of scale·(loss + zc·lse²) (z-loss): e^(x−max) is stored first,
-// then rescaled by xent_factor. zc = 0 keeps the plain factor scale/Σ bit for bit.
-inline float xent_factor(float scale, float sum, float mx, double zc) {
-  if (zc == 0.0) return scale / sum;
-  const double lse = std::log((double)sum) + (double)mx;
-  return (float)((double)scale * (1.0 + 2.0 * zc * lse) / (double)sum);
-}
-
-void xent_port(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets, int64_t r0,
+// ---- cross-entropy (xent_factor above) ---------------------------------------------------
+void xent(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets, int64_t r0,
                int64_t r1, int64_t V, float scale, double zc) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = logits + r * V;
@@ -183,289 +187,17 @@ void xent_port(float* losses, float* lse, float* dl, const float* logits, const 
   }
 }
 
+}  // namespace port
+
 #if KEEL_X86
-KEEL_AVX2 void ln_fwd_avx2(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                           const float* b, int64_t r0, int64_t r1, int64_t C) {
-  const int64_t C8 = C & ~int64_t(7);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    float* o = out + r * C;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16) {
-      s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-      s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
-    }
-    for (; i < C8; i += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-    float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < C; ++i) s += x[i];
-    const float m = s / (float)C;
-    const __m256 vm = _mm256_set1_ps(m);
-    s0 = _mm256_setzero_ps();
-    s1 = _mm256_setzero_ps();
-    for (i = 0; i + 16 <= C; i += 16) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
-      s0 = _mm256_fmadd_ps(d0, d0, s0);
-      s1 = _mm256_fmadd_ps(d1, d1, s1);
-    }
-    for (; i < C8; i += 8) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-      s0 = _mm256_fmadd_ps(d0, d0, s0);
-    }
-    float v = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < C; ++i) v += (x[i] - m) * (x[i] - m);
-    const float rs = 1.0f / std::sqrt(v / (float)C + kLnEps);
-    const __m256 vr = _mm256_set1_ps(rs);
-    for (i = 0; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      _mm256_storeu_ps(o + i, _mm256_fmadd_ps(n, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
-    }
-    for (; i < C; ++i) o[i] = (x[i] - m) * rs * w[i] + b[i];
-    mean[r] = m;
-    rstd[r] = rs;
-  }
-}
+namespace avx2 {
+#define KEEL_VEC Vec8
+#define KEEL_OPS_FN KEEL_AVX2
+#include "ops_simd.inc"
+#undef KEEL_VEC
+#undef KEEL_OPS_FN
 
-KEEL_AVX2 void ln_bwd_avx2(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                           const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
-                           int64_t C) {
-  const int64_t C8 = C & ~int64_t(7);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    const float* g = dout + r * C;
-    float* dx = dinp + r * C;
-    const float m = mean[r], rs = rstd[r];
-    const __m256 vm = _mm256_set1_ps(m), vr = _mm256_set1_ps(rs);
-    __m256 a0 = _mm256_setzero_ps(), c0 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      const __m256 gi = _mm256_loadu_ps(g + i);
-      const __m256 dn = _mm256_mul_ps(_mm256_loadu_ps(w + i), gi);
-      a0 = _mm256_add_ps(a0, dn);
-      c0 = _mm256_fmadd_ps(dn, n, c0);
-      _mm256_storeu_ps(db + i, _mm256_add_ps(_mm256_loadu_ps(db + i), gi));
-      _mm256_storeu_ps(dw + i, _mm256_fmadd_ps(n, gi, _mm256_loadu_ps(dw + i)));
-    }
-    float sum_dn = hsum256(a0), sum_dn_n = hsum256(c0);
-    for (; i < C; ++i) {
-      const float n = (x[i] - m) * rs;
-      const float dn = w[i] * g[i];
-      sum_dn += dn;
-      sum_dn_n += dn * n;
-      db[i] += g[i];
-      dw[i] += n * g[i];
-    }
-    const float a = sum_dn / (float)C, c = sum_dn_n / (float)C;
-    const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(c);
-    for (i = 0; i < C8; i += 8) {
-      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
-      __m256 t = _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(g + i));
-      t = _mm256_sub_ps(_mm256_sub_ps(t, va), _mm256_mul_ps(n, vc));
-      _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(t, vr, _mm256_loadu_ps(dx + i)));
-    }
-    for (; i < C; ++i) {
-      const float n = (x[i] - m) * rs;
-      dx[i] += (w[i] * g[i] - a - n * c) * rs;
-    }
-  }
-}
-
-// AVX-512F LayerNorm: the AVX2 body's passes on 16 lanes, two accumulators per reduction, the
-// last partial vector of a row masked (masked-off lanes add exact zeros), so a row's result
-// depends on C alone, not on how the threads split the rows.
-KEEL_AVX512F void ln_fwd_avx512(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                const float* b, int64_t r0, int64_t r1, int64_t C) {
-  const int64_t C16 = C & ~int64_t(15);
-  const __mmask16 tail = tail_mask16(C - C16);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    float* o = out + r * C;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= C; i += 32) {
-      s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
-      s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16));
-    }
-    for (; i < C16; i += 16) s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
-    if (tail) s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(tail, x + C16));
-    const float m = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C;
-    const __m512 vm = _mm512_set1_ps(m);
-    s0 = _mm512_setzero_ps();
-    s1 = _mm512_setzero_ps();
-    for (i = 0; i + 32 <= C; i += 32) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
-      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vm);
-      s0 = _mm512_fmadd_ps(d0, d0, s0);
-      s1 = _mm512_fmadd_ps(d1, d1, s1);
-    }
-    for (; i < C16; i += 16) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
-      s0 = _mm512_fmadd_ps(d0, d0, s0);
-    }
-    if (tail) {
-      const __m512 d1 = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + C16), vm);
-      s1 = _mm512_fmadd_ps(d1, d1, s1);
-    }
-    const float rs = 1.0f / std::sqrt(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)C + kLnEps);
-    const __m512 vr = _mm512_set1_ps(rs);
-    for (i = 0; i < C16; i += 16) {
-      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vr);
-      _mm512_storeu_ps(o + i, _mm512_fmadd_ps(n, _mm512_loadu_ps(w + i), _mm512_loadu_ps(b + i)));
-    }
-    if (tail) {
-      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + C16), vm), vr);
-      const __m512 y = _mm512_fmadd_ps(n, _mm512_maskz_loadu_ps(tail, w + C16), _mm512_maskz_loadu_ps(tail, b + C16));
-      _mm512_mask_storeu_ps(o + C16, tail, y);
-    }
-    mean[r] = m;
-    rstd[r] = rs;
-  }
-}
-
-// The backward's passes on 16 lanes; kTail: the row's last, partial vector (masked), else
-// plain loads and stores (masked ones slow a full vector down).
-template <bool kTail>
-KEEL_AVX512F static inline __m512 load16(__mmask16 k, const float* p) {
-  if constexpr (kTail) return _mm512_maskz_loadu_ps(k, p);
-  (void)k;
-  return _mm512_loadu_ps(p);
-}
-
-template <bool kTail>
-KEEL_AVX512F static inline void store16(__mmask16 k, float* p, __m512 v) {
-  if constexpr (kTail) return _mm512_mask_storeu_ps(p, k, v);
-  (void)k;
-  _mm512_storeu_ps(p, v);
-}
-
-// First pass: the row sums a += w·g, c += w·g·n, and this range's partial dw, db.
-template <bool kTail>
-KEEL_AVX512F static inline void ln_bwd_sums16(__mmask16 k, const float* x, const float* g, const float* w, float* dw,
-                                              float* db, __m512 vm, __m512 vr, __m512* a, __m512* c) {
-  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
-  const __m512 gi = load16<kTail>(k, g);
-  const __m512 dn = _mm512_mul_ps(load16<kTail>(k, w), gi);  // 0 in masked-off lanes
-  *a = _mm512_add_ps(*a, dn);
-  *c = _mm512_fmadd_ps(dn, n, *c);
-  store16<kTail>(k, db, _mm512_add_ps(load16<kTail>(k, db), gi));
-  store16<kTail>(k, dw, _mm512_fmadd_ps(n, gi, load16<kTail>(k, dw)));
-}
-
-// Second pass: dx += (w·g − a − n·c)·rstd.
-template <bool kTail>
-KEEL_AVX512F static inline void ln_bwd_dx16(__mmask16 k, float* dx, const float* x, const float* g, const float* w,
-                                            __m512 vm, __m512 vr, __m512 va, __m512 vc) {
-  const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16<kTail>(k, x), vm), vr);
-  __m512 t = _mm512_mul_ps(load16<kTail>(k, w), load16<kTail>(k, g));
-  t = _mm512_sub_ps(_mm512_sub_ps(t, va), _mm512_mul_ps(n, vc));
-  store16<kTail>(k, dx, _mm512_fmadd_ps(t, vr, load16<kTail>(k, dx)));
-}
-
-KEEL_AVX512F void ln_bwd_avx512(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                const float* w, const float* mean, const float* rstd, int64_t r0, int64_t r1,
-                                int64_t C) {
-  const int64_t C16 = C & ~int64_t(15);
-  const __mmask16 tail = tail_mask16(C - C16);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* x = inp + r * C;
-    const float* g = dout + r * C;
-    float* dx = dinp + r * C;
-    const __m512 vm = _mm512_set1_ps(mean[r]), vr = _mm512_set1_ps(rstd[r]);
-    __m512 a0 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < C16; i += 16) ln_bwd_sums16<false>(0, x + i, g + i, w + i, dw + i, db + i, vm, vr, &a0, &c0);
-    if (tail) ln_bwd_sums16<true>(tail, x + C16, g + C16, w + C16, dw + C16, db + C16, vm, vr, &a0, &c0);
-    const __m512 va = _mm512_set1_ps(_mm512_reduce_add_ps(a0) / (float)C);
-    const __m512 vc = _mm512_set1_ps(_mm512_reduce_add_ps(c0) / (float)C);
-    for (int64_t i = 0; i < C16; i += 16) ln_bwd_dx16<false>(0, dx + i, x + i, g + i, w + i, vm, vr, va, vc);
-    if (tail) ln_bwd_dx16<true>(tail, dx + C16, x + C16, g + C16, w + C16, vm, vr, va, vc);
-  }
-}
-
-// e^(−2u) for u = k(x + a·x³), capped; shared by the GELU forward and backward.
-KEEL_AVX2 static inline __m256 gelu_exp(__m256 x, __m256 x2) {
-  const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(kGeluA), x2), x, x);
-  const __m256 t = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * kGeluK));
-  return exp256<false>(_mm256_min_ps(t, _mm256_set1_ps(kGeluExpCap)));  // +1 follows: no flush needed
-}
-
-KEEL_AVX2 void gelu_fwd_avx2(float* out, const float* inp, int64_t i0, int64_t i1) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 x = _mm256_loadu_ps(inp + i);
-    const __m256 e = gelu_exp(x, _mm256_mul_ps(x, x));
-    _mm256_storeu_ps(out + i, _mm256_div_ps(x, _mm256_add_ps(one, e)));
-  }
-  if (i < i1) gelu_fwd_port(out, inp, i, i1);
-}
-
-KEEL_AVX2 void gelu_bwd_avx2(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 k2 = _mm256_set1_ps(2.0f * kGeluK), a3 = _mm256_set1_ps(3.0f * kGeluA);
-  int64_t i = i0;
-  for (; i + 8 <= i1; i += 8) {
-    const __m256 x = _mm256_loadu_ps(inp + i);
-    const __m256 x2 = _mm256_mul_ps(x, x);
-    const __m256 e = gelu_exp(x, x2);
-    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-    const __m256 ds = _mm256_mul_ps(_mm256_mul_ps(e, s), s);
-    const __m256 poly = _mm256_mul_ps(k2, _mm256_fmadd_ps(a3, x2, one));
-    const __m256 grad = _mm256_fmadd_ps(_mm256_mul_ps(x, ds), poly, s);
-    _mm256_storeu_ps(dinp + i, _mm256_fmadd_ps(grad, _mm256_loadu_ps(dout + i), _mm256_loadu_ps(dinp + i)));
-  }
-  if (i < i1) gelu_bwd_port(dinp, inp, dout, i, i1);
-}
-
-// AVX-512F GELU: the AVX2 steps on 16 lanes; the last partial vector is masked rather than
-// scalar, so every element takes the same arithmetic wherever the threads' ranges split
-// (the full vectors use plain loads and stores: masked ones slowed the memory-bound case).
-KEEL_AVX512F static inline __m512 gelu_exp512(__m512 x, __m512 x2) {
-  const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluA), x2), x, x);
-  const __m512 t = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0f * kGeluK));
-  return exp512<false>(_mm512_min_ps(t, _mm512_set1_ps(kGeluExpCap)));
-}
-
-KEEL_AVX512F static inline __m512 gelu16(__m512 x) {
-  const __m512 e = gelu_exp512(x, _mm512_mul_ps(x, x));
-  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-KEEL_AVX512F void gelu_fwd_avx512(float* out, const float* inp, int64_t i0, int64_t i1) {
-  int64_t i = i0;
-  for (; i + 16 <= i1; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(inp + i)));
-  if (i < i1) {
-    const __mmask16 m = tail_mask16(i1 - i);
-    _mm512_mask_storeu_ps(out + i, m, gelu16(_mm512_maskz_loadu_ps(m, inp + i)));
-  }
-}
-
-// dinp + gelu'(x)·dout on 16 lanes (the formula of gelu_bwd_port).
-KEEL_AVX512F static inline __m512 gelu_bwd16(__m512 x, __m512 dout, __m512 dinp) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  const __m512 e = gelu_exp512(x, x2);
-  const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
-  const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(e, s), s);
-  const __m512 poly = _mm512_mul_ps(_mm512_set1_ps(2.0f * kGeluK), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * kGeluA), x2, one));
-  const __m512 grad = _mm512_fmadd_ps(_mm512_mul_ps(x, ds), poly, s);
-  return _mm512_fmadd_ps(grad, dout, dinp);
-}
-
-KEEL_AVX512F void gelu_bwd_avx512(float* dinp, const float* inp, const float* dout, int64_t i0, int64_t i1) {
-  int64_t i = i0;
-  for (; i + 16 <= i1; i += 16) {
-    _mm512_storeu_ps(dinp + i, gelu_bwd16(_mm512_loadu_ps(inp + i), _mm512_loadu_ps(dout + i), _mm512_loadu_ps(dinp + i)));
-  }
-  if (i < i1) {
-    const __mmask16 m = tail_mask16(i1 - i);
-    const __m512 r = gelu_bwd16(_mm512_maskz_loadu_ps(m, inp + i), _mm512_maskz_loadu_ps(m, dout + i), _mm512_maskz_loadu_ps(m, dinp + i));
-    _mm512_mask_storeu_ps(dinp + i, m, r);
-  }
-}
-
-KEEL_AVX2 void add_avx2(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
+KEEL_AVX2 void add(float* out, const float* a, const float* b, int64_t i0, int64_t i1) {
   int64_t i = i0;
   for (; i + 16 <= i1; i += 16) {
     const __m256 x0 = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
@@ -477,7 +209,7 @@ KEEL_AVX2 void add_avx2(float* out, const float* a, const float* b, int64_t i0, 
   for (; i < i1; ++i) out[i] = a[i] + b[i];
 }
 
-KEEL_AVX2 void enc_fwd_avx2(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0,
+KEEL_AVX2 void enc_fwd(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t r0,
                             int64_t r1, int64_t T, int64_t C) {
   for (int64_t r = r0; r < r1; ++r) {
     const float* e = wte + (int64_t)tok[r] * C;
@@ -495,18 +227,18 @@ KEEL_AVX2 static inline void add_into(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] += src[i];
 }
 
-KEEL_AVX2 void enc_bwd_wte_avx2(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C,
+KEEL_AVX2 void enc_bwd_wte(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C,
                                 int64_t c0, int64_t c1) {
   for (int64_t r = 0; r < BT; ++r) add_into(dwte + (int64_t)tok[r] * C + c0, dout + r * C + c0, c1 - c0);
 }
 
-KEEL_AVX2 void enc_bwd_wpe_avx2(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0,
+KEEL_AVX2 void enc_bwd_wpe(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0,
                                 int64_t t1) {
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t b = 0; b < B; ++b) add_into(dwpe + t * C, dout + (b * T + t) * C, C);
 }
 
-KEEL_AVX2 void xent_avx2(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets,
+KEEL_AVX2 void xent(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets,
                          int64_t r0, int64_t r1, int64_t V, float scale, double zc) {
   const int64_t V8 = V & ~int64_t(7);
   for (int64_t r = r0; r < r1; ++r) {
@@ -564,76 +296,38 @@ KEEL_AVX2 void xent_avx2(float* losses, float* lse, float* dl, const float* logi
     if (lse) lse[r] = (float)(lsum + (double)mx);
   }
 }
+
+}  // namespace avx2
+
+namespace avx512 {
+#define KEEL_VEC Vec16
+#define KEEL_OPS_FN KEEL_AVX512F
+#include "ops_simd.inc"
+#undef KEEL_VEC
+#undef KEEL_OPS_FN
+}  // namespace avx512
 #endif  // KEEL_X86
 
-// ---- JS bindings --------------------------------------------------------------------------
+// ---- kernels: plain pointers, work split over the pool -------------------------------------
 
-Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 8, "layernormForward")) return env.Undefined();
-  int64_t N, C;
-  if (!size_arg(info, 6, &N) || !size_arg(info, 7, &C, 1)) return env.Undefined();
-  float* out = f32(info, 0, N * C);
-  if (!out) return env.Undefined();
-  float* mean = f32(info, 1, N);
-  if (!mean) return env.Undefined();
-  float* rstd = f32(info, 2, N);
-  if (!rstd) return env.Undefined();
-  const float* inp = f32(info, 3, N * C);
-  if (!inp) return env.Undefined();
-  const float* w = f32(info, 4, C);
-  if (!w) return env.Undefined();
-  const float* b = f32(info, 5, C);
-  if (!b) return env.Undefined();
-  const Isa isa = ops_isa();
-  parallel_for(N, [&](int64_t r0, int64_t r1, int) {
-#if KEEL_X86
-    if (isa >= Isa::kAvx512f) return ln_fwd_avx512(out, mean, rstd, inp, w, b, r0, r1, C);
-    if (isa >= Isa::kAvx2) return ln_fwd_avx2(out, mean, rstd, inp, w, b, r0, r1, C);
-#endif
-    (void)isa;
-    ln_fwd_port(out, mean, rstd, inp, w, b, r0, r1, C);
-  }, row_grain(C));
-  return env.Undefined();
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       int64_t N, int64_t C) {
+  const auto body = KEEL_PICK(ln_fwd);
+  parallel_for(N, [&](int64_t r0, int64_t r1, int) { body(out, mean, rstd, inp, w, b, r0, r1, C); }, row_grain(C));
 }
 
-Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 10, "layernormBackward")) return env.Undefined();
-  int64_t N, C;
-  if (!size_arg(info, 8, &N) || !size_arg(info, 9, &C, 1)) return env.Undefined();
-  float* dinp = f32(info, 0, N * C);
-  if (!dinp) return env.Undefined();
-  float* dweight = f32(info, 1, C);
-  if (!dweight) return env.Undefined();
-  float* dbias = f32(info, 2, C);
-  if (!dbias) return env.Undefined();
-  const float* dout = f32(info, 3, N * C);
-  if (!dout) return env.Undefined();
-  const float* inp = f32(info, 4, N * C);
-  if (!inp) return env.Undefined();
-  const float* w = f32(info, 5, C);
-  if (!w) return env.Undefined();
-  const float* mean = f32(info, 6, N);
-  if (!mean) return env.Undefined();
-  const float* rstd = f32(info, 7, N);
-  if (!rstd) return env.Undefined();
-  const Isa isa = ops_isa();
-  // Per-thread partial dweight/dbias (2·C each), reduced below in thread order so the
-  // result does not depend on scheduling.
+// dweight, dbias += their sums over the rows: per-thread partials (2·C each), reduced in
+// thread order so the result does not depend on scheduling.
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* w, const float* mean, const float* rstd, int64_t N, int64_t C) {
+  const auto body = KEEL_PICK(ln_bwd);
   const int nt = pool_threads();
   std::vector<float> part((size_t)nt * 2 * (size_t)C, 0.0f);
   std::vector<char> used((size_t)nt, 0);
   parallel_for(N, [&](int64_t r0, int64_t r1, int th) {
     float* pw = part.data() + (size_t)th * 2 * C;
-    float* pb = pw + C;
     used[(size_t)th] = 1;
-#if KEEL_X86
-    if (isa >= Isa::kAvx512f) return ln_bwd_avx512(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
-    if (isa >= Isa::kAvx2) return ln_bwd_avx2(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
-#endif
-    (void)isa;
-    ln_bwd_port(dinp, pw, pb, dout, inp, w, mean, rstd, r0, r1, C);
+    body(dinp, pw, pw + C, dout, inp, w, mean, rstd, r0, r1, C);
   }, row_grain(C));
   for (int th = 0; th < nt; ++th) {
     if (!used[(size_t)th]) continue;
@@ -644,146 +338,35 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
       dbias[i] += pb[i];
     }
   }
-  return env.Undefined();
 }
 
-Napi::Value GeluForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 3, "geluForward")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 2, &N)) return env.Undefined();
-  float* out = f32(info, 0, N);
-  if (!out) return env.Undefined();
-  const float* inp = f32(info, 1, N);
-  if (!inp) return env.Undefined();
-  const Isa isa = ops_isa();
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-#if KEEL_X86
-    if (isa >= Isa::kAvx512f) return gelu_fwd_avx512(out, inp, i0, i1);
-    if (isa >= Isa::kAvx2) return gelu_fwd_avx2(out, inp, i0, i1);
-#endif
-    (void)isa;
-    gelu_fwd_port(out, inp, i0, i1);
-  }, 16384);
-  return env.Undefined();
+void gelu_forward(float* out, const float* inp, int64_t N) {
+  const auto body = KEEL_PICK(gelu_fwd);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(out, inp, i0, i1); }, 16384);
 }
 
-Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 4, "geluBackward")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 3, &N)) return env.Undefined();
-  float* dinp = f32(info, 0, N);
-  if (!dinp) return env.Undefined();
-  const float* inp = f32(info, 1, N);
-  if (!inp) return env.Undefined();
-  const float* dout = f32(info, 2, N);
-  if (!dout) return env.Undefined();
-  const Isa isa = ops_isa();
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-#if KEEL_X86
-    if (isa >= Isa::kAvx512f) return gelu_bwd_avx512(dinp, inp, dout, i0, i1);
-    if (isa >= Isa::kAvx2) return gelu_bwd_avx2(dinp, inp, dout, i0, i1);
-#endif
-    (void)isa;
-    gelu_bwd_port(dinp, inp, dout, i0, i1);
-  }, 16384);
-  return env.Undefined();
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N) {
+  const auto body = KEEL_PICK(gelu_bwd);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(dinp, inp, dout, i0, i1); }, 16384);
 }
 
 // out = a + b; the same loop serves accumulate (out = dst = a).
 void add_parallel(float* out, const float* a, const float* b, int64_t N) {
-  const bool simd = simd_active();
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-#if KEEL_X86
-    if (simd) return add_avx2(out, a, b, i0, i1);
-#endif
-    (void)simd;
-    add_port(out, a, b, i0, i1);
-  }, 32768);
+  const auto body = KEEL_PICK_AVX2(add);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(out, a, b, i0, i1); }, 32768);
 }
 
-Napi::Value ResidualForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 4, "residualForward")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 3, &N)) return env.Undefined();
-  float* out = f32(info, 0, N);
-  if (!out) return env.Undefined();
-  const float* a = f32(info, 1, N);
-  if (!a) return env.Undefined();
-  const float* b = f32(info, 2, N);
-  if (!b) return env.Undefined();
-  add_parallel(out, a, b, N);
-  return env.Undefined();
+void encoder_forward(float* out, const int32_t* tok, const float* wte, const float* wpe, int64_t B, int64_t T,
+                     int64_t C) {
+  const auto body = KEEL_PICK_AVX2(enc_fwd);
+  parallel_for(B * T, [&](int64_t r0, int64_t r1, int) { body(out, tok, wte, wpe, r0, r1, T, C); },
+               row_grain(C, 16384));
 }
 
-Napi::Value Accumulate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 3, "accumulate")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 2, &N)) return env.Undefined();
-  float* dst = f32(info, 0, N);
-  if (!dst) return env.Undefined();
-  const float* src = f32(info, 1, N);
-  if (!src) return env.Undefined();
-  add_parallel(dst, dst, src, N);
-  return env.Undefined();
-}
-
-// Checks every token/target against [0, limit) up front: the kernels index with them.
-bool check_indices(const Napi::CallbackInfo& info, const int32_t* idx, int64_t n, int64_t limit, const char* what) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (idx[i] < 0 || idx[i] >= limit) {
-      return range_error(info, std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
-                                   " is outside [0, " + std::to_string(limit) + ")");
-    }
-  }
-  return true;
-}
-
-Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 7, "encoderForward")) return env.Undefined();
-  int64_t B, T, C;
-  if (!size_arg(info, 4, &B) || !size_arg(info, 5, &T, 1) || !size_arg(info, 6, &C, 1)) return env.Undefined();
-  bool failed = false;
-  float* out = f32(info, 0, B * T * C);
-  if (!out) return env.Undefined();
-  const int32_t* tok = i32(info, 1, B * T, &failed);
-  if (failed) return env.Undefined();
-  const float* wte = f32(info, 2, C);
-  if (!wte) return env.Undefined();
-  const float* wpe = f32(info, 3, T * C);
-  if (!wpe) return env.Undefined();
-  if (!check_indices(info, tok, B * T, typed_len(info, 2) / C, "tokens")) return env.Undefined();
-  const bool simd = simd_active();
-  parallel_for(B * T, [&](int64_t r0, int64_t r1, int) {
-#if KEEL_X86
-    if (simd) return enc_fwd_avx2(out, tok, wte, wpe, r0, r1, T, C);
-#endif
-    (void)simd;
-    enc_fwd_port(out, tok, wte, wpe, r0, r1, T, C);
-  }, row_grain(C, 16384));
-  return env.Undefined();
-}
-
-Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 7, "encoderBackward")) return env.Undefined();
-  int64_t B, T, C;
-  if (!size_arg(info, 4, &B) || !size_arg(info, 5, &T, 1) || !size_arg(info, 6, &C, 1)) return env.Undefined();
-  bool failed = false;
-  float* dwte = f32(info, 0, C);
-  if (!dwte) return env.Undefined();
-  float* dwpe = f32(info, 1, T * C);
-  if (!dwpe) return env.Undefined();
-  const float* dout = f32(info, 2, B * T * C);
-  if (!dout) return env.Undefined();
-  const int32_t* tok = i32(info, 3, B * T, &failed);
-  if (failed) return env.Undefined();
-  if (!check_indices(info, tok, B * T, typed_len(info, 0) / C, "tokens")) return env.Undefined();
-  const bool simd = simd_active();
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t B, int64_t T,
+                      int64_t C) {
+  const auto wte_body = KEEL_PICK_AVX2(enc_bwd_wte);
+  const auto wpe_body = KEEL_PICK_AVX2(enc_bwd_wpe);
   const int64_t BT = B * T;
   // dwte by channel blocks that end on dwte's 64-byte lines (its base need not be aligned),
   // so the two threads never write the same cache line.
@@ -793,56 +376,122 @@ Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
   parallel_for(nblk, [&](int64_t k0, int64_t k1, int) {
     const int64_t c0 = k0 * 16 - mis < 0 ? 0 : k0 * 16 - mis;
     const int64_t c1 = k1 * 16 - mis < C ? k1 * 16 - mis : C;
-#if KEEL_X86
-    if (simd) return enc_bwd_wte_avx2(dwte, dout, tok, BT, C, c0, c1);
-#endif
-    (void)simd;
-    enc_bwd_wte_port(dwte, dout, tok, BT, C, c0, c1);
+    wte_body(dwte, dout, tok, BT, C, c0, c1);
   }, grain);
   // dwpe by positions.
-  parallel_for(T, [&](int64_t t0, int64_t t1, int) {
-#if KEEL_X86
-    if (simd) return enc_bwd_wpe_avx2(dwpe, dout, B, T, C, t0, t1);
-#endif
-    (void)simd;
-    enc_bwd_wpe_port(dwpe, dout, B, T, C, t0, t1);
-  }, row_grain(B * C, 32768));
-  return env.Undefined();
+  parallel_for(T, [&](int64_t t0, int64_t t1, int) { wpe_body(dwpe, dout, B, T, C, t0, t1); },
+               row_grain(B * C, 32768));
 }
 
-Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 7, "crossEntropy")) return env.Undefined();
-  int64_t BT, V;
-  double scale = 0.0;
-  if (!size_arg(info, 4, &BT) || !size_arg(info, 5, &V, 1) || !num(info, 6, &scale)) return env.Undefined();
-  bool failed = false;
-  float* losses = f32(info, 0, BT);
-  if (!losses) return env.Undefined();
-  float* dl = f32(info, 1, BT * V, true, &failed);
-  if (failed) return env.Undefined();
-  const float* logits = f32(info, 2, BT * V);
-  if (!logits) return env.Undefined();
-  const int32_t* targets = i32(info, 3, BT, &failed);
-  if (failed) return env.Undefined();
-  if (!check_indices(info, targets, BT, V, "targets")) return env.Undefined();
-  // Optional trailing arguments: zCoef (number, default 0), lse (Float32Array[BT] or null).
-  double zc = 0.0;
-  if (info.Length() > 7 && !info[7].IsUndefined() && !num(info, 7, &zc)) return env.Undefined();
-  float* lse = info.Length() > 8 ? f32(info, 8, BT, true, &failed) : nullptr;
-  if (failed) return env.Undefined();
-  const bool simd = simd_active();
-  const float fscale = (float)scale;
-  parallel_for(BT, [&](int64_t r0, int64_t r1, int) {
-#if KEEL_X86
-    if (simd) return xent_avx2(losses, lse, dl, logits, targets, r0, r1, V, fscale, zc);
-#endif
-    (void)simd;
-    xent_port(losses, lse, dl, logits, targets, r0, r1, V, fscale, zc);
-  }, row_grain(V, 4096));
+// Returns Σ losses, in double and in row order.
+double cross_entropy(float* losses, float* lse, float* dl, const float* logits, const int32_t* targets, int64_t BT,
+                     int64_t V, float scale, double zc) {
+  const auto body = KEEL_PICK_AVX2(xent);
+  parallel_for(BT, [&](int64_t r0, int64_t r1, int) { body(losses, lse, dl, logits, targets, r0, r1, V, scale, zc); },
+               row_grain(V, 4096));
   double total = 0.0;
   for (int64_t r = 0; r < BT; ++r) total += (double)losses[r];
-  return Napi::Number::New(env, total);
+  return total;
+}
+
+// ---- JS bindings --------------------------------------------------------------------------
+
+// layernormForward(out, mean, rstd, inp, weight, bias, N, C); declarators are read in order.
+Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
+  Args a(info, "layernormForward", 8);
+  const int64_t N = a.size(6), C = a.size(7, 1);
+  float *out = a.f32(0, N * C), *mean = a.f32(1, N), *rstd = a.f32(2, N);
+  const float *inp = a.f32(3, N * C), *w = a.f32(4, C), *b = a.f32(5, C);
+  if (a.ok()) layernorm_forward(out, mean, rstd, inp, w, b, N, C);
+  return a.env().Undefined();
+}
+
+// layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C)
+Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "layernormBackward", 10);
+  const int64_t N = a.size(8), C = a.size(9, 1);
+  float *dinp = a.f32(0, N * C), *dweight = a.f32(1, C), *dbias = a.f32(2, C);
+  const float *dout = a.f32(3, N * C), *inp = a.f32(4, N * C), *w = a.f32(5, C);
+  const float *mean = a.f32(6, N), *rstd = a.f32(7, N);
+  if (a.ok()) layernorm_backward(dinp, dweight, dbias, dout, inp, w, mean, rstd, N, C);
+  return a.env().Undefined();
+}
+
+Napi::Value GeluForward(const Napi::CallbackInfo& info) {  // (out, inp, N)
+  return flat_binding(info, "geluForward", 2, [](float** x, int64_t N) { gelu_forward(x[0], x[1], N); });
+}
+
+Napi::Value GeluBackward(const Napi::CallbackInfo& info) {  // (dinp, inp, dout, N)
+  return flat_binding(info, "geluBackward", 3, [](float** x, int64_t N) { gelu_backward(x[0], x[1], x[2], N); });
+}
+
+Napi::Value ResidualForward(const Napi::CallbackInfo& info) {  // (out, a, b, N)
+  return flat_binding(info, "residualForward", 3, [](float** x, int64_t N) { add_parallel(x[0], x[1], x[2], N); });
+}
+
+Napi::Value Accumulate(const Napi::CallbackInfo& info) {  // (dst, src, N): dst += src
+  return flat_binding(info, "accumulate", 2, [](float** x, int64_t N) { add_parallel(x[0], x[0], x[1], N); });
+}
+
+// Checks every token/target against [0, limit) up front: the kernels index with them.
+void check_indices(Args& a, const int32_t* idx, int64_t n, int64_t limit, const char* what) {
+  for (int64_t i = 0; a.ok() && i < n; ++i) {
+    if (idx[i] < 0 || idx[i] >= limit) {
+      a.fail_range(std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                   " is outside [0, " + std::to_string(limit) + ")");
+    }
+  }
+}
+
+// An encoder call's B, T, C (arguments 4 to 6).
+struct EncShape {
+  int64_t B, T, C;
+};
+EncShape enc_shape(Args& a) { return {a.size(4), a.size(5, 1), a.size(6, 1)}; }  // read in order
+
+// Whether the call is good so far and its tokens index rows of wte (argument wte_at, C floats
+// a row).
+bool tokens_ok(Args& a, const int32_t* tok, int64_t n, size_t wte_at, int64_t C) {
+  check_indices(a, tok, n, a.ok() ? a.length(wte_at) / C : 0, "tokens");
+  return a.ok();
+}
+
+Napi::Value EncoderForward(const Napi::CallbackInfo& info) {
+  Args a(info, "encoderForward", 7);
+  const auto [B, T, C] = enc_shape(a);
+  float* out = a.f32(0, B * T * C);
+  const int32_t* tok = a.i32(1, B * T);
+  const float* wte = a.f32(2, C);
+  const float* wpe = a.f32(3, T * C);
+  if (tokens_ok(a, tok, B * T, 2, C)) encoder_forward(out, tok, wte, wpe, B, T, C);
+  return a.env().Undefined();
+}
+
+Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "encoderBackward", 7);
+  const auto [B, T, C] = enc_shape(a);
+  float* dwte = a.f32(0, C);
+  float* dwpe = a.f32(1, T * C);
+  const float* dout = a.f32(2, B * T * C);
+  const int32_t* tok = a.i32(3, B * T);
+  if (tokens_ok(a, tok, B * T, 0, C)) encoder_backward(dwte, dwpe, dout, tok, B, T, C);
+  return a.env().Undefined();
+}
+
+// crossEntropy(losses, dlogits|null, logits, targets, BT, V, scale, zCoef?, lse?) → Σ losses.
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  Args a(info, "crossEntropy", 7);
+  const int64_t BT = a.size(4), V = a.size(5, 1);
+  const double scale = a.number(6);
+  float* losses = a.f32(0, BT);
+  float* dl = a.f32(1, BT * V, true);
+  const float* logits = a.f32(2, BT * V);
+  const int32_t* targets = a.i32(3, BT);
+  check_indices(a, targets, BT, V, "targets");
+  const double zc = a.number_or(7, 0.0);
+  float* lse = a.f32(8, BT, true);
+  if (!a.ok()) return a.env().Undefined();
+  return Napi::Number::New(a.env(), cross_entropy(losses, lse, dl, logits, targets, BT, V, (float)scale, zc));
 }
 
 // opsSetSimd(on?: boolean): boolean — selects the AVX2 or portable bodies of every kernel in
@@ -870,17 +519,12 @@ Napi::Value OpsSetIsa(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("layernormForward", Napi::Function::New(env, LayernormForward));
-  exports.Set("layernormBackward", Napi::Function::New(env, LayernormBackward));
-  exports.Set("geluForward", Napi::Function::New(env, GeluForward));
-  exports.Set("geluBackward", Napi::Function::New(env, GeluBackward));
-  exports.Set("residualForward", Napi::Function::New(env, ResidualForward));
-  exports.Set("accumulate", Napi::Function::New(env, Accumulate));
-  exports.Set("encoderForward", Napi::Function::New(env, EncoderForward));
-  exports.Set("encoderBackward", Napi::Function::New(env, EncoderBackward));
-  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
-  exports.Set("opsSetSimd", Napi::Function::New(env, OpsSetSimd));
-  exports.Set("opsSetIsa", Napi::Function::New(env, OpsSetIsa));
+  add_exports(env, exports, {{"layernormForward", LayernormForward}, {"layernormBackward", LayernormBackward},
+                             {"geluForward", GeluForward}, {"geluBackward", GeluBackward},
+                             {"residualForward", ResidualForward}, {"accumulate", Accumulate},
+                             {"encoderForward", EncoderForward}, {"encoderBackward", EncoderBackward},
+                             {"crossEntropy", CrossEntropy}, {"opsSetSimd", OpsSetSimd},
+                             {"opsSetIsa", OpsSetIsa}});
 }
 
 }  // namespace keel

@@ -27,18 +27,6 @@ namespace {
 
 constexpr int64_t kGrain = 65536;  // elements; smaller calls stay on the calling thread
 
-// Reads an enum-like integer property in [lo, hi] (epsMode, phi) or a size (block).
-bool int_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char* key, int64_t lo, int64_t hi,
-              int64_t* out, const char* what) {
-  double d = 0;
-  if (!num_prop(info, o, key, &d, what)) return false;
-  if (!(d >= (double)lo && d <= (double)hi) || d != std::floor(d))
-    return range_error(info, std::string(what) + "." + key + " must be an integer in [" + std::to_string(lo) + ", " +
-                                 std::to_string(hi) + "], got " + std::to_string(d));
-  *out = (int64_t)d;
-  return true;
-}
-
 // ---- triad, sumSquares, scale --------------------------------------------------------------
 
 // The triad and momentum AVX2 bodies target AVX2 without FMA: GCC contracts a·b + c into
@@ -46,24 +34,30 @@ bool int_prop(const Napi::CallbackInfo& info, const Napi::Object& o, const char*
 // exactly like their portable bodies (the exact triad; the sign decision of momentum's d).
 #define KEEL_AVX2_NOFMA __attribute__((target("avx2")))
 
+namespace port {
+
 // a = b + s·c with a separate multiply and add in both bodies (no FMA): the result is
 // round(b + round(s·c)) either way, so the yardstick is exactly reproducible.
-void triad_port(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
+void triad(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) a[i] = b[i] + s * c[i];
 }
 
-double sumsq_port(const float* x, int64_t i0, int64_t i1) {
+double sumsq(const float* x, int64_t i0, int64_t i1) {
   double s = 0.0;
   for (int64_t i = i0; i < i1; ++i) s += (double)x[i] * (double)x[i];
   return s;
 }
 
-void scale_port(float* x, float s, int64_t i0, int64_t i1) {
+void scale(float* x, float s, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) x[i] *= s;
 }
 
+}  // namespace port
+
 #if KEEL_X86
-KEEL_AVX2_NOFMA void triad_avx2(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
+namespace avx2 {
+
+KEEL_AVX2_NOFMA void triad(float* a, const float* b, const float* c, float s, int64_t i0, int64_t i1) {
   const __m256 vs = _mm256_set1_ps(s);
   int64_t i = i0;
   for (; i + 16 <= i1; i += 16) {
@@ -71,10 +65,10 @@ KEEL_AVX2_NOFMA void triad_avx2(float* a, const float* b, const float* c, float 
     _mm256_storeu_ps(a + i + 8,
                      _mm256_add_ps(_mm256_loadu_ps(b + i + 8), _mm256_mul_ps(vs, _mm256_loadu_ps(c + i + 8))));
   }
-  if (i < i1) triad_port(a, b, c, s, i, i1);
+  if (i < i1) port::triad(a, b, c, s, i, i1);
 }
 
-KEEL_AVX2 double sumsq_avx2(const float* x, int64_t i0, int64_t i1) {
+KEEL_AVX2 double sumsq(const float* x, int64_t i0, int64_t i1) {
   __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), a2 = _mm256_setzero_pd(), a3 = _mm256_setzero_pd();
   int64_t i = i0;
   for (; i + 16 <= i1; i += 16) {  // four independent accumulators hide the FMA latency
@@ -93,7 +87,7 @@ KEEL_AVX2 double sumsq_avx2(const float* x, int64_t i0, int64_t i1) {
   return s;
 }
 
-KEEL_AVX2 void scale_avx2(float* x, float s, int64_t i0, int64_t i1) {
+KEEL_AVX2 void scale(float* x, float s, int64_t i0, int64_t i1) {
   const __m256 vs = _mm256_set1_ps(s);
   int64_t i = i0;
   for (; i + 16 <= i1; i += 16) {
@@ -102,6 +96,7 @@ KEEL_AVX2 void scale_avx2(float* x, float s, int64_t i0, int64_t i1) {
   }
   for (; i < i1; ++i) x[i] *= s;
 }
+}  // namespace avx2
 #endif  // KEEL_X86
 
 // ---- adam ----------------------------------------------------------------------------------
@@ -119,8 +114,9 @@ struct AdamK {
 
 // Outside mode keeps PyTorch's order of float ops: denom = √v·rootVScale + ε, then
 // θ = θ·decay − (lr·mScale)·(m/denom).
+namespace port {
 template <int kMode>
-void adam_port(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
+void adam(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const float gi = g[i];
     const float mi = k.b1 * m[i] + k.g1 * gi;
@@ -144,8 +140,11 @@ void adam_port(float* p, const float* g, float* m, float* v, const AdamK& k, int
     }
   }
 }
+}  // namespace port
 
 #if KEEL_X86
+namespace avx2 {
+
 // atan2(y, x) for x ≥ 0 (x = √v̂), 8 lanes: at most 2.2e-7 relative error in float (measured
 // over y, x spanning 12 decades; std::atan2f rounded to float: 1.2e-7). Only the right half-plane is needed, so with q =
 // min(|y|, x)/max(|y|, x) ∈ [0, 1]: atan2 = ±atan(q), or ±(π/2 − atan(q)) when |y| > x.
@@ -180,7 +179,7 @@ KEEL_AVX2 static inline __m256 atan2_right256(__m256 y, __m256 x) {
 }
 
 template <int kMode>
-KEEL_AVX2 void adam_avx2(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
+KEEL_AVX2 void adam(float* p, const float* g, float* m, float* v, const AdamK& k, int64_t i0, int64_t i1) {
   const __m256 b1 = _mm256_set1_ps(k.b1), b2 = _mm256_set1_ps(k.b2);
   const __m256 g1 = _mm256_set1_ps(k.g1), g2 = _mm256_set1_ps(k.g2);
   const __m256 step = _mm256_set1_ps(k.step), rvs = _mm256_set1_ps(k.rvs), rvs2 = _mm256_set1_ps(k.rvs2);
@@ -208,58 +207,44 @@ KEEL_AVX2 void adam_avx2(float* p, const float* g, float* m, float* v, const Ada
     }
     _mm256_storeu_ps(p + i, _mm256_fmsub_ps(_mm256_loadu_ps(p + i), decay, upd));
   }
-  if (i < i1) adam_port<kMode>(p, g, m, v, k, i, i1);
+  if (i < i1) port::adam<kMode>(p, g, m, v, k, i, i1);
 }
+}  // namespace avx2
 #endif
 
 using AdamFn = void (*)(float*, const float*, float*, float*, const AdamK&, int64_t, int64_t);
 
-template <int kMode>
-AdamFn adam_pick(bool simd) {
-#if KEEL_X86
-  if (simd) return adam_avx2<kMode>;
-#endif
-  (void)simd;
-  return adam_port<kMode>;
-}
-
-AdamFn adam_body(bool simd, int mode) {
+AdamFn adam_body(int mode) {
   switch (mode) {
-    case kOutside: return adam_pick<kOutside>(simd);
-    case kInside: return adam_pick<kInside>(simd);
-    case kZero: return adam_pick<kZero>(simd);
-    default: return adam_pick<kAtan2>(simd);
+    case kOutside: return KEEL_PICK_AVX2(adam<kOutside>);
+    case kInside: return KEEL_PICK_AVX2(adam<kInside>);
+    case kZero: return KEEL_PICK_AVX2(adam<kZero>);
+    default: return KEEL_PICK_AVX2(adam<kAtan2>);
   }
 }
 
+void adam(float* p, const float* g, float* m, float* v, int64_t N, const AdamK& k, int mode) {
+  const AdamFn body = adam_body(mode);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(p, g, m, v, k, i0, i1); }, kGrain);
+}
+
+// adam(params, grads, m, v, N, AdamCoefs)
 Napi::Value Adam(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 6, "adam")) return env.Undefined();
-  int64_t N = 0, mode = 0;
-  if (!size_arg(info, 4, &N)) return env.Undefined();
-  float* p = f32(info, 0, N);
-  if (!p) return env.Undefined();
-  const float* g = f32(info, 1, N);
-  if (!g) return env.Undefined();
-  float* m = f32(info, 2, N);
-  if (!m) return env.Undefined();
-  float* v = f32(info, 3, N);
-  if (!v) return env.Undefined();
-  Napi::Object c;
-  double beta1, g1, beta2, g2, mScale, rootVScale, lr, eps, decay;
-  const char* w = "AdamCoefs";
-  if (!obj_arg(info, 5, &c, w) || !num_prop(info, c, "beta1", &beta1, w) || !num_prop(info, c, "g1", &g1, w) ||
-      !num_prop(info, c, "beta2", &beta2, w) || !num_prop(info, c, "g2", &g2, w) ||
-      !num_prop(info, c, "mScale", &mScale, w) || !num_prop(info, c, "rootVScale", &rootVScale, w) ||
-      !num_prop(info, c, "lr", &lr, w) || !num_prop(info, c, "eps", &eps, w) ||
-      !num_prop(info, c, "decay", &decay, w) || !int_prop(info, c, "epsMode", 0, 3, &mode, w))
-    return env.Undefined();
+  Args a(info, "adam", 6);
+  const int64_t N = a.size(4);
+  float* x[4];  // params, grads, m, v
+  a.f32s(4, N, x);
+  Coefs c = a.coefs(5, "AdamCoefs");
+  const double beta1 = c.num("beta1"), g1 = c.num("g1"), beta2 = c.num("beta2"), g2 = c.num("g2");
+  const double mScale = c.num("mScale"), rootVScale = c.num("rootVScale"), lr = c.num("lr"), eps = c.num("eps");
+  const double decay = c.num("decay");
+  const int64_t mode = c.integer("epsMode", 0, 3);
+  if (!a.ok()) return a.env().Undefined();
   const AdamK k{(float)beta1, (float)g1, (float)beta2, (float)g2,
                 (float)(lr * mScale), (float)rootVScale, (float)(rootVScale * rootVScale),
                 (float)eps, (float)(eps * eps), (float)lr, (float)mScale, (float)decay};
-  const AdamFn body = adam_body(simd_active(), (int)mode);
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(p, g, m, v, k, i0, i1); }, kGrain);
-  return env.Undefined();
+  adam(x[0], x[1], x[2], x[3], N, k, (int)mode);
+  return a.env().Undefined();
 }
 
 // ---- momentum ------------------------------------------------------------------------------
@@ -285,8 +270,9 @@ inline float phi_scalar(float d, float eps2) {
 
 // Both bodies use the same float ops in the same order, without FMA (see KEEL_AVX2_NOFMA),
 // so they agree bit for bit: a contracted d could differ in its last bit and flip sign(d).
+namespace port {
 template <int kPhi, bool kStep>
-void mom_port(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
+void mom(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const float gi = g[i], mi = m[i];
     const float d = k.dirM * mi + k.dirG * gi;
@@ -297,10 +283,12 @@ void mom_port(float* p, const float* g, float* m, const MomK& k, float eta, int6
     }
   }
 }
+}  // namespace port
 
 #if KEEL_X86
+namespace avx2 {
 template <int kPhi, bool kStep>
-KEEL_AVX2_NOFMA void mom_avx2(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
+KEEL_AVX2_NOFMA void mom(float* p, const float* g, float* m, const MomK& k, float eta, int64_t i0, int64_t i1) {
   const __m256 dirM = _mm256_set1_ps(k.dirM), dirG = _mm256_set1_ps(k.dirG);
   const __m256 keepM = _mm256_set1_ps(k.keepM), addG = _mm256_set1_ps(k.addG);
   const __m256 wd = _mm256_set1_ps(k.wd), eps2 = _mm256_set1_ps(k.eps2), veta = _mm256_set1_ps(eta);
@@ -326,26 +314,23 @@ KEEL_AVX2_NOFMA void mom_avx2(float* p, const float* g, float* m, const MomK& k,
       _mm256_storeu_ps(p + i, _mm256_sub_ps(th, _mm256_mul_ps(veta, _mm256_add_ps(ph, _mm256_mul_ps(wd, th)))));
     }
   }
-  if (i < i1) mom_port<kPhi, kStep>(p, g, m, k, eta, i, i1);
+  if (i < i1) port::mom<kPhi, kStep>(p, g, m, k, eta, i, i1);
 }
+}  // namespace avx2
 #endif
 
 using MomFn = void (*)(float*, const float*, float*, const MomK&, float, int64_t, int64_t);
 
-template <int kPhi, bool kStep>
-MomFn mom_pick(bool simd) {
-#if KEEL_X86
-  if (simd) return mom_avx2<kPhi, kStep>;
-#endif
-  (void)simd;
-  return mom_port<kPhi, kStep>;
+template <int kPhi>
+MomFn mom_for(bool step) {
+  return step ? KEEL_PICK_AVX2(mom<kPhi, true>) : KEEL_PICK_AVX2(mom<kPhi, false>);
 }
 
-MomFn mom_body(bool simd, int phi, bool step) {
+MomFn mom_body(int phi, bool step) {
   switch (phi) {
-    case kSign: return step ? mom_pick<kSign, true>(simd) : mom_pick<kSign, false>(simd);
-    case kSoftsign: return step ? mom_pick<kSoftsign, true>(simd) : mom_pick<kSoftsign, false>(simd);
-    default: return step ? mom_pick<kIdentity, true>(simd) : mom_pick<kIdentity, false>(simd);
+    case kSign: return mom_for<kSign>(step);
+    case kSoftsign: return mom_for<kSoftsign>(step);
+    default: return mom_for<kIdentity>(step);
   }
 }
 
@@ -355,91 +340,107 @@ bool all_zero(const float* g, int64_t i0, int64_t i1) {
   return true;
 }
 
-double sumsq_range(bool simd, const float* x, int64_t i0, int64_t i1) {
-#if KEEL_X86
-  if (simd) return sumsq_avx2(x, i0, i1);
-#endif
-  (void)simd;
-  return sumsq_port(x, i0, i1);
+using SumSqFn = double (*)(const float*, int64_t, int64_t);
+
+// MomentumCoefs (src/kernels/types.ts) beyond the per-element ones: how η is formed per block.
+struct MomSteps {
+  double lr, rmsFloor;
+  int64_t block;       // 0: one η for all N
+  bool rms, skip;      // rmsScale, skipZeroRows
+};
+
+// One momentum step over the blocks of a buffer. Its parts share the element body and how
+// η of a block comes from Σθ² over it (taken before the update).
+struct MomRun {
+  float* p;
+  const float* g;
+  float* m;
+  int64_t N;
+  MomK k;
+  MomSteps s;
+  MomFn body;
+  SumSqFn sum_sq;
+
+  bool scaled() const { return s.lr != 0.0 && s.rms; }  // only then is Σθ² of a block needed
+  float eta(double ss) const { return (float)(s.lr * std::max(std::sqrt(ss / (double)s.block), s.rmsFloor)); }
+};
+
+// Many small blocks (embedding rows): each block whole on one thread, in cache for both
+// passes (RMS, then update).
+void mom_small_blocks(const MomRun& r) {
+  const int64_t B = r.s.block;
+  parallel_for(r.N / B, [&](int64_t b0, int64_t b1, int) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * B, i1 = i0 + B;
+      if (r.s.skip && all_zero(r.g, i0, i1)) continue;
+      const float eta = r.scaled() ? r.eta(r.sum_sq(r.p, i0, i1)) : (float)r.s.lr;
+      r.body(r.p, r.g, r.m, r.k, eta, i0, i1);
+    }
+  }, row_grain(B, kGrain));
 }
 
-Napi::Value Momentum(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 5, "momentum")) return env.Undefined();
-  int64_t N = 0, phi = 0, B = 0;
-  if (!size_arg(info, 3, &N)) return env.Undefined();
-  float* p = f32(info, 0, N);
-  if (!p) return env.Undefined();
-  const float* g = f32(info, 1, N);
-  if (!g) return env.Undefined();
-  float* m = f32(info, 2, N);
-  if (!m) return env.Undefined();
-  Napi::Object c;
-  double dirM, dirG, keepM, addG, lr, wd, eps, rmsFloor;
-  bool skip = false, rms = false;
-  const char* w = "MomentumCoefs";
-  if (!obj_arg(info, 4, &c, w) || !num_prop(info, c, "dirM", &dirM, w) || !num_prop(info, c, "dirG", &dirG, w) ||
-      !num_prop(info, c, "keepM", &keepM, w) || !num_prop(info, c, "addG", &addG, w) ||
-      !num_prop(info, c, "lr", &lr, w) || !num_prop(info, c, "weightDecay", &wd, w) ||
-      !int_prop(info, c, "phi", 0, 2, &phi, w) || !num_prop(info, c, "eps", &eps, w) ||
-      !int_prop(info, c, "block", 0, 2147483647, &B, w) || !num_prop(info, c, "rmsFloor", &rmsFloor, w) ||
-      !bool_prop(info, c, "rmsScale", &rms, w) ||
-      !bool_prop(info, c, "skipZeroRows", &skip, w))
-    return env.Undefined();
-  if (B > 0 && N % B != 0) {
-    range_error(info, "momentum: N = " + std::to_string(N) + " is not a multiple of block = " + std::to_string(B));
-    return env.Undefined();
-  }
-  if ((skip || rms) && B == 0) {
-    range_error(info, std::string("momentum: ") + (skip ? "skipZeroRows" : "rmsScale") + " needs block > 0");
-    return env.Undefined();
-  }
-  const MomK k{(float)dirM, (float)dirG, (float)keepM, (float)addG, (float)wd, (float)(eps * eps)};
-  const bool simd = simd_active();
-  const bool step = lr != 0.0;
-  const MomFn body = mom_body(simd, (int)phi, step);
-  // η of a block from Σθ² over it, before the update.
-  auto block_eta = [&](double ss) { return (float)(lr * std::max(std::sqrt(ss / (double)B), rmsFloor)); };
-  const bool scaled = step && rms;  // only then is Σθ² of a block needed
-
-  if (B == 0) {
-    const float eta = (float)lr;
-    parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(p, g, m, k, eta, i0, i1); }, kGrain);
-  } else if (B < kGrain) {
-    // Many small blocks (embedding rows): each block whole on one thread, in cache for both
-    // passes (RMS, then update).
-    parallel_for(N / B, [&](int64_t b0, int64_t b1, int) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t i0 = b * B, i1 = i0 + B;
-        if (skip && all_zero(g, i0, i1)) continue;
-        const float eta = scaled ? block_eta(sumsq_range(simd, p, i0, i1)) : (float)lr;
-        body(p, g, m, k, eta, i0, i1);
-      }
-    }, row_grain(B, kGrain));
-  } else {
-    // Few big blocks (a whole tensor): each block split over the threads, two passes.
-    std::vector<double> part((size_t)pool_threads());
-    std::vector<char> nonzero((size_t)pool_threads());
-    for (int64_t i0 = 0; i0 < N; i0 += B) {
-      const float* gb = g + i0;
-      float* pb = p + i0;
-      if (skip) {
-        std::fill(nonzero.begin(), nonzero.end(), 0);
-        parallel_for(B, [&](int64_t j0, int64_t j1, int th) { nonzero[(size_t)th] = !all_zero(gb, j0, j1); }, kGrain);
-        if (std::none_of(nonzero.begin(), nonzero.end(), [](char z) { return z != 0; })) continue;
-      }
-      float eta = (float)lr;
-      if (scaled) {
-        std::fill(part.begin(), part.end(), 0.0);
-        parallel_for(B, [&](int64_t j0, int64_t j1, int th) { part[(size_t)th] = sumsq_range(simd, pb, j0, j1); }, kGrain);
-        double ss = 0.0;
-        for (double s : part) ss += s;
-        eta = block_eta(ss);
-      }
-      parallel_for(B, [&](int64_t j0, int64_t j1, int) { body(pb, gb, m + i0, k, eta, j0, j1); }, kGrain);
+// Few big blocks (a whole tensor): each block split over the threads, two passes.
+void mom_big_blocks(const MomRun& r) {
+  const int64_t B = r.s.block;
+  std::vector<double> part((size_t)pool_threads());
+  std::vector<char> nonzero((size_t)pool_threads());
+  for (int64_t i0 = 0; i0 < r.N; i0 += B) {
+    const float* gb = r.g + i0;
+    float* pb = r.p + i0;
+    if (r.s.skip) {
+      std::fill(nonzero.begin(), nonzero.end(), 0);
+      parallel_for(B, [&](int64_t j0, int64_t j1, int th) { nonzero[(size_t)th] = !all_zero(gb, j0, j1); }, kGrain);
+      if (std::none_of(nonzero.begin(), nonzero.end(), [](char z) { return z != 0; })) continue;
     }
+    float eta = (float)r.s.lr;
+    if (r.scaled()) {
+      std::fill(part.begin(), part.end(), 0.0);
+      parallel_for(B, [&](int64_t j0, int64_t j1, int th) { part[(size_t)th] = r.sum_sq(pb, j0, j1); }, kGrain);
+      double ss = 0.0;
+      for (double x : part) ss += x;
+      eta = r.eta(ss);
+    }
+    parallel_for(B, [&](int64_t j0, int64_t j1, int) { r.body(pb, gb, r.m + i0, r.k, eta, j0, j1); }, kGrain);
   }
-  return env.Undefined();
+}
+
+void momentum(float* p, const float* g, float* m, int64_t N, const MomK& k, int phi, const MomSteps& s) {
+  const MomRun r{p, g, m, N, k, s, mom_body(phi, s.lr != 0.0), KEEL_PICK_AVX2(sumsq)};
+  if (s.block == 0) {
+    const float eta = (float)s.lr;
+    parallel_for(N, [&](int64_t i0, int64_t i1, int) { r.body(p, g, m, k, eta, i0, i1); }, kGrain);
+  } else if (s.block < kGrain) {
+    mom_small_blocks(r);
+  } else {
+    mom_big_blocks(r);
+  }
+}
+
+// momentum(params, grads, m, N, MomentumCoefs)
+Napi::Value Momentum(const Napi::CallbackInfo& info) {
+  Args a(info, "momentum", 5);
+  const int64_t N = a.size(3);
+  float* x[3];  // params, grads, m
+  a.f32s(3, N, x);
+  Coefs c = a.coefs(4, "MomentumCoefs");
+  const double dirM = c.num("dirM"), dirG = c.num("dirG"), keepM = c.num("keepM"), addG = c.num("addG");
+  MomSteps s{};
+  s.lr = c.num("lr");
+  const double wd = c.num("weightDecay");
+  const int64_t phi = c.integer("phi", 0, 2);
+  const double eps = c.num("eps");
+  s.block = c.integer("block", 0, 2147483647);
+  s.rmsFloor = c.num("rmsFloor");
+  s.rms = c.flag("rmsScale");
+  s.skip = c.flag("skipZeroRows");
+  if (s.block > 0 && N % s.block != 0)
+    a.fail_range("momentum: N = " + std::to_string(N) + " is not a multiple of block = " + std::to_string(s.block));
+  if ((s.skip || s.rms) && s.block == 0)
+    a.fail_range(std::string("momentum: ") + (s.skip ? "skipZeroRows" : "rmsScale") + " needs block > 0");
+  if (!a.ok()) return a.env().Undefined();
+  const MomK k{(float)dirM, (float)dirG, (float)keepM, (float)addG, (float)wd, (float)(eps * eps)};
+  momentum(x[0], x[1], x[2], N, k, (int)phi, s);
+  return a.env().Undefined();
 }
 
 // ---- adafactor -----------------------------------------------------------------------------
@@ -471,250 +472,279 @@ void af_update(float* p, const float* g, float* mom, float u_scale, float alpha,
   }
 }
 
-Napi::Value Adafactor(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 9, "adafactor")) return env.Undefined();
-  int64_t batch = 0, rows = 0, cols = 0;
-  if (!size_arg(info, 5, &batch) || !size_arg(info, 6, &rows) || !size_arg(info, 7, &cols)) return env.Undefined();
-  if ((double)batch * (double)rows * (double)cols >= 2147483648.0) {
-    range_error(info, "adafactor: batch·rows·cols must be below 2^31");
-    return env.Undefined();
-  }
-  const int64_t N = batch * rows * cols, R = batch * rows;
-  const bool factored = !(info[3].IsNull() || info[3].IsUndefined());
-  float* p = f32(info, 0, N);
-  if (!p) return env.Undefined();
-  const float* g = f32(info, 1, N);
-  if (!g) return env.Undefined();
-  float* vr = f32(info, 2, factored ? R : N);
-  if (!vr) return env.Undefined();
-  float* vc = nullptr;
-  if (factored && !(vc = f32(info, 3, batch * cols))) return env.Undefined();
-  bool bad = false;
-  float* mom = f32(info, 4, N, true, &bad);
-  if (bad) return env.Undefined();
-  Napi::Object c;
-  AfK k{};
-  double beta1 = 0;
-  const char* w = "AdafactorCoefs";
-  if (!obj_arg(info, 8, &c, w) || !num_prop(info, c, "beta2", &k.beta2, w) || !num_prop(info, c, "eps1", &k.eps1, w) ||
-      !num_prop(info, c, "clipThreshold", &k.clip, w) || !num_prop(info, c, "beta1", &beta1, w) ||
-      !num_prop(info, c, "lr", &k.lr, w) || !bool_prop(info, c, "scaleParameter", &k.scaleParam, w) ||
-      !num_prop(info, c, "eps2", &k.eps2, w) || !num_prop(info, c, "weightDecay", &k.wd, w))
-    return env.Undefined();
-  k.beta1 = (float)beta1;
-  k.omb1 = (float)(1.0 - beta1);
-  if (N == 0) return env.Undefined();
+// One tensor and its state: p, g, mom (may be null) hold batch·rows·cols; factored, vr holds
+// batch·rows and vc batch·cols; unfactored (vc null), vr holds N.
+struct AfTensor {
+  float* p;
+  const float* g;
+  float* vr;
+  float* vc;
+  float* mom;
+  int64_t batch, rows, cols;
 
-  const bool simd = simd_active();
-  const int nth = pool_threads();
-  std::vector<double> ss_th((size_t)nth, 0.0), ss_u((size_t)nth, 0.0);
-  std::vector<float> rf, cf;  // factored: per-row and per-column factors of 1/√v̂
+  int64_t R() const { return batch * rows; }
+  int64_t N() const { return batch * rows * cols; }
+};
 
-  if (factored) {
-    // (A) row sums per row; column sums as per-thread partials of batch·cols.
-    std::vector<std::vector<double>> colacc((size_t)nth);
-    parallel_for(R, [&](int64_t r0, int64_t r1, int th) {
-      std::vector<double>& ca = colacc[(size_t)th];
-      ca.assign((size_t)(batch * cols), 0.0);
-      double sth = 0.0;
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* gr = g + r * cols;
-        double* car = ca.data() + (r / rows) * cols;
-        // Four partial row sums: one chain would be bound by the add latency.
-        double rs[4] = {0.0, 0.0, 0.0, 0.0};
-        int64_t j = 0;
-        for (; j + 4 <= cols; j += 4) {
-          for (int l = 0; l < 4; ++l) {
-            const double x = (double)gr[j + l] * (double)gr[j + l] + k.eps1;
-            rs[l] += x;
-            car[j + l] += x;
-          }
+// Per-thread partial sums, added in thread order: Σθ² and Σu².
+struct AfSums {
+  std::vector<double> th, u;
+  explicit AfSums(int n) : th((size_t)n, 0.0), u((size_t)n, 0.0) {}
+};
+
+// Factored (A): vr from the row means of g² + ε1 and Σθ² per thread; returns the column
+// sums of g² + ε1 as per-thread partials of batch·cols (empty for a thread that got no rows).
+std::vector<std::vector<double>> af_row_pass(const AfTensor& t, const AfK& k, SumSqFn sum_sq, AfSums& sums) {
+  const int64_t rows = t.rows, cols = t.cols;
+  std::vector<std::vector<double>> colacc((size_t)pool_threads());
+  parallel_for(t.R(), [&](int64_t r0, int64_t r1, int th) {
+    std::vector<double>& ca = colacc[(size_t)th];
+    ca.assign((size_t)(t.batch * cols), 0.0);
+    double sth = 0.0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* gr = t.g + r * cols;
+      double* car = ca.data() + (r / rows) * cols;
+      // Four partial row sums: one chain would be bound by the add latency.
+      double rs[4] = {0.0, 0.0, 0.0, 0.0};
+      int64_t j = 0;
+      for (; j + 4 <= cols; j += 4) {
+        for (int l = 0; l < 4; ++l) {
+          const double x = (double)gr[j + l] * (double)gr[j + l] + k.eps1;
+          rs[l] += x;
+          car[j + l] += x;
         }
-        for (; j < cols; ++j) {
-          const double x = (double)gr[j] * (double)gr[j] + k.eps1;
-          rs[0] += x;
-          car[j] += x;
-        }
-        const double rsum = (rs[0] + rs[1]) + (rs[2] + rs[3]);
-        vr[r] = (float)(k.beta2 * (double)vr[r] + (1.0 - k.beta2) * (rsum / (double)cols));
-        sth += sumsq_range(simd, p + r * cols, 0, cols);
       }
-      ss_th[(size_t)th] = sth;
-    }, row_grain(cols, kGrain));
-    rf.resize((size_t)R);
-    cf.resize((size_t)(batch * cols));
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t j = b * cols; j < (b + 1) * cols; ++j) {
-        double s = 0.0;
-        for (const auto& ca : colacc)
-          if (!ca.empty()) s += ca[(size_t)j];
-        vc[j] = (float)(k.beta2 * (double)vc[j] + (1.0 - k.beta2) * (s / (double)rows));
-        cf[(size_t)j] = (float)(1.0 / std::sqrt((double)vc[j]));
+      for (; j < cols; ++j) {
+        const double x = (double)gr[j] * (double)gr[j] + k.eps1;
+        rs[0] += x;
+        car[j] += x;
       }
-      double mean = 0.0;
-      for (int64_t r = b * rows; r < (b + 1) * rows; ++r) mean += (double)vr[r];
-      mean /= (double)rows;
-      for (int64_t r = b * rows; r < (b + 1) * rows; ++r) rf[(size_t)r] = (float)std::sqrt(mean / (double)vr[r]);
+      const double rsum = (rs[0] + rs[1]) + (rs[2] + rs[3]);
+      t.vr[r] = (float)(k.beta2 * (double)t.vr[r] + (1.0 - k.beta2) * (rsum / (double)cols));
+      sth += sum_sq(t.p + r * cols, 0, cols);
     }
-    // (B)
-    parallel_for(R, [&](int64_t r0, int64_t r1, int th) {
-      double su[4] = {0.0, 0.0, 0.0, 0.0};
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* gr = g + r * cols;
-        const float* cfr = cf.data() + (r / rows) * cols;
-        const float f = rf[(size_t)r];
-        int64_t j = 0;
-        for (; j + 4 <= cols; j += 4) {
-          for (int l = 0; l < 4; ++l) {
-            const float u = gr[j + l] * f * cfr[j + l];
-            su[l] += (double)u * (double)u;
-          }
-        }
-        for (; j < cols; ++j) {
-          const float u = gr[j] * f * cfr[j];
-          su[0] += (double)u * (double)u;
-        }
-      }
-      ss_u[(size_t)th] = (su[0] + su[1]) + (su[2] + su[3]);
-    }, row_grain(cols, kGrain));
-  } else {
-    // (A) and (B) in one pass: v̂ = vr is known element by element.
-    parallel_for(N, [&](int64_t i0, int64_t i1, int th) {
-      double sth = 0.0, su = 0.0;
-      for (int64_t i = i0; i < i1; ++i) {
-        const double gi = (double)g[i];
-        vr[i] = (float)(k.beta2 * (double)vr[i] + (1.0 - k.beta2) * (gi * gi + k.eps1));
-        const float u = g[i] * (float)(1.0 / std::sqrt((double)vr[i]));
-        su += (double)u * (double)u;
-        sth += (double)p[i] * (double)p[i];
-      }
-      ss_th[(size_t)th] = sth;
-      ss_u[(size_t)th] = su;
-    }, kGrain);
-  }
+    sums.th[(size_t)th] = sth;
+  }, row_grain(cols, kGrain));
+  return colacc;
+}
 
+// Factored, after (A): vc from the column sums, then the factors rf[R] = √(mean(vr)/vr) and
+// cf[batch·cols] = 1/√vc, formed in double and rounded once.
+void af_factors(const AfTensor& t, const AfK& k, const std::vector<std::vector<double>>& colacc,
+                std::vector<float>& rf, std::vector<float>& cf) {
+  const int64_t rows = t.rows, cols = t.cols;
+  rf.resize((size_t)t.R());
+  cf.resize((size_t)(t.batch * cols));
+  for (int64_t b = 0; b < t.batch; ++b) {
+    for (int64_t j = b * cols; j < (b + 1) * cols; ++j) {
+      double s = 0.0;
+      for (const auto& ca : colacc)
+        if (!ca.empty()) s += ca[(size_t)j];
+      t.vc[j] = (float)(k.beta2 * (double)t.vc[j] + (1.0 - k.beta2) * (s / (double)rows));
+      cf[(size_t)j] = (float)(1.0 / std::sqrt((double)t.vc[j]));
+    }
+    double mean = 0.0;
+    for (int64_t r = b * rows; r < (b + 1) * rows; ++r) mean += (double)t.vr[r];
+    mean /= (double)rows;
+    for (int64_t r = b * rows; r < (b + 1) * rows; ++r) rf[(size_t)r] = (float)std::sqrt(mean / (double)t.vr[r]);
+  }
+}
+
+// Factored (B): Σu² per thread, u = g·rf·cf.
+void af_sum_u(const AfTensor& t, const std::vector<float>& rf, const std::vector<float>& cf, AfSums& sums) {
+  const int64_t rows = t.rows, cols = t.cols;
+  parallel_for(t.R(), [&](int64_t r0, int64_t r1, int th) {
+    double su[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* gr = t.g + r * cols;
+      const float* cfr = cf.data() + (r / rows) * cols;
+      const float f = rf[(size_t)r];
+      int64_t j = 0;
+      for (; j + 4 <= cols; j += 4) {
+        for (int l = 0; l < 4; ++l) {
+          const float u = gr[j + l] * f * cfr[j + l];
+          su[l] += (double)u * (double)u;
+        }
+      }
+      for (; j < cols; ++j) {
+        const float u = gr[j] * f * cfr[j];
+        su[0] += (double)u * (double)u;
+      }
+    }
+    sums.u[(size_t)th] = (su[0] + su[1]) + (su[2] + su[3]);
+  }, row_grain(cols, kGrain));
+}
+
+// Unfactored (A) and (B) in one pass: v̂ = vr is known element by element.
+void af_unfactored_pass(const AfTensor& t, const AfK& k, AfSums& sums) {
+  parallel_for(t.N(), [&](int64_t i0, int64_t i1, int th) {
+    double sth = 0.0, su = 0.0;
+    for (int64_t i = i0; i < i1; ++i) {
+      const double gi = (double)t.g[i];
+      t.vr[i] = (float)(k.beta2 * (double)t.vr[i] + (1.0 - k.beta2) * (gi * gi + k.eps1));
+      const float u = t.g[i] * (float)(1.0 / std::sqrt((double)t.vr[i]));
+      su += (double)u * (double)u;
+      sth += (double)t.p[i] * (double)t.p[i];
+    }
+    sums.th[(size_t)th] = sth;
+    sums.u[(size_t)th] = su;
+  }, kGrain);
+}
+
+// (C) over the whole tensor, with the step's scalars: u_scale (the RMS clip), α and the decay.
+void af_apply(const AfTensor& t, const AfK& k, const std::vector<float>& rf, const std::vector<float>& cf,
+              float u_scale, float alpha, float keep) {
+  const int64_t rows = t.rows, cols = t.cols;
+  float* mom = t.mom;
+  if (t.vc) {
+    parallel_for(t.R(), [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r)
+        af_update(t.p + r * cols, t.g + r * cols, mom ? mom + r * cols : nullptr, u_scale, alpha, keep, k, cols,
+                  nullptr, rf[(size_t)r], cf.data() + (r / rows) * cols);
+    }, row_grain(cols, kGrain));
+    return;
+  }
+  // Unfactored: 1/√vr per element, in a small stack buffer so af_update stays one loop.
+  parallel_for(t.N(), [&](int64_t i0, int64_t i1, int) {
+    float inv[256];
+    for (int64_t s = i0; s < i1; s += 256) {
+      const int64_t n = std::min<int64_t>(256, i1 - s);
+      for (int64_t j = 0; j < n; ++j) inv[j] = (float)(1.0 / std::sqrt((double)t.vr[s + j]));
+      af_update(t.p + s, t.g + s, mom ? mom + s : nullptr, u_scale, alpha, keep, k, n, inv, 0.0f, nullptr);
+    }
+  }, kGrain);
+}
+
+void adafactor(const AfTensor& t, const AfK& k) {
+  const int64_t N = t.N();
+  if (N == 0) return;
+  const int nth = pool_threads();
+  AfSums sums(nth);
+  std::vector<float> rf, cf;  // factored: per-row and per-column factors of 1/√v̂
+  if (t.vc) {
+    af_factors(t, k, af_row_pass(t, k, KEEL_PICK_AVX2(sumsq), sums), rf, cf);
+    af_sum_u(t, rf, cf, sums);
+  } else {
+    af_unfactored_pass(t, k, sums);
+  }
   double sth = 0.0, su = 0.0;
-  for (int t = 0; t < nth; ++t) {
-    sth += ss_th[(size_t)t];
-    su += ss_u[(size_t)t];
+  for (int i = 0; i < nth; ++i) {
+    sth += sums.th[(size_t)i];
+    su += sums.u[(size_t)i];
   }
   const double rms_u = std::sqrt(su / (double)N), rms_p = std::sqrt(sth / (double)N);
   const double alpha = k.scaleParam ? k.lr * std::max(k.eps2, rms_p) : k.lr;
   const float u_scale = (float)(1.0 / std::max(1.0, rms_u / k.clip));
-  const float falpha = (float)alpha, keep = (float)(1.0 - alpha * k.wd);
-
-  // (C)
-  if (factored) {
-    parallel_for(R, [&](int64_t r0, int64_t r1, int) {
-      for (int64_t r = r0; r < r1; ++r)
-        af_update(p + r * cols, g + r * cols, mom ? mom + r * cols : nullptr, u_scale, falpha, keep, k, cols, nullptr,
-                  rf[(size_t)r], cf.data() + (r / rows) * cols);
-    }, row_grain(cols, kGrain));
-  } else {
-    // Unfactored: 1/√vr per element, in a small stack buffer so af_update stays one loop.
-    parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-      float inv[256];
-      for (int64_t s = i0; s < i1; s += 256) {
-        const int64_t n = std::min<int64_t>(256, i1 - s);
-        for (int64_t j = 0; j < n; ++j) inv[j] = (float)(1.0 / std::sqrt((double)vr[s + j]));
-        af_update(p + s, g + s, mom ? mom + s : nullptr, u_scale, falpha, keep, k, n, inv, 0.0f, nullptr);
-      }
-    }, kGrain);
-  }
-  return env.Undefined();
+  af_apply(t, k, rf, cf, u_scale, (float)alpha, (float)(1.0 - alpha * k.wd));
 }
 
-// ---- triad, sumSquares, scale: bindings ----------------------------------------------------
+// adafactor(params, grads, vr, vc|null, mom|null, batch, rows, cols, AdafactorCoefs)
+Napi::Value Adafactor(const Napi::CallbackInfo& info) {
+  Args a(info, "adafactor", 9);
+  AfTensor t{};
+  t.batch = a.size(5);
+  t.rows = a.size(6);
+  t.cols = a.size(7);
+  if (a.ok() && (double)t.batch * (double)t.rows * (double)t.cols >= 2147483648.0)
+    a.fail_range("adafactor: batch·rows·cols must be below 2^31");
+  if (!a.ok()) return a.env().Undefined();
+  const bool factored = !a.null_at(3);
+  t.p = a.f32(0, t.N());
+  t.g = a.f32(1, t.N());
+  t.vr = a.f32(2, factored ? t.R() : t.N());
+  t.vc = factored ? a.f32(3, t.batch * t.cols) : nullptr;
+  t.mom = a.f32(4, t.N(), true);
+  Coefs c = a.coefs(8, "AdafactorCoefs");
+  AfK k{};
+  k.beta2 = c.num("beta2");
+  k.eps1 = c.num("eps1");
+  k.clip = c.num("clipThreshold");
+  const double beta1 = c.num("beta1");
+  k.lr = c.num("lr");
+  k.scaleParam = c.flag("scaleParameter");
+  k.eps2 = c.num("eps2");
+  k.wd = c.num("weightDecay");
+  k.beta1 = (float)beta1;
+  k.omb1 = (float)(1.0 - beta1);
+  if (a.ok()) adafactor(t, k);
+  return a.env().Undefined();
+}
 
-Napi::Value Triad(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 5, "triad")) return env.Undefined();
-  int64_t N;
-  double s = 0.0;
-  if (!size_arg(info, 3, &N) || !num(info, 4, &s)) return env.Undefined();
-  float* a = f32(info, 0, N);
-  if (!a) return env.Undefined();
-  const float* b = f32(info, 1, N);
-  if (!b) return env.Undefined();
-  const float* c = f32(info, 2, N);
-  if (!c) return env.Undefined();
-  const bool simd = simd_active();
-  const float fs = (float)s;
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-#if KEEL_X86
-    if (simd) return triad_avx2(a, b, c, fs, i0, i1);
-#endif
-    (void)simd;
-    triad_port(a, b, c, fs, i0, i1);
-  }, kGrain);
-  return env.Undefined();
+// ---- triad, lerp, sumSquares, scale ---------------------------------------------------------
+
+void triad(float* a, const float* b, const float* c, float s, int64_t N) {
+  const auto body = KEEL_PICK_AVX2(triad);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(a, b, c, s, i0, i1); }, kGrain);
 }
 
 // EMA of the weights: dst += w·(src − dst). Memory-bound; the plain loop (which the compiler
 // vectorises with SSE) already streams at the bandwidth limit, so it has no AVX2 body.
-Napi::Value Lerp(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 4, "lerp")) return env.Undefined();
-  int64_t N;
-  double w = 0.0;
-  if (!size_arg(info, 2, &N) || !num(info, 3, &w)) return env.Undefined();
-  float* dst = f32(info, 0, N);
-  if (!dst) return env.Undefined();
-  const float* src = f32(info, 1, N);
-  if (!src) return env.Undefined();
-  const float fw = (float)w;
+void lerp(float* dst, const float* src, float w, int64_t N) {
   parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-    for (int64_t i = i0; i < i1; ++i) dst[i] += fw * (src[i] - dst[i]);
+    for (int64_t i = i0; i < i1; ++i) dst[i] += w * (src[i] - dst[i]);
   }, kGrain);
-  return env.Undefined();
 }
 
-Napi::Value SumSquares(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 2, "sumSquares")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 1, &N)) return env.Undefined();
-  const float* x = f32(info, 0, N);
-  if (!x) return env.Undefined();
-  const bool simd = simd_active();
+double sum_squares(const float* x, int64_t N) {
+  const SumSqFn body = KEEL_PICK_AVX2(sumsq);
   std::vector<double> part((size_t)pool_threads(), 0.0);
-  parallel_for(N, [&](int64_t i0, int64_t i1, int th) { part[(size_t)th] = sumsq_range(simd, x, i0, i1); }, kGrain);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int th) { part[(size_t)th] = body(x, i0, i1); }, kGrain);
   double s = 0.0;
   for (double v : part) s += v;
-  return Napi::Number::New(env, s);
+  return s;
 }
 
+void scale(float* x, float s, int64_t N) {
+  const auto body = KEEL_PICK_AVX2(scale);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int) { body(x, s, i0, i1); }, kGrain);
+}
+
+// triad(a, b, c, N, s)
+Napi::Value Triad(const Napi::CallbackInfo& info) {
+  Args a(info, "triad", 5);
+  const int64_t N = a.size(3);
+  const double s = a.number(4);
+  float* x[3];
+  a.f32s(3, N, x);
+  if (a.ok()) triad(x[0], x[1], x[2], (float)s, N);
+  return a.env().Undefined();
+}
+
+// lerp(dst, src, N, w)
+Napi::Value Lerp(const Napi::CallbackInfo& info) {
+  Args a(info, "lerp", 4);
+  const int64_t N = a.size(2);
+  const double w = a.number(3);
+  float* x[2];  // dst, src
+  a.f32s(2, N, x);
+  if (a.ok()) lerp(x[0], x[1], (float)w, N);
+  return a.env().Undefined();
+}
+
+// sumSquares(x, N) → Σx² in double
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  Args a(info, "sumSquares", 2);
+  const int64_t N = a.size(1);
+  const float* x = a.f32(0, N);
+  if (!a.ok()) return a.env().Undefined();
+  return Napi::Number::New(a.env(), sum_squares(x, N));
+}
+
+// scale(x, N, s)
 Napi::Value Scale(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 3, "scale")) return env.Undefined();
-  int64_t N;
-  double s = 1.0;
-  if (!size_arg(info, 1, &N) || !num(info, 2, &s)) return env.Undefined();
-  float* x = f32(info, 0, N);
-  if (!x) return env.Undefined();
-  const bool simd = simd_active();
-  const float fs = (float)s;
-  parallel_for(N, [&](int64_t i0, int64_t i1, int) {
-#if KEEL_X86
-    if (simd) return scale_avx2(x, fs, i0, i1);
-#endif
-    (void)simd;
-    scale_port(x, fs, i0, i1);
-  }, kGrain);
-  return env.Undefined();
+  Args a(info, "scale", 3);
+  const int64_t N = a.size(1);
+  const double s = a.number(2);
+  float* x = a.f32(0, N);
+  if (a.ok()) scale(x, (float)s, N);
+  return a.env().Undefined();
 }
 
 }  // namespace
 
 void InitOptim(Napi::Env env, Napi::Object exports) {
-  exports.Set("adam", Napi::Function::New(env, Adam));
-  exports.Set("momentum", Napi::Function::New(env, Momentum));
-  exports.Set("adafactor", Napi::Function::New(env, Adafactor));
-  exports.Set("triad", Napi::Function::New(env, Triad));
-  exports.Set("lerp", Napi::Function::New(env, Lerp));
-  exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
-  exports.Set("scale", Napi::Function::New(env, Scale));
+  add_exports(env, exports, {{"adam", Adam}, {"momentum", Momentum}, {"adafactor", Adafactor}, {"triad", Triad},
+                             {"lerp", Lerp}, {"sumSquares", SumSquares}, {"scale", Scale}});
 }
 
 }  // namespace keel

@@ -24,7 +24,8 @@ namespace {
 
 constexpr int64_t kGrain = 65536;  // elements; smaller calls stay on the calling thread
 
-double sqdiff_copy_port(float* prev, const float* cur, int64_t i0, int64_t i1) {
+namespace port {
+double sqdiff_copy(float* prev, const float* cur, int64_t i0, int64_t i1) {
   double s = 0.0;
   for (int64_t i = i0; i < i1; ++i) {
     const double d = (double)cur[i] - (double)prev[i];
@@ -33,9 +34,11 @@ double sqdiff_copy_port(float* prev, const float* cur, int64_t i0, int64_t i1) {
   }
   return s;
 }
+}  // namespace port
 
 #if KEEL_X86
-KEEL_AVX2 double sqdiff_copy_avx2(float* prev, const float* cur, int64_t i0, int64_t i1) {
+namespace avx2 {
+KEEL_AVX2 double sqdiff_copy(float* prev, const float* cur, int64_t i0, int64_t i1) {
   __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
   int64_t i = i0;
   for (; i + 8 <= i1; i += 8) {  // two independent accumulators; the loop is bandwidth-bound
@@ -54,39 +57,32 @@ KEEL_AVX2 double sqdiff_copy_avx2(float* prev, const float* cur, int64_t i0, int
   }
   return s;
 }
+}  // namespace avx2
 #endif  // KEEL_X86
+
+double sq_diff_copy(float* prev, const float* cur, int64_t N) {
+  const auto body = KEEL_PICK_AVX2(sqdiff_copy);
+  std::vector<double> part((size_t)pool_threads(), 0.0);
+  parallel_for(N, [&](int64_t i0, int64_t i1, int th) { part[(size_t)th] = body(prev, cur, i0, i1); }, kGrain);
+  double s = 0.0;
+  for (double v : part) s += v;
+  return s;
+}
 
 // sqDiffCopy(prev, cur, N) → Σ (cur − prev)², then prev ← cur (the first N elements).
 Napi::Value SqDiffCopy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 3, "sqDiffCopy")) return env.Undefined();
-  int64_t N;
-  if (!size_arg(info, 2, &N)) return env.Undefined();
-  float* prev = f32(info, 0, N);
-  if (!prev) return env.Undefined();
-  const float* cur = f32(info, 1, N);
-  if (!cur) return env.Undefined();
-  const bool simd = simd_active();
-  std::vector<double> part((size_t)pool_threads(), 0.0);
-  parallel_for(N, [&](int64_t i0, int64_t i1, int th) {
-#if KEEL_X86
-    if (simd) {
-      part[(size_t)th] = sqdiff_copy_avx2(prev, cur, i0, i1);
-      return;
-    }
-#endif
-    (void)simd;
-    part[(size_t)th] = sqdiff_copy_port(prev, cur, i0, i1);
-  }, kGrain);
-  double s = 0.0;
-  for (double v : part) s += v;
-  return Napi::Number::New(env, s);
+  Args a(info, "sqDiffCopy", 3);
+  const int64_t N = a.size(2);
+  float* x[2];  // prev, cur
+  a.f32s(2, N, x);
+  if (!a.ok()) return a.env().Undefined();
+  return Napi::Number::New(a.env(), sq_diff_copy(x[0], x[1], N));
 }
 
 }  // namespace
 
 void InitReduce(Napi::Env env, Napi::Object exports) {
-  exports.Set("sqDiffCopy", Napi::Function::New(env, SqDiffCopy));
+  add_exports(env, exports, {{"sqDiffCopy", SqDiffCopy}});
 }
 
 }  // namespace keel
