@@ -12,7 +12,7 @@
  * io/average of both (the goal is ≥ 80 %: averaging at 80 % of the speed of the I/O it cannot
  * avoid), GB/s, and the peak RSS of the averaging child (process.resourceUsage().maxRSS).
  * With --no-fsync both skip the fsync (page cache only), which isolates the compute overhead.
- * The files are deleted at the end. Right after creation the inputs sit in the page cache, so
+ * The files are deleted at the end. Right after creation (fsynced) the inputs sit in the page cache, so
  * reads run at memory speed: the hard case for the ratio (a cold disk would hide the
  * arithmetic behind the reads). The "io" side uses the chunk size averaging uses by default.
  *
@@ -143,6 +143,9 @@ function createInput(file: string, tensors: TensorHeaderEntry[], seed: number): 
       n -= m;
     }
   }
+  // On disk before the first measurement, so the kernel's background writeback of 1.5 GB of
+  // new inputs does not run during (and slow down) the early repetitions; they stay cached.
+  fs.fsyncSync(fd);
   fs.closeSync(fd);
   return header.bytes.byteLength + header.dataSize;
 }
