@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "args.h"
-#include "kernel_util.h"
 #include "pool.h"
 #include "simd.h"
 
@@ -50,7 +49,9 @@ struct Dims {
 
 // ---- portable ------------------------------------------------------------------------------
 
-void attn_fwd_port(float* out, float* att, const float* qkv, const Dims& d, int64_t bh) {
+namespace port {
+
+void attn_fwd(float* out, float* att, const float* qkv, const Dims& d, int64_t bh) {
   const int64_t T = d.T, C = d.C, C3 = 3 * d.C, hs = d.hs;
   const int64_t b = bh / d.NH, h = bh % d.NH;
   for (int64_t t = 0; t < T; ++t) {
@@ -84,7 +85,7 @@ void attn_fwd_port(float* out, float* att, const float* qkv, const Dims& d, int6
   }
 }
 
-void attn_bwd_port(float* dqkv, const float* dout, const float* qkv, const float* att, const Dims& d, int64_t bh) {
+void attn_bwd(float* dqkv, const float* dout, const float* qkv, const float* att, const Dims& d, int64_t bh) {
   const int64_t T = d.T, C = d.C, C3 = 3 * d.C, hs = d.hs;
   const int64_t b = bh / d.NH, h = bh % d.NH;
   float* dp = scratch((size_t)T);  // one row of dP, then dS
@@ -117,7 +118,7 @@ void attn_bwd_port(float* dqkv, const float* dout, const float* qkv, const float
   }
 }
 
-// ---- AVX2 --------------------------------------------------------------------------------
+}  // namespace port
 
 #if KEEL_X86
 // ---- AVX2 -----------------------------------------------------------------------------
@@ -201,10 +202,9 @@ constexpr int64_t kR = 4;  // rows per micro-kernel tile
 // ---- AVX-512F -------------------------------------------------------------------------
 // The same bodies with a tile of up to 8 rows × 16 columns in one zmm per row: 8 independent
 // accumulators (the AVX2 tile's 4 rows × 2 ymm also have 8, but of half the width).
-#define KEEL_AVX512 __attribute__((target("avx2,fma,avx512f")))
 namespace avx512 {
 template <int R>
-KEEL_AVX512 static inline void tile(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_ks,
+KEEL_AVX512F static inline void tile(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_ks,
                                     const float* b, int64_t ldb, int64_t K, __mmask16 m) {
   static_assert(R >= 1 && R <= 8, "tile shape");
   // Named accumulators, as in the AVX2 tile (GCC keeps an array of them on the stack).
@@ -231,7 +231,7 @@ KEEL_AVX512 static inline void tile(float* c, int64_t ldc, const float* a, int64
   if constexpr (R > 7) _mm512_mask_storeu_ps(c + 7 * ldc, m, c7);
 }
 
-KEEL_AVX512 void tile_any(int64_t nr, int64_t w, float* c, int64_t ldc, const float* a, int64_t a_rs,
+KEEL_AVX512F void tile_any(int64_t nr, int64_t w, float* c, int64_t ldc, const float* a, int64_t a_rs,
                           int64_t a_ks, const float* b, int64_t ldb, int64_t K) {
   const __mmask16 m = w == 16 ? (__mmask16)0xffff : (__mmask16)0x00ff;
   switch (nr) {
@@ -248,22 +248,25 @@ KEEL_AVX512 void tile_any(int64_t nr, int64_t w, float* c, int64_t ldc, const fl
 
 constexpr int64_t kR = 8;  // rows per micro-kernel tile
 
-#define KEEL_ATT_FN KEEL_AVX512
+#define KEEL_ATT_FN KEEL_AVX512F
 #include "attention_simd.inc"
 #undef KEEL_ATT_FN
 }  // namespace avx512
 #endif  // KEEL_X86
 
-bool read_dims(const Napi::CallbackInfo& info, size_t first, Dims* d) {
-  if (!size_arg(info, first, &d->B) || !size_arg(info, first + 1, &d->T) || !size_arg(info, first + 2, &d->C) ||
-      !size_arg(info, first + 3, &d->NH, 1))
-    return false;
-  if (d->C % d->NH != 0) {
-    return range_error(info, "C (" + std::to_string(d->C) + ") must be divisible by NH (" + std::to_string(d->NH) + ")");
+// The shape arguments B, T, C, NH from argument `first` on; C must split into NH heads.
+Dims read_dims(Args& a, size_t first) {
+  Dims d;
+  d.B = a.size(first);
+  d.T = a.size(first + 1);
+  d.C = a.size(first + 2);
+  d.NH = a.size(first + 3, 1);
+  if (a.ok() && d.C % d.NH != 0) {
+    a.fail_range("C (" + std::to_string(d.C) + ") must be divisible by NH (" + std::to_string(d.NH) + ")");
   }
-  d->hs = d->C / d->NH;
-  d->scale = d->hs > 0 ? (float)(1.0 / std::sqrt((double)d->hs)) : 0.0f;
-  return true;
+  d.hs = d.NH > 0 ? d.C / d.NH : 0;
+  d.scale = d.hs > 0 ? (float)(1.0 / std::sqrt((double)d.hs)) : 0.0f;
+  return d;
 }
 
 // Pairs per thread chunk: a pair costs ~T²·hs multiply-adds; below ~64k of them a worker
@@ -273,77 +276,41 @@ int64_t pair_grain(const Dims& d) {
   return work >= 65536 ? 1 : 65536 / work + 1;
 }
 
+// attentionForward(out, att, qkv, B, T, C, NH)
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 7, "attentionForward")) return env.Undefined();
-  Dims d;
-  if (!read_dims(info, 3, &d)) return env.Undefined();
-  float* out = f32(info, 0, d.B * d.T * d.C);
-  if (!out) return env.Undefined();
-  float* att = f32(info, 1, d.B * d.NH * d.T * d.T);
-  if (!att) return env.Undefined();
-  const float* qkv = f32(info, 2, d.B * d.T * 3 * d.C);
-  if (!qkv) return env.Undefined();
-  if (d.B * d.T * d.C == 0) return env.Undefined();
-  const Isa isa = ops_isa();
+  Args a(info, "attentionForward", 7);
+  const Dims d = read_dims(a, 3);
+  float* out = a.f32(0, d.B * d.T * d.C);
+  float* att = a.f32(1, d.B * d.NH * d.T * d.T);
+  const float* qkv = a.f32(2, d.B * d.T * 3 * d.C);
+  if (!a.ok() || d.B * d.T * d.C == 0) return a.env().Undefined();
+  const auto body = KEEL_PICK(attn_fwd);
   parallel_for(d.B * d.NH, [&](int64_t p0, int64_t p1, int) {
-    for (int64_t bh = p0; bh < p1; ++bh) {
-#if KEEL_X86
-      if (isa >= Isa::kAvx512f) {
-        avx512::attn_fwd_simd(out, att, qkv, d, bh);
-        continue;
-      }
-      if (isa >= Isa::kAvx2) {
-        avx2::attn_fwd_simd(out, att, qkv, d, bh);
-        continue;
-      }
-#endif
-      (void)isa;
-      attn_fwd_port(out, att, qkv, d, bh);
-    }
+    for (int64_t bh = p0; bh < p1; ++bh) body(out, att, qkv, d, bh);
   }, pair_grain(d));
-  return env.Undefined();
+  return a.env().Undefined();
 }
 
+// attentionBackward(dqkv, dout, qkv, att, B, T, C, NH)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!need_args(info, 8, "attentionBackward")) return env.Undefined();
-  Dims d;
-  if (!read_dims(info, 4, &d)) return env.Undefined();
-  float* dqkv = f32(info, 0, d.B * d.T * 3 * d.C);
-  if (!dqkv) return env.Undefined();
-  const float* dout = f32(info, 1, d.B * d.T * d.C);
-  if (!dout) return env.Undefined();
-  const float* qkv = f32(info, 2, d.B * d.T * 3 * d.C);
-  if (!qkv) return env.Undefined();
-  const float* att = f32(info, 3, d.B * d.NH * d.T * d.T);
-  if (!att) return env.Undefined();
-  if (d.B * d.T * d.C == 0) return env.Undefined();
-  const Isa isa = ops_isa();
+  Args a(info, "attentionBackward", 8);
+  const Dims d = read_dims(a, 4);
+  float* dqkv = a.f32(0, d.B * d.T * 3 * d.C);
+  const float* dout = a.f32(1, d.B * d.T * d.C);
+  const float* qkv = a.f32(2, d.B * d.T * 3 * d.C);
+  const float* att = a.f32(3, d.B * d.NH * d.T * d.T);
+  if (!a.ok() || d.B * d.T * d.C == 0) return a.env().Undefined();
+  const auto body = KEEL_PICK(attn_bwd);
   parallel_for(d.B * d.NH, [&](int64_t p0, int64_t p1, int) {
-    for (int64_t bh = p0; bh < p1; ++bh) {
-#if KEEL_X86
-      if (isa >= Isa::kAvx512f) {
-        avx512::attn_bwd_simd(dqkv, dout, qkv, att, d, bh);
-        continue;
-      }
-      if (isa >= Isa::kAvx2) {
-        avx2::attn_bwd_simd(dqkv, dout, qkv, att, d, bh);
-        continue;
-      }
-#endif
-      (void)isa;
-      attn_bwd_port(dqkv, dout, qkv, att, d, bh);
-    }
+    for (int64_t bh = p0; bh < p1; ++bh) body(dqkv, dout, qkv, att, d, bh);
   }, pair_grain(d));
-  return env.Undefined();
+  return a.env().Undefined();
 }
 
 }  // namespace
 
 void InitAttention(Napi::Env env, Napi::Object exports) {
-  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward));
-  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward));
+  add_exports(env, exports, {{"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}});
 }
 
 }  // namespace keel
