@@ -11,11 +11,6 @@ import {
   DTYPE_SIZE,
   encodeFloats,
   encodeHeader,
-  floatBitsToBf16Bits,
-  floatBitsToHalfBits,
-  floatToBf16Bits,
-  floatToHalfBits,
-  halfBitsToFloatBits,
   openSafetensors,
   parseHeader,
   readSafetensors,
@@ -23,6 +18,7 @@ import {
   writeSafetensors,
   type DType,
 } from '../src/io/safetensors.ts';
+import { floatBitsToBf16Bits, floatBitsToHalfBits, floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../src/util/float16.ts';
 import { averageCommand } from '../src/cli/average.ts';
 import { loadModel } from '../src/model/checkpoint.ts';
 import { train } from '../src/train/trainer.ts';

@@ -12,12 +12,10 @@ import path from 'node:path';
 import { averageCheckpoints, type OutputDtype } from '../src/average/stream.ts';
 import {
   encodeHeader,
-  floatToBf16Bits,
-  floatToHalfBits,
-  halfBitsToFloatBits,
   openSafetensors,
   type DType,
 } from '../src/io/safetensors.ts';
+import { floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../src/util/float16.ts';
 import { nativeKernels } from '../src/kernels/native.ts';
 import { Rng } from '../src/util/rng.ts';
 import { tempRoot } from './helpers.ts';

@@ -6,7 +6,6 @@ import path from 'node:path';
 import { UserError } from '../src/errors.ts';
 import {
   encodeSafetensors,
-  halfBitsToFloatBits,
   openSafetensors,
   parseHeader,
   readSafetensors,
@@ -15,6 +14,7 @@ import {
   type DType,
   type SafetensorsErrorCode,
 } from '../src/io/safetensors.ts';
+import { halfBitsToFloatBits } from '../src/util/float16.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-st-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));

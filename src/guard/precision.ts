@@ -5,7 +5,7 @@
  * first and divides after (what mixed-precision training does); values below fp16's smallest
  * subnormal (2⁻²⁴ ≈ 6e-8) become 0, values above 65504 become ±Inf.
  */
-import { floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../io/safetensors.ts';
+import { floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../util/float16.ts';
 
 export type GradPrecision = 'fp32' | 'bf16' | 'fp16';
 export const GRAD_PRECISIONS: GradPrecision[] = ['fp32', 'bf16', 'fp16'];

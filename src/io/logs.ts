@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { parseMetricsLine } from './metrics.ts';
+import { halfBitsToFloatBits } from '../util/float16.ts';
 
 export type LogFormat = 'jsonl' | 'llmc' | 'csv' | 'tfevents';
 
@@ -587,17 +588,15 @@ function shapeNumel(bytes: Uint8Array, file: string): number {
   return numel;
 }
 
+const BITS = new Uint32Array(1);
+const AS_FLOAT = new Float32Array(BITS.buffer);
+
 function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
+  BITS[0] = halfBitsToFloatBits(h);
+  return AS_FLOAT[0];
 }
 
 function bf16ToFloat(b: number): number {
-  const v = new DataView(new ArrayBuffer(4));
-  v.setUint32(0, (b & 0xffff) << 16);
-  return v.getFloat32(0);
+  BITS[0] = (b & 0xffff) << 16;
+  return AS_FLOAT[0];
 }

@@ -1,5 +1,5 @@
 /** Plain-loop matmul, the reference for native/matmul.cc. Sums run in float64. */
-import { floatBitsToBf16Bits } from '../../io/safetensors.ts';
+import { floatBitsToBf16Bits } from '../../util/float16.ts';
 import type { Floats, MatmulPrecision } from '../types.ts';
 
 const bits = new Uint32Array(1);
