@@ -5,7 +5,7 @@ import { nativeKernels } from '../kernels/native.ts';
 import type { Optimizer, OptState, SlotSpec, TensorSpec } from './types.ts';
 
 /** A buffer with no tensor list is one weight tensor of shape [n]. */
-export function defaultTensors(n: number): TensorSpec[] {
+function defaultTensors(n: number): TensorSpec[] {
   return [{ name: 'param', shape: [n], kind: 'weight', offset: 0, size: n }];
 }
 
@@ -42,7 +42,7 @@ export function slotOffsets(slot: SlotSpec): number[] {
   });
 }
 
-export function newState<F extends Floats>(params: F, tensors: readonly TensorSpec[], slots: SlotSpec[]): OptState<F> {
+function newState<F extends Floats>(params: F, tensors: readonly TensorSpec[], slots: SlotSpec[]): OptState<F> {
   checkTensors(tensors, params.length);
   const Ctor = params.constructor as { new (n: number): F };
   const bufs: Record<string, F> = {};

@@ -32,7 +32,7 @@ export function momentumSlots(hybrid: boolean): (tensors: readonly TensorSpec[])
 }
 
 /** The second-moment slot of the hybrid: embeddings only. */
-export function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
+function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
   return { name: 'exp_avg_sq', shapes: tensors.map((t) => (t.kind === 'embedding' ? t.shape : null)) };
 }
 
