@@ -13,14 +13,11 @@
  *
  *   node --import tsx bench/monitors.ts [--every 50] [--rounds 7] [--batch 16] [--config tiny] [--json]
  */
-import { nativeKernels } from '../src/kernels/native.ts';
 import { CONFIGS } from '../src/model/config.ts';
-import { GPT } from '../src/model/gpt.ts';
 import { Diagnostics } from '../src/monitor/diagnostics.ts';
-import { adamw } from '../src/optim/adamw.ts';
-import { Rng } from '../src/util/rng.ts';
 import { median } from '../src/util/stats.ts';
 import { opt, flag } from './args.ts';
+import { benchTraining } from './training.ts';
 
 const every = Number(opt('every', '50'));
 const rounds = Number(opt('rounds', '7'));
@@ -33,31 +30,18 @@ if (!cfg || ![every, rounds, B].every((x) => Number.isInteger(x) && x >= 1)) {
   process.exit(2);
 }
 
-const k = nativeKernels();
-const model = new GPT(cfg, k, { maxBatch: B });
-model.init(1337);
-const optimizer = adamw({ lr: 2e-3 });
-const state = optimizer.init(model.params, model.layout.tensors);
+const { k, model, optimizer, state, lr, ...train } = benchTraining(cfg, B);
 const diag = new Diagnostics(model.layout.tensors, model.numParams, { every });
-const rng = new Rng(7);
-const n = B * cfg.blockSize;
-const tokens = new Int32Array(n);
-const targets = new Int32Array(n);
 let diagStep = 0; // the diagnostics' own step counter: "with" steps only, so the cadence is exact
 let lineBytes = 0;
 
 /** One training step (clipping as the trainer does); returns [step ms, ms inside the diagnostics]. */
 function step(withDiag: boolean): [number, number] {
-  for (let i = 0; i < n; i++) {
-    tokens[i] = rng.int(cfg.vocabSize);
-    targets[i] = rng.int(cfg.vocabSize);
-  }
+  train.randomize();
   const t0 = performance.now();
   model.zeroGrad();
-  model.forward(tokens, targets, B);
-  model.backward(1);
-  const norm = Math.sqrt(k.sumSquares(model.grads, model.grads.length));
-  if (norm > 1) k.scale(model.grads, model.grads.length, 1 / norm);
+  train.forwardBackward(1);
+  train.clip();
   let inDiag = 0;
   const s = withDiag ? ++diagStep : 0;
   const watch = withDiag && (diag.wants(s) || diag.wants(s + 1));
@@ -66,10 +50,10 @@ function step(withDiag: boolean): [number, number] {
     diag.before(s, model.params, model.grads, optimizer, state);
     inDiag += performance.now() - a;
   }
-  optimizer.step(model.params, model.grads, state, { lr: 2e-3, gradsFinite: true });
+  train.step();
   if (watch) {
     const a = performance.now();
-    const rec = diag.after(s, model.params, optimizer, state, 2e-3);
+    const rec = diag.after(s, model.params, optimizer, state, lr);
     if (rec) lineBytes = JSON.stringify(rec).length + 1; // the trainer writes it as one line
     inDiag += performance.now() - a;
   }

@@ -14,14 +14,11 @@
  *
  *   node --import tsx bench/noise_scale.ts [--accum 4] [--batch 8] [--rounds 8] [--groups layer-kind|model] [--config tiny] [--json]
  */
-import { nativeKernels } from '../src/kernels/native.ts';
 import { CONFIGS } from '../src/model/config.ts';
-import { GPT } from '../src/model/gpt.ts';
 import { NoiseScale, type NoiseGroups } from '../src/monitor/noise_scale.ts';
-import { adamw } from '../src/optim/adamw.ts';
-import { Rng } from '../src/util/rng.ts';
 import { median } from '../src/util/stats.ts';
 import { opt, flag } from './args.ts';
+import { benchTraining } from './training.ts';
 
 const accum = Number(opt('accum', '4'));
 const B = Number(opt('batch', '8'));
@@ -35,16 +32,8 @@ if (!cfg || ![B, rounds].every((x) => Number.isInteger(x) && x >= 1) || !(Number
   process.exit(2);
 }
 
-const k = nativeKernels();
-const model = new GPT(cfg, k, { maxBatch: B });
-model.init(1337);
-const optimizer = adamw({ lr: 2e-3 });
-const state = optimizer.init(model.params, model.layout.tensors);
+const { model, ...train } = benchTraining(cfg, B);
 const noise = new NoiseScale(model.layout.tensors, model.numParams, { groups });
-const rng = new Rng(7);
-const n = B * cfg.blockSize;
-const tokens = new Int32Array(n);
-const targets = new Int32Array(n);
 let records = 0;
 
 /** One training step as the trainer runs it; returns [step ms, ms inside the estimator]. */
@@ -59,12 +48,8 @@ function step(withNoise: boolean): [number, number] {
   model.zeroGrad();
   if (withNoise) timed(() => noise.beginStep());
   for (let m = 0; m < accum; m++) {
-    for (let i = 0; i < n; i++) {
-      tokens[i] = rng.int(cfg.vocabSize);
-      targets[i] = rng.int(cfg.vocabSize);
-    }
-    model.forward(tokens, targets, B);
-    model.backward(1 / accum);
+    train.randomize();
+    train.forwardBackward(1 / accum);
     if (withNoise) timed(() => noise.afterMicro(model.grads, accum));
   }
   if (withNoise) {
@@ -73,9 +58,8 @@ function step(withNoise: boolean): [number, number] {
       if (rec) records += 1;
     });
   }
-  const norm = Math.sqrt(k.sumSquares(model.grads, model.grads.length));
-  if (norm > 1) k.scale(model.grads, model.grads.length, 1 / norm);
-  optimizer.step(model.params, model.grads, state, { lr: 2e-3, gradsFinite: true });
+  train.clip();
+  train.step();
   return [performance.now() - t0, inNoise];
 }
 

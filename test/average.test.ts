@@ -198,8 +198,9 @@ function assertAverage(file: string, inputs: Raw[][], outDtype: DType | null, we
   }
 }
 
-function throwsUser(f: () => unknown, ...words: (string | RegExp)[]): void {
-  assert.throws(f, (e: unknown) => {
+/** A validator for assert.throws/rejects: a one-line UserError whose message has every word. */
+function userError(words: (string | RegExp)[]) {
+  return (e: unknown) => {
     assert.ok(e instanceof UserError, `expected a UserError, got ${e}`);
     for (const w of words) {
       if (typeof w === 'string') assert.ok(e.message.includes(w), `"${e.message}" should mention ${w}`);
@@ -207,19 +208,15 @@ function throwsUser(f: () => unknown, ...words: (string | RegExp)[]): void {
     }
     assert.ok(!e.message.includes('\n'), 'one line');
     return true;
-  });
+  };
+}
+
+function throwsUser(f: () => unknown, ...words: (string | RegExp)[]): void {
+  assert.throws(f, userError(words));
 }
 
 async function rejectsUser(f: () => Promise<unknown>, ...words: (string | RegExp)[]): Promise<void> {
-  await assert.rejects(f, (e: unknown) => {
-    assert.ok(e instanceof UserError, `expected a UserError, got ${e}`);
-    for (const w of words) {
-      if (typeof w === 'string') assert.ok(e.message.includes(w), `"${e.message}" should mention ${w}`);
-      else assert.match(e.message, w);
-    }
-    assert.ok(!e.message.includes('\n'), 'one line');
-    return true;
-  });
+  await assert.rejects(f, userError(words));
 }
 
 /** Files and directories below dir whose names look like this module's temporaries. */

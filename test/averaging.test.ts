@@ -9,7 +9,7 @@ import { readSafetensors } from '../src/io/safetensors.ts';
 import { lerp } from '../src/kernels/reference/optim.ts';
 import { checkpointDir, listCheckpoints } from '../src/train/checkpoints.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
-import { keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
+import { assertTrainRefuses, keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
 import { eachMode, nk } from './native_modes.ts';
 
 const { root, fresh } = tempRoot('averaging');
@@ -88,11 +88,5 @@ test('CLI: --lawa k[:every] and --ema write lawa.safetensors / ema.safetensors; 
   for (const f of ['lawa.safetensors', 'lawa_state.safetensors', 'ema.safetensors']) assert.ok(fs.existsSync(path.join(checkpointDir(out, 4), f)), f);
   const ev = keel(['eval', '--checkpoint', path.join(checkpointDir(out, 4), 'lawa.safetensors'), '--data', corpus, '--tokens', '257', '--json']);
   assert.equal(ev.status, 0, ev.stderr);
-  for (const [args, re] of [[['--lawa', '0'], /--lawa 0: expected k\[:every\]/], [['--lawa', '3:x'], /--lawa 3:x/], [['--ema', '1'], /β must be in \(0, 1\)/]] as [string[], RegExp][]) {
-    const bad = fresh('bad');
-    const e = keel(['train', '--config', microJson, '--data', corpus, '--steps', '2', '--out', bad, ...args]);
-    assert.equal(e.status, 2, e.stderr);
-    assert.match(e.stderr, re);
-    assert.ok(!fs.existsSync(bad));
-  }
+  assertTrainRefuses({ config: microJson, data: corpus, fresh }, [[['--lawa', '0'], /--lawa 0: expected k\[:every\]/], [['--lawa', '3:x'], /--lawa 3:x/], [['--ema', '1'], /β must be in \(0, 1\)/]]);
 });

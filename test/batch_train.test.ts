@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { checkpointDir } from '../src/train/checkpoints.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
-import { keel, MICRO, tempRoot, trainLines, trainOptions, writeCorpus, writeJson } from './helpers.ts';
+import { assertTrainRefuses, MICRO, tempRoot, trainLines, trainOptions, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('batch');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -55,14 +55,8 @@ test('ramp and noise scale continue exactly across --resume', async () => {
 });
 
 test('CLI: --lr-rule sgd needs --b-noise; a bad --batch-ramp is a usage error', () => {
-  for (const [args, re] of [
+  assertTrainRefuses({ config: microJson, data: corpus, fresh }, [
     [['--lr-rule', 'sgd'], /needs --b-noise/],
     [['--batch-ramp', 'zigzag'], /zigzag/],
-  ] as [string[], RegExp][]) {
-    const out = fresh('bad');
-    const r = keel(['train', '--config', microJson, '--data', corpus, '--steps', '2', '--out', out, ...args]);
-    assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, re);
-    assert.ok(!fs.existsSync(out));
-  }
+  ]);
 });

@@ -99,6 +99,31 @@ export function keel(args: string[], opts: { cwd?: string; env?: Record<string, 
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * `keel train --steps 2` on a micro config and corpus, once per case with the case's flags added:
+ * each is a usage error (exit 2) whose stderr matches, and writes nothing to its fresh --out.
+ */
+export function assertTrainRefuses(run: { config: string; data: string; fresh: (name: string) => string }, cases: [string[], RegExp][]): void {
+  for (const [args, re] of cases) {
+    const out = run.fresh('bad');
+    const r = keel(['train', '--config', run.config, '--data', run.data, '--steps', '2', '--out', out, ...args]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, re);
+    assert.ok(!fs.existsSync(out), `${args.join(' ')}: nothing written`);
+  }
+}
+
+/** `keel sample --json`: one seed twice gives the same text, the other seed other text; `tokens` tokens each. */
+export function assertSeededSampling(checkpoint: string, prompt: string, tokens: number, [seed, other]: [number, number]): void {
+  const args = ['sample', '--checkpoint', checkpoint, '--prompt', prompt, '--tokens', String(tokens), '--json'];
+  const a = JSON.parse(keel([...args, '--seed', String(seed)]).stdout);
+  const b = JSON.parse(keel([...args, '--seed', String(seed)]).stdout);
+  const c = JSON.parse(keel([...args, '--seed', String(other)]).stdout);
+  assert.equal(a.text, b.text);
+  assert.notEqual(a.text, c.text);
+  assert.equal(a.tokens, tokens);
+}
+
 /** Starts `node bin/keel.js ...args` in the background (for Ctrl-C tests). */
 export function keelAsync(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
   const child = spawn(process.execPath, [KEEL, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });

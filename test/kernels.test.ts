@@ -13,7 +13,7 @@ import { eachMode, nk } from './native_modes.ts';
 import * as ops from '../src/kernels/reference/ops.ts';
 import { attentionBackward, attentionForward } from '../src/kernels/reference/attention.ts';
 import { scale, sumSquares } from '../src/kernels/reference/optim.ts';
-import { near, randomArrays } from './numeric.ts';
+import { centralDifference, near, randomArrays } from './numeric.ts';
 
 const { rng, ints, randn, randn64 } = randomArrays(20240611);
 
@@ -222,13 +222,7 @@ function gradCheck(what: string, x: Float64Array, loss: () => number, grad: Floa
   const h = 1e-5;
   for (let j = 0; j < Math.min(count, x.length); j++) {
     const i = x.length <= count ? j : rng.int(x.length);
-    const x0 = x[i];
-    x[i] = x0 + h;
-    const lp = loss();
-    x[i] = x0 - h;
-    const lm = loss();
-    x[i] = x0;
-    const fd = (lp - lm) / (2 * h);
+    const fd = centralDifference(x, i, loss, h);
     assert.ok(Math.abs(fd - grad[i]) <= 1e-7 * (1 + Math.abs(fd)), `${what}[${i}]: analytic ${grad[i]}, numeric ${fd}`);
   }
 }

@@ -9,29 +9,14 @@ import type { GPTConfig } from '../src/model/config.ts';
 import { GPT } from '../src/model/gpt.ts';
 import { adamw } from '../src/optim/adamw.ts';
 import { Rng } from '../src/util/rng.ts';
-
-function batch(cfg: GPTConfig, B: number, seed: number) {
-  const rng = new Rng(seed);
-  const n = B * cfg.blockSize;
-  return {
-    tokens: Int32Array.from({ length: n }, () => rng.int(cfg.vocabSize)),
-    targets: Int32Array.from({ length: n }, () => rng.int(cfg.vocabSize)),
-  };
-}
-
-/** Init, then perturb every parameter so gains ≠ 1 and biases ≠ 0 also get tested. */
-function perturb<F extends Float32Array | Float64Array>(m: GPT<F>, seed: number, scale: number) {
-  m.init(seed);
-  const rng = new Rng(seed + 1);
-  for (let i = 0; i < m.params.length; i++) m.params[i] += rng.normal() * scale;
-}
+import { centralDifference, perturb, tokenBatch } from './numeric.ts';
 
 test('finite-difference gradient check of the whole model (float64)', () => {
   const cfg: GPTConfig = { nLayer: 2, nHead: 2, nEmbd: 8, blockSize: 5, vocabSize: 11 };
   const B = 2;
   const model = new GPT<Float64Array>(cfg, referenceKernels<Float64Array>(), { maxBatch: B, ctor: Float64Array });
   perturb(model, 3, 0.3);
-  const { tokens, targets } = batch(cfg, B, 9);
+  const { tokens, targets } = tokenBatch(cfg, B, 9);
   model.zeroGrad();
   model.forward(tokens, targets, B);
   model.backward(1);
@@ -42,13 +27,7 @@ test('finite-difference gradient check of the whole model (float64)', () => {
     // A few coordinates of every tensor (the embedding rows of tokens that occur included).
     for (let j = 0; j < 4; j++) {
       const i = t.offset + rng.int(t.size);
-      const orig = model.params[i];
-      model.params[i] = orig + h;
-      const lp = model.forward(tokens, targets, B);
-      model.params[i] = orig - h;
-      const lm = model.forward(tokens, targets, B);
-      model.params[i] = orig;
-      const fd = (lp - lm) / (2 * h);
+      const fd = centralDifference(model.params, i, () => model.forward(tokens, targets, B), h);
       const an = model.grads[i];
       const err = Math.abs(fd - an) / Math.max(1e-6, Math.abs(fd) + Math.abs(an));
       worst = Math.max(worst, err);
@@ -68,7 +47,7 @@ test('native model matches the reference model: loss, every gradient, 3 AdamW st
   const opts = [adamw({ lr: 1e-2 }), adamw<Float32Array>({ lr: 1e-2 }, { kernels: referenceKernels<Float32Array>() })];
   const states = [opts[0].init(nat.params, nat.layout.tensors), opts[1].init(ref.params, ref.layout.tensors)];
   for (let step = 0; step < 3; step++) {
-    const { tokens, targets } = batch(cfg, B, 100 + step);
+    const { tokens, targets } = tokenBatch(cfg, B, 100 + step);
     const losses = [nat, ref].map((m, i) => {
       m.zeroGrad();
       const loss = m.forward(tokens, targets, B);
@@ -97,7 +76,7 @@ test('a smaller batch than maxBatch uses the leading rows and gives the same los
   const one = new GPT(cfg, nativeKernels(), { maxBatch: 1 });
   big.init(1);
   one.params.set(big.params);
-  const { tokens, targets } = batch(cfg, 1, 4);
+  const { tokens, targets } = tokenBatch(cfg, 1, 4);
   assert.equal(big.forward(tokens, targets, 1), one.forward(tokens, targets, 1));
   // A fresh model predicts nearly uniformly: loss ≈ ln V.
   assert.ok(Math.abs(one.forward(tokens, targets, 1) - Math.log(256)) < 0.05);
@@ -108,7 +87,7 @@ test('the whole model on every matmul path, fp32 and bf16: native vs reference, 
   const B = 3;
   const nk = nativeKernels();
   const paths = { avx512bf16: 'avx512bf16', avx512f: 'avx512f', 'avx2-fma': 'avx2', portable: 'portable' } as const;
-  const { tokens, targets } = batch(cfg, B, 100);
+  const { tokens, targets } = tokenBatch(cfg, B, 100);
   try {
     for (const [kernel, isa] of Object.entries(paths) as [keyof typeof paths, string][]) {
       if (!nk.isaSupported().includes(isa as 'avx2')) {

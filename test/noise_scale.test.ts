@@ -15,7 +15,7 @@ import { NoiseScale, noiseGroupOf, noiseLogFields, type NoiseRecord } from '../s
 import type { TensorSpec } from '../src/optim/types.ts';
 import { GPT } from '../src/model/gpt.ts';
 import { MICRO } from './helpers.ts';
-import { Rng } from '../src/util/rng.ts';
+import { randomBatch, Rng } from '../src/util/rng.ts';
 
 const ref = referenceKernels<Float32Array>();
 
@@ -276,10 +276,7 @@ test('on the GPT: accumulated micro-batches give finite per-group estimates', ()
     model.zeroGrad();
     ns.beginStep();
     for (let m = 0; m < 3; m++) {
-      for (let i = 0; i < tok.length; i++) {
-        tok[i] = rng.int(MICRO.vocabSize);
-        tgt[i] = rng.int(MICRO.vocabSize);
-      }
+      randomBatch(rng, tok, tgt, MICRO.vocabSize);
       model.forward(tok, tgt, 2);
       model.backward(1 / 3);
       ns.afterMicro(model.grads, 3);

@@ -19,29 +19,38 @@ function fakeClock() {
   return clock;
 }
 
+/** Each value formats to its text. */
+function assertFormats(format: (x: number) => string, cases: [number, string][]): void {
+  for (const [x, want] of cases) assert.equal(format(x), want, `${format.name}(${x})`);
+}
+
 test('formatNumber: compact suffixes, significant digits, non-finite', () => {
-  assert.equal(formatNumber(0), '0');
-  assert.equal(formatNumber(512), '512');
-  assert.equal(formatNumber(2.34567), '2.346');
-  assert.equal(formatNumber(12_345), '12.3k');
-  assert.equal(formatNumber(999_950), '1M');
-  assert.equal(formatNumber(999.96), '1k');
-  assert.equal(formatNumber(1_234_567), '1.23M');
-  assert.equal(formatNumber(-4500), '-4.5k');
-  assert.equal(formatNumber(3e-4), '3e-4');
-  assert.equal(formatNumber(1.234e-5), '1.23e-5');
-  assert.equal(formatNumber(NaN), 'nan');
-  assert.equal(formatNumber(-Infinity), '-inf');
+  assertFormats(formatNumber, [
+    [0, '0'],
+    [512, '512'],
+    [2.34567, '2.346'],
+    [12_345, '12.3k'],
+    [999_950, '1M'],
+    [999.96, '1k'],
+    [1_234_567, '1.23M'],
+    [-4500, '-4.5k'],
+    [3e-4, '3e-4'],
+    [1.234e-5, '1.23e-5'],
+    [NaN, 'nan'],
+    [-Infinity, '-inf'],
+  ]);
 });
 
 test('formatDuration: s, m s, h m, d h; unknown is --', () => {
-  assert.equal(formatDuration(0.5), '0.5s');
-  assert.equal(formatDuration(42), '42s');
-  assert.equal(formatDuration(83), '1m23s');
-  assert.equal(formatDuration(7505), '2h05m');
-  assert.equal(formatDuration(90_000), '1d01h');
-  assert.equal(formatDuration(NaN), '--');
-  assert.equal(formatDuration(Infinity), '--');
+  assertFormats(formatDuration, [
+    [0.5, '0.5s'],
+    [42, '42s'],
+    [83, '1m23s'],
+    [7505, '2h05m'],
+    [90_000, '1d01h'],
+    [NaN, '--'],
+    [Infinity, '--'],
+  ]);
 });
 
 test('renderBar fills in proportion and clamps', () => {

@@ -14,7 +14,7 @@ import { Guards, parseOptSchedule } from '../src/guard/guards.ts';
 import { checkpointDir, loadCheckpoint } from '../src/train/checkpoints.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
 import { UserError } from '../src/errors.ts';
-import { keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
+import { assertTrainRefuses, keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('recovery');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -156,19 +156,13 @@ test('parsers: faults and optimizer schedules', () => {
 });
 
 test('CLI: stability flags are validated up front (exit 2, nothing written)', () => {
-  for (const [args, re] of [
+  assertTrainRefuses({ config: microJson, data: corpus, fresh }, [
     [['--fault', '3:meteor'], /unknown kind "meteor"/],
     [['--opt-schedule', 'beta3=0.9:0.99'], /adamw has no option "beta3"/],
     [['--opt-schedule', 'beta2=0.9:1.5'], /beta2 must be < 1/],
     [['--on-spike', 'panic'], /panic/],
     [['--loss-scale', '128'], /only with --grad-precision fp16/],
-  ] as [string[], RegExp][]) {
-    const out = fresh('bad');
-    const r = keel(['train', '--config', microJson, '--data', corpus, '--steps', '2', '--out', out, ...args]);
-    assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, re);
-    assert.ok(!fs.existsSync(out));
-  }
+  ]);
 });
 
 test('CLI: a fire drill with --on-spike skip runs to the end and logs every action', () => {

@@ -18,7 +18,7 @@ import { CONFIGS, resolveConfig, validateConfig, type GPTConfig } from '../src/m
 import { GPT } from '../src/model/gpt.ts';
 import { paramLayout } from '../src/model/params.ts';
 import { Rng } from '../src/util/rng.ts';
-import { near, randomArrays } from './numeric.ts';
+import { centralDifference, near, perturb, randomArrays, tokenBatch } from './numeric.ts';
 
 const { ints, randn, randn64 } = randomArrays(777);
 
@@ -91,13 +91,7 @@ test('cross-entropy z-loss: float64 finite differences of scale·Σ (loss + zCoe
   ops.crossEntropy(losses, d, logits, targets, N, V, s, zc);
   const h = 1e-5;
   for (let i = 0; i < N * V; i++) {
-    const x0 = logits[i];
-    logits[i] = x0 + h;
-    const lp = L();
-    logits[i] = x0 - h;
-    const lm = L();
-    logits[i] = x0;
-    const fd = (lp - lm) / (2 * h);
+    const fd = centralDifference(logits, i, L, h);
     assert.ok(Math.abs(fd - d[i]) <= 1e-7 * (1 + Math.abs(fd)), `dlogits[${i}]: analytic ${d[i]}, numeric ${fd}`);
   }
   // The z term's gradient sums to 2·zCoef·lse·scale per row (softmax sums to 1; the CE part to 0).
@@ -111,22 +105,6 @@ test('cross-entropy z-loss: float64 finite differences of scale·Σ (loss + zCoe
 
 // ---- model --------------------------------------------------------------------------------
 
-function batch(cfg: GPTConfig, B: number, seed: number) {
-  const r = new Rng(seed);
-  const n = B * cfg.blockSize;
-  return {
-    tokens: Int32Array.from({ length: n }, () => r.int(cfg.vocabSize)),
-    targets: Int32Array.from({ length: n }, () => r.int(cfg.vocabSize)),
-  };
-}
-
-/** Init, then perturb every parameter so gains ≠ 1 and biases ≠ 0 also get tested. */
-function perturb<F extends Float32Array | Float64Array>(m: GPT<F>, seed: number, scale: number) {
-  m.init(seed);
-  const r = new Rng(seed + 1);
-  for (let i = 0; i < m.params.length; i++) m.params[i] += r.normal() * scale;
-}
-
 /** Float64 central differences of the full objective (loss + zLoss·lastZLoss) at a few coordinates of every tensor. */
 function modelGradCheck(cfg: GPTConfig, zLoss: number, what: string): void {
   const B = 2;
@@ -136,7 +114,7 @@ function modelGradCheck(cfg: GPTConfig, zLoss: number, what: string): void {
   // Large logits so log Z (and the z-loss gradient) is far from 0: scale the tied embedding up.
   const wte = model.layout.byName.get('transformer.wte.weight')!;
   for (let i = wte.offset; i < wte.offset + wte.size; i++) model.params[i] *= 3;
-  const { tokens, targets } = batch(cfg, B, 9);
+  const { tokens, targets } = tokenBatch(cfg, B, 9);
   const objective = () => {
     const ce = model.forward(tokens, targets, B);
     return ce + zLoss * model.lastZLoss;
@@ -149,13 +127,7 @@ function modelGradCheck(cfg: GPTConfig, zLoss: number, what: string): void {
   for (const t of model.layout.tensors) {
     for (let j = 0; j < 4; j++) {
       const i = t.offset + r.int(t.size);
-      const orig = model.params[i];
-      model.params[i] = orig + h;
-      const lp = objective();
-      model.params[i] = orig - h;
-      const lm = objective();
-      model.params[i] = orig;
-      const fd = (lp - lm) / (2 * h);
+      const fd = centralDifference(model.params, i, objective, h);
       const an = model.grads[i];
       // Relative error, or an absolute one at the level of the differences' rounding noise
       // (k_norm.bias's gradient is exactly 0: a shift of every key adds the same q·b to each
@@ -179,7 +151,7 @@ test('lastZLoss is the mean (log Z)² of the last forward; zLoss validation', ()
   assert.equal(m.zLoss, 0);
   assert.ok(Number.isNaN(m.lastZLoss));
   perturb(m, 1, 0.5);
-  const { tokens, targets } = batch(cfg, 2, 2);
+  const { tokens, targets } = tokenBatch(cfg, 2, 2);
   const ce = m.forward(tokens, targets, 2);
   const logits = m.logits(2), V = cfg.vocabSize;
   let zsq = 0, ceSum = 0;
@@ -209,7 +181,7 @@ test('native model matches the reference model with qkNorm and zLoss: loss, z te
   for (let i = wte.offset; i < wte.offset + wte.size; i++) nat.params[i] *= 20;  // log Z well away from log V
   ref.params.set(nat.params);
   for (const B1 of [B, 2]) {  // the full batch and a smaller one (leading rows of every buffer)
-    const { tokens, targets } = batch(cfg, B1, 100 + B1);
+    const { tokens, targets } = tokenBatch(cfg, B1, 100 + B1);
     const res = [nat, ref].map((m) => {
       m.zeroGrad();
       const loss = m.forward(tokens, targets, B1);
@@ -239,7 +211,7 @@ test('qkNorm makes attention invariant to the scale of the query and key project
     const cfg: GPTConfig = { nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 32, ...(qkNorm ? { qkNorm } : {}) };
     const m = new GPT<Float64Array>(cfg, referenceKernels<Float64Array>(), { maxBatch: 2, ctor: Float64Array });
     perturb(m, 4, 0.3);
-    const { tokens, targets } = batch(cfg, 2, 6);
+    const { tokens, targets } = tokenBatch(cfg, 2, 6);
     const before = m.forward(tokens, targets, 2);
     const C = cfg.nEmbd;
     const w = m.layout.byName.get('transformer.h.0.attn.c_attn.weight')!;
@@ -283,7 +255,7 @@ test('qkNorm parameters: names, shapes, kinds and place in the layout; init 1 an
     }
   }
   // At init (gain 1, bias 0) the normalised q, k have unit RMS per head: the loss is finite and near ln V.
-  const { tokens, targets } = batch(base, 1, 3);
+  const { tokens, targets } = tokenBatch(base, 1, 3);
   const loss = b.forward(tokens, targets, 1);
   assert.ok(Math.abs(loss - Math.log(32)) < 0.1, `init loss ${loss}`);
 });

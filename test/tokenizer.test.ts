@@ -15,7 +15,7 @@ import { loadModel } from '../src/model/checkpoint.ts';
 import { GPT } from '../src/model/gpt.ts';
 import { sample } from '../src/model/sample.ts';
 import { Rng } from '../src/util/rng.ts';
-import { assertUserError, englishText, keel, metrics, tempRoot, writeCorpus, writeJson } from './helpers.ts';
+import { assertSeededSampling, assertUserError, englishText, keel, metrics, tempRoot, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('tokenizer');
 const gpt2 = tokenizerOf('gpt2');
@@ -134,13 +134,7 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
   });
 
   test('keel sample: GPT-2 text, the same for a seed, another for another seed', () => {
-    const args = ['sample', '--checkpoint', run, '--prompt', 'the model', '--tokens', '30', '--json'];
-    const a = JSON.parse(keel([...args, '--seed', '3']).stdout);
-    const b = JSON.parse(keel([...args, '--seed', '3']).stdout);
-    const c = JSON.parse(keel([...args, '--seed', '4']).stdout);
-    assert.equal(a.text, b.text);
-    assert.notEqual(a.text, c.text);
-    assert.equal(a.tokens, 30);
+    assertSeededSampling(run, 'the model', 30, [3, 4]);
   });
 
   test('sampling draws only ids below the limit (keel sample passes the tokenizer\'s alphabet)', () => {

@@ -5,7 +5,7 @@ import { resolveConfig, type GPTConfig } from '../model/config.ts';
 import { GPT } from '../model/gpt.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
-import { Rng } from '../util/rng.ts';
+import { randomBatch, Rng } from '../util/rng.ts';
 import { int } from './args.ts';
 import { addOptimizerFlags, parseOptFlags } from './optimizer.ts';
 import { UserError } from '../errors.ts';
@@ -55,10 +55,7 @@ function runBench(
   const targets = new Int32Array(n);
   const times: number[] = [];
   for (let s = 0; s < warmup + steps; s++) {
-    for (let i = 0; i < n; i++) {
-      tokens[i] = rng.int(cfg.vocabSize);
-      targets[i] = rng.int(cfg.vocabSize);
-    }
+    randomBatch(rng, tokens, targets, cfg.vocabSize);
     const t0 = performance.now();
     model.zeroGrad();
     model.forward(tokens, targets, batch);

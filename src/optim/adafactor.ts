@@ -8,8 +8,8 @@
  */
 import { UserError } from '../errors.ts';
 import type { Floats } from '../kernels/types.ts';
-import { defaultTensors, kernelsOr, names, newState, nonFiniteTensors, slotOffsets, stepLr, view } from './base.ts';
-import { resolveOptions, type Schema } from './options.ts';
+import { kernelsOr, names, nonFiniteTensors, optimizer, slotOffsets, stepLr, view } from './base.ts';
+import { betaSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, SlotSpec, TensorSpec } from './types.ts';
 
 export interface AdafactorOptions {
@@ -38,8 +38,8 @@ export const adafactorSchema: Schema = {
   eps1: { type: 'number', default: 1e-30, min: 0, doc: 'added to g² before the row/column means' },
   eps2: { type: 'number', default: 1e-3, min: 0, doc: 'floor of RMS(θ) in the parameter scale' },
   clipThreshold: { type: 'number', default: 1, min: 0, exclusiveMin: true, doc: 'update clipping d: u /= max(1, RMS(u)/d)' },
-  beta1: { type: 'number', default: 0, min: 0, max: 1, doc: 'momentum of the clipped update (0 = none, no buffer)' },
-  weightDecay: { type: 'number', default: 0, min: 0, doc: 'decoupled weight decay, θ·(1 − α·λ) (matrices)' },
+  beta1: betaSpec(0, 'momentum of the clipped update (0 = none, no buffer)'),
+  weightDecay: weightDecaySpec(0, 'decoupled weight decay, θ·(1 − α·λ) (matrices)'),
 };
 
 /** Guards against the configuration traps of other libraries, with the fix in the message. */
@@ -75,15 +75,12 @@ export function adafactor<F extends Floats = Float32Array>(options: AdafactorOpt
     if (o.beta1 > 0) out.push({ name: 'exp_avg', shapes: tensors.map((t) => t.shape) });
     return out;
   };
-  return {
+  return optimizer({
     name: 'adafactor',
     options: o,
-    microSteps: 1,
     ownsLr: o.relativeStep === true,
-    foldsAccumulation: false,
     moments: { m: o.beta1 > 0 ? 'exp_avg' : null, v: null },
     slots,
-    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {
       state.t += 1;
       const t = state.t;
@@ -109,5 +106,5 @@ export function adafactor<F extends Floats = Float32Array>(options: AdafactorOpt
       });
       return { skipped: names(state.tensors, skip), applied: true };
     },
-  };
+  });
 }

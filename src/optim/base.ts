@@ -2,10 +2,10 @@
 import { UserError } from '../errors.ts';
 import type { Floats, Kernels } from '../kernels/types.ts';
 import { nativeKernels } from '../kernels/native.ts';
-import type { OptState, SlotSpec, TensorSpec } from './types.ts';
+import type { Optimizer, OptState, SlotSpec, TensorSpec } from './types.ts';
 
 /** A buffer with no tensor list is one weight tensor of shape [n]. */
-export function defaultTensors(n: number): TensorSpec[] {
+function defaultTensors(n: number): TensorSpec[] {
   return [{ name: 'param', shape: [n], kind: 'weight', offset: 0, size: n }];
 }
 
@@ -42,12 +42,26 @@ export function slotOffsets(slot: SlotSpec): number[] {
   });
 }
 
-export function newState<F extends Floats>(params: F, tensors: readonly TensorSpec[], slots: SlotSpec[]): OptState<F> {
+function newState<F extends Floats>(params: F, tensors: readonly TensorSpec[], slots: SlotSpec[]): OptState<F> {
   checkTensors(tensors, params.length);
   const Ctor = params.constructor as { new (n: number): F };
   const bufs: Record<string, F> = {};
   for (const s of slots) bufs[s.name] = new Ctor(slotSize(s));
   return { t: 0, tensors, slots: bufs };
+}
+
+type Parts<F extends Floats> = Pick<Optimizer<F>, 'name' | 'options' | 'moments' | 'slots' | 'step'>
+  & Partial<Pick<Optimizer<F>, 'microSteps' | 'ownsLr' | 'foldsAccumulation'>>;
+
+/** An optimizer from its own parts; by default one micro-step, a given lr, fresh state from its slots. */
+export function optimizer<F extends Floats>(parts: Parts<F>): Optimizer<F> {
+  return {
+    microSteps: 1,
+    ownsLr: false,
+    foldsAccumulation: false,
+    ...parts,
+    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, parts.slots(tensors)),
+  };
 }
 
 export function kernelsOr<F extends Floats>(k: Kernels<F> | undefined): Kernels<F> {

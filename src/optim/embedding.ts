@@ -8,7 +8,7 @@
 import type { Floats, Kernels } from '../kernels/types.ts';
 import type { Schema } from './options.ts';
 import type { SlotSpec, TensorSpec } from './types.ts';
-import { slotOffsets, view } from './base.ts';
+import { fullSlot, slotOffsets, view } from './base.ts';
 
 export interface EmbeddingRemedies {
   lazyEmbedding?: boolean;
@@ -26,8 +26,13 @@ export const embeddingSchema: Schema = {
 /** AdamW's settings for the embeddings in the hybrid: LLM defaults, no decay. */
 const HYBRID = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
 
+/** Lion's and Tiger's state: the momentum, and with the hybrid the embeddings' second moment. */
+export function momentumSlots(hybrid: boolean): (tensors: readonly TensorSpec[]) => SlotSpec[] {
+  return (tensors) => [fullSlot('exp_avg', tensors), ...(hybrid ? [hybridSlot(tensors)] : [])];
+}
+
 /** The second-moment slot of the hybrid: embeddings only. */
-export function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
+function hybridSlot(tensors: readonly TensorSpec[]): SlotSpec {
   return { name: 'exp_avg_sq', shapes: tensors.map((t) => (t.kind === 'embedding' ? t.shape : null)) };
 }
 

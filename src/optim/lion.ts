@@ -4,9 +4,9 @@
  * Use a learning rate 3–10× smaller and a weight decay 3–10× larger than AdamW's.
  */
 import type { Floats } from '../kernels/types.ts';
-import { decays, defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, runs, stepLr, view } from './base.ts';
-import { embeddingSchema, hybridAdamStep, hybridSlot, rowLength, type EmbeddingRemedies } from './embedding.ts';
-import { resolveOptions, type Schema } from './options.ts';
+import { decays, kernelsOr, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
+import { embeddingSchema, hybridAdamStep, momentumSlots, rowLength, type EmbeddingRemedies } from './embedding.ts';
+import { betaSpec, decayEmbeddingsSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
 export interface LionOptions extends EmbeddingRemedies {
@@ -19,11 +19,11 @@ export interface LionOptions extends EmbeddingRemedies {
 }
 
 export const lionSchema: Schema = {
-  lr: { type: 'number', min: 0, doc: 'learning rate (3–10× below AdamW’s)' },
-  beta1: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'interpolation β1 of the update direction' },
-  beta2: { type: 'number', default: 0.99, min: 0, max: 1, doc: 'momentum decay β2' },
-  weightDecay: { type: 'number', default: 0, min: 0, doc: 'decoupled weight decay λ (3–10× above AdamW’s)' },
-  decayEmbeddings: { type: 'boolean', default: true, doc: 'also decay the embeddings' },
+  lr: lrSpec('learning rate (3–10× below AdamW’s)'),
+  beta1: betaSpec(0.9, 'interpolation β1 of the update direction'),
+  beta2: betaSpec(0.99, 'momentum decay β2'),
+  weightDecay: weightDecaySpec(0, 'decoupled weight decay λ (3–10× above AdamW’s)'),
+  decayEmbeddings: decayEmbeddingsSpec(true),
   ...embeddingSchema,
 };
 
@@ -31,16 +31,12 @@ export function lion<F extends Floats = Float32Array>(options: LionOptions = {},
   const o = resolveOptions<Required<LionOptions>>('lion', lionSchema, options as Record<string, unknown>);
   const k = kernelsOr(ctx.kernels);
   const hybrid = o.embeddingOptimizer === 'adamw';
-  const slots = (tensors: readonly TensorSpec[]) => [fullSlot('exp_avg', tensors), ...(hybrid ? [hybridSlot(tensors)] : [])];
-  return {
+  const slots = momentumSlots(hybrid);
+  return optimizer({
     name: 'lion',
     options: o,
-    microSteps: 1,
-    ownsLr: false,
-    foldsAccumulation: false,
     moments: { m: 'exp_avg', v: null },
     slots,
-    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {
       const lr = stepLr('lion', so.lr ?? o.lr);
       state.t += 1;
@@ -68,5 +64,5 @@ export function lion<F extends Floats = Float32Array>(options: LionOptions = {},
       });
       return { skipped: names(state.tensors, skip), applied: true };
     },
-  };
+  });
 }

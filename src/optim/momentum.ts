@@ -3,8 +3,8 @@
  * SGD. Each is one call of the `momentum` kernel per run of tensors; only the coefficients differ.
  */
 import type { Floats, MomentumCoefs } from '../kernels/types.ts';
-import { decays, defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, runs, stepLr, view } from './base.ts';
-import { resolveOptions, type Schema } from './options.ts';
+import { decays, fullSlot, kernelsOr, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
+import { betaSpec, decayEmbeddingsSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
 interface Common {
@@ -14,9 +14,9 @@ interface Common {
 }
 
 const common: Schema = {
-  lr: { type: 'number', min: 0, doc: 'learning rate' },
-  weightDecay: { type: 'number', default: 0, min: 0, doc: 'decoupled weight decay λ (matrices)' },
-  decayEmbeddings: { type: 'boolean', default: false, doc: 'also decay the embeddings' },
+  lr: lrSpec(),
+  weightDecay: weightDecaySpec(0),
+  decayEmbeddings: decayEmbeddingsSpec(false),
 };
 
 /** Momentum coefficients for one step, given resolved options and the run's decay flag. */
@@ -31,15 +31,11 @@ function elementwise<O extends Common, F extends Floats>(
   // buffer itself, which m = 0·m + 1·g rewrites with its own values.
   const stateless = (o as Record<string, unknown>)[slot === 'momentum_buffer' ? 'momentum' : 'beta'] === 0;
   const slots = (tensors: readonly TensorSpec[]) => (stateless ? [] : [fullSlot(slot, tensors)]);
-  return {
+  return optimizer({
     name,
     options: o,
-    microSteps: 1,
-    ownsLr: false,
-    foldsAccumulation: false,
     moments: { m: stateless ? null : slot, v: null },
     slots,
-    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {
       const lr = stepLr(name, so.lr ?? o.lr);
       state.t += 1;
@@ -50,7 +46,7 @@ function elementwise<O extends Common, F extends Floats>(
       }
       return { skipped: names(state.tensors, skip), applied: true };
     },
-  };
+  });
 }
 
 const plain = { block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false, eps: 0 };
@@ -62,7 +58,7 @@ export interface SignumOptions extends Common {
 
 export const signumSchema: Schema = {
   ...common,
-  beta: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum β (0 = SignSGD)' },
+  beta: betaSpec(0.9, 'momentum β (0 = SignSGD)'),
 };
 export const signsgdSchema: Schema = { ...signumSchema, beta: { ...signumSchema.beta, default: 0 } as Schema[string] };
 
@@ -88,7 +84,7 @@ export interface SoftSignOptions extends Common {
 
 export const softsignSchema: Schema = {
   ...common,
-  beta: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum β' },
+  beta: betaSpec(0.9, 'momentum β'),
   eps: { type: 'number', default: 1e-8, min: 0, doc: 'ε of m/√(m² + ε²)' },
 };
 
@@ -106,7 +102,7 @@ export interface SGDOptions extends Common {
 
 export const sgdSchema: Schema = {
   ...common,
-  momentum: { type: 'number', default: 0.9, min: 0, max: 1, doc: 'momentum μ (buf = μ·buf + g)' },
+  momentum: betaSpec(0.9, 'momentum μ (buf = μ·buf + g)'),
 };
 
 /** SGD with momentum: buf = μ·buf + g;  θ = θ − η·(buf + λθ) (decoupled decay, unlike PyTorch's L2). */

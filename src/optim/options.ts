@@ -11,6 +11,24 @@ type OptionSpec =
 
 export type Schema = Record<string, OptionSpec>;
 
+/** The learning rate: no default, since the trainer or a schedule supplies it. */
+export function lrSpec(doc = 'learning rate'): OptionSpec {
+  return { type: 'number', min: 0, doc };
+}
+
+/** A decay or interpolation factor in [0, 1] (β, μ); `exclusiveMax` where 1 would divide by 0. */
+export function betaSpec(value: number, doc: string, exclusiveMax = false): OptionSpec {
+  return { type: 'number', default: value, min: 0, max: 1, ...(exclusiveMax && { exclusiveMax }), doc };
+}
+
+export function weightDecaySpec(value: number, doc = 'decoupled weight decay λ (matrices)'): OptionSpec {
+  return { type: 'number', default: value, min: 0, doc };
+}
+
+export function decayEmbeddingsSpec(value: boolean): OptionSpec {
+  return { type: 'boolean', default: value, doc: 'also decay the embeddings' };
+}
+
 export type OptionValue = number | boolean | string;
 
 /** Fills defaults and checks every given option against the schema (unknown keys, types, ranges). */

@@ -9,9 +9,9 @@
  * θ = c + shrink·(θ − c), c = 1 for gains, 0 otherwise (also on accumulation micro-steps).
  */
 import type { Floats, MomentumCoefs } from '../kernels/types.ts';
-import { defaultTensors, fullSlot, kernelsOr, names, newState, nonFiniteTensors, stepLr, view } from './base.ts';
-import { embeddingSchema, hybridAdamStep, hybridSlot, rowLength, type EmbeddingRemedies } from './embedding.ts';
-import { resolveOptions, type Schema } from './options.ts';
+import { kernelsOr, names, nonFiniteTensors, optimizer, stepLr, view } from './base.ts';
+import { embeddingSchema, hybridAdamStep, momentumSlots, rowLength, type EmbeddingRemedies } from './embedding.ts';
+import { betaSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
 export interface TigerOptions extends EmbeddingRemedies {
@@ -27,13 +27,13 @@ export interface TigerOptions extends EmbeddingRemedies {
 }
 
 export const tigerSchema: Schema = {
-  lr: { type: 'number', min: 0, doc: 'relative learning rate α (η = α·RMS(θ))' },
-  beta: { type: 'number', default: 0.965, min: 0, max: 1, doc: 'momentum β (the mean of Lion’s pair)' },
-  weightDecay: { type: 'number', default: 0.01, min: 0, doc: 'weight decay λ (matrices and embeddings), scaled by η' },
+  lr: lrSpec('relative learning rate α (η = α·RMS(θ))'),
+  beta: betaSpec(0.965, 'momentum β (the mean of Lion’s pair)'),
+  weightDecay: weightDecaySpec(0.01, 'weight decay λ (matrices and embeddings), scaled by η'),
   accumSteps: { type: 'number', default: 1, min: 1, integer: true, doc: 'micro-steps per update, folded into m' },
   rmsFloor: { type: 'number', default: 1e-3, min: 0, doc: 'floor of RMS(θ) in η (zero-init tensors still move)' },
   biasLrScale: { type: 'number', default: 0.5, min: 0, doc: 'η of biases and gains = this × α, no decay' },
-  shrink: { type: 'number', default: 0.99, min: 0, max: 1, doc: 'non-finite guard: θ = c + shrink·(θ − c)' },
+  shrink: betaSpec(0.99, 'non-finite guard: θ = c + shrink·(θ − c)'),
   ...embeddingSchema,
 };
 
@@ -41,17 +41,15 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
   const o = resolveOptions<Required<TigerOptions>>('tiger', tigerSchema, options as Record<string, unknown>);
   const k = kernelsOr(ctx.kernels);
   const hybrid = o.embeddingOptimizer === 'adamw';
-  const slots = (tensors: readonly TensorSpec[]) => [fullSlot('exp_avg', tensors), ...(hybrid ? [hybridSlot(tensors)] : [])];
+  const slots = momentumSlots(hybrid);
   const K = o.accumSteps;
-  return {
+  return optimizer({
     name: 'tiger',
     options: o,
     microSteps: K,
-    ownsLr: false,
     foldsAccumulation: true,
     moments: { m: 'exp_avg', v: null },
     slots,
-    init: (params, tensors = defaultTensors(params.length)) => newState(params, tensors, slots(tensors)),
     step(params, grads, state, so = {}) {
       const alpha = stepLr('tiger', so.lr ?? o.lr);
       state.t += 1;
@@ -79,7 +77,7 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
       });
       return { skipped: names(state.tensors, skip), applied: update };
     },
-  };
+  });
 }
 
 /** θ = c + s·(θ − c), c = 1 for gains (LayerNorm scales start at 1), else 0. */

@@ -79,3 +79,11 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/** Random language-model inputs: each token and its target uniform in [0, vocab), drawn in that order. */
+export function randomBatch(rng: Rng, tokens: Int32Array, targets: Int32Array, vocab: number): void {
+  for (let i = 0; i < tokens.length; i++) {
+    tokens[i] = rng.int(vocab);
+    targets[i] = rng.int(vocab);
+  }
+}
