@@ -17,7 +17,8 @@ export { lrForBatch, lrScale, SCALING_RULES, type ScalingRule } from './schedule
 // Weight averaging: LAWA and EMA in training, streaming averages of safetensors checkpoints.
 export { Lawa } from './average/lawa.ts';
 export { Ema } from './average/ema.ts';
-export { averageCheckpoints, OUTPUT_DTYPES, type AverageOptions, type AverageSummary, type OutputDtype } from './average/stream.ts';
+export { averageCheckpoints, type AverageOptions, type AverageSummary } from './average/stream.ts';
+export { OUTPUT_DTYPES, type OutputDtype } from './average/plan.ts';
 // Files: safetensors, training logs (Keel's metrics.jsonl, JSONL, CSV, llm.c, TensorBoard), TensorBoard events.
 export { readSafetensors, writeSafetensors } from './io/safetensors.ts';
 export { readLog, type RunLog } from './io/logs.ts';

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.ts';
-import { averageCheckpoints, INDEX_FILE, lawaInputs, type AverageOptions, type OutputDtype } from '../src/average/stream.ts';
+import { averageCheckpoints, type AverageOptions } from '../src/average/stream.ts';
+import { INDEX_FILE, lawaInputs } from '../src/average/inputs.ts';
+import type { OutputDtype } from '../src/average/plan.ts';
 import {
   DTYPE_SIZE,
   encodeFloats,

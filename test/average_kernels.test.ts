@@ -9,7 +9,8 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { averageCheckpoints, type OutputDtype } from '../src/average/stream.ts';
+import { averageCheckpoints } from '../src/average/stream.ts';
+import type { OutputDtype } from '../src/average/plan.ts';
 import {
   encodeHeader,
   openSafetensors,

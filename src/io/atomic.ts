@@ -149,6 +149,7 @@ export function ioError(op: string, target: string, e: unknown): unknown {
     EPERM: 'permission denied',
     EROFS: 'the file system is read-only',
     ENOTDIR: 'a parent path is not a directory',
+    EEXIST: 'it exists',
   };
   return new UserError(`cannot ${op} ${target}: ${hint[code] ?? (e as Error).message}`);
 }
