@@ -60,7 +60,9 @@ export function loadCorpus(spec?: string, tokenizer?: TokenizerName): Corpus {
 export function corpusTokenizer(spec: string | undefined, asked?: TokenizerName): TokenizerName {
   const pretokenized = spec !== undefined && tokenFiles(spec) !== null;
   if (pretokenized && asked !== undefined && asked !== 'gpt2') {
-    throw new UserError(`--data ${spec} holds nanoGPT token ids (GPT-2's BPE): it needs --tokenizer gpt2 (or no --tokenizer), not ${asked}`);
+    throw new UserError(
+      `--data ${spec} holds nanoGPT token ids (GPT-2's BPE), not ${asked} tokens: training on it needs --tokenizer gpt2 (or no --tokenizer), and a model trained on ${asked} tokens cannot be scored on it`,
+    );
   }
   return asked ?? (pretokenized ? 'gpt2' : 'bytes');
 }
