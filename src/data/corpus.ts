@@ -42,10 +42,10 @@ const DEFAULT_FILE = new URL('../../data/sotu.txt.br', import.meta.url);
  * files; a token file with another tokenizer is refused).
  */
 export function loadCorpus(spec?: string, tokenizer?: TokenizerName): Corpus {
-  const name = corpusTokenizer(spec, tokenizer);
+  const files = spec === undefined ? null : tokenFiles(spec);
+  const name = chooseTokenizer(spec, files !== null, tokenizer);
   const tok = tokenizerOf(name);
   if (spec === undefined) return { name: DEFAULT_CORPUS, tokenizer: name, tokens: tok.encode(loadDefault()) };
-  const files = tokenFiles(spec);
   if (files) {
     const tokens = TokenFile.open(files.train, tok.alphabet);
     return { name: spec, tokenizer: name, tokens, ...(files.val ? { val: TokenFile.open(files.val, tok.alphabet) } : {}) };
@@ -58,7 +58,10 @@ export function loadCorpus(spec?: string, tokenizer?: TokenizerName): Corpus {
 
 /** The tokenizer a corpus is read with: the one asked for, else gpt2 for token files and bytes for text. */
 export function corpusTokenizer(spec: string | undefined, asked?: TokenizerName): TokenizerName {
-  const pretokenized = spec !== undefined && tokenFiles(spec) !== null;
+  return chooseTokenizer(spec, spec !== undefined && tokenFiles(spec) !== null, asked);
+}
+
+function chooseTokenizer(spec: string | undefined, pretokenized: boolean, asked: TokenizerName | undefined): TokenizerName {
   if (pretokenized && asked !== undefined && asked !== 'gpt2') {
     throw new UserError(
       `--data ${spec} holds nanoGPT token ids (GPT-2's BPE), not ${asked} tokens: training on it needs --tokenizer gpt2 (or no --tokenizer), and a model trained on ${asked} tokens cannot be scored on it`,

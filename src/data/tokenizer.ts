@@ -67,11 +67,12 @@ function gpt2Bpe(): Bpe {
  * Keel joins each token's bytes and decodes them once (the package version is pinned for this).
  */
 function gpt2Decode(ids: ArrayLike<number>): string {
-  for (const id of Array.from(ids)) {
+  const list = Array.from(ids);
+  for (const id of list) {
     if (!(Number.isInteger(id) && id >= 0 && id < GPT2_ALPHABET)) throw new UserError(`${id} is not a GPT-2 token id (0 … ${GPT2_ALPHABET - 1})`);
   }
   const enc = new TextEncoder();
-  const parts = [...gpt2Bpe().bytePairEncodingCoreProcessor.decodeNativeGenerator(Array.from(ids))];
+  const parts = [...gpt2Bpe().bytePairEncodingCoreProcessor.decodeNativeGenerator(list)];
   return Buffer.concat(parts.map((p) => (typeof p === 'string' ? enc.encode(p) : p))).toString('utf8');
 }
 

@@ -7,7 +7,6 @@ import { checkOutDir } from '../io/out_dir.ts';
 import { defaultPolicy } from '../control/types.ts';
 import type { Controller } from '../control/controller.ts';
 import type { GPTConfig } from '../model/config.ts';
-import { corpusTokenizer } from '../data/corpus.ts';
 import { tokenizerOf, type Tokenizer, type TokenizerName } from '../data/tokenizer.ts';
 import { checkMemory, formatBytes, trainingMemory } from './memory.ts';
 import type { TrainOptions } from './options.ts';
@@ -26,7 +25,7 @@ function checkVocab(cfg: GPTConfig, tokenizer: Tokenizer): void {
  * directory that cannot be written, more memory than the machine has.
  */
 export function preflight(o: TrainOptions, newRun: boolean, dir: string): void {
-  checkVocab(o.config, tokenizerOf(corpusTokenizer(o.data, o.tokenizer)));
+  checkVocab(o.config, tokenizerOf(o.tokenizer ?? 'bytes')); // train() resolved it from the data
   if (newRun) checkOutDir(dir, '--out');
   const policy = defaultPolicy(o.steps, { on_spike: o.onSpike ?? 'none', rollback_steps: o.rollbackSteps });
   const rollbackSteps = policy.on_spike === 'none' ? null : policy.rollback_steps;
