@@ -255,19 +255,31 @@ function addPanel(panel, root) {
   charts.push(entry);
 }
 
-/* Follow the window: resize every chart to its container, at most once per frame. */
-var pending = false;
-function resizeAll() {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(function () {
-    pending = false;
-    charts.forEach(function (c) {
-      var w = Math.max(c.el.clientWidth, 280);
-      if (w !== c.chart.width) c.chart.setSize({ width: w, height: c.height });
+/**
+ * `fn`, run at most once per animation frame however often the returned function is called
+ * (resize events come in bursts).
+ * @param {() => void} fn
+ * @returns {() => void}
+ */
+function oncePerFrame(fn) {
+  var queued = false;
+  return function () {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(function () {
+      queued = false;
+      fn();
     });
-  });
+  };
 }
+
+/* Follow the window: resize every chart to its container. */
+var resizeAll = oncePerFrame(function () {
+  charts.forEach(function (c) {
+    var w = Math.max(c.el.clientWidth, 280);
+    if (w !== c.chart.width) c.chart.setSize({ width: w, height: c.height });
+  });
+});
 
 
 /*
@@ -287,15 +299,9 @@ function heatmaps(hm, host) {
   var view = { hm: hm, host: host, steps: hm.steps, edges: columnEdges(hm.steps), hidden: {}, cards: [], statByKey: statByKey };
   markerLegend(view);
   (hm.initial.length ? hm.initial : hm.stats.slice(0, 4).map(function (s) { return s.key; })).forEach(function (key) { addCard(view, key); });
-  var queued = false;
-  function redrawAll() {
-    if (queued) return;
-    queued = true;
-    requestAnimationFrame(function () {
-      queued = false;
-      view.cards.forEach(function (c) { if (!c.g || Math.max(c.wrap.clientWidth, 320) !== c.g.W) drawHeatmap(view, c); });
-    });
-  }
+  var redrawAll = oncePerFrame(function () {
+    view.cards.forEach(function (c) { if (!c.g || Math.max(c.wrap.clientWidth, 320) !== c.g.W) drawHeatmap(view, c); });
+  });
   if (typeof ResizeObserver === 'function') new ResizeObserver(redrawAll).observe(host);
   else window.addEventListener('resize', redrawAll);
 }
