@@ -1,12 +1,11 @@
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { UserError } from '../errors.ts';
+import { RecoveryExhausted, UserError } from '../errors.ts';
 import { resolveConfig } from '../model/config.ts';
 import { isDeepStrictEqual } from 'node:util';
 import { loadCheckpoint, type Checkpoint } from '../train/checkpoints.ts';
 import { autoResume } from '../train/auto_resume.ts';
 import { SCHEDULES } from '../schedule/lr.ts';
-import { RecoveryExhausted } from '../errors.ts';
 import { train, type TrainOptions } from '../train/trainer.ts';
 import { createOptimizer, optimizerEntry } from '../optim/registry.ts';
 import { collect, float, int } from './args.ts';
