@@ -764,7 +764,7 @@ describe('keel average (CLI)', () => {
 
   test('averages with --weights and --dtype; progress on stderr; --json summary last on stdout', async () => {
     const out = path.join(dir, 'avg.safetensors');
-    const r = keel(['average', ...files, '-o', out, '--weights', '1,2,3', '--dtype', 'f16', '--json']);
+    const r = keel(['average', ...files, '-o', out, { weights: '1,2,3', dtype: 'f16', json: true }]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /average/);
     const lines = r.stdout.trim().split('\n');
@@ -825,7 +825,7 @@ describe('keel average --lawa', () => {
     assert.deepEqual(l.steps, [6, 4]);
     assert.equal(l.out, path.join(run, 'lawa-4-6.safetensors'));
 
-    const r = keel(['average', '--lawa', run, '--k', '2', '--json']);
+    const r = keel(['average', { lawa: run, k: 2, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     const s = JSON.parse(r.stdout.trim().split('\n').pop()!);
     assert.equal(s.out, path.resolve(run, 'lawa-4-6.safetensors'));
@@ -843,7 +843,7 @@ describe('keel average --lawa', () => {
     assert.equal(model.params.length, a.infos.reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0));
 
     const three = path.join(fresh('lawa3'), 'x.safetensors');
-    const r3 = keel(['average', '--lawa', run, '--k', '3', '-o', three, '--dtype', 'bf16']);
+    const r3 = keel(['average', { lawa: run, k: 3 }, '-o', three, { dtype: 'bf16' }]);
     assert.equal(r3.status, 0, r3.stderr);
     const c = readSafetensors(path.join(run, 'checkpoints', 'step-2', 'model.safetensors'));
     const got = decodeFile(three).values;
@@ -854,13 +854,13 @@ describe('keel average --lawa', () => {
       for (let j = 0; j < x.length; j++) sameValue(g[j], exactRound((x[j] + y[j] + z[j]) / 3, 'BF16'), `${name}[${j}]`);
     }
 
-    const tooMany = keel(['average', '--lawa', run, '--k', '4']);
+    const tooMany = keel(['average', { lawa: run, k: 4 }]);
     assert.equal(tooMany.status, 2);
     assert.match(tooMany.stderr, /--k 4: .* has only 3 checkpoints \(steps 2, 4, 6\)/);
-    const noK = keel(['average', '--lawa', run]);
+    const noK = keel(['average', { lawa: run }]);
     assert.equal(noK.status, 2);
     assert.match(noK.stderr, /--lawa needs --k/);
-    const both = keel(['average', '--lawa', run, '--k', '1', three]);
+    const both = keel(['average', { lawa: run, k: 1 }, three]);
     assert.equal(both.status, 2);
     assert.match(both.stderr, /not both/);
     throwsUser(() => lawaInputs(fresh('norun'), 1), 'does not exist');

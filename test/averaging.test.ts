@@ -83,10 +83,10 @@ test('lerp kernel: native equals the float32 reference bit for bit', () => {
 test('CLI: --lawa k[:every] and --ema write lawa.safetensors / ema.safetensors; bad values are one-line errors', () => {
   const microJson = writeJson(path.join(root, 'micro.json'), MICRO);
   const out = fresh('cli');
-  const r = keel(['train', '--config', microJson, '--data', corpus, '--steps', '4', '--batch', '2', '--eval-tokens', '257', '--out', out, '--lawa', '2:2', '--ema', '0.99']);
+  const r = keel(['train', { config: microJson, data: corpus, steps: 4, batch: 2, evalTokens: 257, out, lawa: '2:2', ema: 0.99 }]);
   assert.equal(r.status, 0, r.stderr);
   for (const f of ['lawa.safetensors', 'lawa_state.safetensors', 'ema.safetensors']) assert.ok(fs.existsSync(path.join(checkpointDir(out, 4), f)), f);
-  const ev = keel(['eval', '--checkpoint', path.join(checkpointDir(out, 4), 'lawa.safetensors'), '--data', corpus, '--tokens', '257', '--json']);
+  const ev = keel(['eval', { checkpoint: path.join(checkpointDir(out, 4), 'lawa.safetensors'), data: corpus, tokens: 257, json: true }]);
   assert.equal(ev.status, 0, ev.stderr);
   assertTrainRefuses({ config: microJson, data: corpus, fresh }, [[['--lawa', '0'], /--lawa 0: expected k\[:every\]/], [['--lawa', '3:x'], /--lawa 3:x/], [['--ema', '1'], /β must be in \(0, 1\)/]]);
 });

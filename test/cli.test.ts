@@ -58,7 +58,7 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
       fs.mkdirSync(dir);
       const data = make(dir);
       const out = path.join(dir, 'out');
-      assertUserError(keel(['train', '--config', microJson, '--data', data, ...quick, '--out', out]), why);
+      assertUserError(keel(['train', { config: microJson, data }, ...quick, { out }]), why);
       assert.equal(fs.existsSync(out), false, `--out was created: ${fs.existsSync(out) ? walk(out) : ''}`);
     });
 
@@ -86,7 +86,7 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
   const badTrain = (name: string, args: string[], why: RegExp) =>
     test(name, () => {
       const out = fresh('bad-args');
-      assertUserError(keel(['train', '--data', corpus, ...quick, '--out', out, ...args]), why);
+      assertUserError(keel(['train', { data: corpus }, ...quick, { out }, ...args]), why);
       assert.equal(fs.existsSync(out), false, '--out was created');
     });
 
@@ -129,17 +129,17 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
   });
 
   test('eval: missing checkpoint', () => {
-    assertUserError(keel(['eval', '--checkpoint', path.join(root, 'nowhere'), '--data', corpus]), /nowhere does not exist/);
+    assertUserError(keel(['eval', { checkpoint: path.join(root, 'nowhere'), data: corpus }]), /nowhere does not exist/);
   });
 
   test('eval: --checkpoint is required', () => {
-    assertUserError(keel(['eval', '--data', corpus]), /--checkpoint/);
+    assertUserError(keel(['eval', { data: corpus }]), /--checkpoint/);
   });
 
   test('eval: a run directory without checkpoints', () => {
     const dir = fresh('empty-run');
     fs.mkdirSync(dir);
-    assertUserError(keel(['eval', '--checkpoint', dir, '--data', corpus]), /neither a checkpoint nor a run directory/);
+    assertUserError(keel(['eval', { checkpoint: dir, data: corpus }]), /neither a checkpoint nor a run directory/);
   });
 
   test('eval: truncated model.safetensors (cut in half)', () => {
@@ -147,34 +147,34 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
     const file = path.join(dir, 'checkpoints', 'step-4', 'model.safetensors');
     const bytes = fs.readFileSync(file);
     fs.writeFileSync(file, bytes.subarray(0, bytes.length >> 1));
-    assertUserError(keel(['eval', '--checkpoint', dir, '--data', corpus]), /model\.safetensors.*truncated/);
-    assertUserError(keel(['eval', '--checkpoint', file, '--data', corpus]), /model\.safetensors.*truncated/);
+    assertUserError(keel(['eval', { checkpoint: dir, data: corpus }]), /model\.safetensors.*truncated/);
+    assertUserError(keel(['eval', { checkpoint: file, data: corpus }]), /model\.safetensors.*truncated/);
     // Resuming from it fails the same way, and appends nothing to the run.
     const before_ = snapshot(dir);
-    assertUserError(keel(['train', '--resume', dir, '--steps', '6']), /model\.safetensors.*truncated/);
+    assertUserError(keel(['train', { resume: dir, steps: 6 }]), /model\.safetensors.*truncated/);
     assert.deepEqual(snapshot(dir), before_);
   });
 
   test('eval: a file that is not safetensors at all', () => {
-    assertUserError(keel(['eval', '--checkpoint', corpus, '--data', corpus]), /header length .* over the .* limit|not a safetensors/);
+    assertUserError(keel(['eval', { checkpoint: corpus, data: corpus }]), /header length .* over the .* limit|not a safetensors/);
   });
 
   test('eval: --tokens below one window', () => {
-    assertUserError(keel(['eval', '--checkpoint', run, '--data', corpus, '--tokens', '5']), /--tokens 5 is too few/);
+    assertUserError(keel(['eval', { checkpoint: run, data: corpus, tokens: 5 }]), /--tokens 5 is too few/);
   });
 
   test('resume: checkpoint missing optimizer.safetensors', () => {
     const dir = copyRun('no-optimizer');
     fs.rmSync(path.join(dir, 'checkpoints', 'step-4', 'optimizer.safetensors'));
     const before_ = snapshot(dir);
-    assertUserError(keel(['train', '--resume', dir, '--steps', '6']), /step-4 is incomplete: optimizer\.safetensors is missing/);
+    assertUserError(keel(['train', { resume: dir, steps: 6 }]), /step-4 is incomplete: optimizer\.safetensors is missing/);
     assert.deepEqual(snapshot(dir), before_, 'the failed resume changed the run');
   });
 
   test('resume: trainer.json that is not JSON', () => {
     const dir = copyRun('bad-trainer');
     fs.writeFileSync(path.join(dir, 'checkpoints', 'step-4', 'trainer.json'), '{"version": 1, "st');
-    assertUserError(keel(['train', '--resume', dir, '--steps', '6']), /trainer\.json is not valid JSON/);
+    assertUserError(keel(['train', { resume: dir, steps: 6 }]), /trainer\.json is not valid JSON/);
   });
 
   test('resume: model.safetensors of another architecture', () => {
@@ -184,13 +184,13 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
     m.init(3);
     saveModel(path.join(dir, 'checkpoints', 'step-4', 'model.safetensors'), other, m.params);
     const before_ = snapshot(dir);
-    assertUserError(keel(['train', '--resume', dir, '--steps', '6']), /describe different models/);
+    assertUserError(keel(['train', { resume: dir, steps: 6 }]), /describe different models/);
     assert.deepEqual(snapshot(dir), before_);
   });
 
   test('resume: --config cannot change the model', () => {
     const dir = copyRun('reconfig');
-    assertUserError(keel(['train', '--resume', dir, '--config', 'tiny']), /--config cannot change when resuming/);
+    assertUserError(keel(['train', { resume: dir, config: 'tiny' }]), /--config cannot change when resuming/);
   });
 
   test('eval: tensor shapes that do not match the config in the metadata', () => {
@@ -200,7 +200,7 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
     fs.mkdirSync(path.dirname(file));
     const layout = paramLayout(wide);
     writeSafetensors(file, namedTensors(layout, new Float32Array(layout.total)), { format: 'pt', config: configToMetadata(MICRO) });
-    assertUserError(keel(['eval', '--checkpoint', file, '--data', corpus]), /"transformer\.wte\.weight" has shape \[256,32\].*another architecture/);
+    assertUserError(keel(['eval', { checkpoint: file, data: corpus }]), /"transformer\.wte\.weight" has shape \[256,32\].*another architecture/);
   });
 
   test('eval: a tensor missing from the file', () => {
@@ -209,20 +209,20 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
     fs.mkdirSync(path.dirname(file));
     const tensors = namedTensors(layout, new Float32Array(layout.total)).filter((t) => t.name !== 'transformer.ln_f.bias');
     writeSafetensors(file, tensors, { format: 'pt', config: configToMetadata(MICRO) });
-    assertUserError(keel(['eval', '--checkpoint', file, '--data', corpus]), /no tensor "transformer\.ln_f\.bias"/);
+    assertUserError(keel(['eval', { checkpoint: file, data: corpus }]), /no tensor "transformer\.ln_f\.bias"/);
   });
 
   test('--out pointing at an existing run, without --resume', () => {
     const dir = copyRun('existing');
     const before_ = snapshot(dir);
-    assertUserError(keel(['train', '--config', microJson, '--data', corpus, ...quick, '--out', dir]), /already holds a run: continue it with --resume/);
+    assertUserError(keel(['train', { config: microJson, data: corpus }, ...quick, { out: dir }]), /already holds a run: continue it with --resume/);
     assert.deepEqual(snapshot(dir), before_, 'the existing run was modified');
   });
 
   test('--out combined with --resume', () => {
     const dir = copyRun('out-and-resume');
     const out = fresh('elsewhere');
-    assertUserError(keel(['train', '--resume', dir, '--out', out]), /--out cannot be combined with --resume/);
+    assertUserError(keel(['train', { resume: dir, out }]), /--out cannot be combined with --resume/);
     assert.equal(fs.existsSync(out), false);
   });
 });
@@ -284,7 +284,7 @@ describe('keel eval --json', () => {
     const m = new GPT(MICRO, nativeKernels(), { maxBatch: 1 });
     m.init(42);
     saveModel(file, MICRO, m.params);
-    const r = keel(['eval', '--checkpoint', file, '--data', corpus, '--tokens', '2049', '--json']);
+    const r = keel(['eval', { checkpoint: file, data: corpus, tokens: 2049, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     const got = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     assert.deepEqual(Object.keys(got).sort(), ['data', 'loss', 'tokens']);
@@ -298,7 +298,7 @@ describe('keel eval --json', () => {
     const T = MICRO.blockSize;
     const modelFile = path.join(run, 'checkpoints', 'step-4', 'model.safetensors');
     for (const N of [17, 1000, 1601]) {
-      const r = keel(['eval', '--checkpoint', run, '--data', corpus, '--tokens', String(N), '--batch', '3', '--json']);
+      const r = keel(['eval', { checkpoint: run, data: corpus, tokens: N, batch: 3, json: true }]);
       assert.equal(r.status, 0, r.stderr);
       const got = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
       assert.equal(got.tokens, Math.floor((N - 1) / T) * T, `--tokens ${N}`);
@@ -310,14 +310,14 @@ describe('keel eval --json', () => {
 
   test('--tokens beyond the file scores the whole file', () => {
     const small = writeCorpus(fresh('small'), 'abcdefghij'.repeat(10), 'small.txt'); // 100 bytes
-    const r = keel(['eval', '--checkpoint', run, '--data', small, '--tokens', '100000', '--json']);
+    const r = keel(['eval', { checkpoint: run, data: small, tokens: 100000, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout.trim()).tokens, Math.floor(99 / MICRO.blockSize) * MICRO.blockSize);
   });
 });
 
 test('keel bench --json prints the documented keys with positive numbers', () => {
-  const r = keel(['bench', '--config', microJson, '--steps', '3', '--warmup', '1', '--batch', '2', '--json']);
+  const r = keel(['bench', { config: microJson, steps: 3, warmup: 1, batch: 2, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const b = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   for (const key of ['tokens_per_s', 'step_ms', 'params', 'model_gflops', 'matmul_gflops']) {
@@ -335,7 +335,7 @@ test('keel bench --json prints the documented keys with positive numbers', () =>
 });
 
 test('keel bench --optimizer adafactor --opt beta1=0.9 times that optimizer', () => {
-  const r = keel(['bench', '--config', microJson, '--steps', '2', '--warmup', '1', '--batch', '2', '--optimizer', 'adafactor', '--opt', 'beta1=0.9', '--json']);
+  const r = keel(['bench', { config: microJson, steps: 2, warmup: 1, batch: 2, optimizer: 'adafactor', opt: 'beta1=0.9', json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const b = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(b.optimizer, 'adafactor');

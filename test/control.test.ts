@@ -206,11 +206,7 @@ test('fire drill: a non-sticky lr-scale fires once (a replay runs at the normal 
 
 test('CLI: a spike nothing cures stops with exit code 3, the step, the checkpoint to go back to, and every rung in metrics.jsonl', () => {
   const out = fresh('stop');
-  const r = keel([
-    'train', '--config', microJson, '--data', corpus, '--steps', '40', '--batch', '2', '--accum', '2', '--eval-tokens', '257', '--out', out,
-    '--spike-window', '8', '--on-spike', 'rollback', '--rollback-steps', '6', '--skip-batches', '3', '--checkpoint-every', '5', '--keep', '100',
-    '--fault', '20:lr-scale:10000:8:sticky', '--max-lr-cuts', '1',
-  ]);
+  const r = keel(['train', { config: microJson, data: corpus, steps: 40, batch: 2, accum: 2, evalTokens: 257, out, spikeWindow: 8, onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, checkpointEvery: 5, keep: 100, fault: '20:lr-scale:10000:8:sticky', maxLrCuts: 1 }]);
   assert.equal(r.status, 3, r.stderr);
   const m = metrics(out);
   const stop = m.find((x) => x.event === 'stop')!;

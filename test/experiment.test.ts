@@ -202,10 +202,7 @@ test('Ctrl-C (shouldStop) ends the experiment after the run in flight; a second 
 describe('keel experiment optimizers: command line', () => {
   test('--json prints results.json as the last stdout line', () => {
     const out = fresh('cli');
-    const r = keel([
-      'experiment', 'optimizers', '--config', microJson, '--data', corpus, '--optimizers', 'adamw', '--lr-factors', '1',
-      '--steps', '4', '--sweep-steps', '2', '--batch', '2', '--eval-tokens', '257', '--out', out, '--json',
-    ]);
+    const r = keel(['experiment', 'optimizers', { config: microJson, data: corpus, optimizers: 'adamw', lrFactors: 1, steps: 4, sweepSteps: 2, batch: 2, evalTokens: 257, out, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     assert.deepEqual(last, readResults(out));
@@ -227,7 +224,7 @@ describe('keel experiment optimizers: command line', () => {
       const out = fresh('bad');
       setup?.(out);
       const before = fs.existsSync(out) ? walk(out) : null;
-      const r = keel(['experiment', 'optimizers', '--config', microJson, '--data', corpus, '--out', out, ...args]);
+      const r = keel(['experiment', 'optimizers', { config: microJson, data: corpus, out }, ...args]);
       assert.equal(r.status, 2, `exit ${r.status}; stderr:\n${r.stderr}`);
       assert.doesNotMatch(r.stderr, /^ {4}at /m);
       const lines = r.stderr.trim().split('\n');

@@ -134,7 +134,7 @@ test('bad input is a UserError before anything is written', async () => {
   await assert.rejects(runBatchExperiment(base(out, { tokens: 100 })), UserError);
   await assert.rejects(runBatchExperiment(base(out, { epsValues: [-1] })), UserError);
   assert.ok(!fs.existsSync(out));
-  const cli = keel(['experiment', 'batch', '--out', out, '--batches', '2,x']);
+  const cli = keel(['experiment', 'batch', { out, batches: '2,x' }]);
   assert.equal(cli.status, 2);
   assert.match(cli.stderr, /--batches/);
   const help = keel(['experiment', 'batch', '--help']);

@@ -294,10 +294,7 @@ describe('lead time on a synthetic log', () => {
 describe('keel experiment spikes: command line', () => {
   test('--json prints results.json as the last stdout line', () => {
     const out = fresh('cli');
-    const r = keel([
-      'experiment', 'spikes', '--config', microJson, '--data', corpus, '--variants', 'baseline', '--lrs', '0.01', '--eps-values', '1e-8',
-      '--steps', '40', '--batch', '2', '--eval-tokens', '257', '--spike-window', '8', '--out', out, '--json',
-    ]);
+    const r = keel(['experiment', 'spikes', { config: microJson, data: corpus, variants: 'baseline', lrs: 0.01, epsValues: 1e-8, steps: 40, batch: 2, evalTokens: 257, spikeWindow: 8, out, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     assert.deepEqual(last, readResults(out));
@@ -318,7 +315,7 @@ describe('keel experiment spikes: command line', () => {
   const bad = (name: string, args: string[], why: RegExp) =>
     test(name, () => {
       const out = fresh('bad');
-      const r = keel(['experiment', 'spikes', '--config', microJson, '--data', corpus, '--out', out, ...args]);
+      const r = keel(['experiment', 'spikes', { config: microJson, data: corpus, out }, ...args]);
       assert.equal(r.status, 2, `exit ${r.status}; stderr:\n${r.stderr}`);
       assert.doesNotMatch(r.stderr, /^ {4}at /m);
       const lines = r.stderr.trim().split('\n');

@@ -92,9 +92,28 @@ export interface CliResult {
   stderr: string;
 }
 
+/** A command-line word as it is, or flags: `{ evalTokens: 257, json: true, opt: ['a=1', 'b=2'] }` → `--eval-tokens 257 --json --opt a=1 --opt b=2`. */
+export type Arg = string | Record<string, string | number | boolean | (string | number)[]>;
+
+const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** The argv that `args` spell, flags in their objects' key order. */
+export function argv(args: Arg[]): string[] {
+  return args.flatMap((a) =>
+    typeof a === 'string'
+      ? [a]
+      : Object.entries(a).flatMap(([k, v]) => {
+          const flag = `--${kebab(k)}`;
+          if (v === true) return [flag];
+          if (v === false) return [];
+          return (Array.isArray(v) ? v : [v]).flatMap((x) => [flag, String(x)]);
+        }),
+  );
+}
+
 /** Runs `node bin/keel.js ...args` to completion. */
-export function keel(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
-  const r = spawnSync(process.execPath, [KEEL, ...args], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000, env: { ...process.env, ...opts.env } });
+export function keel(args: Arg[], opts: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
+  const r = spawnSync(process.execPath, [KEEL, ...argv(args)], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000, env: { ...process.env, ...opts.env } });
   if (r.error) throw r.error;
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -106,7 +125,7 @@ export function keel(args: string[], opts: { cwd?: string; env?: Record<string, 
 export function assertTrainRefuses(run: { config: string; data: string; fresh: (name: string) => string }, cases: [string[], RegExp][]): void {
   for (const [args, re] of cases) {
     const out = run.fresh('bad');
-    const r = keel(['train', '--config', run.config, '--data', run.data, '--steps', '2', '--out', out, ...args]);
+    const r = keel(['train', { config: run.config, data: run.data, steps: 2, out }, ...args]);
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, re);
     assert.ok(!fs.existsSync(out), `${args.join(' ')}: nothing written`);
@@ -115,18 +134,18 @@ export function assertTrainRefuses(run: { config: string; data: string; fresh: (
 
 /** `keel sample --json`: one seed twice gives the same text, the other seed other text; `tokens` tokens each. */
 export function assertSeededSampling(checkpoint: string, prompt: string, tokens: number, [seed, other]: [number, number]): void {
-  const args = ['sample', '--checkpoint', checkpoint, '--prompt', prompt, '--tokens', String(tokens), '--json'];
-  const a = JSON.parse(keel([...args, '--seed', String(seed)]).stdout);
-  const b = JSON.parse(keel([...args, '--seed', String(seed)]).stdout);
-  const c = JSON.parse(keel([...args, '--seed', String(other)]).stdout);
+  const args = ['sample', { checkpoint, prompt, tokens, json: true }];
+  const a = JSON.parse(keel([...args, { seed }]).stdout);
+  const b = JSON.parse(keel([...args, { seed }]).stdout);
+  const c = JSON.parse(keel([...args, { seed: other }]).stdout);
   assert.equal(a.text, b.text);
   assert.notEqual(a.text, c.text);
   assert.equal(a.tokens, tokens);
 }
 
 /** Starts `node bin/keel.js ...args` in the background (for Ctrl-C tests). */
-export function keelAsync(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [KEEL, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export function keelAsync(args: Arg[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [KEEL, ...argv(args)], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -308,7 +308,7 @@ describe('keel optim replay', () => {
     const fx = fixtures.find((f) => f.name === 'adafactor_abs_lr_momentum')!;
     const out = fresh('replay') + '.safetensors';
     const opts = Object.entries(fx.options).flatMap(([k, v]) => ['--opt', `${k}=${v}`]);
-    const r = keel(['optim', 'replay', '--optimizer', fx.optimizer, ...opts, '--trace', path.join(FIXTURES, `${fx.name}.safetensors`), '--out', out, '--json']);
+    const r = keel(['optim', 'replay', { optimizer: fx.optimizer }, ...opts, { trace: path.join(FIXTURES, `${fx.name}.safetensors`), out, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).steps, fx.grads.length);
     const got = readSafetensors(out);
@@ -332,7 +332,7 @@ describe('keel optim replay', () => {
       [['--trace', path.join(dir, 'missing.safetensors')], /does not exist/],
     ];
     for (const [args, re] of cases) {
-      const r = keel(['optim', 'replay', '--optimizer', 'adamw', '--opt', 'lr=1e-3', ...args, '--out', out]);
+      const r = keel(['optim', 'replay', { optimizer: 'adamw', opt: 'lr=1e-3' }, ...args, { out }]);
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, re);
       assert.ok(!r.stderr.includes('    at '), 'stack trace');
@@ -345,7 +345,7 @@ describe('keel optim replay', () => {
       [['--opt', 'lr=1', '--opt', 'bogus=1'], /adamw has no option "bogus"/],
       [['--opt', 'lr=1', '--opt', 'lr=2'], /given twice/],
     ] as [string[], RegExp][]) {
-      const r = keel(['optim', 'replay', '--optimizer', 'adamw', ...args, '--trace', ok, '--out', out]);
+      const r = keel(['optim', 'replay', { optimizer: 'adamw' }, ...args, { trace: ok, out }]);
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, re);
     }

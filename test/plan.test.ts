@@ -169,7 +169,7 @@ test('custom ramps: linear, steps, adaptive (monotone, clamped, rounded)', () =>
 const { fresh } = tempRoot('plan');
 
 test('keel plan --json: fields, ratios, per-rule learning rates, warnings', () => {
-  const r = keel(['plan', '--noise-scale', '100', '--base-lr', '1e-3', '--base-batch', '25', '--eps', '1e-5', '--grad-rms', '2e-5', '--batches', '25,100,1000', '--json']);
+  const r = keel(['plan', { noiseScale: 100, baseLr: '1e-3', baseBatch: 25, eps: '1e-5', gradRms: '2e-5', batches: '25,100,1000', json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(out.b_noise, 100);
@@ -197,14 +197,14 @@ test('keel plan --json: fields, ratios, per-rule learning rates, warnings', () =
 });
 
 test('keel plan: text table; no base gives no learning rates; softsign needs --eps', () => {
-  const r = keel(['plan', '--noise-scale', '64', '--batches', '8,64,512']);
+  const r = keel(['plan', { noiseScale: 64, batches: '8,64,512' }]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /B_crit ≈ B_noise = 64 sequences/);
   assert.match(r.stdout, /give --base-lr and --base-batch/);
-  const j = JSON.parse(keel(['plan', '--noise-scale', '64', '--json']).stdout);
+  const j = JSON.parse(keel(['plan', { noiseScale: 64, json: true }]).stdout);
   assert.ok(j.rows.length >= 5 && j.rows.every((x: { lr: unknown }) => x.lr === null));
   assert.deepEqual(j.warnings, []);
-  const k = JSON.parse(keel(['plan', '--noise-scale', '64', '--base-lr', '1e-3', '--base-batch', '8', '--json']).stdout);
+  const k = JSON.parse(keel(['plan', { noiseScale: 64, baseLr: '1e-3', baseBatch: 8, json: true }]).stdout);
   assert.equal(k.rows[0].lr.softsign, null);
   assert.equal(typeof k.rows[0].lr.signsgd, 'number');
   const h = keel(['plan', '--help']);
@@ -224,7 +224,7 @@ test('keel plan --from RUN_DIR reads the last b_simple and the run’s lr and ba
   ];
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l)).join('\n') + '\n{"b_simple": trunc');
   writeJson(path.join(dir, 'config.json'), { train: { lr: 2e-3, batch: 16, accum: 4 } });
-  const r = keel(['plan', '--from', dir, '--eps', '1e-4', '--batches', '64,128', '--json']);
+  const r = keel(['plan', { from: dir, eps: '1e-4', batches: '64,128', json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.b_noise, 50);
@@ -235,7 +235,7 @@ test('keel plan --from RUN_DIR reads the last b_simple and the run’s lr and ba
   assert.equal(out.rows[0].lr.sgd, 2e-3);
   assert.equal(typeof out.rows[1].lr.softsign, 'number');
   // Flags override the run's base.
-  const o = JSON.parse(keel(['plan', '--from', dir, '--base-lr', '1e-3', '--base-batch', '32', '--json']).stdout);
+  const o = JSON.parse(keel(['plan', { from: dir, baseLr: '1e-3', baseBatch: 32, json: true }]).stdout);
   assert.equal(o.base_lr, 1e-3);
   assert.equal(o.base_batch, 32);
 });
@@ -244,7 +244,7 @@ test('keel plan --from: a line Python wrote with a bare NaN still counts (one me
   const dir = fresh('py-run');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), '{"step": 10, "b_simple": 40}\n{"step": 20, "b_simple": 70, "noise_grad_rms": 2e-4, "loss": NaN}\n');
-  const r = keel(['plan', '--from', dir, '--eps', '1e-4', '--base-lr', '1e-3', '--base-batch', '32', '--json']);
+  const r = keel(['plan', { from: dir, eps: '1e-4', baseLr: '1e-3', baseBatch: 32, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).b_noise, 70);
 });
@@ -253,27 +253,27 @@ test('keel plan: clear errors for missing inputs', () => {
   const none = keel(['plan']);
   assert.equal(none.status, 2);
   assert.match(none.stderr, /needs the gradient noise scale: --from RUN_DIR .* or --noise-scale B/);
-  const both = keel(['plan', '--noise-scale', '5', '--from', 'x']);
+  const both = keel(['plan', { noiseScale: 5, from: 'x' }]);
   assert.equal(both.status, 2);
   assert.match(both.stderr, /either --from RUN_DIR or --noise-scale B/);
-  const half = keel(['plan', '--noise-scale', '5', '--base-lr', '1e-3']);
+  const half = keel(['plan', { noiseScale: 5, baseLr: '1e-3' }]);
   assert.equal(half.status, 2);
   assert.match(half.stderr, /--base-lr and --base-batch go together/);
-  const eps = keel(['plan', '--noise-scale', '5', '--eps', '1e-8']);
+  const eps = keel(['plan', { noiseScale: 5, eps: 1e-8 }]);
   assert.equal(eps.status, 2);
   assert.match(eps.stderr, /--grad-rms/);
   const dir = fresh('empty-run');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), '{"step":1,"loss":5}\n');
-  const noNoise = keel(['plan', '--from', dir]);
+  const noNoise = keel(['plan', { from: dir }]);
   assert.equal(noNoise.status, 2);
   assert.match(noNoise.stderr, /no gradient-noise-scale records.*--accum 2 or more/);
-  const missing = keel(['plan', '--from', path.join(dir, 'nope')]);
+  const missing = keel(['plan', { from: path.join(dir, 'nope') }]);
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /no such run directory/);
-  const bad = keel(['plan', '--noise-scale', '-3']);
+  const bad = keel(['plan', { noiseScale: -3 }]);
   assert.equal(bad.status, 2);
-  const badList = keel(['plan', '--noise-scale', '3', '--batches', '4,x']);
+  const badList = keel(['plan', { noiseScale: 3, batches: '4,x' }]);
   assert.equal(badList.status, 2);
   assert.match(badList.stderr, /positive integers/);
 });

@@ -24,7 +24,7 @@ describe('absurd sizes: refused with the figure and the machine\'s memory, befor
       const top = fresh('absurd');
       const out = path.join(top, 'nested', 'run');
       const t0 = Date.now();
-      const r = keel(['train', ...quick, ...args, '--out', out]);
+      const r = keel(['train', ...quick, ...args, { out }]);
       assertUserError(r, why);
       assert.ok(Date.now() - t0 < 20_000, 'took too long: was something allocated?');
       assert.equal(fs.existsSync(top), false, `something was created: ${fs.existsSync(top) ? walk(top) : ''}`);
@@ -41,8 +41,8 @@ describe('absurd sizes: refused with the figure and the machine\'s memory, befor
   refused('--fault after the last step', ['--config', microJson, '--fault', '3:nan-grad'], /--fault at step 3 is after the last step \(2\)/);
 
   test('keel bench --batch 100000000 and nLayer 100000', () => {
-    assertUserError(keel(['bench', '--batch', '100000000']), new RegExp(memory.source + '.*use --batch \\d+ or less'));
-    assertUserError(keel(['bench', '--config', path.join(root, 'deep.json')]), memory);
+    assertUserError(keel(['bench', { batch: 100000000 }]), new RegExp(memory.source + '.*use --batch \\d+ or less'));
+    assertUserError(keel(['bench', { config: path.join(root, 'deep.json') }]), memory);
   });
 });
 
@@ -50,7 +50,7 @@ describe('odd --out paths: one line, exit 2, never a stack trace or a spin, noth
   const refusedOut = (name: string, out: () => string, why: RegExp) =>
     test(name, () => {
       const t0 = Date.now();
-      assertUserError(keel(['train', '--config', microJson, ...quick, '--out', out()]), why);
+      assertUserError(keel(['train', { config: microJson }, ...quick, { out: out() }]), why);
       assert.ok(Date.now() - t0 < 20_000, 'took too long (a spin?)');
     });
 
@@ -90,14 +90,14 @@ describe('odd --out paths: one line, exit 2, never a stack trace or a spin, noth
     const dir = fresh('no-write');
     fs.mkdirSync(dir, { mode: 0o555 });
     try {
-      assertUserError(keel(['train', '--config', microJson, ...quick, '--out', path.join(dir, 'run')]), /cannot write in .*: permission denied/);
+      assertUserError(keel(['train', { config: microJson }, ...quick, { out: path.join(dir, 'run') }]), /cannot write in .*: permission denied/);
     } finally {
       fs.chmodSync(dir, 0o755);
     }
   });
 
   test('the experiments\' --out under /proc: one line, no spin', () => {
-    for (const e of ['spikes', 'lawa']) assertUserError(keel(['experiment', e, '--out', `/proc/keel-test/${e}`]), /is on procfs, a kernel file system/);
+    for (const e of ['spikes', 'lawa']) assertUserError(keel(['experiment', e, { out: `/proc/keel-test/${e}` }]), /is on procfs, a kernel file system/);
   });
 
   test('keel analyze /dev/zero (a file that never ends) is refused, as train --data is', () => {
@@ -178,7 +178,7 @@ describe('silent surprises, said out loud', () => {
 
   test('start: one line with parameters, tokens per step, data size and run directory; no noise-scale warning for the defaults', () => {
     const out = fresh('start');
-    const r = keel(['train', '--config', microJson, ...quick, '--out', out]);
+    const r = keel(['train', { config: microJson }, ...quick, { out }]);
     assert.equal(r.status, 0, r.stderr);
     const bytes = fs.statSync(corpus).size;
     const line = r.stderr.split('\n').find((l) => l.includes('parameters'));
@@ -193,14 +193,14 @@ describe('silent surprises, said out loud', () => {
     const run = fresh('renamed');
     await train(trainOptions(run, corpus, { steps: 4, checkpointEvery: 2 }), { progress: false });
     fs.renameSync(path.join(run, 'checkpoints', 'step-4'), path.join(run, 'checkpoints', 'step-4.bak'));
-    const r = keel(['eval', '--checkpoint', run, '--data', corpus, '--tokens', '257', '--json']);
+    const r = keel(['eval', { checkpoint: run, data: corpus, tokens: 257, json: true }]);
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stderr.trim().split('\n');
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], /checkpoints\/step-4\.bak is not named step-<N> \(renamed\?\) and not used; .*: using checkpoints\/step-2$/);
     // With no usable checkpoint left, the refusal names the renamed one (still one line).
     fs.renameSync(path.join(run, 'checkpoints', 'step-2'), path.join(run, 'checkpoints', 'old-2'));
-    assertUserError(keel(['eval', '--checkpoint', run, '--data', corpus]), /neither a checkpoint nor a run directory with checkpoints: checkpoints\/old-2, checkpoints\/step-4\.bak are not named step-<N>/);
+    assertUserError(keel(['eval', { checkpoint: run, data: corpus }]), /neither a checkpoint nor a run directory with checkpoints: checkpoints\/old-2, checkpoints\/step-4\.bak are not named step-<N>/);
   });
 
   test('keel analyze: a flat series with a 1e-4 bump is no spike; NaN and Infinity are non-finite values, not spikes', () => {
@@ -217,7 +217,7 @@ describe('silent surprises, said out loud', () => {
     assert.deepEqual(out.nonfinite, { count: 2, steps: [300, 301] });
     assert.equal(out.points, 303);
     // Without the minimum rise, σ's floor makes the bump a ~33,000σ spike: the test can fail.
-    const raw = JSON.parse(keel(['analyze', file, '--json', '--min-rise', '0']).stdout);
+    const raw = JSON.parse(keel(['analyze', file, { json: true, minRise: 0 }]).stdout);
     assert.equal(raw.spikes.length, 1);
     assert.ok(raw.spikes[0].height_sigma > 10_000);
     const text = keel(['analyze', file]);

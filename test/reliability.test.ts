@@ -10,18 +10,18 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { listCheckpoints, loadCheckpoint } from '../src/train/checkpoints.ts';
 import { Rng } from '../src/util/rng.ts';
-import { englishText, keel, keelAsync, MICRO, sleep, tempRoot, trainLines, writeCorpus, writeJson } from './helpers.ts';
+import { type Arg, englishText, keel, keelAsync, MICRO, sleep, tempRoot, trainLines, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('reliability');
 const corpus = writeCorpus(path.join(root, 'data'));
 const bigCorpus = writeCorpus(path.join(root, 'big'), englishText(1_200_000, 3));
 const micro = writeJson(path.join(root, 'micro.json'), MICRO);
-const base = (out: string, steps: number, data = corpus) => ['train', '--config', micro, '--data', data, '--batch', '2', '--eval-tokens', '257', '--steps', String(steps), '--out', out];
+const base = (out: string, steps: number, data = corpus) => ['train', { config: micro, data, batch: 2, evalTokens: 257, steps, out }];
 
 // A test that fails while its trainer runs must not leave it running (the runner would wait for it).
 const live: ChildProcess[] = [];
 after(() => live.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
-function start(args: string[]): ReturnType<typeof keelAsync> {
+function start(args: Arg[]): ReturnType<typeof keelAsync> {
   const r = keelAsync(args);
   live.push(r.child);
   return r;
@@ -54,7 +54,7 @@ test('two Ctrl-C 40 ms apart during one long evaluation are one request: the che
   const out = fresh('double');
   // The tiny model evaluates 50,000 tokens after every step: the thread is in an evaluation
   // nearly all the time. The presses are 40 ms apart: back to back, the kernel would merge them.
-  const { child, done } = start(['train', '--config', 'tiny', '--data', bigCorpus, '--batch', '1', '--steps', '1000000', '--out', out, '--eval-every', '1', '--eval-tokens', '20000', '--checkpoint-every', '0']);
+  const { child, done } = start(['train', { config: 'tiny', data: bigCorpus, batch: 1, steps: 1000000, out, evalEvery: 1, evalTokens: 20000, checkpointEvery: 0 }]);
   await until('a training line', () => trainLines(out).length >= 1, 120_000);
   child.kill('SIGINT');
   await sleep(40);
@@ -69,14 +69,14 @@ test('two writers: a second keel train --resume on a run being written is refuse
   const out = fresh('writers');
   const { child } = start([...base(out, 1_000_000), '--checkpoint-every', '5']);
   await until('a checkpoint', () => listCheckpoints(out).length > 0);
-  const second = keel(['train', '--resume', out, '--steps', '1000']);
+  const second = keel(['train', { resume: out, steps: 1000 }]);
   assert.equal(second.status, 2, second.stderr);
   assert.match(second.stderr, new RegExp(`being written by another keel process \\(pid ${child.pid}`));
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   assert.ok(fs.existsSync(path.join(out, '.lock')), 'kill -9 leaves the lock behind');
   const from = listCheckpoints(out).at(-1)!;
-  const third = keel(['train', '--resume', out, '--steps', String(from + 3), '--json']);
+  const third = keel(['train', { resume: out, steps: from + 3, json: true }]);
   assert.equal(third.status, 0, third.stderr);
   assert.equal(JSON.parse(third.stdout.trim().split('\n').at(-1)!).steps, from + 3);
   assert.ok(!fs.existsSync(path.join(out, '.lock')), 'released at exit');
@@ -95,9 +95,9 @@ test('disk full while appending the logs: one line, exit 2, whole last lines, th
   if (why) return t.skip(why);
   try {
     const out = path.join(disk, 'run');
-    const first = keel([...base(out, 20), '--checkpoint-every', '0']);
+    const first = keel([...base(out, 20), { checkpointEvery: 0 }]);
     assert.equal(first.status, 0, first.stderr);
-    const full = keel(['train', '--resume', out, '--steps', '1000000', '--checkpoint-every', '0']);
+    const full = keel(['train', { resume: out, steps: 1000000, checkpointEvery: 0 }]);
     assert.equal(full.status, 2, full.stderr);
     assert.match(full.stderr, /the disk is full/);
     assert.doesNotMatch(full.stderr, /^\s+at /m);
@@ -108,7 +108,7 @@ test('disk full while appending the logs: one line, exit 2, whole last lines, th
     }
     assert.equal(loadCheckpoint(out).state.step, 20, 'the checkpoint before is intact');
     spawnSync('mount', ['-o', 'remount,size=8m', disk]);
-    const again = keel(['train', '--resume', out, '--steps', '25', '--json']);
+    const again = keel(['train', { resume: out, steps: 25, json: true }]);
     assert.equal(again.status, 0, again.stderr);
     assert.equal(loadCheckpoint(out).state.step, 25);
   } finally {
@@ -140,7 +140,7 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
   assert.match(c.stderr, /from step 10/);
   // Without --auto-resume, the error names the older checkpoints.
   fs.writeFileSync(path.join(out, 'checkpoints', 'step-20', 'trainer.json'), '{"trunc');
-  const d = keel(['train', '--resume', out]);
+  const d = keel(['train', { resume: out }]);
   assert.equal(d.status, 2);
   assert.match(d.stderr, /older checkpoints: .*step-10.*--resume .*step-1[05]/);
 
@@ -152,7 +152,7 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
   const plain = keel([...base(dead, 5)]);
   assert.equal(plain.status, 2);
   assert.match(plain.stderr, /stopped before its first checkpoint: add --auto-resume/);
-  const resume = keel(['train', '--resume', dead]);
+  const resume = keel(['train', { resume: dead }]);
   assert.equal(resume.status, 2);
   assert.match(resume.stderr, /stopped before its first checkpoint: nothing to resume; start it over with --out .* --auto-resume/);
   const over = keel([...base(dead, 5), '--auto-resume']);
@@ -160,7 +160,7 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
   assert.match(over.stderr, /starting it over/);
   assert.deepEqual(trainLines(dead).map((l) => l.step), [1, 2, 3, 4, 5]);
   // Misuse is one line.
-  assert.match(keel(['train', '--resume', out, '--auto-resume']).stderr, /goes with --out/);
+  assert.match(keel(['train', { resume: out, autoResume: true }]).stderr, /goes with --out/);
 });
 
 test('kill -9 at 20 moments of the same --auto-resume command, rerun each time: the weights equal an uninterrupted run byte for byte', async () => {

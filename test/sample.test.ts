@@ -12,7 +12,7 @@ const { root, fresh } = tempRoot('sample');
 const corpus = writeCorpus(path.join(root, 'data'));
 const micro = writeJson(path.join(root, 'micro.json'), MICRO);
 const run = fresh('run');
-const trained = keel(['train', '--config', micro, '--data', corpus, '--batch', '4', '--steps', '40', '--eval-tokens', '2000', '--out', run]);
+const trained = keel(['train', { config: micro, data: corpus, batch: 4, steps: 40, evalTokens: 2000, out: run }]);
 assert.equal(trained.status, 0, trained.stderr);
 
 test('pick: greedy is the argmax; top-k never draws outside the k largest; temperature sharpens', () => {
@@ -32,22 +32,22 @@ test('pick: greedy is the argmax; top-k never draws outside the k largest; tempe
 
 test('keel sample: the same seed gives the same text, another seed other text; bytes only', () => {
   assertSeededSampling(run, 'The ', 60, [5, 6]);
-  const greedy = keel(['sample', '--checkpoint', run, '--prompt', 'The ', '--tokens', '20', '--temperature', '0']);
+  const greedy = keel(['sample', { checkpoint: run, prompt: 'The ', tokens: 20, temperature: 0 }]);
   assert.equal(greedy.status, 0, greedy.stderr);
   assert.ok(greedy.stdout.startsWith('The '));
-  const bad = keel(['sample', '--checkpoint', run, '--prompt', '']);
+  const bad = keel(['sample', { checkpoint: run, prompt: '' }]);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--prompt is empty/);
 });
 
 test('keel eval without --data scores the run\'s validation split: the trainer\'s final val loss', () => {
   const last = metrics(run).filter((r) => typeof r.val_loss === 'number').at(-1)!;
-  const r = keel(['eval', '--checkpoint', run, '--tokens', '2000', '--json']);
+  const r = keel(['eval', { checkpoint: run, tokens: 2000, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const got = JSON.parse(r.stdout);
   assert.match(got.data, /validation split/);
   assert.ok(Math.abs(got.loss - (last.val_loss as number)) < 1e-9, `${got.loss} vs ${last.val_loss}`);
-  const onFile = JSON.parse(keel(['eval', '--checkpoint', run, '--data', corpus, '--tokens', '2000', '--json']).stdout);
+  const onFile = JSON.parse(keel(['eval', { checkpoint: run, data: corpus, tokens: 2000, json: true }]).stdout);
   assert.notEqual(onFile.loss, got.loss, 'with --data: the file from its start (training data)');
 });
 

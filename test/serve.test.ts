@@ -180,7 +180,7 @@ test('serve: kill -9 loses nothing acknowledged; a restarted server carries on w
 });
 
 test('serve CLI: a bad port is a usage error (exit 2)', () => {
-  const r = keel(['serve', '--port', '70000']);
+  const r = keel(['serve', { port: 70000 }]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--port 70000/);
 });

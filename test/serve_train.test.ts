@@ -15,7 +15,7 @@ const micro = writeJson(path.join(root, 'micro.json'), MICRO);
 let s: Serving | undefined;
 after(() => s?.close());
 
-const base = (out: string) => ['train', '--config', micro, '--data', corpus, '--batch', '2', '--eval-every', '10', '--eval-tokens', '64', '--checkpoint-every', '10', '--out', out];
+const base = (out: string) => ['train', { config: micro, data: corpus, batch: 2, evalEvery: 10, evalTokens: 64, checkpointEvery: 10, out }];
 
 function controlLog(run: string): { t: string; step: number; attempt: number; kind?: string; seq?: number }[] {
   return fs.readFileSync(path.join(run, 'control.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -27,7 +27,7 @@ test('keel train --serve: every report and decision, the evaluations and checkpo
   s = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
   const run = path.join(dir, 'run');
   const env = { KEEL_URL: s.url, KEEL_TOKEN: s.token };
-  const first = keelAsync([...base(run), '--steps', '30', '--on-spike', 'rollback', '--spike-window', '8', '--fault', '15:nan-grad', '--rollback-steps', '6', '--skip-batches', '3', '--serve'], env);
+  const first = keelAsync([...base(run), { steps: 30, onSpike: 'rollback', spikeWindow: 8, fault: '15:nan-grad', rollbackSteps: 6, skipBatches: 3, serve: true }], env);
   const r = await first.done;
   assert.equal(r.status, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /not mirrored|not answering|refused/);
@@ -43,7 +43,7 @@ test('keel train --serve: every report and decision, the evaluations and checkpo
   for (const x of rows) assert.equal(x.decision.kind, decisions.find((d) => d.step === x.decision.step && d.attempt === x.decision.attempt)!.kind);
   assert.deepEqual(s.store.evals(runs[0].id).map((e) => e.step), [10, 20, 30]);
   // The resumed run attaches to the same served run and adds its steps.
-  const second = await keelAsync(['train', '--resume', run, '--steps', '40', '--serve'], env).done;
+  const second = await keelAsync(['train', { resume: run, steps: 40, serve: true }], env).done;
   assert.equal(second.status, 0, second.stderr);
   const after2 = s.store.runs();
   assert.equal(after2.length, 1, JSON.stringify(after2));
@@ -53,7 +53,7 @@ test('keel train --serve: every report and decision, the evaluations and checkpo
 
 test('keel train --serve: a server that is away costs one warning, not the run', async () => {
   const out = path.join(fresh('away'), 'run');
-  const r = await keelAsync([...base(out), '--steps', '12', '--serve'], { KEEL_URL: 'http://127.0.0.1:9', KEEL_TOKEN: 'x' }).done;
+  const r = await keelAsync([...base(out), { steps: 12, serve: true }], { KEEL_URL: 'http://127.0.0.1:9', KEEL_TOKEN: 'x' }).done;
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr.match(/not answering/g)?.length, 1, r.stderr);
   assert.match(r.stderr, /12 step reports were not mirrored/);
@@ -62,7 +62,7 @@ test('keel train --serve: a server that is away costs one warning, not the run',
 
 test('keel train --serve: no server to find is a usage error before anything is written', () => {
   const out = path.join(fresh('none'), 'run');
-  const r = keel([...base(out), '--steps', '5', '--serve'], { env: { KEEL_HOME: fresh('empty-home'), KEEL_URL: '', KEEL_TOKEN: '' } });
+  const r = keel([...base(out), { steps: 5, serve: true }], { env: { KEEL_HOME: fresh('empty-home'), KEEL_URL: '', KEEL_TOKEN: '' } });
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /no keel serve found/);
   assert.ok(!fs.existsSync(out));

@@ -490,7 +490,7 @@ test('keel analyze: table and --json on a Keel run; bad input exits 2 with one l
   assert.equal(out.summary.spikes, truth.length);
   assert.equal(out.summary.not_recovered, 1);
 
-  const h = keel(['analyze', path.join(dir, 'metrics.jsonl'), '--window', '64']);
+  const h = keel(['analyze', path.join(dir, 'metrics.jsonl'), { window: 64 }]);
   assert.equal(h.status, 0, h.stderr);
   assert.match(h.stdout, /start\s+peak\s+end\s+height \(nats\)\s+height \(σ\)/);
   assert.match(h.stdout, /not recovered/);

@@ -318,7 +318,7 @@ test('a qkNorm checkpoint round-trips: tensor names, flag, values, and keel eval
   const text = 'the quick brown fox jumps over the lazy dog. '.repeat(4);
   const data = path.join(root, 'text.txt');
   fs.writeFileSync(data, text);
-  const r = keel(['eval', '--checkpoint', file, '--data', data, '--tokens', '33', '--json']);
+  const r = keel(['eval', { checkpoint: file, data, tokens: 33, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const got = JSON.parse(r.stdout.trim().split('\n').pop()!);
   const bytes = Buffer.from(text, 'utf8');

@@ -14,7 +14,7 @@ const micro = writeJson(path.join(root, 'micro.json'), MICRO);
 test('keel train --tensorboard: every logged scalar is in the event file at its step (float32), CRCs valid', () => {
   const out = fresh('run');
   const tb = fresh('tb');
-  const r = keel(['train', '--config', micro, '--data', corpus, '--batch', '2', '--steps', '30', '--eval-every', '10', '--eval-tokens', '257', '--out', out, '--tensorboard', tb]);
+  const r = keel(['train', { config: micro, data: corpus, batch: 2, steps: 30, evalEvery: 10, evalTokens: 257, out, tensorboard: tb }]);
   assert.equal(r.status, 0, r.stderr);
   const files = fs.readdirSync(tb);
   assert.equal(files.length, 1);
@@ -30,7 +30,7 @@ test('keel train --tensorboard: every logged scalar is in the event file at its 
     assert.deepEqual(log.series(name).map((p) => [p.step, p.value]), want);
   }
   // A resume appends to the same directory (a new file, as TensorBoard expects of a restart).
-  const again = keel(['train', '--resume', out, '--steps', '35']);
+  const again = keel(['train', { resume: out, steps: 35 }]);
   assert.equal(again.status, 0, again.stderr);
   assert.ok(fs.readdirSync(tb).length >= 1);
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);

@@ -119,7 +119,7 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
   writeBin(path.join(dir, 'val.bin'), tokens.subarray(cut));
   const cfg = writeJson(path.join(root, 'gpt2-micro.json'), { nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 16, vocabSize: 50304 });
   const run = path.join(root, 'run-gpt2');
-  const trained = keel(['train', '--config', cfg, '--data', dir, '--batch', '4', '--steps', '30', '--eval-tokens', '1000', '--out', run]);
+  const trained = keel(['train', { config: cfg, data: dir, batch: 4, steps: 30, evalTokens: 1000, out: run }]);
 
   test('trains on train.bin, validates on val.bin; eval scores val.bin, equal to the trainer', () => {
     assert.equal(trained.status, 0, trained.stderr);
@@ -127,7 +127,7 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
     const saved = JSON.parse(fs.readFileSync(path.join(run, 'config.json'), 'utf8'));
     assert.equal(saved.train.tokenizer, 'gpt2');
     const last = metrics(run).filter((r) => typeof r.val_loss === 'number').at(-1)!;
-    const r = JSON.parse(keel(['eval', '--checkpoint', run, '--tokens', '1000', '--json']).stdout);
+    const r = JSON.parse(keel(['eval', { checkpoint: run, tokens: 1000, json: true }]).stdout);
     assert.match(r.data, /validation split/);
     assert.ok(Math.abs(r.loss - (last.val_loss as number)) < 1e-9, `${r.loss} vs ${last.val_loss}`);
     assert.ok((last.val_loss as number) < Math.log(50257), 'it learned something');
@@ -149,17 +149,17 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
   test('a text corpus with --tokenizer gpt2: a preset gets GPT-2\'s padded vocabulary; too small a vocabulary is refused', () => {
     const corpus = writeCorpus(fresh('text'));
     const out = fresh('preset');
-    const r = keel(['train', '--tokenizer', 'gpt2', '--data', corpus, '--steps', '2', '--batch', '2', '--eval-tokens', '200', '--out', out]);
+    const r = keel(['train', { tokenizer: 'gpt2', data: corpus, steps: 2, batch: 2, evalTokens: 200, out }]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).model.vocabSize, 50304);
     const bytesCfg = writeJson(fresh('bytes') + '.json', { nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 16, vocabSize: 256 });
-    assertUserError(keel(['train', '--config', bytesCfg, '--tokenizer', 'gpt2', '--data', corpus, '--out', fresh('refused')]), /vocabSize 256 is smaller than the tokenizer's alphabet: gpt2 tokens take 50257 values/);
-    assertUserError(keel(['train', '--data', dir, '--tokenizer', 'bytes', '--out', fresh('refused')]), /needs --tokenizer gpt2/);
+    assertUserError(keel(['train', { config: bytesCfg, tokenizer: 'gpt2', data: corpus, out: fresh('refused') }]), /vocabSize 256 is smaller than the tokenizer's alphabet: gpt2 tokens take 50257 values/);
+    assertUserError(keel(['train', { data: dir, tokenizer: 'bytes', out: fresh('refused') }]), /needs --tokenizer gpt2/);
   });
 
   test('resume keeps the tokenizer; changing it is refused', () => {
-    assertUserError(keel(['train', '--resume', run, '--steps', '40', '--tokenizer', 'bytes']), /--tokenizer cannot change when resuming/);
-    const r = keel(['train', '--resume', run, '--steps', '32', '--eval-tokens', '1000']);
+    assertUserError(keel(['train', { resume: run, steps: 40, tokenizer: 'bytes' }]), /--tokenizer cannot change when resuming/);
+    const r = keel(['train', { resume: run, steps: 32, evalTokens: 1000 }]);
     assert.equal(r.status, 0, r.stderr);
   });
 
@@ -175,7 +175,7 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
     assert.equal(py.status, 0, py.stderr);
     const expected = JSON.parse(py.stdout);
     assert.equal(expected.tokenizer, 'gpt2');
-    const got = JSON.parse(keel(['eval', '--checkpoint', model, '--data', val, '--tokens', '801', '--json']).stdout);
+    const got = JSON.parse(keel(['eval', { checkpoint: model, data: val, tokens: 801, json: true }]).stdout);
     assert.equal(got.tokens, expected.tokens);
     assert.ok(Math.abs(got.loss - expected.loss) / expected.loss < 1e-4, `keel ${got.loss} vs torch ${expected.loss}`);
   });

@@ -99,10 +99,7 @@ describe('resume', () => {
 describe('run directory', () => {
   test('layout: config.json, metrics.jsonl, checkpoints/step-N, report.html; --keep 2; no temp files', () => {
     const out = fresh('layout');
-    const r = keel([
-      'train', '--config', microJson, '--data', corpus, '--steps', '8', '--batch', '4', '--eval-every', '4',
-      '--eval-tokens', '257', '--checkpoint-every', '2', '--keep', '2', '--out', out,
-    ]);
+    const r = keel(['train', { config: microJson, data: corpus, steps: 8, batch: 4, evalEvery: 4, evalTokens: 257, checkpointEvery: 2, keep: 2, out }]);
     assert.equal(r.status, 0, r.stderr);
     assert.ok(fs.statSync(path.join(out, 'report.html')).size > 1000);
     const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
@@ -159,10 +156,7 @@ test('training lowers the loss on a repetitive corpus (~30 steps)', async () => 
 
 test('Ctrl-C writes a checkpoint at the last step, exits 130, and --resume continues', async () => {
   const out = fresh('sigint');
-  const { child, done } = keelAsync([
-    'train', '--config', microJson, '--data', corpus, '--steps', '1000000', '--batch', '4',
-    '--eval-tokens', '257', '--checkpoint-every', '0', '--out', out,
-  ]);
+  const { child, done } = keelAsync(['train', { config: microJson, data: corpus, steps: 1000000, batch: 4, evalTokens: 257, checkpointEvery: 0, out }]);
   const deadline = Date.now() + 30_000;
   while (trainLines(out).length < 3) {
     assert.ok(Date.now() < deadline, 'no training lines within 30 s');
@@ -185,7 +179,7 @@ test('Ctrl-C writes a checkpoint at the last step, exits 130, and --resume conti
 
   // Resume (saved flags, steps overridden so it finishes now) runs to the requested step.
   const target = last + 3;
-  const r2 = keel(['train', '--resume', out, '--steps', String(target), '--json']);
+  const r2 = keel(['train', { resume: out, steps: target, json: true }]);
   assert.equal(r2.status, 0, r2.stderr);
   const summary = JSON.parse(r2.stdout.trim().split('\n').at(-1)!);
   assert.equal(summary.steps, target);
@@ -199,10 +193,7 @@ test('Ctrl-C writes a checkpoint at the last step, exits 130, and --resume conti
 
 test('--json: the last stdout line is the summary', () => {
   const out = fresh('json');
-  const r = keel([
-    'train', '--config', microJson, '--data', corpus, '--steps', '5', '--batch', '4', '--accum', '2',
-    '--eval-tokens', '257', '--out', out, '--json',
-  ]);
+  const r = keel(['train', { config: microJson, data: corpus, steps: 5, batch: 4, accum: 2, evalTokens: 257, out, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.deepEqual(Object.keys(s).sort(), [
@@ -227,11 +218,7 @@ test('--json: the last stdout line is the summary', () => {
 
 test('--optimizer and --opt: Tiger with its options; bad options are one-line errors', () => {
   const out = fresh('tiger');
-  const r = keel([
-    'train', '--config', microJson, '--data', corpus, '--steps', '3', '--batch', '2', '--accum', '2',
-    '--eval-tokens', '257', '--out', out, '--optimizer', 'tiger', '--opt', 'beta=0.9', '--opt', 'lazyEmbedding=true', '--json',
-    '--lr', '0.02', '--schedule', 'piecewise', '--lr-points', '2:1',
-  ]);
+  const r = keel(['train', { config: microJson, data: corpus, steps: 3, batch: 2, accum: 2, evalTokens: 257, out, optimizer: 'tiger', opt: ['beta=0.9', 'lazyEmbedding=true'], json: true, lr: 0.02, schedule: 'piecewise', lrPoints: '2:1' }]);
   assert.equal(r.status, 0, r.stderr);
   // Piecewise from an implied (0, 0): half the lr at step 1, all of it from step 2 on.
   assert.deepEqual(trainLines(out).map((l) => l.lr), [0.01, 0.02, 0.02]);
@@ -248,7 +235,7 @@ test('--optimizer and --opt: Tiger with its options; bad options are one-line er
     [['--optimizer', 'nadam'], /nadam/],
   ]);
   // Resuming with another optimizer is refused.
-  const e = keel(['train', '--resume', out, '--steps', '4', '--optimizer', 'adamw']);
+  const e = keel(['train', { resume: out, steps: 4, optimizer: 'adamw' }]);
   assert.equal(e.status, 2);
   assert.match(e.stderr, /checkpoint holds tiger state/);
 });
@@ -261,14 +248,14 @@ test('--precision bf16: trains, differs from fp32 only slightly, is saved with t
   assert.ok(Math.abs(bf.train_loss - fp.train_loss) < 0.05 * fp.train_loss, `${bf.train_loss} vs ${fp.train_loss}`);
   // Resume from step 3 without the flag: the saved precision carries over (CLI), and the run ends identically.
   const out = fresh('bf16-cli');
-  const args = ['train', '--config', microJson, '--data', corpus, '--steps', '6', '--batch', '4', '--eval-tokens', '257', '--checkpoint-every', '3', '--precision', 'bf16'];
-  let r = keel([...args, '--out', out]);
+  const args = ['train', { config: microJson, data: corpus, steps: 6, batch: 4, evalTokens: 257, checkpointEvery: 3, precision: 'bf16' }];
+  let r = keel([...args, { out }]);
   assert.equal(r.status, 0, r.stderr);
   const whole = read(path.join(out, 'checkpoints/step-6/model.safetensors'));
   const part = fresh('bf16-part');
-  r = keel([...args, '--steps', '6', '--out', part]);
+  r = keel([...args, { steps: 6, out: part }]);
   fs.rmSync(path.join(part, 'checkpoints/step-6'), { recursive: true });
-  r = keel(['train', '--resume', path.join(part, 'checkpoints/step-3')]);
+  r = keel(['train', { resume: path.join(part, 'checkpoints/step-3') }]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(loadCheckpoint(path.join(part, 'checkpoints/step-6')).state.options.precision, 'bf16');
   assert.deepEqual(read(path.join(part, 'checkpoints/step-6/model.safetensors')), whole);
