@@ -7,11 +7,11 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { Controller } from '../src/control/controller.ts';
 import { replayControlLog } from '../src/control/replay.ts';
-import type { Decision, Policy, RunFacts, StepReport } from '../src/control/types.ts';
+import type { Decision, Policy, RunFacts } from '../src/control/types.ts';
 import { UserError } from '../src/errors.ts';
 import { readMetrics } from '../src/io/metrics.ts';
 import { train } from '../src/train/trainer.ts';
-import { keel, metrics, MICRO, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
+import { keel, metrics, MICRO, stepReport, tempRoot, trainOptions, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('control');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -35,10 +35,9 @@ function simulate(policy: Partial<Policy> & Pick<Policy, 'on_spike'>, blowsUp: (
     if (step % 10 === 0) c.addRestorePoint({ step, data, path: `ckpt-${step}` });
     const n = step + 1;
     const bad = blowsUp(n, prev);
-    const r: StepReport = {
-      v: 1, step: n, attempt: c.attempt, loss: bad ? 9 : 2 + 0.01 * Math.sin(n * 1.7), grad_norm: bad ? 50 : 1 + 0.01 * Math.cos(n),
-      nonfinite: { loss: false, grad: false }, lr: 1e-3 * lr, tokens: n * 128, batch: 8, data: [data, data + 2],
-    };
+    const r = stepReport(n, {
+      attempt: c.attempt, loss: bad ? 9 : 2 + 0.01 * Math.sin(n * 1.7), grad_norm: bad ? 50 : 1 + 0.01 * Math.cos(n), lr: 1e-3 * lr, tokens: n * 128, data: [data, data + 2],
+    });
     const d = c.report(r);
     decisions.push(d);
     prev = { applied: d.apply, lr };
@@ -72,10 +71,10 @@ test('controller: the same policy and reports give the same decisions, also acro
   const c = new Controller(policy, RUN);
   for (let n = 1; n <= 30; n++) {
     if (n % 10 === 1) c.addRestorePoint({ step: n - 1, data: 2 * (n - 1) });
-    c.report({ v: 1, step: n, attempt: 0, loss: 2 + 0.01 * n, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: n, batch: 8, data: [2 * n - 2, 2 * n] });
+    c.report(stepReport(n, { loss: 2 + 0.01 * n, data: [2 * n - 2, 2 * n] }));
   }
   const copy = Controller.fromJSON(JSON.parse(JSON.stringify(c.toJSON())));
-  const r = (n: number, loss: number): StepReport => ({ v: 1, step: n, attempt: 0, loss, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: n, batch: 8, data: [2 * n - 2, 2 * n] });
+  const r = (n: number, loss: number) => stepReport(n, { loss, data: [2 * n - 2, 2 * n] });
   for (const [n, loss] of [[31, 2.3], [32, 40]] as const) assert.deepEqual(copy.report(r(n, loss)), c.report(r(n, loss)));
   assert.deepEqual(copy.toJSON(), c.toJSON());
 });
@@ -125,18 +124,18 @@ test('controller: on_spike none logs spikes and proceeds; a non-finite loss stop
   const c = new Controller({ on_spike: 'none', spike_window: 4 }, RUN);
   let d: Decision | null = null;
   for (let n = 1; n <= 6; n++) {
-    d = c.report({ v: 1, step: n, attempt: 0, loss: n === 6 ? 30 : 2 + 0.01 * n, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: n, batch: 8, data: [n - 1, n] });
+    d = c.report(stepReport(n, { loss: n === 6 ? 30 : 2 + 0.01 * n, lr: 1 }));
   }
   assert.equal(d!.kind, 'proceed');
   assert.equal(d!.spikes?.[0].metric, 'loss');
-  const nan = c.report({ v: 1, step: 7, attempt: 0, loss: null, grad_norm: null, nonfinite: { loss: true, grad: true }, lr: 1, tokens: 7, batch: 8, data: [6, 7] });
+  const nan = c.report(stepReport(7, { loss: null, grad_norm: null, nonfinite: { loss: true, grad: true }, lr: 1 }));
   assert.equal(nan.kind, 'stop');
   assert.equal(nan.stop!.code, 'diverged');
 });
 
 test('controller: reports out of order, from a stale attempt or malformed are refused with the field named', () => {
   const c = new Controller({ on_spike: 'skip' }, RUN);
-  const r: StepReport = { v: 1, step: 1, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: 1, batch: 8, data: [0, 2] };
+  const r = stepReport(1, { lr: 1, data: [0, 2] });
   assert.throws(() => c.report({ ...r, step: 2 }), (e: Error) => e instanceof UserError && /expected step 1/.test(e.message));
   assert.throws(() => c.report({ ...r, attempt: 1 }), /expected attempt 0/);
   assert.throws(() => c.report({ ...r, v: 2 as 1 }), /version/);
@@ -153,10 +152,8 @@ test('controller: an adaptive ramp follows B_simple from the reports\' noise sum
   for (let n = 1; n <= 20; n++) {
     const B = c.inEffect.batch;
     // ‖G‖² = 1, tr Σ = 20 per sequence: E‖g_b‖² = 1 + 20/b.
-    const d = c.report({
-      v: 1, step: n, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1, tokens: n, batch: B, data: [n - 1, n],
-      noise: { g_small_sq: 1 + 20 / 2, g_big_sq: 1 + 20 / B, b_small: 2, b_big: B },
-    });
+    const noise = { g_small_sq: 1 + 20 / 2, g_big_sq: 1 + 20 / B, b_small: 2, b_big: B };
+    const d = c.report(stepReport(n, { lr: 1, batch: B, noise }));
     if (d.batch !== undefined) assert.equal(d.kind, 'set_batch');
     batches.push(c.inEffect.batch);
   }
@@ -206,7 +203,11 @@ test('fire drill: a non-sticky lr-scale fires once (a replay runs at the normal 
 
 test('CLI: a spike nothing cures stops with exit code 3, the step, the checkpoint to go back to, and every rung in metrics.jsonl', () => {
   const out = fresh('stop');
-  const r = keel(['train', { config: microJson, data: corpus, steps: 40, batch: 2, accum: 2, evalTokens: 257, out, spikeWindow: 8, onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, checkpointEvery: 5, keep: 100, fault: '20:lr-scale:10000:8:sticky', maxLrCuts: 1 }]);
+  const r = keel([
+    'train',
+    { config: microJson, data: corpus, steps: 40, batch: 2, accum: 2, evalTokens: 257, out, checkpointEvery: 5, keep: 100 },
+    { spikeWindow: 8, onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, fault: '20:lr-scale:10000:8:sticky', maxLrCuts: 1 },
+  ]);
   assert.equal(r.status, 3, r.stderr);
   const m = metrics(out);
   const stop = m.find((x) => x.event === 'stop')!;

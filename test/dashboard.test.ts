@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import type { StepReport } from '../src/control/types.ts';
 import { serve, type Serving } from '../src/serve/server.ts';
-import { tempRoot } from './helpers.ts';
+import { stepReport, tempRoot } from './helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = fs.existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
@@ -23,9 +23,8 @@ after(async () => {
   await s?.close();
 });
 
-const report = (step: number, loss: number, extra: Partial<StepReport> = {}): StepReport => ({
-  v: 1, step, attempt: 0, loss, grad_norm: 1 + 0.01 * Math.sin(step), nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 64, batch: 4, data: [step - 1, step], ...extra,
-});
+const report = (step: number, loss: number, extra: Partial<StepReport> = {}): StepReport =>
+  stepReport(step, { loss, grad_norm: 1 + 0.01 * Math.sin(step), tokens: step * 64, batch: 4, ...extra });
 
 async function post(route: string, body: unknown): Promise<Record<string, unknown>> {
   const r = await fetch(`${s!.url}/api/v1${route}`, { method: 'POST', headers: { authorization: `Bearer ${s!.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { StepReport } from '../src/control/types.ts';
 import type { GPTConfig } from '../src/model/config.ts';
 import type { TrainOptions } from '../src/train/trainer.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -83,6 +84,11 @@ export function trainOptions(out: string, data: string, over: Partial<TrainOptio
     seed: 1337,
     ...over,
   };
+}
+
+/** A healthy step's report to the controller (loss 2, grad norm 1, batch 8, data [step − 1, step]); override what the test is about. */
+export function stepReport(step: number, over: Partial<StepReport> = {}): StepReport {
+  return { v: 1, step, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step, batch: 8, data: [step - 1, step], ...over };
 }
 
 export interface CliResult {

@@ -10,7 +10,7 @@ import { train } from '../src/train/trainer.ts';
 import { Controller, spikeWarmup } from '../src/control/controller.ts';
 import { SpikeDetector } from '../src/monitor/spikes.ts';
 import { createProgress, type ProgressStream } from '../src/util/progress.ts';
-import { assertUserError, KEEL, keel, metrics, MICRO, tempRoot, trainOptions, walk, writeCorpus, writeJson } from './helpers.ts';
+import { assertUserError, KEEL, keel, metrics, MICRO, stepReport, tempRoot, trainOptions, walk, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('reliab');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -167,7 +167,7 @@ describe('silent surprises, said out loud', () => {
     const a = new Controller({ on_spike: 'skip' }, facts);
     const report = (step: number) => {
       const v = step === 60 ? 50 : 2 + 0.1 * Math.sin(step);
-      return { v: 1 as const, step, attempt: 0, loss: v, grad_norm: v, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 32, batch: 2, data: [step - 1, step] as [number, number] };
+      return stepReport(step, { loss: v, grad_norm: v, tokens: step * 32, batch: 2 });
     };
     for (let n = 1; n <= 40; n++) a.report(report(n));
     const b = Controller.fromJSON(JSON.parse(JSON.stringify(a.toJSON())));

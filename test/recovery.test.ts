@@ -167,7 +167,11 @@ test('CLI: stability flags are validated up front (exit 2, nothing written)', ()
 
 test('CLI: a fire drill with --on-spike skip runs to the end and logs every action', () => {
   const out = fresh('drill');
-  const r = keel(['train', { config: microJson, data: corpus, steps: 10, batch: 2, evalTokens: 257, out, spikeWindow: 4, onSpike: 'skip', fault: ['7:grad-scale:1e6', '8:bad-batch:1', '9:lr-scale:0:1'], gradPrecision: 'bf16', json: true }]);
+  const r = keel([
+    'train',
+    { config: microJson, data: corpus, steps: 10, batch: 2, evalTokens: 257, out, gradPrecision: 'bf16', json: true },
+    { spikeWindow: 4, onSpike: 'skip', fault: ['7:grad-scale:1e6', '8:bad-batch:1', '9:lr-scale:0:1'] },
+  ]);
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(s.steps, 10);

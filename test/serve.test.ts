@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { serve, type Serving } from '../src/serve/server.ts';
 import { SCHEMA_VERSION, Store } from '../src/serve/store.ts';
 import { Rng } from '../src/util/rng.ts';
-import { keel, startServer, tempRoot } from './helpers.ts';
+import { keel, startServer, stepReport, tempRoot } from './helpers.ts';
 
 const { fresh } = tempRoot('serve');
 
@@ -39,9 +39,8 @@ function call(url: string, method: string, route: string, body?: unknown, header
 const client = (s: { url: string; token: string }) => (method: string, route: string, body?: unknown, headers: Record<string, string> = {}) =>
   call(s.url, method, `/api/v1${route}`, body, { authorization: `Bearer ${s.token}`, ...headers });
 
-const report = (step: number, loss: number, attempt = 0): StepReport => ({
-  v: 1, step, attempt, loss, grad_norm: 1 + 0.01 * Math.sin(step), nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 64, batch: 4, data: [2 * step - 2, 2 * step],
-});
+const report = (step: number, loss: number, attempt = 0): StepReport =>
+  stepReport(step, { attempt, loss, grad_norm: 1 + 0.01 * Math.sin(step), tokens: step * 64, batch: 4, data: [2 * step - 2, 2 * step] });
 const RUN = { steps: 100, batch: 4, micro_batch: 2, seq_len: 16, params: 1000 };
 const POLICY = { on_spike: 'rollback', spike_window: 8, rollback_steps: 5, skip_batches: 3 };
 

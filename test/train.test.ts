@@ -218,7 +218,11 @@ test('--json: the last stdout line is the summary', () => {
 
 test('--optimizer and --opt: Tiger with its options; bad options are one-line errors', () => {
   const out = fresh('tiger');
-  const r = keel(['train', { config: microJson, data: corpus, steps: 3, batch: 2, accum: 2, evalTokens: 257, out, optimizer: 'tiger', opt: ['beta=0.9', 'lazyEmbedding=true'], json: true, lr: 0.02, schedule: 'piecewise', lrPoints: '2:1' }]);
+  const r = keel([
+    'train',
+    { config: microJson, data: corpus, steps: 3, batch: 2, accum: 2, evalTokens: 257, out, json: true },
+    { optimizer: 'tiger', opt: ['beta=0.9', 'lazyEmbedding=true'], lr: 0.02, schedule: 'piecewise', lrPoints: '2:1' },
+  ]);
   assert.equal(r.status, 0, r.stderr);
   // Piecewise from an implied (0, 0): half the lr at step 1, all of it from step 2 on.
   assert.deepEqual(trainLines(out).map((l) => l.lr), [0.01, 0.02, 0.02]);
