@@ -13,6 +13,7 @@
  */
 import { nativeKernels } from '../src/kernels/native.ts';
 import { adamw } from '../src/optim/adamw.ts';
+import { median } from '../src/util/stats.ts';
 import { opt, flag, randomFloats } from './args.ts';
 
 const json = flag('json');
@@ -51,8 +52,7 @@ function time(fn: () => void): number {
     for (let i = 0; i < calls; i++) fn();
     us.push(Number(process.hrtime.bigint() - t0) / 1e3 / calls);
   }
-  us.sort((a, b) => a - b);
-  return us[us.length >> 1];
+  return median(us)!;
 }
 
 interface Row { model: string; kernel: string; shape: string; us: number; rate: number; unit: 'GB/s' | 'GFLOP/s' }

@@ -17,7 +17,10 @@
  * share the cores, so repeat runs differ by several percent.
  */
 import { nativeKernels } from '../src/kernels/native.ts';
-import type { AdamCoefs, MomentumCoefs } from '../src/kernels/types.ts';
+import type { AdamCoefs } from '../src/kernels/types.ts';
+import { adamwCoefs } from '../src/optim/adamw.ts';
+import { momentumCoefs } from '../src/optim/base.ts';
+import { median } from '../src/util/stats.ts';
 import { opt, flag, randomFloats } from './args.ts';
 
 const json = flag('json');
@@ -43,8 +46,7 @@ function time(fn: () => void): number {
     fn();
     ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
-  ms.sort((a, b) => a - b);
-  return ms[ms.length >> 1];
+  return median(ms)!;
 }
 
 interface Row { kernel: string; n: number; bytes_per_elem: number; ms: number; gbps: number }
@@ -71,23 +73,13 @@ const triad1 = bench('triad', N, 12, () => nk.triad(a, b, c, N, 0.5));
 
 const p = randomFloats(N, 0.1), g = randomFloats(N, 0.01), m = new Float32Array(N), v = new Float32Array(N);
 let t = 0;
-const adamC = (epsMode: AdamCoefs['epsMode']): AdamCoefs => {
-  t++;
-  const lr = 1e-4, b1 = 0.9, b2 = 0.95;
-  return {
-    beta1: b1, g1: 1 - b1, beta2: b2, g2: 1 - b2, mScale: 1 / (1 - b1 ** t), rootVScale: 1 / Math.sqrt(1 - b2 ** t),
-    lr, eps: 1e-8, decay: 1 - lr * 0.1, epsMode,
-  };
-};
+const adamC = (epsMode: AdamCoefs['epsMode']): AdamCoefs => adamwCoefs({ beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, epsMode }, 1e-4, ++t);
 const adam = bench('adam (AdamW, outside)', N, 28, () => nk.adam(p, g, m, v, N, adamC(0)));
 bench('adam inside', N, 28, () => nk.adam(p, g, m, v, N, adamC(1)));
 bench('adam zero', N, 28, () => nk.adam(p, g, m, v, N, adamC(2)));
 bench('adam atan2', N, 28, () => nk.adam(p, g, m, v, N, adamC(3)));
 
-const lion: MomentumCoefs = {
-  dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr: 1e-5, weightDecay: 0.1, phi: 0, eps: 0, block: 0, rmsScale: false, rmsFloor: 0,
-  skipZeroRows: false,
-};
+const lion = momentumCoefs(0.9, 0.99, { lr: 1e-5, weightDecay: 0.1, phi: 0 });
 bench('momentum (Lion, sign)', N, 20, () => nk.momentum(p, g, m, N, lion));
 bench('momentum (Tiger, RMS θ)', N, 20, () =>
   nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, block: N, rmsScale: true, rmsFloor: 1e-3 }));

@@ -13,6 +13,8 @@ import { eachMode, nk, simdModes } from './native_modes.ts';
 import * as ref from '../src/kernels/reference/optim.ts';
 import type { AdafactorCoefs, AdamCoefs, MomentumCoefs } from '../src/kernels/types.ts';
 import { near, randomArrays } from './numeric.ts';
+import { adamwCoefs } from '../src/optim/adamw.ts';
+import { momentumCoefs } from '../src/optim/base.ts';
 
 const { rng, randn } = randomArrays(777);
 
@@ -41,13 +43,8 @@ const TOL = 1e-5;
 
 // ---- adam -----------------------------------------------------------------------------------
 
-function adamwCoefs(t: number, lr: number, b1: number, b2: number, eps: number, wd: number, epsMode: AdamCoefs['epsMode']): AdamCoefs {
-  return {
-    beta1: b1, g1: 1 - b1, beta2: b2, g2: 1 - b2,
-    mScale: 1 / (1 - b1 ** t), rootVScale: 1 / Math.sqrt(1 - b2 ** t),
-    lr, eps, decay: 1 - lr * wd, epsMode,
-  };
-}
+const adamwAt = (t: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, epsMode: AdamCoefs['epsMode']) =>
+  adamwCoefs({ beta1, beta2, eps, weightDecay, epsMode }, lr, t);
 
 /** AdaX (docs/optimizers.md#adax): v grows by (1 + β2) per step, no bias correction on m. */
 function adaxCoefs(t: number, lr: number, epsMode: AdamCoefs['epsMode']): AdamCoefs {
@@ -69,7 +66,7 @@ test('adam matches the reference: every epsMode, odd sizes, AdamW and AdaX coeff
     for (let i = 0; i < N; i += 17) g[i] = m0[i] = v0[i] = 0;  // v̂ = 0: the 0/0 case of zero/atan2
     for (const epsMode of [0, 1, 2, 3] as const) {
       for (const [name, c] of [
-        ['adamw', adamwCoefs(3, 1e-2, 0.9, 0.95, 1e-8, 0.1, epsMode)],
+        ['adamw', adamwAt(3, 1e-2, 0.9, 0.95, 1e-8, 0.1, epsMode)],
         ['adax', adaxCoefs(4, 1e-2, epsMode)],
       ] as const) {
         const pW = p0.slice(), mW = m0.slice(), vW = v0.slice();
@@ -105,7 +102,7 @@ test('adam (AdamW coefficients): three steps against values worked out by hand',
         const mhat = m[i] / (1 - b1 ** t), vhat = v[i] / (1 - b2 ** t);
         want[i] = want[i] * (1 - lr * wd) - (lr * mhat) / (Math.sqrt(vhat) + eps);
       }
-      const c = adamwCoefs(t, lr, b1, b2, eps, wd, 0);
+      const c = adamwAt(t, lr, b1, b2, eps, wd, 0);
       ref.adam(p64, Float64Array.from(g), m64, v64, 3, c);
       nk.adam(p32, Float32Array.from(g), m32, v32, 3, c);
     });
@@ -128,7 +125,7 @@ test('adam step 1 by hand in each epsMode: m̂ = g and √v̂ = |g|', () => {
     3: (x) => (Math.sign(x) * Math.PI) / 4,
   };
   for (const epsMode of [0, 1, 2, 3] as const) {
-    const c = adamwCoefs(1, lr, 0.9, 0.95, eps, 0, epsMode);
+    const c = adamwAt(1, lr, 0.9, 0.95, eps, 0, epsMode);
     const p0 = Float32Array.from({ length: n }, (_, i) => 1 + i / 8);
     const want = Array.from(p0, (p, i) => p - lr * rOf[epsMode](g[i]));
     const p64 = Float64Array.from(p0);
@@ -149,7 +146,7 @@ test('adam zero and atan2 modes: an all-zero gradient on zero state leaves θ ex
   const N = 19;  // two vectors of 8 plus a tail
   for (const epsMode of [2, 3] as const) {
     for (const wd of [0, 0.1]) {
-      const c = adamwCoefs(1, 1e-2, 0.9, 0.95, 0, wd, epsMode);  // ε = 0: only the guard prevents 0/0
+      const c = adamwAt(1, 1e-2, 0.9, 0.95, 0, wd, epsMode);  // ε = 0: only the guard prevents 0/0
       const p0 = randn(N);
       eachMode((mode) => {
         const p = p0.slice(), m = new Float32Array(N), v = new Float32Array(N);
@@ -256,10 +253,7 @@ test('momentum matches the reference: every phi, block 0 / row / N, rmsFloor, sk
 
 test('momentum by hand: sign(0) = 0, Tiger per-block RMS, rmsFloor, skipZeroRows leaves m too', () => {
   const lr = 0.01;
-  const base: MomentumCoefs = {
-    dirM: 0.9, dirG: 0.1, keepM: 0.99, addG: 0.01, lr, weightDecay: 0, phi: 0, eps: 0, block: 0, rmsScale: false, rmsFloor: 0,
-    skipZeroRows: false,
-  };
+  const base = momentumCoefs(0.9, 0.99, { lr, weightDecay: 0, phi: 0 });
   eachMode((mode) => {
     // Lion, no decay: θ moves by exactly η·sign(d), and not at all where d = 0.
     const p = Float32Array.of(1, 2, 3, -4, 5), g = Float32Array.of(0, 1, -1, 0, 2), m = Float32Array.of(0, 0, 0, 1, -20);
@@ -422,7 +416,7 @@ test('triad is exact: a = fround(b + fround(s·c)) in every mode', () => {
 
 test('optimizer kernels reject bad arguments with a JS error', () => {
   const f = (n: number) => new Float32Array(n);
-  const ac = adamwCoefs(1, 1e-3, 0.9, 0.95, 1e-8, 0, 0);
+  const ac = adamwAt(1, 1e-3, 0.9, 0.95, 1e-8, 0, 0);
   const mc: MomentumCoefs = { ...MOM_CASES[0].c, block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false };
   const fc: AdafactorCoefs = { beta2: 0, eps1: 1e-30, clipThreshold: 1, beta1: 0, lr: 1e-2, scaleParameter: true, eps2: 1e-3, weightDecay: 0 };
   const { lr: _lr, ...noLr } = ac;

@@ -40,7 +40,8 @@ import { createOptimizer } from '../optim/registry.ts';
 import { lrForBatch } from '../schedule/rules.ts';
 import type { TrainOptions } from '../train/trainer.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
+import { checkExperimentDir, checkSeed, lrDirName, positiveInt, sig3, writeResults } from './common.ts';
+import { Grid, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeSummary, sharedOptions } from './grid.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes_results.ts';
 import {
   DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS, DEFAULT_TOKENS, NEAR_TIE, RULES, TARGET_MARGIN,
@@ -267,9 +268,7 @@ function stepsOf(s: BatchSettings, batch: number): number {
 function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: number, dir: string): TrainOptions {
   const steps = stepsOf(s, batch);
   return withDefaults({
-    configName: s.configName,
-    config: s.config,
-    data: s.data ?? undefined,
+    ...sharedOptions(s, dir),
     steps,
     batch: batch / 2,
     accum: 2,
@@ -279,13 +278,7 @@ function batchTrainOptions(s: BatchSettings, batch: number, eps: number, lr: num
     schedule: s.schedule,
     optimizer: s.optimizer,
     optimizerOptions: { eps },
-    clip: s.clip,
     evalEvery: Math.max(1, Math.round(steps / s.evalPoints)),
-    evalTokens: s.evalTokens,
-    checkpointEvery: 0,
-    keep: 1,
-    out: dir,
-    seed: s.seed,
   });
 }
 
@@ -349,9 +342,9 @@ function runPilot(r: Resolved, grid: Grid<PilotRecord>): Promise<PilotRecord> {
     dir,
     label: 'pilot',
     options: () => withDefaults({
-      configName: s.configName, config: s.config, data: s.data ?? undefined, steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
+      ...sharedOptions(s, dir), steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
       lr: s.pilotLr, minLr: s.pilotLr, warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)), schedule: 'constant', optimizer: 'adamw',
-      optimizerOptions: { eps: s.pilotEps }, clip: s.clip, evalEvery: 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed,
+      optimizerOptions: { eps: s.pilotEps },
     }),
     record: (o) => {
       const st = logStats(metricsOf(dir));

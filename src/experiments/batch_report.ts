@@ -77,7 +77,7 @@ interface Series { label: string; color: string; pts: [number, number][]; dash?:
 function logLogSvg(series: Series[], xLabel: string, yLabel: string): string {
   const all = series.flatMap((s) => s.pts).filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(x) && Number.isFinite(y));
   if (all.length === 0) return '<p class="note">No data yet.</p>';
-  const W = 760, H = 380, L = 70, R = 170, T = 14, B = 44;
+  const [W, H, L, R, T, B] = [760, 380, 70, 170, 14, 44]; // width, height; left, right, top, bottom margins
   const lx = all.map(([x]) => Math.log10(x)), ly = all.map(([, y]) => Math.log10(y));
   let x0 = Math.min(...lx), x1 = Math.max(...lx), y0 = Math.min(...ly), y1 = Math.max(...ly);
   if (x1 - x0 < 0.3) { x0 -= 0.15; x1 += 0.15; }

@@ -12,7 +12,8 @@ import { CONFIGS, type GPTConfig } from '../model/config.ts';
 import { readMetrics } from '../io/metrics.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
 import { withDefaults } from '../train/options.ts';
-import { Grid, runnerOf, type RunnerOptions, writeResults } from './common.ts';
+import { writeResults } from './common.ts';
+import { Grid, runnerOf, type RunnerOptions, sharedOptions } from './grid.ts';
 import type { Curve, LawaResults, LawaRun } from './lawa_results.ts';
 
 /** Not stoppable (no shouldStop): a stopped lawa experiment has no partial results to keep. */
@@ -59,8 +60,8 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
       label: `lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})`,
       keepCheckpoints: true,
       options: () => withDefaults({
-        configName: s.configName, config, data: o.data, steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
-        evalEvery: s.evalEvery, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
+        ...sharedOptions({ ...s, config, data: o.data }, dir), steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
+        evalEvery: s.evalEvery, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
       }),
       record: () => analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')),
     });

@@ -24,7 +24,8 @@ import { paramLayout } from '../model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../optim/registry.ts';
 import { stateBytes } from '../optim/state.ts';
 import { withDefaults } from '../train/options.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeResults } from './common.ts';
+import { checkExperimentDir, checkSeed, lrDirName, positiveInt, writeResults } from './common.ts';
+import { Grid, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sharedOptions } from './grid.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
 import {
   DEFAULT_LR_FACTORS, STATE_TARGET, VAL_LOSS_TARGET,
@@ -219,10 +220,8 @@ function runJob(r: Resolved, name: string, kind: 'sweep' | 'final', lr: number) 
     label: `${name} ${kind} lr ${lr} (${steps} steps)`,
     keepCheckpoints: kind === 'final' || r.keepSweepCheckpoints,
     options: () => withDefaults({
-      configName: s.configName, config: s.config, data: s.data ?? undefined, steps, batch: s.batch, accum: 1,
-      lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(steps / 10)), schedule: s.schedule,
-      optimizer: name, optimizerOptions: options, clip: s.clip,
-      evalEvery: kind === 'final' ? s.evalEvery : 0, evalTokens: s.evalTokens, checkpointEvery: 0, keep: 1, out: dir, seed: s.seed,
+      ...sharedOptions(s, dir), steps, batch: s.batch, accum: 1, lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(steps / 10)),
+      schedule: s.schedule, optimizer: name, optimizerOptions: options, evalEvery: kind === 'final' ? s.evalEvery : 0,
     }),
     record: (o: RunOutcome) => runRecord(s, { optimizer: name, kind, lr, steps }, options, o),
   };

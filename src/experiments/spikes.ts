@@ -45,7 +45,8 @@ import { createOptimizer } from '../optim/registry.ts';
 import { formatNumber } from '../report/format.ts';
 import { withDefaults } from '../train/options.ts';
 import type { TrainOptions } from '../train/trainer.ts';
-import { checkExperimentDir, checkSeed, Grid, lrDirName, positiveInt, readSummary, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sig3, writeResults, writeSummary } from './common.ts';
+import { checkExperimentDir, checkSeed, lrDirName, positiveInt, sig3, writeResults } from './common.ts';
+import { Grid, readSummary, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeSummary, sharedOptions } from './grid.ts';
 import {
   ANALYSIS_VERSION, DEFAULT_EPS, DEFAULT_LRS, EMBED_SHRINK, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, VARIANT_DOC, Z_LOSS,
   type LeadSummary, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type SpikeSettings, type SpikeVariant, type StatLeadSummary, type VariantResult,
@@ -190,9 +191,8 @@ function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number,
   if (variant === 'atan2') opt.epsMode = 'atan2';
   if (variant === 'eps-zero') opt.epsMode = 'zero';
   return withDefaults({
-    configName: s.configName,
+    ...sharedOptions(s, dir),
     config: variant === 'qk-norm' ? { ...s.config, qkNorm: true } : s.config,
-    data: s.data ?? undefined,
     steps: s.steps,
     batch: s.batch,
     accum: 1,
@@ -202,13 +202,6 @@ function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number,
     schedule: s.schedule,
     optimizer: s.optimizer,
     optimizerOptions: opt,
-    clip: s.clip,
-    evalEvery: 0,
-    evalTokens: s.evalTokens,
-    checkpointEvery: 0,
-    keep: 1,
-    out: dir,
-    seed: s.seed,
     spikeWindow: s.spikeWindow,
     spikeThreshold: s.spikeThreshold,
     spikeJump: s.spikeJump,

@@ -12,7 +12,8 @@ import { writeFileAtomic } from '../io/atomic.ts';
 import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, type PanelSpec } from '../report/html.ts';
 import { mean } from '../util/stats.ts';
 import { formatDuration, formatFixed, formatNumber } from '../report/format.ts';
-import { modelFacts, PALETTE, readSummary } from './common.ts';
+import { modelFacts, PALETTE } from './common.ts';
+import { readSummary } from './grid.ts';
 import { EARLY_MARGIN, LEAD_SIGMA, LEAD_STATS, MIN_BASELINE, type LeadStat } from '../monitor/spike_log.ts';
 import type { SpikeResults, SpikeRunRecord, SpikeRunResult, VariantResult } from './spikes_results.ts';
 
@@ -264,7 +265,7 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
 function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string {
   const runs = results.runs;
   if (runs.length === 0) return '<p class="note">No finished runs yet.</p>';
-  const W = 820, H = 420, L = 60, R = 170, T = 16, B = 44;
+  const [W, H, L, R, T, B] = [820, 420, 60, 170, 16, 44]; // width, height; left, right, top, bottom margins
   const lrs = results.grid.lrs;
   const lx = lrs.map(Math.log10);
   const x0 = Math.min(...lx), x1 = Math.max(...lx);

@@ -35,6 +35,14 @@ interface LayerParams<F> {
   qnw?: F; qnb?: F; knw?: F; knb?: F;
 }
 
+/** Each LayerParams field's tensor, named as in GPT-2 after `transformer.h.{i}.` (src/model/params.ts). */
+const LAYER_TENSORS: Record<keyof LayerParams<unknown>, string> = {
+  ln1w: 'ln_1.weight', ln1b: 'ln_1.bias', qkvw: 'attn.c_attn.weight', qkvb: 'attn.c_attn.bias',
+  attprojw: 'attn.c_proj.weight', attprojb: 'attn.c_proj.bias', ln2w: 'ln_2.weight', ln2b: 'ln_2.bias',
+  fcw: 'mlp.c_fc.weight', fcb: 'mlp.c_fc.bias', fcprojw: 'mlp.c_proj.weight', fcprojb: 'mlp.c_proj.bias',
+  qnw: 'attn.q_norm.weight', qnb: 'attn.q_norm.bias', knw: 'attn.k_norm.weight', knb: 'attn.k_norm.bias',
+};
+
 /** QK-layernorm activations of one layer: pre-norm q and k (BT·NH, hs) and their statistics (BT·NH). */
 interface QKActs<F> {
   qPre: F; qMean: F; qRstd: F;
@@ -182,20 +190,10 @@ export class GPT<F extends Floats = Float32Array> {
 
   private bind(v: Map<string, F>) {
     const get = (n: string) => v.get(n)!;
-    const layers: LayerParams<F>[] = [];
-    for (let i = 0; i < this.config.nLayer; i++) {
-      const p = `transformer.h.${i}.`;
-      layers.push({
-        ln1w: get(p + 'ln_1.weight'), ln1b: get(p + 'ln_1.bias'),
-        qkvw: get(p + 'attn.c_attn.weight'), qkvb: get(p + 'attn.c_attn.bias'),
-        attprojw: get(p + 'attn.c_proj.weight'), attprojb: get(p + 'attn.c_proj.bias'),
-        ln2w: get(p + 'ln_2.weight'), ln2b: get(p + 'ln_2.bias'),
-        fcw: get(p + 'mlp.c_fc.weight'), fcb: get(p + 'mlp.c_fc.bias'),
-        fcprojw: get(p + 'mlp.c_proj.weight'), fcprojb: get(p + 'mlp.c_proj.bias'),
-        qnw: v.get(p + 'attn.q_norm.weight'), qnb: v.get(p + 'attn.q_norm.bias'),
-        knw: v.get(p + 'attn.k_norm.weight'), knb: v.get(p + 'attn.k_norm.bias'),
-      });
-    }
+    const layers = Array.from({ length: this.config.nLayer }, (_, i) => {
+      const named = Object.entries(LAYER_TENSORS).map(([key, name]) => [key, v.get(`transformer.h.${i}.${name}`)]);
+      return Object.fromEntries(named) as LayerParams<F>; // params.ts lays out every name (the q/k norms with qkNorm only)
+    });
     return {
       wte: get('transformer.wte.weight'), wpe: get('transformer.wpe.weight'),
       lnfw: get('transformer.ln_f.weight'), lnfb: get('transformer.ln_f.bias'), layers,

@@ -235,54 +235,20 @@ export function analyzeRunLog(
     LEAD_STATS.map((stat) => [stat, log.diag.filter((d) => d.values[stat] !== undefined).map((d) => ({ index: d.index, value: d.values[stat]! }))]),
   ) as Record<LeadStat, { index: number; value: number }[]>;
   const exclude = (i: number) => i <= o.window || inSpike(i);
-  const precursorsAt = (start: number): Record<LeadStat, Precursor> =>
-    Object.fromEntries(
-      LEAD_STATS.map((stat) => [stat, precursorLead(series[stat], start, { coverage, exclude, baseline: o.baseline, sigma: o.sigma })]),
-    ) as Record<LeadStat, Precursor>;
-  const leadOf = (p: Record<LeadStat, Precursor>) => {
-    const leads = Object.values(p).map((x) => x.lead).filter((x): x is number => x !== null);
-    return leads.length ? Math.max(...leads) : null;
+  const lead = (stat: LeadStat, at: number) => precursorLead(series[stat], at, { coverage, exclude, baseline: o.baseline, sigma: o.sigma });
+  const event = (kind: SpikeEventInfo['kind'], e: Omit<SpikeEventInfo, 'kind' | 'index' | 'precursors' | 'lead'>): SpikeEventInfo => {
+    const precursors = Object.fromEntries(LEAD_STATS.map((stat) => [stat, lead(stat, e.start)])) as Record<LeadStat, Precursor>;
+    const leads = Object.values(precursors).map((x) => x.lead).filter((x): x is number => x !== null);
+    const step = { start: stepAt(e.start), peak: stepAt(e.peak), end: e.end === null ? null : stepAt(e.end) };
+    return { kind, ...step, recovered: e.recovered, height: e.height, height_sigma: e.height_sigma, index: e.start, precursors, lead: leads.length ? Math.max(...leads) : null };
   };
-
-  const events: SpikeEventInfo[] = [];
-  if (early) {
-    const precursors = precursorsAt(early.start);
-    events.push({
-      kind: 'early', start: stepAt(early.start), peak: stepAt(early.peak), end: early.end === null ? null : stepAt(early.end), recovered: early.end !== null,
-      height: early.height, height_sigma: null, index: early.start, precursors, lead: leadOf(precursors),
-    });
-  }
-  for (const sp of found) {
-    const precursors = precursorsAt(sp.start);
-    events.push({
-      kind: 'spike', start: stepAt(sp.start), peak: stepAt(sp.peak), end: sp.end === null ? null : stepAt(sp.end), recovered: sp.recovered,
-      height: sp.height, height_sigma: Number.isFinite(sp.height_sigma) ? sp.height_sigma : null, index: sp.start, precursors, lead: leadOf(precursors),
-    });
-  }
-  if (onset !== null) {
-    const precursors = precursorsAt(onset);
-    const v = byIndex.get(onset)!.value;
-    events.push({
-      kind: 'divergence', start: stepAt(onset), peak: stepAt(onset), end: null, recovered: false,
-      height: Number.isFinite(v) ? v - o.l0 : Infinity, height_sigma: null, index: onset, precursors, lead: leadOf(precursors),
-    });
-  }
-  // Control: ordinary diagnosed steps, no spike (or divergence) starting within `window` steps
-  // after them (so a precursor's own early part is not counted as a false alarm).
-  const starts = events.map((e) => e.index);
-  const control = Object.fromEntries(LEAD_STATS.map((stat) => [stat, { tested: 0, flagged: 0 }])) as Record<LeadStat, ControlCounts>;
-  const diagIdx = [...new Set(log.diag.map((d) => d.index))];
-  for (const c of diagIdx) {
-    if (onset !== null && c >= onset) continue;
-    if (exclude(c)) continue;
-    if (starts.some((st) => st > c && st <= c + o.window)) continue;
-    for (const stat of LEAD_STATS) {
-      const p = precursorLead(series[stat], c + 1, { coverage, exclude, baseline: o.baseline, sigma: o.sigma });
-      if (!p.testable) continue;
-      control[stat].tested++;
-      if (p.lead !== null) control[stat].flagged++;
-    }
-  }
+  const divergenceHeight = (v: number) => (Number.isFinite(v) ? v - o.l0 : Infinity);
+  const events = [
+    ...(early ? [event('early', { ...early, recovered: early.end !== null, height_sigma: null })] : []),
+    ...found.map((sp) => event('spike', { ...sp, height_sigma: Number.isFinite(sp.height_sigma) ? sp.height_sigma : null })),
+    ...(onset === null ? [] : [event('divergence', { start: onset, peak: onset, end: null, recovered: false, height: divergenceHeight(byIndex.get(onset)!.value), height_sigma: null })]),
+  ];
+  const control = controlCounts(log, events, { before: onset ?? Infinity, window: o.window, exclude, lead });
   const first = log.losses[0]?.value;
   return {
     diverged_at: onset === null ? null : stepAt(onset),
@@ -292,6 +258,30 @@ export function analyzeRunLog(
     control,
     first_loss: first !== undefined && Number.isFinite(first) ? first : null,
   };
+}
+
+/**
+ * Control: how often each statistic flags ordinary diagnosed steps (before `before`, outside spikes),
+ * no spike or divergence starting within `window` steps after them (so a precursor's own early
+ * part is not counted as a false alarm).
+ */
+function controlCounts(
+  log: RunLog,
+  events: SpikeEventInfo[],
+  o: { before: number; window: number; exclude: (i: number) => boolean; lead: (stat: LeadStat, at: number) => Precursor },
+): Record<LeadStat, ControlCounts> {
+  const starts = events.map((e) => e.index);
+  const control = Object.fromEntries(LEAD_STATS.map((stat) => [stat, { tested: 0, flagged: 0 }])) as Record<LeadStat, ControlCounts>;
+  for (const c of new Set(log.diag.map((d) => d.index))) {
+    if (c >= o.before || o.exclude(c) || starts.some((st) => st > c && st <= c + o.window)) continue;
+    for (const stat of LEAD_STATS) {
+      const p = o.lead(stat, c + 1);
+      if (!p.testable) continue;
+      control[stat].tested++;
+      if (p.lead !== null) control[stat].flagged++;
+    }
+  }
+  return control;
 }
 
 /**

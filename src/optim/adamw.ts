@@ -4,7 +4,7 @@
  *   θ = θ·(1 − η·λ) − η·r,  r = m̂/(√v̂ + ε) | m̂/√(v̂ + ε²) | m̂/√v̂ (0 where v̂ = 0) | atan2(m̂, √v̂)
  * Weight decay applies to matrices (and embeddings with decayEmbeddings), never to biases or gains.
  */
-import type { Floats } from '../kernels/types.ts';
+import type { AdamCoefs, Floats } from '../kernels/types.ts';
 import { adamFamily } from './adam_family.ts';
 import { betaSpec, decayEmbeddingsSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer } from './types.ts';
@@ -37,9 +37,14 @@ export const adamwSchema: Schema = {
 export function adamw<F extends Floats = Float32Array>(options: AdamWOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
   const o = resolveOptions<Required<AdamWOptions>>('adamw', adamwSchema, options as Record<string, unknown>);
   const epsMode = EPS_MODES.indexOf(o.epsMode) as 0 | 1 | 2 | 3;
-  return adamFamily('adamw', o, (lr, t, decay) => ({
-    beta1: o.beta1, g1: 1 - o.beta1, beta2: o.beta2, g2: 1 - o.beta2,
-    mScale: 1 / (1 - Math.pow(o.beta1, t)), rootVScale: 1 / Math.sqrt(1 - Math.pow(o.beta2, t)),
-    lr, eps: o.eps, decay: decay ? 1 - lr * o.weightDecay : 1, epsMode,
-  }), ctx);
+  return adamFamily('adamw', o, (lr, t, decay) => adamwCoefs({ ...o, weightDecay: decay ? o.weightDecay : 0, epsMode }, lr, t), ctx);
+}
+
+/** The `adam` kernel's coefficients of AdamW's step t: bias corrections 1/(1 − β1ᵗ), 1/√(1 − β2ᵗ), decoupled decay 1 − lr·λ. */
+export function adamwCoefs(o: { beta1: number; beta2: number; eps: number; weightDecay: number; epsMode: AdamCoefs['epsMode'] }, lr: number, t: number): AdamCoefs {
+  const { beta1, beta2, eps, epsMode } = o;
+  return {
+    beta1, g1: 1 - beta1, beta2, g2: 1 - beta2, mScale: 1 / (1 - Math.pow(beta1, t)), rootVScale: 1 / Math.sqrt(1 - Math.pow(beta2, t)),
+    lr, eps, decay: 1 - lr * o.weightDecay, epsMode,
+  };
 }

@@ -1,6 +1,6 @@
 /** Pieces shared by the optimizers: tensor specs, state buffers, the non-finite guard, decay rule. */
 import { UserError } from '../errors.ts';
-import type { Floats, Kernels } from '../kernels/types.ts';
+import type { Floats, Kernels, MomentumCoefs } from '../kernels/types.ts';
 import { nativeKernels } from '../kernels/native.ts';
 import type { Optimizer, OptState, SlotSpec, TensorSpec } from './types.ts';
 
@@ -112,4 +112,13 @@ export function view<F extends Floats>(buf: F, offset: number, size: number): F 
 
 export function names(tensors: readonly TensorSpec[], idx: Set<number>): string[] {
   return [...idx].sort((a, b) => a - b).map((i) => tensors[i].name);
+}
+
+/**
+ * Coefficients of the `momentum` kernel in its usual form: direction dir·m + (1−dir)·g, then
+ * m = keep·m + (1−keep)·g; no ε, no per-block learning rate. `c` gives the step's lr, decay and
+ * update form (phi) and overrides anything else.
+ */
+export function momentumCoefs(dir: number, keep: number, c: Pick<MomentumCoefs, 'lr' | 'weightDecay' | 'phi'> & Partial<MomentumCoefs>): MomentumCoefs {
+  return { dirM: dir, dirG: 1 - dir, keepM: keep, addG: 1 - keep, eps: 0, block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false, ...c };
 }

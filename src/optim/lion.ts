@@ -4,7 +4,7 @@
  * Use a learning rate 3–10× smaller and a weight decay 3–10× larger than AdamW's.
  */
 import type { Floats } from '../kernels/types.ts';
-import { decays, kernelsOr, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
+import { decays, kernelsOr, momentumCoefs, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
 import { embeddingSchema, hybridAdamStep, momentumSlots, rowLength, type EmbeddingRemedies } from './embedding.ts';
 import { betaSpec, decayEmbeddingsSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
@@ -42,10 +42,8 @@ export function lion<F extends Floats = Float32Array>(options: LionOptions = {},
       state.t += 1;
       const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
       const m = state.slots.exp_avg;
-      const coefs = (decay: boolean, lazyRow = 0) => ({
-        dirM: o.beta1, dirG: 1 - o.beta1, keepM: o.beta2, addG: 1 - o.beta2, lr, weightDecay: decay ? o.weightDecay : 0,
-        phi: 0 as const, eps: 0, block: lazyRow, rmsScale: false, rmsFloor: 0, skipZeroRows: lazyRow > 0,
-      });
+      const coefs = (decay: boolean, lazyRow = 0) =>
+        momentumCoefs(o.beta1, o.beta2, { lr, weightDecay: decay ? o.weightDecay : 0, phi: 0, block: lazyRow, skipZeroRows: lazyRow > 0 });
       // Embeddings get their own calls when a remedy applies to them.
       const special = (t: TensorSpec) => t.kind === 'embedding' && (hybrid || o.lazyEmbedding);
       const own = new Set(skip);

@@ -3,7 +3,7 @@
  * SGD. Each is one call of the `momentum` kernel per run of tensors; only the coefficients differ.
  */
 import type { Floats, MomentumCoefs } from '../kernels/types.ts';
-import { decays, fullSlot, kernelsOr, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
+import { decays, fullSlot, kernelsOr, momentumCoefs, names, nonFiniteTensors, optimizer, runs, stepLr, view } from './base.ts';
 import { betaSpec, decayEmbeddingsSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 
@@ -49,8 +49,6 @@ function elementwise<O extends Common, F extends Floats>(
   });
 }
 
-const plain = { block: 0, rmsScale: false, rmsFloor: 0, skipZeroRows: false, eps: 0 };
-
 export interface SignumOptions extends Common {
   /** Momentum β; 0 gives SignSGD, θ −= η·sign(g). */
   beta?: number;
@@ -62,9 +60,8 @@ export const signumSchema: Schema = {
 };
 export const signsgdSchema: Schema = { ...signumSchema, beta: { ...signumSchema.beta, default: 0 } as Schema[string] };
 
-const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) => ({
-  ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 0,
-});
+const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) =>
+  momentumCoefs(o.beta, o.beta, { lr, weightDecay: decay ? o.weightDecay : 0, phi: 0 });
 
 /** Signum (docs/optimizers.md#signum-and-signsgd): m = β·m + (1−β)·g;  θ = θ − η·(sign(m) + λθ). */
 export function signum<F extends Floats = Float32Array>(options: SignumOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
@@ -90,9 +87,9 @@ export const softsignSchema: Schema = {
 
 /** SoftSign (docs/optimizers.md#softsign): m = β·m + (1−β)·g;  θ = θ − η·(m/√(m² + ε²) + λθ). */
 export function softsign<F extends Floats = Float32Array>(options: SoftSignOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
-  return elementwise('softsign', softsignSchema, 'exp_avg', (o: Required<SoftSignOptions>, lr, decay) => ({
-    ...plain, dirM: o.beta, dirG: 1 - o.beta, keepM: o.beta, addG: 1 - o.beta, lr, weightDecay: decay ? o.weightDecay : 0, phi: 1, eps: o.eps,
-  }), options, ctx);
+  const coefs: Coefs<Required<SoftSignOptions>> = (o, lr, decay) =>
+    momentumCoefs(o.beta, o.beta, { lr, weightDecay: decay ? o.weightDecay : 0, phi: 1, eps: o.eps });
+  return elementwise('softsign', softsignSchema, 'exp_avg', coefs, options, ctx);
 }
 
 export interface SGDOptions extends Common {
@@ -107,7 +104,8 @@ export const sgdSchema: Schema = {
 
 /** SGD with momentum: buf = μ·buf + g;  θ = θ − η·(buf + λθ) (decoupled decay, unlike PyTorch's L2). */
 export function sgd<F extends Floats = Float32Array>(options: SGDOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
-  return elementwise('sgd', sgdSchema, 'momentum_buffer', (o: Required<SGDOptions>, lr, decay) => ({
-    ...plain, dirM: o.momentum, dirG: 1, keepM: o.momentum, addG: 1, lr, weightDecay: decay ? o.weightDecay : 0, phi: 2,
-  }), options, ctx);
+  // buf = μ·buf + g: both g coefficients are 1, not 1 − μ.
+  const coefs: Coefs<Required<SGDOptions>> = (o, lr, decay) =>
+    momentumCoefs(o.momentum, o.momentum, { dirG: 1, addG: 1, lr, weightDecay: decay ? o.weightDecay : 0, phi: 2 });
+  return elementwise('sgd', sgdSchema, 'momentum_buffer', coefs, options, ctx);
 }

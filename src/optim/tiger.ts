@@ -9,7 +9,7 @@
  * θ = c + shrink·(θ − c), c = 1 for gains, 0 otherwise (also on accumulation micro-steps).
  */
 import type { Floats, MomentumCoefs } from '../kernels/types.ts';
-import { kernelsOr, names, nonFiniteTensors, optimizer, stepLr, view } from './base.ts';
+import { kernelsOr, momentumCoefs, names, nonFiniteTensors, optimizer, stepLr, view } from './base.ts';
 import { embeddingSchema, hybridAdamStep, momentumSlots, rowLength, type EmbeddingRemedies } from './embedding.ts';
 import { betaSpec, lrSpec, resolveOptions, weightDecaySpec, type Schema } from './options.ts';
 import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
@@ -59,10 +59,10 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
       const skip = so.gradsFinite ? new Set<number>() : nonFiniteTensors(k, grads, state.tensors);
       const m = state.slots.exp_avg;
       // block > 0: η = lr·max(RMS(θ_block), rmsFloor) per block; lazy rows skip zero-gradient rows.
-      const coefs = (lr: number, weightDecay: number, block: number, lazy = false): MomentumCoefs => ({
-        dirM: b1, dirG: (1 - o.beta) / K, keepM: b1, addG: (1 - o.beta) / K, lr: update ? lr : 0, weightDecay,
-        phi: 0, eps: 0, block, rmsScale: block > 0, rmsFloor: o.rmsFloor, skipZeroRows: lazy,
-      });
+      // m = b1·m + (1−β)/K·g: the g coefficients are not 1 − b1 (b1 is 1 inside a cycle).
+      const g = (1 - o.beta) / K;
+      const coefs = (lr: number, weightDecay: number, block: number, lazy = false) =>
+        momentumCoefs(b1, b1, { dirG: g, addG: g, lr: update ? lr : 0, weightDecay, phi: 0, block, rmsScale: block > 0, rmsFloor: o.rmsFloor, skipZeroRows: lazy });
       state.tensors.forEach((tn, i) => {
         if (tn.size === 0) return;
         if (skip.has(i)) return shrinkToward(params, tn, o.shrink);

@@ -326,6 +326,18 @@ function context2d(cv) {
   return /** @type {CanvasRenderingContext2D} */ (cv.getContext('2d'));
 }
 
+/**
+ * The canvas sized to W×H CSS pixels at the screen's pixel ratio, and its context drawing in CSS pixels.
+ * @param {HTMLCanvasElement} cv @param {number} W @param {number} H
+ */
+function sizedContext(cv, W, H) {
+  var dpr = window.devicePixelRatio || 1;
+  cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); cv.style.width = W + 'px'; cv.style.height = H + 'px';
+  var ctx = context2d(cv);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return ctx;
+}
+
 /** @param {string} hex */
 function rgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.slice(i, i + 2), 16); }); }
 /** @param {string[]} hexes @returns {(t: number) => string} */
@@ -400,10 +412,8 @@ function geometry(hm, card) {
 
 /** @param {Card} card @param {HeatmapStat} stat @param {ColorScale} sc */
 function drawColorbar(card, stat, sc) {
-  var cv = card.bar, dpr = window.devicePixelRatio || 1, W = 260, H = 30, x0 = 8, x1 = W - 8;
-  cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
-  var ctx = context2d(cv);
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  var W = 260, H = 30, x0 = 8, x1 = W - 8;
+  var ctx = sizedContext(card.bar, W, H);
   ctx.clearRect(0, 0, W, H);
   for (var x = x0; x < x1; x++) {
     ctx.fillStyle = sc.color((x - x0) / (x1 - x0));
@@ -431,11 +441,9 @@ function drawColorbar(card, stat, sc) {
 
 /** @param {number[]} h */
 function histCanvas(h) {
-  var W = 200, H = 48, dpr = window.devicePixelRatio || 1;
+  var W = 200, H = 48;
   var cv = document.createElement('canvas');
-  cv.width = W * dpr; cv.height = H * dpr; cv.style.width = W + 'px'; cv.style.height = H + 'px';
-  var ctx = context2d(cv);
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  var ctx = sizedContext(cv, W, H);
   var max = Math.max.apply(null, h.concat([1e-9])), bw = W / h.length;
   ctx.fillStyle = 'rgba(255,255,255,.15)';
   ctx.fillRect(0, 0, W, H - 10);
@@ -462,14 +470,7 @@ function xOf(view, g, step) { return g.left + ((step - view.edges[0]) / (view.ed
 function drawHeatmap(view, card) {
   var g = geometry(view.hm, card);
   card.g = g;
-  var dpr = window.devicePixelRatio || 1;
-  var cv = card.canvas;
-  cv.width = Math.round(g.W * dpr);
-  cv.height = Math.round(g.H * dpr);
-  cv.style.width = g.W + 'px';
-  cv.style.height = g.H + 'px';
-  var ctx = context2d(cv);
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  var ctx = sizedContext(card.canvas, g.W, g.H);
   ctx.clearRect(0, 0, g.W, g.H);
   var stat = view.statByKey[card.key], sc = scaleOf(view.hm, stat);
   card.scale = sc;

@@ -260,10 +260,7 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
   const opt = optimizer.init(model.params, model.layout.tensors);
   const facts = runFactsOf(o, model.numParams, Number(optimizer.options.eps ?? 0));
   const controller = ckpt?.state.controller ? Controller.fromJSON(ckpt.state.controller, policy, facts) : new Controller(policy, facts);
-  const s: RunState = {
-    step: 0, tokens: 0, elapsedMs: 0, batch: controller.inEffect.batch, lrMultiplier: controller.inEffect.lr_multiplier,
-    lastBatch: ckpt?.state.batch?.last ?? null, lastNoise: null, trainLoss: NaN, valLoss: null, skips: 0, rollbacks: 0, trainMs: 0, trainedTokens: 0,
-  };
+  const s = initialState(controller, ckpt);
   if (ckpt) {
     model.params.set(ckpt.params);
     loadStateTensors(optimizer, opt, ckpt.optimizer.tensors, ckpt.optimizer.metadata, ckpt.optimizer.path);
@@ -281,24 +278,13 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
   const noise = o.noiseScale === false ? null
     : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
     : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
-  const log = new MetricsLog(path.join(dir, 'metrics.jsonl'));
-  if (o.tensorboard) log.tee(new TensorBoardWriter(o.tensorboard));
-  const control = new MetricsLog(path.join(dir, 'control.jsonl'));
-  if (ckpt) log.write({ event: 'resume', step: s.step, from: ckpt.dir });
-  control.write(ckpt ? { t: 'resume', step: s.step, state: controller.toJSON() } : { t: 'start', policy: controller.policy, run: controller.run });
+  const { log, control } = openLogs(o, dir, controller, ckpt, s.step);
   const restore = new RestoreStore(dir, controller, policy.on_spike === 'none' ? null : controller.policy.rollback_steps, model.numParams, opt.slots, (m) => control.write(m));
   restore.sync(); // a resumed run has no snapshots in memory
   const progress = hooks.progress || null;
   const observer = hooks.observer ?? null;
   observer?.start({ policy: controller.policy, run: controller.run, resumed: ckpt !== undefined });
-  // The noise scale is measured only with ≥ 2 micro-batches a step; otherwise nothing is said
-  // here (keel plan --from, which needs it, explains). The start line, then recovery's arming.
-  progress?.log(startLine({
-    params: model.numParams, tokensPerStep: s.batch * cfg.blockSize, dataName: corpus.name, dataTokens: corpus.tokens.length + (corpus.val?.length ?? 0), tokenizer: corpus.tokenizer, dir,
-    resumedAt: ckpt ? s.step : undefined,
-  }));
-  const armed = protectionNote(controller, s.step);
-  if (armed) progress?.log(armed);
+  announce(progress, { model, s, corpus, dir, controller, resumed: ckpt !== undefined });
   return {
     o, dir, kernels, model, batcher, valTokens, optimizer, baseOptions, opt, folds, guards, controller, restore, noise,
     diag: o.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: o.diagEvery }) : null,
@@ -308,6 +294,37 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
     faultRng: new Rng(o.seed ^ 0x5eed),
     log, control, progress, observer, s,
   };
+}
+
+/** A fresh run's counters; a resumed one's step, tokens and time are then read from its checkpoint. */
+function initialState(controller: Controller, ckpt: Checkpoint | undefined): RunState {
+  return {
+    step: 0, tokens: 0, elapsedMs: 0, batch: controller.inEffect.batch, lrMultiplier: controller.inEffect.lr_multiplier,
+    lastBatch: ckpt?.state.batch?.last ?? null, lastNoise: null, trainLoss: NaN, valLoss: null, skips: 0, rollbacks: 0, trainMs: 0, trainedTokens: 0,
+  };
+}
+
+/** metrics.jsonl (teed to TensorBoard when asked) and control.jsonl, each opened with the run's start or resume. */
+function openLogs(o: TrainOptions, dir: string, controller: Controller, ckpt: Checkpoint | undefined, step: number) {
+  const log = new MetricsLog(path.join(dir, 'metrics.jsonl'));
+  if (o.tensorboard) log.tee(new TensorBoardWriter(o.tensorboard));
+  const control = new MetricsLog(path.join(dir, 'control.jsonl'));
+  if (ckpt) log.write({ event: 'resume', step, from: ckpt.dir });
+  control.write(ckpt ? { t: 'resume', step, state: controller.toJSON() } : { t: 'start', policy: controller.policy, run: controller.run });
+  return { log, control };
+}
+
+/**
+ * The start line, then recovery's arming. The noise scale is measured only with ≥ 2 micro-batches
+ * a step; otherwise nothing is said here (keel plan --from, which needs it, explains).
+ */
+function announce(progress: Run['progress'], r: { model: GPT; s: RunState; corpus: Place['corpus']; dir: string; controller: Controller; resumed: boolean }): void {
+  const { model, s, corpus } = r;
+  const dataTokens = corpus.tokens.length + (corpus.val?.length ?? 0);
+  const tokensPerStep = s.batch * model.config.blockSize;
+  progress?.log(startLine({ params: model.numParams, tokensPerStep, dataName: corpus.name, dataTokens, tokenizer: corpus.tokenizer, dir: r.dir, resumedAt: r.resumed ? s.step : undefined }));
+  const armed = protectionNote(r.controller, s.step);
+  if (armed) progress?.log(armed);
 }
 
 /** The step's batch and lr as the controller set them, the faults that fire, a snapshot when due. */

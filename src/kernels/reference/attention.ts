@@ -7,11 +7,14 @@
  */
 import type { Floats } from '../types.ts';
 
+/** Head size, qkv row length and the 1/√hs score scale. */
+const dims = (C: number, NH: number) => ({ hs: C / NH, C3: 3 * C, scale: 1 / Math.sqrt(C / NH) });
+
 /** out = softmax(q·kᵀ/√hs, causal)·v per head; att receives the probabilities (zeros above the diagonal). */
 export function attentionForward<F extends Floats>(
   out: F, att: F, qkv: F, B: number, T: number, C: number, NH: number,
 ): void {
-  const hs = C / NH, C3 = 3 * C, scale = 1 / Math.sqrt(hs);
+  const { hs, C3, scale } = dims(C, NH);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       for (let t = 0; t < T; t++) {
@@ -48,7 +51,7 @@ export function attentionForward<F extends Floats>(
 export function attentionBackward<F extends Floats>(
   dqkv: F, dout: F, qkv: F, att: F, B: number, T: number, C: number, NH: number,
 ): void {
-  const hs = C / NH, C3 = 3 * C, scale = 1 / Math.sqrt(hs);
+  const { hs, C3, scale } = dims(C, NH);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       for (let t = 0; t < T; t++) {

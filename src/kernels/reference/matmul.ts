@@ -23,10 +23,9 @@ function operand<F extends Floats>(x: F, precision: MatmulPrecision): Floats {
 }
 
 /** out[BT,OC] = inp[BT,C] · weight[OC,C]ᵀ + bias[OC]. */
-export function matmulForward<F extends Floats>(
-  out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, precision: MatmulPrecision = 'fp32',
-): void {
-  const x = operand(inp, precision), w = operand(weight, precision);
+export function matmulForward<F extends Floats>(out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, prec: MatmulPrecision = 'fp32'): void {
+  const x = operand(inp, prec);
+  const w = operand(weight, prec);
   for (let r = 0; r < BT; r++) {
     for (let o = 0; o < OC; o++) {
       let s = bias ? bias[o] : 0;
