@@ -53,7 +53,10 @@ if (args[0] === '--child') {
 function plainIo(inputs: string[], out: string): void {
   const readers = inputs.map((f) => openSafetensors(f));
   const first = readers[0];
-  const header = encodeHeader(first.infos.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })), first.metadata);
+  const header = encodeHeader(
+    first.infos.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })),
+    first.metadata,
+  );
   const buf = new Uint8Array(DEFAULT_CHUNK_ELEMENTS * 4);
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}`);
   const fd = fs.openSync(tmp, 'wx');
@@ -94,7 +97,10 @@ if (free < Math.max(4e9, need)) {
 
 function layout(bytes: number): TensorHeaderEntry[] {
   const C = 1024;
-  const t: TensorHeaderEntry[] = [{ name: 'wte.weight', dtype: 'F32', shape: [50304, C] }, { name: 'wpe.weight', dtype: 'F32', shape: [1024, C] }];
+  const t: TensorHeaderEntry[] = [
+    { name: 'wte.weight', dtype: 'F32', shape: [50304, C] },
+    { name: 'wpe.weight', dtype: 'F32', shape: [1024, C] },
+  ];
   let size = (50304 + 1024) * C * 4;
   for (let l = 0; size < bytes; l++) {
     const block: Array<[string, number[]]> = [
@@ -161,7 +167,7 @@ const sizes = [0, 1, 2].map((i) => createInput(path.join(dir, `in${i}.safetensor
 const createS = (performance.now() - tc) / 1000;
 if (!json) {
   console.log(
-    `bench/average: 3 inputs of ${(sizes[0] / 1e6).toFixed(0)} MB (${tensors.length} tensors, largest ${(50304 * 1024 * 4 / 1e6).toFixed(0)} MB) ` +
+    `bench/average: 3 inputs of ${(sizes[0] / 1e6).toFixed(0)} MB (${tensors.length} tensors, largest ${((50304 * 1024 * 4) / 1e6).toFixed(0)} MB) ` +
       `created in ${createS.toFixed(1)} s in ${dir}; fsync ${fsync ? 'on' : 'off'}; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}`,
   );
 }

@@ -22,14 +22,37 @@ fs.writeFileSync(text, fs.readFileSync(path.join(REPO, 'README.md'), 'utf8').rep
 const s = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
 const SIZES = { default: [], wide: ['--layers', '4', '--width', '256', '--block', '128', '--lr', '1e-3'] } as Record<string, string[]>;
 
-interface Out { step_ms: number; report_ms?: number; snapshot_ms?: number }
+interface Out {
+  step_ms: number;
+  report_ms?: number;
+  snapshot_ms?: number;
+}
 let port = 29800;
 /** One run of the example; asynchronous, so this process's event loop keeps serving it. */
 async function once(size: string, keel: boolean, round: number): Promise<Out> {
   const out = path.join(dir, `${size}-${keel}-${round}.json`);
-  const args = [path.join(REPO, 'examples/torch_ddp.py'), '--data', text, '--steps', String(STEPS), '--spawn', '2', '--port', String(port++),
-    '--name', `${size}-${round}`, '--out', out, ...SIZES[size], ...(keel ? [] : ['--without-keel'])];
-  const child = spawn('/usr/bin/python3', args, { cwd: dir, env: { ...process.env, KEEL_URL: s.url, KEEL_TOKEN: s.token, PYTHONPATH: path.join(REPO, 'python') }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const args = [
+    path.join(REPO, 'examples/torch_ddp.py'),
+    '--data',
+    text,
+    '--steps',
+    String(STEPS),
+    '--spawn',
+    '2',
+    '--port',
+    String(port++),
+    '--name',
+    `${size}-${round}`,
+    '--out',
+    out,
+    ...SIZES[size],
+    ...(keel ? [] : ['--without-keel']),
+  ];
+  const child = spawn('/usr/bin/python3', args, {
+    cwd: dir,
+    env: { ...process.env, KEEL_URL: s.url, KEEL_TOKEN: s.token, PYTHONPATH: path.join(REPO, 'python') },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const status = await new Promise<number | null>((resolve) => child.on('exit', resolve));
@@ -64,6 +87,8 @@ else {
   for (const r of results as { size: string; [k: string]: number | string }[]) {
     const f = (k: string, d = 1) => (r[k] as number).toFixed(d);
     const pct = (k: string) => (100 * (r[k] as number)).toFixed(1);
-    console.log(`| ${r.size} | ${f('plain_step_ms')} ms | ${f('keel_step_ms')} ms | ${f('overhead_ms')} ms (${pct('overhead_share')} %) | ${f('in_call_ms', 2)} ms (${pct('in_call_share')} %) |`);
+    console.log(
+      `| ${r.size} | ${f('plain_step_ms')} ms | ${f('keel_step_ms')} ms | ${f('overhead_ms')} ms (${pct('overhead_share')} %) | ${f('in_call_ms', 2)} ms (${pct('in_call_share')} %) |`,
+    );
   }
 }

@@ -26,7 +26,15 @@ const threadsBefore = nk.threads();
 if (flag('threads')) nk.threads(Number(opt('threads', String(threadsBefore))));
 const simd = nk.kernelsSetSimd(!flag('portable'));
 
-interface Model { name: string; B: number; T: number; C: number; NH: number; V: number; L: number }
+interface Model {
+  name: string;
+  B: number;
+  T: number;
+  C: number;
+  NH: number;
+  V: number;
+  L: number;
+}
 const MODELS: Model[] = [
   { name: 'tiny', B: 8, T: 128, C: 128, NH: 4, V: 256, L: 4 },
   { name: 'small', B: 8, T: 256, C: 384, NH: 6, V: 256, L: 6 },
@@ -36,7 +44,8 @@ const MODELS: Model[] = [
 function time(fn: () => void): number {
   fn();
   let calls = 1;
-  for (;;) {  // calibrate a round to ~minMs
+  for (;;) {
+    // calibrate a round to ~minMs
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < calls; i++) fn();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -55,13 +64,20 @@ function time(fn: () => void): number {
   return median(us)!;
 }
 
-interface Row { model: string; kernel: string; shape: string; us: number; rate: number; unit: 'GB/s' | 'GFLOP/s' }
+interface Row {
+  model: string;
+  kernel: string;
+  shape: string;
+  us: number;
+  rate: number;
+  unit: 'GB/s' | 'GFLOP/s';
+}
 const rows: Row[] = [];
 
 function bench(m: Model, kernel: string, shape: string, fn: () => void, amount: number, unit: Row['unit']) {
   if (only.length && !only.includes(kernel)) return;
   const us = time(fn);
-  const rate = amount / (us * 1e3);  // bytes or flops per ns = G/s
+  const rate = amount / (us * 1e3); // bytes or flops per ns = G/s
   rows.push({ model: m.name, kernel, shape, us, rate, unit });
   if (!json) console.log(`${m.name.padEnd(6)} ${kernel.padEnd(18)} ${shape.padEnd(22)} ${us.toFixed(1).padStart(9)} µs ${rate.toFixed(1).padStart(7)} ${unit}`);
 }
@@ -73,18 +89,30 @@ if (!json) {
 
 for (const m of MODELS) {
   const { B, T, C, NH, V, L } = m;
-  const BT = B * T, hs = C / NH, F = 4;  // F: bytes per float
-  const N = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;  // GPT-2 parameter count
+  const BT = B * T,
+    hs = C / NH,
+    F = 4; // F: bytes per float
+  const N = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C; // GPT-2 parameter count
 
-  const inp = randomFloats(BT * C, 2), out = new Float32Array(BT * C), w = randomFloats(C), b = randomFloats(C);
-  const mean = new Float32Array(BT), rstd = new Float32Array(BT), dout = randomFloats(BT * C), dinp = new Float32Array(BT * C);
-  const dw = new Float32Array(C), db = new Float32Array(C);
+  const inp = randomFloats(BT * C, 2),
+    out = new Float32Array(BT * C),
+    w = randomFloats(C),
+    b = randomFloats(C);
+  const mean = new Float32Array(BT),
+    rstd = new Float32Array(BT),
+    dout = randomFloats(BT * C),
+    dinp = new Float32Array(BT * C);
+  const dw = new Float32Array(C),
+    db = new Float32Array(C);
   nk.layernormForward(out, mean, rstd, inp, w, b, BT, C);
   bench(m, 'layernormForward', `N=${BT} C=${C}`, () => nk.layernormForward(out, mean, rstd, inp, w, b, BT, C), 2 * BT * C * F, 'GB/s');
-  bench(m, 'layernormBackward', `N=${BT} C=${C}`,
-    () => nk.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, BT, C), 4 * BT * C * F, 'GB/s');
+  bench(m, 'layernormBackward', `N=${BT} C=${C}`, () => nk.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, BT, C), 4 * BT * C * F, 'GB/s');
 
-  const N4 = BT * 4 * C, h = randomFloats(N4, 3), g = new Float32Array(N4), dh = randomFloats(N4), dg = new Float32Array(N4);
+  const N4 = BT * 4 * C,
+    h = randomFloats(N4, 3),
+    g = new Float32Array(N4),
+    dh = randomFloats(N4),
+    dg = new Float32Array(N4);
   bench(m, 'geluForward', `N=${N4}`, () => nk.geluForward(g, h, N4), 2 * N4 * F, 'GB/s');
   bench(m, 'geluBackward', `N=${N4}`, () => nk.geluBackward(dg, h, dh, N4), 4 * N4 * F, 'GB/s');
 
@@ -92,33 +120,50 @@ for (const m of MODELS) {
   bench(m, 'accumulate', `N=${BT * C}`, () => nk.accumulate(dinp, dout, BT * C), 3 * BT * C * F, 'GB/s');
 
   const tok = Int32Array.from({ length: BT }, () => Math.floor(Math.random() * V));
-  const wte = randomFloats(V * C), wpe = randomFloats(T * C), dwte = new Float32Array(V * C), dwpe = new Float32Array(T * C);
+  const wte = randomFloats(V * C),
+    wpe = randomFloats(T * C),
+    dwte = new Float32Array(V * C),
+    dwpe = new Float32Array(T * C);
   bench(m, 'encoderForward', `BT=${BT} C=${C}`, () => nk.encoderForward(out, tok, wte, wpe, B, T, C), 3 * BT * C * F, 'GB/s');
   bench(m, 'encoderBackward', `BT=${BT} C=${C}`, () => nk.encoderBackward(dwte, dwpe, dout, tok, B, T, C), 5 * BT * C * F, 'GB/s');
 
-  const logits = randomFloats(BT * V, 4), losses = new Float32Array(BT), work = new Float32Array(BT * V);
+  const logits = randomFloats(BT * V, 4),
+    losses = new Float32Array(BT),
+    work = new Float32Array(BT * V);
   bench(m, 'crossEntropy', `BT=${BT} V=${V} loss`, () => nk.crossEntropy(losses, null, logits, tok, BT, V, 0), BT * V * F, 'GB/s');
-  bench(m, 'crossEntropy+grad', `BT=${BT} V=${V} inplace`, () => {
-    work.set(logits);  // the in-place gradient overwrites logits; copy cost excluded below
-    nk.crossEntropy(losses, work, work, tok, BT, V, 1 / BT);
-  }, 2 * BT * V * F, 'GB/s');
+  bench(
+    m,
+    'crossEntropy+grad',
+    `BT=${BT} V=${V} inplace`,
+    () => {
+      work.set(logits); // the in-place gradient overwrites logits; copy cost excluded below
+      nk.crossEntropy(losses, work, work, tok, BT, V, 1 / BT);
+    },
+    2 * BT * V * F,
+    'GB/s',
+  );
   const ce = rows[rows.length - 1];
   if (ce && ce.kernel === 'crossEntropy+grad' && ce.model === m.name) {
     const copyUs = time(() => work.set(logits));
     ce.us = Math.max(ce.us - copyUs, 1e-3);
     ce.rate = (2 * BT * V * F) / (ce.us * 1e3);
-    if (!json) console.log(`${''.padEnd(6)} ${'  (minus the copy)'.padEnd(18)} ${''.padEnd(22)} ${ce.us.toFixed(1).padStart(9)} µs ${ce.rate.toFixed(1).padStart(7)} GB/s`);
+    if (!json)
+      console.log(
+        `${''.padEnd(6)} ${'  (minus the copy)'.padEnd(18)} ${''.padEnd(22)} ${ce.us.toFixed(1).padStart(9)} µs ${ce.rate.toFixed(1).padStart(7)} GB/s`,
+      );
   }
 
-  const qkv = randomFloats(BT * 3 * C), att = new Float32Array(B * NH * T * T), atty = new Float32Array(BT * C);
+  const qkv = randomFloats(BT * 3 * C),
+    att = new Float32Array(B * NH * T * T),
+    atty = new Float32Array(BT * C);
   const dqkv = new Float32Array(BT * 3 * C);
-  const fwdFlops = 2 * B * NH * (T * T / 2) * hs * 2;
+  const fwdFlops = 2 * B * NH * ((T * T) / 2) * hs * 2;
   nk.attentionForward(atty, att, qkv, B, T, C, NH);
   bench(m, 'attentionForward', `B=${B} T=${T} NH=${NH} hs=${hs}`, () => nk.attentionForward(atty, att, qkv, B, T, C, NH), fwdFlops, 'GFLOP/s');
-  bench(m, 'attentionBackward', `B=${B} T=${T} NH=${NH} hs=${hs}`,
-    () => nk.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH), 2 * fwdFlops, 'GFLOP/s');
+  bench(m, 'attentionBackward', `B=${B} T=${T} NH=${NH} hs=${hs}`, () => nk.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH), 2 * fwdFlops, 'GFLOP/s');
 
-  const p = randomFloats(N, 0.1), gr = randomFloats(N, 0.01);
+  const p = randomFloats(N, 0.1),
+    gr = randomFloats(N, 0.01);
   const adamwOpt = adamw({ lr: 1e-3 }, { kernels: nk });
   const st = adamwOpt.init(p);
   bench(m, 'adamw', `N=${N}`, () => adamwOpt.step(p, gr, st, { gradsFinite: true }), 7 * N * F, 'GB/s');

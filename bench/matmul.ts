@@ -21,14 +21,31 @@ nk.matmulSetKernel(opt('kernel', 'auto') as 'auto');
 const precision = opt('precision', 'fp32') as 'fp32' | 'bf16';
 const kernel = nk.matmulKernel(precision);
 
-interface Shape { model: string; BT: number; C: number; OC: number }
+interface Shape {
+  model: string;
+  BT: number;
+  C: number;
+  OC: number;
+}
 const only = opt('shape', '');
 const SHAPES: Shape[] = only
   ? [(([BT, C, OC]) => ({ model: 'given', BT, C, OC }))(only.split('x').map(Number))]
   : [
-    ...[[128, 384], [128, 128], [128, 512], [512, 128], [128, 256]].map(([C, OC]) => ({ model: 'tiny', BT: 1024, C, OC })),
-    ...[[384, 1152], [384, 384], [384, 1536], [1536, 384], [384, 256]].map(([C, OC]) => ({ model: 'small', BT: 2048, C, OC })),
-  ];
+      ...[
+        [128, 384],
+        [128, 128],
+        [128, 512],
+        [512, 128],
+        [128, 256],
+      ].map(([C, OC]) => ({ model: 'tiny', BT: 1024, C, OC })),
+      ...[
+        [384, 1152],
+        [384, 384],
+        [384, 1536],
+        [1536, 384],
+        [384, 256],
+      ].map(([C, OC]) => ({ model: 'small', BT: 2048, C, OC })),
+    ];
 
 function rand(n: number): Float32Array {
   const a = new Float32Array(n);
@@ -60,8 +77,14 @@ interface Row extends Shape {
 
 function benchShape(s: Shape, threads: number): Row {
   const { BT, C, OC } = s;
-  const inp = rand(BT * C), w = rand(OC * C), b = rand(OC), out = new Float32Array(BT * OC);
-  const dout = rand(BT * OC), dinp = new Float32Array(BT * C), dw = new Float32Array(OC * C), db = new Float32Array(OC);
+  const inp = rand(BT * C),
+    w = rand(OC * C),
+    b = rand(OC),
+    out = new Float32Array(BT * OC);
+  const dout = rand(BT * OC),
+    dinp = new Float32Array(BT * C),
+    dw = new Float32Array(OC * C),
+    db = new Float32Array(OC);
   const flops = 2 * BT * C * OC;
   const [fb, fm] = measure(() => nk.matmulForward(out, inp, w, b, BT, C, OC, precision), flops);
   const [bb, bm] = measure(() => nk.matmulBackward(dinp, dw, db, dout, inp, w, BT, C, OC, precision), 2 * flops);
@@ -82,12 +105,20 @@ if (json) {
 } else {
   const f = (x: number) => x.toFixed(1).padStart(6);
   console.log(`matmul kernel ${kernel}; GFLOP/s, best / median of ${rounds} rounds`);
-  const head = ['model', '   BT', '    C', '   OC', ...rows.filter((r, i, a) => a.findIndex((q) => q.threads === r.threads) === i)
-    .flatMap((r) => [`fwd ${r.threads}t best/med`, `bwd ${r.threads}t best/med`])];
+  const head = [
+    'model',
+    '   BT',
+    '    C',
+    '   OC',
+    ...rows.filter((r, i, a) => a.findIndex((q) => q.threads === r.threads) === i).flatMap((r) => [`fwd ${r.threads}t best/med`, `bwd ${r.threads}t best/med`]),
+  ];
   console.log(head.join('  '));
   for (const s of SHAPES) {
-    const cells = rows.filter((r) => r.model === s.model && r.C === s.C && r.OC === s.OC)
+    const cells = rows
+      .filter((r) => r.model === s.model && r.C === s.C && r.OC === s.OC)
       .flatMap((r) => [`${f(r.forward.best)} /${f(r.forward.median)}`, `${f(r.backward.best)} /${f(r.backward.median)}`]);
-    console.log([s.model.padEnd(5), String(s.BT).padStart(5), String(s.C).padStart(5), String(s.OC).padStart(5), ...cells.map((c) => c.padStart(17))].join('  '));
+    console.log(
+      [s.model.padEnd(5), String(s.BT).padStart(5), String(s.C).padStart(5), String(s.OC).padStart(5), ...cells.map((c) => c.padStart(17))].join('  '),
+    );
   }
 }

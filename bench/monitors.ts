@@ -60,7 +60,6 @@ function step(withDiag: boolean): [number, number] {
   return [performance.now() - t0, inDiag];
 }
 
-
 for (let i = 0; i < 5; i++) step(false); // warm-up: JIT, page faults, thread pool
 const direct: number[] = [];
 const differential: number[] = [];
@@ -77,21 +76,33 @@ for (let r = 0; r < rounds; r++) {
       else sum.plain += t;
     }
   }
-  const plain = sum.plain / every, withMs = sum.with / every;
+  const plain = sum.plain / every,
+    withMs = sum.with / every;
   direct.push((100 * sum.inDiag) / sum.plain);
   differential.push((100 * (withMs - plain)) / plain);
   plainMs.push(plain);
   diagMsPerRound.push(sum.inDiag);
   if (!json) {
-    console.log(`round ${r + 1}/${rounds}: plain ${plain.toFixed(1)} ms/step, with ${withMs.toFixed(1)} ms/step; diagnostics ${sum.inDiag.toFixed(1)} ms per ${every} steps → direct ${direct.at(-1)!.toFixed(2)} %, differential ${differential.at(-1)!.toFixed(2)} %`);
+    console.log(
+      `round ${r + 1}/${rounds}: plain ${plain.toFixed(1)} ms/step, with ${withMs.toFixed(1)} ms/step; diagnostics ${sum.inDiag.toFixed(1)} ms per ${every} steps → direct ${direct.at(-1)!.toFixed(2)} %, differential ${differential.at(-1)!.toFixed(2)} %`,
+    );
   }
 }
 
 const out = {
-  config: cfgName, batch: B, params: model.numParams, tensors: model.layout.tensors.length, every, rounds,
-  step_ms: median(plainMs)!, diag_ms_per_period: median(diagMsPerRound)!,
-  overhead_direct_pct: median(direct)!, overhead_differential_pct: median(differential)!,
-  record_bytes: lineBytes, diag_buffer_bytes: diag.bytes, threads: k.threads(),
+  config: cfgName,
+  batch: B,
+  params: model.numParams,
+  tensors: model.layout.tensors.length,
+  every,
+  rounds,
+  step_ms: median(plainMs)!,
+  diag_ms_per_period: median(diagMsPerRound)!,
+  overhead_direct_pct: median(direct)!,
+  overhead_differential_pct: median(differential)!,
+  record_bytes: lineBytes,
+  diag_buffer_bytes: diag.bytes,
+  threads: k.threads(),
 };
 if (json) process.stdout.write(JSON.stringify(out) + '\n');
 else {

@@ -63,7 +63,6 @@ function step(withNoise: boolean): [number, number] {
   return [performance.now() - t0, inNoise];
 }
 
-
 step(false); // warm-up: first-touch of activations and optimizer state
 step(true);
 const direct: number[] = [];

@@ -49,14 +49,22 @@ function time(fn: () => void): number {
   return median(ms)!;
 }
 
-interface Row { kernel: string; n: number; bytes_per_elem: number; ms: number; gbps: number }
+interface Row {
+  kernel: string;
+  n: number;
+  bytes_per_elem: number;
+  ms: number;
+  gbps: number;
+}
 const rows: Row[] = [];
 function bench(kernel: string, n: number, bytesPerElem: number, fn: () => void): Row {
   const ms = time(fn);
   const row = { kernel, n, bytes_per_elem: bytesPerElem, ms, gbps: (n * bytesPerElem) / (ms * 1e6) };
   rows.push(row);
   if (!json) {
-    console.log(`${kernel.padEnd(24)} ${String(n).padStart(9)} ${String(bytesPerElem).padStart(5)} B ${ms.toFixed(2).padStart(9)} ms ${row.gbps.toFixed(2).padStart(8)} GB/s`);
+    console.log(
+      `${kernel.padEnd(24)} ${String(n).padStart(9)} ${String(bytesPerElem).padStart(5)} B ${ms.toFixed(2).padStart(9)} ms ${row.gbps.toFixed(2).padStart(8)} GB/s`,
+    );
   }
   return row;
 }
@@ -68,10 +76,15 @@ if (!json) {
 
 // Triad first and again at the end: the ratio uses the better of the two, so a slow start
 // (page faults, frequency ramp) does not flatter adam.
-const a = new Float32Array(N), b = randomFloats(N), c = randomFloats(N);
+const a = new Float32Array(N),
+  b = randomFloats(N),
+  c = randomFloats(N);
 const triad1 = bench('triad', N, 12, () => nk.triad(a, b, c, N, 0.5));
 
-const p = randomFloats(N, 0.1), g = randomFloats(N, 0.01), m = new Float32Array(N), v = new Float32Array(N);
+const p = randomFloats(N, 0.1),
+  g = randomFloats(N, 0.01),
+  m = new Float32Array(N),
+  v = new Float32Array(N);
 let t = 0;
 const adamC = (epsMode: AdamCoefs['epsMode']): AdamCoefs => adamwCoefs({ beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, epsMode }, 1e-4, ++t);
 const adam = bench('adam (AdamW, outside)', N, 28, () => nk.adam(p, g, m, v, N, adamC(0)));
@@ -82,15 +95,28 @@ bench('adam atan2', N, 28, () => nk.adam(p, g, m, v, N, adamC(3)));
 const lion = momentumCoefs(0.9, 0.99, { lr: 1e-5, weightDecay: 0.1, phi: 0 });
 bench('momentum (Lion, sign)', N, 20, () => nk.momentum(p, g, m, N, lion));
 bench('momentum (Tiger, RMS θ)', N, 20, () =>
-  nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, block: N, rmsScale: true, rmsFloor: 1e-3 }));
+  nk.momentum(p, g, m, N, { ...lion, dirM: 0.965, dirG: 0.035, keepM: 0.965, addG: 0.035, block: N, rmsScale: true, rmsFloor: 1e-3 }),
+);
 
-const R = 2048, C = 2048, NA = R * C;
-const ap = randomFloats(NA, 0.02), ag = randomFloats(NA, 0.01), vr = new Float32Array(R), vc = new Float32Array(C);
+const R = 2048,
+  C = 2048,
+  NA = R * C;
+const ap = randomFloats(NA, 0.02),
+  ag = randomFloats(NA, 0.01),
+  vr = new Float32Array(R),
+  vc = new Float32Array(C);
 let ta = 0;
 bench('adafactor 2048×2048', NA, 12, () => {
   ta++;
   nk.adafactor(ap, ag, vr, vc, null, 1, R, C, {
-    beta2: 1 - ta ** -0.8, eps1: 1e-30, clipThreshold: 1, beta1: 0, lr: 1e-3, scaleParameter: true, eps2: 1e-3, weightDecay: 0,
+    beta2: 1 - ta ** -0.8,
+    eps1: 1e-30,
+    clipThreshold: 1,
+    beta1: 0,
+    lr: 1e-3,
+    scaleParameter: true,
+    eps2: 1e-3,
+    weightDecay: 0,
   });
 });
 
@@ -99,10 +125,22 @@ const triadBest = Math.max(triad1.gbps, triad2.gbps);
 const ratio = adam.gbps / triadBest;
 // STREAM counts 12 B per triad element, but writing `a` first reads its cache line (write-allocate):
 // 16 B actually move. adam's 28 B include its own write-allocate-free updates (p, m, v are read first).
-const ratioWA = adam.gbps / (triadBest * 16 / 12);
+const ratioWA = adam.gbps / ((triadBest * 16) / 12);
 
 if (json) {
-  console.log(JSON.stringify({ n: N, threads, simd, reps, rows, triad_gbps: triadBest, adam_gbps: adam.gbps, adam_over_triad: ratio, adam_over_triad_write_allocate: ratioWA }));
+  console.log(
+    JSON.stringify({
+      n: N,
+      threads,
+      simd,
+      reps,
+      rows,
+      triad_gbps: triadBest,
+      adam_gbps: adam.gbps,
+      adam_over_triad: ratio,
+      adam_over_triad_write_allocate: ratioWA,
+    }),
+  );
 } else {
   console.log(`adam / triad = ${adam.gbps.toFixed(2)} / ${triadBest.toFixed(2)} GB/s = ${(ratio * 100).toFixed(1)} % (goal ≥ 80 %)`);
   console.log(`counting the triad's write-allocate (16 B/element): ${(ratioWA * 100).toFixed(1)} %`);

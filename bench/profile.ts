@@ -32,7 +32,10 @@ const targets = new Int32Array(n).map((_, i) => (i * 104729) % cfg.vocabSize);
 const steps = 10;
 let wall = 0;
 for (let s = 0; s < steps + 2; s++) {
-  if (s === 2) { totals.clear(); wall = 0; }
+  if (s === 2) {
+    totals.clear();
+    wall = 0;
+  }
   const t0 = performance.now();
   model.zeroGrad();
   model.forward(tokens, targets, B);
@@ -42,5 +45,7 @@ for (let s = 0; s < steps + 2; s++) {
 }
 const rows = [...totals].sort((a, b) => b[1] - a[1]);
 const kernelMs = rows.reduce((s, r) => s + r[1], 0);
-console.log(`${steps} steps, ${(wall / steps).toFixed(1)} ms/step; kernels ${(kernelMs / steps).toFixed(1)} ms, other ${((wall - kernelMs) / steps).toFixed(1)} ms`);
+console.log(
+  `${steps} steps, ${(wall / steps).toFixed(1)} ms/step; kernels ${(kernelMs / steps).toFixed(1)} ms, other ${((wall - kernelMs) / steps).toFixed(1)} ms`,
+);
 for (const [name, ms] of rows) console.log(`${name.padEnd(20)} ${(ms / steps).toFixed(2).padStart(8)} ms  ${((100 * ms) / wall).toFixed(1)}%`);

@@ -44,8 +44,14 @@ const model = new GPT(config, nativeKernels(), { maxBatch: 16 });
 model.params.set(params);
 const keelVal = evaluate(model, val, 64 * config.blockSize + 1).loss;
 const result = {
-  seconds: keelSeconds, keel_steps: summary.steps, keel_tokens: summary.tokens, keel_val_loss: keelVal,
-  torch_steps: torch.steps, torch_tokens: torch.tokens, torch_val_loss: torch.val_loss, torch: torch.engine,
+  seconds: keelSeconds,
+  keel_steps: summary.steps,
+  keel_tokens: summary.tokens,
+  keel_val_loss: keelVal,
+  torch_steps: torch.steps,
+  torch_tokens: torch.tokens,
+  torch_val_loss: torch.val_loss,
+  torch: torch.engine,
 };
 if (json) console.log(JSON.stringify(result));
 else {

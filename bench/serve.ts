@@ -21,9 +21,19 @@ const post = async (route: string, body: unknown) => {
   return r.json() as Promise<Record<string, unknown>>;
 };
 const report = (step: number): StepReport => ({
-  v: 1, step, attempt: 0, loss: 2 + 0.01 * Math.sin(step), grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step * 1024, batch: 8, data: [step - 1, step],
+  v: 1,
+  step,
+  attempt: 0,
+  loss: 2 + 0.01 * Math.sin(step),
+  grad_norm: 1,
+  nonfinite: { loss: false, grad: false },
+  lr: 1e-3,
+  tokens: step * 1024,
+  batch: 8,
+  data: [step - 1, step],
 });
-const newRun = async (name: string) => (await post('/runs', { name, policy: { on_spike: 'rollback' }, run: { steps: STEPS, batch: 8, micro_batch: 8, seq_len: 128, params: 1e6 } })).id as number;
+const newRun = async (name: string) =>
+  (await post('/runs', { name, policy: { on_spike: 'rollback' }, run: { steps: STEPS, batch: 8, micro_batch: 8, seq_len: 128, params: 1e6 } })).id as number;
 const drive = async (id: number, steps: number, times?: number[]) => {
   for (let n = 1; n <= steps; n++) {
     const t0 = performance.now();
@@ -44,13 +54,20 @@ const seconds = (performance.now() - t0) / 1000;
 const rows = s.store.runs().filter((r) => r.name.startsWith('load-'));
 const complete = rows.length === RUNS && rows.every((r) => r.reports === STEPS && r.last_step === STEPS);
 const result = {
-  round_trip_ms: { median: q(0.5), p99: q(0.99) }, runs: RUNS, steps: STEPS, seconds, reports_per_s: (RUNS * STEPS) / seconds, all_stored_once: complete,
+  round_trip_ms: { median: q(0.5), p99: q(0.99) },
+  runs: RUNS,
+  steps: STEPS,
+  seconds,
+  reports_per_s: (RUNS * STEPS) / seconds,
+  all_stored_once: complete,
 };
 await s.close();
 fs.rmSync(dir, { recursive: true, force: true });
 if (flag('json')) console.log(JSON.stringify(result));
 else {
   console.log(`round trip of one step: median ${result.round_trip_ms.median.toFixed(2)} ms, p99 ${result.round_trip_ms.p99.toFixed(2)} ms`);
-  console.log(`${RUNS} runs × ${STEPS} steps at once: ${seconds.toFixed(1)} s, ${Math.round(result.reports_per_s)} reports/s, every step stored once: ${complete}`);
+  console.log(
+    `${RUNS} runs × ${STEPS} steps at once: ${seconds.toFixed(1)} s, ${Math.round(result.reports_per_s)} reports/s, every step stored once: ${complete}`,
+  );
 }
 if (!complete) process.exitCode = 1;

@@ -20,7 +20,11 @@ export function benchTraining(cfg: GPTConfig, batch: number) {
   const tokens = new Int32Array(batch * cfg.blockSize);
   const targets = new Int32Array(batch * cfg.blockSize);
   return {
-    k, model, optimizer, state, lr: LR,
+    k,
+    model,
+    optimizer,
+    state,
+    lr: LR,
     /** Fresh random tokens and targets for the next forward. */
     randomize: () => randomBatch(rng, tokens, targets, cfg.vocabSize),
     /** Adds this batch's gradients, the loss scaled by `lossScale` (1/accum under accumulation). */

@@ -32,23 +32,34 @@ function run(cmd: string, argv: string[], env: Record<string, string> = {}): Res
 const imports = (python: string) => spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
 
 /** One engine in one configuration: how to run it, and its tokens/s per round. */
-interface Entry { name: string; command: string; run: () => Result; runs: Result[] }
+interface Entry {
+  name: string;
+  command: string;
+  run: () => Result;
+  runs: Result[];
+}
 
 function entries(config: string, precision: string): Entry[] {
   const steps = config === 'tiny' ? '30' : '12';
   const keelArgv = ['bin/keel.js', 'bench', '--config', config, '--batch', batch, '--steps', steps, '--precision', precision, '--json'];
   const peerArgv = [peer, '--config', config, '--batch', batch, '--steps', steps, '--json'];
-  const list: Entry[] = [{
-    name: 'keel', command: `KEEL_THREADS=${threads} node ${keelArgv.join(' ')}`,
-    run: () => run(process.execPath, keelArgv, { KEEL_THREADS: threads }), runs: [],
-  }];
+  const list: Entry[] = [
+    {
+      name: 'keel',
+      command: `KEEL_THREADS=${threads} node ${keelArgv.join(' ')}`,
+      run: () => run(process.execPath, keelArgv, { KEEL_THREADS: threads }),
+      runs: [],
+    },
+  ];
   const modern = [...peerArgv, '--threads', threads, '--modern', ...(precision === 'bf16' ? ['--bf16'] : [])];
   list.push({ name: 'torch2', command: `${torch2} ${modern.join(' ')}`, run: () => run(torch2, modern), runs: [] });
   if (precision === 'fp32' && imports(torch1)) {
     const old = [...peerArgv, '--threads', '1'];
     list.push({
-      name: 'torch1', command: `OPENBLAS_NUM_THREADS=${threads} ${torch1} ${old.join(' ')}`,
-      run: () => run(torch1, old, { OPENBLAS_NUM_THREADS: threads }), runs: [],
+      name: 'torch1',
+      command: `OPENBLAS_NUM_THREADS=${threads} ${torch1} ${old.join(' ')}`,
+      run: () => run(torch1, old, { OPENBLAS_NUM_THREADS: threads }),
+      runs: [],
     });
   }
   return list;
@@ -65,11 +76,25 @@ const rows = groups.map(({ config, precision, engines }) => {
   const k = tps(keel);
   const mid = keel.runs.find((x) => Number(x.tokens_per_s) === k)!;
   return {
-    config, precision, batch: Number(batch), threads: Number(threads), keel_tokens_per_s: k,
-    isa: mid.isa, matmul_kernel: mid.matmul_kernel, model_peak_fraction: mid.model_peak_fraction,
-    matmul_peak_fraction: mid.matmul_peak_fraction, peak_gflops: mid.peak_gflops,
-    peers: peers.map((p) => ({ engine: String(p.runs[0].engine), tokens_per_s: tps(p), ratio: k / tps(p), runs: p.runs.map((x) => x.tokens_per_s), command: p.command })),
-    keel_runs: keel.runs.map((x) => x.tokens_per_s), keel_command: keel.command,
+    config,
+    precision,
+    batch: Number(batch),
+    threads: Number(threads),
+    keel_tokens_per_s: k,
+    isa: mid.isa,
+    matmul_kernel: mid.matmul_kernel,
+    model_peak_fraction: mid.model_peak_fraction,
+    matmul_peak_fraction: mid.matmul_peak_fraction,
+    peak_gflops: mid.peak_gflops,
+    peers: peers.map((p) => ({
+      engine: String(p.runs[0].engine),
+      tokens_per_s: tps(p),
+      ratio: k / tps(p),
+      runs: p.runs.map((x) => x.tokens_per_s),
+      command: p.command,
+    })),
+    keel_runs: keel.runs.map((x) => x.tokens_per_s),
+    keel_command: keel.command,
   };
 });
 
@@ -81,7 +106,9 @@ else {
   console.log('|---|---|---|---|---|---|');
   for (const r of rows) {
     for (const p of r.peers) {
-      console.log(`| ${r.config} | ${r.precision} | ${Math.round(r.keel_tokens_per_s)} (${r.isa}, ${r.matmul_kernel}, ${pct(r.model_peak_fraction)} / ${pct(r.matmul_peak_fraction)}) | ${p.engine} | ${Math.round(p.tokens_per_s)} | ${p.ratio.toFixed(2)}× |`);
+      console.log(
+        `| ${r.config} | ${r.precision} | ${Math.round(r.keel_tokens_per_s)} (${r.isa}, ${r.matmul_kernel}, ${pct(r.model_peak_fraction)} / ${pct(r.matmul_peak_fraction)}) | ${p.engine} | ${Math.round(p.tokens_per_s)} | ${p.ratio.toFixed(2)}× |`,
+      );
     }
   }
   console.log('\nCommands:');

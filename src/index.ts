@@ -7,7 +7,17 @@ export * from './optim/index.ts';
 // The controller: step reports in, decisions out (spikes, recovery ladder, batch ramp, LR rule).
 export { Controller, type ControllerState, type RestorePoint } from './control/controller.ts';
 export { replayControlLog, type ReplayResult } from './control/replay.ts';
-export { defaultPolicy, RUNGS, type Decision, type DecisionKind, type LrChange, type NoiseSums, type Policy, type RunFacts, type StepReport } from './control/types.ts';
+export {
+  defaultPolicy,
+  RUNGS,
+  type Decision,
+  type DecisionKind,
+  type LrChange,
+  type NoiseSums,
+  type Policy,
+  type RunFacts,
+  type StepReport,
+} from './control/types.ts';
 // Monitors: spike detection (online and over a whole log) and the gradient noise scale.
 export { analyzeSeries, SPIKE_DEFAULTS, SpikeDetector, type AnalyzeOptions, type SpikeEvent, type SpikeOptions } from './monitor/spikes.ts';
 export { NoiseScale, noiseFromSums, type NoiseEstimate, type NoiseRecord } from './monitor/noise_scale.ts';

@@ -30,7 +30,10 @@ describe('writeFileAtomic', () => {
 
   test('a missing directory is a UserError naming the file, with nothing left behind', () => {
     const f = path.join(freshDir(), 'nope', 'x.json');
-    assert.throws(() => writeFileAtomic(f, 'x'), (e: unknown) => e instanceof UserError && e.message.includes(f));
+    assert.throws(
+      () => writeFileAtomic(f, 'x'),
+      (e: unknown) => e instanceof UserError && e.message.includes(f),
+    );
     assert.deepEqual(fs.readdirSync(path.dirname(path.dirname(f))), []);
   });
 });
@@ -77,7 +80,13 @@ describe('writeDirAtomic', () => {
       fs.writeFileSync(path.join(tmp, 'a'), 'old');
       fs.writeFileSync(path.join(tmp, 'stale'), 'old');
     });
-    assert.throws(() => writeDirAtomic(final, () => { throw new Error('x'); }), /x/);
+    assert.throws(
+      () =>
+        writeDirAtomic(final, () => {
+          throw new Error('x');
+        }),
+      /x/,
+    );
     assert.deepEqual(fs.readdirSync(final).sort(), ['a', 'stale']);
     writeDirAtomic(final, (tmp) => fs.writeFileSync(path.join(tmp, 'a'), 'new'));
     assert.deepEqual(fs.readdirSync(final), ['a']);
@@ -142,6 +151,9 @@ describe('metrics.jsonl', () => {
     const f = path.join(freshDir(), 'm.jsonl');
     fs.writeFileSync(f, '\n{"step":1}\n\n[1,2]\n3\n{"step":2}\n');
     assert.deepEqual(readMetrics(f), [{ step: 1 }, { step: 2 }]);
-    assert.throws(() => readMetrics(path.join(root, 'none.jsonl')), (e: unknown) => e instanceof UserError && e.message.includes('none.jsonl'));
+    assert.throws(
+      () => readMetrics(path.join(root, 'none.jsonl')),
+      (e: unknown) => e instanceof UserError && e.message.includes('none.jsonl'),
+    );
   });
 });

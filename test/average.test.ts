@@ -106,8 +106,10 @@ function randomValue(rng: Rng, dtype: DType): number {
   const r = rng.uniform();
   if (r < 0.02) return [NaN, Infinity, -Infinity, -0, 0][rng.int(5)];
   let x: number;
-  if (r < 0.06) x = (rng.uniform() - 0.5) * 2 ** -(dtype === 'F16' ? 20 : 130); // subnormal territory
-  else if (r < 0.08) x = (rng.uniform() - 0.5) * (dtype === 'F16' ? 130_000 : 6e38); // near overflow
+  if (r < 0.06)
+    x = (rng.uniform() - 0.5) * 2 ** -(dtype === 'F16' ? 20 : 130); // subnormal territory
+  else if (r < 0.08)
+    x = (rng.uniform() - 0.5) * (dtype === 'F16' ? 130_000 : 6e38); // near overflow
   else x = rng.normal() * 2 ** (rng.int(16) - 8);
   switch (dtype) {
     case 'F64':
@@ -186,7 +188,11 @@ function decodeFile(file: string): { dtypes: Map<string, DType>; values: Map<str
 function assertAverage(file: string, inputs: Raw[][], outDtype: DType | null, weights?: number[]): void {
   const ref = reference(inputs, weights);
   const got = decodeFile(file);
-  assert.deepEqual([...got.values.keys()], inputs[0].map((t) => t.name), 'names, in the first input order');
+  assert.deepEqual(
+    [...got.values.keys()],
+    inputs[0].map((t) => t.name),
+    'names, in the first input order',
+  );
   for (const t of inputs[0]) {
     const dt = outDtype ?? t.dtype;
     assert.equal(got.dtypes.get(t.name), dt, t.name);
@@ -350,7 +356,10 @@ describe('rounding to bf16 and f16', () => {
       { name: 'f', shape: [5], data },
     ]);
     const r = readSafetensors(file);
-    assert.deepEqual(r.infos.map((i) => i.dtype), ['BF16', 'F16', 'F64', 'F32']);
+    assert.deepEqual(
+      r.infos.map((i) => i.dtype),
+      ['BF16', 'F16', 'F64', 'F32'],
+    );
     assert.deepEqual(Array.from(r.tensors.get('b')!), [1, 1, 1 + 4 * 2 ** -8, 70144, -0]);
     assert.deepEqual(Array.from(r.tensors.get('h')!), [1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, Infinity, -0]);
     assert.deepEqual(r.tensors.get('d'), data);
@@ -379,7 +388,14 @@ describe('averageCheckpoints: values', () => {
     });
   }
 
-  for (const [inDtype, outDtype] of [['F32', 'bf16'], ['F32', 'f16'], ['F64', 'bf16'], ['F64', 'f16'], ['BF16', 'f32'], ['F16', 'bf16']] as const) {
+  for (const [inDtype, outDtype] of [
+    ['F32', 'bf16'],
+    ['F32', 'f16'],
+    ['F64', 'bf16'],
+    ['F64', 'f16'],
+    ['BF16', 'f32'],
+    ['F16', 'bf16'],
+  ] as const) {
     test(`${inDtype} inputs → --dtype ${outDtype}`, async () => {
       const rng = new Rng(20);
       const inputs = [0, 1, 2].map(() => randomTensors(rng, inDtype));
@@ -405,7 +421,13 @@ describe('averageCheckpoints: values', () => {
     const rng = new Rng(40);
     const inputs = [0, 1, 2].map(() => randomTensors(rng, 'F32'));
     const files = inputs.map((t, i) => writeRaw(path.join(fresh('w'), `in${i}.safetensors`), t));
-    for (const weights of [[0.5, 2, 0.25], [1, 0, 3], [0, 0, 7], [1, 1, 1], [0.1, 0.2, 0.7]]) {
+    for (const weights of [
+      [0.5, 2, 0.25],
+      [1, 0, 3],
+      [0, 0, 7],
+      [1, 1, 1],
+      [0.1, 0.2, 0.7],
+    ]) {
       const out = fresh('w-out') + '.safetensors';
       const s = await averageCheckpoints(files, out, { ...quiet, weights, chunkElements: 6 });
       assert.deepEqual(s.weights, weights);
@@ -439,7 +461,14 @@ describe('averageCheckpoints: values', () => {
   test('the order of operations is the documented one (cancellation makes any other order visible)', async () => {
     const rng = new Rng(44);
     const n = 2000;
-    for (const [dtype, k] of [['F32', 2], ['F32', 3], ['F32', 4], ['F32', 5], ['F64', 3], ['BF16', 3]] as const) {
+    for (const [dtype, k] of [
+      ['F32', 2],
+      ['F32', 3],
+      ['F32', 4],
+      ['F32', 5],
+      ['F64', 3],
+      ['BF16', 3],
+    ] as const) {
       // per element: a big value, a second input that (nearly) cancels it, then small ones: the
       // documented order cancels first and keeps the small terms; most other orders lose them
       const cols = Array.from({ length: k }, () => new Float64Array(n));
@@ -574,7 +603,10 @@ describe('averageCheckpoints: sharded checkpoints', () => {
     const rng = new Rng(50);
     const inputs = [0, 1, 2].map(() => randomTensors(rng, 'BF16'));
     const dirs = inputs.map((t, i) => writeSharded(fresh(`shard${i}`), t, shardOf, 2, { source: `run ${i}` }));
-    for (const [dtype, size] of [['keep', 2], ['f32', 4]] as const) {
+    for (const [dtype, size] of [
+      ['keep', 2],
+      ['f32', 4],
+    ] as const) {
       const out = path.join(fresh('sharded-out'), 'avg');
       const s = await averageCheckpoints(dirs, out, { ...quiet, dtype, chunkElements: 8 });
       assert.equal(s.sharded, true);
@@ -607,7 +639,11 @@ describe('averageCheckpoints: sharded checkpoints', () => {
       const a = readSafetensors(path.join(dir, f));
       const b = readSafetensors(path.join(out, f));
       assert.deepEqual(b.infos, a.infos);
-      for (const [name, v] of a.tensors) assert.deepEqual(Buffer.from(b.tensors.get(name)!.buffer, b.tensors.get(name)!.byteOffset, v.byteLength), Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+      for (const [name, v] of a.tensors)
+        assert.deepEqual(
+          Buffer.from(b.tensors.get(name)!.buffer, b.tensors.get(name)!.byteOffset, v.byteLength),
+          Buffer.from(v.buffer, v.byteOffset, v.byteLength),
+        );
     }
   });
 
@@ -635,7 +671,10 @@ describe('averageCheckpoints: sharded checkpoints', () => {
     const before = walk(out).map((p) => [p, fs.statSync(path.join(out, p)).size]);
     const bad = writeSharded(fresh('rep-bad'), randomTensors(rng, 'F64'), shardOf, 2);
     await rejectsUser(() => averageCheckpoints([dirs[0], bad], out, quiet), 'F32', 'F64');
-    assert.deepEqual(walk(out).map((p) => [p, fs.statSync(path.join(out, p)).size]), before);
+    assert.deepEqual(
+      walk(out).map((p) => [p, fs.statSync(path.join(out, p)).size]),
+      before,
+    );
     assert.deepEqual(leftovers(path.dirname(out)), []);
   });
 
@@ -655,11 +694,14 @@ describe('averageCheckpoints: sharded checkpoints', () => {
       const dir = writeSharded(fresh('badidx'), t, shardOf, 2);
       spoil(dir);
       const out = path.join(fresh('badidx-out'), 'avg');
-      await assert.rejects(() => averageCheckpoints([dir], out, quiet), (e: unknown) => {
-        assert.ok(e instanceof UserError, `${what}: ${e}`);
-        assert.ok(e.message.includes(word), `${what}: "${e.message}" should mention ${word}`);
-        return true;
-      });
+      await assert.rejects(
+        () => averageCheckpoints([dir], out, quiet),
+        (e: unknown) => {
+          assert.ok(e instanceof UserError, `${what}: ${e}`);
+          assert.ok(e.message.includes(word), `${what}: "${e.message}" should mention ${word}`);
+          return true;
+        },
+      );
       assert.ok(!fs.existsSync(out), what);
     }
   });
@@ -685,7 +727,14 @@ describe('averageCheckpoints: mismatches, bad inputs, atomicity', () => {
 
   test('the first mismatch in names, shapes or dtypes is named, with both inputs', async () => {
     const missing = variant('missing.safetensors', (t) => t.filter((x) => x.name !== 'scalar'));
-    await rejectsUser(() => averageCheckpoints([good, missing], path.join(dir, 'o1'), quiet), '"scalar"', 'input 1', 'input 2', 'missing.safetensors', 'not in');
+    await rejectsUser(
+      () => averageCheckpoints([good, missing], path.join(dir, 'o1'), quiet),
+      '"scalar"',
+      'input 1',
+      'input 2',
+      'missing.safetensors',
+      'not in',
+    );
     const extra = variant('extra.safetensors', (t) => [...t, { name: 'z.extra', dtype: 'F32', shape: [1], values: new Float64Array(1) }]);
     await rejectsUser(() => averageCheckpoints([good, good2, extra], path.join(dir, 'o2'), quiet), '"z.extra"', 'input 3', 'not in input 1');
     const shape = variant('shape.safetensors', (t) => t.map((x) => (x.name === 'embed.weight' ? { ...x, shape: [7, 13] } : x)));
@@ -701,7 +750,10 @@ describe('averageCheckpoints: mismatches, bad inputs, atomicity', () => {
     const truncated = path.join(dir, 'truncated.safetensors');
     fs.writeFileSync(truncated, fs.readFileSync(good).subarray(0, fs.statSync(good).size - 3));
     const out = path.join(dir, 'never.safetensors');
-    await assert.rejects(() => averageCheckpoints([good, truncated], out, quiet), (e: unknown) => e instanceof SafetensorsError && e.code === 'FileSizeMismatch');
+    await assert.rejects(
+      () => averageCheckpoints([good, truncated], out, quiet),
+      (e: unknown) => e instanceof SafetensorsError && e.code === 'FileSizeMismatch',
+    );
     await rejectsUser(() => averageCheckpoints([good, path.join(dir, 'nope.safetensors')], out, quiet), 'does not exist');
     await rejectsUser(() => averageCheckpoints([good, fresh('emptydir')], out, quiet), 'does not exist');
     const empty = fresh('emptydir2');
@@ -736,10 +788,7 @@ describe('averageCheckpoints: mismatches, bad inputs, atomicity', () => {
     const sdirs = [0, 1].map((i) => writeSharded(fresh(`atom${i}`), randomTensors(rng, 'F32'), shardOf, 2));
     const sout = path.join(fresh('atom-out'), 'avg');
     const victimShard = path.join(sdirs[1], 'model-00002-of-00002.safetensors');
-    await assert.rejects(
-      () => averageCheckpoints(sdirs, sout, { ...quiet, progress: (d) => d === 1 && fs.truncateSync(victimShard, 100) }),
-      SafetensorsError,
-    );
+    await assert.rejects(() => averageCheckpoints(sdirs, sout, { ...quiet, progress: (d) => d === 1 && fs.truncateSync(victimShard, 100) }), SafetensorsError);
     assert.ok(!fs.existsSync(sout));
     assert.deepEqual(leftovers(path.dirname(sout)), []);
   });
@@ -750,7 +799,10 @@ describe('averageCheckpoints: mismatches, bad inputs, atomicity', () => {
     const b = fs.readFileSync(out);
     const h = parseHeader(b, b.length);
     assert.equal(h.headerSize % 8, 0);
-    assert.deepEqual(h.tensors.map((t) => t.name), base.map((t) => t.name));
+    assert.deepEqual(
+      h.tensors.map((t) => t.name),
+      base.map((t) => t.name),
+    );
   });
 });
 
@@ -784,7 +836,10 @@ describe('keel average (CLI)', () => {
 
   test('user mistakes: one line on stderr, exit 2, nothing written', async () => {
     const out = path.join(dir, 'bad.safetensors');
-    const shape = writeRaw(path.join(dir, 'shape.safetensors'), inputs[0].map((t) => (t.name === 'h.0.mlp.weight' ? { ...t, shape: [11, 5] } : t)));
+    const shape = writeRaw(
+      path.join(dir, 'shape.safetensors'),
+      inputs[0].map((t) => (t.name === 'h.0.mlp.weight' ? { ...t, shape: [11, 5] } : t)),
+    );
     const cases: Array<[string[], RegExp]> = [
       [[files[0], files[1]], /-o OUT/],
       [[files[0], path.join(dir, 'missing.safetensors'), '-o', out], /does not exist/],
@@ -799,7 +854,14 @@ describe('keel average (CLI)', () => {
       const r = keel(['average', ...args]);
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, re);
-      assert.equal(r.stderr.trim().split('\n').filter((l) => !l.startsWith('(run with')).length, 1, r.stderr);
+      assert.equal(
+        r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !l.startsWith('(run with')).length,
+        1,
+        r.stderr,
+      );
       assert.ok(!fs.existsSync(out));
     }
     assert.deepEqual(leftovers(dir), []);
@@ -840,7 +902,10 @@ describe('keel average --lawa', () => {
       assert.deepEqual(Buffer.from(avg.tensors.get(name)!.buffer, avg.tensors.get(name)!.byteOffset, want.byteLength), Buffer.from(want.buffer), name);
     }
     const model = loadModel(s.out);
-    assert.equal(model.params.length, a.infos.reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0));
+    assert.equal(
+      model.params.length,
+      a.infos.reduce((n, t) => n + t.shape.reduce((p, d) => p * d, 1), 0),
+    );
 
     const three = path.join(fresh('lawa3'), 'x.safetensors');
     const r3 = keel(['average', { lawa: run, k: 3 }, '-o', three, { dtype: 'bf16' }]);
@@ -867,4 +932,3 @@ describe('keel average --lawa', () => {
     assert.ok(!walk(run).some((p) => p.includes('.tmp-')));
   });
 });
-

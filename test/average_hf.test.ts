@@ -9,18 +9,28 @@ import { readSafetensors, writeSafetensors } from '../src/io/safetensors.ts';
 import { keel, tempRoot } from './helpers.ts';
 
 const { fresh } = tempRoot('average-hf');
-const SIDE = { 'config.json': '{"model_type": "gpt2", "n_layer": 1}', 'generation_config.json': '{"max_length": 20}', 'tokenizer.json': '{"version": "1.0"}', 'merges.txt': '#version: 0.2\nĠ t\n', 'vocab.json': '{"a": 0}' };
+const SIDE = {
+  'config.json': '{"model_type": "gpt2", "n_layer": 1}',
+  'generation_config.json': '{"max_length": 20}',
+  'tokenizer.json': '{"version": "1.0"}',
+  'merges.txt': '#version: 0.2\nĠ t\n',
+  'vocab.json': '{"a": 0}',
+};
 
 function hfDir(dir: string, scale: number): string {
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), [{ name: 'wte.weight', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6], (x) => x * scale) }], { format: 'pt' });
+  writeSafetensors(
+    path.join(dir, 'model.safetensors'),
+    [{ name: 'wte.weight', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6], (x) => x * scale) }],
+    { format: 'pt' },
+  );
   for (const [n, text] of Object.entries(SIDE)) fs.writeFileSync(path.join(dir, n), text + (scale === 1 ? '' : ' '));
   fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), 'old weights');
   fs.writeFileSync(path.join(dir, 'README.md'), 'card');
   return dir;
 }
 
-test('keel average of HF directories writes a loadable directory: averaged weights, the first input\'s side files', () => {
+test("keel average of HF directories writes a loadable directory: averaged weights, the first input's side files", () => {
   const root = fresh('hf');
   const a = hfDir(path.join(root, 'step-100'), 1);
   const b = hfDir(path.join(root, 'step-200'), 3);

@@ -11,11 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { averageCheckpoints } from '../src/average/stream.ts';
 import type { OutputDtype } from '../src/average/plan.ts';
-import {
-  encodeHeader,
-  openSafetensors,
-  type DType,
-} from '../src/io/safetensors.ts';
+import { encodeHeader, openSafetensors, type DType } from '../src/io/safetensors.ts';
 import { floatToBf16Bits, floatToHalfBits, halfBitsToFloatBits } from '../src/util/float16.ts';
 import { nativeKernels } from '../src/kernels/native.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -50,7 +46,31 @@ async function averageOne(file: string, dtype: OutputDtype, portable: boolean, c
 
 /** Float64 values that probe every rounding case of the 16-bit formats and float32. */
 function hardDoubles(rng: Rng): Float64Array {
-  const xs: number[] = [0, -0, Infinity, -Infinity, NaN, 1, -1, 65504, 65520, 65519.99, 2 ** -24, 2 ** -25, 2 ** -25 + 2 ** -60, 2 ** -133, 2 ** -134, 2 ** -149, 2 ** -150, 2 ** -150 + 2 ** -200, 3.4028234663852886e38, 3.5e38, 1e300, -1e300, 5e-324];
+  const xs: number[] = [
+    0,
+    -0,
+    Infinity,
+    -Infinity,
+    NaN,
+    1,
+    -1,
+    65504,
+    65520,
+    65519.99,
+    2 ** -24,
+    2 ** -25,
+    2 ** -25 + 2 ** -60,
+    2 ** -133,
+    2 ** -134,
+    2 ** -149,
+    2 ** -150,
+    2 ** -150 + 2 ** -200,
+    3.4028234663852886e38,
+    3.5e38,
+    1e300,
+    -1e300,
+    5e-324,
+  ];
   // ties and near-ties of a format with `bits` significand bits, at every scale it covers
   const ties = (bits: number, emin: number, emax: number) => {
     for (let i = 0; i < 3000; i++) {
@@ -100,7 +120,12 @@ describe('keel average native bodies: conversions value by value', () => {
       for (const dtype of ['bf16', 'f16', 'f32'] as const) {
         const raw = await averageOne(file, dtype, body.portable, 29);
         const got = dtype === 'f32' ? new Uint32Array(raw.slice().buffer) : new Uint16Array(raw.slice().buffer);
-        const nanOf = dtype === 'f32' ? (u: number) => (u & 0x7fffffff) > 0x7f800000 : dtype === 'bf16' ? (u: number) => (u & 0x7fff) > 0x7f80 : (u: number) => (u & 0x7fff) > 0x7c00;
+        const nanOf =
+          dtype === 'f32'
+            ? (u: number) => (u & 0x7fffffff) > 0x7f800000
+            : dtype === 'bf16'
+              ? (u: number) => (u & 0x7fff) > 0x7f80
+              : (u: number) => (u & 0x7fff) > 0x7c00;
         for (let i = 0; i < xs.length; i++) {
           if (Number.isNaN(xs[i])) assert.ok(nanOf(got[i]), `${dtype} of NaN`);
           else assert.equal(got[i], want[dtype](xs[i]), `${dtype} of ${xs[i]}`);

@@ -47,7 +47,10 @@ test('LAWA and EMA files equal their definitions over the raw weights; training 
   for (let s = 2; s <= 12; s++) lerp(e, w(plain, s), e.length, 1 - 0.9);
   assert.deepEqual(w(avg, 12, 'ema.safetensors'), e);
   const evals = metrics(avg).filter((m) => 'val_loss' in m);
-  assert.deepEqual(evals.map((m) => m.step), [6, 12]);
+  assert.deepEqual(
+    evals.map((m) => m.step),
+    [6, 12],
+  );
   for (const m of evals) assert.ok(typeof m.val_loss_lawa === 'number' && typeof m.val_loss_ema === 'number', JSON.stringify(m));
   // The averages are different weights, so (almost surely) a different loss.
   assert.notEqual(evals[1].val_loss_lawa, evals[1].val_loss);
@@ -69,7 +72,8 @@ test('LAWA and EMA continue exactly across --resume', async () => {
 
 test('lerp kernel: native equals the float32 reference bit for bit', () => {
   for (const N of [1, 7, 1000, 200_003]) {
-    const a = Float32Array.from({ length: N }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: N }, (_, i) => Math.cos(i * 0.7));
+    const a = Float32Array.from({ length: N }, (_, i) => Math.sin(i)),
+      b = Float32Array.from({ length: N }, (_, i) => Math.cos(i * 0.7));
     const want = a.slice();
     lerp(want, b, N, 0.001);
     eachMode((mode) => {
@@ -88,5 +92,9 @@ test('CLI: --lawa k[:every] and --ema write lawa.safetensors / ema.safetensors; 
   for (const f of ['lawa.safetensors', 'lawa_state.safetensors', 'ema.safetensors']) assert.ok(fs.existsSync(path.join(checkpointDir(out, 4), f)), f);
   const ev = keel(['eval', { checkpoint: path.join(checkpointDir(out, 4), 'lawa.safetensors'), data: corpus, tokens: 257, json: true }]);
   assert.equal(ev.status, 0, ev.stderr);
-  assertTrainRefuses({ config: microJson, data: corpus, fresh }, [[['--lawa', '0'], /--lawa 0: expected k\[:every\]/], [['--lawa', '3:x'], /--lawa 3:x/], [['--ema', '1'], /β must be in \(0, 1\)/]]);
+  assertTrainRefuses({ config: microJson, data: corpus, fresh }, [
+    [['--lawa', '0'], /--lawa 0: expected k\[:every\]/],
+    [['--lawa', '3:x'], /--lawa 3:x/],
+    [['--ema', '1'], /β must be in \(0, 1\)/],
+  ]);
 });

@@ -19,7 +19,10 @@ test('noise scale: every step with ≥ 2 micro-batches logs b_simple; the summar
   const out = fresh('noise');
   const s = await train(base(out), quiet);
   const lines = trainLines(out);
-  assert.ok(lines.every((l) => 'b_simple' in l && 'b_simple_tokens' in l && 'b_simple_attention' in l), JSON.stringify(lines[0]));
+  assert.ok(
+    lines.every((l) => 'b_simple' in l && 'b_simple_tokens' in l && 'b_simple_attention' in l),
+    JSON.stringify(lines[0]),
+  );
   const last = lines.at(-1)!;
   assert.equal(s.b_simple, last.b_simple);
   if (s.b_simple !== null) assert.equal(s.b_simple_tokens, s.b_simple * MICRO.blockSize);
@@ -31,8 +34,14 @@ test('ramp: steps:2@0,4@3 with the linear rule: batch, micro-batches, tokens and
   const out = fresh('ramp');
   const s = await train(base(out, { batchRamp: 'steps:2@0,4@3,8@6', lrRule: 'linear', schedule: 'constant', warmup: 0, lr: 1e-3, minLr: 1e-3 }), quiet);
   const lines = trainLines(out);
-  assert.deepEqual(lines.map((l) => l.batch), [2, 2, 2, 4, 4, 4, 8, 8, 8, 8]);
-  assert.deepEqual(lines.map((l) => l.lr), [2, 2, 2, 4, 4, 4, 8, 8, 8, 8].map((b) => (1e-3 * b) / 8));
+  assert.deepEqual(
+    lines.map((l) => l.batch),
+    [2, 2, 2, 4, 4, 4, 8, 8, 8, 8],
+  );
+  assert.deepEqual(
+    lines.map((l) => l.lr),
+    [2, 2, 2, 4, 4, 4, 8, 8, 8, 8].map((b) => (1e-3 * b) / 8),
+  );
   assert.equal(s.tokens, (3 * 2 + 3 * 4 + 4 * 8) * MICRO.blockSize);
   // The data cursor counts micro-batches of 2: 3·1 + 3·2 + 4·4.
   const st = JSON.parse(fs.readFileSync(path.join(checkpointDir(out, 10), 'trainer.json'), 'utf8'));
@@ -50,7 +59,10 @@ test('ramp and noise scale continue exactly across --resume', async () => {
   for (const f of ['model.safetensors', 'optimizer.safetensors']) {
     assert.ok(fs.readFileSync(path.join(checkpointDir(a, 10), f)).equals(fs.readFileSync(path.join(checkpointDir(b, 10), f))), f);
   }
-  const pick = (dir: string) => trainLines(dir).filter((l) => l.step > 3).map((l) => [l.step, l.batch, l.lr, l.b_simple]);
+  const pick = (dir: string) =>
+    trainLines(dir)
+      .filter((l) => l.step > 3)
+      .map((l) => [l.step, l.batch, l.lr, l.b_simple]);
   assert.deepEqual(pick(b).slice(-7), pick(a).slice(-7));
 });
 

@@ -33,7 +33,6 @@ before(async () => {
   await train(trainOptions(run, corpus, { steps: 4, checkpointEvery: 2, lr: 1e-2 }), quiet);
 });
 
-
 /** The copy of the finished run, for a test to damage. */
 function copyRun(name: string): string {
   const dir = fresh(name);
@@ -90,11 +89,7 @@ describe('user mistakes: exit 2, one clear line, nothing written', () => {
       assert.equal(fs.existsSync(out), false, '--out was created');
     });
 
-  badTrain(
-    'unknown key in a JSON config',
-    ['--config', writeJson(path.join(root, 'unknown-key.json'), { ...MICRO, nLayers: 2 })],
-    /unknown key "nLayers"/,
-  );
+  badTrain('unknown key in a JSON config', ['--config', writeJson(path.join(root, 'unknown-key.json'), { ...MICRO, nLayers: 2 })], /unknown key "nLayers"/);
   badTrain(
     'wrong type in a JSON config',
     ['--config', writeJson(path.join(root, 'wrong-type.json'), { ...MICRO, nLayer: '4' })],

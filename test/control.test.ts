@@ -36,7 +36,12 @@ function simulate(policy: Partial<Policy> & Pick<Policy, 'on_spike'>, blowsUp: (
     const n = step + 1;
     const bad = blowsUp(n, prev);
     const r = stepReport(n, {
-      attempt: c.attempt, loss: bad ? 9 : 2 + 0.01 * Math.sin(n * 1.7), grad_norm: bad ? 50 : 1 + 0.01 * Math.cos(n), lr: 1e-3 * lr, tokens: n * 128, data: [data, data + 2],
+      attempt: c.attempt,
+      loss: bad ? 9 : 2 + 0.01 * Math.sin(n * 1.7),
+      grad_norm: bad ? 50 : 1 + 0.01 * Math.cos(n),
+      lr: 1e-3 * lr,
+      tokens: n * 128,
+      data: [data, data + 2],
     });
     const d = c.report(r);
     decisions.push(d);
@@ -75,14 +80,21 @@ test('controller: the same policy and reports give the same decisions, also acro
   }
   const copy = Controller.fromJSON(JSON.parse(JSON.stringify(c.toJSON())));
   const r = (n: number, loss: number) => stepReport(n, { loss, data: [2 * n - 2, 2 * n] });
-  for (const [n, loss] of [[31, 2.3], [32, 40]] as const) assert.deepEqual(copy.report(r(n, loss)), c.report(r(n, loss)));
+  for (const [n, loss] of [
+    [31, 2.3],
+    [32, 40],
+  ] as const)
+    assert.deepEqual(copy.report(r(n, loss)), c.report(r(n, loss)));
   assert.deepEqual(copy.toJSON(), c.toJSON());
 });
 
 test('ladder: a blow-up from one update returns after the rollback; skipping the updates there cures it', () => {
   // The update of step 50 wrecks the model whenever it is applied, whatever the data.
   const { decisions, step } = simulate(policy, (n, prev) => n === 51 && prev.applied);
-  assert.deepEqual(decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung), ['rollback', 'skip_updates']);
+  assert.deepEqual(
+    decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung),
+    ['rollback', 'skip_updates'],
+  );
   assert.ok(decisions.some((d) => d.kind === 'skip' && d.step === 50 && d.rung === 'skip_updates'));
   assert.equal(step, 120);
 });
@@ -92,7 +104,10 @@ test('ladder: a blow-up over several steps gets LR cuts after skipping the updat
   // (a sticky lr-scale fault, say): skipping 50–51 is not enough, two ×0.1 cuts are.
   const { decisions, step } = simulate(policy, (n, prev) => n >= 51 && n <= 55 && prev.applied && prev.lr > 0.05);
   const rb = decisions.filter((d) => d.kind === 'rollback');
-  assert.deepEqual(rb.map((d) => d.rung), ['rollback', 'skip_updates', 'lower_lr', 'lower_lr']);
+  assert.deepEqual(
+    rb.map((d) => d.rung),
+    ['rollback', 'skip_updates', 'lower_lr', 'lower_lr'],
+  );
   for (const d of rb) {
     assert.equal(d.rollback!.to_step, 40, 'the newest restore point at least R = 10 steps back');
     assert.equal(d.rollback!.skip_data[1] - d.rollback!.skip_data[0], 10, 'S = 5 steps of data (2 positions each) skipped');
@@ -100,7 +115,10 @@ test('ladder: a blow-up over several steps gets LR cuts after skipping the updat
   assert.deepEqual(rb[0].rollback!.skip_data, [80, 90], 'from the data position of step 40');
   const cut = decisions.find((d) => d.kind === 'set_lr' && Math.abs(d.lr!.multiplier - 0.01) < 1e-12);
   assert.ok(cut && cut.lr!.steps !== null && cut.lr!.steps > 0, 'a limited LR cut, with its length');
-  assert.ok(decisions.some((d) => d.kind === 'set_lr' && d.lr!.multiplier === 1 && d.lr!.steps === null), 'the LR comes back after the region');
+  assert.ok(
+    decisions.some((d) => d.kind === 'set_lr' && d.lr!.multiplier === 1 && d.lr!.steps === null),
+    'the LR comes back after the region',
+  );
   assert.equal(step, 120);
 });
 
@@ -113,11 +131,17 @@ test('ladder: a spike nothing cures ends in stop, naming the checkpoint to go ba
   assert.equal(last.stop!.restore_step, 40);
   assert.match(last.stop!.advice, /resume from ckpt-40 \(step 40\)/);
   assert.match(last.reason, /returned at the same place/);
-  assert.deepEqual(decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung), ['rollback', 'skip_updates', 'lower_lr', 'lower_lr']);
+  assert.deepEqual(
+    decisions.filter((d) => d.kind === 'rollback').map((d) => d.rung),
+    ['rollback', 'skip_updates', 'lower_lr', 'lower_lr'],
+  );
   assert.ok(step < 53);
   // Budgets stay configurable: with one rollback allowed the stop comes at the first return.
   const one = simulate({ ...policy, max_rollbacks: 1 }, (n) => n === 51);
-  assert.deepEqual(one.decisions.filter((d) => d.kind !== 'proceed').map((d) => d.kind), ['rollback', 'stop']);
+  assert.deepEqual(
+    one.decisions.filter((d) => d.kind !== 'proceed').map((d) => d.kind),
+    ['rollback', 'stop'],
+  );
 });
 
 test('controller: on_spike none logs spikes and proceeds; a non-finite loss stops as diverged', () => {
@@ -136,7 +160,10 @@ test('controller: on_spike none logs spikes and proceeds; a non-finite loss stop
 test('controller: reports out of order, from a stale attempt or malformed are refused with the field named', () => {
   const c = new Controller({ on_spike: 'skip' }, RUN);
   const r = stepReport(1, { lr: 1, data: [0, 2] });
-  assert.throws(() => c.report({ ...r, step: 2 }), (e: Error) => e instanceof UserError && /expected step 1/.test(e.message));
+  assert.throws(
+    () => c.report({ ...r, step: 2 }),
+    (e: Error) => e instanceof UserError && /expected step 1/.test(e.message),
+  );
   assert.throws(() => c.report({ ...r, attempt: 1 }), /expected attempt 0/);
   assert.throws(() => c.report({ ...r, v: 2 as 1 }), /version/);
   assert.throws(() => c.report({ ...r, data: [3, 1] }), /data/);
@@ -145,7 +172,7 @@ test('controller: reports out of order, from a stale attempt or malformed are re
   assert.throws(() => new Controller({ on_spike: 'none' }, { ...RUN, batch: 6 }), /multiple of micro_batch/);
 });
 
-test('controller: an adaptive ramp follows B_simple from the reports\' noise sums', () => {
+test("controller: an adaptive ramp follows B_simple from the reports' noise sums", () => {
   const c = new Controller({ on_spike: 'none', batch_ramp: 'adaptive:4:32' }, { ...RUN, batch: 32, micro_batch: 2 });
   assert.equal(c.inEffect.batch, 4);
   const batches: number[] = [];
@@ -161,10 +188,9 @@ test('controller: an adaptive ramp follows B_simple from the reports\' noise sum
   assert.equal(batches.at(-1), 20);
 });
 
-const base = (out: string, over = {}) =>
-  trainOptions(out, corpus, { steps: 40, checkpointEvery: 5, keep: 100, accum: 2, batch: 2, spikeWindow: 8, ...over });
+const base = (out: string, over = {}) => trainOptions(out, corpus, { steps: 40, checkpointEvery: 5, keep: 100, accum: 2, batch: 2, spikeWindow: 8, ...over });
 
-test('replay: a run\'s control.jsonl replayed through the controller alone gives exactly the logged decisions (rollbacks and a resume included)', async () => {
+test("replay: a run's control.jsonl replayed through the controller alone gives exactly the logged decisions (rollbacks and a resume included)", async () => {
   const run = fresh('replay');
   const faults = ['15:lr-scale:1000:3:sticky', '30:nan-grad'];
   let n = 0;
@@ -175,10 +201,19 @@ test('replay: a run\'s control.jsonl replayed through the controller alone gives
   const r = replayControlLog(lines);
   assert.equal(r.firstMismatch, null, JSON.stringify(r.firstMismatch));
   assert.equal(r.compared, lines.filter((l) => l.t === 'decision').length);
-  assert.ok(r.decisions.some((d) => d.kind === 'rollback'), 'the drill rolled back');
+  assert.ok(
+    r.decisions.some((d) => d.kind === 'rollback'),
+    'the drill rolled back',
+  );
   assert.ok(lines.some((l) => l.t === 'resume'));
   // Another policy on the same reports: what on_spike none would have done (never a rollback).
-  const none = replayControlLog(lines.slice(0, lines.findIndex((l) => l.t === 'decision' && l.kind === 'rollback')), { on_spike: 'none' });
+  const none = replayControlLog(
+    lines.slice(
+      0,
+      lines.findIndex((l) => l.t === 'decision' && l.kind === 'rollback'),
+    ),
+    { on_spike: 'none' },
+  );
   assert.ok(none.decisions.every((d) => d.kind !== 'rollback'));
 });
 
@@ -193,12 +228,20 @@ test('fire drill: a non-sticky lr-scale fires once (a replay runs at the normal 
   assert.equal(m.filter((x) => x.event === 'fault').length, 1);
   assert.ok(lrs(15)[0] > 900 * plain);
   assert.ok(lrs(15).length >= 2, 'the spike rolled back over step 15');
-  assert.ok(lrs(15).slice(1).every((lr) => lr === plain), `replayed lr ${lrs(15)}`);
+  assert.ok(
+    lrs(15)
+      .slice(1)
+      .every((lr) => lr === plain),
+    `replayed lr ${lrs(15)}`,
+  );
   const sticky = fresh('sticky');
   await train(base(sticky, { onSpike: 'rollback', rollbackSteps: 6, skipBatches: 3, faults: ['15:lr-scale:1000:3:sticky'] }), {}).catch(() => null);
   const f = metrics(sticky).filter((x) => x.event === 'fault');
   assert.ok(f.length >= 2, 'fired on the replay too');
-  assert.deepEqual(f.map((x) => x.attempt), f.map((_, i) => i));
+  assert.deepEqual(
+    f.map((x) => x.attempt),
+    f.map((_, i) => i),
+  );
 });
 
 test('CLI: a spike nothing cures stops with exit code 3, the step, the checkpoint to go back to, and every rung in metrics.jsonl', () => {
@@ -213,10 +256,19 @@ test('CLI: a spike nothing cures stops with exit code 3, the step, the checkpoin
   const stop = m.find((x) => x.event === 'stop')!;
   assert.match(r.stderr, new RegExp(`recovery stopped the run at step ${stop.step}`));
   assert.match(r.stderr, new RegExp(`resume from \\S*checkpoints/step-${stop.restore_step} \\(step ${stop.restore_step}\\)`));
-  assert.deepEqual(m.filter((x) => x.event === 'rollback').map((x) => x.rung), ['rollback', 'skip_updates', 'lower_lr']);
+  assert.deepEqual(
+    m.filter((x) => x.event === 'rollback').map((x) => x.rung),
+    ['rollback', 'skip_updates', 'lower_lr'],
+  );
   assert.ok(m.some((x) => x.event === 'skip_step' && x.rung === 'skip_updates'));
-  assert.ok(m.some((x) => x.event === 'decision' && (x.lr_multiplier as number) < 1), 'the LR was cut');
+  assert.ok(
+    m.some((x) => x.event === 'decision' && (x.lr_multiplier as number) < 1),
+    'the LR was cut',
+  );
   assert.ok(fs.existsSync(path.join(out, 'report.html')), 'the report is written for a stopped run too');
   const ckpts = fs.readdirSync(path.join(out, 'checkpoints')).map((d) => Number(d.replace('step-', '')));
-  assert.ok(ckpts.every((c) => c < (stop.step as number)), `the damaged state is not checkpointed: ${ckpts}`);
+  assert.ok(
+    ckpts.every((c) => c < (stop.step as number)),
+    `the damaged state is not checkpointed: ${ckpts}`,
+  );
 });

@@ -155,7 +155,10 @@ describe('Batcher', () => {
   test('same seed, same batches; different seeds differ', () => {
     const [a, b, c] = [draw(make(7), 20), draw(make(7), 20), draw(make(8), 20)];
     a.forEach((x, i) => same(x, b[i]));
-    assert.notDeepEqual(a.map((x) => Array.from(x.inputs)), c.map((x) => Array.from(x.inputs)));
+    assert.notDeepEqual(
+      a.map((x) => Array.from(x.inputs)),
+      c.map((x) => Array.from(x.inputs)),
+    );
   });
 
   test('a restored cursor and skip() reproduce the uninterrupted run exactly', () => {
@@ -190,7 +193,9 @@ describe('Batcher', () => {
     throwsUser(() => new Batcher({ tokens, B: 0, T, seed: 1 }));
     throwsUser(() => new Batcher({ tokens, B, T: 1.5, seed: 1 }));
     throwsUser(() => new Batcher({ tokens, B, T, seed: 0.5 }));
-    throwsUser(() => { make().cursor = -1; });
+    throwsUser(() => {
+      make().cursor = -1;
+    });
     throwsUser(() => make().skip(-1));
     new Batcher({ tokens: new Uint8Array(T + 1), B, T, seed: 1 }).next(); // exactly one window fits
   });
@@ -201,13 +206,22 @@ describe('evalWindows', () => {
 
   test('⌊(N − 1)/T⌋ consecutive windows, in groups', () => {
     const groups = [...evalWindows(tokens, 10, Infinity, 4)];
-    assert.deepEqual(groups.map((g) => g.count), [4, 4, 1]); // ⌊99/10⌋ = 9
+    assert.deepEqual(
+      groups.map((g) => g.count),
+      [4, 4, 1],
+    ); // ⌊99/10⌋ = 9
     let w = 0;
     for (const g of groups) {
       assert.equal(g.inputs.length, g.count * 10);
       for (let i = 0; i < g.count; i++, w++) {
-        assert.deepEqual(Array.from(g.inputs.subarray(i * 10, i * 10 + 10)), Array.from({ length: 10 }, (_, t) => w * 10 + t));
-        assert.deepEqual(Array.from(g.targets.subarray(i * 10, i * 10 + 10)), Array.from({ length: 10 }, (_, t) => w * 10 + t + 1));
+        assert.deepEqual(
+          Array.from(g.inputs.subarray(i * 10, i * 10 + 10)),
+          Array.from({ length: 10 }, (_, t) => w * 10 + t),
+        );
+        assert.deepEqual(
+          Array.from(g.targets.subarray(i * 10, i * 10 + 10)),
+          Array.from({ length: 10 }, (_, t) => w * 10 + t + 1),
+        );
       }
     }
   });

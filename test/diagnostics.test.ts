@@ -82,8 +82,15 @@ function drive(opt: Optimizer, diag: Diagnostics, steps: number, seed = 1, lrOf 
     g = gradients(rng, tensors, n, g);
     const lr = lrOf(step);
     const snap: Snap = {
-      t: step, lr, g: Array.from(g), thetaBefore: Array.from(params), thetaAfter: [],
-      mBefore: copy(state.slots.exp_avg ?? state.slots.momentum_buffer), vBefore: copy(state.slots.exp_avg_sq), mAfter: null, vAfter: null,
+      t: step,
+      lr,
+      g: Array.from(g),
+      thetaBefore: Array.from(params),
+      thetaAfter: [],
+      mBefore: copy(state.slots.exp_avg ?? state.slots.momentum_buffer),
+      vBefore: copy(state.slots.exp_avg_sq),
+      mAfter: null,
+      vAfter: null,
     };
     const watch = diag.wants(step) || diag.wants(step + 1);
     if (watch) diag.before(step, params, g, opt, state);
@@ -130,7 +137,12 @@ function reference(t: TensorSpec, cur: Snap, prev: Snap | null, o: RefOpts): Rec
     max_abs: Math.max(...th.map(Math.abs)),
     zero_frac: g.filter((x) => x === 0).length / g.length,
     cos_g: prev ? cosine(g, sl(prev.g)) : undefined,
-    cos_u: prev ? cosine(d, sl(prev.thetaAfter).map((x, i) => x - sl(prev.thetaBefore)[i])) : undefined,
+    cos_u: prev
+      ? cosine(
+          d,
+          sl(prev.thetaAfter).map((x, i) => x - sl(prev.thetaBefore)[i]),
+        )
+      : undefined,
   };
   if (cur.mBefore) out.cos_gm = cosine(g, sl(cur.mBefore));
   let r: number[];
@@ -141,7 +153,7 @@ function reference(t: TensorSpec, cur: Snap, prev: Snap | null, o: RefOpts): Rec
     out.eps_frac = vhat.filter((v) => Math.sqrt(v) < eps).length / vhat.length;
     r = mhat.map((m, i) => (mode === 'outside' ? m / (Math.sqrt(vhat[i]) + eps) : vhat[i] === 0 ? 0 : m / Math.sqrt(vhat[i])));
     const vPrevHat = sl(cur.vBefore!).map((v) => v / (1 - beta2 ** (cur.t - 1)));
-    const ratios = g.map((x, i) => x * x / vPrevHat[i]).filter((q, i) => vPrevHat[i] > 0 && Number.isFinite(q));
+    const ratios = g.map((x, i) => (x * x) / vPrevHat[i]).filter((q, i) => vPrevHat[i] > 0 && Number.isFinite(q));
     out.decoupling = ratios.length ? exactMedian(ratios) : NaN;
   } else {
     const lam = o.lambda?.(t) ?? 0;
@@ -195,7 +207,22 @@ function compare(rec: DiagRecord, snaps: Snap[], o: RefOpts, expectKeys: string[
   }
 }
 
-const ADAM_KEYS = ['grad_rms', 'update_rms', 'param_rms', 'max_abs', 'zero_frac', 'eps_frac', 'decoupling', 'cos_g', 'cos_gm', 'cos_u', 'skewness', 'kurtosis', 'bimodality', 'mass_near_1'];
+const ADAM_KEYS = [
+  'grad_rms',
+  'update_rms',
+  'param_rms',
+  'max_abs',
+  'zero_frac',
+  'eps_frac',
+  'decoupling',
+  'cos_g',
+  'cos_gm',
+  'cos_u',
+  'skewness',
+  'kurtosis',
+  'bimodality',
+  'mass_near_1',
+];
 
 test('diagnostics: AdamW (outside ε) matches the float64 reference on every field, every 3rd step', () => {
   const opt = adamw({ beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 }, { kernels: K });

@@ -63,12 +63,21 @@ describe('runOptimizerExperiment on the micro model', () => {
     assert.equal(results.params, PARAMS);
     assert.equal(results.settings.steps, 12);
     assert.equal(results.settings.sweepSteps, 6);
-    assert.deepEqual(results.optimizers.map((o) => o.optimizer), ['adamw', 'adafactor']);
+    assert.deepEqual(
+      results.optimizers.map((o) => o.optimizer),
+      ['adamw', 'adafactor'],
+    );
     for (const o of results.optimizers) {
       const rec = OPTIMIZERS[o.optimizer as keyof typeof OPTIMIZERS].train.lr;
       assert.equal(o.recommended_lr, rec);
-      assert.deepEqual(o.sweep.map((p) => p.lr), sweepLrs(rec, [0.5, 1]).map((p) => p.lr));
-      assert.deepEqual(o.sweep.map((p) => p.lr), [rec / 2, rec]);
+      assert.deepEqual(
+        o.sweep.map((p) => p.lr),
+        sweepLrs(rec, [0.5, 1]).map((p) => p.lr),
+      );
+      assert.deepEqual(
+        o.sweep.map((p) => p.lr),
+        [rec / 2, rec],
+      );
       for (const p of o.sweep) {
         assert.equal(p.diverged, false);
         assert.ok(Number.isFinite(p.val_loss), `${o.optimizer} lr ${p.lr}: val loss ${p.val_loss}`);
@@ -85,7 +94,10 @@ describe('runOptimizerExperiment on the micro model', () => {
       assert.equal(o.status, 'ok');
       assert.equal(o.run_dir, path.join(o.optimizer, 'final'));
       const final = path.join(out, o.run_dir!);
-      const evals = fs.readFileSync(path.join(final, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"val_loss"'));
+      const evals = fs
+        .readFileSync(path.join(final, 'metrics.jsonl'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"val_loss"'));
       assert.equal(evals.length, 3, 'final run evaluated every 4 of 12 steps');
       assert.equal(JSON.parse(evals[2]).val_loss, o.val_loss);
       const cfg = JSON.parse(fs.readFileSync(path.join(final, 'config.json'), 'utf8'));
@@ -99,7 +111,7 @@ describe('runOptimizerExperiment on the micro model', () => {
     assert.match(lines[5], /^\[6\/6\] adafactor final lr /);
   });
 
-  test('state memory: the trainer\'s actual buffers, Adafactor well below AdamW', () => {
+  test("state memory: the trainer's actual buffers, Adafactor well below AdamW", () => {
     const [adamw, adafactor] = results.optimizers;
     for (const o of results.optimizers) {
       assert.equal(o.state_bytes, savedStateBytes(path.join(out, o.run_dir!)), `${o.optimizer}: state = what the checkpoint saved`);
@@ -143,7 +155,10 @@ describe('runOptimizerExperiment on the micro model', () => {
     assert.ok(m, 'chart payload');
     const payload = JSON.parse(m[1]);
     assert.equal(payload.panels[0].title, 'Validation loss of the final runs');
-    assert.deepEqual(payload.panels[0].series.map((s: { label: string }) => s.label), ['adamw', 'adafactor']);
+    assert.deepEqual(
+      payload.panels[0].series.map((s: { label: string }) => s.label),
+      ['adamw', 'adafactor'],
+    );
     assert.deepEqual(payload.data['val_loss:adamw'].x, [4, 8, 12]);
     assert.ok(html.includes('uPlot'), 'uPlot inlined');
   });
@@ -157,8 +172,15 @@ describe('runOptimizerExperiment on the micro model', () => {
     assert.equal(again.filter((l) => l.endsWith('(done earlier)')).length, 5, again.join('\n'));
     assert.doesNotMatch(again[3], /done earlier/, 'the run without summary.json ran again');
     assert.ok(fs.existsSync(path.join(sweepRun, 'summary.json')));
-    assert.deepEqual(r.optimizers.map((o) => o.val_loss), lossBefore, 'deterministic: the redone run gives the same numbers');
-    await assert.rejects(runOptimizerExperiment(base(out, { steps: 13 })), (e: unknown) => e instanceof UserError && /other settings \(steps: 12 there, 13 now\)/.test(e.message));
+    assert.deepEqual(
+      r.optimizers.map((o) => o.val_loss),
+      lossBefore,
+      'deterministic: the redone run gives the same numbers',
+    );
+    await assert.rejects(
+      runOptimizerExperiment(base(out, { steps: 13 })),
+      (e: unknown) => e instanceof UserError && /other settings \(steps: 12 there, 13 now\)/.test(e.message),
+    );
   });
 });
 
@@ -202,7 +224,11 @@ test('Ctrl-C (shouldStop) ends the experiment after the run in flight; a second 
 describe('keel experiment optimizers: command line', () => {
   test('--json prints results.json as the last stdout line', () => {
     const out = fresh('cli');
-    const r = keel(['experiment', 'optimizers', { config: microJson, data: corpus, optimizers: 'adamw', lrFactors: 1, steps: 4, sweepSteps: 2, batch: 2, evalTokens: 257, out, json: true }]);
+    const r = keel([
+      'experiment',
+      'optimizers',
+      { config: microJson, data: corpus, optimizers: 'adamw', lrFactors: 1, steps: 4, sweepSteps: 2, batch: 2, evalTokens: 257, out, json: true },
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     assert.deepEqual(last, readResults(out));
@@ -214,7 +240,19 @@ describe('keel experiment optimizers: command line', () => {
   test('--help', () => {
     const r = keel(['experiment', 'optimizers', '--help']);
     assert.equal(r.status, 0);
-    for (const flag of ['--out', '--optimizers', '--steps', '--sweep-steps', '--lr-factors', '--batch', '--config', '--data', '--eval-tokens', '--seed', '--json']) {
+    for (const flag of [
+      '--out',
+      '--optimizers',
+      '--steps',
+      '--sweep-steps',
+      '--lr-factors',
+      '--batch',
+      '--config',
+      '--data',
+      '--eval-tokens',
+      '--seed',
+      '--json',
+    ]) {
       assert.ok(r.stdout.includes(flag), flag);
     }
   });

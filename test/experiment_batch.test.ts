@@ -17,7 +17,8 @@ const corpus = writeCorpus(path.join(root, 'data'));
 const L0 = Math.log(256);
 
 test('fitCriticalBatch recovers S_min, E_min and B_crit from exact and noisy hyperbolas', () => {
-  const sMin = 120, eMin = 3000; // B_crit = 25
+  const sMin = 120,
+    eMin = 3000; // B_crit = 25
   const batches = [2, 4, 8, 16, 32, 64, 128];
   // (S/S_min − 1)(E/E_min − 1) = 1 with E = B·S ⇔ S = S_min(1 + E_min/(S_min·B)).
   const pts = batches.map((B) => ({ batch: B, steps: sMin * (1 + eMin / sMin / B) }));
@@ -39,17 +40,38 @@ test('fitCriticalBatch recovers S_min, E_min and B_crit from exact and noisy hyp
 });
 
 test('crossing interpolates linearly between the evaluations around the target', () => {
-  const pts = [{ step: 10, val_loss: 3 }, { step: 20, val_loss: 2.5 }, { step: 30, val_loss: 2.0 }, { step: 40, val_loss: 2.2 }];
+  const pts = [
+    { step: 10, val_loss: 3 },
+    { step: 20, val_loss: 2.5 },
+    { step: 30, val_loss: 2.0 },
+    { step: 40, val_loss: 2.2 },
+  ];
   assert.equal(crossing(pts, 2.5, L0), 20);
   assert.ok(Math.abs(crossing(pts, 2.25, L0)! - 25) < 1e-9);
   assert.equal(crossing(pts, 1.9, L0), null);
   // Below the target at the first evaluation: interpolate from (0, L0).
   const f = crossing(pts, 4, L0)!;
-  assert.ok(Math.abs(f - 10 * (L0 - 4) / (L0 - 3)) < 1e-9);
+  assert.ok(Math.abs(f - (10 * (L0 - 4)) / (L0 - 3)) < 1e-9);
   // Non-finite evaluations are skipped.
-  assert.ok(Math.abs(crossing([{ step: 5, val_loss: 3 }, { step: 10, val_loss: NaN }, { step: 15, val_loss: 2 }], 2.5, L0)! - 10) < 1e-9);
+  assert.ok(
+    Math.abs(
+      crossing(
+        [
+          { step: 5, val_loss: 3 },
+          { step: 10, val_loss: NaN },
+          { step: 15, val_loss: 2 },
+        ],
+        2.5,
+        L0,
+      )! - 10,
+    ) < 1e-9,
+  );
   // valueAt: the b_simple series at the crossing step.
-  const curve: [number, number][] = [[1, 2], [11, 4], [21, 10]];
+  const curve: [number, number][] = [
+    [1, 2],
+    [11, 4],
+    [21, 10],
+  ];
   assert.equal(valueAt(curve, 0), 2);
   assert.equal(valueAt(curve, 6), 3);
   assert.equal(valueAt(curve, 16), 7);
@@ -98,8 +120,14 @@ test('micro end-to-end: pilot, 2 batches × 2 lrs × 1 ε, results.json, report,
   assert.equal(r.runs.length, 4);
   assert.equal(r.eps.length, 1);
   const e = r.eps[0];
-  assert.deepEqual(e.rows.map((x) => x.batch), [2, 4]);
-  assert.deepEqual(e.rows.map((x) => x.steps), [64, 32]);
+  assert.deepEqual(
+    e.rows.map((x) => x.batch),
+    [2, 4],
+  );
+  assert.deepEqual(
+    e.rows.map((x) => x.steps),
+    [64, 32],
+  );
   for (const row of e.rows) {
     assert.deepEqual(row.lrs_tried, [2e-3, 8e-3]);
     assert.ok(row.best_lr !== null);
@@ -121,8 +149,14 @@ test('micro end-to-end: pilot, 2 batches × 2 lrs × 1 ε, results.json, report,
   // Rerun: everything reused, no training.
   const lines2: string[] = [];
   const r2 = await runBatchExperiment(base(out, { log: (l) => lines2.push(l) }));
-  assert.ok(lines2.every((l) => !/^ε /.test(l)), lines2.join('\n'));
-  assert.deepEqual(r2.eps[0].rows.map((x) => x.best_lr), e.rows.map((x) => x.best_lr));
+  assert.ok(
+    lines2.every((l) => !/^ε /.test(l)),
+    lines2.join('\n'),
+  );
+  assert.deepEqual(
+    r2.eps[0].rows.map((x) => x.best_lr),
+    e.rows.map((x) => x.best_lr),
+  );
   // Other settings: refused.
   await assert.rejects(runBatchExperiment(base(out, { tokens: 4096 })), UserError);
 });

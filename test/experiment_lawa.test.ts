@@ -28,8 +28,19 @@ test('steps to targets, first reach and rises on hand-made curves', () => {
 test('a micro run writes results.json and report.html with raw, LAWA and EMA curves', async () => {
   const out = fresh('micro');
   const r = await runLawaExperiment({
-    out, config: MICRO, configName: 'micro', data: corpus, lrs: [3e-2, 3e-3], steps: 12, batch: 2, k: 2, every: 2,
-    ema: 0.9, evalEvery: 4, evalTokens: 257, progress: false,
+    out,
+    config: MICRO,
+    configName: 'micro',
+    data: corpus,
+    lrs: [3e-2, 3e-3],
+    steps: 12,
+    batch: 2,
+    k: 2,
+    every: 2,
+    ema: 0.9,
+    evalEvery: 4,
+    evalTokens: 257,
+    progress: false,
   });
   writeLawaReport(out, r); // as `keel experiment lawa` does
   assert.equal(r.runs.length, 2);

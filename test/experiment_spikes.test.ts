@@ -56,7 +56,15 @@ describe('runSpikeExperiment on the micro model', () => {
     assert.deepEqual(results.grid.eps_values, [1e-8, 1e-5]);
     assert.equal(results.grid.runs, 8);
     assert.match(results.grid.description, /baseline also at ε 1e-5/);
-    assert.deepEqual(results.variants.map((v) => [v.key, v.eps]), [['baseline', 1e-8], ['baseline@eps=0.00001', 1e-5], ['skip', 1e-8], ['z-loss', 1e-8]]);
+    assert.deepEqual(
+      results.variants.map((v) => [v.key, v.eps]),
+      [
+        ['baseline', 1e-8],
+        ['baseline@eps=0.00001', 1e-5],
+        ['skip', 1e-8],
+        ['z-loss', 1e-8],
+      ],
+    );
     assert.equal(results.runs.length, 8);
     assert.equal(lines.length, 8, lines.join('\n'));
     assert.match(lines[0], /^\[1\/8\] baseline lr 0\.01: val loss \d\.\d{4}, \d+ spikes?, /);
@@ -73,7 +81,21 @@ describe('runSpikeExperiment on the micro model', () => {
       assert.ok(summary.loss_curve.length >= (stopped ? Number(stopped[1]) : 60), 'one loss per executed step');
       assert.equal('loss_curve' in r, false, 'results.json leaves the curves in summary.json');
       assert.equal(fs.existsSync(path.join(dir, 'checkpoints')), false, 'checkpoints pruned');
-      for (const k of ['variant', 'lr', 'eps', 'val_loss', 'train_loss', 'final_loss', 'diverged', 'diverged_at', 'spikes', 'events', 'skipped_steps', 'rollbacks', 'control']) {
+      for (const k of [
+        'variant',
+        'lr',
+        'eps',
+        'val_loss',
+        'train_loss',
+        'final_loss',
+        'diverged',
+        'diverged_at',
+        'spikes',
+        'events',
+        'skipped_steps',
+        'rollbacks',
+        'control',
+      ]) {
         assert.ok(k in r, `${r.run_dir}: ${k}`);
       }
       assert.equal(r.spikes, r.events.filter((e) => e.kind === 'spike').length);
@@ -90,9 +112,18 @@ describe('runSpikeExperiment on the micro model', () => {
     }
     const low = results.runs.filter((r) => r.lr === 0.01);
     const high = results.runs.filter((r) => r.lr === 3);
-    assert.ok(low.every((r) => !r.diverged && r.val_loss! < L0), 'lr 0.01 trains');
-    assert.ok(high.every((r) => r.diverged), `lr 3 diverges: ${high.map((r) => `${r.run_dir} ${r.val_loss}`).join(', ')}`);
-    assert.ok(high.every((r) => r.events.some((e) => e.kind === 'divergence')), 'the divergence is an event');
+    assert.ok(
+      low.every((r) => !r.diverged && r.val_loss! < L0),
+      'lr 0.01 trains',
+    );
+    assert.ok(
+      high.every((r) => r.diverged),
+      `lr 3 diverges: ${high.map((r) => `${r.run_dir} ${r.val_loss}`).join(', ')}`,
+    );
+    assert.ok(
+      high.every((r) => r.events.some((e) => e.kind === 'divergence')),
+      'the divergence is an event',
+    );
     const skip = results.runs.find((r) => r.variant === 'skip' && r.lr === 3)!;
     assert.ok(skip.skipped_steps > 0, 'the skip variant skipped steps at lr 3');
   });
@@ -104,11 +135,14 @@ describe('runSpikeExperiment on the micro model', () => {
       // By hand: ℓ = the final validation loss, L0 when the run diverged.
       const l = runs.map((r) => (r.diverged ? L0 : Math.min(r.val_loss!, L0)));
       const best = Math.min(...l);
-      const hand = ((l[0] - best) + (l[1] - best)) / 2;
+      const hand = (l[0] - best + (l[1] - best)) / 2;
       assert.ok(Math.abs(v.lr_sensitivity! - hand) < 1e-12, `${v.key}: ${v.lr_sensitivity} vs ${hand}`);
       assert.equal(v.best_loss, Math.min(...runs.filter((r) => !r.diverged).map((r) => r.final_loss)));
       assert.equal(v.best_lr, 0.01);
-      assert.equal(v.spikes, runs.reduce((a, r) => a + r.spikes, 0));
+      assert.equal(
+        v.spikes,
+        runs.reduce((a, r) => a + r.spikes, 0),
+      );
       assert.equal(v.diverged, 1);
     }
     assert.equal(lrSensitivity([3, 4, NaN], 5), (0 + 1 + 2) / 3, 'non-finite → L0');
@@ -118,7 +152,8 @@ describe('runSpikeExperiment on the micro model', () => {
   test('report.html: findings from the numbers, tables, the log-x chart, offline', () => {
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.ok(html.includes('What we measured'));
-    for (const f of spikeFindings(results)) assert.ok(html.includes(f.replace(/&/g, '&#38;').replace(/</g, '&#60;').replace(/>/g, '&#62;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')), f);
+    for (const f of spikeFindings(results))
+      assert.ok(html.includes(f.replace(/&/g, '&#38;').replace(/</g, '&#60;').replace(/>/g, '&#62;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')), f);
     assert.match(spikeFindings(results)[0], /^8 of 8 runs finished/);
     assert.ok(html.includes('<svg class="lrplot"'), 'final loss vs lr chart');
     assert.ok(html.includes('learning rate (log scale)'));
@@ -129,7 +164,10 @@ describe('runSpikeExperiment on the micro model', () => {
     const m = html.match(/<script type="application\/json" id="keel-data">([\s\S]*?)<\/script>/);
     assert.ok(m);
     const payload = JSON.parse(m[1]);
-    assert.deepEqual(payload.panels.map((p: { title: string }) => p.title), ['Training loss at lr 0.01', 'Training loss at lr 3']);
+    assert.deepEqual(
+      payload.panels.map((p: { title: string }) => p.title),
+      ['Training loss at lr 0.01', 'Training loss at lr 3'],
+    );
   });
 
   test('a second call reuses the finished runs; a missing one is redone; other settings are refused', async () => {
@@ -138,8 +176,15 @@ describe('runSpikeExperiment on the micro model', () => {
     fs.rmSync(path.join(dir, 'summary.json'));
     const r = await runSpikeExperiment(base(out, { log: (l) => again.push(l) }));
     assert.equal(again.filter((l) => l.endsWith('(done earlier)')).length, 7, again.join('\n'));
-    assert.deepEqual(r.runs.map((x) => x.final_loss), results.runs.map((x) => x.final_loss), 'deterministic');
-    await assert.rejects(runSpikeExperiment(base(out, { steps: 61 })), (e: unknown) => e instanceof UserError && /other settings \(steps: 60 there, 61 now\)/.test(e.message));
+    assert.deepEqual(
+      r.runs.map((x) => x.final_loss),
+      results.runs.map((x) => x.final_loss),
+      'deterministic',
+    );
+    await assert.rejects(
+      runSpikeExperiment(base(out, { steps: 61 })),
+      (e: unknown) => e instanceof UserError && /other settings \(steps: 60 there, 61 now\)/.test(e.message),
+    );
   });
 });
 
@@ -247,7 +292,13 @@ describe('lead time on a synthetic log', () => {
     const a = analyzeRunLog(log, { ...ANALYZE, diverged: true });
     assert.equal(a.diverged_at, 180);
     assert.equal(a.spikes, 1, 'only the spike at 150');
-    assert.deepEqual(a.events.map((e) => [e.kind, e.start]), [['spike', 150], ['divergence', 180]]);
+    assert.deepEqual(
+      a.events.map((e) => [e.kind, e.start]),
+      [
+        ['spike', 150],
+        ['divergence', 180],
+      ],
+    );
   });
 
   test('after a rollback the abandoned steps are dropped; the trigger and the replay stay, in the order they ran', () => {
@@ -260,24 +311,54 @@ describe('lead time on a synthetic log', () => {
     ];
     const log = parseRunLog(recs);
     assert.equal(log.losses.length, 30 + 1 + 20, 'steps 31…40 of the abandoned stretch are gone');
-    assert.deepEqual(log.losses.slice(29, 33).map((p) => [p.index, p.step]), [[30, 30], [31, 41], [32, 31], [33, 32]]);
+    assert.deepEqual(
+      log.losses.slice(29, 33).map((p) => [p.index, p.step]),
+      [
+        [30, 30],
+        [31, 41],
+        [32, 31],
+        [33, 32],
+      ],
+    );
     const a = analyzeRunLog(log, { ...ANALYZE, window: 16 });
     assert.equal(a.spikes, 1, 'the trigger is a spike; the replay is not');
     assert.equal(a.events[0].start, 41);
     assert.equal(a.events[0].end, 31, 'recovery is reported as the (replayed) step it happened at');
   });
 
-  test('the early excursion: the no-warm-up blow-up before the detector\'s window is full', () => {
+  test("the early excursion: the no-warm-up blow-up before the detector's window is full", () => {
     const curve = [5.55, 5.6, 8, 12, 7, 5.2, 4, 3.5, ...Array.from({ length: 60 }, (_, i) => 3 + 0.01 * Math.sin(i))];
     const losses = curve.map((value, i) => ({ index: i + 1, value }));
     assert.deepEqual(earlyExcursion(losses, L0, 32), { start: 3, peak: 4, end: 6, height: 12 - L0 });
     assert.equal(earlyExcursion(losses, L0, 2), null, 'only within the first `window` steps');
-    assert.equal(earlyExcursion(losses.map((p) => ({ ...p, value: Math.min(p.value, 6) })), L0, 32), null, 'not more than 0.5 above L0');
-    assert.deepEqual(earlyExcursion([{ index: 1, value: 5.5 }, { index: 2, value: NaN }, { index: 3, value: 9 }], L0, 32), { start: 2, peak: 2, end: null, height: Infinity });
+    assert.equal(
+      earlyExcursion(
+        losses.map((p) => ({ ...p, value: Math.min(p.value, 6) })),
+        L0,
+        32,
+      ),
+      null,
+      'not more than 0.5 above L0',
+    );
+    assert.deepEqual(
+      earlyExcursion(
+        [
+          { index: 1, value: 5.5 },
+          { index: 2, value: NaN },
+          { index: 3, value: 9 },
+        ],
+        L0,
+        32,
+      ),
+      { start: 2, peak: 2, end: null, height: Infinity },
+    );
     const log = parseRunLog(curve.map((loss, i) => ({ step: i + 1, loss, lr: 0.3 })));
     const a = analyzeRunLog(log, ANALYZE);
     assert.equal(a.spikes, 1);
-    assert.deepEqual(a.events.map((e) => [e.kind, e.start, e.peak, e.end, e.recovered]), [['early', 3, 4, 6, true]]);
+    assert.deepEqual(
+      a.events.map((e) => [e.kind, e.start, e.peak, e.end, e.recovered]),
+      [['early', 3, 4, 6, true]],
+    );
     assert.equal(a.events[0].precursors.diag_update_rms.testable, false, 'no baseline that early');
   });
 
@@ -294,7 +375,23 @@ describe('lead time on a synthetic log', () => {
 describe('keel experiment spikes: command line', () => {
   test('--json prints results.json as the last stdout line', () => {
     const out = fresh('cli');
-    const r = keel(['experiment', 'spikes', { config: microJson, data: corpus, variants: 'baseline', lrs: 0.01, epsValues: 1e-8, steps: 40, batch: 2, evalTokens: 257, spikeWindow: 8, out, json: true }]);
+    const r = keel([
+      'experiment',
+      'spikes',
+      {
+        config: microJson,
+        data: corpus,
+        variants: 'baseline',
+        lrs: 0.01,
+        epsValues: 1e-8,
+        steps: 40,
+        batch: 2,
+        evalTokens: 257,
+        spikeWindow: 8,
+        out,
+        json: true,
+      },
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     assert.deepEqual(last, readResults(out));

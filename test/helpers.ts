@@ -88,7 +88,19 @@ export function trainOptions(out: string, data: string, over: Partial<TrainOptio
 
 /** A healthy step's report to the controller (loss 2, grad norm 1, batch 8, data [step − 1, step]); override what the test is about. */
 export function stepReport(step: number, over: Partial<StepReport> = {}): StepReport {
-  return { v: 1, step, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 1e-3, tokens: step, batch: 8, data: [step - 1, step], ...over };
+  return {
+    v: 1,
+    step,
+    attempt: 0,
+    loss: 2,
+    grad_norm: 1,
+    nonfinite: { loss: false, grad: false },
+    lr: 1e-3,
+    tokens: step,
+    batch: 8,
+    data: [step - 1, step],
+    ...over,
+  };
 }
 
 export interface CliResult {
@@ -119,7 +131,12 @@ export function argv(args: Arg[]): string[] {
 
 /** Runs `node bin/keel.js ...args` to completion. */
 export function keel(args: Arg[], opts: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
-  const r = spawnSync(process.execPath, [KEEL, ...argv(args)], { encoding: 'utf8', cwd: opts.cwd ?? REPO, timeout: 60_000, env: { ...process.env, ...opts.env } });
+  const r = spawnSync(process.execPath, [KEEL, ...argv(args)], {
+    encoding: 'utf8',
+    cwd: opts.cwd ?? REPO,
+    timeout: 60_000,
+    env: { ...process.env, ...opts.env },
+  });
   if (r.error) throw r.error;
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -182,10 +199,7 @@ export function metrics(runDir: string): Record<string, unknown>[] {
 
 /** Training lines ({step, loss, ...}) of a metrics.jsonl. */
 export function trainLines(runDir: string): Record<string, number>[] {
-  return metrics(runDir).filter((r) => typeof r.loss === 'number' || (r.loss === null && 'grad_norm' in r)) as Record<
-    string,
-    number
-  >[];
+  return metrics(runDir).filter((r) => typeof r.loss === 'number' || (r.loss === null && 'grad_norm' in r)) as Record<string, number>[];
 }
 
 /** Every path below `dir` (relative, '/'-separated), files and directories. */
@@ -209,7 +223,9 @@ export interface ServerChild {
 /** `keel serve --json` in a child process (to kill -9 and restart); resolves once it listens. */
 export function startServer(dbFile: string, home: string, port = 0): Promise<ServerChild> {
   const child = spawn(process.execPath, [KEEL, 'serve', '--json', '--db', dbFile, '--port', String(port)], {
-    cwd: REPO, env: { ...process.env, KEEL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: REPO,
+    env: { ...process.env, KEEL_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new Promise((resolve, reject) => {
     let out = '';

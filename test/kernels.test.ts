@@ -31,20 +31,33 @@ const SHAPES = [
 test('layernorm forward and backward (accumulating) match the reference', () => {
   for (const { B, T, C } of SHAPES) {
     const N = B * T;
-    const inp = randn(N * C, 3), w = randn(C), b = randn(C), dout = randn(N * C);
-    for (let i = 0; i < C; i++) inp[i] += 50;  // a row with a large mean: variance by two passes
-    const out0 = new Float32Array(N * C), mean0 = new Float32Array(N), rstd0 = new Float32Array(N);
+    const inp = randn(N * C, 3),
+      w = randn(C),
+      b = randn(C),
+      dout = randn(N * C);
+    for (let i = 0; i < C; i++) inp[i] += 50; // a row with a large mean: variance by two passes
+    const out0 = new Float32Array(N * C),
+      mean0 = new Float32Array(N),
+      rstd0 = new Float32Array(N);
     ops.layernormForward(out0, mean0, rstd0, inp, w, b, N, C);
-    const dinp0 = randn(N * C), dw0 = randn(C), db0 = randn(C);
-    const dinpW = dinp0.slice(), dwW = dw0.slice(), dbW = db0.slice();
+    const dinp0 = randn(N * C),
+      dw0 = randn(C),
+      db0 = randn(C);
+    const dinpW = dinp0.slice(),
+      dwW = dw0.slice(),
+      dbW = db0.slice();
     ops.layernormBackward(dinpW, dwW, dbW, dout, inp, w, mean0, rstd0, N, C);
     eachMode((m) => {
-      const out = new Float32Array(N * C), mean = new Float32Array(N), rstd = new Float32Array(N);
+      const out = new Float32Array(N * C),
+        mean = new Float32Array(N),
+        rstd = new Float32Array(N);
       nk.layernormForward(out, mean, rstd, inp, w, b, N, C);
       near(out, out0, 2e-5, `${m} N=${N} C=${C} out`);
       near(mean, mean0, 1e-6, `${m} mean`);
       near(rstd, rstd0, 2e-5, `${m} rstd`);
-      const dinp = dinp0.slice(), dw = dw0.slice(), db = db0.slice();
+      const dinp = dinp0.slice(),
+        dw = dw0.slice(),
+        db = db0.slice();
       nk.layernormBackward(dinp, dw, db, dout, inp, w, mean0, rstd0, N, C);
       near(dinp, dinpW, 2e-5, `${m} dinp`);
       near(dw, dwW, 2e-5, `${m} dweight`);
@@ -55,14 +68,17 @@ test('layernorm forward and backward (accumulating) match the reference', () => 
 
 test('attention forward (probabilities, zeros above the diagonal) and backward match the reference', () => {
   for (const { B, T, C, NH } of SHAPES) {
-    const qkv = randn(B * T * 3 * C, 1.5), dout = randn(B * T * C);
-    const out0 = new Float32Array(B * T * C), att0 = new Float32Array(B * NH * T * T);
+    const qkv = randn(B * T * 3 * C, 1.5),
+      dout = randn(B * T * C);
+    const out0 = new Float32Array(B * T * C),
+      att0 = new Float32Array(B * NH * T * T);
     attentionForward(out0, att0, qkv, B, T, C, NH);
     const dqkv0 = randn(B * T * 3 * C);
     const dqkvW = dqkv0.slice();
     attentionBackward(dqkvW, dout, qkv, att0, B, T, C, NH);
     eachMode((m) => {
-      const out = new Float32Array(B * T * C).fill(9), att = new Float32Array(B * NH * T * T).fill(9);
+      const out = new Float32Array(B * T * C).fill(9),
+        att = new Float32Array(B * NH * T * T).fill(9);
       nk.attentionForward(out, att, qkv, B, T, C, NH);
       near(out, out0, 2e-5, `${m} B=${B} T=${T} C=${C} NH=${NH} out`);
       near(att, att0, 2e-6, `${m} att`);
@@ -78,12 +94,14 @@ test('attention forward (probabilities, zeros above the diagonal) and backward m
 });
 
 test('gelu (tanh form) forward and backward match the reference, including the tails', () => {
-  const N = 4099;  // not a multiple of the vector width
+  const N = 4099; // not a multiple of the vector width
   const x = randn(N, 3);
   const special = [0, -0, 1e-8, -1e-8, 5, -5, 9, -9, 12, -12, 30, -30, 1e4, -1e4];
   special.forEach((v, i) => (x[i] = v));
-  const dout = randn(N), d0 = randn(N);
-  const y0 = new Float32Array(N), dW = d0.slice();
+  const dout = randn(N),
+    d0 = randn(N);
+  const y0 = new Float32Array(N),
+    dW = d0.slice();
   ops.geluForward(y0, x, N);
   ops.geluBackward(dW, x, dout, N);
   eachMode((m) => {
@@ -99,14 +117,15 @@ test('gelu (tanh form) forward and backward match the reference, including the t
     nk.geluBackward(d, x, dout, N);
     near(d, dW, 2e-6, `${m} gelu backward`);
     const inplace = x.slice();
-    nk.geluForward(inplace, inplace, N);  // elementwise: in place is safe
+    nk.geluForward(inplace, inplace, N); // elementwise: in place is safe
     near(inplace, y0, 2e-6, `${m} gelu in place`);
   });
 });
 
 test('residual (out aliasing a or b) and accumulate', () => {
   for (const N of [1, 7, 8, 9, 100_003]) {
-    const a = randn(N), b = randn(N);
+    const a = randn(N),
+      b = randn(N);
     const sum = Float32Array.from(a, (v, i) => v + b[i]);
     eachMode((m) => {
       const out = new Float32Array(N);
@@ -130,18 +149,23 @@ test('residual (out aliasing a or b) and accumulate', () => {
 
 test('encoder forward and backward (repeated tokens scatter-add) match the reference', () => {
   for (const { B, T, C, V } of SHAPES) {
-    const toks = ints(B * T, Math.min(V, 3));  // few distinct tokens: many rows share a dwte row
-    const wte = randn(V * C), wpe = randn(T * C), dout = randn(B * T * C);
+    const toks = ints(B * T, Math.min(V, 3)); // few distinct tokens: many rows share a dwte row
+    const wte = randn(V * C),
+      wpe = randn(T * C),
+      dout = randn(B * T * C);
     const out0 = new Float32Array(B * T * C);
     ops.encoderForward(out0, toks, wte, wpe, B, T, C);
-    const dwte0 = randn(V * C), dwpe0 = randn(T * C);
-    const dwteW = dwte0.slice(), dwpeW = dwpe0.slice();
+    const dwte0 = randn(V * C),
+      dwpe0 = randn(T * C);
+    const dwteW = dwte0.slice(),
+      dwpeW = dwpe0.slice();
     ops.encoderBackward(dwteW, dwpeW, dout, toks, B, T, C);
     eachMode((m) => {
       const out = new Float32Array(B * T * C);
       nk.encoderForward(out, toks, wte, wpe, B, T, C);
       assert.deepEqual(out, out0, `${m} encoder out`);
-      const dwte = dwte0.slice(), dwpe = dwpe0.slice();
+      const dwte = dwte0.slice(),
+        dwpe = dwpe0.slice();
       nk.encoderBackward(dwte, dwpe, dout, toks, B, T, C);
       near(dwte, dwteW, 1e-6, `${m} B=${B} T=${T} C=${C} dwte`);
       near(dwpe, dwpeW, 1e-6, `${m} dwpe`);
@@ -153,10 +177,11 @@ test('cross-entropy: losses, Σ loss, dlogits separate and in place, stability, 
   for (const { B, T, V } of SHAPES) {
     const BT = B * T;
     const logits = randn(BT * V, 3);
-    logits[0] = 95;  // e^95 overflows float: only the max-subtracted form survives
+    logits[0] = 95; // e^95 overflows float: only the max-subtracted form survives
     logits[V] = -95;
     const targets = ints(BT, V);
-    const l0 = new Float32Array(BT), dl0 = new Float32Array(BT * V);
+    const l0 = new Float32Array(BT),
+      dl0 = new Float32Array(BT * V);
     const sum0 = ops.crossEntropy(l0, dl0, logits, targets, BT, V, 0.25);
     eachMode((m) => {
       const losses = new Float32Array(BT);
@@ -174,7 +199,8 @@ test('cross-entropy: losses, Σ loss, dlogits separate and in place, stability, 
     });
   }
   // A NaN logit must surface as a NaN loss (divergence detection relies on it).
-  const V = 19, lg = randn(2 * V);
+  const V = 19,
+    lg = randn(2 * V);
   lg[V + 3] = NaN;
   eachMode((m) => {
     const losses = new Float32Array(2);
@@ -184,7 +210,7 @@ test('cross-entropy: losses, Σ loss, dlogits separate and in place, stability, 
 });
 
 test('sumSquares and scale match the reference across the thread split', () => {
-  const N = 200_003;  // several chunks at 2 threads, plus a vector tail
+  const N = 200_003; // several chunks at 2 threads, plus a vector tail
   const g = randn(N, 0.1);
   let exact = 0;
   for (let i = 0; i < N; i++) exact += g[i] * g[i];
@@ -193,7 +219,8 @@ test('sumSquares and scale match the reference across the thread split', () => {
     const ss = nk.sumSquares(g, N);
     assert.ok(Math.abs(ss - exact) <= 1e-12 * exact, `${mode} sumSquares ${ss} vs ${exact} (float64 accumulation)`);
     assert.equal(nk.sumSquares(g, 0), 0);
-    const x = g.slice(), y = g.slice();
+    const x = g.slice(),
+      y = g.slice();
     nk.scale(x, N, -0.375);
     scale(y, N, -0.375);
     assert.deepEqual(x, y, `${mode} scale`);
@@ -233,23 +260,37 @@ const dot = (a: Float64Array, b: Float64Array) => {
 };
 
 test('finite differences (float64): layernorm, attention, gelu, encoder, cross-entropy', () => {
-  const B = 2, T = 4, C = 6, NH = 2, V = 5, N = B * T;
+  const B = 2,
+    T = 4,
+    C = 6,
+    NH = 2,
+    V = 5,
+    N = B * T;
   {
-    const inp = randn64(N * C, 2), w = randn64(C), b = randn64(C), proj = randn64(N * C);
-    const out = new Float64Array(N * C), mean = new Float64Array(N), rstd = new Float64Array(N);
+    const inp = randn64(N * C, 2),
+      w = randn64(C),
+      b = randn64(C),
+      proj = randn64(N * C);
+    const out = new Float64Array(N * C),
+      mean = new Float64Array(N),
+      rstd = new Float64Array(N);
     const L = () => (ops.layernormForward(out, mean, rstd, inp, w, b, N, C), dot(out, proj));
     L();
-    const dinp = randn64(N * C), dw = new Float64Array(C), db = new Float64Array(C);
+    const dinp = randn64(N * C),
+      dw = new Float64Array(C),
+      db = new Float64Array(C);
     const base = dinp.slice();
     ops.layernormBackward(dinp, dw, db, proj, inp, w, mean, rstd, N, C);
-    for (let i = 0; i < dinp.length; i++) dinp[i] -= base[i];  // accumulated onto a non-zero buffer
+    for (let i = 0; i < dinp.length; i++) dinp[i] -= base[i]; // accumulated onto a non-zero buffer
     gradCheck('layernorm dinp', inp, L, dinp);
     gradCheck('layernorm dweight', w, L, dw);
     gradCheck('layernorm dbias', b, L, db);
   }
   {
-    const qkv = randn64(N * 3 * C), proj = randn64(N * C);
-    const out = new Float64Array(N * C), att = new Float64Array(B * NH * T * T);
+    const qkv = randn64(N * 3 * C),
+      proj = randn64(N * C);
+    const out = new Float64Array(N * C),
+      att = new Float64Array(B * NH * T * T);
     const L = () => (attentionForward(out, att, qkv, B, T, C, NH), dot(out, proj));
     L();
     const dqkv = new Float64Array(N * 3 * C);
@@ -257,22 +298,33 @@ test('finite differences (float64): layernorm, attention, gelu, encoder, cross-e
     gradCheck('attention dqkv', qkv, L, dqkv, 144);
   }
   {
-    const M = 40, x = randn64(M, 2.5), proj = randn64(M), out = new Float64Array(M), d = new Float64Array(M);
+    const M = 40,
+      x = randn64(M, 2.5),
+      proj = randn64(M),
+      out = new Float64Array(M),
+      d = new Float64Array(M);
     const L = () => (ops.geluForward(out, x, M), dot(out, proj));
     ops.geluBackward(d, x, proj, M);
     gradCheck('gelu', x, L, d, M);
   }
   {
-    const toks = Int32Array.from([0, 1, 1, 4, 0, 0, 2, 1]), wte = randn64(V * C), wpe = randn64(T * C);
-    const proj = randn64(N * C), out = new Float64Array(N * C);
+    const toks = Int32Array.from([0, 1, 1, 4, 0, 0, 2, 1]),
+      wte = randn64(V * C),
+      wpe = randn64(T * C);
+    const proj = randn64(N * C),
+      out = new Float64Array(N * C);
     const L = () => (ops.encoderForward(out, toks, wte, wpe, B, T, C), dot(out, proj));
-    const dwte = new Float64Array(V * C), dwpe = new Float64Array(T * C);
+    const dwte = new Float64Array(V * C),
+      dwpe = new Float64Array(T * C);
     ops.encoderBackward(dwte, dwpe, proj, toks, B, T, C);
     gradCheck('encoder dwte', wte, L, dwte, V * C);
     gradCheck('encoder dwpe', wpe, L, dwpe, T * C);
   }
   {
-    const logits = randn64(N * V, 2), targets = ints(N, V), losses = new Float64Array(N), s = 0.37;
+    const logits = randn64(N * V, 2),
+      targets = ints(N, V),
+      losses = new Float64Array(N),
+      s = 0.37;
     const L = () => s * ops.crossEntropy(losses, null, logits, targets, N, V, 0);
     const d = new Float64Array(N * V);
     ops.crossEntropy(losses, d, logits, targets, N, V, s);

@@ -50,25 +50,43 @@ function assertClose(got: Float32Array, want: Float64Array, mag: Float64Array, w
 }
 
 function checkForward(BT: number, C: number, OC: number, withBias: boolean, what: string, precision: MatmulPrecision = 'fp32'): void {
-  const inp = rand(BT * C), w = rand(OC * C), b = withBias ? rand(OC) : null;
+  const inp = rand(BT * C),
+    w = rand(OC * C),
+    b = withBias ? rand(OC) : null;
   // Inputs rounded to float32 so the float64 reference sees exactly what the kernel sees.
-  const inp32 = view(inp), w32 = view(w), b32 = b ? view(b) : null;
+  const inp32 = view(inp),
+    w32 = view(w),
+    b32 = b ? view(b) : null;
   const out = view(new Float64Array(BT * OC).fill(NaN)); // overwritten, never read
   nk.matmulForward(out, inp32, w32, b32, BT, C, OC, precision);
 
-  const want = new Float64Array(BT * OC), mag = new Float64Array(BT * OC);
+  const want = new Float64Array(BT * OC),
+    mag = new Float64Array(BT * OC);
   matmulForward(want, f64(inp32), f64(w32), b32 ? f64(b32) : null, BT, C, OC, precision);
   matmulForward(mag, abs(f64(inp32)), abs(f64(w32)), b32 ? abs(f64(b32)) : null, BT, C, OC, precision);
   assertClose(out, want, mag, `${what} out`);
-  for (const [v, name] of [[out, 'out'], [inp32, 'inp'], [w32, 'weight']] as const) assertMargins(v, `${what} ${name}`);
+  for (const [v, name] of [
+    [out, 'out'],
+    [inp32, 'inp'],
+    [w32, 'weight'],
+  ] as const)
+    assertMargins(v, `${what} ${name}`);
 }
 
 function checkBackward(BT: number, C: number, OC: number, withBias: boolean, what: string, precision: MatmulPrecision = 'fp32'): void {
-  const inp32 = view(rand(BT * C)), w32 = view(rand(OC * C)), dout32 = view(rand(BT * OC));
+  const inp32 = view(rand(BT * C)),
+    w32 = view(rand(OC * C)),
+    dout32 = view(rand(BT * OC));
   // Non-zero initial gradients: the kernel must add to them.
-  const dinp32 = view(rand(BT * C, 3)), dw32 = view(rand(OC * C, 3)), db32 = withBias ? view(rand(OC, 3)) : null;
-  const dinp = f64(dinp32), dw = f64(dw32), db = db32 ? f64(db32) : null;
-  const mdinp = abs(dinp), mdw = abs(dw), mdb = db ? abs(db) : null;
+  const dinp32 = view(rand(BT * C, 3)),
+    dw32 = view(rand(OC * C, 3)),
+    db32 = withBias ? view(rand(OC, 3)) : null;
+  const dinp = f64(dinp32),
+    dw = f64(dw32),
+    db = db32 ? f64(db32) : null;
+  const mdinp = abs(dinp),
+    mdw = abs(dw),
+    mdb = db ? abs(db) : null;
   nk.matmulBackward(dinp32, dw32, db32, dout32, inp32, w32, BT, C, OC, precision);
 
   matmulBackward(dinp, dw, db, f64(dout32), f64(inp32), f64(w32), BT, C, OC, precision);
@@ -76,7 +94,11 @@ function checkBackward(BT: number, C: number, OC: number, withBias: boolean, wha
   assertClose(dinp32, dinp, mdinp, `${what} dinp`);
   assertClose(dw32, dw, mdw, `${what} dweight`);
   if (db32 && db && mdb) assertClose(db32, db, mdb, `${what} dbias`);
-  for (const [v, name] of [[dinp32, 'dinp'], [dw32, 'dweight'], [dout32, 'dout']] as const) {
+  for (const [v, name] of [
+    [dinp32, 'dinp'],
+    [dw32, 'dweight'],
+    [dout32, 'dout'],
+  ] as const) {
     assertMargins(v, `${what} ${name}`);
   }
   if (db32) assertMargins(db32, `${what} dbias`);
@@ -87,9 +109,21 @@ function checkBackward(BT: number, C: number, OC: number, withBias: boolean, wha
 // blocks; [300, 256, 10] makes the dweight product split over columns (dbias then summed by
 // one thread only).
 const SHAPES: [number, number, number][] = [
-  [1, 1, 1], [7, 13, 5], [33, 17, 65], [100, 129, 31], [6, 16, 16], [12, 32, 48],
-  [37, 300, 20], [270, 9, 11], [150, 40, 33], [64, 200, 7], [3, 1, 17], [19, 2, 1],
-  [300, 256, 10], [7, 5, 3100], [5, 3100, 3],
+  [1, 1, 1],
+  [7, 13, 5],
+  [33, 17, 65],
+  [100, 129, 31],
+  [6, 16, 16],
+  [12, 32, 48],
+  [37, 300, 20],
+  [270, 9, 11],
+  [150, 40, 33],
+  [64, 200, 7],
+  [3, 1, 17],
+  [19, 2, 1],
+  [300, 256, 10],
+  [7, 5, 3100],
+  [5, 3100, 3],
 ];
 for (let i = 0; i < 4; i++) SHAPES.push([1 + rng.int(90), 1 + rng.int(90), 1 + rng.int(90)]);
 
@@ -169,10 +203,16 @@ describe('matmul: native vs reference', () => {
     for (const kernel of ALL_KERNELS.filter(runnable)) {
       nk.matmulSetKernel(kernel);
       for (const precision of ['fp32', 'bf16'] as const) {
-        const BT = 301, C = 97, OC = 130;
-        const inp = view(rand(BT * C)), w = view(rand(OC * C)), dout = view(rand(BT * OC));
+        const BT = 301,
+          C = 97,
+          OC = 130;
+        const inp = view(rand(BT * C)),
+          w = view(rand(OC * C)),
+          dout = view(rand(BT * OC));
         const run = () => {
-          const out = new Float32Array(BT * OC), dinp = new Float32Array(BT * C), dw = new Float32Array(OC * C);
+          const out = new Float32Array(BT * OC),
+            dinp = new Float32Array(BT * C),
+            dw = new Float32Array(OC * C);
           nk.matmulForward(out, inp, w, null, BT, C, OC, precision);
           nk.matmulBackward(dinp, dw, null, dout, inp, w, BT, C, OC, precision);
           return [out, dinp, dw];
@@ -194,19 +234,21 @@ describe('matmul: native vs reference', () => {
 
   test('zero sizes', () => {
     // C = 0: out = bias; dbias still receives Σ dout.
-    const out = new Float32Array(6).fill(NaN), bias = new Float32Array([1, 2, 3]);
+    const out = new Float32Array(6).fill(NaN),
+      bias = new Float32Array([1, 2, 3]);
     nk.matmulForward(out, new Float32Array(0), new Float32Array(0), bias, 2, 0, 3);
     assert.deepEqual([...out], [1, 2, 3, 1, 2, 3]);
     const db = new Float32Array([1, 1, 1]);
-    nk.matmulBackward(new Float32Array(0), new Float32Array(0), db, new Float32Array([1, 2, 3, 4, 5, 6]),
-      new Float32Array(0), new Float32Array(0), 2, 0, 3);
+    nk.matmulBackward(new Float32Array(0), new Float32Array(0), db, new Float32Array([1, 2, 3, 4, 5, 6]), new Float32Array(0), new Float32Array(0), 2, 0, 3);
     assert.deepEqual([...db], [6, 8, 10]);
     nk.matmulForward(new Float32Array(0), new Float32Array(0), new Float32Array(12), null, 0, 4, 3);
   });
 });
 
 describe('matmul: argument checks', () => {
-  const BT = 4, C = 3, OC = 5;
+  const BT = 4,
+    C = 3,
+    OC = 5;
   const f = (n: number) => new Float32Array(n);
   test('a too-short buffer throws and writes nothing', () => {
     const out = f(BT * OC).fill(7);

@@ -10,9 +10,7 @@ import { paramLayout } from '../src/model/params.ts';
 import { createOptimizer, OPTIMIZER_NAMES, optimizerEntry } from '../src/optim/registry.ts';
 import { stateBytes } from '../src/optim/state.ts';
 import { UserError } from '../src/errors.ts';
-import {
-  activationFloats, checkMemory, modelMemory, optimizerStateBytes, paramCount, type MemoryItem,
-} from '../src/train/memory.ts';
+import { activationFloats, checkMemory, modelMemory, optimizerStateBytes, paramCount, type MemoryItem } from '../src/train/memory.ts';
 
 /** Bytes of every distinct typed-array buffer reachable from `root` (a model's params, grads, activations, scratch). */
 function typedArrayBytes(root: unknown): number {
@@ -62,7 +60,7 @@ test('the estimate matches the process memory a tiny model takes (within 3%)', (
   assert.ok(model.numParams > 0);
 });
 
-test('optimizer state: every optimizer\'s estimate equals what its init() allocates', () => {
+test("optimizer state: every optimizer's estimate equals what its init() allocates", () => {
   const cfg: GPTConfig = { nLayer: 3, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 256 };
   const layout = paramLayout(cfg);
   const params = new Float32Array(layout.total);
@@ -88,7 +86,7 @@ test('an estimate in the terabytes costs no allocation: nLayer 100000 and nEmbd 
   assert.ok(process.memoryUsage().heapUsed - before < 50e6, 'the estimate itself allocated a lot');
 });
 
-test('checkMemory: refuses with the figure and the machine\'s memory, and the batch it suggests fits', () => {
+test("checkMemory: refuses with the figure and the machine's memory, and the batch it suggests fits", () => {
   const cfg = CONFIGS.tiny;
   const itemsAt = (b: number): MemoryItem[] => modelMemory(cfg, b);
   const need = (b: number) => itemsAt(b).reduce((a, i) => a + i.bytes, 0);

@@ -104,7 +104,9 @@ test('the whole model on every matmul path, fp32 and bf16: native vs reference, 
           m.backward(1);
           return { loss, grads: m.grads };
         };
-        const a = run(nk), b = run(nk), ref = run(referenceKernels<Float32Array>());
+        const a = run(nk),
+          b = run(nk),
+          ref = run(referenceKernels<Float32Array>());
         const what = `${kernel} ${precision}`;
         assert.equal(a.loss, b.loss, `${what}: loss differs between runs`);
         assert.deepEqual(a.grads, b.grads, `${what}: gradients differ between runs`);
@@ -112,7 +114,8 @@ test('the whole model on every matmul path, fp32 and bf16: native vs reference, 
         // boundary than the float64 reference's differs by one bf16 ulp (2⁻⁸) downstream.
         const tol = precision === 'fp32' ? 1e-4 : 2e-2;
         assert.ok(Math.abs(a.loss - ref.loss) < (precision === 'fp32' ? 1e-5 : 1e-3) * ref.loss, `${what}: loss ${a.loss} vs ${ref.loss}`);
-        let maxDiff = 0, maxAbs = 0;
+        let maxDiff = 0,
+          maxAbs = 0;
         for (let i = 0; i < ref.grads.length; i++) {
           maxDiff = Math.max(maxDiff, Math.abs(a.grads[i] - ref.grads[i]));
           maxAbs = Math.max(maxAbs, Math.abs(ref.grads[i]));

@@ -71,7 +71,10 @@ const truth = (J: number[]) => {
 };
 const ALL = [...Array(D).keys()];
 const GROUP_COORDS: Record<string, number[]> = {
-  embeddings: [0, 1, 2, 3, 4], norms: [5, 6, 7], attention: [8, 9, 10, 11, 12, 13], mlp: [14, 15, 16, 17, 18, 19],
+  embeddings: [0, 1, 2, 3, 4],
+  norms: [5, 6, 7],
+  attention: [8, 9, 10, 11, 12, 13],
+  mlp: [14, 15, 16, 17, 18, 19],
 };
 
 /** One optimizer step's accumulation: the buffer receives mean-of-micro-batch gradient / accum per micro-batch. */
@@ -104,12 +107,17 @@ function meanSe(xs: number[]): [number, number] {
 }
 
 test('the per-step estimates of ‖G‖² and tr(Σ) are unbiased (linear regression, known G and Σ)', () => {
-  for (const [micro, accum] of [[4, 4], [2, 8], [8, 2]] as const) {
+  for (const [micro, accum] of [
+    [4, 4],
+    [2, 8],
+    [8, 2],
+  ] as const) {
     const ns = new NoiseScale(TENSORS, D, { beta: 0, kernels: ref });
     const rng = new Rng(100 + micro);
     const grads = new Float32Array(D);
     const reps = 4000;
-    const g2s: number[] = [], trs: number[] = [];
+    const g2s: number[] = [],
+      trs: number[] = [];
     const groups: Record<string, { g2: number[]; tr: number[] }> = {};
     for (let i = 0; i < reps; i++) {
       const rec = step(ns, rng, grads, micro, accum)!;
@@ -259,8 +267,15 @@ test('toJSON/fromJSON resumes the estimator exactly', () => {
   }
   const fields = noiseLogFields(step(a, rngA, grads, 4, 2)!);
   assert.deepEqual(Object.keys(fields).sort(), [
-    'b_simple', 'b_simple_attention', 'b_simple_embeddings', 'b_simple_mlp', 'b_simple_norms', 'b_simple_tokens',
-    'noise_g2', 'noise_grad_rms', 'noise_trace_sigma',
+    'b_simple',
+    'b_simple_attention',
+    'b_simple_embeddings',
+    'b_simple_mlp',
+    'b_simple_norms',
+    'b_simple_tokens',
+    'noise_g2',
+    'noise_grad_rms',
+    'noise_trace_sigma',
   ]);
 });
 
@@ -270,7 +285,8 @@ test('on the GPT: accumulated micro-batches give finite per-group estimates', ()
   const ns = new NoiseScale(model.layout.tensors, model.numParams, { beta: 0.9 });
   const rng = new Rng(4);
   const T = MICRO.blockSize;
-  const tok = new Int32Array(2 * T), tgt = new Int32Array(2 * T);
+  const tok = new Int32Array(2 * T),
+    tgt = new Int32Array(2 * T);
   let rec: NoiseRecord | null = null;
   for (let s = 0; s < 3; s++) {
     model.zeroGrad();

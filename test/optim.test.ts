@@ -54,7 +54,11 @@ function readFixture(file: string): Fixture {
   };
 }
 
-const fixtures = fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.safetensors')).sort().map((f) => readFixture(path.join(FIXTURES, f)));
+const fixtures = fs
+  .readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.safetensors'))
+  .sort()
+  .map((f) => readFixture(path.join(FIXTURES, f)));
 
 function runFixture<F extends Floats>(fx: Fixture, Ctor: { from(a: ArrayLike<number>): F }, kernels?: ReturnType<typeof referenceKernels<F>>): F[] {
   const opt = createOptimizer<F>(fx.optimizer, fx.options, kernels ? { kernels } : undefined);
@@ -89,7 +93,10 @@ describe('golden values', () => {
         assertClose(nat[s], want, 2e-5, 1e-10, `${fx.name} native step ${s + 1}`);
       });
       // The trajectory must move: a fixture whose parameter never changes would test nothing.
-      assert.ok(fx.expected[fx.expected.length - 1].some((x, i) => x !== fx.param[i]), `${fx.name}: parameter never moves`);
+      assert.ok(
+        fx.expected[fx.expected.length - 1].some((x, i) => x !== fx.param[i]),
+        `${fx.name}: parameter never moves`,
+      );
     });
   }
 });
@@ -122,7 +129,8 @@ function quadratic(x: Float32Array, g: Float32Array): number {
 function rosenbrock(p: Float32Array, g: Float32Array): number {
   let f = 0;
   for (let i = 0; i < p.length; i += 2) {
-    const x = p[i], y = p[i + 1];
+    const x = p[i],
+      y = p[i + 1];
     f += (1 - x) ** 2 + 100 * (y - x * x) ** 2;
     g[i] = -2 * (1 - x) - 400 * x * (y - x * x);
     g[i + 1] = 200 * (y - x * x);
@@ -147,7 +155,10 @@ describe('convergence', () => {
   for (const name of OPTIMIZER_NAMES) {
     test(`${name}: quadratic and Rosenbrock`, () => {
       const p = PROBLEMS[name];
-      const fq0 = quadratic(Float32Array.from({ length: 16 }, () => 1), new Float32Array(16));
+      const fq0 = quadratic(
+        Float32Array.from({ length: 16 }, () => 1),
+        new Float32Array(16),
+      );
       const fq = descend(createOptimizer(name, p.options), quadratic, Array(16).fill(1), p.quad, 1000);
       assert.ok(fq < 1e-4 * fq0, `${name} quadratic: f ${fq} from ${fq0}`);
       const x0 = [-1.2, 1, -1.2, 1];
@@ -254,7 +265,11 @@ describe('non-finite gradients', () => {
         const after = p.subarray(bad.offset, bad.offset + bad.size);
         if (name === 'tiger') after.forEach((x, i) => assert.ok(Math.abs(x - 0.99 * b[i]) <= 1e-7 * Math.abs(b[i]) + 1e-30));
         else assert.deepEqual(after, b);
-        if (r.applied) assert.ok(p.subarray(good.offset, good.offset + good.size).some((x, i) => x !== before[good.offset + i]), 'good tensor did not move');
+        if (r.applied)
+          assert.ok(
+            p.subarray(good.offset, good.offset + good.size).some((x, i) => x !== before[good.offset + i]),
+            'good tensor did not move',
+          );
       }
       assert.ok(p.every(Number.isFinite));
       for (const [k, buf] of Object.entries(state.slots)) assert.ok(buf.every(Number.isFinite), `state ${k} has non-finite values`);
@@ -272,7 +287,11 @@ describe('non-finite gradients', () => {
 });
 
 describe('options', () => {
-  const err = (name: string, o: Record<string, unknown>, re: RegExp) => assert.throws(() => createOptimizer(name, o), (e: unknown) => e instanceof UserError && re.test(e.message));
+  const err = (name: string, o: Record<string, unknown>, re: RegExp) =>
+    assert.throws(
+      () => createOptimizer(name, o),
+      (e: unknown) => e instanceof UserError && re.test(e.message),
+    );
   test('unknown options and bad values are one-line user errors', () => {
     err('lion', { eps: 1e-8 }, /lion has no option "eps"/);
     err('adamw', { epsMode: 'below' }, /epsMode must be one of outside, inside, zero, atan2/);
@@ -320,14 +339,36 @@ describe('keel optim replay', () => {
     fs.mkdirSync(dir);
     const trace = (name: string, tensors: [string, number[]][]) => {
       const f = path.join(dir, name);
-      writeSafetensors(f, tensors.map(([n, shape]) => ({ name: n, shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) })));
+      writeSafetensors(
+        f,
+        tensors.map(([n, shape]) => ({ name: n, shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) })),
+      );
       return f;
     };
     const out = path.join(dir, 'out.safetensors');
     const cases: [string[], RegExp][] = [
       [['--trace', trace('nop.safetensors', [['grad.1', [2]]])], /no tensor "param"/],
-      [['--trace', trace('gap.safetensors', [['param', [2]], ['grad.1', [2]], ['grad.3', [2]]])], /grad\.2 is missing/],
-      [['--trace', trace('shape.safetensors', [['param', [2]], ['grad.1', [3]]])], /grad\.1 has shape \[3\]/],
+      [
+        [
+          '--trace',
+          trace('gap.safetensors', [
+            ['param', [2]],
+            ['grad.1', [2]],
+            ['grad.3', [2]],
+          ]),
+        ],
+        /grad\.2 is missing/,
+      ],
+      [
+        [
+          '--trace',
+          trace('shape.safetensors', [
+            ['param', [2]],
+            ['grad.1', [3]],
+          ]),
+        ],
+        /grad\.1 has shape \[3\]/,
+      ],
       [['--trace', trace('nog.safetensors', [['param', [2]]])], /no gradients/],
       [['--trace', path.join(dir, 'missing.safetensors')], /does not exist/],
     ];
@@ -338,7 +379,10 @@ describe('keel optim replay', () => {
       assert.ok(!r.stderr.includes('    at '), 'stack trace');
       assert.ok(!fs.existsSync(out));
     }
-    const ok = trace('ok.safetensors', [['param', [2]], ['grad.1', [2]]]);
+    const ok = trace('ok.safetensors', [
+      ['param', [2]],
+      ['grad.1', [2]],
+    ]);
     for (const [args, re] of [
       [['--opt', 'lr'], /expected KEY=VALUE/],
       [['--opt', 'lr=fast'], /not a number/],

@@ -11,7 +11,12 @@ import { REPO, tempRoot } from './helpers.ts';
 
 const { fresh } = tempRoot('package');
 const run = (cmd: string, args: string[], cwd: string, timeout = 600_000) => {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' } });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    timeout,
+    env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' },
+  });
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')} in ${cwd}: exit ${r.status}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
 };
@@ -31,7 +36,9 @@ test('the packed tarball installs into a fresh directory: plain-Node import, Typ
   assert.ok(!fs.existsSync(path.join(app, 'node_modules', '@stdlib')), 'no dataset package');
 
   // Plain Node: the optimizers and the controller, on the user's own arrays.
-  fs.writeFileSync(path.join(app, 'use.js'), `
+  fs.writeFileSync(
+    path.join(app, 'use.js'),
+    `
     import { adamw, Controller } from 'keel';
     const p = new Float32Array([1, 2]), g = new Float32Array([0.5, -0.5]);
     const opt = adamw({ lr: 0.1 });
@@ -39,20 +46,27 @@ test('the packed tarball installs into a fresh directory: plain-Node import, Typ
     opt.step(p, g, state, {});
     const c = new Controller({ on_spike: 'skip' }, { steps: 10, batch: 4, micro_batch: 4, seq_len: 8, params: 2 });
     console.log(JSON.stringify({ p: Array.from(p), kind: c.report({ v: 1, step: 1, attempt: 0, loss: 2, grad_norm: 1, nonfinite: { loss: false, grad: false }, lr: 0.1, tokens: 32, batch: 4, data: [0, 1] }).kind }));
-  `);
+  `,
+  );
   const used = JSON.parse(run(process.execPath, ['use.js'], app));
   assert.equal(used.kind, 'proceed');
   assert.ok(used.p[0] < 1 && used.p[1] > 2, JSON.stringify(used.p));
 
   // TypeScript, default NodeNext settings: the types come from dist/*.d.ts.
-  fs.writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: true, noEmit: true } }));
-  fs.writeFileSync(path.join(app, 'use.ts'), `
+  fs.writeFileSync(
+    path.join(app, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: true, noEmit: true } }),
+  );
+  fs.writeFileSync(
+    path.join(app, 'use.ts'),
+    `
     import { adamw, type Decision, type Policy } from 'keel';
     const policy: Policy = { on_spike: 'rollback', max_skips: 1, rollback_steps: 5, skip_batches: 10, max_rollbacks: 3, lr_cut: 0.1, max_lr_cuts: 2 };
     const kind: Decision['kind'] = 'skip';
     export const lr: number = adamw({ lr: 0.1 }).options.lr as number;
     export { policy, kind };
-  `);
+  `,
+  );
   run(process.execPath, [path.join(REPO, 'node_modules/typescript/bin/tsc'), '-p', '.'], app);
   fs.writeFileSync(path.join(app, 'bad.ts'), `import { adamw } from 'keel';\nexport const x: string = adamw;\n`);
   const bad = spawnSync(process.execPath, [path.join(REPO, 'node_modules/typescript/bin/tsc'), '-p', '.'], { cwd: app, encoding: 'utf8' });

@@ -20,7 +20,7 @@ test('rules against hand-computed values; every rule gives baseLr at baseBatch',
   close(lrForBatch('sqrt', 16, p), 5e-4);
   // sgd: (1/(1 + 256/256)) / (1/(1 + 256/64)) = 0.5/0.2
   close(lrForBatch('sgd', 256, p), 2.5e-3);
-  close(lrForBatch('sgd', 16, p), 1e-3 * (1 / 17) / 0.2);
+  close(lrForBatch('sgd', 16, p), (1e-3 * (1 / 17)) / 0.2);
   // signsgd and softsign, from the sign-descent model's own forms
   // (docs/batch-size.md#sign-descent-rules; evaluated by hand in Python):
   //   β = (1 + πκ²/(2B))^(−1/2), κ² = (1 + 4/π)·B_noise, β_n² = 1/(ρ − 1), ρ = 2 + π/2,
@@ -64,13 +64,14 @@ test('softsign: ε = 0 is signsgd, ε → ∞ is sgd, the surge fades as ε pass
     close(lrForBatch('softsign', B, { ...base, eps: 1e3 }), lrForBatch('sgd', B, base), 1e-6, `ε → ∞, B ${B}`);
   }
   const grid = Array.from({ length: 60 }, (_, i) => 2 ** (i / 4));
-  const monotone = (eps: number) => grid.every((B, i) => i === 0 || lrForBatch('softsign', B, { ...base, eps }) >= lrForBatch('softsign', grid[i - 1], { ...base, eps }));
+  const monotone = (eps: number) =>
+    grid.every((B, i) => i === 0 || lrForBatch('softsign', B, { ...base, eps }) >= lrForBatch('softsign', grid[i - 1], { ...base, eps }));
   assert.equal(monotone(1e-5), false, 'ε ≪ g: a surge');
   assert.ok(surgePeak(300, 1 / (1 + 0.01)) !== null);
   assert.equal(monotone(1e-4), true, 'ε = g: no surge');
   const edge = (Math.sqrt(Math.PI) / 2) * 1e-4; // ε where ρν² = 2
-  assert.notEqual(surgePeak(300, 1 / (1 + (0.99 * edge / 1e-4) ** 2)), null);
-  assert.equal(surgePeak(300, 1 / (1 + (1.01 * edge / 1e-4) ** 2)), null);
+  assert.notEqual(surgePeak(300, 1 / (1 + ((0.99 * edge) / 1e-4) ** 2)), null);
+  assert.equal(surgePeak(300, 1 / (1 + ((1.01 * edge) / 1e-4) ** 2)), null);
 });
 
 test('rules refuse missing inputs with a clear message', () => {
@@ -141,10 +142,16 @@ test('presets scale to the run: fractions of the run, multiples of the micro-bat
 
 test('custom ramps: linear, steps, adaptive (monotone, clamped, rounded)', () => {
   const lin = parseBatchSpec('linear:8:64:10');
-  assert.deepEqual([0, 5, 10, 50].map((s) => batchAt(lin, s, ctx({}))), [8, 40, 64, 64]);
+  assert.deepEqual(
+    [0, 5, 10, 50].map((s) => batchAt(lin, s, ctx({}))),
+    [8, 40, 64, 64],
+  );
   assert.equal(batchAt(parseBatchSpec('linear:8:256:10'), 10, ctx({})), 256, 'custom ramps may exceed the final batch');
   const st = parseBatchSpec('steps:8@0,32@100,64@300');
-  assert.deepEqual([0, 99, 100, 299, 300, 999].map((s) => batchAt(st, s, ctx({}))), [8, 8, 32, 32, 64, 64]);
+  assert.deepEqual(
+    [0, 99, 100, 299, 300, 999].map((s) => batchAt(st, s, ctx({}))),
+    [8, 8, 32, 32, 64, 64],
+  );
   const ad = parseBatchSpec('adaptive:8:64');
   const c = ctx({});
   let cur = batchAt(ad, 0, { ...c, bSimple: null });
@@ -174,7 +181,10 @@ test('keel plan --json: fields, ratios, per-rule learning rates, warnings', () =
   const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(out.b_noise, 100);
   assert.equal(out.b_crit, 100);
-  assert.deepEqual(out.rows.map((x: { batch: number }) => x.batch), [25, 100, 1000]);
+  assert.deepEqual(
+    out.rows.map((x: { batch: number }) => x.batch),
+    [25, 100, 1000],
+  );
   const [r25, r100, r1000] = out.rows;
   assert.equal(r100.steps_ratio, 2);
   assert.equal(r100.examples_ratio, 2);
@@ -186,11 +196,14 @@ test('keel plan --json: fields, ratios, per-rule learning rates, warnings', () =
   for (const v of Object.values(r25.lr)) assert.equal(v, 1e-3);
   close(r100.lr.linear, 4e-3);
   close(r100.lr.sqrt, 2e-3);
-  close(r100.lr.sgd, 1e-3 * 0.5 / 0.2);
+  close(r100.lr.sgd, (1e-3 * 0.5) / 0.2);
   close(r100.lr.signsgd, 0.001367190412031582);
   close(r100.lr.softsign, 0.0013927370812714221);
   // At 1000: linear 4e-2 vs signsgd 1.35e-3: a strong disagreement, warned in JSON and on stderr.
-  assert.ok(out.warnings.some((w: string) => w.startsWith('batch 1000:')), JSON.stringify(out.warnings));
+  assert.ok(
+    out.warnings.some((w: string) => w.startsWith('batch 1000:')),
+    JSON.stringify(out.warnings),
+  );
   assert.ok(!out.warnings.some((w: string) => w.startsWith('batch 25:')));
   assert.match(r.stderr, /warning: batch 1000: the rules disagree/);
   close(out.surge_peak.signsgd, (1 + 4 / Math.PI) * 100);

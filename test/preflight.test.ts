@@ -17,8 +17,7 @@ const corpus = writeCorpus(path.join(root, 'data'));
 const microJson = writeJson(path.join(root, 'micro.json'), MICRO);
 const quick = ['--data', corpus, '--steps', '2', '--batch', '2', '--eval-tokens', '257'];
 
-
-describe('absurd sizes: refused with the figure and the machine\'s memory, before anything is allocated or written', () => {
+describe("absurd sizes: refused with the figure and the machine's memory, before anything is allocated or written", () => {
   const refused = (name: string, args: string[], why: RegExp) =>
     test(name, () => {
       const top = fresh('absurd');
@@ -31,7 +30,11 @@ describe('absurd sizes: refused with the figure and the machine\'s memory, befor
     });
   const memory = /needs about [\d.]+ [MGTP]B of memory \(.*\) but the machine has [\d.]+ [MG]B \((MemAvailable|total memory)\)/;
   refused('--batch 100000000', ['--config', microJson, '--batch', '100000000'], new RegExp(memory.source + '.*use --batch \\d+ or less'));
-  refused('nEmbd 100000', ['--config', writeJson(path.join(root, 'wide.json'), { ...MICRO, nHead: 4, nEmbd: 100_000 })], new RegExp(memory.source + '.*smaller model'));
+  refused(
+    'nEmbd 100000',
+    ['--config', writeJson(path.join(root, 'wide.json'), { ...MICRO, nHead: 4, nEmbd: 100_000 })],
+    new RegExp(memory.source + '.*smaller model'),
+  );
   refused('nLayer 100000', ['--config', writeJson(path.join(root, 'deep.json'), { ...MICRO, nLayer: 100_000, nEmbd: 128 })], memory);
   refused(
     'vocabSize below the byte alphabet',
@@ -72,13 +75,38 @@ describe('odd --out paths: one line, exit 2, never a stack trace or a spin, noth
     fs.mkdirSync(mnt);
     // unshare gives an unprivileged user (or root in a container) its own mount namespace, where
     // a read-only tmpfs is a real EROFS, not a permission check root would bypass.
-    const probe = spawnSync('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', 'mount -t tmpfs -o ro none "$1" && ! touch "$1/x" 2>/dev/null', 'sh', mnt], { encoding: 'utf8' });
+    const probe = spawnSync(
+      'unshare',
+      ['--user', '--map-root-user', '--mount', 'sh', '-c', 'mount -t tmpfs -o ro none "$1" && ! touch "$1/x" 2>/dev/null', 'sh', mnt],
+      { encoding: 'utf8' },
+    );
     if (probe.error || probe.status !== 0) {
       t.skip(`cannot make a read-only file system here (unshare/mount: ${probe.error?.message ?? probe.stderr.trim()})`);
       return;
     }
     const script = 'mount -t tmpfs -o ro none "$1" && shift && exec "$@"';
-    const r = spawnSync('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', script, 'sh', mnt, process.execPath, KEEL, 'train', '--config', microJson, ...quick, '--out', path.join(mnt, 'runs', 'a')], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(
+      'unshare',
+      [
+        '--user',
+        '--map-root-user',
+        '--mount',
+        'sh',
+        '-c',
+        script,
+        'sh',
+        mnt,
+        process.execPath,
+        KEEL,
+        'train',
+        '--config',
+        microJson,
+        ...quick,
+        '--out',
+        path.join(mnt, 'runs', 'a'),
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
     assertUserError({ status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr }, /cannot write in .*: the file system is read-only/);
   });
 
@@ -96,7 +124,7 @@ describe('odd --out paths: one line, exit 2, never a stack trace or a spin, noth
     }
   });
 
-  test('the experiments\' --out under /proc: one line, no spin', () => {
+  test("the experiments' --out under /proc: one line, no spin", () => {
     for (const e of ['spikes', 'lawa']) assertUserError(keel(['experiment', e, { out: `/proc/keel-test/${e}` }]), /is on procfs, a kernel file system/);
   });
 
@@ -115,11 +143,20 @@ describe('silent surprises, said out loud', () => {
     const opts = trainOptions(out, corpus, { steps: 80, batch: 2, onSpike: 'rollback', faults: ['60:grad-scale:1000'] });
     const summary = await train(opts, { progress });
     const m = metrics(out);
-    assert.ok(m.some((r) => r.event === 'spike' && r.step === 60 && r.metric === 'grad_norm'), 'no spike at step 60');
-    assert.ok(m.some((r) => r.event === 'rollback' && r.step === 60), 'no rollback at step 60');
+    assert.ok(
+      m.some((r) => r.event === 'spike' && r.step === 60 && r.metric === 'grad_norm'),
+      'no spike at step 60',
+    );
+    assert.ok(
+      m.some((r) => r.event === 'rollback' && r.step === 60),
+      'no rollback at step 60',
+    );
     assert.ok(summary.rollbacks >= 1);
     // Said at start: the detectors warm up on 20 steps, not the 128 of the window.
-    assert.ok(lines.some((l) => /spike protection \(--on-spike rollback\) arms after step 20: the 128-step --spike-window is longer than this 80-step run/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /spike protection \(--on-spike rollback\) arms after step 20: the 128-step --spike-window is longer than this 80-step run/.test(l)),
+      lines.join('\n'),
+    );
   });
 
   test('the warm-up window: shorter only where the full window does not fit in the first quarter of the run', () => {
@@ -151,7 +188,7 @@ describe('silent surprises, said out loud', () => {
     assert.throws(() => new SpikeDetector('loss', { window: 8, warmup: 9 }), /warm-up must be an integer in \[2, window 8\]/);
   });
 
-  test('during a warm-up only the z test runs: the jump test\'s EMA waits for the full window', () => {
+  test("during a warm-up only the z test runs: the jump test's EMA waits for the full window", () => {
     const d = new SpikeDetector('loss', { window: 64, warmup: 16, jump: 0.5 });
     // 16 values alternating 1 and 3 (σ ≈ 1): their EMA, started at 1, is still ≈ 1.3.
     for (let i = 0; i < 16; i++) d.observe(i, i % 2 === 0 ? 1 : 3);
@@ -184,7 +221,12 @@ describe('silent surprises, said out loud', () => {
     const line = r.stderr.split('\n').find((l) => l.includes('parameters'));
     assert.ok(line, r.stderr);
     const params = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).params as number;
-    assert.match(line, new RegExp(`^${(params / 1e3).toFixed(1)} k parameters, ${2 * MICRO.blockSize} tokens per step, data ${(bytes / 1e3).toPrecision(3)} kB \\(.*corpus\\.txt\\), run ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
+    assert.match(
+      line,
+      new RegExp(
+        `^${(params / 1e3).toFixed(1)} k parameters, ${2 * MICRO.blockSize} tokens per step, data ${(bytes / 1e3).toPrecision(3)} kB \\(.*corpus\\.txt\\), run ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`,
+      ),
+    );
     assert.doesNotMatch(r.stderr, /noise scale/i, 'the default --accum 1 run warned about the noise scale');
     assert.doesNotMatch(r.stderr, /spike protection/, 'no protection note when --on-spike is none');
   });
@@ -200,7 +242,10 @@ describe('silent surprises, said out loud', () => {
     assert.match(lines[0], /checkpoints\/step-4\.bak is not named step-<N> \(renamed\?\) and not used; .*: using checkpoints\/step-2$/);
     // With no usable checkpoint left, the refusal names the renamed one (still one line).
     fs.renameSync(path.join(run, 'checkpoints', 'step-2'), path.join(run, 'checkpoints', 'old-2'));
-    assertUserError(keel(['eval', { checkpoint: run, data: corpus }]), /neither a checkpoint nor a run directory with checkpoints: checkpoints\/old-2, checkpoints\/step-4\.bak are not named step-<N>/);
+    assertUserError(
+      keel(['eval', { checkpoint: run, data: corpus }]),
+      /neither a checkpoint nor a run directory with checkpoints: checkpoints\/old-2, checkpoints\/step-4\.bak are not named step-<N>/,
+    );
   });
 
   test('keel analyze: a flat series with a 1e-4 bump is no spike; NaN and Infinity are non-finite values, not spikes', () => {
@@ -251,5 +296,3 @@ describe('silent surprises, said out loud', () => {
     assert.match(tty, /\r/, 'a normal terminal still gets the redrawn bar');
   });
 });
-
-

@@ -5,7 +5,10 @@ import { createProgress, formatDuration, formatNumber, renderBar, type ProgressS
 class FakeStream implements ProgressStream {
   out = '';
   writes = 0;
-  constructor(readonly isTTY = false, public columns?: number) {}
+  constructor(
+    readonly isTTY = false,
+    public columns?: number,
+  ) {}
   write(chunk: string) {
     this.out += chunk;
     this.writes++;
@@ -154,7 +157,10 @@ test('json: one object per line with step, total, eta and fields', () => {
   }
   p.log('hello');
   p.done();
-  const records = s.out.trimEnd().split('\n').map((l) => JSON.parse(l));
+  const records = s.out
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.deepEqual(records[0], { label: 'eval', step: 1, total: 10, elapsed_s: 0.1, eta_s: 0.9, fields: { loss: 1.25 } });
   assert.deepEqual(records.at(-2), { label: 'eval', log: 'hello' });
   assert.equal(records.at(-1).done, true);

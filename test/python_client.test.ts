@@ -13,7 +13,8 @@ import { REPO, sleep, startServer, tempRoot } from './helpers.ts';
 
 const PY = '/usr/bin/python3';
 const probe = spawnSync(PY, ['-c', 'import torch.distributed as d; assert d.is_available()'], { encoding: 'utf8' });
-const skip = probe.status === 0 ? false : `Debian's python3-torch is not installed (${PY}: ${(probe.stderr || probe.error?.message || '').trim().split('\n').at(-1)})`;
+const skip =
+  probe.status === 0 ? false : `Debian's python3-torch is not installed (${PY}: ${(probe.stderr || probe.error?.message || '').trim().split('\n').at(-1)})`;
 if (skip) console.log(`# skipping the Python client tests: ${skip}`);
 
 const { fresh } = tempRoot('pyclient');
@@ -40,15 +41,19 @@ interface RankResult {
 /** Runs test/python/ddp_run.py without blocking this process (the server under test lives in it). */
 function runPy(out: string, env: Record<string, string>, extra: string[] = []): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(PY, [path.join(REPO, 'test/python/ddp_run.py'), out, '--port', String(port++), ...extra], {
-    env: { ...process.env, ...env }, cwd: path.dirname(out), stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+    cwd: path.dirname(out),
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  return new Promise((resolve) => child.on('exit', (status) => {
-    clearTimeout(timer);
-    resolve({ status, stderr });
-  }));
+  return new Promise((resolve) =>
+    child.on('exit', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stderr });
+    }),
+  );
 }
 
 async function ddp(out: string, env: Record<string, string>, extra: string[] = [], running = runPy(out, env, extra)): Promise<RankResult[]> {
@@ -69,7 +74,10 @@ test('python client: a spike on one rank only makes both ranks skip the same ste
   assert.equal(a.checksum, b.checksum);
   // The server holds every step, once.
   const runs = s.store.runs();
-  assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['spiky', 40, 40]]);
+  assert.deepEqual(
+    runs.map((r) => [r.name, r.reports, r.last_step]),
+    [['spiky', 40, 40]],
+  );
   const clean = await ddp(path.join(dir, 'clean.json'), env, ['--name', 'clean']);
   assert.deepEqual(clean[0].kinds, Array(40).fill('proceed'));
 });
@@ -93,7 +101,7 @@ test('python client: rollback + skipped data on 2 ranks equals a reference run t
   assert.deepEqual(r0.kinds, Array(40).fill('proceed'));
   assert.equal(a.checksum, b.checksum);
   assert.equal(r0.checksum, r1.checksum);
-  assert.equal(a.checksum, r0.checksum, 'the rolled-back run ends with the reference run\'s parameters, bit for bit');
+  assert.equal(a.checksum, r0.checksum, "the rolled-back run ends with the reference run's parameters, bit for bit");
 });
 
 test('python client: a batch ramp and its LR rule change batch and LR on the same step on both ranks', { skip }, async () => {
@@ -139,7 +147,10 @@ test('python client: a server killed mid-run and restarted ends up holding every
     assert.deepEqual([run.reports, run.last_step], [40, 40], 'every step stored once');
     const m = await fetch(`${second.info.url}/api/v1/runs/1/metrics`, { headers: { authorization: `Bearer ${second.info.token}` } });
     const steps = ((await m.json()) as { rows: { report: { step: number } }[] }).rows.map((r) => r.report.step);
-    assert.deepEqual(steps, Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(
+      steps,
+      Array.from({ length: 40 }, (_, i) => i + 1),
+    );
   } finally {
     server.kill('SIGTERM');
   }
@@ -176,8 +187,15 @@ test('python client: with the server absent, training finishes on time and keeps
   assert.equal(a.checksum, b.checksum);
   assert.ok(a.seconds < 10, `${a.seconds} s`);
   assert.ok(performance.now() - t0 < 60_000);
-  const spilled = fs.readFileSync(`${out}.spill0`, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(spilled.map((r) => r.step), Array.from({ length: 40 }, (_, i) => i + 1));
+  const spilled = fs
+    .readFileSync(`${out}.spill0`, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    spilled.map((r) => r.step),
+    Array.from({ length: 40 }, (_, i) => i + 1),
+  );
 });
 
 test('python client: a wrong token is one warning, then offline', { skip }, async () => {
@@ -191,13 +209,13 @@ test('python client: a wrong token is one warning, then offline', { skip }, asyn
   assert.deepEqual(JSON.parse(fs.readFileSync(`${out}.rank0`, 'utf8')).kinds, Array(40).fill('proceed'));
 });
 
-test('python client: the DDP noise-scale hook\'s sums agree with an explicit computation from each rank\'s gradient', { skip }, () => {
+test("python client: the DDP noise-scale hook's sums agree with an explicit computation from each rank's gradient", { skip }, () => {
   const r = spawnSync(PY, [path.join(REPO, 'test/python/noise_hook.py'), String(port++)], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   const { hook, explicit } = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.deepEqual([hook.b_small, hook.b_big], [5, 10]);
   for (const k of ['g_small_sq', 'g_big_sq']) assert.ok(Math.abs(hook[k] - explicit[k]) <= 1e-12 * explicit[k], `${k}: ${hook[k]} vs ${explicit[k]}`);
-  assert.ok(hook.g_small_sq > hook.g_big_sq, 'one rank\'s gradient is noisier than the mean of two');
+  assert.ok(hook.g_small_sq > hook.g_big_sq, "one rank's gradient is noisier than the mean of two");
 });
 
 test('python client: keel.Batches gives batch k the same indices across epochs and after any seek', { skip }, () => {
@@ -219,9 +237,15 @@ test('examples/torch_ddp.py: a small GPT on 2 gloo processes rolls back a one-ra
   fs.writeFileSync(text, fs.readFileSync(path.join(REPO, 'README.md'), 'utf8').repeat(2));
   const srv = await serve({ host: '127.0.0.1', port: 0, db: path.join(dir, 'keel.db') });
   const out = path.join(dir, 'out.json');
-  const child = spawn(PY, [path.join(REPO, 'examples/torch_ddp.py'), '--data', text, '--steps', '40', '--fault-step', '30', '--spawn', '2', '--port', String(port++), '--out', out], {
-    env: { ...process.env, KEEL_URL: srv.url, KEEL_TOKEN: srv.token, PYTHONPATH: path.join(REPO, 'python') }, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    PY,
+    [path.join(REPO, 'examples/torch_ddp.py'), '--data', text, '--steps', '40', '--fault-step', '30', '--spawn', '2', '--port', String(port++), '--out', out],
+    {
+      env: { ...process.env, KEEL_URL: srv.url, KEEL_TOKEN: srv.token, PYTHONPATH: path.join(REPO, 'python') },
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let log = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (log += c));
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (log += c));

@@ -53,7 +53,13 @@ test('skip: the spiky step leaves parameters and optimizer state exactly as they
   assert.equal(ck.state.cursor, 8 * 2, 'the skipped step still consumed its batches');
   assert.equal(ck.state.optimizerT, 7, 'the optimizer did not count the skipped step');
   const events = metrics(runB).filter((m) => m.event === 'skip_step' || m.event === 'fault');
-  assert.deepEqual(events.map((e) => [e.event, e.step]), [['fault', 8], ['skip_step', 8]]);
+  assert.deepEqual(
+    events.map((e) => [e.event, e.step]),
+    [
+      ['fault', 8],
+      ['skip_step', 8],
+    ],
+  );
 });
 
 test('rollback: restores the snapshot exactly and skips exactly S batches; the fault does not replay', async () => {
@@ -64,8 +70,10 @@ test('rollback: restores the snapshot exactly and skips exactly S batches; the f
   assert.equal(s.steps, 12);
   const rb = metrics(run).filter((m) => m.event === 'rollback');
   assert.equal(rb.length, 1);
-  assert.deepEqual({ step: rb[0].step, to: rb[0].to, from: rb[0].from, cursor_from: rb[0].cursor_from, cursor_to: rb[0].cursor_to, skip: rb[0].skip_batches },
-    { step: 10, to: 6, from: 'memory', cursor_from: 12, cursor_to: 12 + 3 * 2, skip: 3 });
+  assert.deepEqual(
+    { step: rb[0].step, to: rb[0].to, from: rb[0].from, cursor_from: rb[0].cursor_from, cursor_to: rb[0].cursor_to, skip: rb[0].skip_batches },
+    { step: 10, to: 6, from: 'memory', cursor_from: 12, cursor_to: 12 + 3 * 2, skip: 3 },
+  );
   // The same thing by hand: 6 plain steps, then the cursor moved 3 batches (of 2 micro-batches) on.
   const ref = fresh('ref');
   await trainTo(base(ref, { steps: 12 }), 6);
@@ -94,30 +102,51 @@ test('recovery policy: skips escalate to rollback, budgets are finite, and an ex
   const at = (step: number, attempt = 0, canRollback = true) => ({ step, attempt, trouble: 'spike', canRollback });
   const p = defaultPolicy(100, { on_spike: 'skip', max_skips: 2, max_rollbacks: 1 });
   const r = emptyLadder();
-  assert.deepEqual([1, 2, 3].map((n) => climb(r, p, at(n))!.kind), ['skip', 'skip', 'rollback']);
+  assert.deepEqual(
+    [1, 2, 3].map((n) => climb(r, p, at(n))!.kind),
+    ['skip', 'skip', 'rollback'],
+  );
   // The spike returns at the same place after the rollback: the budget is spent, so stop.
   assert.equal(climb(r, p, at(3, 1))!.kind, 'stop');
   assert.equal(climb(r, p, { ...at(4, 1), trouble: null }), null);
   // Elsewhere, once the budget is spent: skips, then stop (the old policy trained on here).
-  assert.deepEqual([40, 41, 42].map((n) => climb(r, p, at(n, 1))!.kind), ['skip', 'skip', 'stop']);
+  assert.deepEqual(
+    [40, 41, 42].map((n) => climb(r, p, at(n, 1))!.kind),
+    ['skip', 'skip', 'stop'],
+  );
   const rb = emptyLadder();
   const pr = defaultPolicy(100, { on_spike: 'rollback', max_skips: 1, max_rollbacks: 1 });
-  assert.deepEqual([climb(rb, pr, at(10, 0, false))!.kind, climb(rb, pr, at(11))!.kind, climb(rb, pr, at(30, 1))!.kind, climb(rb, pr, at(31, 1))!.kind],
-    ['skip', 'rollback', 'skip', 'stop']);
+  assert.deepEqual(
+    [climb(rb, pr, at(10, 0, false))!.kind, climb(rb, pr, at(11))!.kind, climb(rb, pr, at(30, 1))!.kind, climb(rb, pr, at(31, 1))!.kind],
+    ['skip', 'rollback', 'skip', 'stop'],
+  );
   assert.deepEqual(recoveryDefaults(1400), { rollback_steps: 100, skip_batches: 200 });
   assert.deepEqual(recoveryDefaults(70), { rollback_steps: 5, skip_batches: 10 });
 });
 
 test('embedding-gradient shrink scales the token embedding update exactly (SGD, no clipping)', async () => {
-  const sgd = { optimizer: 'sgd', optimizerOptions: { momentum: 0 }, lr: 0.1, minLr: 0.1, warmup: 0, schedule: 'constant' as const, clip: 0, steps: 1, accum: 1 };
+  const sgd = {
+    optimizer: 'sgd',
+    optimizerOptions: { momentum: 0 },
+    lr: 0.1,
+    minLr: 0.1,
+    warmup: 0,
+    schedule: 'constant' as const,
+    clip: 0,
+    steps: 1,
+    accum: 1,
+  };
   const a = await train(base(fresh('noshrink'), sgd), quiet);
   const b = await train(base(fresh('shrink'), { ...sgd, embedGradShrink: 0.25 }), quiet);
   const init = await train(base(fresh('init'), { ...sgd, lr: 1e-30, minLr: 1e-30 }), quiet);
   const wte = (dir: string) => tensorsOf(path.join(checkpointDir(dir, 1), 'model.safetensors')).get('transformer.wte.weight')!;
-  const w0 = wte(init.run_dir), wa = wte(a.run_dir), wb = wte(b.run_dir);
+  const w0 = wte(init.run_dir),
+    wa = wte(a.run_dir),
+    wb = wte(b.run_dir);
   let checked = 0;
   for (let i = 0; i < w0.length; i++) {
-    const da = wa[i] - w0[i], db = wb[i] - w0[i];
+    const da = wa[i] - w0[i],
+      db = wb[i] - w0[i];
     if (Math.abs(da) > 1e-4) {
       assert.ok(Math.abs(db / da - 0.25) < 1e-3, `${i}: ${db} vs ${da}`);
       checked++;
@@ -125,7 +154,10 @@ test('embedding-gradient shrink scales the token embedding update exactly (SGD, 
   }
   assert.ok(checked > 50);
   const g = new Guards({ embedGradShrink: 0.1, embedGradShrinkRamp: 10 }, 100);
-  assert.deepEqual([1, 6, 11, 50].map((s) => Number(g.embedScale(s).toFixed(12))), [0.1, 0.55, 1, 1]);
+  assert.deepEqual(
+    [1, 6, 11, 50].map((s) => Number(g.embedScale(s).toFixed(12))),
+    [0.1, 0.55, 1, 1],
+  );
 });
 
 test('gradient precision: bf16/fp16 round to nearest even, fp16 underflows below 2⁻²⁴ and overflows past 65504', () => {
@@ -176,8 +208,14 @@ test('CLI: a fire drill with --on-spike skip runs to the end and logs every acti
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(s.steps, 10);
   const m = metrics(out);
-  assert.deepEqual(m.filter((x) => x.event === 'fault').map((x) => x.kind), ['grad-scale', 'bad-batch', 'lr-scale']);
-  assert.ok(m.some((x) => x.event === 'spike' && x.step === 7 && x.metric === 'grad_norm'), 'the ×1e6 gradient is a spike');
+  assert.deepEqual(
+    m.filter((x) => x.event === 'fault').map((x) => x.kind),
+    ['grad-scale', 'bad-batch', 'lr-scale'],
+  );
+  assert.ok(
+    m.some((x) => x.event === 'spike' && x.step === 7 && x.metric === 'grad_norm'),
+    'the ×1e6 gradient is a spike',
+  );
   assert.ok(m.some((x) => x.event === 'skip_step' && x.step === 7));
   assert.equal(m.find((x) => x.step === 9 && 'lr' in x)!.lr, 0);
   assert.ok(m.filter((x) => 'grad_zero_frac' in x).length === 10);
@@ -188,7 +226,10 @@ test('--diag-every: diagnostics lines in metrics.jsonl, one per diagnosed step, 
   await train(base(run, { diagEvery: 3, onSpike: 'rollback', rollbackSteps: 4, skipBatches: 1, faults: ['8:nan-grad'] }), quiet);
   const lines = metrics(run).filter((m) => 'diag' in m);
   // Steps 3, 6 (then rollback at 8 to step 4), 6 again, 9, 12.
-  assert.deepEqual(lines.map((m) => m.step), [3, 6, 6, 9, 12]);
+  assert.deepEqual(
+    lines.map((m) => m.step),
+    [3, 6, 6, 9, 12],
+  );
   const d = lines.at(-1)!.diag as Record<string, Record<string, unknown>>;
   assert.ok('transformer.h.0.attn.c_attn.weight' in d);
   assert.equal(typeof d['transformer.h.0.attn.c_attn.weight'].eps_frac, 'number');

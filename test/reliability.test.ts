@@ -35,7 +35,10 @@ async function until(what: string, ok: () => boolean, ms = 30_000): Promise<void
   }
 }
 
-for (const [sig, code] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+for (const [sig, code] of [
+  ['SIGTERM', 143],
+  ['SIGHUP', 129],
+] as const) {
   test(`${sig}: finishes the step, writes a checkpoint, exits ${code} and prints the resume command`, async () => {
     const out = fresh(sig);
     const { child, done } = start([...base(out, 1_000_000), '--checkpoint-every', '0']);
@@ -54,7 +57,10 @@ test('two Ctrl-C 40 ms apart during one long evaluation are one request: the che
   const out = fresh('double');
   // The tiny model evaluates 50,000 tokens after every step: the thread is in an evaluation
   // nearly all the time. The presses are 40 ms apart: back to back, the kernel would merge them.
-  const { child, done } = start(['train', { config: 'tiny', data: bigCorpus, batch: 1, steps: 1000000, out, evalEvery: 1, evalTokens: 20000, checkpointEvery: 0 }]);
+  const { child, done } = start([
+    'train',
+    { config: 'tiny', data: bigCorpus, batch: 1, steps: 1000000, out, evalEvery: 1, evalTokens: 20000, checkpointEvery: 0 },
+  ]);
   await until('a training line', () => trainLines(out).length >= 1, 120_000);
   child.kill('SIGINT');
   await sleep(40);
@@ -131,7 +137,10 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
   assert.deepEqual(listCheckpoints(out), [5, 10, 15]);
   assert.ok(!fs.existsSync(path.join(out, 'checkpoints', '.step-15.tmp-123-abcd')));
   assert.ok(fs.existsSync(path.join(out, 'config.json')));
-  assert.deepEqual(trainLines(out).map((l) => l.step), Array.from({ length: 15 }, (_, i) => i + 1));
+  assert.deepEqual(
+    trainLines(out).map((l) => l.step),
+    Array.from({ length: 15 }, (_, i) => i + 1),
+  );
   // An unreadable newest checkpoint is reported and the one before it used.
   fs.writeFileSync(path.join(out, 'checkpoints', 'step-15', 'trainer.json'), '{"trunc');
   const c = keel(cmd(20));
@@ -158,7 +167,10 @@ test('--auto-resume: starts a missing directory, continues from the newest reada
   const over = keel([...base(dead, 5), '--auto-resume']);
   assert.equal(over.status, 0, over.stderr);
   assert.match(over.stderr, /starting it over/);
-  assert.deepEqual(trainLines(dead).map((l) => l.step), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    trainLines(dead).map((l) => l.step),
+    [1, 2, 3, 4, 5],
+  );
   // Misuse is one line.
   assert.match(keel(['train', { resume: out, autoResume: true }]).stderr, /goes with --out/);
 });

@@ -70,17 +70,35 @@ test('report: one self-contained HTML file with inlined uPlot and the merged dat
   assert.ok(html.includes('1,337'), 'seed shown exactly');
 
   const p = payloadOf(html);
-  assert.deepEqual(p.panels.map((x) => x.title), ['Loss', 'Learning rate', 'Gradient norm', 'Throughput']);
-  assert.deepEqual(p.panels[0].series.map((s) => s.key), ['loss', 'val_loss'], 'LAWA/EMA keys absent: skipped');
+  assert.deepEqual(
+    p.panels.map((x) => x.title),
+    ['Loss', 'Learning rate', 'Gradient norm', 'Throughput'],
+  );
+  assert.deepEqual(
+    p.panels[0].series.map((s) => s.key),
+    ['loss', 'val_loss'],
+    'LAWA/EMA keys absent: skipped',
+  );
   assert.equal(p.panels[2].logY, true);
   const loss = p.data.loss;
-  assert.deepEqual(loss.x, Array.from({ length: 20 }, (_, i) => i + 1), 'torn step 21 dropped');
+  assert.deepEqual(
+    loss.x,
+    Array.from({ length: 20 }, (_, i) => i + 1),
+    'torn step 21 dropped',
+  );
   assert.equal(loss.y[loss.x.indexOf(12)], 9.75, 'later line wins');
   assert.equal(loss.y[loss.x.indexOf(7)], null, 'null stays a gap');
   assert.equal(loss.y[loss.x.indexOf(13)], null, 'NaN becomes a gap');
   assert.deepEqual(p.data.val_loss.x, [5, 10, 15, 20]);
   assert.equal(p.data.lr.y[p.data.lr.x.indexOf(13)], 0.013);
-  assert.deepEqual(p.events.map((e) => [e.event, e.step]), [['checkpoint', 10], ['resume', 10], ['spike', 15]]);
+  assert.deepEqual(
+    p.events.map((e) => [e.event, e.step]),
+    [
+      ['checkpoint', 10],
+      ['resume', 10],
+      ['spike', 15],
+    ],
+  );
   assert.equal(p.events[2].fields.z, 8.5);
 
   assert.match(html, /best val loss<\/th><td>3\.2 \(step 20\)/);
@@ -97,7 +115,10 @@ test('report: missing keys and empty panels are skipped; extra panels are added'
   ];
   const html = fs.readFileSync(writeReport(dir, { extraPanels: extra }), 'utf8');
   const p = payloadOf(html);
-  assert.deepEqual(p.panels.map((x) => x.title), ['Loss', 'Noise scale']);
+  assert.deepEqual(
+    p.panels.map((x) => x.title),
+    ['Loss', 'Noise scale'],
+  );
   assert.deepEqual(p.data.noise_scale.y, [100, 200, 300]);
   assert.equal(defaultPanels.length, 6, 'defaults untouched by extra panels');
 });
@@ -128,7 +149,10 @@ test('downsampleMinMax keeps every bucket extreme, the endpoints and gaps', () =
   const out = downsampleMinMax({ x, y }, 4000);
   assert.ok(out.x.length <= 4000, `${out.x.length} points`);
   assert.equal(out.x.length, out.y.length);
-  assert.ok(out.x.every((v, i) => i === 0 || v > out.x[i - 1]), 'x stays increasing');
+  assert.ok(
+    out.x.every((v, i) => i === 0 || v > out.x[i - 1]),
+    'x stays increasing',
+  );
   assert.equal(out.y[out.x.indexOf(50_000)], 1e6);
   assert.equal(out.y[out.x.indexOf(777_770)], -1e6);
   assert.equal(out.y[out.x.indexOf(400_000)], null, 'gap survives');
@@ -143,15 +167,27 @@ test('downsampleMinMax keeps every bucket extreme, the endpoints and gaps', () =
 
 test('report: missing or empty metrics give a UserError naming the file', () => {
   const missing = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-report-'));
-  assert.throws(() => writeReport(missing), (e: unknown) => e instanceof UserError && /no metrics log at .*metrics\.jsonl/.test(e.message));
+  assert.throws(
+    () => writeReport(missing),
+    (e: unknown) => e instanceof UserError && /no metrics log at .*metrics\.jsonl/.test(e.message),
+  );
   assert.throws(() => writeReport(path.join(missing, 'nope')), UserError);
   const empty = tmpRun('');
-  assert.throws(() => writeReport(empty), (e: unknown) => e instanceof UserError && /file is empty/.test(e.message));
+  assert.throws(
+    () => writeReport(empty),
+    (e: unknown) => e instanceof UserError && /file is empty/.test(e.message),
+  );
   const eventsOnly = tmpRun([JSON.stringify({ event: 'resume', step: 3 }), 'garbage']);
-  assert.throws(() => writeReport(eventsOnly), (e: unknown) => e instanceof UserError && /no lines with a numeric "step"/.test(e.message));
+  assert.throws(
+    () => writeReport(eventsOnly),
+    (e: unknown) => e instanceof UserError && /no lines with a numeric "step"/.test(e.message),
+  );
   const badConfig = tmpRun([train(1, 2)]);
   fs.writeFileSync(path.join(badConfig, 'config.json'), '{oops');
-  assert.throws(() => writeReport(badConfig), (e: unknown) => e instanceof UserError && /config\.json is not valid JSON/.test(e.message));
+  assert.throws(
+    () => writeReport(badConfig),
+    (e: unknown) => e instanceof UserError && /config\.json is not valid JSON/.test(e.message),
+  );
   assert.ok(!fs.existsSync(path.join(empty, 'report.html')));
 });
 
@@ -191,8 +227,10 @@ test('configFacts finds keys at any depth and spelling', () => {
 
 test('configFacts states the optimizer, its options and its state memory (as the trainer writes config.json)', () => {
   const facts = configFacts({
-    params: 1000, train: { optimizer: 'tiger', optimizerOptions: { beta: 0.9, lazyEmbedding: true } },
-    optimizer_state_bytes: 4 * 2 ** 20, optimizer_state_bytes_per_param: 4,
+    params: 1000,
+    train: { optimizer: 'tiger', optimizerOptions: { beta: 0.9, lazyEmbedding: true } },
+    optimizer_state_bytes: 4 * 2 ** 20,
+    optimizer_state_bytes_per_param: 4,
   });
   const get = (label: string) => facts.find((f) => f.label === label)?.value;
   assert.equal(get('optimizer'), 'tiger');

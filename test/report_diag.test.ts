@@ -45,17 +45,30 @@ function diagLine(step: number, bins = 41, names = NAMES): string {
     const hist = new Array(bins).fill(0);
     hist[(i + step / 50) % bins] = 1;
     diag[name] = {
-      grad_rms: 1e-3 * (i + 1), update_rms: 1e-4 * (1 + step / 100), param_rms: 0.02, max_abs: 0.1 + i / 100,
-      zero_frac: 0, eps_frac: name.includes('wte') ? Math.min(1, step / 250) : 0, decoupling: 10 ** (-(i % 5)),
-      cos_g: step === 50 ? null : Math.sin(i + step), cos_gm: 0.5, cos_u: 0.1, skewness: 0, kurtosis: 3,
-      bimodality: i === 0 && step >= 200 ? 0.9 : 0.3, mass_near_1: 0.01, hist,
+      grad_rms: 1e-3 * (i + 1),
+      update_rms: 1e-4 * (1 + step / 100),
+      param_rms: 0.02,
+      max_abs: 0.1 + i / 100,
+      zero_frac: 0,
+      eps_frac: name.includes('wte') ? Math.min(1, step / 250) : 0,
+      decoupling: 10 ** -(i % 5),
+      cos_g: step === 50 ? null : Math.sin(i + step),
+      cos_gm: 0.5,
+      cos_u: 0.1,
+      skewness: 0,
+      kurtosis: 3,
+      bimodality: i === 0 && step >= 200 ? 0.9 : 0.3,
+      mass_near_1: 0.01,
+      hist,
     };
   });
   return JSON.stringify({ step, diag, diag_grad_rms: 1e-2, diag_eps_frac: step / 1000, diag_cos_g: null, diag_bimodality_max: 0.9 });
 }
 
 function trainLines(steps: number): string[] {
-  return Array.from({ length: steps }, (_, i) => JSON.stringify({ step: i + 1, loss: 5 - i / 200, lr: 1e-3, grad_norm: 1, tokens: 1024 * (i + 1), tokens_per_s: 5000, ms: 200 }));
+  return Array.from({ length: steps }, (_, i) =>
+    JSON.stringify({ step: i + 1, loss: 5 - i / 200, lr: 1e-3, grad_norm: 1, tokens: 1024 * (i + 1), tokens_per_s: 5000, ms: 200 }),
+  );
 }
 
 test('report: diag lines become per-tensor heatmaps; spikes and interventions become markers', () => {
@@ -64,7 +77,11 @@ test('report: diag lines become per-tensor heatmaps; spikes and interventions be
   lines.push(JSON.stringify({ event: 'checkpoint', step: 250, dir: 'checkpoints/step-250' }));
   lines.push(JSON.stringify({ event: 'spike', step: 230, metric: 'loss', value: 9.1, z: 8.5 }));
   lines.push(JSON.stringify({ event: 'rollback', step: 240, to: 130 }));
-  lines.push(diagLine(300).replace('"step":300', '"step":300').replace(/"param_rms":0.02/g, '"param_rms":0.03')); // replayed step: later line wins
+  lines.push(
+    diagLine(300)
+      .replace('"step":300', '"step":300')
+      .replace(/"param_rms":0.02/g, '"param_rms":0.03'),
+  ); // replayed step: later line wins
   lines.push(diagLine(350).slice(0, 200)); // torn line
   const { html, p } = report(lines);
 
@@ -83,7 +100,10 @@ test('report: diag lines become per-tensor heatmaps; spikes and interventions be
   ]);
   assert.deepEqual(h.initial, ['eps_frac', 'update_rms', 'bimodality', 'cos_g', 'decoupling']);
   for (const k of ['eps_frac', 'update_rms', 'bimodality', 'cos_g', 'decoupling', 'kurtosis', 'cos_u', 'zero_frac', 'max_abs']) {
-    assert.ok(h.stats.some((s) => s.key === k), `stat ${k} offered`);
+    assert.ok(
+      h.stats.some((s) => s.key === k),
+      `stat ${k} offered`,
+    );
   }
   assert.equal(h.stats.find((s) => s.key === 'decoupling')!.scale, 'log');
   assert.equal(h.stats.find((s) => s.key === 'cos_g')!.scale, 'diverging');
@@ -104,7 +124,13 @@ test('report: diag lines become per-tensor heatmaps; spikes and interventions be
   assert.equal(hist[(1 + 3) % 41], 1);
 
   // Markers: the spike and the rollback, not the routine checkpoint; colours as the line charts use.
-  assert.deepEqual(h.markers.map((m) => [m.event, m.step]), [['spike', 230], ['rollback', 240]]);
+  assert.deepEqual(
+    h.markers.map((m) => [m.event, m.step]),
+    [
+      ['spike', 230],
+      ['rollback', 240],
+    ],
+  );
   assert.equal(h.markers[0].color, p.events.find((e) => e.event === 'spike')!.color);
 
   // The section and the drawing code are in the page, still one offline file.
@@ -115,17 +141,22 @@ test('report: diag lines become per-tensor heatmaps; spikes and interventions be
   assert.doesNotMatch(html, /<script[^>]*\bsrc=/i);
 
   // The line charts are untouched: diag lines add only their top-level numbers to the rows.
-  assert.deepEqual(p.panels.map((x) => x.title), ['Loss', 'Learning rate', 'Gradient norm', 'Throughput']);
+  assert.deepEqual(
+    p.panels.map((x) => x.title),
+    ['Loss', 'Learning rate', 'Gradient norm', 'Throughput'],
+  );
   assert.equal(p.data.loss.x.length, 500);
 });
 
 test('parseMetrics: diag records are collected apart from the numeric rows', () => {
-  const m = parseMetrics([
-    '{"step": 1, "loss": 2}',
-    '{"step": 50, "diag": {"w": {"grad_rms": 0.1, "cos_g": null, "eps_frac": NaN, "note": "x", "hist": [0.5, 0.5]}, "junk": 3}, "diag_grad_rms": 0.1}',
-    '{"step": 50, "loss": 1.5}',
-    '{"diag": {"w": {}}}',
-  ].join('\n'));
+  const m = parseMetrics(
+    [
+      '{"step": 1, "loss": 2}',
+      '{"step": 50, "diag": {"w": {"grad_rms": 0.1, "cos_g": null, "eps_frac": NaN, "note": "x", "hist": [0.5, 0.5]}, "junk": 3}, "diag_grad_rms": 0.1}',
+      '{"step": 50, "loss": 1.5}',
+      '{"diag": {"w": {}}}',
+    ].join('\n'),
+  );
   assert.deepEqual(m.rows, [
     { step: 1, values: { loss: 2 } },
     { step: 50, values: { diag_grad_rms: 0.1, loss: 1.5 } },

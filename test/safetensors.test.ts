@@ -21,8 +21,7 @@ process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 
 /** A file by hand: u64 LE header length, the header text exactly as given (no padding), data. */
 function craft(header: string | object | Uint8Array, data: Uint8Array | number = 0, lengthOverride?: bigint): Buffer {
-  const json =
-    header instanceof Uint8Array ? Buffer.from(header) : Buffer.from(typeof header === 'string' ? header : JSON.stringify(header), 'utf8');
+  const json = header instanceof Uint8Array ? Buffer.from(header) : Buffer.from(typeof header === 'string' ? header : JSON.stringify(header), 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(lengthOverride ?? BigInt(json.length));
   return Buffer.concat([len, json, typeof data === 'number' ? Buffer.alloc(data) : data]);
@@ -58,9 +57,7 @@ describe('safetensors encoding', () => {
     // safetensors.numpy.save({"a": [1, -2.5], "b": [[0.5], [3]]} (float32), metadata={"format": "pt"}):
     // compact JSON, metadata first, tensors in name order; 141 JSON bytes + 3 spaces = 144 = 0x90.
     const json =
-      '{"__metadata__":{"format":"pt"},' +
-      '"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' +
-      '"b":{"dtype":"F32","shape":[2,1],"data_offsets":[8,16]}}';
+      '{"__metadata__":{"format":"pt"},' + '"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' + '"b":{"dtype":"F32","shape":[2,1],"data_offsets":[8,16]}}';
     assert.equal(json.length, 141);
     const expected = Buffer.concat([
       Buffer.from('9000000000000000', 'hex'),
@@ -87,14 +84,24 @@ describe('safetensors encoding', () => {
       const h = parse(b);
       assert.equal(h.headerSize % 8, 0);
       assert.match(b.subarray(8, 8 + h.headerSize).toString(), /^\{.*\} *$/);
-      assert.deepEqual(h.tensors.map((t) => t.name), ['z', name]);
+      assert.deepEqual(
+        h.tensors.map((t) => t.name),
+        ['z', name],
+      );
     }
   });
 
   test('rejects inconsistent input to the writer', () => {
     const d = new Float32Array(3);
     assert.throws(() => encodeSafetensors([{ name: 'a', shape: [2], data: d }]), /3/);
-    assert.throws(() => encodeSafetensors([{ name: 'a', shape: [3], data: d }, { name: 'a', shape: [3], data: d }]), /twice/);
+    assert.throws(
+      () =>
+        encodeSafetensors([
+          { name: 'a', shape: [3], data: d },
+          { name: 'a', shape: [3], data: d },
+        ]),
+      /twice/,
+    );
     assert.throws(() => encodeSafetensors([{ name: '__metadata__', shape: [3], data: d }]));
     assert.throws(() => encodeSafetensors([{ name: 'a', shape: [-3], data: d }]));
   });
@@ -111,7 +118,7 @@ describe('safetensors round trip', () => {
     { name: '__proto__', shape: [1, 1, 1], data: new Float32Array([8]) },
     { name: 'ünïcode "quoted"\n', shape: [1], data: new Float32Array([9]) },
   ];
-  const metadata = { format: 'pt', config: '{"n_layer":4}', 'ключ': 'значение "x"\n', __proto__x: 'y' };
+  const metadata = { format: 'pt', config: '{"n_layer":4}', ключ: 'значение "x"\n', __proto__x: 'y' };
 
   test('writeSafetensors → readSafetensors keeps names, shapes, bits, order and metadata', () => {
     const file = path.join(tmp, 'round.safetensors');
@@ -119,7 +126,10 @@ describe('safetensors round trip', () => {
     assert.deepEqual(fs.readFileSync(file), encodeSafetensors(tensors, metadata));
     const got = readSafetensors(file);
     assert.deepEqual(got.metadata, metadata);
-    assert.deepEqual(got.infos.map((i) => i.name), tensors.map((t) => t.name));
+    assert.deepEqual(
+      got.infos.map((i) => i.name),
+      tensors.map((t) => t.name),
+    );
     for (const t of tensors) {
       const info = got.infos.find((i) => i.name === t.name)!;
       assert.equal(info.dtype, 'F32');
@@ -222,7 +232,13 @@ describe('safetensors dtypes', () => {
     const data = bytesOf(new Float32Array([1, 2, 3]));
     const b = craft({ b: entry('F32', [2], [4, 12]), __metadata__: { k: 'v' }, a: entry('F32', [1], [0, 4]) }, data);
     const h = parse(b);
-    assert.deepEqual(h.tensors.map((t) => [t.name, t.begin, t.end]), [['a', 0, 4], ['b', 4, 12]]);
+    assert.deepEqual(
+      h.tensors.map((t) => [t.name, t.begin, t.end]),
+      [
+        ['a', 0, 4],
+        ['b', 4, 12],
+      ],
+    );
     assert.deepEqual(h.metadata, { k: 'v' });
   });
 });

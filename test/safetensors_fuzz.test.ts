@@ -153,7 +153,11 @@ const jsonEdit: Mutator = (b, rng) => {
       if (!e) return;
       const [s, t] = e.data_offsets as number[];
       const d = pick(rng, [-8, -4, -2, -1, 1, 2, 4, 8, 1000]);
-      e.data_offsets = pick(rng, [[s + d, t + d], [s + d, t], [s, t + d]]);
+      e.data_offsets = pick(rng, [
+        [s + d, t + d],
+        [s + d, t],
+        [s, t + d],
+      ]);
     },
     () => {
       // overlap: two tensors start at the same place
@@ -322,7 +326,10 @@ describe('safetensors fuzz', () => {
     for (let i = 0; i < N; i++) {
       const seed = SEEDS[i % SEEDS.length];
       const b = mutate(seed, rng);
-      const what = `case ${i} (${b.subarray(0, Math.min(b.length, 8 + 200)).toString('latin1').replace(/[^\x20-\x7e]/g, '.')})`;
+      const what = `case ${i} (${b
+        .subarray(0, Math.min(b.length, 8 + 200))
+        .toString('latin1')
+        .replace(/[^\x20-\x7e]/g, '.')})`;
       const c0 = performance.now();
       try {
         const h = parseHeader(b, b.length);
@@ -336,7 +343,9 @@ describe('safetensors fuzz', () => {
       slowest = Math.max(slowest, performance.now() - c0);
     }
     const seconds = (performance.now() - t0) / 1000;
-    t.diagnostic(`${N} cases in ${seconds.toFixed(2)} s (slowest ${slowest.toFixed(1)} ms): ${valid} valid, ${JSON.stringify(Object.fromEntries([...codes].sort()))}`);
+    t.diagnostic(
+      `${N} cases in ${seconds.toFixed(2)} s (slowest ${slowest.toFixed(1)} ms): ${valid} valid, ${JSON.stringify(Object.fromEntries([...codes].sort()))}`,
+    );
     for (const code of CODES) assert.ok((codes.get(code) ?? 0) > 0, `no case reached ${code}`);
     assert.ok(valid > 0, 'some mutations (data bits) stay valid');
     assert.ok(slowest < 2000, `a case took ${slowest} ms: a hang?`);

@@ -40,8 +40,10 @@ test('keel sample: the same seed gives the same text, another seed other text; b
   assert.match(bad.stderr, /--prompt is empty/);
 });
 
-test('keel eval without --data scores the run\'s validation split: the trainer\'s final val loss', () => {
-  const last = metrics(run).filter((r) => typeof r.val_loss === 'number').at(-1)!;
+test("keel eval without --data scores the run's validation split: the trainer's final val loss", () => {
+  const last = metrics(run)
+    .filter((r) => typeof r.val_loss === 'number')
+    .at(-1)!;
   const r = keel(['eval', { checkpoint: run, tokens: 2000, json: true }]);
   assert.equal(r.status, 0, r.stderr);
   const got = JSON.parse(r.stdout);
@@ -51,7 +53,7 @@ test('keel eval without --data scores the run\'s validation split: the trainer\'
   assert.notEqual(onFile.loss, got.loss, 'with --data: the file from its start (training data)');
 });
 
-test('keel --version prints package.json\'s version; bare keel lists the commands', () => {
+test("keel --version prints package.json's version; bare keel lists the commands", () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', 'package.json'), 'utf8'));
   const v = keel(['--version']);
   assert.equal(v.status, 0);

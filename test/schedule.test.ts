@@ -18,7 +18,12 @@ test('warm-up then cosine, linear or constant', () => {
 });
 
 test("piecewise: Su's example {40000: 1, 160000: 0.5, 640000: 0.1, 1280000: 0.01} warms up from zero", () => {
-  const pts = [[40_000, 1], [160_000, 0.5], [640_000, 0.1], [1_280_000, 0.01]] as const;
+  const pts = [
+    [40_000, 1],
+    [160_000, 0.5],
+    [640_000, 0.1],
+    [1_280_000, 0.01],
+  ] as const;
   assert.equal(piecewiseLinear(pts, 0), 0);
   assert.equal(piecewiseLinear(pts, 10_000), 0.25);
   assert.equal(piecewiseLinear(pts, 40_000), 1);
@@ -26,10 +31,28 @@ test("piecewise: Su's example {40000: 1, 160000: 0.5, 640000: 0.1, 1280000: 0.01
   assert.ok(Math.abs(piecewiseLinear(pts, 400_000) - 0.3) < 1e-12);
   assert.equal(piecewiseLinear(pts, 5_000_000), 0.01);
   assert.equal(piecewiseLinear([[0, 1]], 123), 1, 'the default {0: 1} is constant');
-  assert.equal(learningRate({ ...base, kind: 'piecewise', lr: 2, points: [[0, 1], [10, 0]] }, 5), 1);
+  assert.equal(
+    learningRate(
+      {
+        ...base,
+        kind: 'piecewise',
+        lr: 2,
+        points: [
+          [0, 1],
+          [10, 0],
+        ],
+      },
+      5,
+    ),
+    1,
+  );
 });
 
 test('--lr-points parsing: sorted, validated', () => {
-  assert.deepEqual(parsePoints('100:1, 0:0,1400:0.1'), [[0, 0], [100, 1], [1400, 0.1]]);
+  assert.deepEqual(parsePoints('100:1, 0:0,1400:0.1'), [
+    [0, 0],
+    [100, 1],
+    [1400, 0.1],
+  ]);
   for (const bad of ['100', '1:-1', 'a:1', '1:1,1:2', '']) assert.throws(() => parsePoints(bad), UserError, bad);
 });

@@ -26,18 +26,26 @@ function call(url: string, method: string, route: string, body?: unknown, header
   const u = new URL(url);
   const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, method, path: route, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {} }));
-    });
+    const req = http.request(
+      { host: u.hostname, port: u.port, method, path: route, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } },
+      (res) => {
+        let text = '';
+        res
+          .setEncoding('utf8')
+          .on('data', (c: string) => (text += c))
+          .on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {} }));
+      },
+    );
     req.on('error', reject);
     if (data) req.write(data);
     req.end();
   });
 }
 
-const client = (s: { url: string; token: string }) => (method: string, route: string, body?: unknown, headers: Record<string, string> = {}) =>
-  call(s.url, method, `/api/v1${route}`, body, { authorization: `Bearer ${s.token}`, ...headers });
+const client =
+  (s: { url: string; token: string }) =>
+  (method: string, route: string, body?: unknown, headers: Record<string, string> = {}) =>
+    call(s.url, method, `/api/v1${route}`, body, { authorization: `Bearer ${s.token}`, ...headers });
 
 const report = (step: number, loss: number, attempt = 0): StepReport =>
   stepReport(step, { attempt, loss, grad_norm: 1 + 0.01 * Math.sin(step), tokens: step * 64, batch: 4, data: [2 * step - 2, 2 * step] });
@@ -50,7 +58,7 @@ const db = path.join(fresh('db'), 'keel.db');
 fs.mkdirSync(path.dirname(db), { recursive: true });
 after(() => s?.close());
 
-test('serve: a run reports steps, registers checkpoints, and gets the controller\'s rollback back', async () => {
+test("serve: a run reports steps, registers checkpoints, and gets the controller's rollback back", async () => {
   s = await serve({ host: '127.0.0.1', port: 0, db });
   api = client(s);
   assert.deepEqual((await api('GET', '/health')).body, { ok: true, version: 1, schema: SCHEMA_VERSION });
@@ -62,7 +70,10 @@ test('serve: a run reports steps, registers checkpoints, and gets the controller
   const batch = Array.from({ length: 12 }, (_, i) => report(i + 1, 2 + 0.01 * Math.cos(i)));
   const r1 = await api('POST', `/runs/${id}/reports`, { reports: batch });
   assert.equal(r1.status, 200, JSON.stringify(r1.body));
-  assert.deepEqual((r1.body.decisions as { kind: string }[]).map((d) => d.kind), Array(12).fill('proceed'));
+  assert.deepEqual(
+    (r1.body.decisions as { kind: string }[]).map((d) => d.kind),
+    Array(12).fill('proceed'),
+  );
   assert.equal((await api('POST', `/runs/${id}/checkpoints`, { step: 10, data: 20, path: '/ckpt/10' })).status, 200);
   // A retry of steps already stored changes nothing and gets the same decisions back.
   const again = await api('POST', `/runs/${id}/reports`, { reports: batch.slice(10) });
@@ -78,7 +89,10 @@ test('serve: a run reports steps, registers checkpoints, and gets the controller
   assert.match(String(stale.body.error), /expected step 11/);
   assert.equal((await api('POST', `/runs/${id}/reports`, { reports: [report(11, 2, 1)] })).status, 200);
   const runs = (await api('GET', '/runs')).body.runs as Record<string, unknown>[];
-  assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['torch-run', 17, 16]]);
+  assert.deepEqual(
+    runs.map((r) => [r.name, r.reports, r.last_step]),
+    [['torch-run', 17, 16]],
+  );
   const m = await api('GET', `/runs/${id}/metrics?max=5`);
   const rows = m.body.rows as { decision: { kind: string } }[];
   assert.ok(rows.length <= 7 && rows.some((r) => r.decision.kind === 'rollback'), 'downsampled, decisions kept');
@@ -131,9 +145,11 @@ test('serve: a few thousand fuzzed requests get 4xx answers and leave the server
   for (let i = 0; i < 2000; i++) {
     const route = pick(routes);
     // Reports for step 13 (the run expects 12): refused whatever the mutation, so the run must not change.
-    const base = route.includes('reports') ? { reports: [mutate(report(13, 2, 1) as unknown as Record<string, unknown>)] }
-      : route.includes('checkpoints') ? mutate({ step: -1, data: 'x' })
-      : mutate({ name: 'fuzz', policy: mutate(POLICY), run: mutate(RUN) });
+    const base = route.includes('reports')
+      ? { reports: [mutate(report(13, 2, 1) as unknown as Record<string, unknown>)] }
+      : route.includes('checkpoints')
+        ? mutate({ step: -1, data: 'x' })
+        : mutate({ name: 'fuzz', policy: mutate(POLICY), run: mutate(RUN) });
     const body = rng.int(10) === 0 ? '{' + 'x'.repeat(rng.int(50)) : base;
     const r = await api(pick(['POST', 'POST', 'GET', 'PUT']), route, body);
     statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
@@ -142,10 +158,12 @@ test('serve: a few thousand fuzzed requests get 4xx answers and leave the server
   assert.equal((await api('GET', '/health')).status, 200);
   const runs = (await api('GET', '/runs')).body.runs as { name: string }[];
   // A fuzzed run creation may be valid (then it is stored, as it should be); the torch run is untouched.
-  assert.equal(JSON.stringify(runs.filter((r) => r.name !== 'fuzz')), JSON.stringify((JSON.parse(before).runs as { name: string }[]).filter((r) => r.name !== 'fuzz')));
+  assert.equal(
+    JSON.stringify(runs.filter((r) => r.name !== 'fuzz')),
+    JSON.stringify((JSON.parse(before).runs as { name: string }[]).filter((r) => r.name !== 'fuzz')),
+  );
   assert.ok((statuses.get(400) ?? 0) > 500, JSON.stringify([...statuses]));
 });
-
 
 const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => c.once('exit', (code) => resolve(code)));
 
@@ -154,25 +172,29 @@ test('serve: kill -9 loses nothing acknowledged; a restarted server carries on w
   const file = path.join(home, 'keel.db');
   fs.mkdirSync(home, { recursive: true });
   const a = await startServer(file, home);
-  assert.equal((fs.statSync(path.join(home, 'serve.json')).mode & 0o777), 0o600, 'only its owner can read the token');
+  assert.equal(fs.statSync(path.join(home, 'serve.json')).mode & 0o777, 0o600, 'only its owner can read the token');
   const found = JSON.parse(fs.readFileSync(path.join(home, 'serve.json'), 'utf8'));
   assert.deepEqual([found.url, found.token], [a.info.url, a.info.token]);
   let api1 = client(a.info);
   const id = (await api1('POST', '/runs', { name: 'durable', policy: POLICY, run: RUN })).body.id;
   const acked: unknown[] = [];
-  for (let n = 1; n <= 40; n++) acked.push(((await api1('POST', `/runs/${id}/reports`, { reports: [report(n, 2 + 0.01 * Math.sin(n))] })).body.decisions as unknown[])[0]);
+  for (let n = 1; n <= 40; n++)
+    acked.push(((await api1('POST', `/runs/${id}/reports`, { reports: [report(n, 2 + 0.01 * Math.sin(n))] })).body.decisions as unknown[])[0]);
   a.child.kill('SIGKILL');
   await exited(a.child);
   const b = await startServer(file, home);
   assert.equal(b.info.token, a.info.token, 'the token is kept in the database: clients carry on');
   api1 = client(b.info);
   const runs = (await api1('GET', '/runs')).body.runs as Record<string, unknown>[];
-  assert.deepEqual(runs.map((r) => [r.name, r.reports, r.last_step]), [['durable', 40, 40]]);
+  assert.deepEqual(
+    runs.map((r) => [r.name, r.reports, r.last_step]),
+    [['durable', 40, 40]],
+  );
   // Retries of the last steps get the stored decisions; the next step goes on where it stopped.
   assert.deepEqual((await api1('POST', `/runs/${id}/reports`, { reports: [report(40, 2 + 0.01 * Math.sin(40))] })).body.decisions, [acked[39]]);
   const next = await api1('POST', `/runs/${id}/reports`, { reports: [report(41, 2)] });
   assert.equal(next.status, 200, JSON.stringify(next.body));
-  assert.equal((next.body.decisions as { seq: number }[])[0].seq, 40, 'the controller\'s sequence carried over');
+  assert.equal((next.body.decisions as { seq: number }[])[0].seq, 40, "the controller's sequence carried over");
   b.child.kill('SIGTERM');
   assert.equal(await exited(b.child), 0, 'SIGTERM: clean exit');
   assert.ok(!fs.existsSync(path.join(home, 'serve.json')), 'its discovery file is removed');
@@ -198,14 +220,24 @@ test('serve: a mirrored run (keel train --serve) stores the decisions it made; e
     assert.equal((await api2('POST', `/runs/${id}/log`, { rows: [{ report: report(3, 1.5), decision: decision(3) }] })).status, 200);
     assert.equal((await api2('POST', `/runs/${id}/evals`, { step: 3, metrics: { val_loss: 1.9 } })).status, 200);
     const got = (await api2('GET', `/runs/${id}/metrics`)).body as { rows: { report: StepReport; decision: { kind: string } }[]; evals: unknown[] };
-    assert.deepEqual(got.rows.map((r) => [r.report.step, r.report.loss, r.decision.kind]), [[1, 2, 'proceed'], [2, 2, 'proceed'], [3, 1.5, 'proceed']]);
+    assert.deepEqual(
+      got.rows.map((r) => [r.report.step, r.report.loss, r.decision.kind]),
+      [
+        [1, 2, 'proceed'],
+        [2, 2, 'proceed'],
+        [3, 1.5, 'proceed'],
+      ],
+    );
     assert.deepEqual(got.evals, [{ step: 3, metrics: { val_loss: 1.9 } }]);
     // A mirrored run is not decided by the server, and a served run takes no decisions from outside.
     assert.match(String((await api2('POST', `/runs/${id}/reports`, { reports: [report(4, 2)] })).body.error), /decides for itself/);
     const served = (await api2('POST', '/runs', { name: 'torch', policy: POLICY, run: RUN })).body.id as number;
     assert.equal((await api2('POST', `/runs/${served}/log`, { rows })).status, 400);
     assert.match(String((await api2('POST', `/runs/${id}/evals`, { step: 3, metrics: {} })).body.error), /metrics/);
-    assert.deepEqual(((await api2('GET', '/runs')).body.runs as { mirror: boolean }[]).map((r) => r.mirror), [true, false]);
+    assert.deepEqual(
+      ((await api2('GET', '/runs')).body.runs as { mirror: boolean }[]).map((r) => r.mirror),
+      [true, false],
+    );
   } finally {
     await m.close();
   }
@@ -224,7 +256,10 @@ test('serve: a database of schema version 1 is migrated in place and keeps its r
   raw.close();
   const store = new Store(file);
   try {
-    assert.deepEqual(store.runs().map((r) => [r.name, r.reports, r.mirror]), [['before', 1, false]]);
+    assert.deepEqual(
+      store.runs().map((r) => [r.name, r.reports, r.mirror]),
+      [['before', 1, false]],
+    );
     assert.equal(store.report(1, [report(2, 2)])[0].seq, 1, 'its controller carries on');
     assert.match(store.token(false), /^[0-9a-f]{48}$/);
     assert.equal(store.token(false), store.token(false));

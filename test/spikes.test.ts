@@ -235,7 +235,10 @@ test('toJSON / fromJSON: a restored detector continues identically', () => {
     evA.push(a.observe(i, v));
     evB.push(b.observe(i, v));
   }
-  assert.ok(evA.some((e) => e !== null), 'the continuation includes spikes');
+  assert.ok(
+    evA.some((e) => e !== null),
+    'the continuation includes spikes',
+  );
   assert.deepEqual(evB, evA);
   assert.deepEqual(b.stats(), a.stats());
   assert.deepEqual(b.toJSON(), a.toJSON());
@@ -341,7 +344,10 @@ test('CSV: header with a step column (any accepted name), quotes, re-logged rows
       [4, 3.75],
     ],
   );
-  assert.deepEqual(log.series('val').map((p) => p.step), [2, 4]);
+  assert.deepEqual(
+    log.series('val').map((p) => p.step),
+    [2, 4],
+  );
   assert.throws(() => parseCsv('a,b\n1,2\n', 'x.csv'), /no step column/);
 });
 
@@ -399,7 +405,10 @@ test('TensorBoard events: simple values and scalar tensors; truncated last recor
   const fileVersion = tfRecord([...field(1, 1, f64(1.7e9)), ...field(3, 2, str('brain.Event:2'))]);
   const records = [
     fileVersion,
-    scalarEvent(1, [{ tag: 'train/loss', simple: 5 }, { tag: 'lr', simple: 0.5 }]),
+    scalarEvent(1, [
+      { tag: 'train/loss', simple: 5 },
+      { tag: 'lr', simple: 0.5 },
+    ]),
     // TensorProto{dtype=DT_FLOAT(1), tensor_shape={}, float_val packed [4.5]}
     scalarEvent(2, [{ tag: 'train/loss', tensor: [...field(1, 0, [1]), ...field(2, 2, []), ...field(5, 2, f32(4.5))] }]),
     // DT_DOUBLE(2) in tensor_content
@@ -430,7 +439,10 @@ test('TensorBoard events: simple values and scalar tensors; truncated last recor
   const bad = Buffer.from(whole);
   bad[fileVersion.length + 20] ^= 0x40;
   fs.writeFileSync(file, bad);
-  assert.throws(() => readLog(file), (e: Error) => e instanceof UserError && /corrupt: record 1 .*data CRC/.test(e.message));
+  assert.throws(
+    () => readLog(file),
+    (e: Error) => e instanceof UserError && /corrupt: record 1 .*data CRC/.test(e.message),
+  );
   const badLen = Buffer.from(whole);
   badLen[fileVersion.length] ^= 0x01;
   fs.writeFileSync(file, badLen);
@@ -481,7 +493,10 @@ test('keel analyze: table and --json on a Keel run; bad input exits 2 with one l
   assert.equal(out.metric, 'loss');
   assert.equal(out.points, 1500);
   assert.equal(out.file, path.join(dir, 'metrics.jsonl'));
-  assert.deepEqual(out.spikes.map((s: { start: number }) => s.start), analyzeSeries(values.map((value, step) => ({ step, value }))).spikes.map((s) => s.start));
+  assert.deepEqual(
+    out.spikes.map((s: { start: number }) => s.start),
+    analyzeSeries(values.map((value, step) => ({ step, value }))).spikes.map((s) => s.start),
+  );
   const r = score(truth, out.spikes);
   assert.equal(r.fp, 0);
   assert.equal(r.fn, 0);

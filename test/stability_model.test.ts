@@ -25,13 +25,20 @@ const { ints, randn, randn64 } = randomArrays(777);
 // ---- kernel: crossEntropy's z-loss term --------------------------------------------------
 
 test('cross-entropy z-loss: lse and dlogits, native (every mode) vs reference; zCoef = 0 unchanged', () => {
-  for (const { BT, V } of [{ BT: 1, V: 7 }, { BT: 5, V: 11 }, { BT: 37, V: 19 }, { BT: 300, V: 256 }]) {
+  for (const { BT, V } of [
+    { BT: 1, V: 7 },
+    { BT: 5, V: 11 },
+    { BT: 37, V: 19 },
+    { BT: 300, V: 256 },
+  ]) {
     const logits = randn(BT * V, 3);
-    logits[0] = 95;  // log Z ≈ 95: the z term's gradient is large, the max-subtracted form must hold
+    logits[0] = 95; // log Z ≈ 95: the z term's gradient is large, the max-subtracted form must hold
     if (BT > 1) logits[V] = -95;
     const targets = ints(BT, V);
     for (const zc of [1e-4, 0.3]) {
-      const l0 = new Float32Array(BT), dl0 = new Float32Array(BT * V), lse0 = new Float32Array(BT);
+      const l0 = new Float32Array(BT),
+        dl0 = new Float32Array(BT * V),
+        lse0 = new Float32Array(BT);
       const sum0 = ops.crossEntropy(l0, dl0, logits, targets, BT, V, 0.25, zc, lse0);
       // lse is log Σ exp, computed independently here in float64.
       for (let r = 0; r < BT; r++) {
@@ -43,7 +50,9 @@ test('cross-entropy z-loss: lse and dlogits, native (every mode) vs reference; z
       }
       eachMode((m) => {
         const what = `${m} BT=${BT} V=${V} zc=${zc}`;
-        const losses = new Float32Array(BT), lse = new Float32Array(BT), dl = new Float32Array(BT * V);
+        const losses = new Float32Array(BT),
+          lse = new Float32Array(BT),
+          dl = new Float32Array(BT * V);
         const s = nk.crossEntropy(losses, dl, logits, targets, BT, V, 0.25, zc, lse);
         near(losses, l0, 2e-6, `${what} losses`);
         near(lse, lse0, 2e-6, `${what} lse`);
@@ -60,7 +69,10 @@ test('cross-entropy z-loss: lse and dlogits, native (every mode) vs reference; z
     }
     // zCoef = 0, given or not, is bit-identical to the plain kernel (fixtures and resume rely on it).
     eachMode((m) => {
-      const a = new Float32Array(BT * V), b = new Float32Array(BT * V), la = new Float32Array(BT), lb = new Float32Array(BT);
+      const a = new Float32Array(BT * V),
+        b = new Float32Array(BT * V),
+        la = new Float32Array(BT),
+        lb = new Float32Array(BT);
       const sa = nk.crossEntropy(la, a, logits, targets, BT, V, 0.25);
       const sb = nk.crossEntropy(lb, b, logits, targets, BT, V, 0.25, 0, new Float32Array(BT));
       assert.deepEqual(b, a, `${m} zCoef 0 dlogits`);
@@ -77,10 +89,15 @@ test('cross-entropy z-loss: lse and dlogits, native (every mode) vs reference; z
 });
 
 test('cross-entropy z-loss: float64 finite differences of scale·Σ (loss + zCoef·lse²)', () => {
-  const N = 6, V = 9, s = 0.37, zc = 0.05;
-  const logits = randn64(N * V, 2), targets = ints(N, V);
-  for (let i = 0; i < V; i++) logits[i] += 4;  // a row with log Z far from 0
-  const losses = new Float64Array(N), lse = new Float64Array(N);
+  const N = 6,
+    V = 9,
+    s = 0.37,
+    zc = 0.05;
+  const logits = randn64(N * V, 2),
+    targets = ints(N, V);
+  for (let i = 0; i < V; i++) logits[i] += 4; // a row with log Z far from 0
+  const losses = new Float64Array(N),
+    lse = new Float64Array(N);
   const L = () => {
     let z = 0;
     const ce = ops.crossEntropy(losses, null, logits, targets, N, V, 0, 0, lse);
@@ -95,7 +112,7 @@ test('cross-entropy z-loss: float64 finite differences of scale·Σ (loss + zCoe
     assert.ok(Math.abs(fd - d[i]) <= 1e-7 * (1 + Math.abs(fd)), `dlogits[${i}]: analytic ${d[i]}, numeric ${fd}`);
   }
   // The z term's gradient sums to 2·zCoef·lse·scale per row (softmax sums to 1; the CE part to 0).
-  L();  // lse of the unperturbed logits
+  L(); // lse of the unperturbed logits
   for (let r = 0; r < N; r++) {
     let sum = 0;
     for (let i = 0; i < V; i++) sum += d[r * V + i];
@@ -153,8 +170,10 @@ test('lastZLoss is the mean (log Z)² of the last forward; zLoss validation', ()
   perturb(m, 1, 0.5);
   const { tokens, targets } = tokenBatch(cfg, 2, 2);
   const ce = m.forward(tokens, targets, 2);
-  const logits = m.logits(2), V = cfg.vocabSize;
-  let zsq = 0, ceSum = 0;
+  const logits = m.logits(2),
+    V = cfg.vocabSize;
+  let zsq = 0,
+    ceSum = 0;
   for (let r = 0; r < 8; r++) {
     let s = 0;
     for (let i = 0; i < V; i++) s += Math.exp(logits[r * V + i]);
@@ -166,8 +185,12 @@ test('lastZLoss is the mean (log Z)² of the last forward; zLoss validation', ()
   m.zLoss = 1e-4;
   assert.equal(m.forward(tokens, targets, 2), ce, 'the coefficient does not change the reported loss');
   assert.ok(Number.isNaN((m.forward(tokens, null, 2), m.lastZLoss)));
-  assert.throws(() => { m.zLoss = -1; }, /zLoss/);
-  assert.throws(() => { m.zLoss = NaN; }, /zLoss/);
+  assert.throws(() => {
+    m.zLoss = -1;
+  }, /zLoss/);
+  assert.throws(() => {
+    m.zLoss = NaN;
+  }, /zLoss/);
   assert.throws(() => new GPT(cfg, referenceKernels(), { maxBatch: 1, zLoss: Infinity }), /zLoss/);
 });
 
@@ -178,9 +201,10 @@ test('native model matches the reference model with qkNorm and zLoss: loss, z te
   const ref = new GPT(cfg, referenceKernels<Float32Array>(), { maxBatch: B, zLoss: 0.01 });
   perturb(nat, 11, 0.05);
   const wte = nat.layout.byName.get('transformer.wte.weight')!;
-  for (let i = wte.offset; i < wte.offset + wte.size; i++) nat.params[i] *= 20;  // log Z well away from log V
+  for (let i = wte.offset; i < wte.offset + wte.size; i++) nat.params[i] *= 20; // log Z well away from log V
   ref.params.set(nat.params);
-  for (const B1 of [B, 2]) {  // the full batch and a smaller one (leading rows of every buffer)
+  for (const B1 of [B, 2]) {
+    // the full batch and a smaller one (leading rows of every buffer)
     const { tokens, targets } = tokenBatch(cfg, B1, 100 + B1);
     const res = [nat, ref].map((m) => {
       m.zeroGrad();
@@ -192,7 +216,8 @@ test('native model matches the reference model with qkNorm and zLoss: loss, z te
     assert.ok(Math.abs(res[0].z - res[1].z) < 1e-5 * res[1].z, `B=${B1} lastZLoss ${res[0].z} vs ${res[1].z}`);
     assert.ok(res[1].z > 1, `log Z is away from 0 (${res[1].z})`);
     for (const t of nat.layout.tensors) {
-      let maxDiff = 0, maxAbs = 0;
+      let maxDiff = 0,
+        maxAbs = 0;
       for (let i = t.offset; i < t.offset + t.size; i++) {
         maxDiff = Math.max(maxDiff, Math.abs(nat.grads[i] - ref.grads[i]));
         maxAbs = Math.max(maxAbs, Math.abs(ref.grads[i]));
@@ -234,11 +259,20 @@ test('qkNorm parameters: names, shapes, kinds and place in the layout; init 1 an
     const p = `transformer.h.${i}.attn.`;
     const at = names.indexOf(p + 'c_attn.bias');
     assert.deepEqual(names.slice(at + 1, at + 5), [p + 'q_norm.weight', p + 'q_norm.bias', p + 'k_norm.weight', p + 'k_norm.bias']);
-    assert.deepEqual(qk.tensors.slice(at + 1, at + 5).map((t) => [t.shape, t.kind]), [
-      [[4], 'gain'], [[4], 'bias'], [[4], 'gain'], [[4], 'bias'],
-    ]);
+    assert.deepEqual(
+      qk.tensors.slice(at + 1, at + 5).map((t) => [t.shape, t.kind]),
+      [
+        [[4], 'gain'],
+        [[4], 'bias'],
+        [[4], 'gain'],
+        [[4], 'bias'],
+      ],
+    );
   }
-  assert.deepEqual(names.filter((n) => !/[qk]_norm/.test(n)), plain.tensors.map((t) => t.name));
+  assert.deepEqual(
+    names.filter((n) => !/[qk]_norm/.test(n)),
+    plain.tensors.map((t) => t.name),
+  );
   assert.ok(!plain.tensors.some((t) => /[qk]_norm/.test(t.name)));
   // init: gains 1, biases 0; the other tensors get the same values as without qkNorm.
   const a = new GPT(base, nativeKernels(), { maxBatch: 1 });
@@ -247,8 +281,16 @@ test('qkNorm parameters: names, shapes, kinds and place in the layout; init 1 an
   b.init(7);
   for (const t of b.layout.tensors) {
     const v = b.params.subarray(t.offset, t.offset + t.size);
-    if (/[qk]_norm\.weight/.test(t.name)) assert.ok(v.every((x) => x === 1), t.name);
-    else if (/[qk]_norm\.bias/.test(t.name)) assert.ok(v.every((x) => x === 0), t.name);
+    if (/[qk]_norm\.weight/.test(t.name))
+      assert.ok(
+        v.every((x) => x === 1),
+        t.name,
+      );
+    else if (/[qk]_norm\.bias/.test(t.name))
+      assert.ok(
+        v.every((x) => x === 0),
+        t.name,
+      );
     else {
       const s = a.layout.byName.get(t.name)!;
       assert.deepEqual(v, a.params.subarray(s.offset, s.offset + s.size), t.name);

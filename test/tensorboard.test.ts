@@ -27,7 +27,10 @@ test('keel train --tensorboard: every logged scalar is in the event file at its 
   const lines = metrics(out);
   for (const name of ['loss', 'val_loss']) {
     const want = lines.filter((l) => typeof l[name] === 'number').map((l) => [l.step, Math.fround(l[name] as number)]);
-    assert.deepEqual(log.series(name).map((p) => [p.step, p.value]), want);
+    assert.deepEqual(
+      log.series(name).map((p) => [p.step, p.value]),
+      want,
+    );
   }
   // A resume appends to the same directory (a new file, as TensorBoard expects of a restart).
   const again = keel(['train', { resume: out, steps: 35 }]);

@@ -78,7 +78,7 @@ describe('nanoGPT token files', () => {
     }
   });
 
-  test('a directory with train.bin and val.bin: nanoGPT\'s own split; a single .bin: the last 5 %', () => {
+  test("a directory with train.bin and val.bin: nanoGPT's own split; a single .bin: the last 5 %", () => {
     const dir = fresh('nano');
     writeBin(path.join(dir, 'train.bin'), ids);
     writeBin(path.join(dir, 'val.bin'), ids.subarray(0, 700));
@@ -93,7 +93,7 @@ describe('nanoGPT token files', () => {
     assert.deepEqual([corpusSplits(single).train.length, corpusSplits(single).val.length], [4750, 250]);
   });
 
-  test('refused with a reason: odd size, empty, ids beyond GPT-2\'s, char-level data, --tokenizer bytes', () => {
+  test("refused with a reason: odd size, empty, ids beyond GPT-2's, char-level data, --tokenizer bytes", () => {
     const odd = fresh('odd') + '.bin';
     fs.writeFileSync(odd, Buffer.alloc(7));
     assert.throws(() => loadCorpus(odd), /odd number of bytes \(7\)/);
@@ -126,7 +126,9 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
     assert.match(trained.stderr, /data .* gpt2 tokens/);
     const saved = JSON.parse(fs.readFileSync(path.join(run, 'config.json'), 'utf8'));
     assert.equal(saved.train.tokenizer, 'gpt2');
-    const last = metrics(run).filter((r) => typeof r.val_loss === 'number').at(-1)!;
+    const last = metrics(run)
+      .filter((r) => typeof r.val_loss === 'number')
+      .at(-1)!;
     const r = JSON.parse(keel(['eval', { checkpoint: run, tokens: 1000, json: true }]).stdout);
     assert.match(r.data, /validation split/);
     assert.ok(Math.abs(r.loss - (last.val_loss as number)) < 1e-9, `${r.loss} vs ${last.val_loss}`);
@@ -137,23 +139,29 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
     assertSeededSampling(run, 'the model', 30, [3, 4]);
   });
 
-  test('sampling draws only ids below the limit (keel sample passes the tokenizer\'s alphabet)', () => {
+  test("sampling draws only ids below the limit (keel sample passes the tokenizer's alphabet)", () => {
     const { config, params } = loadModel(path.join(run, 'checkpoints', 'step-30', 'model.safetensors'));
     const model = new GPT(config, nativeKernels(), { maxBatch: 1 });
     model.params.set(params);
     // Temperature 1000: nearly uniform over 50,304 ids, so without the limit almost every draw would be ≥ 1000.
     const out = sample(model, Int32Array.of(464), { tokens: 50, temperature: 1000, topK: 0, limit: 1000 }, new Rng(1));
-    assert.ok(out.every((t) => t < 1000), [...out].join(','));
+    assert.ok(
+      out.every((t) => t < 1000),
+      [...out].join(','),
+    );
   });
 
-  test('a text corpus with --tokenizer gpt2: a preset gets GPT-2\'s padded vocabulary; too small a vocabulary is refused', () => {
+  test("a text corpus with --tokenizer gpt2: a preset gets GPT-2's padded vocabulary; too small a vocabulary is refused", () => {
     const corpus = writeCorpus(fresh('text'));
     const out = fresh('preset');
     const r = keel(['train', { tokenizer: 'gpt2', data: corpus, steps: 2, batch: 2, evalTokens: 200, out }]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).model.vocabSize, 50304);
     const bytesCfg = writeJson(fresh('bytes') + '.json', { nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 16, vocabSize: 256 });
-    assertUserError(keel(['train', { config: bytesCfg, tokenizer: 'gpt2', data: corpus, out: fresh('refused') }]), /vocabSize 256 is smaller than the tokenizer's alphabet: gpt2 tokens take 50257 values/);
+    assertUserError(
+      keel(['train', { config: bytesCfg, tokenizer: 'gpt2', data: corpus, out: fresh('refused') }]),
+      /vocabSize 256 is smaller than the tokenizer's alphabet: gpt2 tokens take 50257 values/,
+    );
     assertUserError(keel(['train', { data: dir, tokenizer: 'bytes', out: fresh('refused') }]), /needs --tokenizer gpt2/);
   });
 
@@ -166,7 +174,7 @@ describe('keel with --tokenizer gpt2 and nanoGPT data', () => {
   test('a gpt2 checkpoint loads in the PyTorch parity script: the same loss on val.bin', (t) => {
     const torch = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
     if (torch.status !== 0) {
-      t.skip('Debian\'s python3-torch is not installed (apt-get install python3-torch)');
+      t.skip("Debian's python3-torch is not installed (apt-get install python3-torch)");
       return;
     }
     const model = path.join(run, 'checkpoints', 'step-30', 'model.safetensors');

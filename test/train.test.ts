@@ -7,9 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { listCheckpoints, loadCheckpoint } from '../src/train/checkpoints.ts';
 import { train, type TrainOptions } from '../src/train/trainer.ts';
-import {
-  assertTrainRefuses, keel, keelAsync, metrics, MICRO, sleep, tempRoot, trainLines, trainOptions, walk, writeCorpus, writeJson,
-} from './helpers.ts';
+import { assertTrainRefuses, keel, keelAsync, metrics, MICRO, sleep, tempRoot, trainLines, trainOptions, walk, writeCorpus, writeJson } from './helpers.ts';
 
 const { root, fresh } = tempRoot('train');
 const corpus = writeCorpus(path.join(root, 'data'));
@@ -55,7 +53,10 @@ async function checkResumeIsBitIdentical(over: Partial<TrainOptions>) {
       .map((r) => ({ step: r.step, loss: r.loss, lr: r.lr, grad_norm: r.grad_norm, tokens: r.tokens }));
   const la = pick(straight.out);
   const lb = pick(split.out);
-  assert.deepEqual(la.map((r) => r.step), [5, 6, 7, 8]);
+  assert.deepEqual(
+    la.map((r) => r.step),
+    [5, 6, 7, 8],
+  );
   assert.deepEqual(lb, la);
   assert.equal(b.train_loss, a.train_loss);
   assert.equal(b.val_loss, a.val_loss);
@@ -117,12 +118,18 @@ describe('run directory', () => {
       assert.equal(ck.state.cursor, step); // one batch per step
     }
     // Nothing hidden (temporary names start with '.') anywhere in the run.
-    assert.deepEqual(walk(out).filter((p) => path.basename(p).startsWith('.')), []);
+    assert.deepEqual(
+      walk(out).filter((p) => path.basename(p).startsWith('.')),
+      [],
+    );
     assert.deepEqual(fs.readdirSync(out).sort(), ['checkpoints', 'config.json', 'control.jsonl', 'metrics.jsonl', 'report.html']);
 
     const recs = metrics(out);
     const lines = trainLines(out);
-    assert.deepEqual(lines.map((l) => l.step), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(
+      lines.map((l) => l.step),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
     for (const l of lines) {
       for (const key of ['step', 'loss', 'lr', 'grad_norm', 'tokens', 'ms']) {
         assert.equal(typeof l[key], 'number', `training line ${JSON.stringify(l)} lacks ${key}`);
@@ -131,10 +138,16 @@ describe('run directory', () => {
       assert.ok(Number.isFinite(l.loss) && l.grad_norm > 0 && l.lr > 0 && l.ms >= 0);
     }
     const evals = recs.filter((x) => 'val_loss' in x);
-    assert.deepEqual(evals.map((x) => x.step), [4, 8]);
+    assert.deepEqual(
+      evals.map((x) => x.step),
+      [4, 8],
+    );
     for (const e of evals) assert.ok(typeof e.val_loss === 'number' && e.val_loss > 0);
     const ckEvents = recs.filter((x) => x.event === 'checkpoint');
-    assert.deepEqual(ckEvents.map((x) => x.step), [2, 4, 6, 8]);
+    assert.deepEqual(
+      ckEvents.map((x) => x.step),
+      [2, 4, 6, 8],
+    );
     assert.equal(ckEvents[3].dir, path.join('checkpoints', 'step-8'));
   });
 });
@@ -143,7 +156,12 @@ test('training lowers the loss on a repetitive corpus (~30 steps)', async () => 
   const sentence = 'the cat sat on the mat and the dog sat on the log. ';
   const data = writeCorpus(path.join(root, 'rep'), sentence.repeat(300), 'rep.txt');
   const opts = trainOptions(fresh('learns'), data, {
-    steps: 30, batch: 8, lr: 1e-2, minLr: 1e-3, warmup: 3, evalTokens: 513,
+    steps: 30,
+    batch: 8,
+    lr: 1e-2,
+    minLr: 1e-3,
+    warmup: 3,
+    evalTokens: 513,
   });
   const r = await train(opts, quiet);
   const losses = trainLines(opts.out).map((l) => l.loss);
@@ -175,7 +193,10 @@ test('Ctrl-C writes a checkpoint at the last step, exits 130, and --resume conti
   const ck = loadCheckpoint(out);
   assert.equal(ck.state.step, last);
   assert.equal(ck.state.cursor, last);
-  assert.deepEqual(walk(out).filter((p) => path.basename(p).startsWith('.')), []);
+  assert.deepEqual(
+    walk(out).filter((p) => path.basename(p).startsWith('.')),
+    [],
+  );
 
   // Resume (saved flags, steps overridden so it finishes now) runs to the requested step.
   const target = last + 3;
@@ -197,8 +218,22 @@ test('--json: the last stdout line is the summary', () => {
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.deepEqual(Object.keys(s).sort(), [
-    'b_simple', 'b_simple_tokens', 'optimizer', 'optimizer_state_bytes', 'optimizer_state_bytes_per_param', 'params', 'rollbacks',
-    'run_dir', 'seconds', 'skipped_steps', 'spikes', 'steps', 'tokens', 'tokens_per_s', 'train_loss', 'val_loss',
+    'b_simple',
+    'b_simple_tokens',
+    'optimizer',
+    'optimizer_state_bytes',
+    'optimizer_state_bytes_per_param',
+    'params',
+    'rollbacks',
+    'run_dir',
+    'seconds',
+    'skipped_steps',
+    'spikes',
+    'steps',
+    'tokens',
+    'tokens_per_s',
+    'train_loss',
+    'val_loss',
   ]);
   // AdamW keeps two float32 moments per parameter.
   assert.equal(s.optimizer, 'adamw');
@@ -212,7 +247,12 @@ test('--json: the last stdout line is the summary', () => {
   assert.equal(s.tokens, 5 * 2 * 4 * MICRO.blockSize);
   const lines = trainLines(out);
   assert.equal(s.train_loss, lines.at(-1)!.loss);
-  assert.equal(s.val_loss, metrics(out).filter((x) => 'val_loss' in x).at(-1)!.val_loss);
+  assert.equal(
+    s.val_loss,
+    metrics(out)
+      .filter((x) => 'val_loss' in x)
+      .at(-1)!.val_loss,
+  );
   assert.ok(s.tokens_per_s > 0 && s.seconds > 0);
 });
 
@@ -225,7 +265,10 @@ test('--optimizer and --opt: Tiger with its options; bad options are one-line er
   ]);
   assert.equal(r.status, 0, r.stderr);
   // Piecewise from an implied (0, 0): half the lr at step 1, all of it from step 2 on.
-  assert.deepEqual(trainLines(out).map((l) => l.lr), [0.01, 0.02, 0.02]);
+  assert.deepEqual(
+    trainLines(out).map((l) => l.lr),
+    [0.01, 0.02, 0.02],
+  );
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   assert.equal(s.optimizer, 'tiger');
   assert.equal(s.optimizer_state_bytes, 4 * s.params);

@@ -10,7 +10,12 @@ export class Ema {
   /** Updates so far. */
   t = 0;
 
-  constructor(private readonly k: Kernels, n: number, readonly beta: number, readonly warmup = false) {
+  constructor(
+    private readonly k: Kernels,
+    n: number,
+    readonly beta: number,
+    readonly warmup = false,
+  ) {
     this.weights = new Float32Array(n);
   }
 

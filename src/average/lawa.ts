@@ -10,7 +10,11 @@ export class Lawa {
   /** Snapshots taken so far (the ring holds the last min(taken, k)). */
   taken = 0;
 
-  constructor(readonly n: number, readonly k: number, readonly every: number) {
+  constructor(
+    readonly n: number,
+    readonly k: number,
+    readonly every: number,
+  ) {
     this.ring = Array.from({ length: k }, () => new Float32Array(n));
     this.steps = Array<number>(k).fill(-1);
   }

@@ -107,9 +107,7 @@ export async function averageCheckpoints(inputs: readonly string[], out: string,
     const total = sources[0].order.length;
     // (reduce, not Math.max(...xs): a checkpoint may hold more tensors than a call has arguments)
     const largest = sources[0].order.reduce((a, n) => Math.max(a, numelOf(sources[0].tensors.get(n)!.info)), 0);
-    const work = new Averager(sources, weights, Math.max(1, Math.min(chunk, largest)), opts, (done) =>
-      opts.progress?.(done, total),
-    );
+    const work = new Averager(sources, weights, Math.max(1, Math.min(chunk, largest)), opts, (done) => opts.progress?.(done, total));
     if (plan.sharded) await writeSharded(target, plan, work);
     else await writeSingle(target, plan.files[0], work);
     return {

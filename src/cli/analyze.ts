@@ -15,10 +15,22 @@ export function analyzeCommand(): Command {
     .option('--metric <name>', 'series to analyse: exact name, or the one whose last /-segment matches (loss → train/loss)', 'loss')
     .option('--window <n>', 'rolling window (values) for mean and σ; nothing is flagged until it is full', int(2), ANALYZE_DEFAULTS.window)
     .option('--threshold <z>', 'flag values more than Z σ above the window mean', float(0, true), ANALYZE_DEFAULTS.threshold)
-    .option('--jump <x>', `also flag values more than X (relative) above the EMA; 0 disables (default: ${ANALYZE_DEFAULTS.jump} for losses, 0 for other metrics)`, float(0))
-    .option('--min-rise <x>', 'a z-score flag must also rise at least X (relative) above the window mean, so a flat series\'s tiny σ does not turn a 1e-4 bump into a 10,000σ spike', float(0), ANALYZE_DEFAULTS.minRise)
+    .option(
+      '--jump <x>',
+      `also flag values more than X (relative) above the EMA; 0 disables (default: ${ANALYZE_DEFAULTS.jump} for losses, 0 for other metrics)`,
+      float(0),
+    )
+    .option(
+      '--min-rise <x>',
+      "a z-score flag must also rise at least X (relative) above the window mean, so a flat series's tiny σ does not turn a 1e-4 bump into a 10,000σ spike",
+      float(0),
+      ANALYZE_DEFAULTS.minRise,
+    )
     .option('--recover-sigma <k>', 'a spike has recovered when the value is back at or below the pre-spike mean + K σ', float(0), ANALYZE_DEFAULTS.recoverSigma)
-    .option('--json', 'print {"metric", "points", "spikes": [{"start", "peak", "end", "height", "height_sigma", "recovered", …}], "nonfinite": {"count", "steps"}, "summary"}')
+    .option(
+      '--json',
+      'print {"metric", "points", "spikes": [{"start", "peak", "end", "height", "height_sigma", "recovered", …}], "nonfinite": {"count", "steps"}, "summary"}',
+    )
     .action((file: string, o) => {
       const log = readLog(file);
       const metric = resolveMetric(log, o.metric);
@@ -69,7 +81,10 @@ export function analyzeCommand(): Command {
         `${metric} in ${log.file} (${FORMAT_NAMES[log.format]}): ${all.length} points, steps ${all[0].step}–${all.at(-1)!.step}; ` +
           `tested from step ${summary.active_from} (window ${o.window}, z > ${formatNumber(o.threshold)}${riseText}${jumpText})\n`,
       );
-      if (nonfinite.length) process.stdout.write(`${nonfinite.length} non-finite value${nonfinite.length === 1 ? '' : 's'} (NaN or ±Infinity) at step${nonfinite.length === 1 ? '' : 's'} ${stepList(nonfinite)}\n`);
+      if (nonfinite.length)
+        process.stdout.write(
+          `${nonfinite.length} non-finite value${nonfinite.length === 1 ? '' : 's'} (NaN or ±Infinity) at step${nonfinite.length === 1 ? '' : 's'} ${stepList(nonfinite)}\n`,
+        );
       if (spikes.length) process.stdout.write(spikeTable(spikes, unit));
       const nr = summary.not_recovered ? `, ${summary.not_recovered} not recovered` : '';
       process.stdout.write(

@@ -33,12 +33,18 @@ export function averageCommand(): Command {
         'inputs are .safetensors files or directories holding model.safetensors or a sharded model.safetensors.index.json',
     )
     .argument('[inputs...]', 'checkpoints to average (F32, F16, BF16 or F64; same tensor names, shapes and dtypes)')
-    .option('-o, --out <path>', 'output: a .safetensors file, or a directory of shards when the first input is sharded (replaced atomically if it exists); a Hugging Face directory as the first input and OUT not ending in .safetensors: a directory with model.safetensors (or the shards) and the first input\'s config, generation and tokenizer files')
+    .option(
+      '-o, --out <path>',
+      "output: a .safetensors file, or a directory of shards when the first input is sharded (replaced atomically if it exists); a Hugging Face directory as the first input and OUT not ending in .safetensors: a directory with model.safetensors (or the shards) and the first input's config, generation and tokenizer files",
+    )
     .option('--weights <w1,w2,…>', 'non-negative weights, one per input, with a positive sum (default: uniform)', weightList)
     .addOption(new Option('--dtype <dtype>', "output dtype: keep (each tensor's input dtype), f32, bf16 or f16").choices(OUTPUT_DTYPES).default('keep'))
     .option('--lawa <run_dir>', 'LAWA: average the --k latest checkpoints of a Keel run (newest first; default -o RUN_DIR/lawa-<oldest>-<newest>.safetensors)')
     .option('--k <n>', 'with --lawa: how many of the latest checkpoints', int(1))
-    .option('--json', 'print {"out", "inputs", "tensors", "bytes_in", "bytes_out", "seconds", "peak_rss", "sharded", "dtype", "weights", "copied"?} as the last line')
+    .option(
+      '--json',
+      'print {"out", "inputs", "tensors", "bytes_in", "bytes_out", "seconds", "peak_rss", "sharded", "dtype", "weights", "copied"?} as the last line',
+    )
     .addHelpText(
       'after',
       '\nArithmetic: per element, (Σ wᵢ·xᵢ) / Σ wᵢ in float64 (input order), rounded once to the output dtype\n' +

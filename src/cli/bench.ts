@@ -38,8 +38,13 @@ function flopsPerToken(cfg: GPTConfig): number {
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
 function runBench(
-  cfg: GPTConfig, batch: number, steps: number, warmup: number, optimizerName = 'adamw',
-  optimizerOptions: Record<string, unknown> = {}, precision: MatmulPrecision = 'fp32',
+  cfg: GPTConfig,
+  batch: number,
+  steps: number,
+  warmup: number,
+  optimizerName = 'adamw',
+  optimizerOptions: Record<string, unknown> = {},
+  precision: MatmulPrecision = 'fp32',
 ) {
   const k = nativeKernels();
   const model = new GPT(cfg, k, { maxBatch: batch, precision });
@@ -68,8 +73,13 @@ function runBench(
   const stepMs = median(times)!;
   const tokensPerS = (n / stepMs) * 1000;
   return {
-    tokensPerS, stepMs, params: model.numParams, modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9,
-    optimizer: optimizer.name, optimizerMs: median(optTimes)!, optimizerStateBytes: stateBytes(opt),
+    tokensPerS,
+    stepMs,
+    params: model.numParams,
+    modelGflops: (flopsPerToken(cfg) * tokensPerS) / 1e9,
+    optimizer: optimizer.name,
+    optimizerMs: median(optTimes)!,
+    optimizerStateBytes: stateBytes(opt),
   };
 }
 
@@ -103,48 +113,47 @@ export function benchCommand(): Command {
     .option('--warmup <n>', 'untimed warm-up steps', int(0), 5)
     .option('--precision <p>', 'matmul precision: fp32, or bf16 (bf16 operands, fp32 accumulation and state)', 'fp32')
     .option('--json', 'print {"tokens_per_s", "step_ms", "optimizer_ms", "config", "batch", "params", "isa", "peak_gflops", ...}');
-  return addOptimizerFlags(cmd, 'adamw')
-    .action((o) => {
-      const cfg = resolveConfig(o.config);
-      const precision = o.precision as MatmulPrecision;
-      if (precision !== 'fp32' && precision !== 'bf16') throw new UserError(`--precision must be fp32 or bf16, got ${o.precision}`);
-      const options = { ...optimizerEntry(o.optimizer).train.options, ...parseOptFlags(o.optimizer, o.opt) };
-      checkMemory((b) => benchMemory(cfg, b, o.optimizer, options), cfg, o.batch, 'pick a smaller --config');
-      const k = nativeKernels();
-      // Peak first, on idle cores, then the run it is compared with.
-      const peak = k.matmulPeakGflops(precision);
-      const r = runBench(cfg, o.batch, o.steps, o.warmup, o.optimizer, parseOptFlags(o.optimizer, o.opt), precision);
-      const mm = matmulGflops(cfg, o.batch, precision);
-      const out = {
-        engine: 'keel',
-        tokens_per_s: r.tokensPerS,
-        step_ms: r.stepMs,
-        config: o.config,
-        batch: o.batch,
-        params: r.params,
-        optimizer: r.optimizer,
-        optimizer_ms: r.optimizerMs,
-        optimizer_state_bytes: r.optimizerStateBytes,
-        model_gflops: r.modelGflops,
-        matmul_gflops: mm,
-        precision,
-        isa: k.isa(),
-        matmul_kernel: k.matmulKernel(precision),
-        // The peak of the multiply-add instruction that kernel uses (FMA, or vdpbf16ps for
-        // native bf16), measured in this run on the same threads.
-        peak_gflops: peak,
-        model_peak_fraction: r.modelGflops / peak,
-        matmul_peak_fraction: mm / peak,
-        threads: k.threads(),
-      };
-      if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
-      else {
-        process.stdout.write(
-          `keel ${o.config} B=${o.batch} T=${cfg.blockSize} ${precision}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
-            `${r.optimizer} step ${r.optimizerMs.toFixed(2)} ms; ${r.modelGflops.toFixed(1)} model GFLOP/s ` +
-            `(${pct(out.model_peak_fraction)} of peak); matmul kernel ${mm.toFixed(1)} GFLOP/s (${pct(out.matmul_peak_fraction)}); ` +
-            `path ${out.isa}, kernel ${out.matmul_kernel}, peak ${peak.toFixed(0)} GFLOP/s on ${out.threads} threads\n`,
-        );
-      }
-    });
+  return addOptimizerFlags(cmd, 'adamw').action((o) => {
+    const cfg = resolveConfig(o.config);
+    const precision = o.precision as MatmulPrecision;
+    if (precision !== 'fp32' && precision !== 'bf16') throw new UserError(`--precision must be fp32 or bf16, got ${o.precision}`);
+    const options = { ...optimizerEntry(o.optimizer).train.options, ...parseOptFlags(o.optimizer, o.opt) };
+    checkMemory((b) => benchMemory(cfg, b, o.optimizer, options), cfg, o.batch, 'pick a smaller --config');
+    const k = nativeKernels();
+    // Peak first, on idle cores, then the run it is compared with.
+    const peak = k.matmulPeakGflops(precision);
+    const r = runBench(cfg, o.batch, o.steps, o.warmup, o.optimizer, parseOptFlags(o.optimizer, o.opt), precision);
+    const mm = matmulGflops(cfg, o.batch, precision);
+    const out = {
+      engine: 'keel',
+      tokens_per_s: r.tokensPerS,
+      step_ms: r.stepMs,
+      config: o.config,
+      batch: o.batch,
+      params: r.params,
+      optimizer: r.optimizer,
+      optimizer_ms: r.optimizerMs,
+      optimizer_state_bytes: r.optimizerStateBytes,
+      model_gflops: r.modelGflops,
+      matmul_gflops: mm,
+      precision,
+      isa: k.isa(),
+      matmul_kernel: k.matmulKernel(precision),
+      // The peak of the multiply-add instruction that kernel uses (FMA, or vdpbf16ps for
+      // native bf16), measured in this run on the same threads.
+      peak_gflops: peak,
+      model_peak_fraction: r.modelGflops / peak,
+      matmul_peak_fraction: mm / peak,
+      threads: k.threads(),
+    };
+    if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
+    else {
+      process.stdout.write(
+        `keel ${o.config} B=${o.batch} T=${cfg.blockSize} ${precision}: ${Math.round(r.tokensPerS)} tok/s (${r.stepMs.toFixed(1)} ms/step), ` +
+          `${r.optimizer} step ${r.optimizerMs.toFixed(2)} ms; ${r.modelGflops.toFixed(1)} model GFLOP/s ` +
+          `(${pct(out.model_peak_fraction)} of peak); matmul kernel ${mm.toFixed(1)} GFLOP/s (${pct(out.matmul_peak_fraction)}); ` +
+          `path ${out.isa}, kernel ${out.matmul_kernel}, peak ${peak.toFixed(0)} GFLOP/s on ${out.threads} threads\n`,
+      );
+    }
+  });
 }

@@ -45,9 +45,12 @@ function givenData(spec: string, tokenizer: TokenizerName): { tokens: Tokens; na
 
 export function evalCommand(): Command {
   return new Command('eval')
-    .description('mean next-token cross-entropy (nats) of a checkpoint over consecutive windows of its run\'s validation split, or of a text file')
+    .description("mean next-token cross-entropy (nats) of a checkpoint over consecutive windows of its run's validation split, or of a text file")
     .requiredOption('--checkpoint <dir|file>', 'checkpoint dir, run dir (newest checkpoint) or model.safetensors')
-    .option('--data <file|dir>', 'UTF-8 text or nanoGPT .bin tokens to score from the start, tokenized as the checkpoint was (default: the validation split of the corpus the checkpoint was trained on)')
+    .option(
+      '--data <file|dir>',
+      'UTF-8 text or nanoGPT .bin tokens to score from the start, tokenized as the checkpoint was (default: the validation split of the corpus the checkpoint was trained on)',
+    )
     .option('--tokens <n>', 'score the first N tokens: ⌊(N−1)/T⌋ windows of T = block size', int(2), 65536)
     .option('--batch <n>', 'windows per forward pass', int(1), 16)
     .option('--json', 'print {"loss", "tokens"}')

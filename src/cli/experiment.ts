@@ -74,7 +74,10 @@ async function runExperiment<R extends { complete: boolean; interrupted: boolean
 
 /** "a,b,c" → ['a', 'b', 'c'] (blanks around commas ignored). */
 function list(flag: string, v: string): string[] {
-  const items = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const items = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (items.length === 0) throw new UserError(`${flag} is empty: give a comma-separated list`);
   return items;
 }
@@ -104,7 +107,7 @@ export function experimentCommand(): Command {
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
     .option('--eval-tokens <n>', 'validation tokens per evaluation', int(1), 65536)
     .option('--seed <n>', 'seed for init and data order', int(0), 1337)
-    .option('--keep-sweep-checkpoints', 'keep the sweep runs\' checkpoints (default: only the final runs keep theirs)')
+    .option('--keep-sweep-checkpoints', "keep the sweep runs' checkpoints (default: only the final runs keep theirs)")
     .option('--json', 'print results.json as the last line of stdout')
     .action(async (o, cmd: Command) => {
       const names = o.optimizers === undefined ? undefined : list('--optimizers', o.optimizers);
@@ -112,28 +115,30 @@ export function experimentCommand(): Command {
       const lrFactors = cmd.getOptionValueSource('lrFactors') === 'default' ? DEFAULT_LR_FACTORS : factors(o.lrFactors);
       const config = resolveConfig(o.config);
       const out = o.out ?? defaultOut();
-      const run = (shouldStop: () => boolean) => runOptimizerExperiment({
-        out,
-        optimizers: names,
-        steps: o.steps,
-        sweepSteps: o.sweepSteps,
-        lrFactors,
-        batch: o.batch,
-        config,
-        configName: o.config,
-        data: o.data === undefined ? undefined : path.resolve(o.data),
-        evalTokens: o.evalTokens,
-        seed: o.seed,
-        keepSweepCheckpoints: !!o.keepSweepCheckpoints,
-        progress: true,
-        shouldStop,
-      });
-      const lines = (results: OptimizerExperimentResults) => results.optimizers.map(
-        (r) =>
-          `  ${r.optimizer.padEnd(10)} best lr ${r.best_lr ?? '—'}  val loss ${r.val_loss?.toFixed(4) ?? r.status}` +
-          (r.state_bytes === null ? '' : `  state ${(r.state_bytes / 1e6).toFixed(3)} MB`) +
-          (r.tokens_per_s === null ? '' : `  ${Math.round(r.tokens_per_s)} tok/s`),
-      );
+      const run = (shouldStop: () => boolean) =>
+        runOptimizerExperiment({
+          out,
+          optimizers: names,
+          steps: o.steps,
+          sweepSteps: o.sweepSteps,
+          lrFactors,
+          batch: o.batch,
+          config,
+          configName: o.config,
+          data: o.data === undefined ? undefined : path.resolve(o.data),
+          evalTokens: o.evalTokens,
+          seed: o.seed,
+          keepSweepCheckpoints: !!o.keepSweepCheckpoints,
+          progress: true,
+          shouldStop,
+        });
+      const lines = (results: OptimizerExperimentResults) =>
+        results.optimizers.map(
+          (r) =>
+            `  ${r.optimizer.padEnd(10)} best lr ${r.best_lr ?? '—'}  val loss ${r.val_loss?.toFixed(4) ?? r.status}` +
+            (r.state_bytes === null ? '' : `  state ${(r.state_bytes / 1e6).toFixed(3)} MB`) +
+            (r.tokens_per_s === null ? '' : `  ${Math.round(r.tokens_per_s)} tok/s`),
+        );
       await runExperiment('optimizers', out, !!o.json, run, { write: writeOptimizerReport, lines });
     });
   return experiment.addCommand(optimizers).addCommand(spikesCommand()).addCommand(lawaCommand()).addCommand(batchCommand());
@@ -154,7 +159,10 @@ function spikesCommand(): Command {
     .option('--steps <n>', 'steps per run', int(1), 300)
     .option('--batch <n>', 'sequences per step', int(1), 8)
     .option('--warmup <n>', 'linear warm-up steps (0 = none, which provokes spikes)', int(0), 0)
-    .option('--config <name|file>', `model: tiny, small, or a JSON file (default: ${SPIKE_CONFIG_NAME}: ${c.nLayer} layers, ${c.nHead} heads, C ${c.nEmbd}, T ${c.blockSize})`)
+    .option(
+      '--config <name|file>',
+      `model: tiny, small, or a JSON file (default: ${SPIKE_CONFIG_NAME}: ${c.nLayer} layers, ${c.nHead} heads, C ${c.nEmbd}, T ${c.blockSize})`,
+    )
     .option('--data <file|dir>', 'UTF-8 text file or directory (default: State of the Union addresses)')
     .option('--eval-tokens <n>', 'validation tokens of the final evaluation', int(1), 65536)
     .option('--spike-window <n>', 'spike detector window (online for skip/rollback, offline for counting)', int(2), 32)
@@ -167,24 +175,25 @@ function spikesCommand(): Command {
       const epsValues = numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0');
       const config = o.config === undefined ? undefined : resolveConfig(o.config);
       const out = o.out ?? defaultOut('spikes');
-      const run = (shouldStop: () => boolean) => runSpikeExperiment({
-        out,
-        variants,
-        lrs,
-        epsValues,
-        steps: o.steps,
-        batch: o.batch,
-        warmup: o.warmup,
-        config,
-        configName: o.config,
-        data: o.data === undefined ? undefined : path.resolve(o.data),
-        evalTokens: o.evalTokens,
-        spikeWindow: o.spikeWindow,
-        diagEvery: o.diagEvery,
-        seed: o.seed,
-        progress: true,
-        shouldStop,
-      });
+      const run = (shouldStop: () => boolean) =>
+        runSpikeExperiment({
+          out,
+          variants,
+          lrs,
+          epsValues,
+          steps: o.steps,
+          batch: o.batch,
+          warmup: o.warmup,
+          config,
+          configName: o.config,
+          data: o.data === undefined ? undefined : path.resolve(o.data),
+          evalTokens: o.evalTokens,
+          spikeWindow: o.spikeWindow,
+          diagEvery: o.diagEvery,
+          seed: o.seed,
+          progress: true,
+          shouldStop,
+        });
       const lines = (results: SpikeResults) => [
         ...results.variants.map(
           (v) =>
@@ -199,7 +208,9 @@ function spikesCommand(): Command {
 
 function lawaCommand(): Command {
   return new Command('lawa')
-    .description('the tiny model at a high and a low lr: validation loss of the raw weights, LAWA and EMA over training; writes OUT/results.json and OUT/report.html')
+    .description(
+      'the tiny model at a high and a low lr: validation loss of the raw weights, LAWA and EMA over training; writes OUT/results.json and OUT/report.html',
+    )
     .option('--out <dir>', 'experiment directory (default: runs/experiment-lawa-<date-time>)')
     .option('--lrs <a,b>', 'learning rates (default: 6e-3,1e-3: high and low)', (v) => numberList('--lrs', v, (n) => n > 0, 'positive numbers'))
     .option('--steps <n>', 'steps per run (default: 800)', int(1))
@@ -216,9 +227,19 @@ function lawaCommand(): Command {
     .action(async (o) => {
       const out = o.out ?? defaultOut('lawa');
       const r = await runLawaExperiment({
-        out: out, config: resolveConfig(o.config), configName: o.config,
+        out: out,
+        config: resolveConfig(o.config),
+        configName: o.config,
         data: o.data === undefined ? undefined : path.resolve(o.data),
-        lrs: o.lrs, steps: o.steps, batch: o.batch, k: o.k, every: o.every, ema: o.ema, evalEvery: o.evalEvery, evalTokens: o.evalTokens, seed: o.seed,
+        lrs: o.lrs,
+        steps: o.steps,
+        batch: o.batch,
+        k: o.k,
+        every: o.every,
+        ema: o.ema,
+        evalEvery: o.evalEvery,
+        evalTokens: o.evalTokens,
+        seed: o.seed,
       });
       writeLawaReport(out, r);
       for (const f of lawaFindings(r)) process.stderr.write(f + '\n');
@@ -236,8 +257,8 @@ function batchCommand(): Command {
     .option('--out <dir>', 'experiment directory; an unfinished one with the same settings is continued (default: runs/experiment-batch-<date-time>)')
     .option('--batches <a,b,c>', 'batch sizes in sequences (even)', DEFAULT_BATCHES.join(','))
     .option('--lrs <x,y,z>', 'the lr grid the per-batch sweep walks on (3 significant digits)', BATCH_LRS.join(','))
-    .option('--lr-start <x>', 'where the first batch\'s sweep starts', String(DEFAULT_LR_START))
-    .option('--eps-values <x,y,z>', 'AdamW ε values (default: 1e-8, g/4, 4g with g the pilot\'s gradient RMS)')
+    .option('--lr-start <x>', "where the first batch's sweep starts", String(DEFAULT_LR_START))
+    .option('--eps-values <x,y,z>', "AdamW ε values (default: 1e-8, g/4, 4g with g the pilot's gradient RMS)")
     .option('--tokens <n>', 'training tokens per run (fixed budget)', int(1), DEFAULT_TOKENS)
     .option('--target <loss>', 'target validation loss (default: the highest best loss over the batches + 0.05)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file (default: spikes-small: 2 layers, 4 heads, C 64, T 64)')
@@ -252,25 +273,26 @@ function batchCommand(): Command {
       const num1 = (flag: string, v: string) => numberList(flag, v, (n) => n > 0, 'a positive number')[0];
       const config = o.config === undefined ? undefined : resolveConfig(o.config);
       const out = o.out ?? defaultOut('batch');
-      const run = (shouldStop: () => boolean) => runBatchExperiment({
-        out,
-        batches: numberList('--batches', o.batches, (n) => Number.isSafeInteger(n) && n >= 2 && n % 2 === 0, 'even integers ≥ 2'),
-        lrs: numberList('--lrs', o.lrs, (n) => n > 0, 'positive numbers'),
-        lrStart: num1('--lr-start', o.lrStart),
-        epsValues: o.epsValues === undefined ? undefined : numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0'),
-        tokens: o.tokens,
-        target: o.target === undefined ? undefined : num1('--target', o.target),
-        config,
-        configName: o.config,
-        data: o.data === undefined ? undefined : path.resolve(o.data),
-        evalTokens: o.evalTokens,
-        evalPoints: o.evalPoints,
-        pilotSteps: o.pilotSteps,
-        pilotBatch: o.pilotBatch,
-        seed: o.seed,
-        progress: false,
-        shouldStop,
-      });
+      const run = (shouldStop: () => boolean) =>
+        runBatchExperiment({
+          out,
+          batches: numberList('--batches', o.batches, (n) => Number.isSafeInteger(n) && n >= 2 && n % 2 === 0, 'even integers ≥ 2'),
+          lrs: numberList('--lrs', o.lrs, (n) => n > 0, 'positive numbers'),
+          lrStart: num1('--lr-start', o.lrStart),
+          epsValues: o.epsValues === undefined ? undefined : numberList('--eps-values', o.epsValues, (n) => n >= 0, 'numbers ≥ 0'),
+          tokens: o.tokens,
+          target: o.target === undefined ? undefined : num1('--target', o.target),
+          config,
+          configName: o.config,
+          data: o.data === undefined ? undefined : path.resolve(o.data),
+          evalTokens: o.evalTokens,
+          evalPoints: o.evalPoints,
+          pilotSteps: o.pilotSteps,
+          pilotBatch: o.pilotBatch,
+          seed: o.seed,
+          progress: false,
+          shouldStop,
+        });
       const lines = (results: BatchResults) => batchFindings(results).map((f) => `- ${f}`);
       await runExperiment('batch', out, !!o.json, run, { write: writeBatchReport, lines });
     });

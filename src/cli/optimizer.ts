@@ -5,7 +5,6 @@ import { describeSchema, parseOptionText } from '../optim/options.ts';
 import { OPTIMIZER_NAMES, OPTIMIZERS, optimizerEntry } from '../optim/registry.ts';
 import { collect } from './args.ts';
 
-
 export function addOptimizerFlags(cmd: Command, defaultName?: string): Command {
   const name = new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZER_NAMES);
   return cmd

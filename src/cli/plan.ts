@@ -78,7 +78,12 @@ function makePlan(inp: PlanInputs): Plan {
   const batches = inp.batches ?? defaultBatches(bn, inp.baseBatch);
   const disagree = inp.disagree ?? 3;
   const params: RuleParams = {
-    baseLr: inp.baseLr ?? 1, baseBatch: inp.baseBatch ?? 1, bNoise: bn, eps: inp.eps, gradRms: inp.gradRms, kappa2: inp.kappa2,
+    baseLr: inp.baseLr ?? 1,
+    baseBatch: inp.baseBatch ?? 1,
+    bNoise: bn,
+    eps: inp.eps,
+    gradRms: inp.gradRms,
+    kappa2: inp.kappa2,
   };
   const warnings: string[] = [];
   const rows: PlanRow[] = batches.map((B) => {
@@ -168,7 +173,10 @@ function readRunNoise(from: string): RunInfo {
 }
 
 function batchList(v: string): number[] {
-  const parts = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const parts = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   const out = parts.map((s) => {
     const n = Number(s);
     if (!/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected positive integers separated by commas, got "${s}"`);
@@ -188,11 +196,18 @@ export function planCommand(): Command {
     .option('--base-lr <lr>', 'learning rate tuned at --base-batch (every rule gives it there)', float(0, true))
     .option('--base-batch <B>', 'batch size (sequences per step) the base learning rate was tuned at', float(0, true))
     .option('--eps <eps>', 'Adam/SoftSign ε, for the softsign rule (0: same as signsgd)', float(0))
-    .option('--grad-rms <g>', 'RMS of the gradient per parameter, for the softsign rule (default: with --from: the run\'s noise_grad_rms)', float(0, true))
-    .option('--kappa2 <k>', 'sign rules: mean-field κ² = σ²/g² at ε = 0, in sequences (default (1 + 4/π)·B_noise, which puts the surge peak there)', float(0, true))
+    .option('--grad-rms <g>', "RMS of the gradient per parameter, for the softsign rule (default: with --from: the run's noise_grad_rms)", float(0, true))
+    .option(
+      '--kappa2 <k>',
+      'sign rules: mean-field κ² = σ²/g² at ε = 0, in sequences (default (1 + 4/π)·B_noise, which puts the surge peak there)',
+      float(0, true),
+    )
     .option('--batches <list>', 'batch sizes to tabulate, e.g. 8,16,32 (default: powers of two from B_noise/16 to 16·B_noise)', batchList)
-    .option('--disagree <x>', 'warn where the rules\' learning rates for a batch differ by more than this factor', float(1, true), 3)
-    .option('--json', 'print {"b_noise", "b_crit", "rows": [{"batch", "steps_ratio", "examples_ratio", "lr": {"linear", "sqrt", "sgd", "signsgd", "softsign"}}], "warnings", …}')
+    .option('--disagree <x>', "warn where the rules' learning rates for a batch differ by more than this factor", float(1, true), 3)
+    .option(
+      '--json',
+      'print {"b_noise", "b_crit", "rows": [{"batch", "steps_ratio", "examples_ratio", "lr": {"linear", "sqrt", "sgd", "signsgd", "softsign"}}], "warnings", …}',
+    )
     .action((o) => {
       if (o.from !== undefined && o.noiseScale !== undefined) throw new UserError('give either --from RUN_DIR or --noise-scale B, not both');
       if (o.from === undefined && o.noiseScale === undefined) {
@@ -202,7 +217,9 @@ export function planCommand(): Command {
       let baseLr: number | undefined = o.baseLr ?? run?.baseLr;
       let baseBatch: number | undefined = o.baseBatch ?? run?.baseBatch;
       if ((o.baseLr === undefined) !== (o.baseBatch === undefined) && !run) {
-        throw new UserError(`--base-lr and --base-batch go together (the learning rate tuned at that batch); got only ${o.baseLr === undefined ? '--base-batch' : '--base-lr'}`);
+        throw new UserError(
+          `--base-lr and --base-batch go together (the learning rate tuned at that batch); got only ${o.baseLr === undefined ? '--base-batch' : '--base-lr'}`,
+        );
       }
       if (baseLr === undefined || baseBatch === undefined) baseLr = baseBatch = undefined;
       const gradRms: number | undefined = o.gradRms ?? run?.gradRms ?? undefined;
@@ -213,7 +230,13 @@ export function planCommand(): Command {
         bNoise: run ? run.bSimple : o.noiseScale,
         bNoiseTokens: run?.bSimpleTokens ?? null,
         source: run ? `${run.file}${run.step !== null ? ` (step ${run.step})` : ''}` : '--noise-scale',
-        baseLr, baseBatch, eps: o.eps, gradRms, kappa2: o.kappa2, batches: o.batches, disagree: o.disagree,
+        baseLr,
+        baseBatch,
+        eps: o.eps,
+        gradRms,
+        kappa2: o.kappa2,
+        batches: o.batches,
+        disagree: o.disagree,
       });
       for (const w of plan.warnings) process.stderr.write(`keel plan: warning: ${w}\n`);
       if (o.json) {
@@ -229,24 +252,33 @@ function planText(p: Plan): string {
   const lines: string[] = [];
   const tok = p.b_noise_tokens !== null ? ` (${f(p.b_noise_tokens)} tokens)` : '';
   lines.push(`gradient noise scale B_noise = ${f(p.b_noise)} sequences${tok}, from ${p.source}`);
-  lines.push(`critical batch B_crit ≈ B_noise = ${f(p.b_crit)} sequences: below it doubling the batch nearly halves the steps; above it, it mostly doubles the compute`);
+  lines.push(
+    `critical batch B_crit ≈ B_noise = ${f(p.b_crit)} sequences: below it doubling the batch nearly halves the steps; above it, it mostly doubles the compute`,
+  );
   const peak = (x: number | null) => (x === null ? 'none (the optimal lr rises monotonically)' : `${f(x)} sequences`);
-  lines.push(`sign-like surge: the signsgd rule's lr peaks at ${peak(p.surge_peak.signsgd)}` +
-    (p.eps !== null ? `; softsign (ε ${f(p.eps)}${p.grad_rms !== null ? `, grad RMS ${f(p.grad_rms)}` : ''}): ${peak(p.surge_peak.softsign)}` : ''));
+  lines.push(
+    `sign-like surge: the signsgd rule's lr peaks at ${peak(p.surge_peak.signsgd)}` +
+      (p.eps !== null ? `; softsign (ε ${f(p.eps)}${p.grad_rms !== null ? `, grad RMS ${f(p.grad_rms)}` : ''}): ${peak(p.surge_peak.softsign)}` : ''),
+  );
   const head = ['batch', 'S/S_min', 'E/E_min'];
   if (p.base_lr !== null) head.push(...PLAN_RULES);
-  const rows = [head, ...p.rows.map((r) => {
-    const cells = [String(r.batch), r.steps_ratio.toFixed(3), r.examples_ratio.toFixed(3)];
-    if (r.lr) for (const rule of PLAN_RULES) cells.push(r.lr[rule] === null ? '—' : r.lr[rule]!.toPrecision(3));
-    return cells;
-  })];
+  const rows = [
+    head,
+    ...p.rows.map((r) => {
+      const cells = [String(r.batch), r.steps_ratio.toFixed(3), r.examples_ratio.toFixed(3)];
+      if (r.lr) for (const rule of PLAN_RULES) cells.push(r.lr[rule] === null ? '—' : r.lr[rule]!.toPrecision(3));
+      return cells;
+    }),
+  ];
   const widths = head.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   lines.push('');
   for (const r of rows) lines.push('  ' + r.map((cell, c) => cell.padStart(widths[c])).join('  '));
   lines.push('');
   if (p.base_lr !== null) {
-    lines.push(`learning rates: each rule gives ${f(p.base_lr)} at the base batch ${f(p.base_batch!)}` +
-      (p.eps === null ? '; softsign needs --eps (and --grad-rms)' : ''));
+    lines.push(
+      `learning rates: each rule gives ${f(p.base_lr)} at the base batch ${f(p.base_batch!)}` +
+        (p.eps === null ? '; softsign needs --eps (and --grad-rms)' : ''),
+    );
   } else {
     lines.push('give --base-lr and --base-batch (the learning rate tuned at some batch) for the learning rate of each rule');
   }

@@ -12,7 +12,9 @@ import { tokenizerOfMetadata } from '../data/tokenizer.ts';
 
 export function sampleCommand(): Command {
   return new Command('sample')
-    .description('continue a prompt with text sampled from a checkpoint, in the tokenizer it was trained with (ids beyond the tokenizer\'s, e.g. GPT-2\'s padding, are never drawn)')
+    .description(
+      "continue a prompt with text sampled from a checkpoint, in the tokenizer it was trained with (ids beyond the tokenizer's, e.g. GPT-2's padding, are never drawn)",
+    )
     .requiredOption('--checkpoint <dir|file>', 'checkpoint dir, run dir (newest checkpoint) or model.safetensors')
     .option('--prompt <text>', 'text to continue', '\n')
     .option('--tokens <n>', 'tokens to generate', int(1), 200)

@@ -26,7 +26,6 @@ import { watchStopSignals } from './signals.ts';
 import { corpusTokenizer } from '../data/corpus.ts';
 import { TOKENIZERS, tokenizerOf, type TokenizerName } from '../data/tokenizer.ts';
 
-
 /** `--lawa k[:every]`. */
 function parseLawa(text: string): { lawaK: number; lawaEvery: number } {
   const m = /^(\d+)(?::(\d+))?$/.exec(text.trim());
@@ -41,7 +40,8 @@ function startOrContinue(o: { out?: string; resume?: string }): Checkpoint | und
   if (o.resume) throw new UserError('--auto-resume goes with --out DIR (the directory to start or continue), not with --resume');
   if (!o.out) throw new UserError('--auto-resume needs --out DIR: the directory to start the run in, or continue it from');
   const a = autoResume(path.resolve(o.out));
-  if (a.kind === 'restart') process.stderr.write(`keel: ${o.out} held a run that stopped before its first checkpoint: starting it over (removed ${a.removed.join(', ')})\n`);
+  if (a.kind === 'restart')
+    process.stderr.write(`keel: ${o.out} held a run that stopped before its first checkpoint: starting it over (removed ${a.removed.join(', ')})\n`);
   if (a.kind !== 'resume') return undefined;
   for (const line of a.skipped) process.stderr.write(`keel: skipping unreadable checkpoint ${line}\n`);
   process.stderr.write(`keel: continuing ${o.out} from step ${a.ckpt.state.step}\n`);
@@ -66,13 +66,26 @@ export function trainCommand(): Command {
   const cmd = new Command('train')
     .description('train a GPT on a text corpus (default: the built-in State of the Union corpus)')
     .option('--config <name|file>', 'model: tiny, small, or a JSON file {nLayer,nHead,nEmbd,blockSize,vocabSize}', 'tiny')
-    .option('--data <file|dir>', 'UTF-8 text file or directory, or nanoGPT token files (a .bin, or a directory with train.bin and val.bin) (default: State of the Union addresses)')
-    .addOption(new Option('--tokenizer <name>', 'bytes: one token per UTF-8 byte; gpt2: GPT-2\'s BPE (a preset model\'s vocabulary becomes 50,304) (default: gpt2 for .bin data, else bytes)').choices(TOKENIZERS))
-    .addOption(new Option('--precision <p>', 'matmul operands: fp32, or bf16 (rounded to nearest even; fp32 accumulation, weights, gradients and optimizer state)').choices(['fp32', 'bf16']))
+    .option(
+      '--data <file|dir>',
+      'UTF-8 text file or directory, or nanoGPT token files (a .bin, or a directory with train.bin and val.bin) (default: State of the Union addresses)',
+    )
+    .addOption(
+      new Option(
+        '--tokenizer <name>',
+        "bytes: one token per UTF-8 byte; gpt2: GPT-2's BPE (a preset model's vocabulary becomes 50,304) (default: gpt2 for .bin data, else bytes)",
+      ).choices(TOKENIZERS),
+    )
+    .addOption(
+      new Option(
+        '--precision <p>',
+        'matmul operands: fp32, or bf16 (rounded to nearest even; fp32 accumulation, weights, gradients and optimizer state)',
+      ).choices(['fp32', 'bf16']),
+    )
     .option('--steps <n>', 'optimizer steps', int(1), D('steps'))
     .option('--batch <n>', 'sequences per micro-batch', int(1), D('batch'))
     .option('--accum <n>', 'micro-batches per optimizer step (gradient accumulation)', int(1), D('accum'))
-    .option('--lr <x>', 'peak learning rate (default: the optimizer\'s recommended one, AdamW 2e-3)', float(0, true))
+    .option('--lr <x>', "peak learning rate (default: the optimizer's recommended one, AdamW 2e-3)", float(0, true))
     .option('--min-lr <x>', 'final learning rate of the decay (default: lr/10)', float(0))
     .option('--warmup <n>', 'linear warm-up steps', int(0), D('warmup'))
     .addOption(new Option('--schedule <kind>', 'learning-rate decay after warm-up; piecewise: see --lr-points').choices(SCHEDULES).default(D('schedule')))
@@ -88,30 +101,47 @@ export function trainCommand(): Command {
     .option('--keep <n>', 'checkpoints to keep', int(1), D('keep'))
     .option('--out <dir>', 'run directory (default: runs/<date-time>)')
     .option('--seed <n>', 'seed for init and data order', int(0), D('seed'))
-    .option('--auto-resume', 'with --out DIR: continue from DIR\'s newest readable checkpoint if it has one, else start (over) there: one command for a scheduler to rerun')
+    .option(
+      '--auto-resume',
+      "with --out DIR: continue from DIR's newest readable checkpoint if it has one, else start (over) there: one command for a scheduler to rerun",
+    )
     .option('--resume <dir>', 'continue a run from its newest checkpoint (or this checkpoint dir); flags given override the saved ones')
     .option('--tensorboard <dir>', 'also write the metrics as TensorBoard scalar event files into DIR (tensorboard --logdir DIR)')
-    .option('--serve [url]', 'also show the run in keel serve\'s dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)')
+    .option(
+      '--serve [url]',
+      "also show the run in keel serve's dashboard (default: the server in $KEEL_HOME/serve.json or KEEL_URL; token: KEEL_TOKEN or that file)",
+    )
     .option('--json', 'print a JSON summary as the last line of stdout')
     // Stability (docs/stability.md).
     .option('--spike-window <n>', `spike detector: rolling window of steps (default: ${SPIKE_DEFAULTS.window})`, int(2))
     .option('--spike-threshold <z>', `spike detector: z-score threshold (default: ${SPIKE_DEFAULTS.threshold})`, float(0, true))
     .option('--spike-jump <x>', `spike detector: relative jump over the EMA, 0 = off (default: ${SPIKE_DEFAULTS.jump})`, float(0))
-    .addOption(new Option('--on-spike <action>', 'none: log spikes; skip: do not apply the step; rollback: PaLM rollback + skip data').choices(ON_SPIKE).default('none'))
+    .addOption(
+      new Option('--on-spike <action>', 'none: log spikes; skip: do not apply the step; rollback: PaLM rollback + skip data').choices(ON_SPIKE).default('none'),
+    )
     .option('--max-skips <n>', 'consecutive skipped steps before a spike counts as confirmed (then: rollback)', int(1))
     .option('--rollback-steps <n>', 'roll back to a state at least this many steps before the spike (default: clamp(steps/14, 5, 100))', int(1))
     .option('--skip-batches <n>', 'batches skipped after a rollback (default: clamp(steps/7, 10, 500))', int(0))
     .option('--max-rollbacks <n>', 'rollback budget of the run, every rung that rolls back included (default: 5)', int(0))
     .option('--max-lr-cuts <n>', 'recovery ladder: LR cuts (×0.1 each) over a region where a spike keeps returning, before stopping (default: 2)', int(0))
-    .option('--fault <spec>', 'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N, fired once; add :sticky to fire on every replay', collect)
+    .option(
+      '--fault <spec>',
+      'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N, fired once; add :sticky to fire on every replay',
+      collect,
+    )
     .option('--embed-grad-shrink <alpha>', 'GLM-130B: token-embedding gradient × alpha (1 = off)', float(0, true))
     .option('--embed-grad-shrink-ramp <n>', 'ramp the shrink linearly back to 1 over n steps', int(0))
     .option('--zloss <coef>', 'z-loss coef·(log Z)² on the output logits (Wortsman et al.: 1e-4)', float(0))
     .option('--qk-norm', 'LayerNorm on queries and keys before attention (new runs only)')
     .addOption(new Option('--grad-precision <p>', 'emulate bf16/fp16 gradients (rounded before the optimizer)').choices(GRAD_PRECISIONS))
     .option('--loss-scale <x>', 'fp16 emulation: loss scale (gradients × x before rounding, ÷ x after)', float(0, true))
-    .option('--batch-ramp <spec>', 'batch-size ramp to batch × accum: palm | glm | mtnlg | gpt3 | linear:FROM:TO:STEPS | steps:B1@S1,… | adaptive[:MIN:MAX] (sequences)')
-    .addOption(new Option('--lr-rule <rule>', 'rescale the lr when the batch changes (the lr is tuned for the final batch)').choices(SCALING_RULES).default('none'))
+    .option(
+      '--batch-ramp <spec>',
+      'batch-size ramp to batch × accum: palm | glm | mtnlg | gpt3 | linear:FROM:TO:STEPS | steps:B1@S1,… | adaptive[:MIN:MAX] (sequences)',
+    )
+    .addOption(
+      new Option('--lr-rule <rule>', 'rescale the lr when the batch changes (the lr is tuned for the final batch)').choices(SCALING_RULES).default('none'),
+    )
     .option('--b-noise <sequences>', 'gradient noise scale B_noise for the sgd/signsgd/softsign rules (see keel plan)', float(0, true))
     .option('--no-noise-scale', 'do not measure the gradient noise scale (it needs --accum ≥ 2)')
     .option('--lawa <k[:every]>', 'LAWA: also evaluate and save the average of the k latest snapshots taken every `every` steps (default: 50)')

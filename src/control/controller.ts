@@ -23,7 +23,15 @@ import { batchAt, parseBatchSpec, type BatchSpec } from '../schedule/batch.ts';
 import { lrScale, SCALING_RULES, type ScalingRule } from '../schedule/rules.ts';
 import { climb, emptyLadder, lrZoneFactor, type LadderState, type Verdict } from './ladder.ts';
 import {
-  defaultPolicy, finiteOrNull, REPORT_VERSION, type Decision, type DecisionKind, type Policy, type RunFacts, type SpikeFlag, type StepReport,
+  defaultPolicy,
+  finiteOrNull,
+  REPORT_VERSION,
+  type Decision,
+  type DecisionKind,
+  type Policy,
+  type RunFacts,
+  type SpikeFlag,
+  type StepReport,
 } from './types.ts';
 
 /** What a rollback restores of the controller: the detectors and the batch/LR plan at that point. */
@@ -168,7 +176,10 @@ export class Controller {
     const lr = this.traj.rule_lr * lrZoneFactor(this.ladder, target.step + 1);
     this.traj.lr = lr;
     return this.decision(r, 'rollback', v.reason, {
-      rung: v.rung, rollback: { to_step: target.step, skip_data: skip }, lr: { multiplier: lr, steps: null }, batch: this.traj.batch,
+      rung: v.rung,
+      rollback: { to_step: target.step, skip_data: skip },
+      lr: { multiplier: lr, steps: null },
+      batch: this.traj.batch,
     });
   }
 
@@ -191,7 +202,9 @@ export class Controller {
     this.traj.batch = next.batch;
     this.traj.lr = next.lr;
     const changes: Partial<Decision> = {
-      rung, ...(batchChanged ? { batch: next.batch } : {}), ...(lrChanged ? { lr: { multiplier: next.lr, steps: next.lrSteps } } : {}),
+      rung,
+      ...(batchChanged ? { batch: next.batch } : {}),
+      ...(lrChanged ? { lr: { multiplier: next.lr, steps: next.lrSteps } } : {}),
     };
     if (kind === 'skip' || (!batchChanged && !lrChanged)) return this.decision(r, kind, reason, changes);
     if (batchChanged) return this.decision(r, 'set_batch', `${next.why}: ${next.batch} sequences per step from step ${r.step + 1}`, changes);
@@ -206,7 +219,12 @@ export class Controller {
     let why = 'constant batch';
     if (this.ramp) {
       batch = batchAt(this.ramp, step, {
-        totalSteps: steps, finalBatch: F, microBatch: m, samplesSeen: t.samples, bSimple: this.bSimple, current: t.ramp_current ?? undefined,
+        totalSteps: steps,
+        finalBatch: F,
+        microBatch: m,
+        samplesSeen: t.samples,
+        bSimple: this.bSimple,
+        current: t.ramp_current ?? undefined,
       });
       if (this.ramp.kind === 'adaptive') t.ramp_current = batch;
       why = `batch ramp ${this.policy.batch_ramp}`;
@@ -220,9 +238,12 @@ export class Controller {
     const lr = t.rule_lr * zone;
     const zoneEnd = this.ladder.lr_zones.filter((z) => step + 1 >= z.from && step + 1 <= z.to).reduce((e, z) => Math.min(e, z.to), Infinity);
     const lrSteps = zone !== 1 ? zoneEnd - step : null;
-    const lrWhy = zone !== 1
-      ? `recovery: LR × ${Number(zone.toPrecision(3))} through step ${zoneEnd} (a spike returned there)`
-      : this.rule !== 'none' ? `LR rule ${this.rule} at batch ${batch}: LR × ${Number(t.rule_lr.toPrecision(4))}` : 'LR back to the schedule';
+    const lrWhy =
+      zone !== 1
+        ? `recovery: LR × ${Number(zone.toPrecision(3))} through step ${zoneEnd} (a spike returned there)`
+        : this.rule !== 'none'
+          ? `LR rule ${this.rule} at batch ${batch}: LR × ${Number(t.rule_lr.toPrecision(4))}`
+          : 'LR back to the schedule';
     return { batch, lr, lrSteps, why, lrWhy };
   }
 
@@ -268,9 +289,10 @@ export class Controller {
     const disk = [...this.points.values()].filter((p) => p.path !== undefined && p.step < r.step).sort((a, b) => b.step - a.step);
     const before = disk.find((p) => p.step <= r.step - this.policy.rollback_steps) ?? disk[0] ?? null;
     const where = before ? `resume from ${before.path} (step ${before.step})` : 'start over (no checkpoint on disk precedes the spike)';
-    const advice = code === 'diverged'
-      ? 'lower --lr, raise --warmup, or use --on-spike skip|rollback'
-      : `${where} with a lower --lr or --clip or a longer --warmup, or raise --max-rollbacks / --max-lr-cuts`;
+    const advice =
+      code === 'diverged'
+        ? 'lower --lr, raise --warmup, or use --on-spike skip|rollback'
+        : `${where} with a lower --lr or --clip or a longer --warmup, or raise --max-rollbacks / --max-lr-cuts`;
     return this.decision(r, 'stop', reason, {
       rung: code === 'diverged' ? undefined : 'stop',
       stop: { code, last_good_step: r.step - 1, restore_step: before?.step ?? null, advice },
@@ -288,7 +310,8 @@ export class Controller {
     if (r === null || typeof r !== 'object') throw new UserError('step report: expected an object');
     if (r.v !== REPORT_VERSION) throw new UserError(`step report: unsupported version ${String(r.v)} (this controller reads ${REPORT_VERSION})`);
     if (r.step !== this.nextStep) throw new UserError(`step report: expected step ${this.nextStep}, got ${String(r.step)}`);
-    if (r.attempt !== this.attempt_) throw new UserError(`step report: expected attempt ${this.attempt_} (after ${this.attempt_} rollback(s)), got ${String(r.attempt)}`);
+    if (r.attempt !== this.attempt_)
+      throw new UserError(`step report: expected attempt ${this.attempt_} (after ${this.attempt_} rollback(s)), got ${String(r.attempt)}`);
     if (!(Number.isInteger(r.batch) && r.batch >= 1)) throw new UserError(`step report: batch must be an integer ≥ 1, got ${String(r.batch)}`);
     if (!Array.isArray(r.data) || r.data.length !== 2 || !(r.data[1] >= r.data[0])) throw new UserError('step report: data must be [from, to) with to ≥ from');
   }
@@ -327,8 +350,17 @@ export class Controller {
 
   toJSON(): ControllerState {
     return structuredClone({
-      version: 1, policy: this.policy, run: this.run, seq: this.seq, attempt: this.attempt_, next_step: this.nextStep,
-      trajectory: this.trajectory(), ladder: this.ladder, noise: this.noise, points: [...this.points.values()], spikes: this.spikes_,
+      version: 1,
+      policy: this.policy,
+      run: this.run,
+      seq: this.seq,
+      attempt: this.attempt_,
+      next_step: this.nextStep,
+      trajectory: this.trajectory(),
+      ladder: this.ladder,
+      noise: this.noise,
+      points: [...this.points.values()],
+      spikes: this.spikes_,
     });
   }
 
@@ -397,7 +429,9 @@ function checkRule(p: Policy): ScalingRule {
   const rule = (p.lr_rule ?? 'none') as ScalingRule;
   if (!SCALING_RULES.includes(rule)) throw new UserError(`policy: lr_rule must be one of ${SCALING_RULES.join(', ')}, got ${String(p.lr_rule)}`);
   if (['sgd', 'signsgd', 'softsign'].includes(rule) && p.b_noise === undefined) {
-    throw new UserError(`--lr-rule ${rule} needs --b-noise (the gradient noise scale in sequences; \`keel plan --from RUN\` reads it from a run with --accum ≥ 2)`);
+    throw new UserError(
+      `--lr-rule ${rule} needs --b-noise (the gradient noise scale in sequences; \`keel plan --from RUN\` reads it from a run with --accum ≥ 2)`,
+    );
   }
   return rule;
 }

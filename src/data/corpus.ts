@@ -109,7 +109,10 @@ export function checkCorpusSize(corpus: Corpus, T: number, valFraction = 0.05): 
   const unit = corpus.tokenizer === 'bytes' ? 'bytes' : 'tokens';
   const fix = `give more text with --data or a smaller block size`;
   if (corpus.val) {
-    for (const [what, t] of [['training', corpus.tokens], ['validation', corpus.val]] as const) {
+    for (const [what, t] of [
+      ['training', corpus.tokens],
+      ['validation', corpus.val],
+    ] as const) {
       if (t.length < T + 1) {
         throw new UserError(`the ${what} split of ${corpus.name} has ${t.length} tokens, too few for block size ${T} (needs at least ${T + 1}): ${fix}`);
       }
@@ -173,9 +176,7 @@ function readText(file: string, allowEmpty = false): Uint8Array {
   if (bytes.length === 0 && !allowEmpty) throw new UserError(`--data ${file} is empty: give a file with text in it`);
   const bad = firstInvalidUtf8(bytes);
   if (bad >= 0) {
-    throw new UserError(
-      `${file} is not UTF-8 text (invalid byte at offset ${bad}, line ${lineOf(bytes, bad)}): convert it to UTF-8 or leave it out`,
-    );
+    throw new UserError(`${file} is not UTF-8 text (invalid byte at offset ${bad}, line ${lineOf(bytes, bad)}): convert it to UTF-8 or leave it out`);
   }
   return bytes;
 }

@@ -81,7 +81,12 @@ const GPT2: Tokenizer = {
   alphabet: GPT2_ALPHABET,
   vocabSize: 50304,
   encode: (text) => Uint16Array.from(gpt2Bpe().encode(utf8(text), { disallowedSpecial: new Set() })),
-  encodeDocuments: (docs) => joinArrays(docs.map((d) => GPT2.encode(d)), Uint16Array.of(GPT2_EOT), Uint16Array),
+  encodeDocuments: (docs) =>
+    joinArrays(
+      docs.map((d) => GPT2.encode(d)),
+      Uint16Array.of(GPT2_EOT),
+      Uint16Array,
+    ),
   decode: gpt2Decode,
 };
 

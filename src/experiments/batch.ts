@@ -44,8 +44,22 @@ import { checkExperimentDir, checkSeed, lrDirName, positiveInt, sig3, writeResul
 import { Grid, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeSummary, sharedOptions } from './grid.ts';
 import { SPIKE_CONFIG, SPIKE_CONFIG_NAME } from './spikes_results.ts';
 import {
-  DEFAULT_BATCHES, DEFAULT_LR_START, DEFAULT_LRS, DEFAULT_TOKENS, NEAR_TIE, RULES, TARGET_MARGIN,
-  type BatchResults, type BatchRow, type BatchRunRecord, type BatchSettings, type CritFit, type EpsResult, type EvalPoint, type PilotRecord, type RuleFit,
+  DEFAULT_BATCHES,
+  DEFAULT_LR_START,
+  DEFAULT_LRS,
+  DEFAULT_TOKENS,
+  NEAR_TIE,
+  RULES,
+  TARGET_MARGIN,
+  type BatchResults,
+  type BatchRow,
+  type BatchRunRecord,
+  type BatchSettings,
+  type CritFit,
+  type EpsResult,
+  type EvalPoint,
+  type PilotRecord,
+  type RuleFit,
 } from './batch_results.ts';
 import { median } from '../util/stats.ts';
 
@@ -72,7 +86,6 @@ export interface BatchExperimentOptions extends RunnerOptions {
   seed?: number;
 }
 
-
 function numbers(name: string, values: number[] | undefined, fallback: number[], ok: (x: number) => boolean, what: string): number[] {
   const out = [...new Set(values ?? fallback)];
   if (out.length === 0) throw new UserError(`${name} is empty: give one or more ${what}`);
@@ -92,10 +105,17 @@ interface Resolved {
 }
 
 function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
-  const batches = numbers('--batches', o.batches, DEFAULT_BATCHES, (x) => Number.isSafeInteger(x) && x >= 2 && x % 2 === 0, 'even integers ≥ 2 (micro-batch B/2 × accum 2)')
-    .sort((a, b) => a - b);
+  const batches = numbers(
+    '--batches',
+    o.batches,
+    DEFAULT_BATCHES,
+    (x) => Number.isSafeInteger(x) && x >= 2 && x % 2 === 0,
+    'even integers ≥ 2 (micro-batch B/2 × accum 2)',
+  ).sort((a, b) => a - b);
   if (batches.length < 2) throw new UserError('--batches needs at least 2 batch sizes to fit S_min and B_crit');
-  const lrs = numbers('--lrs', o.lrs, DEFAULT_LRS, (x) => x > 0, 'positive numbers').map(sig3).sort((a, b) => a - b);
+  const lrs = numbers('--lrs', o.lrs, DEFAULT_LRS, (x) => x > 0, 'positive numbers')
+    .map(sig3)
+    .sort((a, b) => a - b);
   const lrStart = o.lrStart ?? DEFAULT_LR_START;
   if (!(lrStart > 0)) throw new UserError(`--lr-start must be positive, got ${lrStart}`);
   const epsValues = o.epsValues === undefined ? undefined : numbers('--eps-values', o.epsValues, [], (x) => x >= 0, 'numbers ≥ 0');
@@ -104,7 +124,9 @@ function resolveBatchOptions(o: BatchExperimentOptions): Resolved {
   const tokens = positiveInt('--tokens', o.tokens ?? DEFAULT_TOKENS);
   const maxB = batches[batches.length - 1];
   if (tokens < maxB * config.blockSize * 4) {
-    throw new UserError(`--tokens ${tokens} is too few: the largest batch (${maxB} × ${config.blockSize} tokens) needs at least 4 steps (${maxB * config.blockSize * 4} tokens)`);
+    throw new UserError(
+      `--tokens ${tokens} is too few: the largest batch (${maxB} × ${config.blockSize} tokens) needs at least 4 steps (${maxB * config.blockSize * 4} tokens)`,
+    );
   }
   const evalTokens = positiveInt('--eval-tokens', o.evalTokens ?? 4096);
   if (evalTokens < config.blockSize + 1) throw new UserError(`--eval-tokens ${evalTokens} is too few: one window needs ${config.blockSize + 1} tokens`);
@@ -185,20 +207,29 @@ export function fitCriticalBatch(points: readonly { batch: number; steps: number
     const sse = r.reduce((a, x) => a + (x - m) ** 2, 0);
     return { sse, logSmin: m, bc };
   };
-  const bMin = Math.min(...pts.map((p) => p.batch)), bMax = Math.max(...pts.map((p) => p.batch));
-  const lo = Math.log(bMin * 1e-4), hi = Math.log(bMax * 1e4);
+  const bMin = Math.min(...pts.map((p) => p.batch)),
+    bMax = Math.max(...pts.map((p) => p.batch));
+  const lo = Math.log(bMin * 1e-4),
+    hi = Math.log(bMax * 1e4);
   const N = 200;
-  let bestK = 0, bestSse = Infinity;
+  let bestK = 0,
+    bestSse = Infinity;
   for (let k = 0; k <= N; k++) {
     const s = evalAt(lo + ((hi - lo) * k) / N).sse;
-    if (s < bestSse) { bestSse = s; bestK = k; }
+    if (s < bestSse) {
+      bestSse = s;
+      bestK = k;
+    }
   }
   const h = (hi - lo) / N;
-  let a = lo + h * Math.max(0, bestK - 1), b = lo + h * Math.min(N, bestK + 1);
+  let a = lo + h * Math.max(0, bestK - 1),
+    b = lo + h * Math.min(N, bestK + 1);
   const g = (Math.sqrt(5) - 1) / 2;
   for (let it = 0; it < 100; it++) {
-    const c = b - g * (b - a), d = a + g * (b - a);
-    if (evalAt(c).sse < evalAt(d).sse) b = d; else a = c;
+    const c = b - g * (b - a),
+      d = a + g * (b - a);
+    if (evalAt(c).sse < evalAt(d).sse) b = d;
+    else a = c;
   }
   const e = evalAt((a + b) / 2);
   const sMin = Math.exp(e.logSmin);
@@ -225,8 +256,10 @@ export function fitRules(points: readonly { batch: number; lr: number }[], p: { 
 
 export function logSlope(points: readonly { batch: number; lr: number }[]): number | null {
   if (points.length < 2) return null;
-  const x = points.map((p) => Math.log(p.batch)), y = points.map((p) => Math.log(p.lr));
-  const mx = x.reduce((a, v) => a + v, 0) / x.length, my = y.reduce((a, v) => a + v, 0) / y.length;
+  const x = points.map((p) => Math.log(p.batch)),
+    y = points.map((p) => Math.log(p.lr));
+  const mx = x.reduce((a, v) => a + v, 0) / x.length,
+    my = y.reduce((a, v) => a + v, 0) / y.length;
   const sxx = x.reduce((a, v) => a + (v - mx) ** 2, 0);
   return sxx > 0 ? x.reduce((a, v, i) => a + (v - mx) * (y[i] - my), 0) / sxx : null;
 }
@@ -341,16 +374,33 @@ function runPilot(r: Resolved, grid: Grid<PilotRecord>): Promise<PilotRecord> {
   return grid.run({
     dir,
     label: 'pilot',
-    options: () => withDefaults({
-      ...sharedOptions(s, dir), steps: s.pilotSteps, batch: s.pilotBatch / s.pilotAccum, accum: s.pilotAccum,
-      lr: s.pilotLr, minLr: s.pilotLr, warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)), schedule: 'constant', optimizer: 'adamw',
-      optimizerOptions: { eps: s.pilotEps },
-    }),
+    options: () =>
+      withDefaults({
+        ...sharedOptions(s, dir),
+        steps: s.pilotSteps,
+        batch: s.pilotBatch / s.pilotAccum,
+        accum: s.pilotAccum,
+        lr: s.pilotLr,
+        minLr: s.pilotLr,
+        warmup: Math.max(1, Math.round(s.warmupFraction * s.pilotSteps)),
+        schedule: 'constant',
+        optimizer: 'adamw',
+        optimizerOptions: { eps: s.pilotEps },
+      }),
     record: (o) => {
       const st = logStats(metricsOf(dir));
       return {
-        batch: s.pilotBatch, accum: s.pilotAccum, steps: s.pilotSteps, lr: s.pilotLr, eps: s.pilotEps, b_simple: st.b_simple_median, b_simple_final: st.b_simple_final,
-        grad_rms: st.grad_rms, val_loss: o.summary?.val_loss ?? null, curve: st.curve, wall_seconds: o.wall_seconds,
+        batch: s.pilotBatch,
+        accum: s.pilotAccum,
+        steps: s.pilotSteps,
+        lr: s.pilotLr,
+        eps: s.pilotEps,
+        b_simple: st.b_simple_median,
+        b_simple_final: st.b_simple_final,
+        grad_rms: st.grad_rms,
+        val_loss: o.summary?.val_loss ?? null,
+        curve: st.curve,
+        wall_seconds: o.wall_seconds,
       };
     },
   });
@@ -366,14 +416,16 @@ function pilotEps(pilot: PilotRecord): number[] {
 /** Finished sweep runs of an earlier invocation (older summaries gain the b_simple curve from their log). */
 function reuseFinished(r: Resolved, grid: Grid<BatchRunRecord>, epsValues: number[]): void {
   const s = r.settings;
-  for (const eps of epsValues) for (const B of r.batches) for (const lr of r.lrs) {
-    const dir = batchRunDir(r.out, eps, B, lr);
-    const rec = grid.reuse(dir, (x) => x.eps === eps && x.batch === B && x.lr === lr && x.tokens === s.tokens && Array.isArray(x.evals));
-    if (rec && rec.b_curve === undefined && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
-      rec.b_curve = thin(logStats(metricsOf(dir)).curve, s.evalPoints * 2);
-      writeSummary(dir, rec);
-    }
-  }
+  for (const eps of epsValues)
+    for (const B of r.batches)
+      for (const lr of r.lrs) {
+        const dir = batchRunDir(r.out, eps, B, lr);
+        const rec = grid.reuse(dir, (x) => x.eps === eps && x.batch === B && x.lr === lr && x.tokens === s.tokens && Array.isArray(x.evals));
+        if (rec && rec.b_curve === undefined && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
+          rec.b_curve = thin(logStats(metricsOf(dir)).curve, s.evalPoints * 2);
+          writeSummary(dir, rec);
+        }
+      }
 }
 
 /** Index of the grid lr nearest to `lr` (on a log scale). */
@@ -391,7 +443,8 @@ async function sweepLrs(r: Resolved, grid: Grid<BatchRunRecord>, eps: number, B:
     const rec = await grid.run(sweepJob(r, eps, B, r.lrs[k]));
     loss.set(k, rec.final_loss);
   };
-  const lo0 = Math.max(0, Math.min(center - 1, r.lrs.length - 3)), hi0 = Math.min(r.lrs.length - 1, lo0 + 2);
+  const lo0 = Math.max(0, Math.min(center - 1, r.lrs.length - 3)),
+    hi0 = Math.min(r.lrs.length - 1, lo0 + 2);
   for (let k = lo0; k <= hi0; k++) await run(k);
   for (;;) {
     const ks = [...loss.keys()].sort((a, b) => a - b);
@@ -417,9 +470,20 @@ function sweepJob(r: Resolved, eps: number, B: number, lr: number) {
       const finite = val !== null && Number.isFinite(val);
       const diverged = !finite || val >= s.initialLoss;
       return {
-        eps, batch: B, lr, steps: stepsOf(s, B), tokens: s.tokens, diverged, val_loss: finite ? val : null,
-        final_loss: diverged ? s.initialLoss : Math.min(val, s.initialLoss), evals: st.evals, b_simple: st.b_simple_final,
-        b_curve: thin(st.curve, s.evalPoints * 2), grad_rms: st.grad_rms, wall_seconds: o.wall_seconds, ...(o.error !== undefined ? { error: o.error } : {}),
+        eps,
+        batch: B,
+        lr,
+        steps: stepsOf(s, B),
+        tokens: s.tokens,
+        diverged,
+        val_loss: finite ? val : null,
+        final_loss: diverged ? s.initialLoss : Math.min(val, s.initialLoss),
+        evals: st.evals,
+        b_simple: st.b_simple_final,
+        b_curve: thin(st.curve, s.evalPoints * 2),
+        grad_rms: st.grad_rms,
+        wall_seconds: o.wall_seconds,
+        ...(o.error !== undefined ? { error: o.error } : {}),
       };
     },
   };
@@ -445,7 +509,14 @@ function bestOf(runs: BatchRunRecord[]): BatchRunRecord | undefined {
   return best;
 }
 
-function assembleBatchResults(r: Resolved, epsValues: number[], pilot: PilotRecord | null, records: Map<string, BatchRunRecord>, params: number, interrupted: boolean): BatchResults {
+function assembleBatchResults(
+  r: Resolved,
+  epsValues: number[],
+  pilot: PilotRecord | null,
+  records: Map<string, BatchRunRecord>,
+  params: number,
+  interrupted: boolean,
+): BatchResults {
   const s = r.settings;
   const all = [...records.values()];
   const bNoise = pilot?.b_simple ?? null;
@@ -464,10 +535,20 @@ function assembleBatchResults(r: Resolved, epsValues: number[], pilot: PilotReco
       const S = best && target !== null ? crossing(best.evals, target, s.initialLoss) : null;
       const k = best ? r.lrs.indexOf(best.lr) : -1;
       return {
-        batch: B, steps: stepsOf(s, B), lrs_tried: mine.map((m) => m.lr), best_lr: best?.lr ?? null, best_loss: bestLoss,
+        batch: B,
+        steps: stepsOf(s, B),
+        lrs_tried: mine.map((m) => m.lr),
+        best_lr: best?.lr ?? null,
+        best_loss: bestLoss,
         at_grid_edge: k === 0 || k === r.lrs.length - 1,
-        near_best_lrs: best ? ((xs: number[]) => [Math.min(...xs), Math.max(...xs)] as [number, number])(mine.filter((m) => !m.diverged && m.final_loss <= best.final_loss + NEAR_TIE).map((m) => m.lr)) : null,
-        steps_to_target: S, examples_to_target: S === null ? null : S * B, tokens_to_target: S === null ? null : S * B * s.config.blockSize,
+        near_best_lrs: best
+          ? ((xs: number[]) => [Math.min(...xs), Math.max(...xs)] as [number, number])(
+              mine.filter((m) => !m.diverged && m.final_loss <= best.final_loss + NEAR_TIE).map((m) => m.lr),
+            )
+          : null,
+        steps_to_target: S,
+        examples_to_target: S === null ? null : S * B,
+        tokens_to_target: S === null ? null : S * B * s.config.blockSize,
         b_simple: best?.b_simple ?? null,
         b_simple_at_target: best?.b_curve && S !== null ? valueAt(best.b_curve, S) : null,
       };
@@ -483,10 +564,18 @@ function assembleBatchResults(r: Resolved, epsValues: number[], pilot: PilotReco
     }
     const bAt = median(rows.map((x) => x.b_simple_at_target).filter((x): x is number => x !== null));
     return {
-      eps: e, rows, complete, target, fit, ratio: fit && bNoise ? fit.b_crit / bNoise : null,
-      b_simple_at_target: bAt, ratio_at_target: fit && bAt ? fit.b_crit / bAt : null,
-      rules, best_rule: rules[0]?.rule ?? null,
-      slope: logSlope(lrPts), peak_batch: peak,
+      eps: e,
+      rows,
+      complete,
+      target,
+      fit,
+      ratio: fit && bNoise ? fit.b_crit / bNoise : null,
+      b_simple_at_target: bAt,
+      ratio_at_target: fit && bAt ? fit.b_crit / bAt : null,
+      rules,
+      best_rule: rules[0]?.rule ?? null,
+      slope: logSlope(lrPts),
+      peak_batch: peak,
     };
   });
   const runs = all.map((m) => ({ ...m, run_dir: path.relative(r.out, batchRunDir(r.out, m.eps, m.batch, m.lr)) }));

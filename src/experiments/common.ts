@@ -70,7 +70,6 @@ export function checkExperimentDir(out: string, experiment: string, what: string
   }
 }
 
-
 export function writeResults(out: string, results: unknown): void {
   writeFileAtomic(path.join(out, RESULTS), JSON.stringify(results, null, 2) + '\n');
 }

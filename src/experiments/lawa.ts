@@ -59,10 +59,18 @@ export async function runLawaExperiment(o: LawaExperimentOptions): Promise<LawaR
       dir,
       label: `lr ${lr}, ${s.steps} steps (LAWA k=${s.k} every ${s.every}, EMA ${s.ema})`,
       keepCheckpoints: true,
-      options: () => withDefaults({
-        ...sharedOptions({ ...s, config, data: o.data }, dir), steps: s.steps, batch: s.batch, lr, warmup: Math.min(100, Math.floor(s.steps / 10)),
-        evalEvery: s.evalEvery, lawaK: s.k, lawaEvery: s.every, ema: s.ema,
-      }),
+      options: () =>
+        withDefaults({
+          ...sharedOptions({ ...s, config, data: o.data }, dir),
+          steps: s.steps,
+          batch: s.batch,
+          lr,
+          warmup: Math.min(100, Math.floor(s.steps / 10)),
+          evalEvery: s.evalEvery,
+          lawaK: s.k,
+          lawaEvery: s.every,
+          ema: s.ema,
+        }),
       record: () => analyzeRun(lr, path.relative(o.out, dir), path.join(dir, 'metrics.jsonl')),
     });
   }
@@ -87,10 +95,19 @@ function analyzeRun(lr: number, runDir: string, metricsFile: string): LawaRun {
     lawa: steps.map((x) => num(byStep.get(x)!.val_loss_lawa)),
     ema: steps.map((x) => num(byStep.get(x)!.val_loss_ema)),
   };
-  return { lr, run_dir: runDir, curve, targets: stepsToTargets(curve), rises: {
-    raw: rises(curve.raw), lawa: rises(curve.lawa), ema: rises(curve.ema),
-  }, final: { raw: curve.raw.at(-1) ?? null, lawa: curve.lawa.at(-1) ?? null, ema: curve.ema.at(-1) ?? null },
-  best: { raw: minOf(curve.raw), lawa: minOf(curve.lawa), ema: minOf(curve.ema) } };
+  return {
+    lr,
+    run_dir: runDir,
+    curve,
+    targets: stepsToTargets(curve),
+    rises: {
+      raw: rises(curve.raw),
+      lawa: rises(curve.lawa),
+      ema: rises(curve.ema),
+    },
+    final: { raw: curve.raw.at(-1) ?? null, lawa: curve.lawa.at(-1) ?? null, ema: curve.ema.at(-1) ?? null },
+    best: { raw: minOf(curve.raw), lawa: minOf(curve.lawa), ema: minOf(curve.ema) },
+  };
 }
 
 const minOf = (xs: (number | null)[]) => {
@@ -114,7 +131,10 @@ export function stepsToTargets(c: Curve): LawaRun['targets'] {
   const idx = [0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.max(0, Math.ceil(f * n) - 1));
   const losses = [...new Set(idx.map((i) => Math.min(...c.raw.slice(0, i + 1).filter(Number.isFinite))))];
   return losses.map((loss) => ({
-    loss, raw: firstReach(c.step, c.raw, loss)!, lawa: firstReach(c.step, c.lawa, loss), ema: firstReach(c.step, c.ema, loss),
+    loss,
+    raw: firstReach(c.step, c.raw, loss)!,
+    lawa: firstReach(c.step, c.lawa, loss),
+    ema: firstReach(c.step, c.ema, loss),
   }));
 }
 

@@ -6,7 +6,6 @@ import { chartScripts, chartSeries, escapeHtml, pageHead, type ChartPayload, typ
 import type { XY } from '../report/downsample.ts';
 import type { LawaResults, LawaRun } from './lawa_results.ts';
 
-
 function payload(r: LawaResults): ChartPayload {
   const data: Record<string, XY> = {};
   const panels: PanelSpec[] = r.runs.map((run, i) => {
@@ -23,7 +22,10 @@ function payload(r: LawaResults): ChartPayload {
 
 function targetsTable(run: LawaRun): string {
   const saved = (s: number | null, raw: number) => (s === null ? 'not reached' : `${s} (${raw - s >= 0 ? 'saves' : 'costs'} ${Math.abs(raw - s)})`);
-  const rows = run.targets.map((t) => `<tr><td class="n">${formatFixed(t.loss, 4)}</td><td class="n">${t.raw}</td><td class="n">${saved(t.lawa, t.raw)}</td><td class="n">${saved(t.ema, t.raw)}</td></tr>`);
+  const rows = run.targets.map(
+    (t) =>
+      `<tr><td class="n">${formatFixed(t.loss, 4)}</td><td class="n">${t.raw}</td><td class="n">${saved(t.lawa, t.raw)}</td><td class="n">${saved(t.ema, t.raw)}</td></tr>`,
+  );
   return `<table><tr><th>target val loss</th><th>raw reaches it at step</th><th>LAWA</th><th>EMA</th></tr>${rows.join('')}</table>`;
 }
 
@@ -46,12 +48,20 @@ export function writeLawaReport(outDir: string, r: LawaResults): string {
   const s = r.settings;
   const body = r.runs.map((run) => `<h2>lr ${run.lr}</h2>${targetsTable(run)}`).join('\n');
   const facts = [
-    ['model', s.configName], ['optimizer', `AdamW, batch ${s.batch}, ${s.steps} steps, cosine after warm-up`],
-    ['LAWA', `k = ${s.k} snapshots every ${s.every} steps`], ['EMA', `β = ${s.ema}`],
+    ['model', s.configName],
+    ['optimizer', `AdamW, batch ${s.batch}, ${s.steps} steps, cosine after warm-up`],
+    ['LAWA', `k = ${s.k} snapshots every ${s.every} steps`],
+    ['EMA', `β = ${s.ema}`],
     ['evaluation', `every ${s.evalEvery} steps on ${s.evalTokens} validation tokens`],
   ];
-  const html = `${pageHead('LAWA and EMA vs raw weights', path.resolve(outDir), facts.map(([label, value]) => ({ label, value })))}
-<section class="findings"><h2>What we measured</h2><ul>${lawaFindings(r).map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul></section>
+  const html = `${pageHead(
+    'LAWA and EMA vs raw weights',
+    path.resolve(outDir),
+    facts.map(([label, value]) => ({ label, value })),
+  )}
+<section class="findings"><h2>What we measured</h2><ul>${lawaFindings(r)
+    .map((f) => `<li>${escapeHtml(f)}</li>`)
+    .join('')}</ul></section>
 ${body}
 <main id="panels"></main>
 ${chartScripts(payload(r))}</body></html>`;

@@ -28,8 +28,14 @@ import { checkExperimentDir, checkSeed, lrDirName, positiveInt, writeResults } f
 import { Grid, type Runner, runnerOf, type RunnerOptions, type RunOutcome, sharedOptions } from './grid.ts';
 import { ensureOutDir } from '../io/out_dir.ts';
 import {
-  DEFAULT_LR_FACTORS, STATE_TARGET, VAL_LOSS_TARGET,
-  type OptimizerExperimentResults, type OptimizerExperimentSettings, type OptimizerResult, type OptimizerRunRecord, type SweepPoint,
+  DEFAULT_LR_FACTORS,
+  STATE_TARGET,
+  VAL_LOSS_TARGET,
+  type OptimizerExperimentResults,
+  type OptimizerExperimentSettings,
+  type OptimizerResult,
+  type OptimizerRunRecord,
+  type SweepPoint,
 } from './optimizers_results.ts';
 
 export interface OptimizerExperimentOptions extends RunnerOptions {
@@ -169,7 +175,9 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
     return results;
   };
   const grid: Grid<OptimizerRunRecord> = new Grid({
-    ...r.runner, describe, saved: save,
+    ...r.runner,
+    describe,
+    saved: save,
     total: plans.reduce((a, p) => a + p.grid.length + 1, 0),
   });
   reuseFinished(r, plans, grid);
@@ -184,7 +192,8 @@ export async function runOptimizerExperiment(opts: OptimizerExperimentOptions): 
 function reuseFinished(r: Resolved, plans: Plan[], grid: Grid<OptimizerRunRecord>): void {
   const s = r.settings;
   for (const plan of plans) {
-    for (const g of plan.grid) grid.reuse(path.join(r.out, plan.name, lrDirName(g.lr)), (rec) => finished(rec) && rec.steps === s.sweepSteps && rec.lr === g.lr);
+    for (const g of plan.grid)
+      grid.reuse(path.join(r.out, plan.name, lrDirName(g.lr)), (rec) => finished(rec) && rec.steps === s.sweepSteps && rec.lr === g.lr);
     grid.reuse(path.join(r.out, plan.name, 'final'), (rec) => finished(rec) && rec.steps === s.steps);
   }
 }
@@ -219,10 +228,20 @@ function runJob(r: Resolved, name: string, kind: 'sweep' | 'final', lr: number) 
     dir,
     label: `${name} ${kind} lr ${lr} (${steps} steps)`,
     keepCheckpoints: kind === 'final' || r.keepSweepCheckpoints,
-    options: () => withDefaults({
-      ...sharedOptions(s, dir), steps, batch: s.batch, accum: 1, lr, minLr: lr / 10, warmup: Math.min(100, Math.floor(steps / 10)),
-      schedule: s.schedule, optimizer: name, optimizerOptions: options, evalEvery: kind === 'final' ? s.evalEvery : 0,
-    }),
+    options: () =>
+      withDefaults({
+        ...sharedOptions(s, dir),
+        steps,
+        batch: s.batch,
+        accum: 1,
+        lr,
+        minLr: lr / 10,
+        warmup: Math.min(100, Math.floor(steps / 10)),
+        schedule: s.schedule,
+        optimizer: name,
+        optimizerOptions: options,
+        evalEvery: kind === 'final' ? s.evalEvery : 0,
+      }),
     record: (o: RunOutcome) => runRecord(s, { optimizer: name, kind, lr, steps }, options, o),
   };
 }
@@ -238,18 +257,31 @@ function runRecord(
   if (!sum) {
     const planned = plannedStateBytes(base.optimizer, options, s.config);
     return {
-      ...base, status: 'diverged', val_loss: null, train_loss: null, tokens_per_s: null, seconds: null,
-      wall_seconds: o.wall_seconds, params: planned.params, state_bytes: planned.bytes,
-      state_bytes_per_param: planned.bytes / planned.params, error: o.error,
+      ...base,
+      status: 'diverged',
+      val_loss: null,
+      train_loss: null,
+      tokens_per_s: null,
+      seconds: null,
+      wall_seconds: o.wall_seconds,
+      params: planned.params,
+      state_bytes: planned.bytes,
+      state_bytes_per_param: planned.bytes / planned.params,
+      error: o.error,
     };
   }
   const finite = sum.val_loss !== null && Number.isFinite(sum.val_loss);
   return {
-    ...base, status: finite ? 'ok' : 'diverged',
+    ...base,
+    status: finite ? 'ok' : 'diverged',
     val_loss: finite ? sum.val_loss : null,
     train_loss: Number.isFinite(sum.train_loss) ? sum.train_loss : null,
-    tokens_per_s: sum.tokens_per_s, seconds: sum.seconds, wall_seconds: o.wall_seconds,
-    params: sum.params, state_bytes: sum.optimizer_state_bytes, state_bytes_per_param: sum.optimizer_state_bytes_per_param,
+    tokens_per_s: sum.tokens_per_s,
+    seconds: sum.seconds,
+    wall_seconds: o.wall_seconds,
+    params: sum.params,
+    state_bytes: sum.optimizer_state_bytes,
+    state_bytes_per_param: sum.optimizer_state_bytes_per_param,
     ...(finite ? {} : { error: `validation loss is ${sum.val_loss}` }),
   };
 }
@@ -281,11 +313,7 @@ function assembleResults(
     const finalDir = path.join(r.out, plan.name, 'final');
     const finRec = records.get(finalDir);
     const fin = finRec && sweepDone && best && finRec.lr === best.lr ? finRec : undefined; // not a stale one
-    const status: OptimizerResult['status'] = fin
-      ? fin.status
-      : sweepDone && !best
-        ? 'all_sweep_runs_diverged'
-        : 'incomplete';
+    const status: OptimizerResult['status'] = fin ? fin.status : sweepDone && !best ? 'all_sweep_runs_diverged' : 'incomplete';
     return {
       optimizer: plan.name,
       recommended_lr: plan.recommendedLr,

@@ -106,16 +106,29 @@ function sweepCell(o: OptimizerResult): string {
 
 function statusNote(o: OptimizerResult): string {
   switch (o.status) {
-    case 'diverged': return 'final run diverged';
-    case 'all_sweep_runs_diverged': return 'every sweep run diverged';
-    case 'incomplete': return 'not run yet';
-    default: return '';
+    case 'diverged':
+      return 'final run diverged';
+    case 'all_sweep_runs_diverged':
+      return 'every sweep run diverged';
+    case 'incomplete':
+      return 'not run yet';
+    default:
+      return '';
   }
 }
 
 function resultsTable(results: OptimizerExperimentResults, colors: Map<string, string>): string {
   const head = [
-    'optimizer', 'best lr', 'sweep (lr: val loss)', 'final val loss', 'Δ vs AdamW', 'state MB', 'state B/param', 'state % of AdamW', 'tokens/s', 'train s',
+    'optimizer',
+    'best lr',
+    'sweep (lr: val loss)',
+    'final val loss',
+    'Δ vs AdamW',
+    'state MB',
+    'state B/param',
+    'state % of AdamW',
+    'tokens/s',
+    'train s',
   ];
   const num = (s: string) => `<td class="n">${s}</td>`;
   const rows = results.optimizers.map((o) => {
@@ -127,7 +140,11 @@ function resultsTable(results: OptimizerExperimentResults, colors: Map<string, s
       num(best) +
       `<td class="sweep">${sweepCell(o)}</td>` +
       num(finalCell) +
-      num(o.val_loss_ratio_vs_adamw === null ? '—' : `${o.val_loss_ratio_vs_adamw >= 1 ? '+' : '−'}${Math.abs((o.val_loss_ratio_vs_adamw - 1) * 100).toFixed(2)}%`) +
+      num(
+        o.val_loss_ratio_vs_adamw === null
+          ? '—'
+          : `${o.val_loss_ratio_vs_adamw >= 1 ? '+' : '−'}${Math.abs((o.val_loss_ratio_vs_adamw - 1) * 100).toFixed(2)}%`,
+      ) +
       num(o.state_bytes === null ? '—' : (o.state_bytes / 1e6).toFixed(3)) +
       num(o.state_bytes_per_param === null ? '—' : o.state_bytes_per_param.toFixed(3)) +
       num(o.state_ratio_vs_adamw === null ? '—' : pct(o.state_ratio_vs_adamw)) +
@@ -146,9 +163,11 @@ function bars(title: string, items: { name: string; value: number; label: string
   const max = Math.max(...items.map((i) => i.value));
   const rows = items.map((i) => {
     const w = max > 0 ? Math.max(0.4, (i.value / max) * 100) : 0;
-    return `<div class="bar-row"><span class="bar-name">${escapeHtml(i.name)}</span>` +
+    return (
+      `<div class="bar-row"><span class="bar-name">${escapeHtml(i.name)}</span>` +
       `<span class="bar"><span style="width:${w.toFixed(2)}%;background:${i.color}"></span></span>` +
-      `<span class="bar-value">${escapeHtml(i.label)}</span></div>`;
+      `<span class="bar-value">${escapeHtml(i.label)}</span></div>`
+    );
   });
   return `<section class="bars"><h2>${escapeHtml(title)}</h2>${rows.join('')}<p class="note">${escapeHtml(note)}</p></section>`;
 }
@@ -188,7 +207,12 @@ function renderOptimizerReport(outDir: string, results: OptimizerExperimentResul
   const withState = results.optimizers.filter((o) => o.state_bytes !== null);
   const withSpeed = results.optimizers.filter((o) => o.tokens_per_s !== null);
   const title = 'Keel optimizer experiment';
-  return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
+  return `${pageHead(
+    title,
+    path.resolve(outDir),
+    facts.map(([label, value]) => ({ label, value })),
+    EXTRA_CSS,
+  )}
 <section class="verdict">
 <h2>Adafactor vs the paper</h2>
 <p class="verdict${verdictClass}">${escapeHtml(verdictText(t, results))}</p>

@@ -48,8 +48,23 @@ import type { TrainOptions } from '../train/trainer.ts';
 import { checkExperimentDir, checkSeed, lrDirName, positiveInt, sig3, writeResults } from './common.ts';
 import { Grid, readSummary, type Runner, runnerOf, type RunnerOptions, type RunOutcome, writeSummary, sharedOptions } from './grid.ts';
 import {
-  ANALYSIS_VERSION, DEFAULT_EPS, DEFAULT_LRS, EMBED_SHRINK, SPIKE_CONFIG, SPIKE_CONFIG_NAME, SPIKE_VARIANTS, VARIANT_DOC, Z_LOSS,
-  type LeadSummary, type SpikeResults, type SpikeRunRecord, type SpikeRunResult, type SpikeSettings, type SpikeVariant, type StatLeadSummary, type VariantResult,
+  ANALYSIS_VERSION,
+  DEFAULT_EPS,
+  DEFAULT_LRS,
+  EMBED_SHRINK,
+  SPIKE_CONFIG,
+  SPIKE_CONFIG_NAME,
+  SPIKE_VARIANTS,
+  VARIANT_DOC,
+  Z_LOSS,
+  type LeadSummary,
+  type SpikeResults,
+  type SpikeRunRecord,
+  type SpikeRunResult,
+  type SpikeSettings,
+  type SpikeVariant,
+  type StatLeadSummary,
+  type VariantResult,
 } from './spikes_results.ts';
 import { median } from '../util/stats.ts';
 
@@ -78,7 +93,6 @@ export interface SpikeExperimentOptions extends RunnerOptions {
   /** Diagnostics every n steps (default 5). */
   diagEvery?: number;
 }
-
 
 interface Resolved {
   out: string;
@@ -110,7 +124,9 @@ function resolveSpikeOptions(o: SpikeExperimentOptions): Resolved {
   for (const v of variants) {
     if (!(SPIKE_VARIANTS as readonly string[]).includes(v)) throw new UserError(`unknown variant "${v}"; choose from ${SPIKE_VARIANTS.join(', ')}`);
   }
-  const lrs = numbers('--lrs', o.lrs, DEFAULT_LRS, (x) => x > 0, 'positive numbers').map(sig3).sort((a, b) => a - b);
+  const lrs = numbers('--lrs', o.lrs, DEFAULT_LRS, (x) => x > 0, 'positive numbers')
+    .map(sig3)
+    .sort((a, b) => a - b);
   const epsValues = numbers('--eps-values', o.epsValues, DEFAULT_EPS, (x) => x >= 0, 'numbers ≥ 0');
   const config = validateConfig(o.config ?? SPIKE_CONFIG, '--config');
   if (config.qkNorm) throw new UserError('--config: leave qkNorm out; QK-layernorm is the qk-norm variant');
@@ -213,7 +229,6 @@ function spikeTrainOptions(s: SpikeSettings, variant: SpikeVariant, eps: number,
   });
 }
 
-
 /** LR sensitivity (Wortsman et al.): mean over the grid of min(ℓ, L0) − min ℓ. */
 export function lrSensitivity(finalLosses: readonly number[], l0: number): number | null {
   if (finalLosses.length === 0) return null;
@@ -232,8 +247,14 @@ export function summarizeLeads(runs: readonly Pick<SpikeRunRecord, 'events' | 'c
     const ct = runs.reduce((a, r) => a + (r.control[stat]?.tested ?? 0), 0);
     const cf = runs.reduce((a, r) => a + (r.control[stat]?.flagged ?? 0), 0);
     return {
-      stat, testable: t.length, with_precursor: leads.length, fraction: t.length ? leads.length / t.length : null, median_lead: median(leads),
-      control_tested: ct, control_flagged: cf, control_fraction: ct ? cf / ct : null,
+      stat,
+      testable: t.length,
+      with_precursor: leads.length,
+      fraction: t.length ? leads.length / t.length : null,
+      median_lead: median(leads),
+      control_tested: ct,
+      control_flagged: cf,
+      control_fraction: ct ? cf / ct : null,
     };
   });
   return {
@@ -292,7 +313,10 @@ function reanalyze(s: SpikeSettings, dir: string, old: SpikeRunRecord): SpikeRun
   const file = path.join(dir, 'metrics.jsonl');
   if (!fs.existsSync(file)) return undefined;
   return recordOf(s, { variant: old.variant, eps: old.eps, lr: old.lr }, readMetrics(file), {
-    val_loss: old.val_loss, train_loss: old.train_loss, tokens_per_s: old.tokens_per_s, wall_seconds: old.wall_seconds,
+    val_loss: old.val_loss,
+    train_loss: old.train_loss,
+    tokens_per_s: old.tokens_per_s,
+    wall_seconds: old.wall_seconds,
     ...(old.error !== undefined ? { error: old.error } : old.status === 'diverged' && old.val_loss === null ? { error: 'diverged' } : {}),
   });
 }
@@ -309,7 +333,9 @@ export async function runSpikeExperiment(opts: SpikeExperimentOptions): Promise<
     return results;
   };
   const grid: Grid<SpikeRunRecord> = new Grid({
-    ...r.runner, describe, saved: save,
+    ...r.runner,
+    describe,
+    saved: save,
     total: plans.reduce((a, p) => a + p.lrs.length, 0),
   });
   for (const p of plans) for (const lr of p.lrs) reuseFinished(r.settings, grid, p, lr, spikeRunDir(r.out, p.variant, p.eps, lr));
@@ -343,7 +369,10 @@ function reuseFinished(s: SpikeSettings, grid: Grid<SpikeRunRecord>, p: Plan, lr
 function outcomeNumbers(o: RunOutcome): Parameters<typeof recordOf>[3] {
   const sum = o.summary;
   return {
-    val_loss: sum?.val_loss ?? null, train_loss: sum?.train_loss ?? null, tokens_per_s: sum?.tokens_per_s ?? null, wall_seconds: o.wall_seconds,
+    val_loss: sum?.val_loss ?? null,
+    train_loss: sum?.train_loss ?? null,
+    tokens_per_s: sum?.tokens_per_s ?? null,
+    wall_seconds: o.wall_seconds,
     ...(o.error !== undefined ? { error: o.error } : {}),
   };
 }
@@ -351,7 +380,8 @@ function outcomeNumbers(o: RunOutcome): Parameters<typeof recordOf>[3] {
 function describe(rec: SpikeRunRecord): string {
   const spikes = `${rec.spikes} spike${rec.spikes === 1 ? '' : 's'}`;
   const rec2 = rec.skipped_steps || rec.rollbacks ? `, ${rec.skipped_steps} skipped, ${rec.rollbacks} rollbacks` : '';
-  if (rec.diverged) return `diverged${rec.diverged_at !== null ? ` at step ${rec.diverged_at}` : ''}, ${spikes} before${rec2}, ${rec.wall_seconds.toFixed(1)} s`;
+  if (rec.diverged)
+    return `diverged${rec.diverged_at !== null ? ` at step ${rec.diverged_at}` : ''}, ${spikes} before${rec2}, ${rec.wall_seconds.toFixed(1)} s`;
   return `val loss ${rec.val_loss!.toFixed(4)}, ${spikes}${rec2}, ${rec.wall_seconds.toFixed(1)} s`;
 }
 
@@ -380,7 +410,12 @@ function assembleSpikeResults(r: Resolved, plans: Plan[], records: Map<string, S
       runs: mine.length,
       planned: p.lrs.length,
       complete,
-      lr_sensitivity: complete ? lrSensitivity(mine.map((m) => m.final_loss), l0) : null,
+      lr_sensitivity: complete
+        ? lrSensitivity(
+            mine.map((m) => m.final_loss),
+            l0,
+          )
+        : null,
       best_loss: best?.final_loss ?? null,
       best_lr: best?.lr ?? null,
       spikes: mine.reduce((a, m) => a + m.spikes, 0),

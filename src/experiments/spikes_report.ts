@@ -67,13 +67,16 @@ function compareEarly(base: readonly SpikeRunResult[], other: readonly SpikeRunR
   const early = (r: SpikeRunResult) => r.events.find((e) => e.kind === 'early');
   const pairs = base.flatMap((b) => {
     const o = other.find((x) => x.lr === b.lr);
-    const eb = early(b), eo = o && early(o);
+    const eb = early(b),
+      eo = o && early(o);
     return eb && eo && Number.isFinite(eb.height) && Number.isFinite(eo.height) ? [{ lr: b.lr, b: eb, o: eo }] : [];
   });
   if (pairs.length === 0) return null;
-  const hb = mean(pairs.map((p) => p.b.height))!, ho = mean(pairs.map((p) => p.o.height))!;
+  const hb = mean(pairs.map((p) => p.b.height))!,
+    ho = mean(pairs.map((p) => p.o.height))!;
   const dur = (e: { start: number; end: number | null }) => (e.end === null ? [] : [e.end - e.start]);
-  const db = mean(pairs.flatMap((p) => dur(p.b))), dO = mean(pairs.flatMap((p) => dur(p.o)));
+  const db = mean(pairs.flatMap((p) => dur(p.b))),
+    dO = mean(pairs.flatMap((p) => dur(p.o)));
   const sign = ho > hb * (1 + EARLY_REL) ? 1 : ho < hb * (1 - EARLY_REL) ? -1 : 0;
   const text =
     `early blow-ups at lr ${pairs.map((p) => formatNumber(p.lr)).join(', ')} peaked ${hb.toFixed(1)} → ${ho.toFixed(1)} nats above L0 on average` +
@@ -121,7 +124,8 @@ export function spikeFindings(results: SpikeResults): string[] {
   }
   const precursors = precursorFinding(results);
   if (precursors) out.push(precursors);
-  if (!results.complete) out.push(results.interrupted ? 'The experiment was interrupted: rerun the same command to finish it.' : 'The experiment is incomplete.');
+  if (!results.complete)
+    out.push(results.interrupted ? 'The experiment was interrupted: rerun the same command to finish it.' : 'The experiment is incomplete.');
   return out;
 }
 
@@ -133,7 +137,13 @@ function mitigationFinding(results: SpikeResults, v: VariantResult, base: Varian
   const parts: string[] = [];
   const dS = v.spikes - base.spikes;
   const split = `early excursions ${base.early_spikes} → ${v.early_spikes}, later spikes ${base.spikes - base.early_spikes} → ${v.spikes - v.early_spikes}`;
-  parts.push(dS < 0 ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})` : dS > 0 ? `more spikes (${base.spikes} → ${v.spikes}: ${split})` : `as many spikes (${v.spikes}: ${split})`);
+  parts.push(
+    dS < 0
+      ? `fewer spikes (${base.spikes} → ${v.spikes}: ${split})`
+      : dS > 0
+        ? `more spikes (${base.spikes} → ${v.spikes}: ${split})`
+        : `as many spikes (${v.spikes}: ${split})`,
+  );
   const early = compareEarly(runsOf(base), runsOf(v));
   if (early) parts.push(early.text);
   if (v.diverged !== base.diverged) parts.push(`${v.diverged < base.diverged ? 'fewer' : 'more'} diverged runs (${base.diverged} → ${v.diverged})`);
@@ -141,7 +151,9 @@ function mitigationFinding(results: SpikeResults, v: VariantResult, base: Varian
   let sensDown = false;
   if (v.lr_sensitivity !== null && base.lr_sensitivity !== null) {
     const d = cmp(v.lr_sensitivity - base.lr_sensitivity);
-    parts.push(`LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} → ${formatFixed(v.lr_sensitivity, 3)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`);
+    parts.push(
+      `LR sensitivity ${formatFixed(base.lr_sensitivity, 3)} → ${formatFixed(v.lr_sensitivity, 3)} nats (${d < 0 ? 'lower' : d > 0 ? 'higher' : `within ${TIE}: no change`})`,
+    );
     sensUp = d > 0;
     sensDown = d < 0;
   }
@@ -156,20 +168,25 @@ function mitigationFinding(results: SpikeResults, v: VariantResult, base: Varian
   if (early?.sign === -1) supports.push('smaller early blow-ups');
   let verdict = '';
   if (contradicts.length) {
-    verdict = ` This contradicts Keel's stability notes (docs/stability.md), which list ${claim} as a mitigation: ${contradicts.join(' and ')}` + (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
+    verdict =
+      ` This contradicts Keel's stability notes (docs/stability.md), which list ${claim} as a mitigation: ${contradicts.join(' and ')}` +
+      (supports.length ? ` (in its favour: ${supports.join(', ')}).` : '.');
     if (v.variant === 'skip' || v.variant === 'rollback') {
       verdict += ` (Recovery acts after the spike is seen, so the flagged step itself is always counted, and the detector is blind for the first ${s.spikeWindow} steps, where the early excursions happen.)`;
     }
   } else if (supports.length) {
     verdict = ` Consistent with the stability notes' claim for ${claim}: ${supports.join(', ')}.`;
   }
-  if (Math.max(v.spikes, base.spikes) < SMALL_COUNT && dS !== 0) verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
+  if (Math.max(v.spikes, base.spikes) < SMALL_COUNT && dS !== 0)
+    verdict += ` With spike counts this small (${base.spikes} vs ${v.spikes}) one seed cannot separate the difference from chance.`;
   if (v.variant === 'skip' || v.variant === 'rollback') {
     // Interventions where there was nothing to mitigate: the baseline twin neither spiked nor diverged.
-    const calm = results.runs.filter((r) => r.variant === v.variant && r.eps === v.eps).filter((r) => {
-      const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
-      return twin && twin.spikes === 0 && !twin.diverged;
-    });
+    const calm = results.runs
+      .filter((r) => r.variant === v.variant && r.eps === v.eps)
+      .filter((r) => {
+        const twin = results.runs.find((b) => b.variant === 'baseline' && b.eps === v.eps && b.lr === r.lr);
+        return twin && twin.spikes === 0 && !twin.diverged;
+      });
     const acts = calm.reduce((a, r) => a + r.skipped_steps + r.rollbacks, 0);
     if (calm.length) {
       verdict += ` The online detectors (loss and gradient norm, window ${s.spikeWindow}) intervened ${acts} times (skipped steps + rollbacks) in the ${plural(calm.length, 'run')} whose baseline twin had no spike and did not diverge.`;
@@ -181,7 +198,8 @@ function mitigationFinding(results: SpikeResults, v: VariantResult, base: Varian
 /** The baseline at a further ε against the baseline at the first. */
 function epsFinding(v: VariantResult, base: VariantResult, primaryEps: number): string {
   const sens = v.lr_sensitivity !== null && base.lr_sensitivity !== null ? cmp(v.lr_sensitivity - base.lr_sensitivity) : null;
-  const e = formatNumber(v.eps), e0 = formatNumber(primaryEps);
+  const e = formatNumber(v.eps),
+    e0 = formatNumber(primaryEps);
   let text =
     `ε ${e} vs ε ${e0} (baseline): ${v.spikes} vs ${base.spikes} spikes, ${v.diverged} vs ${base.diverged} diverged runs` +
     (sens !== null ? `, LR sensitivity ${formatFixed(v.lr_sensitivity, 3)} vs ${formatFixed(base.lr_sensitivity, 3)} nats` : '') +
@@ -191,8 +209,14 @@ function epsFinding(v: VariantResult, base: VariantResult, primaryEps: number): 
   const better = v.spikes < base.spikes || v.diverged < base.diverged || sens === -1;
   const larger = v.eps > primaryEps;
   const seed = 'the stability notes list lowering ε as a mitigation (docs/optimizers.md#adamw)';
-  if (worse && !better) text += larger ? ` The larger ε was less stable, as expected: ${seed}.` : ` The smaller ε was less stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw).`;
-  else if (better && !worse) text += larger ? ` The larger ε was more stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.` : ` The smaller ε was more stable, as expected: ${seed}.`;
+  if (worse && !better)
+    text += larger
+      ? ` The larger ε was less stable, as expected: ${seed}.`
+      : ` The smaller ε was less stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw).`;
+  else if (better && !worse)
+    text += larger
+      ? ` The larger ε was more stable: this contradicts Keel's stability notes (docs/stability.md), which list lowering ε as a mitigation (docs/optimizers.md#adamw); a large ε damps the update of coordinates whose gradient is below it, a lower effective lr.`
+      : ` The smaller ε was more stable, as expected: ${seed}.`;
   else text += ` No consistent difference in stability, although ${seed}: not borne out at this scale.`;
   if ((worse || better) && Math.max(v.spikes, base.spikes) < SMALL_COUNT && sens !== 1 && sens !== -1 && v.diverged === base.diverged) {
     text += ` (Only the spike counts differ, ${base.spikes} vs ${v.spikes}: too few for one seed to tell from chance.)`;
@@ -213,7 +237,10 @@ function precursorFinding(results: SpikeResults): string | null {
   }
   const ranked = lead.per_stat.filter((p) => p.testable > 0).sort((a, b) => (b.fraction ?? 0) - (a.fraction ?? 0));
   const line = ranked
-    .map((p) => `${STAT_LABEL[p.stat]} ${p.with_precursor}/${p.testable} (${pct(p.fraction)}; median lead ${p.median_lead ?? '—'} steps; false alarms at ordinary steps ${pct(p.control_fraction)})`)
+    .map(
+      (p) =>
+        `${STAT_LABEL[p.stat]} ${p.with_precursor}/${p.testable} (${pct(p.fraction)}; median lead ${p.median_lead ?? '—'} steps; false alarms at ordinary steps ${pct(p.control_fraction)})`,
+    )
     .join('; ');
   let text =
     `Precursors: of ${what}, ${lead.testable} had enough diagnosed steps before them to test; ` +
@@ -242,10 +269,24 @@ function precursorFinding(results: SpikeResults): string | null {
 // Pieces of the page.
 
 function variantTable(results: SpikeResults, colors: Map<string, string>): string {
-  const head = ['variant', 'what', 'LR sensitivity', 'best final loss', 'best lr', 'spikes (early)', 'runs with spikes', 'diverged', 'skipped', 'rollbacks', 'precursor', 'median lead'];
+  const head = [
+    'variant',
+    'what',
+    'LR sensitivity',
+    'best final loss',
+    'best lr',
+    'spikes (early)',
+    'runs with spikes',
+    'diverged',
+    'skipped',
+    'rollbacks',
+    'precursor',
+    'median lead',
+  ];
   const num = (s: string) => `<td class="n">${s}</td>`;
-  const rows = results.variants.map((v) =>
-    `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>` +
+  const rows = results.variants.map(
+    (v) =>
+      `<tr><td><span class="swatch" style="background:${colors.get(v.key)}"></span>${escapeHtml(v.label)}</td>` +
       `<td class="muted desc">${escapeHtml(v.description)}</td>` +
       num(v.lr_sensitivity === null ? `<span class="muted">${v.runs}/${v.planned} runs</span>` : formatFixed(v.lr_sensitivity, 3)) +
       num(formatFixed(v.best_loss, 4)) +
@@ -257,7 +298,8 @@ function variantTable(results: SpikeResults, colors: Map<string, string>): strin
       num(String(v.rollbacks)) +
       num(v.lead.testable ? `${v.lead.with_any_precursor}/${v.lead.testable}` : '—') +
       num(v.lead.median_lead === null ? '—' : String(v.lead.median_lead)) +
-      '</tr>');
+      '</tr>',
+  );
   return `<table class="list results"><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>${rows.join('\n')}</tbody></table>`;
 }
 
@@ -268,36 +310,50 @@ function lossVsLrSvg(results: SpikeResults, colors: Map<string, string>): string
   const [W, H, L, R, T, B] = [820, 420, 60, 170, 16, 44]; // width, height; left, right, top, bottom margins
   const lrs = results.grid.lrs;
   const lx = lrs.map(Math.log10);
-  const x0 = Math.min(...lx), x1 = Math.max(...lx);
+  const x0 = Math.min(...lx),
+    x1 = Math.max(...lx);
   const l0 = results.settings.initialLoss;
   const ys = runs.map((r) => r.final_loss);
-  const y0 = Math.floor(Math.min(...ys) * 10) / 10 - 0.1, y1 = Math.ceil(l0 * 10) / 10 + 0.1;
+  const y0 = Math.floor(Math.min(...ys) * 10) / 10 - 0.1,
+    y1 = Math.ceil(l0 * 10) / 10 + 0.1;
   const X = (lr: number) => L + (x1 > x0 ? ((Math.log10(lr) - x0) / (x1 - x0)) * (W - L - R) : (W - L - R) / 2);
   const Y = (y: number) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const parts: string[] = [];
   for (let k = Math.ceil(x0 * 2) / 2; k <= x1 + 1e-9; k += 0.5) {
     const lr = 10 ** k;
-    parts.push(`<line x1="${X(lr)}" x2="${X(lr)}" y1="${T}" y2="${H - B}" class="grid"/><text x="${X(lr)}" y="${H - B + 16}" text-anchor="middle">${escapeHtml(formatNumber(Number(lr.toPrecision(3))))}</text>`);
+    parts.push(
+      `<line x1="${X(lr)}" x2="${X(lr)}" y1="${T}" y2="${H - B}" class="grid"/><text x="${X(lr)}" y="${H - B + 16}" text-anchor="middle">${escapeHtml(formatNumber(Number(lr.toPrecision(3))))}</text>`,
+    );
   }
-  const step = (y1 - y0) > 3 ? 1 : (y1 - y0) > 1.2 ? 0.5 : 0.2;
+  const step = y1 - y0 > 3 ? 1 : y1 - y0 > 1.2 ? 0.5 : 0.2;
   for (let y = Math.ceil(y0 / step) * step; y <= y1 + 1e-9; y += step) {
-    parts.push(`<line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" class="grid"/><text x="${L - 6}" y="${Y(y) + 4}" text-anchor="end">${y.toFixed(1)}</text>`);
+    parts.push(
+      `<line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" class="grid"/><text x="${L - 6}" y="${Y(y) + 4}" text-anchor="end">${y.toFixed(1)}</text>`,
+    );
   }
-  parts.push(`<line x1="${L}" x2="${W - R}" y1="${Y(l0)}" y2="${Y(l0)}" class="cap"/><text x="${W - R - 4}" y="${Y(l0) - 4}" text-anchor="end" class="muted">L0 (cap)</text>`);
+  parts.push(
+    `<line x1="${L}" x2="${W - R}" y1="${Y(l0)}" y2="${Y(l0)}" class="cap"/><text x="${W - R - 4}" y="${Y(l0) - 4}" text-anchor="end" class="muted">L0 (cap)</text>`,
+  );
   results.variants.forEach((v, i) => {
     const pts = runs.filter((r) => r.variant === v.variant && r.eps === v.eps).sort((a, b) => a.lr - b.lr);
     if (pts.length === 0) return;
     const c = colors.get(v.key)!;
     const dash = v.variant === 'baseline' && v.eps !== results.grid.eps_values[0] ? ' stroke-dasharray="5 3"' : '';
-    parts.push(`<polyline fill="none" stroke="${c}" stroke-width="1.6"${dash} points="${pts.map((p) => `${X(p.lr).toFixed(1)},${Y(p.final_loss).toFixed(1)}`).join(' ')}"/>`);
+    parts.push(
+      `<polyline fill="none" stroke="${c}" stroke-width="1.6"${dash} points="${pts.map((p) => `${X(p.lr).toFixed(1)},${Y(p.final_loss).toFixed(1)}`).join(' ')}"/>`,
+    );
     for (const p of pts) {
       const title = `${v.label}, lr ${p.lr}: ${p.diverged ? `diverged${p.diverged_at !== null ? ` at step ${p.diverged_at}` : ''} (capped at L0)` : `final val loss ${formatFixed(p.final_loss, 4)}`}; ${plural(p.spikes, 'spike')}`;
-      parts.push(p.diverged
-        ? `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="4" fill="#fff" stroke="${c}" stroke-width="1.6"><title>${escapeHtml(title)}</title></circle>`
-        : `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="3" fill="${c}"><title>${escapeHtml(title)}</title></circle>`);
+      parts.push(
+        p.diverged
+          ? `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="4" fill="#fff" stroke="${c}" stroke-width="1.6"><title>${escapeHtml(title)}</title></circle>`
+          : `<circle cx="${X(p.lr).toFixed(1)}" cy="${Y(p.final_loss).toFixed(1)}" r="3" fill="${c}"><title>${escapeHtml(title)}</title></circle>`,
+      );
     }
     const ly = T + 14 + i * 17;
-    parts.push(`<line x1="${W - R + 12}" x2="${W - R + 32}" y1="${ly - 4}" y2="${ly - 4}" stroke="${c}" stroke-width="2"${dash}/><text x="${W - R + 38}" y="${ly}">${escapeHtml(v.label)}</text>`);
+    parts.push(
+      `<line x1="${W - R + 12}" x2="${W - R + 32}" y1="${ly - 4}" y2="${ly - 4}" stroke="${c}" stroke-width="2"${dash}/><text x="${W - R + 38}" y="${ly}">${escapeHtml(v.label)}</text>`,
+    );
   });
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">learning rate (log scale)</text>`);
   parts.push(`<text x="14" y="${(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 14 ${(T + H - B) / 2})">final val loss (nats)</text>`);
@@ -324,10 +380,14 @@ function spikeMatrix(results: SpikeResults, colors: Map<string, string>): string
 
 function leadTable(results: SpikeResults): string {
   const head = ['statistic', 'testable', 'with precursor', 'fraction', 'median lead (steps)', 'control: tested', 'control: fired', 'false-alarm rate'];
-  const rows = results.lead.per_stat.map((p) =>
-    `<tr><td>${escapeHtml(STAT_LABEL[p.stat])} <span class="muted">${escapeHtml(p.stat)}</span></td>` +
+  const rows = results.lead.per_stat.map(
+    (p) =>
+      `<tr><td>${escapeHtml(STAT_LABEL[p.stat])} <span class="muted">${escapeHtml(p.stat)}</span></td>` +
       [p.testable, p.with_precursor, pct(p.fraction), p.median_lead ?? '—', p.control_tested, p.control_flagged, pct(p.control_fraction)]
-        .map((x) => `<td class="n">${x}</td>`).join('') + '</tr>');
+        .map((x) => `<td class="n">${x}</td>`)
+        .join('') +
+      '</tr>',
+  );
   return `<table class="list results"><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>${rows.join('\n')}</tbody></table>`;
 }
 
@@ -409,10 +469,17 @@ function renderSpikeReport(outDir: string, results: SpikeResults, curves: (run: 
 
   const title = 'Keel spike experiment';
   const payload = payloadOf(results, colors, curves);
-  return `${pageHead(title, path.resolve(outDir), facts.map(([label, value]) => ({ label, value })), EXTRA_CSS)}
+  return `${pageHead(
+    title,
+    path.resolve(outDir),
+    facts.map(([label, value]) => ({ label, value })),
+    EXTRA_CSS,
+  )}
 <section class="findings">
 <h2>What we measured</h2>
-<ul class="findings">${spikeFindings(results).map((p) => `<li>${escapeHtml(p)}</li>`).join('\n')}</ul>
+<ul class="findings">${spikeFindings(results)
+    .map((p) => `<li>${escapeHtml(p)}</li>`)
+    .join('\n')}</ul>
 <p class="note">Generated from results.json. Grid: ${escapeHtml(results.grid.description)}.</p>
 </section>
 <section class="table">

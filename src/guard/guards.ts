@@ -70,7 +70,10 @@ export class Guards {
   readonly schedules: OptSchedule[];
   badBatchesLeft = 0;
 
-  constructor(readonly o: StabilityOptions, readonly steps: number) {
+  constructor(
+    readonly o: StabilityOptions,
+    readonly steps: number,
+  ) {
     this.faults = new FaultPlan((o.faults ?? []).map(parseFault));
     this.schedules = (o.optSchedules ?? []).map(parseOptSchedule);
   }

@@ -26,11 +26,21 @@ export class SnapshotRing {
   private readonly ring: Slot[];
   private next = 0;
 
-  constructor(readonly every: number, reach: number, private readonly n: number, private readonly slotSizes: Record<string, number>) {
+  constructor(
+    readonly every: number,
+    reach: number,
+    private readonly n: number,
+    private readonly slotSizes: Record<string, number>,
+  ) {
     const depth = Math.ceil(reach / every) + 2;
     this.ring = Array.from({ length: depth }, () => ({
-      step: 0, tokens: 0, cursor: 0, optT: 0, used: false,
-      params: new Float32Array(0), slots: {},
+      step: 0,
+      tokens: 0,
+      cursor: 0,
+      optT: 0,
+      used: false,
+      params: new Float32Array(0),
+      slots: {},
     }));
   }
 
@@ -61,7 +71,10 @@ export class SnapshotRing {
 
   /** Steps held, ascending. */
   steps(): number[] {
-    return this.ring.filter((s) => s.used).map((s) => s.step).sort((a, b) => a - b);
+    return this.ring
+      .filter((s) => s.used)
+      .map((s) => s.step)
+      .sort((a, b) => a - b);
   }
 
   /** The snapshot of exactly `step`, or null. */

@@ -50,9 +50,11 @@ export function assertUnlocked(dir: string): void {
 /** The refusal for a lock held by another live process, or one on another host (which cannot be checked). */
 function refuseIfHeld(dir: string, file: string): void {
   const held = readLock(file);
-  if (!held || held.pid === process.pid && held.host === os.hostname()) return;
+  if (!held || (held.pid === process.pid && held.host === os.hostname())) return;
   if (held.host !== os.hostname()) {
-    throw new UserError(`${dir} is locked by pid ${held.pid} on host ${held.host} (since ${held.started}), which this machine cannot check: if that run is gone, remove ${file}`);
+    throw new UserError(
+      `${dir} is locked by pid ${held.pid} on host ${held.host} (since ${held.started}), which this machine cannot check: if that run is gone, remove ${file}`,
+    );
   }
   if (alive(held.pid)) {
     throw new UserError(`${dir} is being written by another keel process (pid ${held.pid}, since ${held.started}): wait for it to finish or stop it`);

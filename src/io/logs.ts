@@ -138,7 +138,11 @@ function detectFormat(file: string, buf: Buffer): LogFormat {
   if (base.includes('tfevents')) return 'tfevents';
   if (/\.(csv|tsv)$/i.test(base)) return 'csv';
   const head = buf.subarray(0, 64 * 1024).toString('utf8');
-  const first = head.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
+  const first =
+    head
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? '';
   if (/\.(jsonl|ndjson|json)$/i.test(base)) return /^s:\d+\s/.test(first) ? 'llmc' : 'jsonl';
   if (looksLikeTfRecord(buf)) return 'tfevents';
   if (first.startsWith('{') || first.startsWith('[')) return 'jsonl';

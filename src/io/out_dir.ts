@@ -14,7 +14,12 @@ import { UserError } from '../errors.ts';
 
 /** statfs magic numbers of kernel pseudo file systems, where a run directory can never live. */
 const PSEUDO_FS: Record<number, string> = {
-  0x9fa0: 'procfs', 0x62656572: 'sysfs', 0x1cd1: 'devpts', 0x64626720: 'debugfs', 0x27e0eb: 'cgroupfs', 0x63677270: 'cgroup2fs',
+  0x9fa0: 'procfs',
+  0x62656572: 'sysfs',
+  0x1cd1: 'devpts',
+  0x64626720: 'debugfs',
+  0x27e0eb: 'cgroupfs',
+  0x63677270: 'cgroup2fs',
 };
 
 const WHY: Record<string, string> = {
@@ -68,7 +73,8 @@ export function checkOutDir(dir: string, flag: string): void {
   } catch {
     type = undefined; // statfs unsupported: the probe below still decides
   }
-  if (type !== undefined && PSEUDO_FS[type]) throw new UserError(`${shown}: ${existing} is on ${PSEUDO_FS[type]}, a kernel file system: pick a directory on a disk`);
+  if (type !== undefined && PSEUDO_FS[type])
+    throw new UserError(`${shown}: ${existing} is on ${PSEUDO_FS[type]}, a kernel file system: pick a directory on a disk`);
   const probe = path.join(existing, `.keel-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     fs.mkdirSync(probe);

@@ -30,7 +30,10 @@ export function listCheckpoints(runDir: string): number[] {
 export function strayCheckpoints(runDir: string): string[] {
   const root = path.join(runDir, 'checkpoints');
   if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root).filter((n) => !/^step-\d+$/.test(n) && !isTempName(n)).sort();
+  return fs
+    .readdirSync(root)
+    .filter((n) => !/^step-\d+$/.test(n) && !isTempName(n))
+    .sort();
 }
 
 /** The run directory of a checkpoint directory. */

@@ -25,8 +25,22 @@ export const DTYPE_SIZE: Readonly<Record<DType, number>> = { F32: 4, F16: 2, BF1
 
 /** dtypes of the format that Keel recognizes but does not read (named in the error). */
 const OTHER_DTYPES = new Set([
-  'BOOL', 'U8', 'I8', 'I16', 'U16', 'I32', 'U32', 'I64', 'U64',
-  'F8_E5M2', 'F8_E4M3', 'F8_E8M0', 'F6_E2M3', 'F6_E3M2', 'F4', 'C64',
+  'BOOL',
+  'U8',
+  'I8',
+  'I16',
+  'U16',
+  'I32',
+  'U32',
+  'I64',
+  'U64',
+  'F8_E5M2',
+  'F8_E4M3',
+  'F8_E8M0',
+  'F6_E2M3',
+  'F6_E3M2',
+  'F4',
+  'C64',
 ]);
 
 /** Same limit as the reference implementation: a larger header is almost surely garbage. */
@@ -108,10 +122,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): SafetensorsHeade
   const dataSize = checkContiguous(tensors);
   if (8 + n + dataSize !== fileSize) {
     const what = 8 + n + dataSize > fileSize ? 'the file is truncated' : 'the file has trailing bytes';
-    fail(
-      'FileSizeMismatch',
-      `the header describes ${8 + n + dataSize} bytes but the file has ${fileSize}: ${what}`,
-    );
+    fail('FileSizeMismatch', `the header describes ${8 + n + dataSize} bytes but the file has ${fileSize}: ${what}`);
   }
   return { headerSize: n, tensors, metadata };
 }
@@ -169,10 +180,7 @@ function checkTensorEntry(name: string, value: Json): TensorInfo {
   const nbytes = numel * DTYPE_SIZE[dtype];
   if (!Number.isSafeInteger(nbytes)) fail('InvalidShape', `${where}: shape [${shape}] is too large`);
   if (end - begin !== nbytes) {
-    fail(
-      'TensorSizeMismatch',
-      `${where}: shape [${shape}] of ${dtype} needs ${nbytes} bytes but data_offsets [${begin}, ${end}) hold ${end - begin}`,
-    );
+    fail('TensorSizeMismatch', `${where}: shape [${shape}] of ${dtype} needs ${nbytes} bytes but data_offsets [${begin}, ${end}) hold ${end - begin}`);
   }
   return { name, dtype, shape, begin, end };
 }
@@ -259,7 +267,11 @@ function parseValue(p: Cursor, depth: number): Json {
   if (c === '{') return parseObject(p, depth);
   if (c === '[') return parseArray(p, depth);
   if (c === '"') return parseString(p);
-  for (const [word, value] of [['true', true], ['false', false], ['null', null]] as const) {
+  for (const [word, value] of [
+    ['true', true],
+    ['false', false],
+    ['null', null],
+  ] as const) {
     if (p.text.startsWith(word, p.pos)) {
       p.pos += word.length;
       return value;
@@ -325,7 +337,8 @@ function parseString(p: Cursor): string {
     if (Number.isNaN(c)) jsonFail(p, 'unterminated string');
     if (c < 0x20) jsonFail(p, 'control character in a string');
     p.pos++;
-    if (c === 0x5c) p.pos++; // backslash: skip the escaped character
+    if (c === 0x5c)
+      p.pos++; // backslash: skip the escaped character
     else if (c === 0x22) break;
   }
   try {
@@ -535,13 +548,7 @@ export function endedEarly(file: string): SafetensorsError {
  * F64 and, from float32 input, F32 are exact. `scratch` (≥ n floats) avoids an allocation when
  * rounding float64 values to F16/BF16.
  */
-export function encodeFloats(
-  src: Float32Array | Float64Array,
-  dtype: DType,
-  out?: Uint8Array,
-  n = src.length,
-  scratch?: Float32Array,
-): Uint8Array {
+export function encodeFloats(src: Float32Array | Float64Array, dtype: DType, out?: Uint8Array, n = src.length, scratch?: Float32Array): Uint8Array {
   const size = DTYPE_SIZE[dtype];
   const bytes = out ?? new Uint8Array(n * size);
   if (bytes.byteLength < n * size) throw new RangeError(`encodeFloats: ${n} ${dtype} values need ${n * size} bytes, got ${bytes.byteLength}`);
@@ -639,7 +646,10 @@ function encodeParts(tensors: readonly TensorToWrite[], metadata?: Record<string
       throw new Error(`tensor ${t.name}: shape [${t.shape}] has ${numel} elements but the data has ${t.data.length}`);
     }
   });
-  const header = encodeHeader(tensors.map((t) => ({ name: t.name, dtype: dtypeOf(t), shape: t.shape })), metadata);
+  const header = encodeHeader(
+    tensors.map((t) => ({ name: t.name, dtype: dtypeOf(t), shape: t.shape })),
+    metadata,
+  );
   const data = tensors.map((t) =>
     dtypeOf(t) === 'F32' ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : encodeFloats(t.data, dtypeOf(t)),
   );

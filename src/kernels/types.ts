@@ -64,17 +64,12 @@ export type MatmulPrecision = 'fp32' | 'bf16';
 
 export interface Kernels<F extends Floats = Float32Array> {
   /** out[BT,OC] = inp[BT,C] · weight[OC,C]ᵀ + bias[OC] (bias may be null). Overwrites out. */
-  matmulForward(
-    out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, precision?: MatmulPrecision,
-  ): void;
+  matmulForward(out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, precision?: MatmulPrecision): void;
   /**
    * dinp[BT,C] += dout[BT,OC] · weight[OC,C];  dweight[OC,C] += doutᵀ · inp;
    * dbias[OC] += Σ_rows dout (dbias may be null).
    */
-  matmulBackward(
-    dinp: F, dweight: F, dbias: F | null, dout: F, inp: F, weight: F,
-    BT: number, C: number, OC: number, precision?: MatmulPrecision,
-  ): void;
+  matmulBackward(dinp: F, dweight: F, dbias: F | null, dout: F, inp: F, weight: F, BT: number, C: number, OC: number, precision?: MatmulPrecision): void;
 
   /**
    * LayerNorm over the last dimension with ε = 1e-5: out = (x − mean)·rstd·weight + bias.
@@ -82,9 +77,7 @@ export interface Kernels<F extends Floats = Float32Array> {
    */
   layernormForward(out: F, mean: F, rstd: F, inp: F, weight: F, bias: F, N: number, C: number): void;
   /** Accumulates dinp[N,C], dweight[C], dbias[C]. */
-  layernormBackward(
-    dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number,
-  ): void;
+  layernormBackward(dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number): void;
 
   /**
    * Causal multi-head self-attention. qkv[B,T,3C] holds q, k, v (each C = NH·hs, head h at
@@ -122,10 +115,7 @@ export interface Kernels<F extends Floats = Float32Array> {
    * dlogits may alias logits (the probabilities are never stored separately). Returns Σ losses
    * (in float64).
    */
-  crossEntropy(
-    losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number,
-    zCoef?: number, lse?: F | null,
-  ): number;
+  crossEntropy(losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number, zCoef?: number, lse?: F | null): number;
 
   /**
    * One Adam-family step over N elements (AdamW, AdaX; docs/optimizers.md#adamw, docs/optimizers.md#adax), in place:

@@ -15,8 +15,12 @@ import { paramLayout, type ParamLayout } from './params.ts';
  */
 export function configToMetadata(cfg: GPTConfig): string {
   return JSON.stringify({
-    n_layer: cfg.nLayer, n_head: cfg.nHead, n_embd: cfg.nEmbd,
-    block_size: cfg.blockSize, vocab_size: cfg.vocabSize, bias: true,
+    n_layer: cfg.nLayer,
+    n_head: cfg.nHead,
+    n_embd: cfg.nEmbd,
+    block_size: cfg.blockSize,
+    vocab_size: cfg.vocabSize,
+    bias: true,
     ...(cfg.qkNorm ? { qk_norm: true } : {}),
   });
 }
@@ -31,7 +35,11 @@ export function configFromMetadata(text: string | undefined, source: string): GP
   }
   return validateConfig(
     {
-      nLayer: raw.n_layer, nHead: raw.n_head, nEmbd: raw.n_embd, blockSize: raw.block_size, vocabSize: raw.vocab_size,
+      nLayer: raw.n_layer,
+      nHead: raw.n_head,
+      nEmbd: raw.n_embd,
+      blockSize: raw.block_size,
+      vocabSize: raw.vocab_size,
       ...(raw.qk_norm !== undefined ? { qkNorm: raw.qk_norm } : {}),
     },
     `${source} (metadata config)`,
@@ -67,9 +75,7 @@ export function copyTensors(file: SafetensorsFile, path: string, layout: ParamLa
     const info = file.infos.find((i) => i.name === name);
     if (!info) throw new UserError(`${path} has no tensor "${name}": it is a checkpoint of another architecture`);
     if (info.shape.join(',') !== t.shape.join(',')) {
-      throw new UserError(
-        `${path}: "${name}" has shape [${info.shape}] but the model expects [${t.shape}]: a checkpoint of another architecture`,
-      );
+      throw new UserError(`${path}: "${name}" has shape [${info.shape}] but the model expects [${t.shape}]: a checkpoint of another architecture`);
     }
     flat.set(file.tensors.get(name)!, t.offset);
   }

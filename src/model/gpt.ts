@@ -29,24 +29,53 @@ import { Rng } from '../util/rng.ts';
 type FloatCtor<F> = { new (n: number): F };
 
 interface LayerParams<F> {
-  ln1w: F; ln1b: F; qkvw: F; qkvb: F; attprojw: F; attprojb: F;
-  ln2w: F; ln2b: F; fcw: F; fcb: F; fcprojw: F; fcprojb: F;
+  ln1w: F;
+  ln1b: F;
+  qkvw: F;
+  qkvb: F;
+  attprojw: F;
+  attprojb: F;
+  ln2w: F;
+  ln2b: F;
+  fcw: F;
+  fcb: F;
+  fcprojw: F;
+  fcprojb: F;
   /** QK-layernorm gains and biases [hs] (only with config.qkNorm). */
-  qnw?: F; qnb?: F; knw?: F; knb?: F;
+  qnw?: F;
+  qnb?: F;
+  knw?: F;
+  knb?: F;
 }
 
 /** Each LayerParams field's tensor, named as in GPT-2 after `transformer.h.{i}.` (src/model/params.ts). */
 const LAYER_TENSORS: Record<keyof LayerParams<unknown>, string> = {
-  ln1w: 'ln_1.weight', ln1b: 'ln_1.bias', qkvw: 'attn.c_attn.weight', qkvb: 'attn.c_attn.bias',
-  attprojw: 'attn.c_proj.weight', attprojb: 'attn.c_proj.bias', ln2w: 'ln_2.weight', ln2b: 'ln_2.bias',
-  fcw: 'mlp.c_fc.weight', fcb: 'mlp.c_fc.bias', fcprojw: 'mlp.c_proj.weight', fcprojb: 'mlp.c_proj.bias',
-  qnw: 'attn.q_norm.weight', qnb: 'attn.q_norm.bias', knw: 'attn.k_norm.weight', knb: 'attn.k_norm.bias',
+  ln1w: 'ln_1.weight',
+  ln1b: 'ln_1.bias',
+  qkvw: 'attn.c_attn.weight',
+  qkvb: 'attn.c_attn.bias',
+  attprojw: 'attn.c_proj.weight',
+  attprojb: 'attn.c_proj.bias',
+  ln2w: 'ln_2.weight',
+  ln2b: 'ln_2.bias',
+  fcw: 'mlp.c_fc.weight',
+  fcb: 'mlp.c_fc.bias',
+  fcprojw: 'mlp.c_proj.weight',
+  fcprojb: 'mlp.c_proj.bias',
+  qnw: 'attn.q_norm.weight',
+  qnb: 'attn.q_norm.bias',
+  knw: 'attn.k_norm.weight',
+  knb: 'attn.k_norm.bias',
 };
 
 /** QK-layernorm activations of one layer: pre-norm q and k (BT·NH, hs) and their statistics (BT·NH). */
 interface QKActs<F> {
-  qPre: F; qMean: F; qRstd: F;
-  kPre: F; kMean: F; kRstd: F;
+  qPre: F;
+  qMean: F;
+  qRstd: F;
+  kPre: F;
+  kMean: F;
+  kRstd: F;
 }
 
 export interface GPTOptions<F> {
@@ -88,14 +117,18 @@ function checkZLoss(z: number): number {
 
 interface LayerActs<F> {
   inp: F; // (B,T,C) the residual stream entering the block
-  ln1: F; ln1Mean: F; ln1Rstd: F; // (B,T,C), (B,T), (B,T)
+  ln1: F;
+  ln1Mean: F;
+  ln1Rstd: F; // (B,T,C), (B,T), (B,T)
   qkv: F; // (B,T,3C); with qkNorm q and k are stored normalised
   qk: QKActs<F> | null; // QK-layernorm (B·T·NH, hs) pre-norm values and statistics, or null
   att: F; // (B,NH,T,T)
   atty: F; // (B,T,C)
   attproj: F; // (B,T,C)
   res2: F; // (B,T,C)
-  ln2: F; ln2Mean: F; ln2Rstd: F;
+  ln2: F;
+  ln2Mean: F;
+  ln2Rstd: F;
   fch: F; // (B,T,4C)
   fchGelu: F; // (B,T,4C)
   fcproj: F; // (B,T,C)
@@ -115,7 +148,15 @@ export class GPT<F extends Floats = Float32Array> {
   private readonly p: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
   private readonly g: { wte: F; wpe: F; lnfw: F; lnfb: F; layers: LayerParams<F>[] };
   private readonly acts: {
-    encoded: F; layers: LayerActs<F>[]; resid: F; lnf: F; lnfMean: F; lnfRstd: F; logits: F; losses: F; lse: F;
+    encoded: F;
+    layers: LayerActs<F>[];
+    resid: F;
+    lnf: F;
+    lnfMean: F;
+    lnfRstd: F;
+    logits: F;
+    losses: F;
+    lse: F;
   };
   private readonly scratch: { dres: F; dC: F; dC2: F; d3C: F; d4C: F; d4C2: F };
   private lastBatch: { tokens: Int32Array; targets: Int32Array; B: number } | null = null;
@@ -151,20 +192,35 @@ export class GPT<F extends Floats = Float32Array> {
     for (let l = 0; l < L; l++) {
       const acts: LayerActs<F> = {
         inp,
-        ln1: a(BT * C), ln1Mean: a(BT), ln1Rstd: a(BT),
-        qkv: a(BT * 3 * C), att: a(B * NH * T * T), atty: a(BT * C), attproj: a(BT * C),
+        ln1: a(BT * C),
+        ln1Mean: a(BT),
+        ln1Rstd: a(BT),
+        qkv: a(BT * 3 * C),
+        att: a(B * NH * T * T),
+        atty: a(BT * C),
+        attproj: a(BT * C),
         res2: a(BT * C),
-        ln2: a(BT * C), ln2Mean: a(BT), ln2Rstd: a(BT),
-        fch: a(BT * 4 * C), fchGelu: a(BT * 4 * C), fcproj: a(BT * C),
-        qk: qkNorm
-          ? { qPre: a(BT * C), qMean: a(BT * NH), qRstd: a(BT * NH), kPre: a(BT * C), kMean: a(BT * NH), kRstd: a(BT * NH) }
-          : null,
+        ln2: a(BT * C),
+        ln2Mean: a(BT),
+        ln2Rstd: a(BT),
+        fch: a(BT * 4 * C),
+        fchGelu: a(BT * 4 * C),
+        fcproj: a(BT * C),
+        qk: qkNorm ? { qPre: a(BT * C), qMean: a(BT * NH), qRstd: a(BT * NH), kPre: a(BT * C), kMean: a(BT * NH), kRstd: a(BT * NH) } : null,
       };
       layers.push(acts);
       inp = a(BT * C); // the block's output = next block's input
     }
     this.acts = {
-      encoded, layers, resid: inp, lnf: a(BT * C), lnfMean: a(BT), lnfRstd: a(BT), logits: a(BT * V), losses: a(BT), lse: a(BT),
+      encoded,
+      layers,
+      resid: inp,
+      lnf: a(BT * C),
+      lnfMean: a(BT),
+      lnfRstd: a(BT),
+      logits: a(BT * V),
+      losses: a(BT),
+      lse: a(BT),
     };
     this.scratch = { dres: a(BT * C), dC: a(BT * C), dC2: a(BT * C), d3C: a(BT * 3 * C), d4C: a(BT * 4 * C), d4C2: a(BT * 4 * C) };
   }
@@ -195,8 +251,11 @@ export class GPT<F extends Floats = Float32Array> {
       return Object.fromEntries(named) as LayerParams<F>; // params.ts lays out every name (the q/k norms with qkNorm only)
     });
     return {
-      wte: get('transformer.wte.weight'), wpe: get('transformer.wpe.weight'),
-      lnfw: get('transformer.ln_f.weight'), lnfb: get('transformer.ln_f.bias'), layers,
+      wte: get('transformer.wte.weight'),
+      wpe: get('transformer.wpe.weight'),
+      lnfw: get('transformer.ln_f.weight'),
+      lnfb: get('transformer.ln_f.bias'),
+      layers,
     };
   }
 
@@ -350,4 +409,3 @@ export class GPT<F extends Floats = Float32Array> {
     this.grads.fill(0);
   }
 }
-

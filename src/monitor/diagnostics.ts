@@ -160,7 +160,13 @@ function adamForm(opt: Optimizer): AdamForm | null {
 }
 
 // Per-tensor accumulators of before() (float64, one row of ACC per tensor).
-const A_G2 = 0, A_ZERO = 1, A_GG = 2, A_GP2 = 3, A_GM = 4, A_M2 = 5, A_DEC = 6;
+const A_G2 = 0,
+  A_ZERO = 1,
+  A_GG = 2,
+  A_GP2 = 3,
+  A_GM = 4,
+  A_M2 = 5,
+  A_DEC = 6;
 const ACC = 7;
 
 /** What the diagnostics know about an optimizer, resolved once per optimizer object. */
@@ -327,7 +333,8 @@ export class Diagnostics {
     const T = this.tensors;
     for (let ti = 0; ti < T.length; ti++) {
       const a = ti * ACC;
-      const lo = T[ti].offset, hi = lo + T[ti].size;
+      const lo = T[ti].offset,
+        hi = lo + T[ti].size;
       sumSqZeros(g, lo, hi, acc, a + A_G2);
       if (this.pendingHasPrevG) dotNorm(g, this.gPrev, lo, hi, 0, acc, a + A_GG);
       else acc[a + A_GG] = acc[a + A_GP2] = 0;
@@ -352,7 +359,8 @@ export class Diagnostics {
     for (let ti = 0; ti < T.length; ti++) {
       const t = T[ti];
       const a = ti * ACC;
-      const lo = t.offset, hi = lo + t.size;
+      const lo = t.offset,
+        hi = lo + t.size;
       // θ_{t−1} is in `work` (overwritten with Δθ_t when `keep`).
       updatePass(p, this.work, lo, hi, keep, u);
       if (hasPrevD) dotNorm(this.work, this.dPrev, lo, hi, 0, u, U_DD, keep ? null : p);
@@ -360,10 +368,17 @@ export class Diagnostics {
       if (adam) adamR(state.slots.exp_avg, state.slots.exp_avg_sq, lo, hi, adam.mScale(state.t), adam.rootVScale(state.t), adam.eps, adam.mode, bins, h, u);
       else deltaR(p, this.work, lo, hi, keep, 1 - lr * v.lambda[ti], 1 / lr, bins, h, u);
       const n = t.size;
-      const d2 = u[U_D2], p2 = u[U_P2], maxAbs = u[U_MAX], dd = hasPrevD ? u[U_DD] : 0, dp2 = hasPrevD ? u[U_DP2] : 0;
+      const d2 = u[U_D2],
+        p2 = u[U_P2],
+        maxAbs = u[U_MAX],
+        dd = hasPrevD ? u[U_DD] : 0,
+        dp2 = hasPrevD ? u[U_DP2] : 0;
       const cnt = u[U_CNT];
       // Central moments from power sums (float64).
-      const mu = u[U_S1] / cnt, e2 = u[U_S2] / cnt, e3 = u[U_S3] / cnt, e4 = u[U_S4] / cnt;
+      const mu = u[U_S1] / cnt,
+        e2 = u[U_S2] / cnt,
+        e3 = u[U_S3] / cnt,
+        e4 = u[U_S4] / cnt;
       const c2 = e2 - mu * mu;
       const c3 = e3 - 3 * mu * e2 + 2 * mu * mu * mu;
       const c4 = e4 - 4 * mu * e3 + 6 * mu * mu * e2 - 3 * mu * mu * mu * mu;
@@ -391,9 +406,17 @@ export class Diagnostics {
       rec.mass_near_1 = round4(u[U_NEAR] / cnt);
       rec.hist = Array.from(h, (c) => (cnt > 0 ? round3(c / cnt) : 0));
       diag[t.name] = rec;
-      tot.g2 += g2; tot.gg += acc[a + A_GG]; tot.gp2 += acc[a + A_GP2];
-      if (v.mOff[ti] >= 0) { tot.gm += acc[a + A_GM]; tot.m2 += acc[a + A_M2]; }
-      tot.d2 += d2; tot.dd += dd; tot.dp2 += dp2; tot.p2 += p2;
+      tot.g2 += g2;
+      tot.gg += acc[a + A_GG];
+      tot.gp2 += acc[a + A_GP2];
+      if (v.mOff[ti] >= 0) {
+        tot.gm += acc[a + A_GM];
+        tot.m2 += acc[a + A_M2];
+      }
+      tot.d2 += d2;
+      tot.dd += dd;
+      tot.dp2 += dp2;
+      tot.p2 += p2;
       tot.max = Math.max(tot.max, maxAbs);
       tot.zero += acc[a + A_ZERO];
       tot.eps += u[U_EPS];
@@ -424,7 +447,8 @@ export class Diagnostics {
 
 /** out[at] = Σg², out[at + 1] = #{g = 0}. */
 function sumSqZeros(g: Float32Array, lo: number, hi: number, out: Float64Array, at: number): void {
-  let s = 0, z = 0;
+  let s = 0,
+    z = 0;
   for (let i = lo; i < hi; i++) {
     const x = g[i];
     s += x * x;
@@ -438,8 +462,18 @@ function sumSqZeros(g: Float32Array, lo: number, hi: number, out: Float64Array, 
  * out[at] = Σ a[i]·b[i + shift], out[at + 1] = Σ b[i + shift]². With `minus` given, a[i] is
  * read as minus[i] − a[i] (Δθ = θ_t − θ_{t−1} while `a` still holds θ_{t−1}).
  */
-function dotNorm(a: Float32Array, b: Float32Array, lo: number, hi: number, shift: number, out: Float64Array, at: number, minus: Float32Array | null = null): void {
-  let d = 0, n = 0;
+function dotNorm(
+  a: Float32Array,
+  b: Float32Array,
+  lo: number,
+  hi: number,
+  shift: number,
+  out: Float64Array,
+  at: number,
+  minus: Float32Array | null = null,
+): void {
+  let d = 0,
+    n = 0;
   if (minus) {
     for (let i = lo; i < hi; i++) {
       const y = b[i + shift];
@@ -471,12 +505,25 @@ function ratios(g: Float32Array, v: Float32Array, lo: number, hi: number, vScale
 }
 
 // Slots of the per-tensor update accumulator.
-const U_D2 = 0, U_P2 = 1, U_MAX = 2, U_DD = 3, U_DP2 = 4, U_CNT = 5, U_S1 = 6, U_S2 = 7, U_S3 = 8, U_S4 = 9, U_NEAR = 10, U_EPS = 11;
+const U_D2 = 0,
+  U_P2 = 1,
+  U_MAX = 2,
+  U_DD = 3,
+  U_DP2 = 4,
+  U_CNT = 5,
+  U_S1 = 6,
+  U_S2 = 7,
+  U_S3 = 8,
+  U_S4 = 9,
+  U_NEAR = 10,
+  U_EPS = 11;
 const U_SIZE = 12;
 
 /** ΣΔθ², Σθ², max|θ| with w = θ_{t−1}; when `keep`, w becomes Δθ. */
 function updatePass(p: Float32Array, w: Float32Array, lo: number, hi: number, keep: boolean, u: Float64Array): void {
-  let d2 = 0, p2 = 0, mx = 0;
+  let d2 = 0,
+    p2 = 0,
+    mx = 0;
   for (let i = lo; i < hi; i++) {
     const th = p[i];
     const d = th - w[i];
@@ -512,7 +559,19 @@ function resetMoments(u: Float64Array): void {
 }
 
 /** r = m̂/(√v̂ + ε) (or the epsMode form) from the post-step state; also counts √v̂ < ε. */
-function adamR(m: Float32Array, v: Float32Array, lo: number, hi: number, mScale: number, rvScale: number, eps: number, mode: number, bins: number, h: Float64Array, u: Float64Array): void {
+function adamR(
+  m: Float32Array,
+  v: Float32Array,
+  lo: number,
+  hi: number,
+  mScale: number,
+  rvScale: number,
+  eps: number,
+  mode: number,
+  bins: number,
+  h: Float64Array,
+  u: Float64Array,
+): void {
   resetMoments(u);
   let epsCount = 0;
   for (let i = lo; i < hi; i++) {
@@ -530,7 +589,18 @@ function adamR(m: Float32Array, v: Float32Array, lo: number, hi: number, mScale:
 }
 
 /** r = −(θ_t − dec·θ_{t−1})/lr; θ_{t−1} is w, or θ_t − w when `keep` already turned w into Δθ. */
-function deltaR(p: Float32Array, w: Float32Array, lo: number, hi: number, keep: boolean, dec: number, invLr: number, bins: number, h: Float64Array, u: Float64Array): void {
+function deltaR(
+  p: Float32Array,
+  w: Float32Array,
+  lo: number,
+  hi: number,
+  keep: boolean,
+  dec: number,
+  invLr: number,
+  bins: number,
+  h: Float64Array,
+  u: Float64Array,
+): void {
   resetMoments(u);
   for (let i = lo; i < hi; i++) {
     const th = p[i];

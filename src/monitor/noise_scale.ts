@@ -172,7 +172,8 @@ export class NoiseScale {
     } else {
       let at = 0;
       for (const t of tensors) {
-        if (t.offset !== at) throw new UserError(`noise scale: tensors must tile the gradient buffer in order (${t.name} starts at ${t.offset}, expected ${at})`);
+        if (t.offset !== at)
+          throw new UserError(`noise scale: tensors must tile the gradient buffer in order (${t.name} starts at ${t.offset}, expected ${at})`);
         at += t.size;
         if (t.size === 0) continue;
         const name = noiseGroupOf(t);
@@ -252,7 +253,8 @@ export class NoiseScale {
     this.started = false;
     const req = noiseRequirement(accum);
     if (req) return this.fail(req);
-    if (!started || this.micro !== accum) return this.fail(`noise scale: saw ${this.micro} micro-batches, expected accum = ${accum} (call beginStep, then afterMicro once per micro-batch)`);
+    if (!started || this.micro !== accum)
+      return this.fail(`noise scale: saw ${this.micro} micro-batches, expected accum = ${accum} (call beginStep, then afterMicro once per micro-batch)`);
     if (!(microBatchSeqs >= 1)) throw new Error(`NoiseScale.endStep: microBatchSeqs must be ≥ 1, got ${microBatchSeqs}`);
     const bS = microBatchSeqs;
     const bB = accum * microBatchSeqs;

@@ -223,10 +223,17 @@ export function analyzeRunLog(
   const healthy = log.losses.filter((p) => onset === null || p.index < onset);
   const early = earlyExcursion(healthy, o.l0, o.window);
   // The detector's spikes; one that starts inside the early excursion is part of it.
-  const found = analyzeSeries(healthy.map((p) => ({ step: p.index, value: p.value })), {
-    // minRise 0: the counts are those the experiment's README figures were measured with.
-    metric: 'loss', window: o.window, threshold: o.threshold, jump: o.jump, minRise: 0,
-  }).spikes.filter((sp) => !early || sp.start < early.start || sp.start >= (early.end ?? Infinity));
+  const found = analyzeSeries(
+    healthy.map((p) => ({ step: p.index, value: p.value })),
+    {
+      // minRise 0: the counts are those the experiment's README figures were measured with.
+      metric: 'loss',
+      window: o.window,
+      threshold: o.threshold,
+      jump: o.jump,
+      minRise: 0,
+    },
+  ).spikes.filter((sp) => !early || sp.start < early.start || sp.start >= (early.end ?? Infinity));
   const coverage = 2 * o.diagEvery;
   /** Intervals [start, end) of spikes (open ones to +∞) in chronological indices. */
   const intervals = [...found.map((sp) => [sp.start, sp.end ?? Infinity] as const), ...(early ? [[early.start, early.end ?? Infinity] as const] : [])];
@@ -238,15 +245,37 @@ export function analyzeRunLog(
   const lead = (stat: LeadStat, at: number) => precursorLead(series[stat], at, { coverage, exclude, baseline: o.baseline, sigma: o.sigma });
   const event = (kind: SpikeEventInfo['kind'], e: Omit<SpikeEventInfo, 'kind' | 'index' | 'precursors' | 'lead'>): SpikeEventInfo => {
     const precursors = Object.fromEntries(LEAD_STATS.map((stat) => [stat, lead(stat, e.start)])) as Record<LeadStat, Precursor>;
-    const leads = Object.values(precursors).map((x) => x.lead).filter((x): x is number => x !== null);
+    const leads = Object.values(precursors)
+      .map((x) => x.lead)
+      .filter((x): x is number => x !== null);
     const step = { start: stepAt(e.start), peak: stepAt(e.peak), end: e.end === null ? null : stepAt(e.end) };
-    return { kind, ...step, recovered: e.recovered, height: e.height, height_sigma: e.height_sigma, index: e.start, precursors, lead: leads.length ? Math.max(...leads) : null };
+    return {
+      kind,
+      ...step,
+      recovered: e.recovered,
+      height: e.height,
+      height_sigma: e.height_sigma,
+      index: e.start,
+      precursors,
+      lead: leads.length ? Math.max(...leads) : null,
+    };
   };
   const divergenceHeight = (v: number) => (Number.isFinite(v) ? v - o.l0 : Infinity);
   const events = [
     ...(early ? [event('early', { ...early, recovered: early.end !== null, height_sigma: null })] : []),
     ...found.map((sp) => event('spike', { ...sp, height_sigma: Number.isFinite(sp.height_sigma) ? sp.height_sigma : null })),
-    ...(onset === null ? [] : [event('divergence', { start: onset, peak: onset, end: null, recovered: false, height: divergenceHeight(byIndex.get(onset)!.value), height_sigma: null })]),
+    ...(onset === null
+      ? []
+      : [
+          event('divergence', {
+            start: onset,
+            peak: onset,
+            end: null,
+            recovered: false,
+            height: divergenceHeight(byIndex.get(onset)!.value),
+            height_sigma: null,
+          }),
+        ]),
   ];
   const control = controlCounts(log, events, { before: onset ?? Infinity, window: o.window, exclude, lead });
   const first = log.losses[0]?.value;

@@ -95,7 +95,8 @@ function validateSpikeOptions(o: SpikeOptions): SpikeOptions {
   if (o.warmup !== undefined && !(Number.isInteger(o.warmup) && o.warmup >= 2 && o.warmup <= o.window)) {
     throw new UserError(`spike warm-up must be an integer in [2, window ${o.window}], got ${o.warmup}`);
   }
-  if (o.minRise !== undefined && !(o.minRise >= 0 && Number.isFinite(o.minRise))) throw new UserError(`spike minimum rise must be a number ≥ 0, got ${o.minRise}`);
+  if (o.minRise !== undefined && !(o.minRise >= 0 && Number.isFinite(o.minRise)))
+    throw new UserError(`spike minimum rise must be a number ≥ 0, got ${o.minRise}`);
   return o;
 }
 

@@ -56,7 +56,8 @@ function checkAdafactor(o: Required<AdafactorOptions>, given: AdafactorOptions):
 function dims(t: TensorSpec): { batch: number; rows: number; cols: number; factored: boolean } {
   const s = t.shape;
   if (s.length < 2) return { batch: 1, rows: 1, cols: t.size, factored: false };
-  const rows = s[s.length - 2], cols = s[s.length - 1];
+  const rows = s[s.length - 2],
+    cols = s[s.length - 1];
   return { batch: t.size / Math.max(1, rows * cols) || 0, rows, cols, factored: true };
 }
 
@@ -100,8 +101,14 @@ export function adafactor<F extends Floats = Float32Array>(options: AdafactorOpt
         const vc = d.factored ? at('exp_avg_sq_col', d.batch * d.cols) : null;
         const mom = o.beta1 > 0 ? at('exp_avg', tn.size) : null;
         k.adafactor(view(params, tn.offset, tn.size), view(grads, tn.offset, tn.size), vr, vc, mom, d.batch, d.rows, d.cols, {
-          beta2, eps1: o.eps1, clipThreshold: o.clipThreshold, beta1: o.beta1, lr: rho,
-          scaleParameter: o.scaleParameter, eps2: o.eps2, weightDecay: tn.kind === 'weight' ? o.weightDecay : 0,
+          beta2,
+          eps1: o.eps1,
+          clipThreshold: o.clipThreshold,
+          beta1: o.beta1,
+          lr: rho,
+          scaleParameter: o.scaleParameter,
+          eps2: o.eps2,
+          weightDecay: tn.kind === 'weight' ? o.weightDecay : 0,
         });
       });
       return { skipped: names(state.tensors, skip), applied: true };

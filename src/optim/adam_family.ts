@@ -10,7 +10,10 @@ import type { FactoryContext, Optimizer, TensorSpec } from './types.ts';
 export type AdamCoefsAt = (lr: number, t: number, decay: boolean) => AdamCoefs;
 
 export function adamFamily<F extends Floats>(
-  name: string, o: { lr: number; decayEmbeddings: boolean }, coefs: AdamCoefsAt, ctx: FactoryContext<F>,
+  name: string,
+  o: { lr: number; decayEmbeddings: boolean },
+  coefs: AdamCoefsAt,
+  ctx: FactoryContext<F>,
 ): Optimizer<F> {
   const k = kernelsOr(ctx.kernels);
   const slots = (tensors: readonly TensorSpec[]) => [fullSlot('exp_avg', tensors), fullSlot('exp_avg_sq', tensors)];

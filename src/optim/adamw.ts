@@ -41,10 +41,22 @@ export function adamw<F extends Floats = Float32Array>(options: AdamWOptions = {
 }
 
 /** The `adam` kernel's coefficients of AdamW's step t: bias corrections 1/(1 − β1ᵗ), 1/√(1 − β2ᵗ), decoupled decay 1 − lr·λ. */
-export function adamwCoefs(o: { beta1: number; beta2: number; eps: number; weightDecay: number; epsMode: AdamCoefs['epsMode'] }, lr: number, t: number): AdamCoefs {
+export function adamwCoefs(
+  o: { beta1: number; beta2: number; eps: number; weightDecay: number; epsMode: AdamCoefs['epsMode'] },
+  lr: number,
+  t: number,
+): AdamCoefs {
   const { beta1, beta2, eps, epsMode } = o;
   return {
-    beta1, g1: 1 - beta1, beta2, g2: 1 - beta2, mScale: 1 / (1 - Math.pow(beta1, t)), rootVScale: 1 / Math.sqrt(1 - Math.pow(beta2, t)),
-    lr, eps, decay: 1 - lr * o.weightDecay, epsMode,
+    beta1,
+    g1: 1 - beta1,
+    beta2,
+    g2: 1 - beta2,
+    mScale: 1 / (1 - Math.pow(beta1, t)),
+    rootVScale: 1 / Math.sqrt(1 - Math.pow(beta2, t)),
+    lr,
+    eps,
+    decay: 1 - lr * o.weightDecay,
+    epsMode,
   };
 }

@@ -30,9 +30,21 @@ export const adaxSchema: Schema = {
 
 export function adax<F extends Floats = Float32Array>(options: AdaXOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {
   const o = resolveOptions<Required<AdaXOptions>>('adax', adaxSchema, options as Record<string, unknown>);
-  return adamFamily('adax', o, (lr, t, decay) => ({
-    beta1: o.beta1, g1: 1 - o.beta1, beta2: 1 + o.beta2, g2: o.beta2, mScale: 1,
-    rootVScale: 1 / Math.sqrt(Math.expm1(t * Math.log1p(o.beta2))),
-    lr, eps: o.eps, decay: decay ? 1 - lr * o.weightDecay : 1, epsMode: 0,
-  }), ctx);
+  return adamFamily(
+    'adax',
+    o,
+    (lr, t, decay) => ({
+      beta1: o.beta1,
+      g1: 1 - o.beta1,
+      beta2: 1 + o.beta2,
+      g2: o.beta2,
+      mScale: 1,
+      rootVScale: 1 / Math.sqrt(Math.expm1(t * Math.log1p(o.beta2))),
+      lr,
+      eps: o.eps,
+      decay: decay ? 1 - lr * o.weightDecay : 1,
+      epsMode: 0,
+    }),
+    ctx,
+  );
 }

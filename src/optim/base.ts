@@ -15,7 +15,9 @@ export function checkTensors(tensors: readonly TensorSpec[], n: number): void {
   for (const t of tensors) {
     const numel = t.shape.reduce((a, b) => a * b, 1);
     if (t.offset !== at || t.size !== numel || t.size < 0) {
-      throw new UserError(`optimizer tensors must tile the parameter buffer in order: ${t.name} (offset ${t.offset}, size ${t.size}, shape [${t.shape}]) does not start at ${at} or does not match its shape`);
+      throw new UserError(
+        `optimizer tensors must tile the parameter buffer in order: ${t.name} (offset ${t.offset}, size ${t.size}, shape [${t.shape}]) does not start at ${at} or does not match its shape`,
+      );
     }
     at += t.size;
   }
@@ -50,8 +52,8 @@ function newState<F extends Floats>(params: F, tensors: readonly TensorSpec[], s
   return { t: 0, tensors, slots: bufs };
 }
 
-type Parts<F extends Floats> = Pick<Optimizer<F>, 'name' | 'options' | 'moments' | 'slots' | 'step'>
-  & Partial<Pick<Optimizer<F>, 'microSteps' | 'ownsLr' | 'foldsAccumulation'>>;
+type Parts<F extends Floats> = Pick<Optimizer<F>, 'name' | 'options' | 'moments' | 'slots' | 'step'> &
+  Partial<Pick<Optimizer<F>, 'microSteps' | 'ownsLr' | 'foldsAccumulation'>>;
 
 /** An optimizer from its own parts; by default one micro-step, a given lr, fresh state from its slots. */
 export function optimizer<F extends Floats>(parts: Parts<F>): Optimizer<F> {

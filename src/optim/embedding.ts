@@ -47,21 +47,33 @@ export function rowLength(t: TensorSpec): number {
  * for k = 1). `update` is false on micro-steps.
  */
 export function hybridAdamStep<F extends Floats>(
-  k: Kernels<F>, params: F, grads: F, m: F, v: F, vSlot: SlotSpec, tensors: readonly TensorSpec[], i: number,
-  lr: number, t: number, accum: number,
+  k: Kernels<F>,
+  params: F,
+  grads: F,
+  m: F,
+  v: F,
+  vSlot: SlotSpec,
+  tensors: readonly TensorSpec[],
+  i: number,
+  lr: number,
+  t: number,
+  accum: number,
 ): void {
   const tn = tensors[i];
   const vOff = slotOffsets(vSlot)[i];
   const first = (t - 1) % accum === 0;
   const update = t % accum === 0;
   const tu = Math.ceil(t / accum); // updates so far, counting this one
-  k.adam(
-    view(params, tn.offset, tn.size), view(grads, tn.offset, tn.size), view(m, tn.offset, tn.size), view(v, vOff, tn.size), tn.size,
-    {
-      beta1: first ? HYBRID.beta1 : 1, g1: (1 - HYBRID.beta1) / accum,
-      beta2: first ? HYBRID.beta2 : 1, g2: (1 - HYBRID.beta2) / accum,
-      mScale: 1 / (1 - Math.pow(HYBRID.beta1, tu)), rootVScale: 1 / Math.sqrt(1 - Math.pow(HYBRID.beta2, tu)),
-      lr: update ? lr : 0, eps: HYBRID.eps, decay: 1, epsMode: 0,
-    },
-  );
+  k.adam(view(params, tn.offset, tn.size), view(grads, tn.offset, tn.size), view(m, tn.offset, tn.size), view(v, vOff, tn.size), tn.size, {
+    beta1: first ? HYBRID.beta1 : 1,
+    g1: (1 - HYBRID.beta1) / accum,
+    beta2: first ? HYBRID.beta2 : 1,
+    g2: (1 - HYBRID.beta2) / accum,
+    mScale: 1 / (1 - Math.pow(HYBRID.beta1, tu)),
+    rootVScale: 1 / Math.sqrt(1 - Math.pow(HYBRID.beta2, tu)),
+    lr: update ? lr : 0,
+    eps: HYBRID.eps,
+    decay: 1,
+    epsMode: 0,
+  });
 }

@@ -23,7 +23,12 @@ const common: Schema = {
 type Coefs<O> = (o: O, lr: number, decay: boolean) => MomentumCoefs;
 
 function elementwise<O extends Common, F extends Floats>(
-  name: string, schema: Schema, slot: string, coefs: Coefs<Required<O>>, options: O, ctx: FactoryContext<F>,
+  name: string,
+  schema: Schema,
+  slot: string,
+  coefs: Coefs<Required<O>>,
+  options: O,
+  ctx: FactoryContext<F>,
 ): Optimizer<F> {
   const o = resolveOptions<Required<O>>(name, schema, options as Record<string, unknown>);
   const k = kernelsOr(ctx.kernels);
@@ -60,8 +65,7 @@ export const signumSchema: Schema = {
 };
 export const signsgdSchema: Schema = { ...signumSchema, beta: { ...signumSchema.beta, default: 0 } as Schema[string] };
 
-const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) =>
-  momentumCoefs(o.beta, o.beta, { lr, weightDecay: decay ? o.weightDecay : 0, phi: 0 });
+const signCoefs: Coefs<Required<SignumOptions>> = (o, lr, decay) => momentumCoefs(o.beta, o.beta, { lr, weightDecay: decay ? o.weightDecay : 0, phi: 0 });
 
 /** Signum (docs/optimizers.md#signum-and-signsgd): m = β·m + (1−β)·g;  θ = θ − η·(sign(m) + λθ). */
 export function signum<F extends Floats = Float32Array>(options: SignumOptions = {}, ctx: FactoryContext<F> = {}): Optimizer<F> {

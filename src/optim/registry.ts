@@ -27,7 +27,9 @@ export interface OptimizerEntry {
 export const OPTIMIZERS = {
   adamw: { summary: 'AdamW, PyTorch semantics, four ε treatments', schema: adamwSchema, create: adamw, train: { lr: 2e-3, options: {} } },
   adafactor: {
-    summary: 'factored second moment, relative step, update clipping', schema: adafactorSchema, create: adafactor,
+    summary: 'factored second moment, relative step, update clipping',
+    schema: adafactorSchema,
+    create: adafactor,
     train: { lr: 9e-2, options: { relativeStep: false } },
   },
   adax: { summary: 'AdaX: long-term-memory second moment', schema: adaxSchema, create: adax, train: { lr: 2e-3, options: {} } },
@@ -35,7 +37,12 @@ export const OPTIMIZERS = {
   tiger: { summary: 'Tiger: Lion with β1 = β2, per-tensor RMS-scaled lr', schema: tigerSchema, create: tiger, train: { lr: 2e-2, options: {} } },
   signum: { summary: 'SignSGD with momentum', schema: signumSchema, create: signum, train: { lr: 4e-4, options: { weightDecay: 0.5 } } },
   signsgd: { summary: 'SignSGD: θ −= η·sign(g)', schema: signsgdSchema, create: signsgd, train: { lr: 6e-4, options: { weightDecay: 0.5 } } },
-  softsign: { summary: 'SoftSign: m/√(m² + ε²), Adam-with-ε proxy', schema: softsignSchema, create: softsign, train: { lr: 4e-4, options: { weightDecay: 0.5, eps: 1e-5 } } },
+  softsign: {
+    summary: 'SoftSign: m/√(m² + ε²), Adam-with-ε proxy',
+    schema: softsignSchema,
+    create: softsign,
+    train: { lr: 4e-4, options: { weightDecay: 0.5, eps: 1e-5 } },
+  },
   sgd: { summary: 'SGD with momentum', schema: sgdSchema, create: sgd, train: { lr: 0.1, options: {} } },
 } satisfies Record<string, OptimizerEntry>;
 

@@ -31,9 +31,7 @@ export function stateMetadata(opt: Optimizer, state: OptState): Record<string, s
  * Fills `state` (fresh from opt.init) from tensors read back; every expected tensor must be
  * there with its shape, and the file must come from the same optimizer.
  */
-export function loadStateTensors(
-  opt: Optimizer, state: OptState, tensors: Map<string, Float32Array>, metadata: Record<string, string>, source: string,
-): void {
+export function loadStateTensors(opt: Optimizer, state: OptState, tensors: Map<string, Float32Array>, metadata: Record<string, string>, source: string): void {
   const saved = metadata.optimizer ?? 'adamw';
   if (saved !== opt.name) {
     throw new UserError(`${source} holds ${saved} state but the optimizer is ${opt.name}: resume with --optimizer ${saved}`);

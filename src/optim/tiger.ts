@@ -62,12 +62,21 @@ export function tiger<F extends Floats = Float32Array>(options: TigerOptions = {
       // m = b1·m + (1−β)/K·g: the g coefficients are not 1 − b1 (b1 is 1 inside a cycle).
       const g = (1 - o.beta) / K;
       const coefs = (lr: number, weightDecay: number, block: number, lazy = false) =>
-        momentumCoefs(b1, b1, { dirG: g, addG: g, lr: update ? lr : 0, weightDecay, phi: 0, block, rmsScale: block > 0, rmsFloor: o.rmsFloor, skipZeroRows: lazy });
+        momentumCoefs(b1, b1, {
+          dirG: g,
+          addG: g,
+          lr: update ? lr : 0,
+          weightDecay,
+          phi: 0,
+          block,
+          rmsScale: block > 0,
+          rmsFloor: o.rmsFloor,
+          skipZeroRows: lazy,
+        });
       state.tensors.forEach((tn, i) => {
         if (tn.size === 0) return;
         if (skip.has(i)) return shrinkToward(params, tn, o.shrink);
-        const call = (off: number, size: number, c: MomentumCoefs) =>
-          k.momentum(view(params, off, size), view(grads, off, size), view(m, off, size), size, c);
+        const call = (off: number, size: number, c: MomentumCoefs) => k.momentum(view(params, off, size), view(grads, off, size), view(m, off, size), size, c);
         if (tn.kind === 'bias' || tn.kind === 'gain') return call(tn.offset, tn.size, coefs(alpha * o.biasLrScale, 0, 0));
         if (tn.kind !== 'embedding') return call(tn.offset, tn.size, coefs(alpha, o.weightDecay, tn.size));
         if (hybrid) {

@@ -43,11 +43,19 @@ function fmt(v) {
   var units = ['', 'k', 'M', 'G', 'T'];
   if (Number(a.toPrecision(4)) >= 1000 && a < 1e15) {
     var u = 0;
-    while (u < units.length - 1 && Number(a.toPrecision(3)) >= 1000) { a /= 1000; u++; }
+    while (u < units.length - 1 && Number(a.toPrecision(3)) >= 1000) {
+      a /= 1000;
+      u++;
+    }
     return (v < 0 ? '-' : '') + String(Number(a.toPrecision(3))) + units[u];
   }
   if (Number.isInteger(v)) return String(v);
-  if (a < 1e-3 || a >= 1e15) return v.toExponential(2).replace(/\.?0+e/, 'e').replace('e-0', 'e-').replace('e+', 'e');
+  if (a < 1e-3 || a >= 1e15)
+    return v
+      .toExponential(2)
+      .replace(/\.?0+e/, 'e')
+      .replace('e-0', 'e-')
+      .replace('e+', 'e');
   return String(Number(v.toPrecision(4)));
 }
 
@@ -60,9 +68,19 @@ function fmt(v) {
 function align(panel, logY) {
   /** @type {Set<number>} */
   var seen = new Set();
-  panel.series.forEach(function (s) { payload.data[s.key].x.forEach(function (x) { seen.add(x); }); });
-  var xs = Array.from(seen).sort(function (a, b) { return a - b; });
-  var at = new Map(xs.map(function (x, i) { return [x, i]; }));
+  panel.series.forEach(function (s) {
+    payload.data[s.key].x.forEach(function (x) {
+      seen.add(x);
+    });
+  });
+  var xs = Array.from(seen).sort(function (a, b) {
+    return a - b;
+  });
+  var at = new Map(
+    xs.map(function (x, i) {
+      return [x, i];
+    }),
+  );
   var cols = panel.series.map(function (s) {
     var d = payload.data[s.key];
     var col = new Array(xs.length).fill(undefined);
@@ -82,7 +100,9 @@ function axisSize(self, values, axisIdx, cycleNum) {
   var axis = self.axes[axisIdx];
   if (cycleNum > 1) return axis._size;
   var size = axis.ticks.size + axis.gap;
-  var longest = (values || []).reduce(function (a, v) { return v && v.length > a.length ? v : a; }, '');
+  var longest = (values || []).reduce(function (a, v) {
+    return v && v.length > a.length ? v : a;
+  }, '');
   if (longest) {
     self.ctx.font = axis.font[0];
     size += self.ctx.measureText(longest).width / devicePixelRatio;
@@ -92,11 +112,15 @@ function axisSize(self, values, axisIdx, cycleNum) {
 
 /** @param {any} _self uPlot @param {(number | null)[]} splits */
 function ticks(_self, splits) {
-  return splits.map(function (v) { return v == null ? '' : fmt(v); });
+  return splits.map(function (v) {
+    return v == null ? '' : fmt(v);
+  });
 }
 
 function visibleEvents() {
-  return payload.events.filter(function (e) { return e.step != null && !hiddenEvents[e.event]; });
+  return payload.events.filter(function (e) {
+    return e.step != null && !hiddenEvents[e.event];
+  });
 }
 
 /* Vertical dashed markers for run events, plus a tooltip naming the one under the cursor. */
@@ -105,9 +129,13 @@ function eventsPlugin() {
   tip.className = 'event-tip';
   return {
     hooks: {
-      init: function (/** @type {any} */ u) { u.over.appendChild(tip); },
+      init: function (/** @type {any} */ u) {
+        u.over.appendChild(tip);
+      },
       draw: function (/** @type {any} */ u) {
-        var ctx = u.ctx, b = u.bbox, dpr = devicePixelRatio;
+        var ctx = u.ctx,
+          b = u.bbox,
+          dpr = devicePixelRatio;
         ctx.save();
         ctx.beginPath();
         ctx.rect(b.left, b.top, b.width, b.height);
@@ -143,7 +171,10 @@ function eventsPlugin() {
             if (d <= 4 && (!near || d < near.d)) near = { d: d, e: e };
           });
         }
-        if (!near) { tip.style.display = 'none'; return; }
+        if (!near) {
+          tip.style.display = 'none';
+          return;
+        }
         var hit = /** @type {{ d: number, e: ChartEvent }} */ (near);
         tip.textContent = 'step ' + hit.e.step + ': ' + hit.e.event;
         tip.style.display = 'block';
@@ -157,8 +188,20 @@ function eventsPlugin() {
 /** @param {PanelSpec} panel @param {boolean} logY @param {number} width @param {number} height */
 function chartOptions(panel, logY, width, height) {
   /** @type {object[]} */
-  var series = [{ label: 'step', value: function (/** @type {any} */ _u, /** @type {number | null} */ v) { return v == null ? '—' : String(v); } }];
-  var nx = Math.max.apply(null, panel.series.map(function (s) { return payload.data[s.key].x.length; }));
+  var series = [
+    {
+      label: 'step',
+      value: function (/** @type {any} */ _u, /** @type {number | null} */ v) {
+        return v == null ? '—' : String(v);
+      },
+    },
+  ];
+  var nx = Math.max.apply(
+    null,
+    panel.series.map(function (s) {
+      return payload.data[s.key].x.length;
+    }),
+  );
   panel.series.forEach(function (s, i) {
     var color = s.color || PALETTE[i % PALETTE.length];
     var n = payload.data[s.key].x.length;
@@ -169,7 +212,9 @@ function chartOptions(panel, logY, width, height) {
       width: 1.5,
       spanGaps: !!s.spanGaps,
       points: sparse ? { show: true, size: 5, stroke: color, fill: '#fff' } : {},
-      value: function (/** @type {any} */ _u, /** @type {number | null} */ v) { return fmt(v); },
+      value: function (/** @type {any} */ _u, /** @type {number | null} */ v) {
+        return fmt(v);
+      },
     });
   });
   var grid = { stroke: '#eef0f3', width: 1 };
@@ -202,10 +247,20 @@ function eventLegend(entry) {
   /** @type {{ event: string, color: string, n: number }[]} */
   var kinds = [];
   payload.events.forEach(function (e) {
-    if (e.step != null && kinds.every(function (k) { return k.event !== e.event; })) kinds.push({ event: e.event, color: e.color, n: 0 });
+    if (
+      e.step != null &&
+      kinds.every(function (k) {
+        return k.event !== e.event;
+      })
+    )
+      kinds.push({ event: e.event, color: e.color, n: 0 });
   });
   if (kinds.length === 0) return null;
-  payload.events.forEach(function (e) { kinds.forEach(function (k) { if (k.event === e.event) k.n++; }); });
+  payload.events.forEach(function (e) {
+    kinds.forEach(function (k) {
+      if (k.event === e.event) k.n++;
+    });
+  });
   var box = document.createElement('div');
   box.className = 'event-legend';
   kinds.forEach(function (k) {
@@ -251,7 +306,10 @@ function addPanel(panel, root) {
   var legend = panel.events ? eventLegend(entry) : null;
   build(entry);
   if (legend) card.appendChild(legend);
-  cb.addEventListener('change', function () { entry.logY = cb.checked; build(entry); });
+  cb.addEventListener('change', function () {
+    entry.logY = cb.checked;
+    build(entry);
+  });
   charts.push(entry);
 }
 
@@ -281,7 +339,6 @@ var resizeAll = oncePerFrame(function () {
   });
 });
 
-
 /*
  * Per-tensor diagnostics (src/report/heatmap.ts): one canvas per statistic, x = diagnosed
  * step, y = tensor. Colours: viridis (sequential, linear or log10) and RdBu (diverging around
@@ -294,13 +351,24 @@ var resizeAll = oncePerFrame(function () {
 function heatmaps(hm, host) {
   /** @type {Record<string, HeatmapStat>} */
   var statByKey = {};
-  hm.stats.forEach(function (s) { statByKey[s.key] = s; });
+  hm.stats.forEach(function (s) {
+    statByKey[s.key] = s;
+  });
   /** @type {View} */
   var view = { hm: hm, host: host, steps: hm.steps, edges: columnEdges(hm.steps), hidden: {}, cards: [], statByKey: statByKey };
   markerLegend(view);
-  (hm.initial.length ? hm.initial : hm.stats.slice(0, 4).map(function (s) { return s.key; })).forEach(function (key) { addCard(view, key); });
+  (hm.initial.length
+    ? hm.initial
+    : hm.stats.slice(0, 4).map(function (s) {
+        return s.key;
+      })
+  ).forEach(function (key) {
+    addCard(view, key);
+  });
   var redrawAll = oncePerFrame(function () {
-    view.cards.forEach(function (c) { if (!c.g || Math.max(c.wrap.clientWidth, 320) !== c.g.W) drawHeatmap(view, c); });
+    view.cards.forEach(function (c) {
+      if (!c.g || Math.max(c.wrap.clientWidth, 320) !== c.g.W) drawHeatmap(view, c);
+    });
   });
   if (typeof ResizeObserver === 'function') new ResizeObserver(redrawAll).observe(host);
   else window.addEventListener('resize', redrawAll);
@@ -310,7 +378,8 @@ function heatmaps(hm, host) {
 /** @param {number[]} steps */
 function columnEdges(steps) {
   var n = steps.length;
-  var gap0 = n > 1 ? steps[1] - steps[0] : 1, gapN = n > 1 ? steps[n - 1] - steps[n - 2] : 1;
+  var gap0 = n > 1 ? steps[1] - steps[0] : 1,
+    gapN = n > 1 ? steps[n - 1] - steps[n - 2] : 1;
   var edges = [steps[0] - gap0 / 2];
   for (var i = 1; i < n; i++) edges.push((steps[i - 1] + steps[i]) / 2);
   edges.push(steps[n - 1] + gapN / 2);
@@ -332,32 +401,48 @@ function context2d(cv) {
  */
 function sizedContext(cv, W, H) {
   var dpr = window.devicePixelRatio || 1;
-  cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); cv.style.width = W + 'px'; cv.style.height = H + 'px';
+  cv.width = Math.round(W * dpr);
+  cv.height = Math.round(H * dpr);
+  cv.style.width = W + 'px';
+  cv.style.height = H + 'px';
   var ctx = context2d(cv);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   return ctx;
 }
 
 /** @param {string} hex */
-function rgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.slice(i, i + 2), 16); }); }
+function rgb(hex) {
+  return [1, 3, 5].map(function (i) {
+    return parseInt(hex.slice(i, i + 2), 16);
+  });
+}
 /** @param {string[]} hexes @returns {(t: number) => string} */
 function ramp(hexes) {
   var stops = hexes.map(rgb);
   /** @type {string[]} */
   var lut = [];
   for (var k = 0; k < 256; k++) {
-    var t = (k / 255) * (stops.length - 1), i = Math.min(Math.floor(t), stops.length - 2), f = t - i;
-    var c = [0, 1, 2].map(function (j) { return Math.round(stops[i][j] + f * (stops[i + 1][j] - stops[i][j])); });
+    var t = (k / 255) * (stops.length - 1),
+      i = Math.min(Math.floor(t), stops.length - 2),
+      f = t - i;
+    var c = [0, 1, 2].map(function (j) {
+      return Math.round(stops[i][j] + f * (stops[i + 1][j] - stops[i][j]));
+    });
     lut.push('rgb(' + c.join(',') + ')');
   }
-  return function (t) { return lut[Math.max(0, Math.min(255, Math.round(t * 255)))]; };
+  return function (t) {
+    return lut[Math.max(0, Math.min(255, Math.round(t * 255)))];
+  };
 }
-var SEQ = ramp(VIRIDIS), DIV = ramp(RDBU);
+var SEQ = ramp(VIRIDIS),
+  DIV = ramp(RDBU);
 
 /* Maps a value to [0, 1] for the statistic's colour scale; domain from the data unless fixed. */
 /** @param {HeatmapPayload} hm @param {HeatmapStat} stat @returns {ColorScale} */
 function scaleOf(hm, stat) {
-  var lo = Infinity, hi = -Infinity, amax = 0;
+  var lo = Infinity,
+    hi = -Infinity,
+    amax = 0;
   hm.values[stat.key].forEach(function (row) {
     row.forEach(function (v) {
       if (v == null || !Number.isFinite(v)) return;
@@ -369,26 +454,61 @@ function scaleOf(hm, stat) {
   });
   if (stat.scale === 'diverging') {
     var m = stat.max != null ? stat.max : amax || 1;
-    return { lo: -m, hi: m, color: DIV, t: function (v) { return (v + m) / (2 * m); } };
+    return {
+      lo: -m,
+      hi: m,
+      color: DIV,
+      t: function (v) {
+        return (v + m) / (2 * m);
+      },
+    };
   }
   if (stat.min != null) lo = stat.min;
   if (stat.max != null) hi = stat.max;
-  if (!Number.isFinite(lo)) { lo = stat.scale === 'log' ? 1e-8 : 0; hi = stat.scale === 'log' ? 1 : 1; }
-  if (stat.scale === 'log') {
-    var a = Math.log10(lo), b = Math.log10(hi);
-    if (b - a < 1e-9) { a -= 0.5; b += 0.5; }
-    return { lo: Math.pow(10, a), hi: Math.pow(10, b), log: true, color: SEQ, t: function (v) { return v <= 0 ? 0 : (Math.log10(v) - a) / (b - a); } };
+  if (!Number.isFinite(lo)) {
+    lo = stat.scale === 'log' ? 1e-8 : 0;
+    hi = stat.scale === 'log' ? 1 : 1;
   }
-  if (hi - lo < 1e-12) { hi = lo + 1; }
-  return { lo: lo, hi: hi, color: SEQ, t: function (v) { return (v - lo) / (hi - lo); } };
+  if (stat.scale === 'log') {
+    var a = Math.log10(lo),
+      b = Math.log10(hi);
+    if (b - a < 1e-9) {
+      a -= 0.5;
+      b += 0.5;
+    }
+    return {
+      lo: Math.pow(10, a),
+      hi: Math.pow(10, b),
+      log: true,
+      color: SEQ,
+      t: function (v) {
+        return v <= 0 ? 0 : (Math.log10(v) - a) / (b - a);
+      },
+    };
+  }
+  if (hi - lo < 1e-12) {
+    hi = lo + 1;
+  }
+  return {
+    lo: lo,
+    hi: hi,
+    color: SEQ,
+    t: function (v) {
+      return (v - lo) / (hi - lo);
+    },
+  };
 }
-
 
 /** @param {number} lo @param {number} hi @param {number} count */
 function niceTicks(lo, hi, count) {
-  var span = hi - lo, raw = span / Math.max(count, 1);
-  var mag = Math.pow(10, Math.floor(Math.log10(raw))), step = mag;
-  [1, 2, 5, 10].some(function (f) { step = f * mag; return step >= raw; });
+  var span = hi - lo,
+    raw = span / Math.max(count, 1);
+  var mag = Math.pow(10, Math.floor(Math.log10(raw))),
+    step = mag;
+  [1, 2, 5, 10].some(function (f) {
+    step = f * mag;
+    return step >= raw;
+  });
   var out = [];
   for (var v = Math.ceil(lo / step) * step; v <= hi; v += step) out.push(Math.round(v));
   return out;
@@ -402,17 +522,26 @@ function geometry(hm, card) {
   var ctx = context2d(card.canvas);
   ctx.font = '11px system-ui, sans-serif';
   var labelW = 0;
-  if (rh >= 9) hm.labels.forEach(function (l) { labelW = Math.max(labelW, ctx.measureText(l).width); });
+  if (rh >= 9)
+    hm.labels.forEach(function (l) {
+      labelW = Math.max(labelW, ctx.measureText(l).width);
+    });
   var groupW = 0;
-  hm.groups.forEach(function (g) { groupW = Math.max(groupW, ctx.measureText(g.label).width); });
+  hm.groups.forEach(function (g) {
+    groupW = Math.max(groupW, ctx.measureText(g.label).width);
+  });
   var gutter = Math.min(Math.ceil(groupW + (labelW ? labelW + 14 : 0) + 12), Math.floor(W * 0.45));
-  var top = 10, plotH = rows * rh;
+  var top = 10,
+    plotH = rows * rh;
   return { W: W, H: top + plotH + 26, rows: rows, rh: rh, gutter: gutter, top: top, plotH: plotH, left: gutter, right: W - 10, labels: rh >= 9 };
 }
 
 /** @param {Card} card @param {HeatmapStat} stat @param {ColorScale} sc */
 function drawColorbar(card, stat, sc) {
-  var W = 260, H = 30, x0 = 8, x1 = W - 8;
+  var W = 260,
+    H = 30,
+    x0 = 8,
+    x1 = W - 8;
   var ctx = sizedContext(card.bar, W, H);
   ctx.clearRect(0, 0, W, H);
   for (var x = x0; x < x1; x++) {
@@ -438,17 +567,21 @@ function drawColorbar(card, stat, sc) {
   }
 }
 
-
 /** @param {number[]} h */
 function histCanvas(h) {
-  var W = 200, H = 48;
+  var W = 200,
+    H = 48;
   var cv = document.createElement('canvas');
   var ctx = sizedContext(cv, W, H);
-  var max = Math.max.apply(null, h.concat([1e-9])), bw = W / h.length;
+  var max = Math.max.apply(null, h.concat([1e-9])),
+    bw = W / h.length;
   ctx.fillStyle = 'rgba(255,255,255,.15)';
   ctx.fillRect(0, 0, W, H - 10);
   ctx.fillStyle = '#93c5fd';
-  h.forEach(function (f, i) { var bh = (f / max) * (H - 12); ctx.fillRect(i * bw + 0.5, H - 10 - bh, Math.max(bw - 1, 1), bh); });
+  h.forEach(function (f, i) {
+    var bh = (f / max) * (H - 12);
+    ctx.fillRect(i * bw + 0.5, H - 10 - bh, Math.max(bw - 1, 1), bh);
+  });
   ctx.fillStyle = '#f9fafb';
   ctx.font = '9px system-ui, sans-serif';
   ctx.textBaseline = 'bottom';
@@ -461,10 +594,16 @@ function histCanvas(h) {
 }
 
 /** @param {View} view */
-function visibleMarkers(view) { return view.hm.markers.filter(function (m) { return !view.hidden[m.event]; }); }
+function visibleMarkers(view) {
+  return view.hm.markers.filter(function (m) {
+    return !view.hidden[m.event];
+  });
+}
 
 /** @param {View} view @param {Geometry} g @param {number} step */
-function xOf(view, g, step) { return g.left + ((step - view.edges[0]) / (view.edges[view.edges.length - 1] - view.edges[0])) * (g.right - g.left); }
+function xOf(view, g, step) {
+  return g.left + ((step - view.edges[0]) / (view.edges[view.edges.length - 1] - view.edges[0])) * (g.right - g.left);
+}
 
 /** @param {View} view @param {Card} card */
 function drawHeatmap(view, card) {
@@ -472,12 +611,14 @@ function drawHeatmap(view, card) {
   card.g = g;
   var ctx = sizedContext(card.canvas, g.W, g.H);
   ctx.clearRect(0, 0, g.W, g.H);
-  var stat = view.statByKey[card.key], sc = scaleOf(view.hm, stat);
+  var stat = view.statByKey[card.key],
+    sc = scaleOf(view.hm, stat);
   card.scale = sc;
   var vals = view.hm.values[card.key];
   for (var c = 0; c < view.steps.length; c++) {
     // Whole-pixel cell view.edges: no anti-aliased seams between columns.
-    var x0 = Math.round(xOf(view, g, view.edges[c])), x1 = Math.max(Math.round(xOf(view, g, view.edges[c + 1])), x0 + 1);
+    var x0 = Math.round(xOf(view, g, view.edges[c])),
+      x1 = Math.max(Math.round(xOf(view, g, view.edges[c + 1])), x0 + 1);
     for (var r = 0; r < g.rows; r++) {
       var v = vals[r][c];
       ctx.fillStyle = v == null || !Number.isFinite(v) ? NONE : sc.color(sc.t(v));
@@ -504,7 +645,9 @@ function drawHeatmap(view, card) {
     ctx.font = '11px system-ui, sans-serif';
     ctx.fillStyle = '#4b5563';
     ctx.textAlign = 'right';
-    view.hm.labels.forEach(function (l, r) { ctx.fillText(l, g.gutter - 6, g.top + r * g.rh + g.rh / 2); });
+    view.hm.labels.forEach(function (l, r) {
+      ctx.fillText(l, g.gutter - 6, g.top + r * g.rh + g.rh / 2);
+    });
   }
   // Step axis.
   ctx.fillStyle = '#4b5563';
@@ -554,9 +697,13 @@ function cellAt(view, card, px, py) {
 /** @param {View} view @param {Card} card @param {MouseEvent} e */
 function showTip(view, card, e) {
   var rect = card.canvas.getBoundingClientRect();
-  var px = e.clientX - rect.left, py = e.clientY - rect.top;
+  var px = e.clientX - rect.left,
+    py = e.clientY - rect.top;
   var cell = cellAt(view, card, px, py);
-  if (!cell) { card.tip.style.display = 'none'; return; }
+  if (!cell) {
+    card.tip.style.display = 'none';
+    return;
+  }
   var at = cell;
   var g = /** @type {Geometry} */ (card.g); // cellAt found a cell: the card has been drawn
   var tip = card.tip;
@@ -578,7 +725,8 @@ function showTip(view, card, e) {
     var v = view.hm.values[s.key][at.row][at.col];
     var tr = document.createElement('tr');
     if (s.key === card.key) tr.className = 'current';
-    var th = document.createElement('th'), td = document.createElement('td');
+    var th = document.createElement('th'),
+      td = document.createElement('td');
     th.textContent = s.label;
     td.textContent = fmt(v);
     tr.append(th, td);
@@ -603,8 +751,11 @@ function showTip(view, card, e) {
 function addCard(view, key) {
   /** @type {Card} */
   var card = {
-    key: key, bar: document.createElement('canvas'), wrap: document.createElement('div'),
-    canvas: document.createElement('canvas'), tip: document.createElement('div'),
+    key: key,
+    bar: document.createElement('canvas'),
+    wrap: document.createElement('div'),
+    canvas: document.createElement('canvas'),
+    tip: document.createElement('div'),
   };
   var box = document.createElement('div');
   box.className = 'panel heatmap';
@@ -627,11 +778,21 @@ function addCard(view, key) {
   card.wrap.append(card.canvas, card.tip);
   box.append(head, card.wrap);
   view.host.appendChild(box);
-  function setDoc() { doc.textContent = view.statByKey[card.key].doc; }
+  function setDoc() {
+    doc.textContent = view.statByKey[card.key].doc;
+  }
   setDoc();
-  sel.addEventListener('change', function () { card.key = sel.value; setDoc(); drawHeatmap(view, card); });
-  card.canvas.addEventListener('mousemove', function (/** @type {MouseEvent} */ e) { showTip(view, card, e); });
-  card.canvas.addEventListener('mouseleave', function () { card.tip.style.display = 'none'; });
+  sel.addEventListener('change', function () {
+    card.key = sel.value;
+    setDoc();
+    drawHeatmap(view, card);
+  });
+  card.canvas.addEventListener('mousemove', function (/** @type {MouseEvent} */ e) {
+    showTip(view, card, e);
+  });
+  card.canvas.addEventListener('mouseleave', function () {
+    card.tip.style.display = 'none';
+  });
   view.cards.push(card);
   drawHeatmap(view, card);
 }
@@ -641,8 +802,10 @@ function markerLegend(view) {
   /** @type {{ event: string, color: string, n: number }[]} */
   var kinds = [];
   view.hm.markers.forEach(function (m) {
-    var k = kinds.filter(function (x) { return x.event === m.event; })[0];
-    if (!k) kinds.push(k = { event: m.event, color: m.color, n: 0 });
+    var k = kinds.filter(function (x) {
+      return x.event === m.event;
+    })[0];
+    if (!k) kinds.push((k = { event: m.event, color: m.color, n: 0 }));
     k.n++;
   });
   if (kinds.length === 0) return;
@@ -656,7 +819,9 @@ function markerLegend(view) {
     cb.checked = !view.hidden[k.event];
     cb.addEventListener('change', function () {
       view.hidden[k.event] = !cb.checked;
-      view.cards.forEach(function (c) { drawHeatmap(view, c); });
+      view.cards.forEach(function (c) {
+        drawHeatmap(view, c);
+      });
     });
     var sw = document.createElement('span');
     sw.className = 'swatch';
@@ -668,7 +833,9 @@ function markerLegend(view) {
 }
 
 var root = /** @type {HTMLElement} */ (document.getElementById('panels'));
-payload.panels.forEach(function (p) { addPanel(p, root); });
+payload.panels.forEach(function (p) {
+  addPanel(p, root);
+});
 if (typeof ResizeObserver === 'function') new ResizeObserver(resizeAll).observe(root);
 else window.addEventListener('resize', resizeAll);
 var heatmapHost = document.getElementById('heatmap-cards');

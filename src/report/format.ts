@@ -20,7 +20,11 @@ export function formatNumber(n: number): string {
   if (!Number.isFinite(n)) return n > 0 ? 'inf' : '-inf';
   if (n === 0) return '0';
   const abs = Math.abs(n);
-  if (abs >= 1e15) return n.toExponential(2).replace(/\.?0+e/, 'e').replace('e+', 'e');
+  if (abs >= 1e15)
+    return n
+      .toExponential(2)
+      .replace(/\.?0+e/, 'e')
+      .replace('e+', 'e');
   if (Number(abs.toPrecision(4)) >= 1000) {
     let unit = 0;
     let scaled = abs;
@@ -32,7 +36,12 @@ export function formatNumber(n: number): string {
     return (n < 0 ? '-' : '') + trimZeros(scaled.toPrecision(3)) + UNITS[unit];
   }
   if (Number.isInteger(n)) return String(n);
-  if (abs < 1e-3) return n.toExponential(2).replace(/\.?0+e/, 'e').replace('e-0', 'e-').replace('e+', 'e');
+  if (abs < 1e-3)
+    return n
+      .toExponential(2)
+      .replace(/\.?0+e/, 'e')
+      .replace('e-0', 'e-')
+      .replace('e+', 'e');
   return trimZeros(n.toPrecision(4));
 }
 

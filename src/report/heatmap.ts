@@ -27,11 +27,34 @@ interface HeatmapStat {
 
 /** The statistics the report knows how to colour, in menu order. */
 const HEATMAP_STATS: readonly HeatmapStat[] = [
-  { key: 'eps_frac', label: 'ε-dominated fraction', scale: 'linear', min: 0, max: 1, doc: 'fraction of coordinates with √v̂ < ε: the tensor has stopped moving (Molybog et al.)' },
+  {
+    key: 'eps_frac',
+    label: 'ε-dominated fraction',
+    scale: 'linear',
+    min: 0,
+    max: 1,
+    doc: 'fraction of coordinates with √v̂ < ε: the tensor has stopped moving (Molybog et al.)',
+  },
   { key: 'update_rms', label: 'update RMS', scale: 'log', doc: '‖Δθ‖/√n' },
-  { key: 'bimodality', label: 'bimodality of r', scale: 'linear', min: 0, max: 1, ref: 5 / 9, refLabel: '5/9', doc: "Sarle's b = (skew² + 1)/kurtosis of r = m̂/(√v̂+ε); > 5/9 suggests two modes (r ≈ ±1)" },
+  {
+    key: 'bimodality',
+    label: 'bimodality of r',
+    scale: 'linear',
+    min: 0,
+    max: 1,
+    ref: 5 / 9,
+    refLabel: '5/9',
+    doc: "Sarle's b = (skew² + 1)/kurtosis of r = m̂/(√v̂+ε); > 5/9 suggests two modes (r ≈ ±1)",
+  },
   { key: 'cos_g', label: 'cos(g_t, g_t−1)', scale: 'diverging', min: -1, max: 1, doc: 'time correlation of the gradient' },
-  { key: 'decoupling', label: 'decoupling g²/v̂', scale: 'log', ref: 1, refLabel: '1', doc: 'median over coordinates of g_t²/v̂_t−1; ≪ 1 for long: v decays, the preconditioner grows (Bai et al.)' },
+  {
+    key: 'decoupling',
+    label: 'decoupling g²/v̂',
+    scale: 'log',
+    ref: 1,
+    refLabel: '1',
+    doc: 'median over coordinates of g_t²/v̂_t−1; ≪ 1 for long: v decays, the preconditioner grows (Bai et al.)',
+  },
   { key: 'grad_rms', label: 'gradient RMS', scale: 'log', doc: '‖g‖/√n after clipping' },
   { key: 'kurtosis', label: 'kurtosis of r', scale: 'log', ref: 3, refLabel: 'Gaussian', doc: 'm4/m2² of r (not excess): 3 for a Gaussian, 1 for r = ±1' },
   { key: 'skewness', label: 'skewness of r', scale: 'diverging', doc: 'm3/m2^1.5 of r' },
@@ -111,12 +134,15 @@ export function buildHeatmaps(diag: DiagStep[], events: (MetricEvent & { color: 
   const markers = events
     .filter((e): e is MetricEvent & { color: string; step: number } => e.step !== null && !HEATMAP_UNMARKED_EVENTS.has(e.event))
     .map((e) => ({ step: e.step, event: e.event, color: e.color }));
-  const cols = pickColumns(diag.map((d) => d.step), markers.map((m) => m.step));
+  const cols = pickColumns(
+    diag.map((d) => d.step),
+    markers.map((m) => m.step),
+  );
   const picked = cols.map((i) => diag[i]);
 
   const tensors: string[] = [];
   const seen = new Set<string>();
-  for (const d of picked) for (const name of d.tensors.keys()) if (!seen.has(name)) (seen.add(name), tensors.push(name));
+  for (const d of picked) for (const name of d.tensors.keys()) if (!seen.has(name)) seen.add(name), tensors.push(name);
   const labels: string[] = [];
   const groups: HeatmapPayload['groups'] = [];
   tensors.forEach((name, i) => {
@@ -132,9 +158,7 @@ export function buildHeatmaps(diag: DiagStep[], events: (MetricEvent & { color: 
   for (const s of stats) values[s.key] = tensors.map((name) => picked.map((d) => d.tensors.get(name)?.stats[s.key] ?? null));
   let histCount = 0;
   for (const d of picked) for (const t of d.tensors.values()) histCount += t.hist?.length ?? 0;
-  const hist = histCount > 0 && histCount <= HEATMAP_MAX_HIST_VALUES
-    ? tensors.map((name) => picked.map((d) => d.tensors.get(name)?.hist ?? null))
-    : null;
+  const hist = histCount > 0 && histCount <= HEATMAP_MAX_HIST_VALUES ? tensors.map((name) => picked.map((d) => d.tensors.get(name)?.hist ?? null)) : null;
   const keys = new Set(stats.map((s) => s.key));
   return {
     steps: picked.map((d) => d.step),

@@ -236,9 +236,10 @@ function buildPayload(metrics: RunMetrics, panels: readonly PanelSpec[], maxPoin
 /** The container client.js fills with one heatmap card per statistic. */
 function heatmapSection(h: HeatmapPayload): string {
   const every = h.steps.length > 1 ? h.steps[1] - h.steps[0] : null;
-  const dropped = h.droppedColumns > 0
-    ? ` ${h.droppedColumns} of ${h.droppedColumns + h.steps.length} diagnosed steps are not drawn (long run: every few are kept, and the two before each marker).`
-    : '';
+  const dropped =
+    h.droppedColumns > 0
+      ? ` ${h.droppedColumns} of ${h.droppedColumns + h.steps.length} diagnosed steps are not drawn (long run: every few are kept, and the two before each marker).`
+      : '';
   return `<section class="heatmaps" id="heatmaps">
 <h2>Per-tensor diagnostics</h2>
 <p class="note">Rows: the ${h.tensors.length} parameter tensors in layout order, grouped by layer; columns: the ${h.steps.length} diagnosed steps${every ? ` (every ${every})` : ''}; colour: the statistic (log scale where the colour bar says so; grey: not logged). Dashed lines mark spikes and interventions. Hover a cell for all its statistics and its update histogram; switch a map's statistic with its menu.${dropped}</p>

@@ -116,9 +116,7 @@ export function parseMetrics(text: string): RunMetrics {
     }
     byStep.set(step, row);
   }
-  const rows = [...byStep.entries()]
-    .sort((a, b) => a[0] - b[0])
-    .map(([step, values]) => ({ step, values }));
+  const rows = [...byStep.entries()].sort((a, b) => a[0] - b[0]).map(([step, values]) => ({ step, values }));
   const diag = [...diagByStep.values()].sort((a, b) => a.step - b.step);
   return { rows, diag, events, skippedLines };
 }

@@ -86,7 +86,12 @@ export function configFacts(config: Record<string, unknown> | undefined): Fact[]
   add('optimizer', showValue(find(entries, ['optimizer', 'optim'])));
   const opts = find(entries, ['optimizeroptions']);
   if (opts && typeof opts === 'object' && Object.keys(opts).length > 0) {
-    add('optimizer options', Object.entries(opts).map(([k, v]) => `${k}=${v}`).join(' '));
+    add(
+      'optimizer options',
+      Object.entries(opts)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' '),
+    );
   }
   const stateBytes = find(entries, ['optimizerstatebytes']);
   const perParam = find(entries, ['optimizerstatebytesperparam']);

@@ -94,7 +94,9 @@ export function roundToMicro(b: number, micro: number, max = Infinity): number {
 export function parseBatchSpec(text: string): BatchSpec {
   const s = text.trim();
   const bad = (why: string): never => {
-    throw new UserError(`batch schedule "${text}": ${why} (expected constant, ${BATCH_PRESETS.join(', ')}, linear:FROM:TO:STEPS, steps:B1@S1,B2@S2,… or adaptive[:MIN:MAX])`);
+    throw new UserError(
+      `batch schedule "${text}": ${why} (expected constant, ${BATCH_PRESETS.join(', ')}, linear:FROM:TO:STEPS, steps:B1@S1,B2@S2,… or adaptive[:MIN:MAX])`,
+    );
   };
   const posInt = (v: string, what: string, min = 1): number => {
     const n = Number(v);
@@ -132,7 +134,8 @@ export function parseBatchSpec(text: string): BatchSpec {
 function checkContext(ctx: BatchContext): void {
   const { finalBatch: F, microBatch: m, totalSteps: S } = ctx;
   if (!(Number.isInteger(m) && m >= 1)) throw new UserError(`batch schedule: the micro-batch must be an integer ≥ 1, got ${m}`);
-  if (!(Number.isInteger(F) && F >= m && F % m === 0)) throw new UserError(`batch schedule: the final batch (${F}) must be a multiple of the micro-batch (${m})`);
+  if (!(Number.isInteger(F) && F >= m && F % m === 0))
+    throw new UserError(`batch schedule: the final batch (${F}) must be a multiple of the micro-batch (${m})`);
   if (!(Number.isInteger(S) && S >= 1)) throw new UserError(`batch schedule: total steps must be an integer ≥ 1, got ${S}`);
 }
 

@@ -37,7 +37,8 @@ export function piecewiseLinear(points: readonly (readonly [number, number])[], 
   if (step >= pts[pts.length - 1][0]) return pts[pts.length - 1][1];
   let i = 1;
   while (pts[i][0] <= step) i++;
-  const [s0, v0] = pts[i - 1], [s1, v1] = pts[i];
+  const [s0, v0] = pts[i - 1],
+    [s1, v1] = pts[i];
   return v0 + ((v1 - v0) * (step - s0)) / (s1 - s0);
 }
 

@@ -84,7 +84,7 @@ function positive(x: number | undefined, what: string, rule: string): number {
 /** ρ = C/D at ε = 0 from condition 1: (π/2)κ₀² = ρ·B_noise. */
 export function signRho(bNoise: number, kappa2?: number): number {
   const k2 = kappa2 ?? KAPPA2_OVER_BNOISE * bNoise;
-  return (Math.PI / 2) * k2 / bNoise;
+  return ((Math.PI / 2) * k2) / bNoise;
 }
 
 /** ν² = g²/(g² + ε²): the squared mean-field softsign(g, ε). */

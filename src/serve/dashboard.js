@@ -22,7 +22,20 @@ const MARK = { skip: '#9333ea', rollback: '#d97706', stop: '#111827', set_lr: '#
  *   events: any[], lrMultiplier: number, ema: {g2: number, trace: number, n: number} }} Series
  */
 /** @returns {Series} */
-const empty = () => ({ x: [], step: [], loss: [], val: [], grad: [], lr: [], batch: [], noise: [], diag: new Map(), events: [], lrMultiplier: 1, ema: { g2: 0, trace: 0, n: 0 } });
+const empty = () => ({
+  x: [],
+  step: [],
+  loss: [],
+  val: [],
+  grad: [],
+  lr: [],
+  batch: [],
+  noise: [],
+  diag: new Map(),
+  events: [],
+  lrMultiplier: 1,
+  ema: { g2: 0, trace: 0, n: 0 },
+});
 let series = empty();
 /** @type {any[]} */
 let charts = [];
@@ -39,13 +52,15 @@ async function api(/** @type {string} */ route) {
 async function listRuns() {
   const { runs } = await api('/runs');
   const ul = $('runs');
-  ul.replaceChildren(...runs.map((/** @type {any} */ r) => {
-    const li = document.createElement('li');
-    li.textContent = r.name + ' (#' + r.id + ', ' + r.reports + ' reports' + (r.mirror ? ', keel train' : '') + ')';
-    li.dataset.id = String(r.id);
-    li.onclick = () => openRun(r.id, r.name);
-    return li;
-  }));
+  ul.replaceChildren(
+    ...runs.map((/** @type {any} */ r) => {
+      const li = document.createElement('li');
+      li.textContent = r.name + ' (#' + r.id + ', ' + r.reports + ' reports' + (r.mirror ? ', keel train' : '') + ')';
+      li.dataset.id = String(r.id);
+      li.onclick = () => openRun(r.id, r.name);
+      return li;
+    }),
+  );
   if (!ul.dataset.current && runs.length > 0) openRun(runs[runs.length - 1].id, runs[runs.length - 1].name);
 }
 
@@ -83,7 +98,7 @@ function addRow(row) {
   }
   for (const [k, ys] of series.diag) ys.push(r.diag && typeof r.diag[k] === 'number' ? r.diag[k] : null);
   if (d.lr) series.lrMultiplier = d.lr.multiplier;
-  if (d.kind !== 'proceed' || (d.spikes?.length)) series.events.push({ at: i + 1, step: r.step, attempt: r.attempt, kind: d.kind, reason: d.reason });
+  if (d.kind !== 'proceed' || d.spikes?.length) series.events.push({ at: i + 1, step: r.step, attempt: r.attempt, kind: d.kind, reason: d.reason });
 }
 
 /** An evaluation lands on the newest report of its step. @param {{step: number, metrics: Record<string, number>}} e */
@@ -97,7 +112,10 @@ function panels() {
   const s = series;
   const has = (/** @type {(number|null)[]} */ ys) => ys.some((y) => y !== null);
   /** @type {[string, string[], (number|null)[][], boolean][]} */
-  const out = [['loss', ['train', 'validation'], [s.loss, s.val], false], ['gradient norm', ['‖g‖'], [s.grad], true]];
+  const out = [
+    ['loss', ['train', 'validation'], [s.loss, s.val], false],
+    ['gradient norm', ['‖g‖'], [s.grad], true],
+  ];
   out.push(has(s.lr) ? ['learning rate', ['lr'], [s.lr], false] : ['LR multiplier', ['× schedule'], [s.lr.map(() => s.lrMultiplier)], false]);
   out.push(['batch size (sequences)', ['batch'], [s.batch], false]);
   if (has(s.noise)) out.push(['noise scale B_simple (sequences)', ['B_simple'], [s.noise], true]);
@@ -107,22 +125,24 @@ function panels() {
 
 const markers = {
   hooks: {
-    draw: [(/** @type {any} */ u) => {
-      const ctx = u.ctx;
-      ctx.save();
-      ctx.font = `${10 * devicePixelRatio}px system-ui`;
-      for (const e of series.events) {
-        const x = u.valToPos(e.at, 'x', true);
-        ctx.strokeStyle = ctx.fillStyle = /** @type {any} */ (MARK)[e.kind] || '#dc2626';
-        ctx.setLineDash([4, 3]);
-        ctx.beginPath();
-        ctx.moveTo(x, u.bbox.top);
-        ctx.lineTo(x, u.bbox.top + u.bbox.height);
-        ctx.stroke();
-        ctx.fillText(e.kind === 'proceed' ? 'spike' : e.kind, x + 3, u.bbox.top + 12 * devicePixelRatio);
-      }
-      ctx.restore();
-    }],
+    draw: [
+      (/** @type {any} */ u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.font = `${10 * devicePixelRatio}px system-ui`;
+        for (const e of series.events) {
+          const x = u.valToPos(e.at, 'x', true);
+          ctx.strokeStyle = ctx.fillStyle = /** @type {any} */ (MARK)[e.kind] || '#dc2626';
+          ctx.setLineDash([4, 3]);
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.fillText(e.kind === 'proceed' ? 'spike' : e.kind, x + 3, u.bbox.top + 12 * devicePixelRatio);
+        }
+        ctx.restore();
+      },
+    ],
   },
 };
 
@@ -142,23 +162,32 @@ function draw() {
     div.append(h);
     root.append(div);
     const opts = {
-      width, height: 180, plugins: [markers],
+      width,
+      height: 180,
+      plugins: [markers],
       scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-      series: [{ label: 'step', value: (/** @type {any} */ _u, /** @type {number} */ v) => (v ? String(series.step[v - 1]) : '—') },
-        ...labels.map((l, k) => ({ label: l, stroke: COLORS[k % COLORS.length], spanGaps: true, points: { show: l === 'validation' } }))],
+      series: [
+        { label: 'step', value: (/** @type {any} */ _u, /** @type {number} */ v) => (v ? String(series.step[v - 1]) : '—') },
+        ...labels.map((l, k) => ({ label: l, stroke: COLORS[k % COLORS.length], spanGaps: true, points: { show: l === 'validation' } })),
+      ],
     };
     const data = [series.x, ...ys.map((y) => (log ? y.map((v) => (v !== null && v > 0 ? v : null)) : y))];
     charts.push(new uPlot(opts, data, div));
   }
-  $('decisions').replaceChildren(...series.events.slice(-200).reverse().map((e) => {
-    const tr = document.createElement('tr');
-    for (const v of [e.step, e.attempt, e.kind, e.reason]) {
-      const td = document.createElement('td');
-      td.textContent = String(v);
-      tr.append(td);
-    }
-    return tr;
-  }));
+  $('decisions').replaceChildren(
+    ...series.events
+      .slice(-200)
+      .reverse()
+      .map((e) => {
+        const tr = document.createElement('tr');
+        for (const v of [e.step, e.attempt, e.kind, e.reason]) {
+          const td = document.createElement('td');
+          td.textContent = String(v);
+          tr.append(td);
+        }
+        return tr;
+      }),
+  );
   const n = series.x.length;
   $('status').textContent = n ? `last step ${series.step[n - 1]}, batch ${series.batch[n - 1]}` : 'no reports yet';
   $('last').textContent = String(n);
@@ -188,7 +217,9 @@ async function openRun(/** @type {number} */ id, /** @type {string} */ name) {
   };
 }
 
-listRuns().catch((e) => { $('status').textContent = String(e); });
+listRuns().catch((e) => {
+  $('status').textContent = String(e);
+});
 setInterval(() => listRuns().catch(() => {}), 5000);
 
 export {}; // a module: nothing is exported, its names stay its own

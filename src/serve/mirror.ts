@@ -30,7 +30,10 @@ export class Mirror implements RunObserver {
   }
 
   start(info: { policy: Policy; run: RunFacts; resumed: boolean }): void {
-    this.worker.postMessage({ t: 'start', create: { name: this.name, config: this.config, policy: info.policy, run: info.run, resume: info.resumed, mirror: true } });
+    this.worker.postMessage({
+      t: 'start',
+      create: { name: this.name, config: this.config, policy: info.policy, run: info.run, resume: info.resumed, mirror: true },
+    });
   }
 
   step(report: StepReport, decision: Decision): void {

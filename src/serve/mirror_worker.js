@@ -61,7 +61,7 @@ function dropOldest() {
 }
 
 function kick() {
-  if (sending || refused !== null || create === null || jobs.length === 0 && id !== null) return;
+  if (sending || refused !== null || create === null || (jobs.length === 0 && id !== null)) return;
   const wait = retryAt - performance.now();
   if (wait > 0) {
     timer ??= setTimeout(() => {
@@ -84,10 +84,11 @@ async function pump() {
     while (jobs.length > 0) {
       const job = jobs[0];
       if (job.route === 'log') await post(`/api/v1/runs/${id}/log`, { rows: job.rows });
-      else await post(`/api/v1/runs/${id}/${job.route}`, job.body).catch((e) => {
-        if (!(e instanceof Refused)) throw e;
-        warn(`keel serve at ${url} refused a ${job.route} entry (${e.message}); left out`); // the steps still go
-      });
+      else
+        await post(`/api/v1/runs/${id}/${job.route}`, job.body).catch((e) => {
+          if (!(e instanceof Refused)) throw e;
+          warn(`keel serve at ${url} refused a ${job.route} entry (${e.message}); left out`); // the steps still go
+        });
       jobs.shift();
       if (job.route === 'log') queued -= job.rows.length;
     }
@@ -108,7 +109,9 @@ async function pump() {
 /** @param {string} route @param {unknown} body */
 async function post(route, body) {
   const res = await fetch(url + route, {
-    method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(TIMEOUT_MS),
+    method: 'POST',
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(TIMEOUT_MS),
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
   });
   const text = await res.text();

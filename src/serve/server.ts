@@ -28,7 +28,17 @@ import type { TSchema } from '@sinclair/typebox';
 import { UserError } from '../errors.ts';
 import type { Decision, StepReport } from '../control/types.ts';
 import {
-  CheckpointSchema, CreateRunSchema, EvalSchema, firstError, LogSchema, ReportsSchema, type CheckpointBody, type CreateRun, type EvalBody, type Log, type Reports,
+  CheckpointSchema,
+  CreateRunSchema,
+  EvalSchema,
+  firstError,
+  LogSchema,
+  ReportsSchema,
+  type CheckpointBody,
+  type CreateRun,
+  type EvalBody,
+  type Log,
+  type Reports,
 } from './schemas.ts';
 import { NotFound, SCHEMA_VERSION, Store } from './store.ts';
 import { uplotAssets } from '../report/html.ts';
@@ -58,7 +68,10 @@ export interface Serving {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -170,7 +183,11 @@ class Api {
     const asset = DASHBOARD_ASSETS[url.pathname];
     if (!asset) throw new HttpError(404, `no page ${url.pathname}`);
     const [type, text] = asset();
-    res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'" });
+    res.writeHead(200, {
+      'content-type': type,
+      'cache-control': 'no-store',
+      'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'",
+    });
     res.end(text);
   }
 
@@ -220,14 +237,15 @@ export async function serve(o: ServeOptions): Promise<Serving> {
     dashboard: `${base}/?login=${[...api.loginCodes][0]}`,
     server,
     store,
-    close: () => new Promise<void>((resolve) => {
-      for (const set of api.streams.values()) for (const res of set) res.end();
-      server.close(() => {
-        store.close();
-        resolve();
-      });
-      server.closeIdleConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const set of api.streams.values()) for (const res of set) res.end();
+        server.close(() => {
+          store.close();
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
   };
 }
 
@@ -297,7 +315,9 @@ function reply(req: http.IncomingMessage, res: http.ServerResponse, status: numb
   if (unread) req.resume();
   const text = JSON.stringify(body);
   res.writeHead(status, {
-    'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store',
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
     ...(unread ? { connection: 'close' } : {}),
   });
   res.end(text);

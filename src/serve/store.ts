@@ -69,7 +69,10 @@ export class Store {
   /** Live controllers by run id, loaded from their stored state on first use. */
   private readonly controllers = new Map<number, Controller>();
   /** Statements of the per-step path, prepared once (after the migrations made their tables). */
-  private readonly sql: Record<'findReport' | 'insertReport' | 'replaceReport' | 'saveController' | 'insertCheckpoint' | 'loadController' | 'insertEval', Database.Statement>;
+  private readonly sql: Record<
+    'findReport' | 'insertReport' | 'replaceReport' | 'saveController' | 'insertCheckpoint' | 'loadController' | 'insertEval',
+    Database.Statement
+  >;
   /** Mirrored runs by id (their reports carry their decisions). */
   private readonly mirrors = new Map<number, boolean>();
 
@@ -117,13 +120,21 @@ export class Store {
   }
 
   /** A new run, or with `resume` the newest run of that name (a restarted job carries on). */
-  createRun(name: string, config: Record<string, unknown>, policy: Partial<Policy> & Pick<Policy, 'on_spike'>, facts: RunFacts, resume: boolean, mirror = false): { id: number; resumed: boolean } {
+  createRun(
+    name: string,
+    config: Record<string, unknown>,
+    policy: Partial<Policy> & Pick<Policy, 'on_spike'>,
+    facts: RunFacts,
+    resume: boolean,
+    mirror = false,
+  ): { id: number; resumed: boolean } {
     if (resume) {
       const row = this.db.prepare('SELECT id FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1').get(name) as { id: number } | undefined;
       if (row) return { id: row.id, resumed: true };
     }
     const c = new Controller(policy, facts);
-    const info = this.db.prepare('INSERT INTO runs (name, created_at, config, controller, mirror) VALUES (?, ?, ?, ?, ?)')
+    const info = this.db
+      .prepare('INSERT INTO runs (name, created_at, config, controller, mirror) VALUES (?, ?, ?, ?, ?)')
       .run(name, new Date().toISOString(), JSON.stringify(config), JSON.stringify(c.toJSON()), mirror ? 1 : 0);
     const id = Number(info.lastInsertRowid);
     this.controllers.set(id, c);
@@ -219,8 +230,10 @@ export class Store {
   }
 
   runs(): RunRow[] {
-    const rows = this.db.prepare(`SELECT r.id, r.name, r.created_at, r.config, r.mirror, COUNT(p.step) AS reports, MAX(p.step) AS last_step
-      FROM runs r LEFT JOIN reports p ON p.run_id = r.id GROUP BY r.id ORDER BY r.id`).all() as (Omit<RunRow, 'config' | 'mirror'> & { config: string; mirror: number })[];
+    const rows = this.db
+      .prepare(`SELECT r.id, r.name, r.created_at, r.config, r.mirror, COUNT(p.step) AS reports, MAX(p.step) AS last_step
+      FROM runs r LEFT JOIN reports p ON p.run_id = r.id GROUP BY r.id ORDER BY r.id`)
+      .all() as (Omit<RunRow, 'config' | 'mirror'> & { config: string; mirror: number })[];
     return rows.map((r) => ({ ...r, config: JSON.parse(r.config), mirror: r.mirror === 1 }));
   }
 

@@ -99,7 +99,9 @@ export function resolveCheckpointDir(dir: string, note: (line: string) => void =
   const names = stray.map((n) => path.join('checkpoints', n)).join(', ');
   const notNamed = `${names} ${stray.length === 1 ? 'is' : 'are'} not named step-<N> (renamed?)`;
   if (newest === null && stray.length === 0 && fs.existsSync(path.join(dir, 'metrics.jsonl'))) {
-    throw new UserError(`${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)`);
+    throw new UserError(
+      `${dir} holds a run that stopped before its first checkpoint: nothing to resume; start it over with --out ${dir} --auto-resume (or remove it)`,
+    );
   }
   if (newest === null) {
     throw new UserError(`${dir} is neither a checkpoint nor a run directory with checkpoints${stray.length ? `: ${notNamed}` : ''}`);
@@ -117,7 +119,9 @@ export function loadCheckpoint(dirSpec: string): Checkpoint {
     const older = dir === dirSpec ? [] : listCheckpoints(dirSpec).slice(0, -1);
     if (!(e instanceof UserError) || older.length === 0) throw e;
     const prev = checkpointDir(dirSpec, older[older.length - 1]);
-    throw new UserError(`${e.message}; older checkpoints: ${older.map((s) => `step-${s}`).join(', ')} (continue from one with --resume ${prev}, or let --auto-resume pick the newest readable one)`);
+    throw new UserError(
+      `${e.message}; older checkpoints: ${older.map((s) => `step-${s}`).join(', ')} (continue from one with --resume ${prev}, or let --auto-resume pick the newest readable one)`,
+    );
   }
 }
 

@@ -131,14 +131,15 @@ const MAX_ELEMENTS = 2 ** 32;
  * memory and the way out: the largest --batch that fits, or (when even one sequence does not)
  * `smallerModel`.
  */
-export function checkMemory(
-  itemsAt: (batch: number) => MemoryItem[], cfg: GPTConfig, batch: number, smallerModel: string, avail = availableMemory(),
-): void {
+export function checkMemory(itemsAt: (batch: number) => MemoryItem[], cfg: GPTConfig, batch: number, smallerModel: string, avail = availableMemory()): void {
   const need = (b: number) => itemsAt(b).reduce((a, i) => a + i.bytes, 0);
   const total = need(batch);
   if (total > avail.bytes) {
     const items = itemsAt(batch);
-    const parts = items.filter((i) => i.bytes >= total / 100).map((i) => `${i.what} ${formatBytes(i.bytes)}`).join(', ');
+    const parts = items
+      .filter((i) => i.bytes >= total / 100)
+      .map((i) => `${i.what} ${formatBytes(i.bytes)}`)
+      .join(', ');
     // The estimate is linear in the batch: need(b) = need(1) + (b − 1)·perSequence.
     const perSequence = need(2) - need(1);
     const fits = Math.floor((avail.bytes - need(1)) / perSequence) + 1;

@@ -162,16 +162,17 @@ export function defaultOf<K extends keyof TrainOptions>(key: K): TrainOptions[K]
  * value, else the table's default. `flags` are commander's parsed values; `given(attr)` says
  * whether the user typed that flag.
  */
-export function resolveFlagOptions(
-  flags: Record<string, unknown>, given: (attr: string) => boolean, saved?: Record<string, unknown>,
-): Partial<TrainOptions> {
+export function resolveFlagOptions(flags: Record<string, unknown>, given: (attr: string) => boolean, saved?: Record<string, unknown>): Partial<TrainOptions> {
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(TRAIN_OPTIONS) as [string, OptionSpec][]) {
     if (spec.flag === null) continue;
     const attr = spec.flag ?? key;
-    const v = given(attr) || !saved || saved[key] === undefined
-      ? (flags[attr] !== undefined && spec.parse ? spec.parse(flags[attr]) : flags[attr] ?? spec.default)
-      : saved[key];
+    const v =
+      given(attr) || !saved || saved[key] === undefined
+        ? flags[attr] !== undefined && spec.parse
+          ? spec.parse(flags[attr])
+          : (flags[attr] ?? spec.default)
+        : saved[key];
     if (v !== undefined) out[key] = v;
   }
   return out as Partial<TrainOptions>;
@@ -179,7 +180,11 @@ export function resolveFlagOptions(
 
 /** A run's options from the required ones and any others; the rest take the table's defaults (the experiments). */
 export function withDefaults(o: Pick<TrainOptions, 'configName' | 'config' | 'lr' | 'out'> & Partial<TrainOptions>): TrainOptions {
-  const defaults = Object.fromEntries(Object.entries(TRAIN_OPTIONS).filter(([, s]) => s.default !== undefined).map(([k, s]) => [k, s.default]));
+  const defaults = Object.fromEntries(
+    Object.entries(TRAIN_OPTIONS)
+      .filter(([, s]) => s.default !== undefined)
+      .map(([k, s]) => [k, s.default]),
+  );
   return { optimizer: 'adamw', optimizerOptions: {}, minLr: o.lr / 10, ...defaults, ...definedOnly(o) } as TrainOptions;
 }
 

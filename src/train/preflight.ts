@@ -30,7 +30,9 @@ export function preflight(o: TrainOptions, newRun: boolean, dir: string): void {
   const policy = defaultPolicy(o.steps, { on_spike: o.onSpike ?? 'none', rollback_steps: o.rollbackSteps });
   const rollbackSteps = policy.on_spike === 'none' ? null : policy.rollback_steps;
   checkMemory(
-    (batch) => trainingMemory({ ...o, batch }, rollbackSteps), o.config, o.batch,
+    (batch) => trainingMemory({ ...o, batch }, rollbackSteps),
+    o.config,
+    o.batch,
     'use a smaller model (nLayer, nEmbd, blockSize) or an optimizer with less state (--optimizer lion or adafactor)',
   );
 }

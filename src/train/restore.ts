@@ -26,11 +26,22 @@ export class RestoreStore {
 
   /** `record` gets every change told to the controller (control.jsonl: the replay needs them). */
   constructor(
-    readonly runDir: string, readonly controller: Controller, rollbackSteps: number | null, params: number, slots: Record<string, Float32Array>,
+    readonly runDir: string,
+    readonly controller: Controller,
+    rollbackSteps: number | null,
+    params: number,
+    slots: Record<string, Float32Array>,
     private readonly record: (message: Record<string, unknown>) => void,
   ) {
-    this.ring = rollbackSteps === null ? null
-      : new SnapshotRing(Math.max(1, Math.floor(rollbackSteps / 2)), rollbackSteps, params, Object.fromEntries(Object.entries(slots).map(([k, v]) => [k, v.length])));
+    this.ring =
+      rollbackSteps === null
+        ? null
+        : new SnapshotRing(
+            Math.max(1, Math.floor(rollbackSteps / 2)),
+            rollbackSteps,
+            params,
+            Object.fromEntries(Object.entries(slots).map(([k, v]) => [k, v.length])),
+          );
   }
 
   /** Before step `step` + 1: a snapshot when one is due. */

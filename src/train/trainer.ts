@@ -44,7 +44,14 @@ import { finiteOrNull, REPORT_VERSION, type Decision, type Policy, type RunFacts
 import { learningRate, type ScheduleOptions } from '../schedule/lr.ts';
 import { evaluate } from './evaluate.ts';
 import {
-  checkpointDir, listCheckpoints, loadCheckpoint, pruneCheckpoints, runDirOf, saveCheckpoint, type Checkpoint, type TrainerState,
+  checkpointDir,
+  listCheckpoints,
+  loadCheckpoint,
+  pruneCheckpoints,
+  runDirOf,
+  saveCheckpoint,
+  type Checkpoint,
+  type TrainerState,
 } from './checkpoints.ts';
 import { policyOf, runFactsOf, type TrainOptions } from './options.ts';
 import { RestoreStore } from './restore.ts';
@@ -98,7 +105,6 @@ export interface TrainHooks {
   /** Follows the run's reports, decisions, evaluations and checkpoints (keel train --serve). */
   observer?: RunObserver;
 }
-
 
 /** The parts of a run, built once. */
 interface Run {
@@ -275,32 +281,68 @@ function setUp(o: TrainOptions, hooks: TrainHooks, ckpt: Checkpoint | undefined,
   const lawa = o.lawaK ? new Lawa(model.numParams, o.lawaK, o.lawaEvery ?? 50) : null;
   const ema = o.ema ? new Ema(kernels, model.numParams, o.ema, o.emaWarmup ?? false) : null;
   if (ckpt) restoreAverages(ckpt.dir, model.layout, lawa, ema);
-  const noise = o.noiseScale === false ? null
-    : ckpt?.state.noise ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
-    : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
+  const noise =
+    o.noiseScale === false
+      ? null
+      : ckpt?.state.noise
+        ? NoiseScale.fromJSON(model.layout.tensors, model.numParams, ckpt.state.noise as never)
+        : new NoiseScale(model.layout.tensors, model.numParams, { folded: folds });
   const { log, control } = openLogs(o, dir, controller, ckpt, s.step);
-  const restore = new RestoreStore(dir, controller, policy.on_spike === 'none' ? null : controller.policy.rollback_steps, model.numParams, opt.slots, (m) => control.write(m));
+  const restore = new RestoreStore(dir, controller, policy.on_spike === 'none' ? null : controller.policy.rollback_steps, model.numParams, opt.slots, (m) =>
+    control.write(m),
+  );
   restore.sync(); // a resumed run has no snapshots in memory
   const progress = hooks.progress || null;
   const observer = hooks.observer ?? null;
   observer?.start({ policy: controller.policy, run: controller.run, resumed: ckpt !== undefined });
   announce(progress, { model, s, corpus, dir, controller, resumed: ckpt !== undefined });
   return {
-    o, dir, kernels, model, batcher, valTokens, optimizer, baseOptions, opt, folds, guards, controller, restore, noise,
+    o,
+    dir,
+    kernels,
+    model,
+    batcher,
+    valTokens,
+    optimizer,
+    baseOptions,
+    opt,
+    folds,
+    guards,
+    controller,
+    restore,
+    noise,
     diag: o.diagEvery ? new Diagnostics(model.layout.tensors, model.numParams, { every: o.diagEvery }) : null,
-    lawa, ema, scratch: lawa || ema ? new Float32Array(model.numParams) : null, lawaAvg: lawa ? new Float32Array(model.numParams) : null,
+    lawa,
+    ema,
+    scratch: lawa || ema ? new Float32Array(model.numParams) : null,
+    lawaAvg: lawa ? new Float32Array(model.numParams) : null,
     schedule: { kind: o.schedule, lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, points: o.lrPoints },
     // Random tokens for bad-batch fire drills: seeded, so a run with faults is reproducible.
     faultRng: new Rng(o.seed ^ 0x5eed),
-    log, control, progress, observer, s,
+    log,
+    control,
+    progress,
+    observer,
+    s,
   };
 }
 
 /** A fresh run's counters; a resumed one's step, tokens and time are then read from its checkpoint. */
 function initialState(controller: Controller, ckpt: Checkpoint | undefined): RunState {
   return {
-    step: 0, tokens: 0, elapsedMs: 0, batch: controller.inEffect.batch, lrMultiplier: controller.inEffect.lr_multiplier,
-    lastBatch: ckpt?.state.batch?.last ?? null, lastNoise: null, trainLoss: NaN, valLoss: null, skips: 0, rollbacks: 0, trainMs: 0, trainedTokens: 0,
+    step: 0,
+    tokens: 0,
+    elapsedMs: 0,
+    batch: controller.inEffect.batch,
+    lrMultiplier: controller.inEffect.lr_multiplier,
+    lastBatch: ckpt?.state.batch?.last ?? null,
+    lastNoise: null,
+    trainLoss: NaN,
+    valLoss: null,
+    skips: 0,
+    rollbacks: 0,
+    trainMs: 0,
+    trainedTokens: 0,
   };
 }
 
@@ -318,11 +360,24 @@ function openLogs(o: TrainOptions, dir: string, controller: Controller, ckpt: Ch
  * The start line, then recovery's arming. The noise scale is measured only with ≥ 2 micro-batches
  * a step; otherwise nothing is said here (keel plan --from, which needs it, explains).
  */
-function announce(progress: Run['progress'], r: { model: GPT; s: RunState; corpus: Place['corpus']; dir: string; controller: Controller; resumed: boolean }): void {
+function announce(
+  progress: Run['progress'],
+  r: { model: GPT; s: RunState; corpus: Place['corpus']; dir: string; controller: Controller; resumed: boolean },
+): void {
   const { model, s, corpus } = r;
   const dataTokens = corpus.tokens.length + (corpus.val?.length ?? 0);
   const tokensPerStep = s.batch * model.config.blockSize;
-  progress?.log(startLine({ params: model.numParams, tokensPerStep, dataName: corpus.name, dataTokens, tokenizer: corpus.tokenizer, dir: r.dir, resumedAt: r.resumed ? s.step : undefined }));
+  progress?.log(
+    startLine({
+      params: model.numParams,
+      tokensPerStep,
+      dataName: corpus.name,
+      dataTokens,
+      tokenizer: corpus.tokenizer,
+      dir: r.dir,
+      resumedAt: r.resumed ? s.step : undefined,
+    }),
+  );
   const armed = protectionNote(r.controller, s.step);
   if (armed) progress?.log(armed);
 }
@@ -417,9 +472,15 @@ function optimize(run: Run, p: Plan, g: Grad, norm2: number, lastMicro = true): 
 function ask(run: Run, p: Plan, g: Grad): Decision {
   const n = g.noise;
   const report: StepReport = {
-    v: REPORT_VERSION, step: p.n, attempt: p.attempt, loss: finiteOrNull(g.loss), grad_norm: finiteOrNull(g.gradNorm),
+    v: REPORT_VERSION,
+    step: p.n,
+    attempt: p.attempt,
+    loss: finiteOrNull(g.loss),
+    grad_norm: finiteOrNull(g.gradNorm),
     nonfinite: { loss: !Number.isFinite(g.loss), grad: !Number.isFinite(g.norm2) },
-    lr: run.optimizer.ownsLr ? null : p.lr, tokens: run.s.tokens + p.batch * run.o.config.blockSize, batch: p.batch,
+    lr: run.optimizer.ownsLr ? null : p.lr,
+    tokens: run.s.tokens + p.batch * run.o.config.blockSize,
+    batch: p.batch,
     data: [p.cursorFrom, run.batcher.cursor],
     ...(n ? { noise: { g_small_sq: n.g_small_sq, g_big_sq: n.g_big_sq, b_small: n.b_small, b_big: n.b_big } } : {}),
   };
@@ -444,7 +505,13 @@ function act(run: Run, p: Plan, g: Grad, d: Decision): 'next' | 'rolled_back' {
   s.elapsedMs += ms;
   s.trainedTokens += tokens;
   log.write({
-    step: p.n, loss: g.loss, lr: run.optimizer.ownsLr ? null : p.lr, grad_norm: g.gradNorm, tokens: s.tokens + tokens, tokens_per_s: (tokens / ms) * 1000, ms,
+    step: p.n,
+    loss: g.loss,
+    lr: run.optimizer.ownsLr ? null : p.lr,
+    grad_norm: g.gradNorm,
+    tokens: s.tokens + tokens,
+    tokens_per_s: (tokens / ms) * 1000,
+    ms,
     ...(g.zeroFrac !== null ? { grad_zero_frac: g.zeroFrac } : {}),
     ...(run.model.zLoss > 0 ? { z_loss: g.zsq / p.accum } : {}),
     ...(g.noise ? noiseLogFields(g.noise) : {}),
@@ -453,7 +520,16 @@ function act(run: Run, p: Plan, g: Grad, d: Decision): 'next' | 'rolled_back' {
   });
   if (g.diagRecord) log.write(g.diagRecord);
   run.observer?.step(g.diagRecord ? { ...p.report!, diag: diagAggregates(g.diagRecord) } : p.report!, d);
-  if (d.kind !== 'proceed' && d.kind !== 'skip') log.write({ event: 'decision', step: p.n, kind: d.kind, rung: d.rung, reason: d.reason, ...(d.batch !== undefined ? { batch: d.batch } : {}), ...(d.lr ? { lr_multiplier: d.lr.multiplier, lr_steps: d.lr.steps } : {}) });
+  if (d.kind !== 'proceed' && d.kind !== 'skip')
+    log.write({
+      event: 'decision',
+      step: p.n,
+      kind: d.kind,
+      rung: d.rung,
+      reason: d.reason,
+      ...(d.batch !== undefined ? { batch: d.batch } : {}),
+      ...(d.lr ? { lr_multiplier: d.lr.multiplier, lr_steps: d.lr.steps } : {}),
+    });
   if (d.kind === 'stop') stop(run, p, g, d);
   if (d.kind === 'rollback') {
     rollback(run, p, d);
@@ -477,9 +553,17 @@ function rollback(run: Run, p: Plan, d: Decision): void {
   s.rollbacks += 1;
   run.diag?.reset();
   run.log.write({
-    event: 'rollback', step: p.n, to: r.step, from: r.from, rung: d.rung, reason: d.reason,
-    skip_batches: run.controller.policy.skip_batches, cursor_from: r.cursor, cursor_to: run.batcher.cursor,
-    rollbacks: run.controller.rollbacks, dropped_checkpoints: r.dropped,
+    event: 'rollback',
+    step: p.n,
+    to: r.step,
+    from: r.from,
+    rung: d.rung,
+    reason: d.reason,
+    skip_batches: run.controller.policy.skip_batches,
+    cursor_from: r.cursor,
+    cursor_to: run.batcher.cursor,
+    rollbacks: run.controller.rollbacks,
+    dropped_checkpoints: r.dropped,
   });
   run.progress?.log(`step ${p.n}: ${d.reason}; rolled back to step ${r.step} (${r.from})`);
 }
@@ -509,13 +593,15 @@ function afterStep(run: Run, p: Plan, g: Grad): void {
   const last = s.step === o.steps;
   if ((o.evalEvery > 0 && s.step % o.evalEvery === 0) || last) evaluateNow(run);
   const ms = performance.now() - p.t0;
-  run.progress?.update(s.step, { loss: g.loss.toFixed(4), 'tok/s': Math.round((p.batch * o.config.blockSize / ms) * 1000) });
+  run.progress?.update(s.step, { loss: g.loss.toFixed(4), 'tok/s': Math.round(((p.batch * o.config.blockSize) / ms) * 1000) });
   if ((o.checkpointEvery > 0 && s.step % o.checkpointEvery === 0) || last) save(run);
 }
 
 /** The whole-model diag_* numbers of a diagnostics record (the per-tensor part stays in metrics.jsonl). */
 function diagAggregates(rec: Record<string, unknown>): Record<string, number> {
-  return Object.fromEntries(Object.entries(rec).filter((e): e is [string, number] => e[0].startsWith('diag_') && typeof e[1] === 'number' && Number.isFinite(e[1])));
+  return Object.fromEntries(
+    Object.entries(rec).filter((e): e is [string, number] => e[0].startsWith('diag_') && typeof e[1] === 'number' && Number.isFinite(e[1])),
+  );
 }
 
 function evaluateNow(run: Run): void {
@@ -545,9 +631,20 @@ function save(run: Run): void {
   run.restore.add({ step: s.step, data: run.batcher.cursor, path: checkpointDir(run.dir, s.step) });
   run.observer?.checkpoint(s.step, run.batcher.cursor, checkpointDir(run.dir, s.step));
   const state: TrainerState = {
-    version: 1, step: s.step, tokens: s.tokens, cursor: run.batcher.cursor, seed: o.seed, optimizerT: opt.t, optimizer: optimizer.name,
-    elapsedMs: s.elapsedMs, config: o.config, options: { ...o, config: undefined }, guard: run.guards.state(),
-    noise: run.noise?.toJSON(), batch: { last: s.lastBatch }, controller: run.controller.toJSON(),
+    version: 1,
+    step: s.step,
+    tokens: s.tokens,
+    cursor: run.batcher.cursor,
+    seed: o.seed,
+    optimizerT: opt.t,
+    optimizer: optimizer.name,
+    elapsedMs: s.elapsedMs,
+    config: o.config,
+    options: { ...o, config: undefined },
+    guard: run.guards.state(),
+    noise: run.noise?.toJSON(),
+    batch: { last: s.lastBatch },
+    controller: run.controller.toJSON(),
   };
   const optimizerState = { tensors: stateTensors(optimizer, opt), metadata: stateMetadata(optimizer, opt) };
   const dir = saveCheckpoint(run.dir, { state, params: run.model.params, optimizer: optimizerState, extra: averageFiles(run) });
@@ -567,7 +664,11 @@ function averageFiles(run: Run) {
     files.push({ file: 'lawa_state.safetensors', tensors: st.tensors, metadata: st.metadata });
   }
   if (ema && ema.t > 0) {
-    files.push({ file: 'ema.safetensors', tensors: namedTensors(model.layout, ema.weights), metadata: { ...meta, ema_beta: String(ema.beta), ema_t: String(ema.t) } });
+    files.push({
+      file: 'ema.safetensors',
+      tensors: namedTensors(model.layout, ema.weights),
+      metadata: { ...meta, ema_beta: String(ema.beta), ema_t: String(ema.t) },
+    });
   }
   return files;
 }
@@ -599,10 +700,18 @@ function writeConfig(dir: string, o: TrainOptions, model: GPT, data: string, opt
   const { config: _c, ...rest } = o;
   writeFileAtomic(
     path.join(dir, 'config.json'),
-    JSON.stringify({
-      model: o.config, params: model.numParams, data, train: rest,
-      optimizer_state_bytes: stateBytes(opt), optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
-    }, null, 2) + '\n',
+    JSON.stringify(
+      {
+        model: o.config,
+        params: model.numParams,
+        data,
+        train: rest,
+        optimizer_state_bytes: stateBytes(opt),
+        optimizer_state_bytes_per_param: stateBytes(opt) / model.numParams,
+      },
+      null,
+      2,
+    ) + '\n',
   );
 }
 
@@ -628,7 +737,9 @@ function prepareRunDir(runDir: string): void {
       throw new UserError(`--out ${runDir} already holds a run: continue it with --resume ${runDir} (or add --auto-resume), or pick another --out`);
     }
     if (fs.existsSync(path.join(runDir, 'metrics.jsonl'))) {
-      throw new UserError(`--out ${runDir} holds a run that stopped before its first checkpoint: add --auto-resume to start it over there, or remove it (rm -r ${runDir})`);
+      throw new UserError(
+        `--out ${runDir} holds a run that stopped before its first checkpoint: add --auto-resume to start it over there, or remove it (rm -r ${runDir})`,
+      );
     }
   }
   makeDirs(runDir, '--out'); // not mkdirSync's recursive mode: it spins forever under /proc

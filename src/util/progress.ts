@@ -87,9 +87,7 @@ function fieldText(fields: ProgressFields): string {
 
 /** Everything but the bar: "45% 450/1000  loss 2.345  tok/s 12.3k  1m23s eta 2m10s". */
 function statusParts(s: State): { count: string; fields: string; time: string } {
-  const count = hasTotal(s)
-    ? `${Math.floor((100 * Math.min(s.step, s.total)) / s.total)}% ${s.step}/${s.total}`
-    : `step ${s.step}`;
+  const count = hasTotal(s) ? `${Math.floor((100 * Math.min(s.step, s.total)) / s.total)}% ${s.step}/${s.total}` : `step ${s.step}`;
   const elapsed = formatDuration(s.elapsedMs / 1000);
   const time = hasTotal(s) ? `${elapsed} eta ${formatDuration(etaSeconds(s))}` : elapsed;
   return { count, fields: fieldText(s.fields), time };
@@ -116,9 +114,7 @@ function ttyLine(s: State, columns: number): string {
 
 /** A log-friendly line: "train 450/1000 (45%)  loss 2.345  elapsed 1m23s  eta 2m10s". */
 function plainLine(s: State): string {
-  const count = hasTotal(s)
-    ? `${s.step}/${s.total} (${Math.floor((100 * Math.min(s.step, s.total)) / s.total)}%)`
-    : `step ${s.step}`;
+  const count = hasTotal(s) ? `${s.step}/${s.total} (${Math.floor((100 * Math.min(s.step, s.total)) / s.total)}%)` : `step ${s.step}`;
   const parts = [s.label ? `${s.label} ${count}` : count];
   const fields = fieldText(s.fields);
   if (fields) parts.push(fields);
@@ -190,9 +186,7 @@ export function createProgress(opts: ProgressOptions): Progress {
 
   /** Plain/JSON cadence: first report, each milestone crossed, or a heartbeat after silence. */
   const duePlain = (t: number, previous: number) =>
-    Number.isNaN(printedStep) ||
-    Math.floor(state.step / milestone) > Math.floor(previous / milestone) ||
-    t - lastOutput >= quietMs;
+    Number.isNaN(printedStep) || Math.floor(state.step / milestone) > Math.floor(previous / milestone) || t - lastOutput >= quietMs;
 
   return {
     update(step, fields = {}) {

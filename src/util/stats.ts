@@ -39,7 +39,8 @@ export function medianInPlace(s: Float64Array, k: number): number {
 
 /** Quickselect (Hoare partition, median-of-three pivot): s[idx] ends as the idx-th smallest, smaller ones before it. */
 function select(s: Float64Array, k: number, idx: number): void {
-  let lo = 0, hi = k - 1;
+  let lo = 0,
+    hi = k - 1;
   while (hi > lo) {
     const mid = (lo + hi) >> 1;
     // Median of three into s[mid], then use it as the pivot.
@@ -47,7 +48,8 @@ function select(s: Float64Array, k: number, idx: number): void {
     if (s[hi] < s[lo]) swap(s, hi, lo);
     if (s[hi] < s[mid]) swap(s, hi, mid);
     const pivot = s[mid];
-    let i = lo, j = hi;
+    let i = lo,
+      j = hi;
     while (i <= j) {
       while (s[i] < pivot) i++;
       while (s[j] > pivot) j--;

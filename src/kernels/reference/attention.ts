@@ -11,9 +11,7 @@ import type { Floats } from '../types.ts';
 const dims = (C: number, NH: number) => ({ hs: C / NH, C3: 3 * C, scale: 1 / Math.sqrt(C / NH) });
 
 /** out = softmax(q·kᵀ/√hs, causal)·v per head; att receives the probabilities (zeros above the diagonal). */
-export function attentionForward<F extends Floats>(
-  out: F, att: F, qkv: F, B: number, T: number, C: number, NH: number,
-): void {
+export function attentionForward<F extends Floats>(out: F, att: F, qkv: F, B: number, T: number, C: number, NH: number): void {
   const { hs, C3, scale } = dims(C, NH);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
@@ -37,7 +35,8 @@ export function attentionForward<F extends Floats>(
         for (let t2 = 0; t2 < T; t2++) att[row + t2] = t2 <= t ? s[t2] / sum : 0;
         const acc = new Float64Array(hs);
         for (let t2 = 0; t2 <= t; t2++) {
-          const p = s[t2] / sum, v = (b * T + t2) * C3 + 2 * C + h * hs;
+          const p = s[t2] / sum,
+            v = (b * T + t2) * C3 + 2 * C + h * hs;
           for (let i = 0; i < hs; i++) acc[i] += p * qkv[v + i];
         }
         const o = (b * T + t) * C + h * hs;
@@ -48,9 +47,7 @@ export function attentionForward<F extends Floats>(
 }
 
 /** Accumulates dqkv[B,T,3C] from dout[B,T,C] using the forward's qkv and att. */
-export function attentionBackward<F extends Floats>(
-  dqkv: F, dout: F, qkv: F, att: F, B: number, T: number, C: number, NH: number,
-): void {
+export function attentionBackward<F extends Floats>(dqkv: F, dout: F, qkv: F, att: F, B: number, T: number, C: number, NH: number): void {
   const { hs, C3, scale } = dims(C, NH);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {

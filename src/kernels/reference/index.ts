@@ -8,14 +8,26 @@ import { sqDiffCopy } from './reduce.ts';
 
 export function referenceKernels<F extends Floats = Float32Array>(): Kernels<F> {
   return {
-    matmulForward, matmulBackward,
-    layernormForward: ops.layernormForward, layernormBackward: ops.layernormBackward,
-    attentionForward, attentionBackward,
-    geluForward: ops.geluForward, geluBackward: ops.geluBackward,
-    residualForward: ops.residualForward, accumulate: ops.accumulate,
-    encoderForward: ops.encoderForward, encoderBackward: ops.encoderBackward,
+    matmulForward,
+    matmulBackward,
+    layernormForward: ops.layernormForward,
+    layernormBackward: ops.layernormBackward,
+    attentionForward,
+    attentionBackward,
+    geluForward: ops.geluForward,
+    geluBackward: ops.geluBackward,
+    residualForward: ops.residualForward,
+    accumulate: ops.accumulate,
+    encoderForward: ops.encoderForward,
+    encoderBackward: ops.encoderBackward,
     crossEntropy: ops.crossEntropy,
-    adam, momentum, adafactor, triad, lerp, sumSquares, scale,
+    adam,
+    momentum,
+    adafactor,
+    triad,
+    lerp,
+    sumSquares,
+    scale,
     sqDiffCopy,
   } as Kernels<F>;
 }

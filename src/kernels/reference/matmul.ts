@@ -23,7 +23,16 @@ function operand<F extends Floats>(x: F, precision: MatmulPrecision): Floats {
 }
 
 /** out[BT,OC] = inp[BT,C] · weight[OC,C]ᵀ + bias[OC]. */
-export function matmulForward<F extends Floats>(out: F, inp: F, weight: F, bias: F | null, BT: number, C: number, OC: number, prec: MatmulPrecision = 'fp32'): void {
+export function matmulForward<F extends Floats>(
+  out: F,
+  inp: F,
+  weight: F,
+  bias: F | null,
+  BT: number,
+  C: number,
+  OC: number,
+  prec: MatmulPrecision = 'fp32',
+): void {
   const x = operand(inp, prec);
   const w = operand(weight, prec);
   for (let r = 0; r < BT; r++) {
@@ -37,10 +46,20 @@ export function matmulForward<F extends Floats>(out: F, inp: F, weight: F, bias:
 
 /** dinp += dout·weight;  dweight += doutᵀ·inp;  dbias += Σ_rows dout (unrounded). */
 export function matmulBackward<F extends Floats>(
-  dinp: F, dweight: F, dbias: F | null, dout: F, inp: F, weight: F,
-  BT: number, C: number, OC: number, precision: MatmulPrecision = 'fp32',
+  dinp: F,
+  dweight: F,
+  dbias: F | null,
+  dout: F,
+  inp: F,
+  weight: F,
+  BT: number,
+  C: number,
+  OC: number,
+  precision: MatmulPrecision = 'fp32',
 ): void {
-  const d = operand(dout, precision), x = operand(inp, precision), w = operand(weight, precision);
+  const d = operand(dout, precision),
+    x = operand(inp, precision),
+    w = operand(weight, precision);
   for (let r = 0; r < BT; r++) {
     for (let i = 0; i < C; i++) {
       let s = 0;

@@ -14,9 +14,7 @@ const GELU_K = Math.sqrt(2 / Math.PI);
 const GELU_A = 0.044715;
 
 /** out[N,C] = (inp − mean)·rstd·weight + bias; saves mean[N], rstd[N] (biased variance). */
-export function layernormForward<F extends Floats>(
-  out: F, mean: F, rstd: F, inp: F, weight: F, bias: F, N: number, C: number,
-): void {
+export function layernormForward<F extends Floats>(out: F, mean: F, rstd: F, inp: F, weight: F, bias: F, N: number, C: number): void {
   for (let r = 0; r < N; r++) {
     const o = r * C;
     let s = 0;
@@ -35,21 +33,22 @@ export function layernormForward<F extends Floats>(
 }
 
 /** Accumulates dinp[N,C], dweight[C], dbias[C]. */
-export function layernormBackward<F extends Floats>(
-  dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number,
-): void {
+export function layernormBackward<F extends Floats>(dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number): void {
   for (let r = 0; r < N; r++) {
     const o = r * C;
-    const m = mean[r], rs = rstd[r];
+    const m = mean[r],
+      rs = rstd[r];
     // dL/dnorm = weight·dout; the mean terms come from norm's dependence on mean and rstd.
-    let sumDn = 0, sumDnN = 0;
+    let sumDn = 0,
+      sumDnN = 0;
     for (let i = 0; i < C; i++) {
       const n = (inp[o + i] - m) * rs;
       const dn = weight[i] * dout[o + i];
       sumDn += dn;
       sumDnN += dn * n;
     }
-    const a = sumDn / C, c = sumDnN / C;
+    const a = sumDn / C,
+      c = sumDnN / C;
     for (let i = 0; i < C; i++) {
       const n = (inp[o + i] - m) * rs;
       const g = dout[o + i];
@@ -91,21 +90,21 @@ export function accumulate<F extends Floats>(dst: F, src: F, N: number): void {
 }
 
 /** out[B,T,C] = wte[tokens[b,t]] + wpe[t]. */
-export function encoderForward<F extends Floats>(
-  out: F, tokens: Int32Array, wte: F, wpe: F, B: number, T: number, C: number,
-): void {
+export function encoderForward<F extends Floats>(out: F, tokens: Int32Array, wte: F, wpe: F, B: number, T: number, C: number): void {
   for (let r = 0; r < B * T; r++) {
-    const e = tokens[r] * C, p = (r % T) * C, o = r * C;
+    const e = tokens[r] * C,
+      p = (r % T) * C,
+      o = r * C;
     for (let i = 0; i < C; i++) out[o + i] = wte[e + i] + wpe[p + i];
   }
 }
 
 /** dwte[tokens[b,t]] += dout[b,t];  dwpe[t] += dout[b,t]. */
-export function encoderBackward<F extends Floats>(
-  dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number,
-): void {
+export function encoderBackward<F extends Floats>(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number): void {
   for (let r = 0; r < B * T; r++) {
-    const e = tokens[r] * C, p = (r % T) * C, o = r * C;
+    const e = tokens[r] * C,
+      p = (r % T) * C,
+      o = r * C;
     for (let i = 0; i < C; i++) {
       dwte[e + i] += dout[o + i];
       dwpe[p + i] += dout[o + i];
@@ -119,8 +118,15 @@ export function encoderBackward<F extends Floats>(
  * gradient of scale·Σ (loss + zCoef·lse²). Returns Σ losses in float64.
  */
 export function crossEntropy<F extends Floats>(
-  losses: F, dlogits: F | null, logits: F, targets: Int32Array, BT: number, V: number, scale: number,
-  zCoef = 0, lse: F | null = null,
+  losses: F,
+  dlogits: F | null,
+  logits: F,
+  targets: Int32Array,
+  BT: number,
+  V: number,
+  scale: number,
+  zCoef = 0,
+  lse: F | null = null,
 ): number {
   const e = new Float64Array(V);
   let total = 0;
@@ -137,10 +143,10 @@ export function crossEntropy<F extends Floats>(
     const logZ = Math.log(sum) + mx;
     const loss = Math.log(sum) - (logits[o + tgt] - mx);
     losses[r] = loss;
-    total += losses[r];  // the stored value, as the native kernel sums it
+    total += losses[r]; // the stored value, as the native kernel sums it
     if (lse) lse[r] = logZ;
     if (dlogits) {
-      const zf = 1 + 2 * zCoef * logZ;  // exactly 1 when zCoef = 0
+      const zf = 1 + 2 * zCoef * logZ; // exactly 1 when zCoef = 0
       for (let i = 0; i < V; i++) dlogits[o + i] = ((e[i] / sum) * zf - (i === tgt ? 1 : 0)) * scale;
     }
   }

@@ -16,11 +16,20 @@ export function adam<F extends Floats>(params: F, grads: F, m: F, v: F, N: numbe
     const rootVhat = c.rootVScale * Math.sqrt(v[i]);
     let r: number;
     switch (c.epsMode) {
-      case 0: r = mhat / (rootVhat + c.eps); break;
-      case 1: r = mhat / Math.sqrt(rootVhat * rootVhat + c.eps * c.eps); break;
-      case 2: r = rootVhat === 0 ? 0 : mhat / rootVhat; break;
-      case 3: r = Math.atan2(mhat, rootVhat); break;  // atan2(±0, 0) = ±0
-      default: throw new RangeError(`adam: epsMode must be 0..3, got ${c.epsMode}`);
+      case 0:
+        r = mhat / (rootVhat + c.eps);
+        break;
+      case 1:
+        r = mhat / Math.sqrt(rootVhat * rootVhat + c.eps * c.eps);
+        break;
+      case 2:
+        r = rootVhat === 0 ? 0 : mhat / rootVhat;
+        break;
+      case 3:
+        r = Math.atan2(mhat, rootVhat);
+        break; // atan2(±0, 0) = ±0
+      default:
+        throw new RangeError(`adam: epsMode must be 0..3, got ${c.epsMode}`);
     }
     params[i] = c.decay * params[i] - c.lr * r;
   }
@@ -68,8 +77,15 @@ export function momentum<F extends Floats>(params: F, grads: F, m: F, N: number,
 
 /** One Adafactor step of one tensor [batch, rows, cols]; factored when vc is non-null. */
 export function adafactor<F extends Floats>(
-  params: F, grads: F, vr: F, vc: F | null, mom: F | null,
-  batch: number, rows: number, cols: number, c: AdafactorCoefs,
+  params: F,
+  grads: F,
+  vr: F,
+  vc: F | null,
+  mom: F | null,
+  batch: number,
+  rows: number,
+  cols: number,
+  c: AdafactorCoefs,
 ): void {
   const N = batch * rows * cols;
   if (N === 0) return;
@@ -101,7 +117,8 @@ export function adafactor<F extends Floats>(
     }
   }
   const u = new Float64Array(N);
-  let su = 0, sp = 0;
+  let su = 0,
+    sp = 0;
   for (let i = 0; i < N; i++) {
     u[i] = grads[i] / Math.sqrt(vhat[i]);
     su += u[i] * u[i];
