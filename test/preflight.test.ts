@@ -7,6 +7,7 @@ import fs from 'node:fs';
 
 import path from 'node:path';
 import { train } from '../src/train/trainer.ts';
+import { cgroupRoom } from '../src/train/memory.ts';
 import { Controller, spikeWarmup } from '../src/control/controller.ts';
 import { SpikeDetector } from '../src/monitor/spikes.ts';
 import { createProgress, type ProgressStream } from '../src/util/progress.ts';
@@ -28,7 +29,7 @@ describe("absurd sizes: refused with the figure and the machine's memory, before
       assert.ok(Date.now() - t0 < 20_000, 'took too long: was something allocated?');
       assert.equal(fs.existsSync(top), false, `something was created: ${fs.existsSync(top) ? walk(top) : ''}`);
     });
-  const memory = /needs about [\d.]+ [MGTP]B of memory \(.*\) but the machine has [\d.]+ [MG]B \((MemAvailable|total memory)\)/;
+  const memory = /needs about [\d.]+ [MGTP]B of memory \(.*\) but the machine has [\d.]+ [kMG]B \((MemAvailable|total memory|cgroup memory limit [^)]*)\)/;
   refused('--batch 100000000', ['--config', microJson, '--batch', '100000000'], new RegExp(memory.source + '.*use --batch \\d+ or less'));
   refused(
     'nEmbd 100000',
@@ -296,3 +297,85 @@ describe('silent surprises, said out loud', () => {
     assert.match(tty, /\r/, 'a normal terminal still gets the redrawn bar');
   });
 });
+
+describe('memory cgroups: a container or job limit is the memory there is, not the host MemAvailable', () => {
+  const MB = 2 ** 20;
+  /** A cgroup tree under a temporary "mount": files by relative path. */
+  const tree = (files: Record<string, string>) => {
+    const mount = fresh('cgroup');
+    for (const [rel, text] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(mount, rel)), { recursive: true });
+      fs.writeFileSync(path.join(mount, rel), text);
+    }
+    return mount;
+  };
+  const self = (text: string) => writeCorpus(fresh('proc'), text, 'cgroup');
+
+  test('v2: the tightest limit on the path (a parent can be tighter), inactive page cache counted as free, "max" is none', () => {
+    const mount = tree({
+      'memory.max': 'max\n',
+      'memory.current': `${900 * MB}\n`,
+      'job/memory.max': `${1024 * MB}\n`,
+      'job/memory.current': `${300 * MB}\n`,
+      'job/memory.stat': `anon ${200 * MB}\ninactive_file ${50 * MB}\nactive_file 0\n`,
+      'job/step/memory.max': `${4096 * MB}\n`,
+      'job/step/memory.current': `${100 * MB}\n`,
+    });
+    const room = cgroupRoom(self('0::/job/step\n'), mount);
+    assert.equal(room?.bytes, (1024 - 300 + 50) * MB);
+    assert.match(room!.source, /^cgroup memory limit 1\.07 GB, 262 MB in use$/);
+    assert.equal(cgroupRoom(self('0::/\n'), mount), null, 'the root has no limit');
+  });
+
+  test('v1: the memory controller line, limit_in_bytes with 2^63 − 4096 as none; nothing readable is null', () => {
+    const mount = tree({
+      'memory/memory.limit_in_bytes': '9223372036854771712\n',
+      'memory/memory.usage_in_bytes': `${5000 * MB}\n`,
+      'memory/slurm/job_1/memory.limit_in_bytes': `${512 * MB}\n`,
+      'memory/slurm/job_1/memory.usage_in_bytes': `${112 * MB}\n`,
+      'memory/slurm/job_1/memory.stat': `cache ${80 * MB}\ntotal_inactive_file ${12 * MB}\n`,
+    });
+    assert.equal(cgroupRoom(self('12:pids:/slurm\n4:memory:/slurm/job_1\n1:name=systemd:/\n'), mount)?.bytes, (512 - 112 + 12) * MB);
+    assert.equal(cgroupRoom(self('4:memory:/\n'), mount), null);
+    assert.equal(cgroupRoom(path.join(root, 'no-such-file'), mount), null);
+    assert.equal(cgroupRoom(self('0::/job\n'), fresh('empty')), null);
+  });
+
+  // The real thing: `keel train` inside a memory cgroup of 256 MB (root and a writable cgroup mount only).
+  const made = makeCgroup(256 * MB);
+  test('keel train in a 256 MB cgroup: refused with the cgroup figure', { skip: made.skip }, () => {
+    try {
+      const out = fresh('cg-run');
+      const args = ['train', '--config', microJson, ...quick, '--batch', '20000', '--out', out];
+      const r = spawnSync('sh', ['-c', `echo $$ > "${made.procs}" && exec "$0" "$@"`, process.execPath, KEEL, ...args], { encoding: 'utf8', timeout: 60_000 });
+      assertUserError(
+        { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr },
+        /the machine has [\d.]+ MB \(cgroup memory limit 268 MB, [\d.]+ [kM]B in use\): use --batch \d+ or less/,
+      );
+      assert.equal(fs.existsSync(out), false);
+    } finally {
+      made.remove?.();
+    }
+  });
+});
+
+/** A fresh memory cgroup with `limit` bytes (v1 or v2); skip says why where none can be made. */
+function makeCgroup(limit: number): { skip: string | false; procs?: string; remove?: () => void } {
+  const v1 = '/sys/fs/cgroup/memory';
+  const v2 = '/sys/fs/cgroup';
+  const isV2 = fs.existsSync(path.join(v2, 'cgroup.controllers'));
+  const base = isV2 ? v2 : v1;
+  const dir = path.join(base, `keel-test-${process.pid}`);
+  try {
+    if (isV2 && !fs.readFileSync(path.join(v2, 'cgroup.subtree_control'), 'utf8').includes('memory'))
+      fs.writeFileSync(path.join(v2, 'cgroup.subtree_control'), '+memory');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, isV2 ? 'memory.max' : 'memory.limit_in_bytes'), String(limit));
+  } catch (e) {
+    if (fs.existsSync(dir)) fs.rmdirSync(dir);
+    const why = `no memory cgroup could be made under ${base} (${(e as Error).message.split('\n')[0]})`;
+    console.log(`# skipped: ${why}`);
+    return { skip: why };
+  }
+  return { skip: false, procs: path.join(dir, 'cgroup.procs'), remove: () => fs.rmdirSync(dir) };
+}

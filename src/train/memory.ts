@@ -15,6 +15,7 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { UserError } from '../errors.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { paramLayout } from '../model/params.ts';
@@ -103,8 +104,18 @@ export function trainingMemory(o: TrainOptions, rollbackSteps: number | null): M
   return items;
 }
 
-/** The machine's memory a new allocation can use: MemAvailable (Linux), else the total. */
+/**
+ * The memory a new allocation can use: MemAvailable (Linux), else the total; less when the
+ * process's memory cgroup (a container, a Slurm job, a systemd unit) leaves less room, since
+ * MemAvailable is the host's.
+ */
 function availableMemory(): { bytes: number; source: string } {
+  const machine = machineMemory();
+  const cg = cgroupRoom();
+  return cg !== null && cg.bytes < machine.bytes ? cg : machine;
+}
+
+function machineMemory(): { bytes: number; source: string } {
   try {
     const m = /^MemAvailable:\s+(\d+)\s+kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
     if (m) return { bytes: Number(m[1]) * 1024, source: 'MemAvailable' };
@@ -112,6 +123,60 @@ function availableMemory(): { bytes: number; source: string } {
     // Not Linux: fall through.
   }
   return { bytes: os.totalmem(), source: 'total memory' };
+}
+
+/** Limits at or above this are "no limit" (cgroup v1 writes 2⁶³ − 4096 for none). */
+const NO_LIMIT = 2 ** 60;
+
+/** The cgroup files of one hierarchy: limit, usage, and the memory.stat key of reclaimable page cache. */
+const CGROUP_FILES = {
+  v2: { limit: 'memory.max', usage: 'memory.current', cache: 'inactive_file' },
+  v1: { limit: 'memory.limit_in_bytes', usage: 'memory.usage_in_bytes', cache: 'total_inactive_file' },
+};
+
+/**
+ * Room left under the tightest memory limit on the process's cgroup path: limit − usage, the
+ * inactive page cache counted as free (the kernel reclaims it before it kills). Every ancestor's
+ * limit applies, so the path is walked up to the mount (which is the whole path inside a cgroup
+ * namespace). Null where no limit is set or nothing is readable (not Linux, no cgroup mount).
+ */
+export function cgroupRoom(selfCgroup = '/proc/self/cgroup', mount = '/sys/fs/cgroup'): { bytes: number; source: string } | null {
+  let lines: string[];
+  try {
+    lines = fs.readFileSync(selfCgroup, 'utf8').split('\n');
+  } catch {
+    return null;
+  }
+  let best: { bytes: number; source: string } | null = null;
+  for (const line of lines) {
+    const [, controllers, rel] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
+    const kind = controllers === '' ? 'v2' : controllers?.split(',').includes('memory') ? 'v1' : null;
+    if (kind === null || rel === undefined) continue;
+    const root = kind === 'v2' ? mount : path.join(mount, 'memory');
+    for (let dir = path.resolve(root, `.${rel}`); dir === root || dir.startsWith(root + path.sep); dir = path.dirname(dir)) {
+      const room = roomIn(dir, CGROUP_FILES[kind]);
+      if (room !== null && (best === null || room.bytes < best.bytes)) best = room;
+      if (dir === root) break;
+    }
+  }
+  return best;
+}
+
+function roomIn(dir: string, f: (typeof CGROUP_FILES)['v1']): { bytes: number; source: string } | null {
+  const read = (name: string) => {
+    try {
+      return fs.readFileSync(path.join(dir, name), 'utf8').trim();
+    } catch {
+      return null;
+    }
+  };
+  const bytesOf = (s: string | null) => (s !== null && /^\d+$/.test(s) ? Number(s) : NaN); // "max" (v2: no limit) is NaN
+  const limit = bytesOf(read(f.limit));
+  const usage = bytesOf(read(f.usage));
+  if (!(limit < NO_LIMIT) || !Number.isFinite(usage)) return null;
+  const cache = Number(new RegExp(`^${f.cache} (\\d+)$`, 'm').exec(read('memory.stat') ?? '')?.[1] ?? 0);
+  const bytes = Math.max(0, limit - usage + cache);
+  return { bytes, source: `cgroup memory limit ${formatBytes(limit)}, ${formatBytes(Math.max(0, usage - cache))} in use` };
 }
 
 export function formatBytes(b: number): string {
