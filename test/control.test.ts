@@ -144,6 +144,20 @@ test('ladder: a spike nothing cures ends in stop, naming the checkpoint to go ba
   );
 });
 
+test('controller: on a nearly flat loss a 0.1 % bump is no spike (min rise 1 % of the mean); a 5 % one is; spike_min_rise 0 flags the bump', () => {
+  // σ of the window ~ 1e-5 of the mean: the 0.1 % bump is a ~100σ z-score.
+  const flagged = (extra: Partial<Policy>, bump: number) => {
+    const c = new Controller({ on_spike: 'skip', spike_window: 16, ...extra }, RUN);
+    const kinds: string[] = [];
+    for (let n = 1; n <= 40; n++) kinds.push(c.report(stepReport(n, { loss: 3 * (1 + 1e-5 * Math.sin(n * 1.3) + (n === 30 ? bump : 0)) })).kind);
+    return kinds.map((k, i) => [i + 1, k]).filter(([, k]) => k !== 'proceed');
+  };
+  assert.deepEqual(flagged({}, 1e-3), []);
+  assert.deepEqual(flagged({}, 0.05), [[30, 'skip']]);
+  assert.deepEqual(flagged({ spike_min_rise: 0 }, 1e-3), [[30, 'skip']]);
+  assert.deepEqual(flagged({ spike_min_rise: 0.1 }, 0.05), [], 'a 5 % rise under a 10 % floor');
+});
+
 test('controller: on_spike none logs spikes and proceeds; a non-finite loss stops as diverged', () => {
   const c = new Controller({ on_spike: 'none', spike_window: 4 }, RUN);
   let d: Decision | null = null;

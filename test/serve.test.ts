@@ -112,6 +112,7 @@ test('serve: refused requests get the right status, name the problem, and store 
     [400, api('POST', '/runs', '{"name":'), /not valid JSON/],
     [400, api('POST', '/runs', { ...good, run: { ...RUN, batch: 0 } }), /^run\.batch/],
     [400, api('POST', '/runs', { ...good, policy: { on_spike: 'panic' } }), /^policy\.on_spike/],
+    [400, api('POST', '/runs', { ...good, policy: { on_spike: 'skip', spike_min_rise: -0.1 } }), /^policy\.spike_min_rise/],
     [400, api('POST', '/runs', { ...good, run: { ...RUN, batch: 3 } }), /multiple of micro_batch/],
     [400, api('POST', '/runs/1/reports', { reports: [{ ...report(12, 2, 1), loss: 'high' }] }), /^reports\.0\.loss/],
     [404, api('POST', '/runs/99/reports', { reports: [report(1, 2)] }), /no run 99/],

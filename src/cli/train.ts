@@ -17,7 +17,7 @@ import { defaultOf as D, policyOf, resolveFlagOptions, runFactsOf } from '../tra
 import { runDirOf } from '../train/checkpoints.ts';
 import { writeReport } from '../report/html.ts';
 import { createProgress } from '../util/progress.ts';
-import { SPIKE_DEFAULTS } from '../monitor/spikes.ts';
+import { MIN_RISE, SPIKE_DEFAULTS } from '../monitor/spikes.ts';
 import { Guards } from '../guard/guards.ts';
 import { SCALING_RULES } from '../schedule/rules.ts';
 import { findServer } from '../serve/home.ts';
@@ -116,6 +116,7 @@ export function trainCommand(): Command {
     .option('--spike-window <n>', `spike detector: rolling window of steps (default: ${SPIKE_DEFAULTS.window})`, int(2))
     .option('--spike-threshold <z>', `spike detector: z-score threshold (default: ${SPIKE_DEFAULTS.threshold})`, float(0, true))
     .option('--spike-jump <x>', `spike detector: relative jump over the EMA, 0 = off (default: ${SPIKE_DEFAULTS.jump})`, float(0))
+    .option('--spike-min-rise <x>', `spike detector: a z-score spike must rise this fraction above the window mean, 0 = off (default: ${MIN_RISE})`, float(0))
     .addOption(
       new Option('--on-spike <action>', 'none: log spikes; skip: do not apply the step; rollback: PaLM rollback + skip data').choices(ON_SPIKE).default('none'),
     )

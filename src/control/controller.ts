@@ -17,7 +17,7 @@
  * a point of its trajectory.
  */
 import { UserError } from '../errors.ts';
-import { defaultSpikeOptions, SpikeDetector, type SpikeEvent, type SpikeOptions } from '../monitor/spikes.ts';
+import { defaultSpikeOptions, MIN_RISE, SpikeDetector, type SpikeEvent, type SpikeOptions } from '../monitor/spikes.ts';
 import { DEFAULT_NOISE_BETA, noiseFromSums } from '../monitor/noise_scale.ts';
 import { batchAt, parseBatchSpec, type BatchSpec } from '../schedule/batch.ts';
 import { lrScale, SCALING_RULES, type ScalingRule } from '../schedule/rules.ts';
@@ -323,6 +323,7 @@ export class Controller {
       ...(p.spike_window !== undefined ? { window: p.spike_window } : {}),
       ...(p.spike_threshold !== undefined ? { threshold: p.spike_threshold } : {}),
       ...(p.spike_jump !== undefined ? { jump: p.spike_jump } : {}),
+      minRise: p.spike_min_rise ?? MIN_RISE,
     };
     const warmup = spikeWarmup(o.window, this.run.steps);
     return warmup === null ? o : { ...o, warmup };

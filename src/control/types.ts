@@ -108,6 +108,8 @@ export interface Policy {
   spike_window?: number;
   spike_threshold?: number;
   spike_jump?: number;
+  /** A z-test hit must also rise this fraction of the window mean above it (default MIN_RISE, 0 = off). */
+  spike_min_rise?: number;
   /** Consecutive skipped steps before a spike counts as confirmed (then: rollback). */
   max_skips: number;
   /** R: roll back to a state at least R steps before the spike. */

@@ -14,6 +14,8 @@ export interface StabilityOptions {
   spikeWindow?: number;
   spikeThreshold?: number;
   spikeJump?: number;
+  /** A z-test spike must also rise this fraction of the window mean above it (0 = off). */
+  spikeMinRise?: number;
   onSpike?: OnSpike;
   maxSkips?: number;
   rollbackSteps?: number;

@@ -310,7 +310,14 @@ export interface AnalyzeOptions extends SpikeOptions {
   recoverSigma: number;
 }
 
-export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2, minRise: 0.01 });
+/**
+ * The smallest rise a z-test spike needs, as a fraction of the window mean: 1 %. Real loss spikes
+ * are far larger; a late, nearly flat loss (σ ~ 1e-4 of the mean) would otherwise flag a 0.1 %
+ * bump as a 6σ spike and roll back for it.
+ */
+export const MIN_RISE = 0.01;
+
+export const ANALYZE_DEFAULTS: AnalyzeOptions = Object.freeze({ ...SPIKE_DEFAULTS, recoverSigma: 2, minRise: MIN_RISE });
 
 /**
  * Runs the online detector over a series and groups its flags into spikes. Options default to

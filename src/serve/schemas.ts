@@ -35,6 +35,7 @@ const PolicySchema = Type.Object(
     spike_window: Type.Optional(Int(2)),
     spike_threshold: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     spike_jump: Type.Optional(Type.Number({ minimum: 0 })),
+    spike_min_rise: Type.Optional(Type.Number({ minimum: 0 })),
     max_skips: Type.Optional(Int(0)),
     rollback_steps: Type.Optional(Int(1)),
     skip_batches: Type.Optional(Int(0)),
