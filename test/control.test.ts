@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { Controller } from '../src/control/controller.ts';
 import { replayControlLog } from '../src/control/replay.ts';
-import type { Decision, Policy, RunFacts } from '../src/control/types.ts';
+import type { Decision, Policy, RunFacts, StepReport } from '../src/control/types.ts';
 import { UserError } from '../src/errors.ts';
 import { readMetrics } from '../src/io/metrics.ts';
 import { train } from '../src/train/trainer.ts';
@@ -156,6 +156,33 @@ test('controller: on a nearly flat loss a 0.1 % bump is no spike (min rise 1 % o
   assert.deepEqual(flagged({}, 0.05), [[30, 'skip']]);
   assert.deepEqual(flagged({ spike_min_rise: 0 }, 1e-3), [[30, 'skip']]);
   assert.deepEqual(flagged({ spike_min_rise: 0.1 }, 0.05), [], 'a 5 % rise under a 10 % floor');
+});
+
+test('controller: late reports (an outage) are recorded as applied, a spike among them logged not acted on; the next live decision restates batch and LR', () => {
+  const facts = { ...RUN, batch: 32, micro_batch: 4 };
+  const c = new Controller({ ...policy, batch_ramp: 'linear:8:32:60' }, facts);
+  const rep = (n: number, over: Partial<StepReport> = {}) => stepReport(n, { loss: 2 + 0.01 * Math.sin(n), batch: c.inEffect.batch, tokens: n * 64, ...over });
+  for (let n = 1; n <= 20; n++) {
+    c.report(rep(n));
+    if (n % 10 === 0) c.addRestorePoint({ step: n, data: 2 * n, path: `ckpt-${n}` });
+  }
+  const before = c.inEffect;
+  // Steps 21–40 ran while the server was away, with the batch the run had; step 25 spiked.
+  const late = Array.from({ length: 20 }, (_, i) => c.report(rep(21 + i, { batch: before.batch, late: true, ...(i === 4 ? { loss: 40 } : {}) })));
+  assert.deepEqual([...new Set(late.map((d) => d.kind))], ['proceed']);
+  assert.ok(late.every((d) => d.apply && /reported late/.test(d.reason)));
+  assert.equal(late[4].spikes?.[0].metric, 'loss', 'the late spike is flagged');
+  assert.notEqual(c.inEffect.batch, before.batch, 'the ramp moved on during the outage');
+  // The first live report: its decision carries the batch and LR the run has not heard of.
+  const live = c.report(rep(41, { batch: before.batch }));
+  assert.equal(live.kind, 'proceed');
+  assert.equal(live.batch, c.inEffect.batch);
+  assert.deepEqual(live.lr, { multiplier: c.inEffect.lr_multiplier, steps: null });
+  const next = Controller.fromJSON(JSON.parse(JSON.stringify(c.toJSON())));
+  assert.equal(next.report(rep(42)).batch, undefined, 'restated once');
+  // A real spike after the outage is acted on again.
+  assert.equal(c.report(rep(42)).kind, 'proceed');
+  assert.equal(c.report(rep(43, { loss: 40 })).kind, 'rollback');
 });
 
 test('controller: on_spike none logs spikes and proceeds; a non-finite loss stops as diverged', () => {

@@ -119,7 +119,9 @@ test('python client: a batch ramp and its LR rule change batch and LR on the sam
   assert.ok(Math.abs(at(21).lr - 0.02) < 1e-12, String(at(21).lr));
 });
 
-test('python client: a server killed mid-run and restarted ends up holding every step once', { skip }, async () => {
+test('python client: a server killed mid-run and restarted holds every step once; a spike during the outage arrives late, recorded as applied', {
+  skip,
+}, async () => {
   const dir = fresh('killed');
   const home = path.join(dir, 'home');
   fs.mkdirSync(home, { recursive: true });
@@ -128,7 +130,8 @@ test('python client: a server killed mid-run and restarted ends up holding every
   const port0 = Number(new URL(first.info.url).port);
   const out = path.join(dir, 'out.json');
   const env = { KEEL_URL: first.info.url, KEEL_TOKEN: first.info.token };
-  const running = runPy(out, env, ['--sleep', '0.1', '--name', 'killed']);
+  const policy = JSON.stringify({ on_spike: 'rollback', spike_window: 8, rollback_steps: 5, skip_batches: 2 });
+  const running = runPy(out, env, ['--sleep', '0.1', '--name', 'killed', '--policy', policy, '--spike-step', '20']);
   const reports = async (srv: { url: string; token: string }) => {
     const r = await fetch(`${srv.url}/api/v1/runs`, { headers: { authorization: `Bearer ${srv.token}` } });
     return ((await r.json()) as { runs: { reports: number; last_step: number }[] }).runs[0];
@@ -137,16 +140,22 @@ test('python client: a server killed mid-run and restarted ends up holding every
   for (let i = 0; i < 600 && ((await reports(first.info).catch(() => undefined))?.reports ?? 0) < 8; i++) await sleep(50);
   server.kill('SIGKILL');
   await new Promise((r) => server.once('exit', r));
-  await sleep(1500);
+  // Back only once the run is past the spike at step 20: the client spills each step it could not send.
+  const spilled = () => (fs.existsSync(`${out}.spill0`) ? fs.readFileSync(`${out}.spill0`, 'utf8').split('\n').length - 1 : 0);
+  for (let i = 0; i < 600 && spilled() < 15; i++) await sleep(50);
   const second = await startServer(db, home, port0);
   server = second.child;
   try {
     const [a] = await ddp(out, env, [], running);
     assert.equal(a.seen.length, 40);
+    assert.deepEqual([...new Set(a.kinds)], ['proceed'], 'the run never heard of the past spike as an action');
     const run = await reports(second.info);
     assert.deepEqual([run.reports, run.last_step], [40, 40], 'every step stored once');
     const m = await fetch(`${second.info.url}/api/v1/runs/1/metrics`, { headers: { authorization: `Bearer ${second.info.token}` } });
-    const steps = ((await m.json()) as { rows: { report: { step: number } }[] }).rows.map((r) => r.report.step);
+    const rows = ((await m.json()) as { rows: { report: { step: number; late?: boolean }; decision: { reason: string; spikes?: unknown[] } }[] }).rows;
+    const steps = rows.map((r) => r.report.step);
+    const at20 = rows.find((r) => r.report.step === 20)!;
+    assert.ok(at20.report.late && at20.decision.spikes && /reported late/.test(at20.decision.reason), JSON.stringify(at20));
     assert.deepEqual(
       steps,
       Array.from({ length: 40 }, (_, i) => i + 1),

@@ -101,6 +101,19 @@ test("serve: a run reports steps, registers checkpoints, and gets the controller
   assert.deepEqual([resumed.body.id, resumed.body.resumed, resumed.body.attempt], [id, true, 1]);
 });
 
+test('serve: reports kept through an outage arrive late in one batch with a spike among them; all are stored as applied, the live one decided', async () => {
+  const id = (await api('POST', '/runs', { name: 'outage', policy: POLICY, run: RUN })).body.id as number;
+  await api('POST', `/runs/${id}/checkpoints`, { step: 0, data: 0 });
+  const backlog = Array.from({ length: 12 }, (_, i) => ({ ...report(i + 1, i === 9 ? 30 : 2 + 0.01 * Math.cos(i)), late: true }));
+  const r = await api('POST', `/runs/${id}/reports`, { reports: [...backlog, report(13, 2)] });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const decisions = r.body.decisions as { kind: string; reason: string; spikes?: unknown[] }[];
+  assert.deepEqual([...new Set(decisions.map((d) => d.kind))], ['proceed']);
+  assert.ok(decisions[9].spikes && /reported late/.test(decisions[9].reason), decisions[9].reason);
+  const run = ((await api('GET', '/runs')).body.runs as { name: string; reports: number; last_step: number }[]).find((x) => x.name === 'outage')!;
+  assert.deepEqual([run.reports, run.last_step], [13, 13]);
+});
+
 test('serve: refused requests get the right status, name the problem, and store nothing', async () => {
   const before = JSON.stringify((await api('GET', '/runs')).body);
   const good = { name: 'x', policy: POLICY, run: RUN };

@@ -3,8 +3,9 @@ every rank calls the same methods and gets the same decision (keel/dist.py).
 
 A training run never hangs or dies because Keel is away: each call has a short timeout, an
 unreachable server makes the decision `proceed` (the report is kept in a local JSONL spill file
-and sent when the server is back, with back-off between tries), and a refused token is one
-warning, then offline mode for the rest of the run.
+and sent when the server is back, with back-off between tries, marked `late`: the server records
+those steps as applied and restates the batch and LR in its next decision), and a refused token
+is one warning, then offline mode for the rest of the run.
 """
 import json
 import os
@@ -136,6 +137,8 @@ class Run:
         """Sends what is still pending (one try)."""
         if self.rank0 and self.pending and self.offline is None:
             self.retry_at = 0.0
+            for r in self.pending:
+                r["late"] = True  # every one was answered `proceed` here already
             if self.id is not None or self._create_late():
                 self._flush()
 
@@ -144,6 +147,10 @@ class Run:
         if self.offline is not None:
             self._spill(report)
             return Decision.proceed(report["step"], report["attempt"], f"keel offline ({self.offline}): proceeding")
+        # A report still pending was answered `proceed` here (the server was away): it goes late.
+        # (Each is marked when the next one arrives, so a long outage costs O(1) a step.)
+        for r in self.pending[-1:]:
+            r["late"] = True
         self.pending.append(report)
         if len(self.pending) > MAX_PENDING:
             self._spill(report)

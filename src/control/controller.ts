@@ -73,6 +73,8 @@ export interface ControllerState {
   noise: { count: number; g2: number; trace: number };
   points: StoredPoint[];
   spikes: number;
+  /** Late reports came in: the next live decision restates the batch and LR multiplier. */
+  resync?: boolean;
 }
 
 export class Controller {
@@ -84,6 +86,7 @@ export class Controller {
   private gradNorm!: SpikeDetector;
   private traj!: Trajectory;
   private ladder: LadderState = emptyLadder();
+  private resync = false;
   private noise = { count: 0, g2: 0, trace: 0 };
   private points = new Map<number, StoredPoint>();
   private seq = 0;
@@ -155,11 +158,33 @@ export class Controller {
     this.checkReport(r);
     const flags = this.observe(r);
     const trouble = describeTrouble(r, flags);
+    const d = r.late === true ? this.recordLate(r, trouble) : this.decide(r, trouble);
+    if (flags.length > 0) d.spikes = flags;
+    return d;
+  }
+
+  private decide(r: StepReport, trouble: string | null): Decision {
     const target = this.rollbackTarget(r.step);
     const verdict = climb(this.ladder, this.policy, { step: r.step, attempt: r.attempt, trouble, canRollback: target !== null });
     const d = verdict ? this.recover(r, verdict, target) : this.proceed(r, trouble);
-    if (flags.length > 0) d.spikes = flags;
+    if (this.resync) {
+      // The run has not heard of the batch and LR the late reports' steps planned.
+      d.batch ??= this.traj.batch;
+      d.lr ??= { multiplier: this.traj.lr, steps: null };
+      this.resync = false;
+    }
     return d;
+  }
+
+  /**
+   * A late report: the run already applied the step, so it is recorded as proceeded whatever it
+   * shows (a spike is flagged and logged, not skipped or rolled back: the past cannot be), and the
+   * next live decision restates the batch and LR the run should use.
+   */
+  private recordLate(r: StepReport, trouble: string | null): Decision {
+    this.resync = true;
+    const d = this.advance(r, 'proceed', '');
+    return { ...d, kind: 'proceed', apply: true, reason: `${trouble ?? 'healthy step'}; reported late (the server was away): the run had applied it` };
   }
 
   /** Carries out the ladder's verdict; `target` is the restore point a rollback goes to (the ladder rolls back only when there is one). */
@@ -362,6 +387,7 @@ export class Controller {
       noise: this.noise,
       points: [...this.points.values()],
       spikes: this.spikes_,
+      resync: this.resync,
     });
   }
 
@@ -382,6 +408,7 @@ export class Controller {
     c.noise = { ...s.noise };
     c.points = new Map(s.points.map((p) => [p.step, structuredClone(p)]));
     c.spikes_ = s.spikes ?? 0;
+    c.resync = s.resync ?? false;
     return c;
   }
 }

@@ -44,6 +44,11 @@ export interface StepReport {
   noise?: NoiseSums;
   /** Per-tensor diagnostics summary (stored and shown; the controller does not act on it). */
   diag?: Record<string, unknown>;
+  /**
+   * Sent after the fact: the server was away when the step ran and the run proceeded on its own
+   * (the Python client marks what it kept through an outage). Recorded as applied, never acted on.
+   */
+  late?: boolean;
 }
 
 export type DecisionKind = 'proceed' | 'skip' | 'rollback' | 'set_lr' | 'set_batch' | 'stop';

@@ -25,6 +25,7 @@ const StepReportSchema = Type.Object(
     data: Type.Tuple([Num, Num]),
     noise: Type.Optional(Type.Object({ g_small_sq: Num, g_big_sq: Num, b_small: Num, b_big: Num }, { additionalProperties: false })),
     diag: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    late: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
