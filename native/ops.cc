@@ -138,12 +138,16 @@ void enc_fwd(float* out, const int32_t* tok, const float* wte, const float* wpe,
 
 // dwte: channels [c0, c1) of every row. Rows sharing a token scatter into the same dwte
 // row, so threads split channels (disjoint, fixed summation order) rather than rows.
+// s scales what the lookup adds (the embedding-gradient shrink; s = 1 adds dout as it is).
 void enc_bwd_wte(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C, int64_t c0,
-                      int64_t c1) {
+                      int64_t c1, float s) {
   for (int64_t r = 0; r < BT; ++r) {
     const float* g = dout + r * C;
     float* dte = dwte + (int64_t)tok[r] * C;
-    for (int64_t i = c0; i < c1; ++i) dte[i] += g[i];
+    if (s == 1.0f)
+      for (int64_t i = c0; i < c1; ++i) dte[i] += g[i];
+    else
+      for (int64_t i = c0; i < c1; ++i) dte[i] += s * g[i];
   }
 }
 
@@ -228,8 +232,20 @@ KEEL_AVX2 static inline void add_into(float* dst, const float* src, int64_t n) {
 }
 
 KEEL_AVX2 void enc_bwd_wte(float* dwte, const float* dout, const int32_t* tok, int64_t BT, int64_t C,
-                                int64_t c0, int64_t c1) {
-  for (int64_t r = 0; r < BT; ++r) add_into(dwte + (int64_t)tok[r] * C + c0, dout + r * C + c0, c1 - c0);
+                                int64_t c0, int64_t c1, float s) {
+  if (s == 1.0f) {
+    for (int64_t r = 0; r < BT; ++r) add_into(dwte + (int64_t)tok[r] * C + c0, dout + r * C + c0, c1 - c0);
+    return;
+  }
+  const __m256 vs = _mm256_set1_ps(s);
+  for (int64_t r = 0; r < BT; ++r) {
+    float* dst = dwte + (int64_t)tok[r] * C + c0;
+    const float* src = dout + r * C + c0;
+    const int64_t n = c1 - c0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_mul_ps(vs, _mm256_loadu_ps(src + i))));
+    for (; i < n; ++i) dst[i] += s * src[i];
+  }
 }
 
 KEEL_AVX2 void enc_bwd_wpe(float* dwpe, const float* dout, int64_t B, int64_t T, int64_t C, int64_t t0,
@@ -364,7 +380,7 @@ void encoder_forward(float* out, const int32_t* tok, const float* wte, const flo
 }
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tok, int64_t B, int64_t T,
-                      int64_t C) {
+                      int64_t C, float wte_scale) {
   const auto wte_body = KEEL_PICK_AVX2(enc_bwd_wte);
   const auto wpe_body = KEEL_PICK_AVX2(enc_bwd_wpe);
   const int64_t BT = B * T;
@@ -376,7 +392,7 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
   parallel_for(nblk, [&](int64_t k0, int64_t k1, int) {
     const int64_t c0 = k0 * 16 - mis < 0 ? 0 : k0 * 16 - mis;
     const int64_t c1 = k1 * 16 - mis < C ? k1 * 16 - mis : C;
-    wte_body(dwte, dout, tok, BT, C, c0, c1);
+    wte_body(dwte, dout, tok, BT, C, c0, c1, wte_scale);
   }, grain);
   // dwpe by positions.
   parallel_for(T, [&](int64_t t0, int64_t t1, int) { wpe_body(dwpe, dout, B, T, C, t0, t1); },
@@ -474,7 +490,8 @@ Napi::Value EncoderBackward(const Napi::CallbackInfo& info) {
   float* dwpe = a.f32(1, T * C);
   const float* dout = a.f32(2, B * T * C);
   const int32_t* tok = a.i32(3, B * T);
-  if (tokens_ok(a, tok, B * T, 0, C)) encoder_backward(dwte, dwpe, dout, tok, B, T, C);
+  const float wte_scale = (float)a.number_or(7, 1.0);
+  if (tokens_ok(a, tok, B * T, 0, C)) encoder_backward(dwte, dwpe, dout, tok, B, T, C, wte_scale);
   return a.env().Undefined();
 }
 

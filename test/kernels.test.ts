@@ -170,6 +170,18 @@ test('encoder forward and backward (repeated tokens scatter-add) match the refer
       near(dwte, dwteW, 1e-6, `${m} B=${B} T=${T} C=${C} dwte`);
       near(dwpe, dwpeW, 1e-6, `${m} dwpe`);
     });
+    // The embedding-gradient shrink: the lookup adds wteScale·dout to dwte; dwpe is untouched by it.
+    const dwteS = dwte0.slice(),
+      dwpeS = dwpe0.slice();
+    ops.encoderBackward(dwteS, dwpeS, dout, toks, B, T, C, 0.3);
+    near(dwpeS, dwpeW, 0, 'reference dwpe with wteScale');
+    eachMode((m) => {
+      const dwte = dwte0.slice(),
+        dwpe = dwpe0.slice();
+      nk.encoderBackward(dwte, dwpe, dout, toks, B, T, C, 0.3);
+      near(dwte, dwteS, 1e-6, `${m} B=${B} T=${T} C=${C} dwte × 0.3`);
+      near(dwpe, dwpeW, 1e-6, `${m} dwpe with wteScale`);
+    });
   }
 });
 

@@ -194,6 +194,35 @@ test('lastZLoss is the mean (log Z)² of the last forward; zLoss validation', ()
   assert.throws(() => new GPT(cfg, referenceKernels(), { maxBatch: 1, zLoss: Infinity }), /zLoss/);
 });
 
+test('embedding-gradient shrink (float64): wte gradient = head share + α·lookup share; every other gradient unchanged', () => {
+  const cfg: GPTConfig = { nLayer: 1, nHead: 2, nEmbd: 8, blockSize: 5, vocabSize: 13 };
+  const model = new GPT<Float64Array>(cfg, referenceKernels<Float64Array>(), { maxBatch: 2, ctor: Float64Array });
+  perturb(model, 5, 0.1);
+  const { tokens, targets } = tokenBatch(cfg, 2, 9);
+  const grads = (alpha: number) => {
+    model.zeroGrad();
+    model.forward(tokens, targets, 2);
+    model.backward(1, alpha);
+    return model.grads.slice();
+  };
+  const [g1, g0, ga] = [grads(1), grads(0), grads(0.1)];
+  const wte = model.layout.byName.get('transformer.wte.weight')!;
+  const inWte = (i: number) => i >= wte.offset && i < wte.offset + wte.size;
+  let lookup = 0;
+  for (let i = 0; i < g1.length; i++) {
+    if (!inWte(i)) assert.equal(ga[i], g1[i], `index ${i} (not wte) changed`);
+    else assert.ok(Math.abs(ga[i] - (g0[i] + 0.1 * (g1[i] - g0[i]))) < 1e-12, `wte ${i - wte.offset}`);
+    if (inWte(i) && g1[i] !== g0[i]) lookup++;
+  }
+  // Rows of tokens the batch holds get a lookup share; the head's share reaches every row.
+  const rows = new Set(tokens).size;
+  assert.equal(lookup, rows * cfg.nEmbd);
+  assert.ok(
+    Array.from(g0.subarray(wte.offset, wte.offset + wte.size)).every((x) => x !== 0),
+    'α = 0 keeps the head share',
+  );
+});
+
 test('native model matches the reference model with qkNorm and zLoss: loss, z term, every gradient', () => {
   const cfg: GPTConfig = { nLayer: 2, nHead: 3, nEmbd: 24, blockSize: 7, vocabSize: 37, qkNorm: true };
   const B = 3;

@@ -130,7 +130,7 @@ export function trainCommand(): Command {
       'fire drill, repeatable: STEP:nan-grad | STEP:grad-scale:X | STEP:lr-scale:X:N | STEP:bad-batch:N, fired once; add :sticky to fire on every replay',
       collect,
     )
-    .option('--embed-grad-shrink <alpha>', 'GLM-130B: token-embedding gradient × alpha (1 = off)', float(0, true))
+    .option('--embed-grad-shrink <alpha>', "GLM-130B: the token lookup's share of the embedding gradient × alpha (1 = off)", float(0, true))
     .option('--embed-grad-shrink-ramp <n>', 'ramp the shrink linearly back to 1 over n steps', int(0))
     .option('--zloss <coef>', 'z-loss coef·(log Z)² on the output logits (Wortsman et al.: 1e-4)', float(0))
     .option('--qk-norm', 'LayerNorm on queries and keys before attention (new runs only)')

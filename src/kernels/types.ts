@@ -100,8 +100,11 @@ export interface Kernels<F extends Floats = Float32Array> {
 
   /** out[B,T,C] = wte[tokens[b,t]] + wpe[t]. tokens are Int32Array of length B*T. */
   encoderForward(out: F, tokens: Int32Array, wte: F, wpe: F, B: number, T: number, C: number): void;
-  /** dwte[tokens[b,t]] += dout[b,t];  dwpe[t] += dout[b,t]. */
-  encoderBackward(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number): void;
+  /**
+   * dwte[tokens[b,t]] += wteScale·dout[b,t];  dwpe[t] += dout[b,t]. wteScale (default 1) is the
+   * embedding-gradient shrink α: the lookup's share of the tied wte gradient, not the head's.
+   */
+  encoderBackward(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number, wteScale?: number): void;
 
   /**
    * Fused softmax + cross-entropy over BT rows of V logits, with an optional z-loss (Wortsman

@@ -359,9 +359,10 @@ export class GPT<F extends Floats = Float32Array> {
   /**
    * Backward pass of the last forward (which must have had targets). ACCUMULATES into grads
    * the gradient of lossScale × (mean loss + zLoss·mean (log Z)²) (lossScale = 1/accum for
-   * gradient accumulation).
+   * gradient accumulation). embedScale < 1 is the embedding-gradient shrink: the token lookup's
+   * share of wte's gradient × embedScale (docs/stability.md#embedding-gradient-shrink).
    */
-  backward(lossScale = 1): void {
+  backward(lossScale = 1, embedScale = 1): void {
     if (!this.lastBatch) throw new Error('backward() needs a forward() with targets first');
     const { tokens, targets, B } = this.lastBatch;
     const { nLayer: L, nHead: NH, nEmbd: C, blockSize: T, vocabSize: V } = this.config;
@@ -401,7 +402,8 @@ export class GPT<F extends Floats = Float32Array> {
       k.matmulBackward(s.dC, dw.qkvw, dw.qkvb, s.d3C, a.ln1, w.qkvw, BT, C, 3 * C, this.precision);
       k.layernormBackward(s.dres, dw.ln1w, dw.ln1b, s.dC, a.inp, w.ln1w, a.ln1Mean, a.ln1Rstd, BT, C);
     }
-    k.encoderBackward(g.wte, g.wpe, s.dres, tokens, B, T, C);
+    // GLM-130B's shrink, e = α·e + (1 − α)·stop_grad(e): only the lookup's share of the tied wte gradient is scaled.
+    k.encoderBackward(g.wte, g.wpe, s.dres, tokens, B, T, C, embedScale);
     this.lastBatch = null;
   }
 

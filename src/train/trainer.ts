@@ -3,7 +3,7 @@
  *
  *   planStep        the step's batch and lr (what the controller set), faults, a snapshot when due
  *   accumulate      forward/backward over the micro-batches (noise-scale sums on the way)
- *   finishStep      embedding shrink, fault, emulated precision: the gradient the optimizer sees, its norm
+ *   finishStep      fault, emulated precision: the gradient the optimizer sees, its norm
  *   ask             one step report to the controller (src/control), one decision back
  *   act             apply the update, or skip it, or roll back, or stop — as decided
  *   afterStep       averages, evaluation, checkpoint, progress
@@ -423,7 +423,7 @@ function accumulate(run: Run, p: Plan): Grad {
     if (run.folds) model.zeroGrad();
     g.loss += model.forward(batch.inputs, batch.targets, o.batch);
     g.zsq += model.lastZLoss;
-    model.backward(run.folds ? 1 : 1 / p.accum);
+    model.backward(run.folds ? 1 : 1 / p.accum, run.guards.embedScale(p.n));
     if (measure) noise.afterMicro(model.grads, p.accum);
     if (run.folds) optimize(run, p, g, finishGradient(run, p, g), micro === p.accum - 1);
   }
@@ -439,12 +439,9 @@ function finishStep(run: Run, p: Plan, g: Grad): void {
   g.gradNorm = Math.sqrt(run.folds ? g.norm2 / p.accum : g.norm2);
 }
 
-/** Embedding shrink, emulated precision, fault: the gradient as the optimizer will see it. Returns its ‖g‖². */
+/** Fault, emulated precision: the gradient as the optimizer will see it (the embedding shrink is in backward). Returns its ‖g‖². */
 function finishGradient(run: Run, p: Plan, g: Grad): number {
   const { kernels, model, guards } = run;
-  const wte = model.layout.byName.get('transformer.wte.weight')!;
-  const a = guards.embedScale(p.n);
-  if (a !== 1) kernels.scale(model.grads.subarray(wte.offset, wte.offset + wte.size), wte.size, a);
   if (p.gradFault) kernels.scale(model.grads, model.grads.length, p.gradFault.scale);
   const z = guards.roundGradients(model.grads);
   if (z !== null) g.zeroFrac = z;

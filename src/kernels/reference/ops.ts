@@ -99,14 +99,14 @@ export function encoderForward<F extends Floats>(out: F, tokens: Int32Array, wte
   }
 }
 
-/** dwte[tokens[b,t]] += dout[b,t];  dwpe[t] += dout[b,t]. */
-export function encoderBackward<F extends Floats>(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number): void {
+/** dwte[tokens[b,t]] += wteScale·dout[b,t];  dwpe[t] += dout[b,t]. */
+export function encoderBackward<F extends Floats>(dwte: F, dwpe: F, dout: F, tokens: Int32Array, B: number, T: number, C: number, wteScale = 1): void {
   for (let r = 0; r < B * T; r++) {
     const e = tokens[r] * C,
       p = (r % T) * C,
       o = r * C;
     for (let i = 0; i < C; i++) {
-      dwte[e + i] += dout[o + i];
+      dwte[e + i] += wteScale * dout[o + i];
       dwpe[p + i] += dout[o + i];
     }
   }
