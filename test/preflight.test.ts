@@ -300,27 +300,24 @@ describe('silent surprises, said out loud', () => {
 
 describe('memory cgroups: a container or job limit is the memory there is, not the host MemAvailable', () => {
   const MB = 2 ** 20;
-  /** A cgroup tree under a temporary "mount": files by relative path. */
-  const tree = (files: Record<string, string>) => {
+  /** A cgroup hierarchy under a temporary "mount": per group (its path below the root) limit and usage in MB (or a limit as written) and memory.stat. */
+  const tree = (v: 'v1' | 'v2', groups: Record<string, [limit: number | string, usage: number, stat?: string]>) => {
     const mount = fresh('cgroup');
-    for (const [rel, text] of Object.entries(files)) {
-      fs.mkdirSync(path.dirname(path.join(mount, rel)), { recursive: true });
-      fs.writeFileSync(path.join(mount, rel), text);
+    const [limitFile, usageFile] = v === 'v2' ? ['memory.max', 'memory.current'] : ['memory.limit_in_bytes', 'memory.usage_in_bytes'];
+    for (const [rel, [limit, usage, stat]] of Object.entries(groups)) {
+      const dir = path.join(mount, v === 'v1' ? 'memory' : '', rel);
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, limitFile), `${typeof limit === 'number' ? limit * MB : limit}\n`);
+      fs.writeFileSync(path.join(dir, usageFile), `${usage * MB}\n`);
+      if (stat) fs.writeFileSync(path.join(dir, 'memory.stat'), stat);
     }
     return mount;
   };
   const self = (text: string) => writeCorpus(fresh('proc'), text, 'cgroup');
 
   test('v2: the tightest limit on the path (a parent can be tighter), inactive page cache counted as free, "max" is none', () => {
-    const mount = tree({
-      'memory.max': 'max\n',
-      'memory.current': `${900 * MB}\n`,
-      'job/memory.max': `${1024 * MB}\n`,
-      'job/memory.current': `${300 * MB}\n`,
-      'job/memory.stat': `anon ${200 * MB}\ninactive_file ${50 * MB}\nactive_file 0\n`,
-      'job/step/memory.max': `${4096 * MB}\n`,
-      'job/step/memory.current': `${100 * MB}\n`,
-    });
+    const stat = `anon ${200 * MB}\ninactive_file ${50 * MB}\nactive_file 0\n`;
+    const mount = tree('v2', { '': ['max', 900], job: [1024, 300, stat], 'job/step': [4096, 100] });
     const room = cgroupRoom(self('0::/job/step\n'), mount);
     assert.equal(room?.bytes, (1024 - 300 + 50) * MB);
     assert.match(room!.source, /^cgroup memory limit 1\.07 GB, 262 MB in use$/);
@@ -328,13 +325,7 @@ describe('memory cgroups: a container or job limit is the memory there is, not t
   });
 
   test('v1: the memory controller line, limit_in_bytes with 2^63 − 4096 as none; nothing readable is null', () => {
-    const mount = tree({
-      'memory/memory.limit_in_bytes': '9223372036854771712\n',
-      'memory/memory.usage_in_bytes': `${5000 * MB}\n`,
-      'memory/slurm/job_1/memory.limit_in_bytes': `${512 * MB}\n`,
-      'memory/slurm/job_1/memory.usage_in_bytes': `${112 * MB}\n`,
-      'memory/slurm/job_1/memory.stat': `cache ${80 * MB}\ntotal_inactive_file ${12 * MB}\n`,
-    });
+    const mount = tree('v1', { '': ['9223372036854771712', 5000], 'slurm/job_1': [512, 112, `cache ${80 * MB}\ntotal_inactive_file ${12 * MB}\n`] });
     assert.equal(cgroupRoom(self('12:pids:/slurm\n4:memory:/slurm/job_1\n1:name=systemd:/\n'), mount)?.bytes, (512 - 112 + 12) * MB);
     assert.equal(cgroupRoom(self('4:memory:/\n'), mount), null);
     assert.equal(cgroupRoom(path.join(root, 'no-such-file'), mount), null);

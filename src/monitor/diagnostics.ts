@@ -159,14 +159,8 @@ function adamForm(opt: Optimizer): AdamForm | null {
   return null;
 }
 
-// Per-tensor accumulators of before() (float64, one row of ACC per tensor).
-const A_G2 = 0,
-  A_ZERO = 1,
-  A_GG = 2,
-  A_GP2 = 3,
-  A_GM = 4,
-  A_M2 = 5,
-  A_DEC = 6;
+// Per-tensor accumulators of before() (float64, one row of ACC per tensor): slot offsets in a row.
+const A = { G2: 0, ZERO: 1, GG: 2, GP2: 3, GM: 4, M2: 5, DEC: 6 } as const;
 const ACC = 7;
 
 /** What the diagnostics know about an optimizer, resolved once per optimizer object. */
@@ -335,13 +329,13 @@ export class Diagnostics {
       const a = ti * ACC;
       const lo = T[ti].offset,
         hi = lo + T[ti].size;
-      sumSqZeros(g, lo, hi, acc, a + A_G2);
-      if (this.pendingHasPrevG) dotNorm(g, this.gPrev, lo, hi, 0, acc, a + A_GG);
-      else acc[a + A_GG] = acc[a + A_GP2] = 0;
+      sumSqZeros(g, lo, hi, acc, a + A.G2);
+      if (this.pendingHasPrevG) dotNorm(g, this.gPrev, lo, hi, 0, acc, a + A.GG);
+      else acc[a + A.GG] = acc[a + A.GP2] = 0;
       const mo = v.mOff[ti];
-      if (m && mo >= 0) dotNorm(g, m, lo, hi, mo - lo, acc, a + A_GM);
-      else acc[a + A_GM] = acc[a + A_M2] = 0;
-      acc[a + A_DEC] = vs && vScale > 0 ? medianInPlace(this.scratch, ratios(g, vs, lo, hi, vScale, this.scratch)) : NaN;
+      if (m && mo >= 0) dotNorm(g, m, lo, hi, mo - lo, acc, a + A.GM);
+      else acc[a + A.GM] = acc[a + A.M2] = 0;
+      acc[a + A.DEC] = vs && vScale > 0 ? medianInPlace(this.scratch, ratios(g, vs, lo, hi, vScale, this.scratch)) : NaN;
     }
   }
 
@@ -385,20 +379,20 @@ export class Diagnostics {
       const skew = c3 / Math.pow(c2, 1.5);
       const kurt = c4 / (c2 * c2);
       const bim = (skew * skew + 1) / kurt;
-      const g2 = acc[a + A_G2];
+      const g2 = acc[a + A.G2];
       const rec = {
         grad_rms: round4(Math.sqrt(g2 / n)),
         update_rms: round4(Math.sqrt(d2 / n)),
         param_rms: round4(Math.sqrt(p2 / n)),
         max_abs: round4(maxAbs),
-        zero_frac: round4(acc[a + A_ZERO] / n),
+        zero_frac: round4(acc[a + A.ZERO] / n),
       } as TensorDiag;
       if (adam) {
         rec.eps_frac = round4(u[U_EPS] / n);
-        rec.decoupling = round4(acc[a + A_DEC]);
+        rec.decoupling = round4(acc[a + A.DEC]);
       }
-      rec.cos_g = hasPrevG ? round4(cos(acc[a + A_GG], g2, acc[a + A_GP2])) : null;
-      if (v.mOff[ti] >= 0) rec.cos_gm = round4(cos(acc[a + A_GM], g2, acc[a + A_M2]));
+      rec.cos_g = hasPrevG ? round4(cos(acc[a + A.GG], g2, acc[a + A.GP2])) : null;
+      if (v.mOff[ti] >= 0) rec.cos_gm = round4(cos(acc[a + A.GM], g2, acc[a + A.M2]));
       rec.cos_u = hasPrevD ? round4(cos(dd, d2, dp2)) : null;
       rec.skewness = round4(skew);
       rec.kurtosis = round4(kurt);
@@ -407,18 +401,18 @@ export class Diagnostics {
       rec.hist = Array.from(h, (c) => (cnt > 0 ? round3(c / cnt) : 0));
       diag[t.name] = rec;
       tot.g2 += g2;
-      tot.gg += acc[a + A_GG];
-      tot.gp2 += acc[a + A_GP2];
+      tot.gg += acc[a + A.GG];
+      tot.gp2 += acc[a + A.GP2];
       if (v.mOff[ti] >= 0) {
-        tot.gm += acc[a + A_GM];
-        tot.m2 += acc[a + A_M2];
+        tot.gm += acc[a + A.GM];
+        tot.m2 += acc[a + A.M2];
       }
       tot.d2 += d2;
       tot.dd += dd;
       tot.dp2 += dp2;
       tot.p2 += p2;
       tot.max = Math.max(tot.max, maxAbs);
-      tot.zero += acc[a + A_ZERO];
+      tot.zero += acc[a + A.ZERO];
       tot.eps += u[U_EPS];
       if (Number.isFinite(kurt)) tot.kurt = Math.max(tot.kurt, kurt);
       if (Number.isFinite(bim)) tot.bim = Math.max(tot.bim, bim);
