@@ -185,6 +185,19 @@ test('controller: late reports (an outage) are recorded as applied, a spike amon
   assert.equal(c.report(rep(43, { loss: 40 })).kind, 'rollback');
 });
 
+test("controller: spike_jump is the loss detector's; a gradient norm at 1.8× its EMA is no spike, a loss at 1.8× is", () => {
+  const c = new Controller({ on_spike: 'skip', spike_window: 16, spike_jump: 0.5 }, RUN);
+  const noisy = (n: number) => 1 + 0.3 * Math.sin(n * 2.1); // σ ~ 0.2: 1.8 is a z of ~4, under 6σ
+  for (let n = 1; n <= 30; n++) c.report(stepReport(n, { loss: 2 * noisy(n), grad_norm: noisy(n) }));
+  assert.equal(c.report(stepReport(31, { loss: 2, grad_norm: 1.8 })).kind, 'proceed');
+  const d = c.report(stepReport(32, { loss: 3.6 }));
+  assert.equal(d.kind, 'skip');
+  assert.deepEqual(
+    d.spikes?.map((s) => [s.metric, s.test]),
+    [['loss', 'jump']],
+  );
+});
+
 test('controller: on_spike none logs spikes and proceeds; a non-finite loss stops as diverged', () => {
   const c = new Controller({ on_spike: 'none', spike_window: 4 }, RUN);
   let d: Decision | null = null;

@@ -347,7 +347,8 @@ export class Controller {
       ...defaultSpikeOptions(metric),
       ...(p.spike_window !== undefined ? { window: p.spike_window } : {}),
       ...(p.spike_threshold !== undefined ? { threshold: p.spike_threshold } : {}),
-      ...(p.spike_jump !== undefined ? { jump: p.spike_jump } : {}),
+      // The jump test is the loss's only (defaultSpikeOptions): a gradient norm routinely doubles.
+      ...(p.spike_jump !== undefined && metric === 'loss' ? { jump: p.spike_jump } : {}),
       minRise: p.spike_min_rise ?? MIN_RISE,
     };
     const warmup = spikeWarmup(o.window, this.run.steps);
